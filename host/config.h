@@ -1,0 +1,115 @@
+/* Configuration: one YAML file -> a validated px_config. Owns YAML parsing (libyaml, with marks),
+ * ${VAR} / ${VAR:-default} expansion from the environment, validation of host keys, plugin
+ * instances and pipelines, and validation of each instance's options against the plugin's declared
+ * px_option table. Every error is one line "file:line:column: message"; secret values never
+ * appear in one. Pure module: no loop, no plugins loaded here. */
+#ifndef PX_CONFIG_H
+#define PX_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <plexus/sdk.h>
+
+typedef struct px_ynode px_ynode; /* parsed YAML node with its marks; private to config.c */
+
+enum px_durability { PX_DURABILITY_NORMAL = 0, PX_DURABILITY_FSYNC = 1 };
+
+typedef struct px_retry_policy {
+    uint32_t attempts;       /* total attempts incl. the first; default 10 */
+    uint64_t backoff_ms;     /* first retry delay; default 1000 */
+    uint64_t max_backoff_ms; /* cap; default 600000 (10m) */
+    double jitter;           /* 0..1 fraction of randomisation; default 0.2 */
+    uint64_t timeout_ms;     /* per attempt; default 30000 */
+} px_retry_policy;
+
+enum px_cond_op { PX_COND_EQUALS = 1, PX_COND_IN = 2, PX_COND_EXISTS = 3 };
+
+/* One JSON-pointer condition of a pipeline's `when`. */
+typedef struct px_cond {
+    char *pointer;  /* RFC 6901, e.g. "/data/status" */
+    int op;         /* enum px_cond_op */
+    json_t *value;  /* equals: the value; in: an array; exists: true or false (owned) */
+} px_cond;
+
+typedef struct px_target {
+    char *sink;     /* instance name */
+    char *action;   /* "" when not given */
+    json_t *with;   /* the mapping template as written (owned); {} when not given */
+    int line, col;  /* where the target starts, for per-event error messages */
+} px_target;
+
+typedef struct px_pipeline_conf {
+    char *name;
+    char *from;           /* source instance name; "*" = any source */
+    char **types;         /* `when.type`: exact names or globs (* and ?); ntypes 0 = any type */
+    size_t ntypes;
+    px_cond *conds;       /* `when.match` */
+    size_t nconds;
+    px_target *to;
+    size_t nto;
+    px_retry_policy retry;
+} px_pipeline_conf;
+
+typedef struct px_instance_conf {
+    char *name;        /* key under `plugins:` */
+    char *plugin;      /* plugin name; file <plugin>.so on plugin_path */
+    json_t *config;    /* raw config as typed JSON (owned); validated later by px_config_options */
+    px_ynode *node;    /* the `config:` node with marks, for option errors (owned); may be NULL */
+    int line, col;     /* where the instance is declared */
+    uint32_t max_inflight; /* sink concurrency; `max_inflight:` beside `plugin:`, default 64 */
+} px_instance_conf;
+
+typedef struct px_config {
+    char *path;              /* file it was read from */
+    int version;             /* must be 1 */
+    char *data_dir;          /* default "./var" */
+    char *http_listen;       /* "127.0.0.1:8080", "[::1]:8080"; NULL = no HTTP listener */
+    size_t http_max_body;    /* default 1 MiB */
+    uint32_t http_max_conns; /* default 1024 */
+    char *admin_listen;      /* default "127.0.0.1:8081"; NULL/"" = none */
+    char *admin_token;       /* NULL = no token (secret) */
+    char **plugin_path;      /* default { "./build/plugins" } */
+    size_t nplugin_path;
+    char *log_level;         /* default "info" */
+    char *log_format;        /* "auto" (default), "json", "text" */
+    int durability;          /* enum px_durability; `durability: normal|fsync` */
+    uint64_t dedupe_window_ms; /* `dedupe_window:`, default 24h */
+    uint64_t drain_timeout_ms; /* `drain_timeout:`, default 10s */
+    px_instance_conf *instances;
+    size_t ninstances;
+    px_pipeline_conf *pipelines;
+    size_t npipelines;
+} px_config;
+
+/* Reads and validates `path` (borrowed). On success returns 0 and stores a new config in *out
+ * (owned by caller; px_config_destroy). On failure returns PX_ECONFIG and writes one
+ * "file:line:column: message" line into err (errlen bytes, always NUL-terminated).
+ * Checks: YAML syntax, version, host keys and their types, unknown keys (with "did you mean"),
+ * env expansion (unset variable without default is an error), instance and pipeline structure,
+ * that every `from` and `sink` names a declared instance, duplicate names. */
+int px_config_load(const char *path, px_config **out, char *err, size_t errlen);
+
+/* Same as px_config_load, from a string (borrowed); `name` is used as the file in messages. */
+int px_config_parse(const char *name, const char *text, size_t len, px_config **out, char *err,
+                    size_t errlen);
+
+/* Validates instance `inst`'s raw config against `options` (the plugin's { NULL }-terminated
+ * table): unknown keys (with "did you mean"), types, required options, defaults applied, sizes
+ * and durations converted to integers. On success returns 0 and stores a new reference in *out.
+ * On failure returns PX_ECONFIG with "file:line:column: message" in err. */
+int px_config_options(const px_config *cfg, const px_instance_conf *inst,
+                      const px_option *options, json_t **out, char *err, size_t errlen);
+
+/* Finds an instance by name; borrowed pointer or NULL. */
+const px_instance_conf *px_config_instance(const px_config *cfg, const char *name);
+
+/* Parses durations ("250ms", "2s", "1.5s", "5m", "1h", "1d", or a plain number of ms) and sizes
+ * ("512", "64KiB", "1MiB", "1GiB", "10KB", "1MB"); 0 on success, PX_EINVAL otherwise. */
+int px_parse_duration(const char *s, uint64_t *ms);
+int px_parse_size(const char *s, uint64_t *bytes);
+
+void px_config_destroy(px_config *cfg);
+
+#endif

@@ -1,0 +1,1 @@
+/* loader: not written yet */

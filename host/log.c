@@ -1,0 +1,166 @@
+/* Log backend: formatting, secret masking, level filter. */
+#include "log.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mem.h"
+
+static int log_level = PX_LOG_INFO;
+static int log_format = PX_LOG_FORMAT_AUTO;
+static char **secrets;
+static size_t nsecrets;
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const char *level_names[] = {"error", "warn", "info", "debug"};
+
+void px_log_set_level(int level) { log_level = level; }
+int px_log_get_level(void) { return log_level; }
+void px_log_set_format(int format) { log_format = format; }
+
+int px_log_parse_level(const char *name, int *level)
+{
+    for (int i = 0; i < 4; i++) {
+        if (strcmp(name, level_names[i]) == 0) {
+            *level = i;
+            return 0;
+        }
+    }
+    if (strcmp(name, "warning") == 0) {
+        *level = PX_LOG_WARN;
+        return 0;
+    }
+    return PX_EINVAL;
+}
+
+void px_log_add_secret(const char *value)
+{
+    if (!value || !*value) {
+        return;
+    }
+    pthread_mutex_lock(&log_lock);
+    for (size_t i = 0; i < nsecrets; i++) {
+        if (strcmp(secrets[i], value) == 0) {
+            pthread_mutex_unlock(&log_lock);
+            return;
+        }
+    }
+    secrets = px_xrealloc(secrets, (nsecrets + 1) * sizeof(*secrets));
+    secrets[nsecrets++] = px_xstrdup(value);
+    pthread_mutex_unlock(&log_lock);
+}
+
+void px_log_clear_secrets(void)
+{
+    pthread_mutex_lock(&log_lock);
+    for (size_t i = 0; i < nsecrets; i++) {
+        free(secrets[i]);
+    }
+    free(secrets);
+    secrets = NULL;
+    nsecrets = 0;
+    pthread_mutex_unlock(&log_lock);
+}
+
+/* Replaces every registered secret in msg (in place, may shrink or grow by reallocation). */
+static char *mask_secrets(char *msg)
+{
+    for (size_t i = 0; i < nsecrets; i++) {
+        const char *s = secrets[i];
+        size_t slen = strlen(s);
+        char *hit;
+        while ((hit = strstr(msg, s)) != NULL) {
+            size_t pre = (size_t)(hit - msg);
+            char *out = px_xasprintf("%.*s***%s", (int)pre, msg, hit + slen);
+            free(msg);
+            msg = out;
+        }
+    }
+    return msg;
+}
+
+static void json_escape(FILE *f, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '"': fputs("\\\"", f); break;
+        case '\\': fputs("\\\\", f); break;
+        case '\n': fputs("\\n", f); break;
+        case '\r': fputs("\\r", f); break;
+        case '\t': fputs("\\t", f); break;
+        default:
+            if (*p < 0x20) {
+                fprintf(f, "\\u%04x", *p);
+            } else {
+                fputc(*p, f);
+            }
+        }
+    }
+}
+
+void px_logv(int level, const char *module, const char *fmt, va_list ap)
+{
+    if (level > log_level) {
+        return;
+    }
+    if (level < 0) {
+        level = 0;
+    }
+    if (level > 3) {
+        level = 3;
+    }
+    char buf[1024];
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(buf, sizeof(buf), fmt, ap2);
+    va_end(ap2);
+    char *msg;
+    if (n >= (int)sizeof(buf)) {
+        msg = px_xmalloc((size_t)n + 1);
+        vsnprintf(msg, (size_t)n + 1, fmt, ap);
+    } else {
+        msg = px_xstrdup(n < 0 ? "" : buf);
+    }
+
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    struct tm tm;
+    gmtime_r(&tv.tv_sec, &tm);
+    char ts[40];
+    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (long)(tv.tv_usec / 1000));
+
+    pthread_mutex_lock(&log_lock);
+    msg = mask_secrets(msg);
+    int format = log_format;
+    if (format == PX_LOG_FORMAT_AUTO) {
+        format = isatty(STDERR_FILENO) ? PX_LOG_FORMAT_TEXT : PX_LOG_FORMAT_JSON;
+    }
+    if (format == PX_LOG_FORMAT_TEXT) {
+        fprintf(stderr, "%s %-5s [%s] %s\n", ts, level_names[level], module ? module : "host",
+                msg);
+    } else {
+        fprintf(stderr, "{\"ts\":\"%s\",\"level\":\"%s\",\"module\":\"", ts, level_names[level]);
+        json_escape(stderr, module ? module : "host");
+        fputs("\",\"msg\":\"", stderr);
+        json_escape(stderr, msg);
+        fputs("\"}\n", stderr);
+    }
+    fflush(stderr);
+    pthread_mutex_unlock(&log_lock);
+    free(msg);
+}
+
+void px_log(int level, const char *module, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    px_logv(level, module, fmt, ap);
+    va_end(ap);
+}

@@ -1,0 +1,287 @@
+/* Plexus plugin SDK, ABI 1.x: the only header a plugin includes.
+ *
+ * A plugin is a shared object exporting one symbol, PX_PLUGIN_ENTRY, which receives the host's
+ * function table and returns the plugin's descriptor. The plugin never links against host symbols:
+ * every service (events, deliveries, timers, HTTP, key/value state, metrics, thread hand-off) is a
+ * function pointer in px_host_api. No libuv, curl or yaml type crosses this boundary; json_t (jansson)
+ * is the one foreign type, and plugins must link the shared libjansson.
+ *
+ * Threads: every callback runs on the host's loop thread, and every host function must be called
+ * from it, except px_host_api.post, which any thread may call.
+ *
+ * Ownership words used below: "borrowed" (valid for the call only), "steals" (the callee owns it
+ * from now on, even on failure), "new reference" (caller must json_decref / free), "valid until X".
+ *
+ * Growth: minor versions only append fields at the end of px_host_api and px_plugin_desc. Check
+ * PX_HAS(px_host_api, host, field) before calling a host function newer than 1.0.
+ */
+#ifndef PLEXUS_SDK_H
+#define PLEXUS_SDK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PX_SDK_ABI_MAJOR 1
+#define PX_SDK_ABI_MINOR 0
+#define PX_PLUGIN_ENTRY px_plugin_entry_v1 /* the symbol carries the major */
+#define PX_PLUGIN_ENTRY_NAME "px_plugin_entry_v1"
+
+/* Opaque handles, all owned by the host. */
+typedef struct px_plugin_ctx px_plugin_ctx;   /* one per loaded generation of an instance */
+typedef struct px_event px_event;             /* ref-counted, immutable once emitted */
+typedef struct px_delivery px_delivery;       /* one attempt to hand an event to a sink */
+typedef struct px_timer px_timer;
+typedef struct px_http_request px_http_request;   /* an incoming request on a plugin route */
+typedef struct px_http_response px_http_response; /* the answer to an outgoing request */
+typedef struct px_http_call px_http_call;         /* an outgoing request in progress */
+
+/* Result codes shared by host and plugins. */
+enum {
+    PX_OK = 0,
+    PX_ERETRY = -5001,  /* complete(): try again later (after retry_after_ms if non-zero) */
+    PX_EREJECT = -5002, /* complete(): never deliverable; goes to the dead letters */
+    PX_EINVAL = -5003,  /* a host call got a bad argument */
+    PX_EBUSY = -5004,   /* back-pressure: the spool cannot take more now; retry upstream later */
+    PX_ESTATE = -5005,  /* the call is not allowed in this state (e.g. after stop) */
+    PX_ENOENT = -5006,  /* no such key / route / item */
+};
+
+enum px_log_level { PX_LOG_ERROR = 0, PX_LOG_WARN = 1, PX_LOG_INFO = 2, PX_LOG_DEBUG = 3 };
+
+enum px_kind { PX_KIND_SOURCE = 1u << 0, PX_KIND_SINK = 1u << 1 };
+
+/* Declared option types. The host validates the YAML against them and hands init() a clean JSON
+ * object with every declared option present (defaults applied) and no undeclared key. */
+enum px_option_type {
+    PX_OPT_STRING = 1,   /* JSON string */
+    PX_OPT_INT = 2,      /* JSON integer */
+    PX_OPT_NUMBER = 3,   /* JSON real or integer */
+    PX_OPT_BOOL = 4,     /* JSON true/false */
+    PX_OPT_DURATION = 5, /* "250ms", "2s", "5m", "1h" or a number of ms; given to init as integer ms */
+    PX_OPT_SIZE = 6,     /* "512", "64KiB", "1MiB", "1GiB"; given to init as integer bytes */
+    PX_OPT_LIST = 7,     /* a YAML sequence of strings; JSON array of strings */
+    PX_OPT_OBJECT = 8,   /* any YAML mapping, converted as-is; JSON object */
+};
+
+typedef struct px_option {
+    const char *name;          /* static storage; NULL name ends the table */
+    uint32_t type;             /* enum px_option_type */
+    uint32_t flags;            /* PX_OPT_REQUIRED | PX_OPT_SECRET */
+    const char *default_value; /* written as in YAML ("30s", "true", "10"); NULL = none (JSON null) */
+    const char *doc;           /* one line, for `plexus plugins --describe` */
+} px_option;
+
+#define PX_OPT_REQUIRED (1u << 0)
+#define PX_OPT_SECRET (1u << 1) /* value never printed: logs, status, errors */
+
+/* Event string fields settable by the source before emit. */
+enum px_event_field {
+    PX_EVENT_ID = 1,         /* default: a host-generated unique id */
+    PX_EVENT_DEDUPE_KEY = 2, /* a repeat of this key within the dedupe window is dropped */
+    PX_EVENT_SUBJECT = 3,    /* free text for logs and status, e.g. an upstream message id */
+};
+
+/* Delivery hints a source attaches; they can only narrow the pipeline's retry policy. */
+enum px_event_hint {
+    PX_HINT_MAX_ATTEMPTS = 1, /* value: attempts, >= 1 */
+    PX_HINT_TIMEOUT_MS = 2,   /* value: per-attempt timeout */
+    PX_HINT_BACKOFF_MS = 3,   /* value: appends one step to the backoff list; last repeats */
+};
+
+/* Runs once, on the loop, after emit() (never inside it). status == PX_OK: the spool holds the
+ * event (or no pipeline wanted it): acknowledge upstream now. status < 0 (PX_EBUSY...): it was not
+ * kept; do not acknowledge, let upstream retry. */
+typedef void (*px_persisted_cb)(int status, void *arg);
+
+/* Incoming HTTP request on a route the plugin registered. The plugin must answer it exactly once
+ * with http_respond, now or later on the loop; the request is valid until then. */
+typedef void (*px_http_handler)(px_http_request *req, void *arg);
+
+/* The answer to http_request. status: the HTTP status, or < 0 when no answer came (timeout,
+ * connection refused...; then resp is NULL and error says why). resp is valid for the call only. */
+typedef void (*px_http_response_cb)(int status, const px_http_response *resp, const char *error,
+                                    void *arg);
+
+#define PX_ROUTE_PREFIX (1u << 0) /* path matches itself and anything under "path/" */
+
+/* An outgoing HTTP request. Every pointer is borrowed for the http_request() call only. */
+typedef struct px_http_options {
+    uint32_t size;               /* sizeof(px_http_options) as the plugin built it */
+    const char *method;          /* "GET", "POST"...; NULL = GET, or POST when body is set */
+    const char *url;             /* absolute http:// or https:// URL */
+    const char *const *headers;  /* "Name: value" strings, NULL-terminated; may be NULL */
+    const char *body;            /* may be NULL */
+    size_t body_len;
+    uint32_t timeout_ms;         /* whole request; 0 = 30 s */
+    const char *aws_sigv4;       /* e.g. "aws:amz:eu-west-1:sqs" to sign with SigV4; NULL = none */
+    const char *aws_key;         /* SigV4 access key id */
+    const char *aws_secret;      /* SigV4 secret key */
+    uint32_t flags;              /* PX_HTTP_INSECURE: skip TLS verification (tests only) */
+} px_http_options;
+
+#define PX_HTTP_INSECURE (1u << 0)
+
+typedef struct px_host_api {
+    uint32_t abi_major, abi_minor, size; /* size = sizeof(px_host_api) as the host built it */
+
+    /* Logging, prefixed with the instance name. Secret option values are masked by the host. */
+    void (*log)(px_plugin_ctx *ctx, int level, const char *fmt, ...)
+#if defined(__GNUC__)
+        __attribute__((format(printf, 3, 4)))
+#endif
+        ;
+    /* Name of this instance (valid until destroy). */
+    const char *(*instance_name)(px_plugin_ctx *ctx);
+
+    /* --- Events (sources) --------------------------------------------------------------- */
+    /* New event of `type` (borrowed, e.g. "ezzing.user_created") carrying `payload` (steals).
+     * Returns NULL only on a bad argument. The caller owns the event until emit(). */
+    px_event *(*event_create)(px_plugin_ctx *ctx, const char *type, json_t *payload);
+    /* Sets a string field (value borrowed, copied). Only before emit. */
+    int (*event_set)(px_event *ev, int field, const char *value);
+    int (*event_set_hint)(px_event *ev, int hint, int64_t value);
+    /* Adds metadata (e.g. an HTTP header or SQS attribute); both strings borrowed, copied. */
+    int (*event_set_meta)(px_event *ev, const char *key, const char *value);
+    /* Hands `ev` to the router (steals it, even on failure). cb (may be NULL) runs later exactly
+     * once with the outcome; it is never called if emit returns < 0. */
+    int (*emit)(px_plugin_ctx *ctx, px_event *ev, px_persisted_cb cb, void *arg);
+    /* Frees an event that was created but not emitted. */
+    void (*event_discard)(px_event *ev);
+
+    /* Event getters (sinks; also sources before emit). Strings valid while the event lives. */
+    const char *(*event_type)(const px_event *ev);
+    const char *(*event_id)(const px_event *ev);
+    const char *(*event_source)(const px_event *ev);       /* instance that emitted it */
+    const char *(*event_meta)(const px_event *ev, const char *key); /* NULL when absent */
+    int64_t (*event_time_ms)(const px_event *ev);           /* unix ms at emit */
+    json_t *(*event_payload)(const px_event *ev);           /* borrowed; do not modify */
+
+    /* --- Deliveries (sinks) ------------------------------------------------------------- */
+    /* Everything a delivery hands out is valid until complete(). */
+    const px_event *(*delivery_event)(px_delivery *d);
+    const char *(*delivery_action)(px_delivery *d);   /* the pipeline target's `action`, or "" */
+    json_t *(*delivery_params)(px_delivery *d);       /* borrowed: the mapped `with`, an object */
+    const char *(*delivery_pipeline)(px_delivery *d);
+    uint32_t (*delivery_attempt)(px_delivery *d);     /* 1 for the first attempt */
+    /* Finishes a delivery: PX_OK, PX_ERETRY (after retry_after_ms, 0 = policy backoff) or
+     * PX_EREJECT. reason (borrowed) is kept in logs and the dead letters; on PX_OK it may carry
+     * the result, e.g. "id=1234". d is invalid after the call. */
+    void (*complete)(px_delivery *d, int status, const char *reason, uint64_t retry_after_ms);
+
+    /* --- Loop services ------------------------------------------------------------------ */
+    /* Calls cb(arg) on the loop thread. The one host function callable from any thread.
+     * Returns < 0 only when the instance is being destroyed. */
+    int (*post)(px_plugin_ctx *ctx, void (*cb)(void *arg), void *arg);
+    /* Calls cb after `ms`, then every repeat_ms if non-zero. *out (owned by the host) stays
+     * valid until timer_stop(), which must be called once for every timer, even a fired one-shot.
+     * The host stops any timer left at destroy. */
+    int (*timer_start)(px_plugin_ctx *ctx, uint64_t ms, uint64_t repeat_ms, void (*cb)(void *arg),
+                       void *arg, px_timer **out);
+    void (*timer_stop)(px_timer *t);
+
+    /* --- HTTP server routes ------------------------------------------------------------- */
+    /* Routes `method` (NULL = any) + `path` (both borrowed) on the host's HTTP listener to cb.
+     * Routes belong to this generation; on reload the new generation's routes replace them
+     * without refusing a connection. */
+    int (*http_route)(px_plugin_ctx *ctx, const char *method, const char *path, uint32_t flags,
+                      px_http_handler cb, void *arg);
+    const char *(*http_req_method)(px_http_request *req);
+    const char *(*http_req_path)(px_http_request *req);   /* without the query string */
+    const char *(*http_req_query)(px_http_request *req);  /* after '?', or "" */
+    const char *(*http_req_header)(px_http_request *req, const char *name); /* case-insensitive */
+    const char *(*http_req_body)(px_http_request *req, size_t *len);
+    /* Adds a response header (borrowed, copied) before http_respond. */
+    int (*http_set_header)(px_http_request *req, const char *name, const char *value);
+    /* Answers and releases req. content_type NULL = "application/json". body borrowed. */
+    void (*http_respond)(px_http_request *req, int status, const char *content_type,
+                         const char *body, size_t len);
+
+    /* --- HTTP client -------------------------------------------------------------------- */
+    /* Starts a request; cb runs once on the loop. *out (may be NULL) allows http_cancel until cb
+     * has run. The loop never blocks on it. */
+    int (*http_request)(px_plugin_ctx *ctx, const px_http_options *opt, px_http_response_cb cb,
+                        void *arg, px_http_call **out);
+    void (*http_cancel)(px_http_call *call); /* cb runs with status < 0 ("cancelled") */
+    const char *(*http_resp_header)(const px_http_response *resp, const char *name);
+    const char *(*http_resp_body)(const px_http_response *resp, size_t *len);
+
+    /* --- Per-instance key/value state, durable (SQLite), survives restart and reload ----- */
+    /* Returns a new reference, or NULL when absent. */
+    json_t *(*kv_get)(px_plugin_ctx *ctx, const char *key);
+    /* Stores value (borrowed) atomically and durably before returning; NULL deletes. */
+    int (*kv_set)(px_plugin_ctx *ctx, const char *key, const json_t *value);
+
+    /* --- Metrics, exported as plexus_plugin_<name>{instance="..."[,labels]} ---------------- */
+    /* labels: NULL or `key="value",key2="value2"` (borrowed). */
+    void (*counter_add)(px_plugin_ctx *ctx, const char *name, const char *labels, double delta);
+    void (*gauge_set)(px_plugin_ctx *ctx, const char *name, const char *labels, double value);
+
+    /* --- Lifecycle ---------------------------------------------------------------------- */
+    /* A plugin whose descriptor has drain() calls this once its in-flight work is finished. */
+    void (*drained)(px_plugin_ctx *ctx);
+
+    /* ABI 1.1+: append below this line only */
+} px_host_api;
+
+typedef struct px_plugin_desc {
+    uint32_t abi_major, abi_minor, size; /* stamped by PX_PLUGIN_DESC_INIT */
+    uint32_t jansson_major;              /* JANSSON_MAJOR_VERSION; host refuses a mismatch */
+    uint32_t kind;                       /* PX_KIND_SOURCE | PX_KIND_SINK */
+    const char *name;                    /* must equal the file name <name>.so; static */
+    const char *version;                 /* e.g. "1.2.0"; static */
+    const char *description;             /* one line; static */
+    const px_option *options;            /* declared config keys, { NULL }-terminated; static */
+
+    /* Creates the instance state from config (borrowed; validated per options). Register HTTP
+     * routes here or in start. Returns 0, or < 0 with a reason logged through host->log. */
+    int (*init)(px_plugin_ctx *ctx, const json_t *config, void **state);
+    /* Starts producing (sources) / accepting deliveries (sinks). */
+    int (*start)(void *state);
+    /* Sinks: a delivery to perform, asynchronously; finish it with host->complete. */
+    void (*deliver)(void *state, px_delivery *d);
+    /* Stops taking new work: sources stop polling. Pending work may still finish. */
+    void (*stop)(void *state);
+    /* Optional. Finish in-flight work, close own resources, then call host->drained(ctx)
+     * (possibly from inside drain). The host bounds the wait; deliveries still open then are
+     * retried elsewhere. */
+    void (*drain)(void *state);
+    /* Frees everything init made. No host call is allowed after it returns. */
+    void (*destroy)(void *state);
+    /* Optional hot-reload hand-over: the old generation exports (new reference), the new one
+     * imports (borrowed) before start. */
+    json_t *(*export_state)(void *state);
+    int (*import_state)(void *state, const json_t *st);
+
+    /* ABI 1.1+: append below this line only */
+} px_plugin_desc;
+
+#define PX_PLUGIN_DESC_V1_0_SIZE (offsetof(px_plugin_desc, import_state) + sizeof(void *))
+
+#define PX_PLUGIN_DESC_INIT                                                                   \
+    .abi_major = PX_SDK_ABI_MAJOR, .abi_minor = PX_SDK_ABI_MINOR,                             \
+    .size = sizeof(px_plugin_desc), .jansson_major = JANSSON_MAJOR_VERSION
+
+/* True when struct `p` (of type T, with a `size` field) is large enough to hold field f. */
+#define PX_HAS(T, p, f) (offsetof(T, f) + sizeof(((T *)0)->f) <= (p)->size)
+
+#if defined(__GNUC__)
+#define PX_SDK_EXPORT __attribute__((visibility("default")))
+#else
+#define PX_SDK_EXPORT
+#endif
+
+/* The one symbol a plugin exports. host is valid for the life of the process (keep it in a
+ * static). Returns the plugin's descriptor (static storage). */
+PX_SDK_EXPORT const px_plugin_desc *PX_PLUGIN_ENTRY(const px_host_api *host);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PLEXUS_SDK_H */
