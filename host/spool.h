@@ -1,0 +1,168 @@
+/* The spool: the durable outbox between the router and the dispatcher. One SQLite database
+ * DIR/spool.db in WAL mode holds events, their pending deliveries, each delivery's attempt history,
+ * the dead letters and the dedupe keys. One writer thread owns the write connection and commits
+ * everything queued since its last commit in one transaction (group commit); completion callbacks
+ * come back to the loop thread through a uv_async_t and run there in queue order. Reads run
+ * synchronously on the loop thread through a second, read-only connection.
+ * Every function here is for the loop thread only (the thread of `loop` given to px_spool_open). */
+#ifndef PX_SPOOL_H
+#define PX_SPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <uv.h>
+
+typedef struct px_spool px_spool;
+
+typedef struct px_spool_options {
+    int durability;            /* enum px_durability (config.h): NORMAL -> synchronous=NORMAL,
+                                  FSYNC -> synchronous=FULL (a flush per commit) */
+    uint64_t dedupe_window_ms; /* how long a dedupe key is remembered; 0 = dedupe disabled */
+    size_t max_queue;          /* puts (and dead_raw) queued and not yet committed before
+                                  px_spool_put refuses with PX_EBUSY; 0 = 65536 */
+} px_spool_options;
+
+/* Opens (creating `dir` (borrowed) and the database when missing, migrating an older schema) and
+ * starts the writer thread. opt (borrowed) may be NULL for defaults. On success returns 0 and
+ * stores the spool in *out (owned by caller; px_spool_close). On failure returns PX_ESPOOL (or a
+ * libuv error for the directory) with a one-line message in err (errlen bytes, NUL-terminated)
+ * and leaves *out untouched. */
+int px_spool_open(uv_loop_t *loop, const char *dir, const px_spool_options *opt, px_spool **out,
+                  char *err, size_t errlen);
+
+/* Blocks until everything queued is committed (or failed), runs the pending callbacks, stops the
+ * writer thread, closes both connections and uv_close()s the spool's handle. The loop must run
+ * once more to finish closing; s is freed in the close callback, so it must not be used after
+ * this call. NULL is a no-op. */
+void px_spool_close(px_spool *s);
+
+/* An event as the spool stores it. Every pointer is borrowed for the call and copied. */
+typedef struct px_spool_event {
+    const char *id, *type, *source; /* NUL-terminated; NULL is stored as "" */
+    const char *dedupe_key;         /* NULL = none; a repeat (same source + key) within the window
+                                       is a duplicate */
+    int64_t time_ms;                /* event time, ms since the epoch */
+    const char *payload;            /* JSON text, payload_len bytes (kept byte for byte) */
+    size_t payload_len;
+    const char *meta;               /* JSON object text or NULL */
+    const char *hints;              /* JSON object text or NULL */
+} px_spool_event;
+
+/* One delivery of an event to a sink. Strings borrowed for the call and copied. */
+typedef struct px_spool_row {
+    const char *pipeline, *sink, *action; /* NULL is stored as "" */
+    const char *params;                   /* JSON text, params_len bytes; NULL = "{}" */
+    size_t params_len;
+    int64_t id; /* OUT: assigned by px_spool_put before it returns (monotonic across restarts) */
+} px_spool_row;
+
+enum { PX_SPOOL_STORED = 0, PX_SPOOL_DUPLICATE = 1 };
+
+/* Completion of a put or dead_raw: PX_SPOOL_STORED (committed), PX_SPOOL_DUPLICATE (dropped as a
+ * repeat; nothing stored), or < 0 (PX_EBUSY: not stored: disk full, database locked, spool
+ * closing). Runs on the loop thread, never inside the call that queued it. */
+typedef void (*px_spool_put_cb)(int status, void *arg);
+
+/* Queues the event ev (borrowed) and its n delivery rows (borrowed; their `id` is written) as one
+ * unit: either everything is committed or nothing. n may be 0: then only the dedupe key is
+ * recorded (and cb still reports STORED or DUPLICATE). Returns 0 (cb will run exactly once), or
+ * PX_EBUSY at once when the spool is known unwritable or the queue is full, or PX_EINVAL
+ * (n > 0 with rows == NULL, or ev == NULL); cb will not run then. */
+int px_spool_put(px_spool *s, const px_spool_event *ev, px_spool_row *rows, size_t n,
+                 px_spool_put_cb cb, void *arg);
+
+/* Delivery outcome updates: queued and committed in order with puts, no callback. A crash before
+ * the commit only means the delivery is delivered again (at-least-once). A mark that fails to
+ * commit (disk full...) is kept by the writer and tried again until it commits or the spool
+ * closes. Unknown ids are ignored. error / reason: borrowed, copied; NULL = "". */
+void px_spool_mark_done(px_spool *s, int64_t delivery_id);
+void px_spool_mark_retry(px_spool *s, int64_t delivery_id, uint32_t attempts, int64_t next_at_ms,
+                         const char *error);
+/* Moves the delivery to the dead letters with reason, its attempt count and its whole attempt
+ * history. */
+void px_spool_mark_dead(px_spool *s, int64_t delivery_id, uint32_t attempts, const char *reason);
+
+/* A pending delivery read back, for retries and recovery after a restart. Every pointer is valid
+ * only during the callback. ev.dedupe_key is NULL; ev.meta / ev.hints are NULL when absent.
+ * ev.payload is NUL-terminated in addition to payload_len. */
+typedef struct px_spool_loaded {
+    int64_t id;
+    const char *pipeline, *sink, *action;
+    const char *params;        /* JSON text, NUL-terminated */
+    uint32_t attempts;         /* attempts made so far (0 for a fresh delivery) */
+    int64_t next_at_ms;        /* earliest time for the next attempt, ms since the epoch; 0 = now */
+    const char *last_error;    /* error of the latest attempt, or NULL */
+    px_spool_event ev;
+} px_spool_loaded;
+
+/* Synchronous: calls cb for up to `max` pending deliveries of `sink` (borrowed) with
+ * id > after_id, ordered by id. Returns the number loaded or < 0 (PX_ESPOOL). Only committed rows
+ * are seen; before reading it waits for every operation queued before the call to be processed
+ * by the writer (read-your-writes: a delivery marked done is not loaded again), unless the spool
+ * is unwritable, in which case rows with marks still queued may appear. */
+int px_spool_load(px_spool *s, const char *sink, int64_t after_id, size_t max,
+                  void (*cb)(const px_spool_loaded *d, void *arg), void *arg);
+
+/* Synchronous: calls cb(sink (valid during cb), n) once per sink with pending deliveries.
+ * Returns the number of sinks or < 0. Same read-your-writes rule as px_spool_load. */
+int px_spool_pending_counts(px_spool *s, void (*cb)(const char *sink, int64_t n, void *arg),
+                            void *arg);
+
+/* Dead letters, as JSON (*out: new reference). list: an array of
+ * {id, event_id, type, source, pipeline, sink, action, reason, attempts, died_at} (died_at in ms
+ * since the epoch), newest first, filtered by sink (borrowed; NULL = all), since_ms (died_at >=
+ * since_ms; 0 = all), at most limit entries (0 = no limit). show: one record with every list field
+ * plus time, payload (parsed JSON, or the raw text as a string when it is not JSON), params, meta,
+ * hints and history [{attempt, at, error}]. Both return 0, PX_ENOENT (show: no such id) or
+ * PX_ESPOOL. */
+int px_spool_dlq_list(px_spool *s, const char *sink, int64_t since_ms, size_t limit,
+                      json_t **out);
+int px_spool_dlq_show(px_spool *s, int64_t id, json_t **out);
+/* Number of dead letters (for metrics). Returns 0 and stores it in *n, or PX_ESPOOL. */
+int px_spool_dlq_count(px_spool *s, int64_t *n);
+
+/* Replay: moves dead letters back to pending deliveries with fresh ids and attempts 0 (their
+ * attempt history is dropped). ids (borrowed, n entries) select dead letter ids; ids NULL or
+ * n == 0 selects all of `sink` (borrowed; NULL = any sink). Raw dead letters (sink "") are not
+ * replayable and are skipped. Purge deletes the selected dead letters; before_ms > 0 narrows it
+ * to those that died before that time. Both block until the writer has committed them, return the
+ * count affected or < 0 (PX_EBUSY when the spool is unwritable), and replay calls cb(new delivery
+ * id, sink (valid during cb), arg) for each re-queued row after the commit (cb may be NULL). */
+int px_spool_dlq_replay(px_spool *s, const int64_t *ids, size_t n, const char *sink,
+                        void (*cb)(int64_t id, const char *sink, void *arg), void *arg);
+int px_spool_dlq_purge(px_spool *s, const int64_t *ids, size_t n, const char *sink,
+                       int64_t before_ms);
+
+/* Raw events that never became deliveries (a source's poison message: not JSON, no job...; or a
+ * mapping that failed for one target) go straight to the dead letters with `reason`, the payload
+ * kept byte for byte. pipeline and sink (borrowed; NULL = "") say where it was headed, when known.
+ * Queued like put, same return values and callback (never DUPLICATE: the dedupe key is ignored). */
+int px_spool_dead_raw(px_spool *s, const px_spool_event *ev, const char *pipeline,
+                      const char *sink, const char *reason, px_spool_put_cb cb, void *arg);
+
+typedef struct px_spool_stats {
+    uint64_t commits;        /* transactions committed */
+    uint64_t rows_committed; /* operations (puts, marks...) committed */
+    uint64_t last_batch;     /* operations in the latest commit */
+    uint64_t max_batch;      /* largest commit so far */
+    double commit_ms_last, commit_ms_max; /* wall time of a commit incl. its statements */
+    uint64_t duplicates;     /* puts dropped as duplicates */
+    uint64_t busy_refusals;  /* puts refused or failed with PX_EBUSY */
+    uint64_t write_errors;   /* batches rolled back */
+    int writable;            /* 1 while writes succeed */
+    size_t queued;           /* operations waiting for the writer */
+} px_spool_stats;
+
+/* Fills *st (caller's memory) with a snapshot. */
+void px_spool_get_stats(px_spool *s, px_spool_stats *st);
+/* 1 when the spool accepts puts, 0 while it is unwritable (probing every ~500 ms). */
+int px_spool_writable(px_spool *s);
+
+/* Internal, for tests: runs `sql` (borrowed) on the writer connection between two batches and
+ * waits for it (e.g. "PRAGMA max_page_count=..." to simulate a full disk). Returns 0 or
+ * PX_ESPOOL. */
+int px__spool_exec(px_spool *s, const char *sql);
+
+#endif
