@@ -1,1 +1,162 @@
-/* api: not written yet */
+/* The px_host_api table handed to plugins: thin adapters onto the host modules. Every function
+ * checks its handle, so a plugin's mistake is an error code, not a crash of the host. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon.h"
+#include "err.h"
+#include "event.h"
+#include "ingest.h"
+#include "log.h"
+#include "mem.h"
+
+px_daemon *px_the_daemon;
+
+static void api_log(px_plugin_ctx *ctx, int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    px_logv(level, ctx && ctx->inst ? ctx->inst->name : "plugin", fmt, ap);
+    va_end(ap);
+}
+
+static const char *api_instance_name(px_plugin_ctx *ctx)
+{
+    return ctx ? ctx->inst->name : "";
+}
+
+static px_event *api_event_create(px_plugin_ctx *ctx, const char *type, json_t *payload)
+{
+    return px_event_create(ctx ? ctx->inst->name : "", type, payload);
+}
+
+static int api_emit(px_plugin_ctx *ctx, px_event *ev, px_persisted_cb cb, void *arg)
+{
+    if (!ctx || !px_the_daemon) {
+        px_event_unref(ev);
+        return PX_EINVAL;
+    }
+    return px_ingest_emit(px_the_daemon, ctx, ev, cb, arg);
+}
+
+static void api_event_discard(px_event *ev)
+{
+    if (ev && !ev->emitted) {
+        px_event_unref(ev);
+    }
+}
+
+static const char *api_event_type(const px_event *ev) { return ev ? ev->type : NULL; }
+static const char *api_event_id(const px_event *ev) { return ev ? ev->id : NULL; }
+static const char *api_event_source(const px_event *ev) { return ev ? ev->source : NULL; }
+static int64_t api_event_time_ms(const px_event *ev) { return ev ? ev->time_ms : 0; }
+static json_t *api_event_payload(const px_event *ev) { return ev ? ev->payload : NULL; }
+
+static const char *api_event_meta(const px_event *ev, const char *key)
+{
+    if (!ev || !ev->meta || !key) {
+        return NULL;
+    }
+    return json_string_value(json_object_get(ev->meta, key));
+}
+
+static const px_event *api_delivery_event(px_delivery *d) { return d ? d->event : NULL; }
+static const char *api_delivery_action(px_delivery *d) { return d ? d->action : NULL; }
+static json_t *api_delivery_params(px_delivery *d) { return d ? d->params : NULL; }
+static const char *api_delivery_pipeline(px_delivery *d) { return d ? d->pipeline : NULL; }
+static uint32_t api_delivery_attempt(px_delivery *d) { return d ? d->attempt : 0; }
+
+static int api_post(px_plugin_ctx *ctx, void (*cb)(void *arg), void *arg)
+{
+    return px_gen_post(ctx, cb, arg);
+}
+
+static json_t *api_kv_get(px_plugin_ctx *ctx, const char *key)
+{
+    if (!ctx || !key || !px_the_daemon || !px_the_daemon->state) {
+        return NULL;
+    }
+    return px_state_get(px_the_daemon->state, ctx->inst->name, key);
+}
+
+static int api_kv_set(px_plugin_ctx *ctx, const char *key, const json_t *value)
+{
+    if (!ctx || !key || !px_the_daemon || !px_the_daemon->state) {
+        return PX_EINVAL;
+    }
+    return px_state_set(px_the_daemon->state, ctx->inst->name, key, value);
+}
+
+static void api_counter_add(px_plugin_ctx *ctx, const char *name, const char *labels,
+                            double delta)
+{
+    (void)ctx, (void)name, (void)labels, (void)delta;
+}
+
+static void api_gauge_set(px_plugin_ctx *ctx, const char *name, const char *labels, double value)
+{
+    (void)ctx, (void)name, (void)labels, (void)value;
+}
+
+static void api_drained(px_plugin_ctx *ctx)
+{
+    if (!ctx) {
+        return;
+    }
+    ctx->drain_reported = 1;
+    px_gen_check_drained(ctx);
+}
+
+/* HTTP services are wired in by the network layer; until then they refuse. */
+static int api_http_route(px_plugin_ctx *ctx, const char *method, const char *path,
+                          uint32_t flags, px_http_handler cb, void *arg)
+{
+    return px_daemon_http_route(px_the_daemon, ctx, method, path, flags, cb, arg);
+}
+
+static int api_http_request(px_plugin_ctx *ctx, const px_http_options *opt,
+                            px_http_response_cb cb, void *arg, px_http_call **out)
+{
+    return px_daemon_http_request(px_the_daemon, ctx, opt, cb, arg, out);
+}
+
+void px_api_init(px_host_api *api)
+{
+    memset(api, 0, sizeof(*api));
+    api->abi_major = PX_SDK_ABI_MAJOR;
+    api->abi_minor = PX_SDK_ABI_MINOR;
+    api->size = sizeof(*api);
+    api->log = api_log;
+    api->instance_name = api_instance_name;
+    api->event_create = api_event_create;
+    api->event_set = px_event_set;
+    api->event_set_hint = px_event_set_hint;
+    api->event_set_meta = px_event_set_meta;
+    api->emit = api_emit;
+    api->event_discard = api_event_discard;
+    api->event_type = api_event_type;
+    api->event_id = api_event_id;
+    api->event_source = api_event_source;
+    api->event_meta = api_event_meta;
+    api->event_time_ms = api_event_time_ms;
+    api->event_payload = api_event_payload;
+    api->delivery_event = api_delivery_event;
+    api->delivery_action = api_delivery_action;
+    api->delivery_params = api_delivery_params;
+    api->delivery_pipeline = api_delivery_pipeline;
+    api->delivery_attempt = api_delivery_attempt;
+    api->complete = px_dispatch_complete;
+    api->post = api_post;
+    api->timer_start = px_gen_timer_start;
+    api->timer_stop = px_gen_timer_stop;
+    api->http_route = api_http_route;
+    api->http_request = api_http_request;
+    px_daemon_http_fill(api);
+    api->kv_get = api_kv_get;
+    api->kv_set = api_kv_set;
+    api->counter_add = api_counter_add;
+    api->gauge_set = api_gauge_set;
+    api->drained = api_drained;
+}

@@ -1,1 +1,598 @@
-/* dispatch: not written yet */
+/* Deliveries to sinks: in-memory window per sink, retries, timeouts, dead letters. */
+#include "dispatch.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "daemon.h"
+#include "err.h"
+#include "log.h"
+#include "mem.h"
+
+/* The window of pending deliveries kept in memory per sink: refilled from the spool when it falls
+ * under the low mark. Bounded so a backlog of millions costs disk, not memory. */
+#define WINDOW_MAX 2048
+#define WINDOW_LOW 512
+#define SWEEP_MS 100
+
+struct px_sinkq {
+    char *name;
+    px_dispatch *disp;
+    px_delivery *ready_head, *ready_tail; /* ascending id */
+    size_t nready;
+    px_delivery *infl_head, *infl_tail;   /* dispatch order */
+    size_t ninflight;
+    int64_t tail_id;  /* highest id ever placed in memory */
+    int spilled;      /* the spool holds ids > tail_id that are not in memory */
+    int failing;      /* the last outcome was a retry: one delivery at a time until one succeeds */
+    int pumping, repump;
+    uv_timer_t wake;  /* the head's next_at */
+    int64_t wake_at;
+    px_sinkq *next;
+};
+
+struct px_dispatch {
+    px_daemon *d;
+    px_sinkq *queues;
+    uv_timer_t sweep;
+    px_delivery *orphans; /* timed-out or reclaimed deliveries their plugin still holds */
+    px_dispatch_stats stats;
+    int closing;
+};
+
+static int64_t now_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static void pump(px_sinkq *q);
+
+static void delivery_free(px_delivery *dl)
+{
+    px_event_unref(dl->event);
+    free(dl->pipeline);
+    free(dl->sink);
+    free(dl->action);
+    json_decref(dl->params);
+    free(dl);
+}
+
+/* --- lists ------------------------------------------------------------------------------- */
+
+static void list_append(px_delivery **head, px_delivery **tail, px_delivery *dl)
+{
+    dl->next = NULL;
+    dl->prev = *tail;
+    if (*tail) {
+        (*tail)->next = dl;
+    } else {
+        *head = dl;
+    }
+    *tail = dl;
+}
+
+static void list_remove(px_delivery **head, px_delivery **tail, px_delivery *dl)
+{
+    if (dl->prev) {
+        dl->prev->next = dl->next;
+    } else {
+        *head = dl->next;
+    }
+    if (dl->next) {
+        dl->next->prev = dl->prev;
+    } else {
+        *tail = dl->prev;
+    }
+    dl->prev = dl->next = NULL;
+}
+
+/* Inserts into the ready list keeping ids ascending (retries go back near the front). */
+static void ready_insert(px_sinkq *q, px_delivery *dl)
+{
+    px_delivery *at = q->ready_head;
+    while (at && at->id < dl->id) {
+        at = at->next;
+    }
+    if (!at) {
+        list_append(&q->ready_head, &q->ready_tail, dl);
+    } else {
+        dl->next = at;
+        dl->prev = at->prev;
+        if (at->prev) {
+            at->prev->next = dl;
+        } else {
+            q->ready_head = dl;
+        }
+        at->prev = dl;
+    }
+    q->nready++;
+}
+
+/* --- queues ------------------------------------------------------------------------------ */
+
+static void on_wake(uv_timer_t *t)
+{
+    px_sinkq *q = t->data;
+    q->wake_at = 0;
+    pump(q);
+}
+
+static px_sinkq *queue_get(px_dispatch *disp, const char *sink)
+{
+    for (px_sinkq *q = disp->queues; q; q = q->next) {
+        if (strcmp(q->name, sink) == 0) {
+            return q;
+        }
+    }
+    px_sinkq *q = px_xcalloc(1, sizeof(*q));
+    q->name = px_xstrdup(sink);
+    q->disp = disp;
+    uv_timer_init(disp->d->loop, &q->wake);
+    q->wake.data = q;
+    q->next = disp->queues;
+    disp->queues = q;
+    return q;
+}
+
+static void policy_narrow(px_retry_policy *p, const px_event *ev)
+{
+    if (ev->max_attempts && ev->max_attempts < p->attempts) {
+        p->attempts = ev->max_attempts;
+    }
+    if (ev->timeout_ms && ev->timeout_ms < p->timeout_ms) {
+        p->timeout_ms = ev->timeout_ms;
+    }
+    if (p->attempts == 0) {
+        p->attempts = 1;
+    }
+}
+
+static px_delivery *delivery_new(px_sinkq *q, int64_t id, px_event *ev, const char *pipeline,
+                                 const char *action, json_t *params, const px_retry_policy *pol)
+{
+    px_delivery *dl = px_xcalloc(1, sizeof(*dl));
+    dl->id = id;
+    dl->event = ev;
+    dl->pipeline = px_xstrdup(pipeline ? pipeline : "");
+    dl->sink = px_xstrdup(q->name);
+    dl->action = px_xstrdup(action ? action : "");
+    dl->params = params;
+    dl->policy = *pol;
+    policy_narrow(&dl->policy, ev);
+    dl->q = q;
+    return dl;
+}
+
+/* --- refill from the spool --------------------------------------------------------------- */
+
+typedef struct refill_ctx {
+    px_sinkq *q;
+    size_t n;
+} refill_ctx;
+
+static void on_loaded(const px_spool_loaded *row, void *arg)
+{
+    refill_ctx *rc = arg;
+    px_sinkq *q = rc->q;
+    rc->n++;
+    if (row->id <= q->tail_id) {
+        return;
+    }
+    q->tail_id = row->id;
+    json_error_t jerr;
+    json_t *payload = json_loadb(row->ev.payload, row->ev.payload_len, JSON_DECODE_ANY, &jerr);
+    if (!payload) {
+        payload = json_stringn(row->ev.payload, row->ev.payload_len);
+    }
+    px_event *ev = px_event_create(row->ev.source, row->ev.type, payload);
+    if (!ev) {
+        return;
+    }
+    px_event_set(ev, PX_EVENT_ID, row->ev.id);
+    ev->time_ms = row->ev.time_ms;
+    if (row->ev.meta) {
+        ev->meta = json_loads(row->ev.meta, 0, NULL);
+    }
+    px_event_hints_parse(ev, row->ev.hints);
+    ev->emitted = 1;
+    json_t *params = json_loads(row->params ? row->params : "{}", 0, NULL);
+    if (!params) {
+        params = json_object();
+    }
+    const px_retry_policy *pol = px_daemon_policy(q->disp->d, row->pipeline);
+    px_delivery *dl = delivery_new(q, row->id, ev, row->pipeline, row->action, params, pol);
+    dl->attempt = row->attempts;
+    dl->next_at_ms = row->next_at_ms;
+    list_append(&q->ready_head, &q->ready_tail, dl);
+    q->nready++;
+}
+
+static void refill(px_sinkq *q)
+{
+    px_spool *sp = q->disp->d->spool;
+    size_t want = WINDOW_MAX - q->nready;
+    refill_ctx rc = {q, 0};
+    int n = px_spool_load(sp, q->name, q->tail_id, want, on_loaded, &rc);
+    if (n < 0) {
+        PX_LOG_WARN("dispatch", "spool read failed sink=%s: %s", q->name, px_strerror(n));
+        return;
+    }
+    if ((size_t)n < want) {
+        q->spilled = 0;
+    }
+}
+
+/* --- dispatching ------------------------------------------------------------------------- */
+
+static px_plugin_ctx *sink_gen(px_sinkq *q, uint32_t *max_inflight)
+{
+    px_instance *inst = px_daemon_instance(q->disp->d, q->name);
+    if (!inst || !inst->gen || inst->gen->state_code != PX_GEN_RUNNING ||
+        !(inst->kind & PX_KIND_SINK)) {
+        return NULL;
+    }
+    *max_inflight = inst->max_inflight ? inst->max_inflight : 1;
+    return inst->gen;
+}
+
+static void hand_over(px_sinkq *q, px_delivery *dl, px_plugin_ctx *gen)
+{
+    int64_t now = now_ms();
+    dl->gen = gen;
+    dl->attempt++;
+    dl->started_ms = now;
+    dl->deadline_ms = dl->policy.timeout_ms ? now + (int64_t)dl->policy.timeout_ms : 0;
+    list_append(&q->infl_head, &q->infl_tail, dl);
+    q->ninflight++;
+    gen->inflight++;
+    gen->lib->desc->deliver(gen->state, dl);
+}
+
+static void pump(px_sinkq *q)
+{
+    if (q->pumping) {
+        q->repump = 1;
+        return;
+    }
+    if (q->disp->closing) {
+        return;
+    }
+    q->pumping = 1;
+    do {
+        q->repump = 0;
+        uint32_t limit = 0;
+        px_plugin_ctx *gen = sink_gen(q, &limit);
+        if (!gen) {
+            break;
+        }
+        if (q->failing) {
+            limit = 1;
+        }
+        int64_t now = now_ms();
+        while (q->ninflight < limit) {
+            if (q->spilled && q->nready < WINDOW_LOW) {
+                refill(q);
+            }
+            px_delivery *head = q->ready_head;
+            if (!head) {
+                break;
+            }
+            if (head->next_at_ms > now) {
+                if (!q->wake_at || q->wake_at > head->next_at_ms) {
+                    q->wake_at = head->next_at_ms;
+                    uv_timer_start(&q->wake, on_wake, (uint64_t)(head->next_at_ms - now), 0);
+                }
+                break;
+            }
+            list_remove(&q->ready_head, &q->ready_tail, head);
+            q->nready--;
+            hand_over(q, head, gen);
+            if (gen->state_code != PX_GEN_RUNNING) {
+                break;
+            }
+        }
+    } while (q->repump);
+    q->pumping = 0;
+}
+
+uint64_t px_dispatch_backoff(const px_retry_policy *p, const uint32_t *hints, size_t nhints,
+                             uint32_t attempt)
+{
+    uint64_t ms;
+    if (attempt < 1) {
+        attempt = 1;
+    }
+    if (nhints) {
+        ms = hints[attempt - 1 < nhints ? attempt - 1 : nhints - 1];
+    } else {
+        ms = p->backoff_ms;
+        for (uint32_t i = 1; i < attempt && ms < p->max_backoff_ms; i++) {
+            ms *= 2;
+        }
+    }
+    if (p->max_backoff_ms && ms > p->max_backoff_ms) {
+        ms = p->max_backoff_ms;
+    }
+    return ms;
+}
+
+static uint64_t with_jitter(uint64_t ms, double jitter)
+{
+    if (jitter <= 0 || ms == 0) {
+        return ms;
+    }
+    /* Spread retries of many deliveries over [ms*(1-j), ms*(1+j)]: random() is enough here. */
+    double f = 1.0 + jitter * (2.0 * ((double)random() / (double)RAND_MAX) - 1.0);
+    return (uint64_t)((double)ms * f);
+}
+
+static void finish_dead(px_delivery *dl, const char *reason)
+{
+    px_dispatch *disp = dl->q->disp;
+    px_spool_mark_dead(disp->d->spool, dl->id, dl->attempt, reason);
+    disp->stats.dead++;
+    PX_LOG_WARN("dispatch", "dead letter id=%lld sink=%s pipeline=%s event=%s reason=%s",
+                (long long)dl->id, dl->sink, dl->pipeline, dl->event->id, reason);
+    delivery_free(dl);
+}
+
+void px_dispatch_complete(px_delivery *dl, int status, const char *reason, uint64_t retry_after_ms)
+{
+    if (!dl) {
+        return;
+    }
+    px_plugin_ctx *gen = dl->gen;
+    if (gen && gen->inflight > 0) {
+        gen->inflight--;
+    }
+    px_sinkq *q = dl->q;
+    px_dispatch *disp = q->disp;
+    if (dl->orphan) {
+        /* Already retried elsewhere: this late answer changes nothing. */
+        list_remove(&disp->orphans, &(px_delivery *){NULL}, dl);
+        delivery_free(dl);
+        if (gen) {
+            px_gen_check_drained(gen);
+        }
+        return;
+    }
+    list_remove(&q->infl_head, &q->infl_tail, dl);
+    q->ninflight--;
+    dl->gen = NULL;
+    if (!reason) {
+        reason = "";
+    }
+
+    if (status == PX_OK) {
+        px_spool_mark_done(disp->d->spool, dl->id);
+        disp->stats.delivered++;
+        q->failing = 0;
+        PX_LOG_DEBUG("dispatch", "delivered id=%lld sink=%s event=%s attempt=%u%s%s",
+                     (long long)dl->id, dl->sink, dl->event->id, dl->attempt,
+                     *reason ? " result=" : "", reason);
+        delivery_free(dl);
+    } else if (status == PX_ERETRY) {
+        disp->stats.retried++;
+        q->failing = 1;
+        if (dl->attempt >= dl->policy.attempts) {
+            char *why = px_xasprintf("attempts exhausted (%u): %s", dl->attempt,
+                                     *reason ? reason : "retry");
+            finish_dead(dl, why);
+            free(why);
+        } else {
+            uint64_t wait = retry_after_ms
+                                ? retry_after_ms
+                                : with_jitter(px_dispatch_backoff(&dl->policy,
+                                                                  dl->event->backoff_ms,
+                                                                  dl->event->nbackoff,
+                                                                  dl->attempt),
+                                              dl->policy.jitter);
+            dl->next_at_ms = now_ms() + (int64_t)wait;
+            px_spool_mark_retry(disp->d->spool, dl->id, dl->attempt, dl->next_at_ms, reason);
+            PX_LOG_INFO("dispatch", "retry id=%lld sink=%s attempt=%u in_ms=%llu reason=%s",
+                        (long long)dl->id, dl->sink, dl->attempt, (unsigned long long)wait,
+                        reason);
+            ready_insert(q, dl);
+        }
+    } else {
+        disp->stats.rejected++;
+        char *why = px_xasprintf("rejected: %s", *reason ? reason : px_strerror(status));
+        finish_dead(dl, why);
+        free(why);
+    }
+    if (gen) {
+        px_gen_check_drained(gen);
+    }
+    pump(q);
+}
+
+/* Takes an in-flight delivery back: the plugin keeps the original (orphaned) until it completes
+ * or its generation is destroyed; a copy goes back to the ready list. */
+static void take_back(px_sinkq *q, px_delivery *dl, const char *why, int count_attempt)
+{
+    px_dispatch *disp = q->disp;
+    list_remove(&q->infl_head, &q->infl_tail, dl);
+    q->ninflight--;
+    px_delivery *copy = delivery_new(q, dl->id, px_event_ref(dl->event), dl->pipeline, dl->action,
+                                     json_incref(dl->params), &dl->policy);
+    copy->attempt = count_attempt ? dl->attempt : dl->attempt - 1;
+    dl->orphan = 1;
+    px_delivery *tail = NULL;
+    for (tail = disp->orphans; tail && tail->next; tail = tail->next) {
+    }
+    list_append(&disp->orphans, &tail, dl);
+    if (count_attempt) {
+        disp->stats.timeouts++;
+        if (copy->attempt >= copy->policy.attempts) {
+            char *reason = px_xasprintf("attempts exhausted (%u): %s", copy->attempt, why);
+            finish_dead(copy, reason);
+            free(reason);
+            return;
+        }
+        uint64_t wait = with_jitter(px_dispatch_backoff(&copy->policy, copy->event->backoff_ms,
+                                                        copy->event->nbackoff, copy->attempt),
+                                    copy->policy.jitter);
+        copy->next_at_ms = now_ms() + (int64_t)wait;
+        px_spool_mark_retry(disp->d->spool, copy->id, copy->attempt, copy->next_at_ms, why);
+        q->failing = 1;
+    }
+    ready_insert(q, copy);
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    px_dispatch *disp = t->data;
+    int64_t now = now_ms();
+    for (px_sinkq *q = disp->queues; q; q = q->next) {
+        px_delivery *dl = q->infl_head;
+        int touched = 0;
+        while (dl) {
+            px_delivery *next = dl->next;
+            if (dl->deadline_ms && dl->deadline_ms <= now) {
+                char why[96];
+                snprintf(why, sizeof(why), "timeout after %llu ms",
+                         (unsigned long long)dl->policy.timeout_ms);
+                PX_LOG_WARN("dispatch", "delivery timed out id=%lld sink=%s attempt=%u",
+                            (long long)dl->id, q->name, dl->attempt);
+                take_back(q, dl, why, 1);
+                touched = 1;
+            }
+            dl = next;
+        }
+        if (touched) {
+            pump(q);
+        }
+    }
+}
+
+int px_dispatch_create(px_daemon *d, px_dispatch **out)
+{
+    px_dispatch *disp = px_xcalloc(1, sizeof(*disp));
+    disp->d = d;
+    uv_timer_init(d->loop, &disp->sweep);
+    disp->sweep.data = disp;
+    uv_timer_start(&disp->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+    uv_unref((uv_handle_t *)&disp->sweep);
+    *out = disp;
+    return 0;
+}
+
+static void on_queue_closed(uv_handle_t *h)
+{
+    px_sinkq *q = h->data;
+    free(q->name);
+    free(q);
+}
+
+static void on_disp_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void free_list(px_delivery *dl)
+{
+    while (dl) {
+        px_delivery *next = dl->next;
+        delivery_free(dl);
+        dl = next;
+    }
+}
+
+void px_dispatch_close(px_dispatch *disp)
+{
+    if (!disp) {
+        return;
+    }
+    disp->closing = 1;
+    px_sinkq *q = disp->queues;
+    while (q) {
+        px_sinkq *next = q->next;
+        free_list(q->ready_head);
+        free_list(q->infl_head);
+        uv_close((uv_handle_t *)&q->wake, on_queue_closed);
+        q = next;
+    }
+    free_list(disp->orphans);
+    uv_close((uv_handle_t *)&disp->sweep, on_disp_closed);
+}
+
+void px_dispatch_add(px_dispatch *disp, int64_t id, px_event *ev, const char *pipeline,
+                     const char *sink, const char *action, json_t *params,
+                     const px_retry_policy *policy)
+{
+    px_sinkq *q = queue_get(disp, sink);
+    if (id <= q->tail_id) {
+        return; /* already read back from the spool */
+    }
+    if (q->spilled || q->nready >= WINDOW_MAX) {
+        q->spilled = 1; /* it is in the spool; read it back in order later */
+        pump(q);
+        return;
+    }
+    px_delivery *dl = delivery_new(q, id, px_event_ref(ev), pipeline, action, json_incref(params),
+                                   policy);
+    list_append(&q->ready_head, &q->ready_tail, dl);
+    q->nready++;
+    q->tail_id = id;
+    pump(q);
+}
+
+void px_dispatch_kick(px_dispatch *disp, const char *sink)
+{
+    px_sinkq *q = queue_get(disp, sink);
+    q->spilled = 1;
+    pump(q);
+}
+
+void px_dispatch_pump_all(px_dispatch *disp)
+{
+    for (px_sinkq *q = disp->queues; q; q = q->next) {
+        pump(q);
+    }
+}
+
+void px_dispatch_reclaim(px_dispatch *disp, px_plugin_ctx *gen)
+{
+    for (px_sinkq *q = disp->queues; q; q = q->next) {
+        px_delivery *dl = q->infl_head;
+        while (dl) {
+            px_delivery *next = dl->next;
+            if (dl->gen == gen) {
+                take_back(q, dl, "generation stopped", 0);
+            }
+            dl = next;
+        }
+    }
+}
+
+void px_dispatch_forget(px_dispatch *disp, px_plugin_ctx *gen)
+{
+    px_delivery *dl = disp->orphans;
+    while (dl) {
+        px_delivery *next = dl->next;
+        if (dl->gen == gen) {
+            list_remove(&disp->orphans, &(px_delivery *){NULL}, dl);
+            delivery_free(dl);
+        }
+        dl = next;
+    }
+    px_dispatch_pump_all(disp);
+}
+
+void px_dispatch_get_stats(px_dispatch *disp, px_dispatch_stats *st)
+{
+    *st = disp->stats;
+}
+
+void px_dispatch_foreach_sink(px_dispatch *disp,
+                              void (*cb)(const char *sink, size_t ready, size_t inflight,
+                                         int failing, void *arg),
+                              void *arg)
+{
+    for (px_sinkq *q = disp->queues; q; q = q->next) {
+        cb(q->name, q->nready, q->ninflight, q->failing, arg);
+    }
+}

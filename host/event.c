@@ -1,1 +1,175 @@
-/* event: not written yet */
+/* Event objects (see event.h). */
+#include "event.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "mem.h"
+
+static int64_t now_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+/* Ids are unique within a host and sortable by creation: ms time, pid, counter. */
+static char *new_id(int64_t ms)
+{
+    static uint32_t counter;
+    return px_xasprintf("%011llx-%05x-%08x", (unsigned long long)ms, (unsigned)getpid() & 0xfffff,
+                        ++counter);
+}
+
+px_event *px_event_create(const char *source, const char *type, json_t *payload)
+{
+    if (!type || !*type || !payload) {
+        json_decref(payload);
+        return NULL;
+    }
+    px_event *ev = px_xcalloc(1, sizeof(*ev));
+    ev->refs = 1;
+    ev->time_ms = now_ms();
+    ev->id = new_id(ev->time_ms);
+    ev->type = px_xstrdup(type);
+    ev->source = px_xstrdup(source ? source : "");
+    ev->payload = payload;
+    return ev;
+}
+
+px_event *px_event_ref(px_event *ev)
+{
+    ev->refs++;
+    return ev;
+}
+
+void px_event_unref(px_event *ev)
+{
+    if (!ev || --ev->refs > 0) {
+        return;
+    }
+    free(ev->id);
+    free(ev->type);
+    free(ev->source);
+    free(ev->dedupe_key);
+    free(ev->subject);
+    json_decref(ev->payload);
+    json_decref(ev->meta);
+    free(ev->backoff_ms);
+    free(ev);
+}
+
+int px_event_set(px_event *ev, int field, const char *value)
+{
+    if (!ev || ev->emitted) {
+        return PX_ESTATE;
+    }
+    char **slot;
+    switch (field) {
+    case PX_EVENT_ID: slot = &ev->id; break;
+    case PX_EVENT_DEDUPE_KEY: slot = &ev->dedupe_key; break;
+    case PX_EVENT_SUBJECT: slot = &ev->subject; break;
+    default: return PX_EINVAL;
+    }
+    if (field == PX_EVENT_ID && (!value || !*value)) {
+        return PX_EINVAL;
+    }
+    free(*slot);
+    *slot = value && *value ? px_xstrdup(value) : NULL;
+    return 0;
+}
+
+int px_event_set_hint(px_event *ev, int hint, int64_t value)
+{
+    if (!ev || ev->emitted) {
+        return PX_ESTATE;
+    }
+    if (value < 0 || value > UINT32_MAX) {
+        return PX_EINVAL;
+    }
+    switch (hint) {
+    case PX_HINT_MAX_ATTEMPTS:
+        if (value < 1) {
+            return PX_EINVAL;
+        }
+        ev->max_attempts = (uint32_t)value;
+        return 0;
+    case PX_HINT_TIMEOUT_MS: ev->timeout_ms = (uint32_t)value; return 0;
+    case PX_HINT_BACKOFF_MS:
+        if (ev->nbackoff >= 64) {
+            return PX_EINVAL;
+        }
+        ev->backoff_ms = px_xrealloc(ev->backoff_ms, (ev->nbackoff + 1) * sizeof(uint32_t));
+        ev->backoff_ms[ev->nbackoff++] = (uint32_t)value;
+        return 0;
+    default: return PX_EINVAL;
+    }
+}
+
+int px_event_set_meta(px_event *ev, const char *key, const char *value)
+{
+    if (!ev || ev->emitted) {
+        return PX_ESTATE;
+    }
+    if (!key || !value) {
+        return PX_EINVAL;
+    }
+    if (!ev->meta) {
+        ev->meta = json_object();
+    }
+    json_object_set_new(ev->meta, key, json_string(value));
+    return 0;
+}
+
+char *px_event_hints_json(const px_event *ev)
+{
+    if (!ev->max_attempts && !ev->timeout_ms && !ev->nbackoff) {
+        return NULL;
+    }
+    json_t *h = json_object();
+    if (ev->max_attempts) {
+        json_object_set_new(h, "max_attempts", json_integer(ev->max_attempts));
+    }
+    if (ev->timeout_ms) {
+        json_object_set_new(h, "timeout_ms", json_integer(ev->timeout_ms));
+    }
+    if (ev->nbackoff) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < ev->nbackoff; i++) {
+            json_array_append_new(a, json_integer(ev->backoff_ms[i]));
+        }
+        json_object_set_new(h, "backoff_ms", a);
+    }
+    char *s = json_dumps(h, JSON_COMPACT);
+    json_decref(h);
+    return s;
+}
+
+void px_event_hints_parse(px_event *ev, const char *hints_json)
+{
+    if (!hints_json) {
+        return;
+    }
+    json_t *h = json_loads(hints_json, 0, NULL);
+    if (!json_is_object(h)) {
+        json_decref(h);
+        return;
+    }
+    json_int_t v = json_integer_value(json_object_get(h, "max_attempts"));
+    if (v > 0) {
+        ev->max_attempts = (uint32_t)v;
+    }
+    v = json_integer_value(json_object_get(h, "timeout_ms"));
+    if (v > 0) {
+        ev->timeout_ms = (uint32_t)v;
+    }
+    json_t *b = json_object_get(h, "backoff_ms");
+    size_t i;
+    json_t *x;
+    json_array_foreach(b, i, x) {
+        px_event_set_hint(ev, PX_HINT_BACKOFF_MS, json_integer_value(x));
+    }
+    json_decref(h);
+}

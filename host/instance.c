@@ -1,1 +1,389 @@
-/* instance: not written yet */
+/* Instances and generations: load, start, stop/drain, close (see instance.h). */
+#include "instance.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "err.h"
+#include "log.h"
+#include "mem.h"
+
+static int64_t now_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+px_instance *px_instance_create(px_daemon *d, const char *name, const char *plugin,
+                                const char *file, const json_t *config, uint32_t max_inflight)
+{
+    px_instance *inst = px_xcalloc(1, sizeof(*inst));
+    inst->daemon = d;
+    inst->name = px_xstrdup(name);
+    inst->plugin = px_xstrdup(plugin);
+    inst->file = px_xstrdup(file);
+    inst->config = json_incref((json_t *)config);
+    inst->config_text = json_dumps(config, JSON_COMPACT | JSON_SORT_KEYS);
+    inst->max_inflight = max_inflight ? max_inflight : 64;
+    inst->next_generation = 1;
+    return inst;
+}
+
+void px_instance_destroy(px_instance *inst)
+{
+    if (!inst) {
+        return;
+    }
+    free(inst->name);
+    free(inst->plugin);
+    free(inst->file);
+    json_decref(inst->config);
+    free(inst->config_text);
+    free(inst->last_error);
+    free(inst);
+}
+
+/* Copies the plugin file so that dlopen sees a new path for every generation: dlopen returns the
+ * already-loaded library for a path it knows, and a deployer may be rewriting the original. */
+static int copy_file(const char *from, const char *to, char *err, size_t errlen)
+{
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    if (in < 0) {
+        snprintf(err, errlen, "plugin %s: cannot open: %s", from, strerror(errno));
+        return PX_EPLUGIN;
+    }
+    int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0700);
+    if (out < 0) {
+        snprintf(err, errlen, "plugin copy %s: cannot create: %s", to, strerror(errno));
+        close(in);
+        return PX_EPLUGIN;
+    }
+    char buf[65536];
+    ssize_t n;
+    int rc = 0;
+    while ((n = read(in, buf, sizeof(buf))) > 0) {
+        if (write(out, buf, (size_t)n) != n) {
+            snprintf(err, errlen, "plugin copy %s: write failed: %s", to, strerror(errno));
+            rc = PX_EPLUGIN;
+            break;
+        }
+    }
+    if (n < 0) {
+        snprintf(err, errlen, "plugin %s: read failed: %s", from, strerror(errno));
+        rc = PX_EPLUGIN;
+    }
+    close(in);
+    close(out);
+    if (rc < 0) {
+        unlink(to);
+    }
+    return rc;
+}
+
+static void on_post(uv_async_t *a)
+{
+    px_plugin_ctx *gen = a->data;
+    pthread_mutex_lock(&gen->post_lock);
+    px_post_item *it = gen->post_head;
+    gen->post_head = gen->post_tail = NULL;
+    pthread_mutex_unlock(&gen->post_lock);
+    while (it) {
+        px_post_item *next = it->next;
+        if (gen->state_code != PX_GEN_DESTROYED) {
+            it->cb(it->arg);
+        }
+        free(it);
+        it = next;
+    }
+}
+
+static void on_drain_timeout(uv_timer_t *t);
+
+int px_gen_load(px_instance *inst, const char *file, const char *copy_dir, px_plugin_ctx **out,
+                char *err, size_t errlen)
+{
+    px_daemon *d = inst->daemon;
+    uint32_t generation = inst->next_generation;
+    char *copy = NULL;
+    const char *path = file;
+    if (copy_dir) {
+        mkdir(copy_dir, 0700);
+        copy = px_xasprintf("%s/%s.%u.%d.so", copy_dir, inst->name, generation, (int)getpid());
+        int rc = copy_file(file, copy, err, errlen);
+        if (rc < 0) {
+            free(copy);
+            return rc;
+        }
+        path = copy;
+    }
+    px_plugin_lib *lib = NULL;
+    int rc = px_loader_open(path, inst->plugin, &d->api, &lib, err, errlen);
+    if (rc < 0) {
+        if (copy) {
+            /* Name the file the operator knows, not the private copy. */
+            char *fixed = NULL;
+            const char *at = strstr(err, copy);
+            if (at) {
+                fixed = px_xasprintf("%.*s%s%s", (int)(at - err), err, file, at + strlen(copy));
+                snprintf(err, errlen, "%s", fixed);
+                free(fixed);
+            }
+            unlink(copy);
+            free(copy);
+        }
+        return rc;
+    }
+    px_plugin_ctx *gen = px_xcalloc(1, sizeof(*gen));
+    gen->inst = inst;
+    gen->lib = lib;
+    gen->copy_path = copy;
+    gen->generation = generation;
+    gen->loaded_at_ms = now_ms();
+    gen->state_code = PX_GEN_LOADED;
+    pthread_mutex_init(&gen->post_lock, NULL);
+    uv_async_init(d->loop, &gen->post_async, on_post);
+    gen->post_async.data = gen;
+    uv_unref((uv_handle_t *)&gen->post_async);
+    uv_timer_init(d->loop, &gen->drain_timer);
+    gen->drain_timer.data = gen;
+    gen->handles_open = 2;
+    d->gens_open++;
+
+    void *state = NULL;
+    rc = lib->desc->init(gen, inst->config, &state);
+    if (rc < 0) {
+        snprintf(err, errlen, "plugin %s (instance %s): init failed: %s", file, inst->name,
+                 px_strerror(rc));
+        gen->state = NULL;
+        gen->init_failed = 1;
+        px_gen_close(gen, NULL);
+        return PX_EPLUGIN;
+    }
+    gen->state = state;
+    inst->next_generation++;
+    inst->kind = lib->desc->kind;
+    *out = gen;
+    return 0;
+}
+
+int px_gen_start(px_plugin_ctx *gen, char *err, size_t errlen)
+{
+    const px_plugin_desc *desc = gen->lib->desc;
+    if (desc->start) {
+        int rc = desc->start(gen->state);
+        if (rc < 0) {
+            snprintf(err, errlen, "instance %s: start failed: %s", gen->inst->name,
+                     px_strerror(rc));
+            return PX_EPLUGIN;
+        }
+    }
+    gen->state_code = PX_GEN_RUNNING;
+    return 0;
+}
+
+static void finish_drain(px_plugin_ctx *gen)
+{
+    if (gen->state_code != PX_GEN_STOPPING) {
+        return;
+    }
+    gen->state_code = PX_GEN_DRAINED;
+    uv_timer_stop(&gen->drain_timer);
+    if (gen->on_drained) {
+        gen->on_drained(gen, gen->on_drained_arg);
+    }
+}
+
+static void on_drained_deferred(void *arg)
+{
+    px_plugin_ctx *gen = arg;
+    gen->drain_deferred = 0;
+    if (gen->state_code == PX_GEN_STOPPING && gen->inflight == 0 && gen->pending_emits == 0 &&
+        gen->drain_reported) {
+        finish_drain(gen);
+    }
+}
+
+void px_gen_check_drained(px_plugin_ctx *gen)
+{
+    if (gen->state_code != PX_GEN_STOPPING || gen->drain_deferred) {
+        return;
+    }
+    if (gen->inflight == 0 && gen->pending_emits == 0 && gen->drain_reported) {
+        /* Never finish inside the plugin's own call (complete, drained...). */
+        gen->drain_deferred = 1;
+        px_daemon_defer(gen->inst->daemon, on_drained_deferred, gen);
+    }
+}
+
+static void on_drain_timeout(uv_timer_t *t)
+{
+    px_plugin_ctx *gen = t->data;
+    PX_LOG_WARN(gen->inst->name, "drain timed out generation=%u inflight=%zu emits=%zu",
+                gen->generation, gen->inflight, gen->pending_emits);
+    finish_drain(gen);
+}
+
+void px_gen_stop(px_plugin_ctx *gen, uint64_t timeout_ms,
+                 void (*cb)(px_plugin_ctx *gen, void *arg), void *arg)
+{
+    const px_plugin_desc *desc = gen->lib->desc;
+    gen->on_drained = cb;
+    gen->on_drained_arg = arg;
+    if (gen->state_code == PX_GEN_RUNNING || gen->state_code == PX_GEN_LOADED) {
+        gen->state_code = PX_GEN_STOPPING;
+        if (desc->stop) {
+            desc->stop(gen->state);
+        }
+        if (desc->drain) {
+            desc->drain(gen->state);
+        } else {
+            gen->drain_reported = 1;
+        }
+    }
+    uv_timer_start(&gen->drain_timer, on_drain_timeout, timeout_ms ? timeout_ms : 1, 0);
+    px_gen_check_drained(gen);
+}
+
+static void on_gen_handle_closed(uv_handle_t *h)
+{
+    px_plugin_ctx *gen = h->data;
+    if (--gen->handles_open > 0) {
+        return;
+    }
+    px_daemon *d = gen->inst->daemon;
+    void (*cb)(px_plugin_ctx *) = gen->on_closed;
+    /* Run what is left of posts? No: their callbacks live in the library being unloaded. */
+    px_post_item *it = gen->post_head;
+    while (it) {
+        px_post_item *next = it->next;
+        free(it);
+        it = next;
+    }
+    pthread_mutex_destroy(&gen->post_lock);
+    if (cb) {
+        cb(gen);
+    }
+    px_loader_close(gen->lib);
+    if (gen->copy_path) {
+        unlink(gen->copy_path);
+        free(gen->copy_path);
+    }
+    free(gen);
+    d->gens_open--;
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void px_gen_close(px_plugin_ctx *gen, void (*cb)(px_plugin_ctx *gen))
+{
+    px_daemon *d = gen->inst->daemon;
+    gen->on_closed = cb;
+    /* Run posts already queued while the plugin still exists, then refuse new ones. */
+    on_post(&gen->post_async);
+    if (d->dispatch) {
+        px_dispatch_reclaim(d->dispatch, gen);
+    }
+    const px_plugin_desc *desc = gen->lib->desc;
+    if (!gen->init_failed && desc->destroy) {
+        desc->destroy(gen->state);
+    }
+    gen->state_code = PX_GEN_DESTROYED;
+    pthread_mutex_lock(&gen->post_lock);
+    gen->post_closed = 1;
+    pthread_mutex_unlock(&gen->post_lock);
+    if (d->dispatch) {
+        px_dispatch_forget(d->dispatch, gen);
+    }
+    px_daemon_release_gen(d, gen);
+    while (gen->timers) {
+        px_gen_timer_stop(gen->timers);
+    }
+    uv_close((uv_handle_t *)&gen->post_async, on_gen_handle_closed);
+    uv_close((uv_handle_t *)&gen->drain_timer, on_gen_handle_closed);
+}
+
+int px_gen_post(px_plugin_ctx *gen, void (*cb)(void *arg), void *arg)
+{
+    if (!gen || !cb) {
+        return PX_EINVAL;
+    }
+    px_post_item *it = malloc(sizeof(*it));
+    if (!it) {
+        return UV_ENOMEM;
+    }
+    it->cb = cb;
+    it->arg = arg;
+    it->next = NULL;
+    pthread_mutex_lock(&gen->post_lock);
+    if (gen->post_closed) {
+        pthread_mutex_unlock(&gen->post_lock);
+        free(it);
+        return PX_ESTATE;
+    }
+    if (gen->post_tail) {
+        gen->post_tail->next = it;
+    } else {
+        gen->post_head = it;
+    }
+    gen->post_tail = it;
+    uv_async_send(&gen->post_async);
+    pthread_mutex_unlock(&gen->post_lock);
+    return 0;
+}
+
+static void on_timer(uv_timer_t *h)
+{
+    px_timer *t = h->data;
+    t->cb(t->arg);
+}
+
+int px_gen_timer_start(px_plugin_ctx *gen, uint64_t ms, uint64_t repeat_ms, void (*cb)(void *arg),
+                       void *arg, px_timer **out)
+{
+    if (!gen || !cb || !out || gen->state_code == PX_GEN_DESTROYED) {
+        return PX_EINVAL;
+    }
+    px_timer *t = px_xcalloc(1, sizeof(*t));
+    t->gen = gen;
+    t->cb = cb;
+    t->arg = arg;
+    uv_timer_init(gen->inst->daemon->loop, &t->handle);
+    t->handle.data = t;
+    uv_timer_start(&t->handle, on_timer, ms, repeat_ms);
+    t->next = gen->timers;
+    if (gen->timers) {
+        gen->timers->prev = t;
+    }
+    gen->timers = t;
+    *out = t;
+    return 0;
+}
+
+void px_gen_timer_stop(px_timer *t)
+{
+    if (!t) {
+        return;
+    }
+    px_plugin_ctx *gen = t->gen;
+    if (t->prev) {
+        t->prev->next = t->next;
+    } else {
+        gen->timers = t->next;
+    }
+    if (t->next) {
+        t->next->prev = t->prev;
+    }
+    uv_timer_stop(&t->handle);
+    uv_close((uv_handle_t *)&t->handle, on_timer_closed);
+}

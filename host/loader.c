@@ -1,1 +1,184 @@
-/* loader: not written yet */
+/* dlopen + ABI checks (see loader.h). */
+#include "loader.h"
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "mem.h"
+
+int px_loader_find(char *const *path, size_t n, const char *name, char **out)
+{
+    for (size_t i = 0; i < n; i++) {
+        char *file = px_xasprintf("%s/%s.so", path[i], name);
+        if (access(file, R_OK) == 0) {
+            *out = file;
+            return 0;
+        }
+        free(file);
+    }
+    return PX_ENOTFOUND;
+}
+
+static char *base_name_of(const char *file)
+{
+    const char *b = strrchr(file, '/');
+    b = b ? b + 1 : file;
+    size_t len = strlen(b);
+    if (len > 3 && strcmp(b + len - 3, ".so") == 0) {
+        len -= 3;
+    }
+    return px_xstrndup(b, len);
+}
+
+typedef const px_plugin_desc *(*entry_fn)(const px_host_api *);
+
+int px_loader_open(const char *file, const char *expected_name, const px_host_api *api,
+                   px_plugin_lib **out, char *err, size_t errlen)
+{
+    int rc = PX_EABI;
+    char *want = expected_name ? px_xstrdup(expected_name) : base_name_of(file);
+    void *dl = dlopen(file, RTLD_NOW | RTLD_LOCAL);
+    if (!dl) {
+        snprintf(err, errlen, "plugin %s: cannot load: %s", file, dlerror());
+        rc = PX_EPLUGIN;
+        goto fail;
+    }
+    /* The entry symbol carries the ABI major: a plugin built for another major has a different
+     * symbol, so look for any px_plugin_entry_vN to name its version in the refusal. */
+    void *sym = dlsym(dl, PX_PLUGIN_ENTRY_NAME);
+    if (!sym) {
+        for (int major = 0; major < 16; major++) {
+            char name[32];
+            snprintf(name, sizeof(name), "px_plugin_entry_v%d", major);
+            if (major != PX_SDK_ABI_MAJOR && dlsym(dl, name)) {
+                snprintf(err, errlen,
+                         "plugin %s: built for plugin ABI %d.x, this host speaks ABI %d.%d", file,
+                         major, PX_SDK_ABI_MAJOR, PX_SDK_ABI_MINOR);
+                goto fail;
+            }
+        }
+        snprintf(err, errlen, "plugin %s: no entry symbol %s (not a Plexus plugin, or built for "
+                 "another ABI; host ABI %d.%d)", file, PX_PLUGIN_ENTRY_NAME, PX_SDK_ABI_MAJOR,
+                 PX_SDK_ABI_MINOR);
+        goto fail;
+    }
+    entry_fn entry;
+    memcpy(&entry, &sym, sizeof(entry));
+    const px_plugin_desc *d = entry(api);
+    if (!d) {
+        snprintf(err, errlen, "plugin %s: entry returned no descriptor", file);
+        rc = PX_EPLUGIN;
+        goto fail;
+    }
+    if (d->abi_major != PX_SDK_ABI_MAJOR) {
+        snprintf(err, errlen, "plugin %s: built for plugin ABI %u.%u, this host speaks ABI %d.%d",
+                 file, d->abi_major, d->abi_minor, PX_SDK_ABI_MAJOR, PX_SDK_ABI_MINOR);
+        goto fail;
+    }
+    if (d->abi_minor > PX_SDK_ABI_MINOR) {
+        snprintf(err, errlen,
+                 "plugin %s: built for plugin ABI %u.%u, newer than this host's ABI %d.%d; "
+                 "upgrade the host", file, d->abi_major, d->abi_minor, PX_SDK_ABI_MAJOR,
+                 PX_SDK_ABI_MINOR);
+        goto fail;
+    }
+    if (d->size < PX_PLUGIN_DESC_V1_0_SIZE) {
+        snprintf(err, errlen,
+                 "plugin %s: descriptor is %u bytes, ABI %u.%u needs at least %zu (ABI %d.%d host)",
+                 file, d->size, d->abi_major, d->abi_minor, (size_t)PX_PLUGIN_DESC_V1_0_SIZE,
+                 PX_SDK_ABI_MAJOR, PX_SDK_ABI_MINOR);
+        goto fail;
+    }
+    if (d->jansson_major != JANSSON_MAJOR_VERSION) {
+        snprintf(err, errlen, "plugin %s: built with jansson %u.x, this host uses jansson %d.x "
+                 "(plugin ABI %u.%u, host %d.%d)", file, d->jansson_major, JANSSON_MAJOR_VERSION,
+                 d->abi_major, d->abi_minor, PX_SDK_ABI_MAJOR, PX_SDK_ABI_MINOR);
+        goto fail;
+    }
+    if (!d->name || strcmp(d->name, want) != 0) {
+        snprintf(err, errlen, "plugin %s: descriptor names itself \"%s\", expected \"%s\" "
+                 "(the file name must match; plugin ABI %u.%u)", file, d->name ? d->name : "",
+                 want, d->abi_major, d->abi_minor);
+        rc = PX_EPLUGIN;
+        goto fail;
+    }
+    if (!d->init || !d->destroy || ((d->kind & PX_KIND_SINK) && !d->deliver) ||
+        !(d->kind & (PX_KIND_SOURCE | PX_KIND_SINK))) {
+        snprintf(err, errlen, "plugin %s: descriptor lacks a mandatory callback or role "
+                 "(init, destroy, deliver for sinks; plugin ABI %u.%u)", file, d->abi_major,
+                 d->abi_minor);
+        rc = PX_EPLUGIN;
+        goto fail;
+    }
+    px_plugin_lib *lib = px_xcalloc(1, sizeof(*lib));
+    lib->path = px_xstrdup(file);
+    lib->dl = dl;
+    lib->desc = d;
+    *out = lib;
+    free(want);
+    return 0;
+
+fail:
+    if (dl) {
+        dlclose(dl);
+    }
+    free(want);
+    return rc;
+}
+
+void px_loader_close(px_plugin_lib *lib)
+{
+    if (!lib) {
+        return;
+    }
+    dlclose(lib->dl);
+    free(lib->path);
+    free(lib);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void px_loader_scan(char *const *path, size_t n, const px_host_api *api,
+                    void (*cb)(const char *file, const px_plugin_lib *lib, const char *err,
+                               void *arg),
+                    void *arg)
+{
+    for (size_t i = 0; i < n; i++) {
+        DIR *dir = opendir(path[i]);
+        if (!dir) {
+            continue;
+        }
+        char **files = NULL;
+        size_t nfiles = 0;
+        struct dirent *de;
+        while ((de = readdir(dir)) != NULL) {
+            size_t len = strlen(de->d_name);
+            if (len > 3 && strcmp(de->d_name + len - 3, ".so") == 0) {
+                files = px_xrealloc(files, (nfiles + 1) * sizeof(*files));
+                files[nfiles++] = px_xasprintf("%s/%s", path[i], de->d_name);
+            }
+        }
+        closedir(dir);
+        qsort(files, nfiles, sizeof(*files), cmp_str);
+        for (size_t f = 0; f < nfiles; f++) {
+            char err[512];
+            px_plugin_lib *lib = NULL;
+            if (px_loader_open(files[f], NULL, api, &lib, err, sizeof(err)) == 0) {
+                cb(files[f], lib, NULL, arg);
+                px_loader_close(lib);
+            } else {
+                cb(files[f], NULL, err, arg);
+            }
+            free(files[f]);
+        }
+        free(files);
+    }
+}

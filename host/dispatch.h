@@ -1,0 +1,79 @@
+/* The dispatcher: hands committed deliveries to sink generations and acts on their outcome.
+ * Per sink it keeps a bounded window of pending deliveries in memory, in arrival (id) order; the
+ * rest stay in the spool and are read back as the window empties, so memory does not grow with the
+ * backlog. Outcomes: done -> removed from the spool; retry -> rescheduled with backoff (the sink
+ * then probes with one delivery at a time until one succeeds, and a delivery waiting for its retry
+ * holds back the ones after it, so a sink sees events in arrival order); reject or attempts
+ * exhausted -> dead letters. Per-delivery timeouts turn a silent sink into a retry. Loop thread. */
+#ifndef PX_DISPATCH_H
+#define PX_DISPATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <plexus/sdk.h>
+
+#include "config.h"
+#include "event.h"
+
+typedef struct px_daemon px_daemon;
+typedef struct px_dispatch px_dispatch;
+typedef struct px_sinkq px_sinkq;
+
+struct px_delivery {
+    int64_t id;             /* spool delivery id */
+    px_event *event;        /* owned reference */
+    char *pipeline, *sink, *action; /* owned */
+    json_t *params;         /* owned reference */
+    uint32_t attempt;       /* attempts started so far (the current one included while in flight) */
+    int64_t next_at_ms;     /* not before (retries) */
+    px_retry_policy policy; /* pipeline policy narrowed by the event's hints */
+    px_sinkq *q;
+    px_plugin_ctx *gen;     /* generation it was handed to, while in flight */
+    int64_t started_ms, deadline_ms;
+    int orphan;             /* timed out or generation gone: a late complete() only frees it */
+    px_delivery *prev, *next;
+};
+
+typedef struct px_dispatch_stats {
+    uint64_t delivered, retried, dead, rejected, timeouts;
+} px_dispatch_stats;
+
+int px_dispatch_create(px_daemon *d, px_dispatch **out);
+/* Frees every delivery in memory (they are all in the spool). Timers closed; the loop must run
+ * once more. */
+void px_dispatch_close(px_dispatch *disp);
+
+/* A delivery the spool has committed, with its event still in memory. Strings and params
+ * borrowed (copied / increfed); ev borrowed (a reference is taken when kept). */
+void px_dispatch_add(px_dispatch *disp, int64_t id, px_event *ev, const char *pipeline,
+                     const char *sink, const char *action, json_t *params,
+                     const px_retry_policy *policy);
+/* The spool holds deliveries of `sink` that are not in memory (start-up, replay): read them. */
+void px_dispatch_kick(px_dispatch *disp, const char *sink);
+/* Re-examines every sink (a generation started or became current). */
+void px_dispatch_pump_all(px_dispatch *disp);
+/* Deliveries still in flight at `gen` are taken back and retried on the next generation
+ * (orphaned, so a late complete() from gen is harmless). Call before gen's destroy. */
+void px_dispatch_reclaim(px_dispatch *disp, px_plugin_ctx *gen);
+/* Frees orphaned deliveries of gen after its destroy (it can no longer complete them). */
+void px_dispatch_forget(px_dispatch *disp, px_plugin_ctx *gen);
+
+/* SDK complete(). */
+void px_dispatch_complete(px_delivery *d, int status, const char *reason, uint64_t retry_after_ms);
+
+/* Backoff before attempt `attempt + 1` after `attempt` failed attempts (>= 1), without jitter:
+ * the event's hint list when it has one (last entry repeats), else backoff_ms * 2^(attempt-1);
+ * capped at max_backoff_ms. */
+uint64_t px_dispatch_backoff(const px_retry_policy *p, const uint32_t *hints, size_t nhints,
+                             uint32_t attempt);
+
+void px_dispatch_get_stats(px_dispatch *disp, px_dispatch_stats *st);
+/* Calls cb per sink with in-memory figures (ready, in flight). */
+void px_dispatch_foreach_sink(px_dispatch *disp,
+                              void (*cb)(const char *sink, size_t ready, size_t inflight,
+                                         int failing, void *arg),
+                              void *arg);
+
+#endif

@@ -1,0 +1,152 @@
+/* Emit path: route, persist, acknowledge, dispatch (see ingest.h). */
+#include "ingest.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon.h"
+#include "err.h"
+#include "event.h"
+#include "log.h"
+#include "mem.h"
+
+typedef struct pending_emit {
+    px_daemon *d;
+    px_plugin_ctx *gen;
+    px_event *ev;
+    px_persisted_cb cb;
+    void *arg;
+    px_route *routes;
+    size_t nroutes;
+    px_spool_row *rows;
+    int status;
+} pending_emit;
+
+static void pending_free(pending_emit *pe)
+{
+    px_routes_free(pe->routes, pe->nroutes);
+    free(pe->rows);
+    px_event_unref(pe->ev);
+    free(pe);
+}
+
+static void finish(pending_emit *pe)
+{
+    px_plugin_ctx *gen = pe->gen;
+    if (pe->cb) {
+        pe->cb(pe->status, pe->arg);
+    }
+    if (gen->pending_emits > 0) {
+        gen->pending_emits--;
+    }
+    px_gen_check_drained(gen);
+    pending_free(pe);
+}
+
+static void on_deferred(void *arg)
+{
+    finish(arg);
+}
+
+static void on_committed(int status, void *arg)
+{
+    pending_emit *pe = arg;
+    px_daemon *d = pe->d;
+    if (status == PX_SPOOL_DUPLICATE) {
+        d->events_duplicate++;
+        PX_LOG_DEBUG("ingest", "duplicate dropped source=%s event=%s key=%s", pe->ev->source,
+                     pe->ev->id, pe->ev->dedupe_key ? pe->ev->dedupe_key : "");
+        pe->status = PX_OK;
+    } else if (status < 0) {
+        d->events_refused++;
+        pe->status = PX_EBUSY;
+    } else {
+        pe->status = PX_OK;
+        for (size_t i = 0; i < pe->nroutes; i++) {
+            px_route *r = &pe->routes[i];
+            if (r->error) {
+                px_spool_mark_dead(d->spool, pe->rows[i].id, 0, r->error);
+                continue;
+            }
+            px_dispatch_add(d->dispatch, pe->rows[i].id, pe->ev, r->pipeline, r->sink, r->action,
+                            r->params, r->retry);
+        }
+    }
+    finish(pe);
+}
+
+int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_cb cb, void *arg)
+{
+    if (!ev) {
+        return PX_EINVAL;
+    }
+    if (!gen || gen->state_code == PX_GEN_DESTROYED || d->stopping > 1) {
+        px_event_unref(ev);
+        return PX_ESTATE;
+    }
+    free(ev->source);
+    ev->source = px_xstrdup(gen->inst->name);
+    ev->emitted = 1;
+    d->events_in++;
+
+    pending_emit *pe = px_xcalloc(1, sizeof(*pe));
+    pe->d = d;
+    pe->gen = gen;
+    pe->ev = ev;
+    pe->cb = cb;
+    pe->arg = arg;
+    px_mapping_env env = {ev->payload, ev->type, ev->id, ev->source, (long long)ev->time_ms};
+    pe->nroutes = px_router_route(d->router, ev->source, &env, &pe->routes);
+
+    if (pe->nroutes == 0 && !ev->dedupe_key) {
+        d->events_unrouted++;
+        PX_LOG_DEBUG("ingest", "no pipeline source=%s type=%s event=%s", ev->source, ev->type,
+                     ev->id);
+        pe->status = PX_OK;
+        gen->pending_emits++;
+        px_daemon_defer(d, on_deferred, pe);
+        return 0;
+    }
+
+    char *payload = json_dumps(ev->payload, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *meta = ev->meta ? json_dumps(ev->meta, JSON_COMPACT) : NULL;
+    char *hints = px_event_hints_json(ev);
+    px_spool_event sev = {
+        .id = ev->id, .type = ev->type, .source = ev->source, .dedupe_key = ev->dedupe_key,
+        .time_ms = ev->time_ms, .payload = payload, .payload_len = payload ? strlen(payload) : 0,
+        .meta = meta, .hints = hints,
+    };
+    char **params_text = NULL;
+    if (pe->nroutes) {
+        pe->rows = px_xcalloc(pe->nroutes, sizeof(*pe->rows));
+        params_text = px_xcalloc(pe->nroutes, sizeof(*params_text));
+    }
+    for (size_t i = 0; i < pe->nroutes; i++) {
+        px_route *r = &pe->routes[i];
+        if (r->error) {
+            d->mapping_errors++;
+        }
+        params_text[i] = r->params ? json_dumps(r->params, JSON_COMPACT) : NULL;
+        pe->rows[i] = (px_spool_row){
+            .pipeline = r->pipeline, .sink = r->sink, .action = r->action,
+            .params = params_text[i], .params_len = params_text[i] ? strlen(params_text[i]) : 0,
+        };
+    }
+    int rc = px_spool_put(d->spool, &sev, pe->rows, pe->nroutes, on_committed, pe);
+    for (size_t i = 0; i < pe->nroutes; i++) {
+        free(params_text[i]);
+    }
+    free(params_text);
+    free(payload);
+    free(meta);
+    free(hints);
+    if (rc < 0) {
+        d->events_refused++;
+        pe->ev = NULL;
+        pending_free(pe);
+        px_event_unref(ev);
+        return rc;
+    }
+    gen->pending_emits++;
+    return 0;
+}

@@ -1,0 +1,111 @@
+/* Plugin instances and their generations. An instance is a named use of a plugin (config key
+ * under `plugins:`); a generation is one loaded copy of its plugin with its own state. The
+ * generation is what the SDK calls px_plugin_ctx: every loop resource a plugin holds (timers,
+ * posts, routes, HTTP calls, deliveries in flight) is recorded on it, so the host can prove a
+ * generation let go of everything before dlclose. Loop thread only, except px_gen_post. */
+#ifndef PX_INSTANCE_H
+#define PX_INSTANCE_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <plexus/sdk.h>
+#include <uv.h>
+
+#include "loader.h"
+
+typedef struct px_daemon px_daemon;
+typedef struct px_instance px_instance;
+
+enum px_gen_state {
+    PX_GEN_LOADED = 0, /* init done, not started */
+    PX_GEN_RUNNING,
+    PX_GEN_STOPPING,   /* stop called, draining */
+    PX_GEN_DRAINED,    /* in-flight work done (or drain timed out) */
+    PX_GEN_DESTROYED,
+};
+
+typedef struct px_post_item {
+    void (*cb)(void *arg);
+    void *arg;
+    struct px_post_item *next;
+} px_post_item;
+
+struct px_timer {
+    uv_timer_t handle;
+    px_plugin_ctx *gen;
+    void (*cb)(void *arg);
+    void *arg;
+    struct px_timer *prev, *next; /* the generation's live timers */
+};
+
+struct px_plugin_ctx {
+    px_instance *inst;
+    px_plugin_lib *lib;     /* owned */
+    char *copy_path;        /* private copy of the .so (owned; unlinked at close), or NULL */
+    void *state;            /* the plugin's */
+    uint32_t generation;
+    int state_code;         /* enum px_gen_state */
+    int64_t loaded_at_ms;
+    size_t inflight;        /* deliveries handed to deliver() and not completed */
+    size_t pending_emits;   /* emits waiting for their persisted callback */
+    int drain_reported;     /* plugin called drained() (or has no drain) */
+    int drain_deferred;     /* a drain check is queued */
+    int init_failed;        /* init returned an error: destroy is not called */
+    px_timer *timers;       /* live timers */
+    uv_async_t post_async;  /* wakes the loop for post() */
+    pthread_mutex_t post_lock;
+    px_post_item *post_head, *post_tail;
+    int post_closed;        /* set under post_lock once post() must fail */
+    uv_timer_t drain_timer; /* bounds the drain */
+    void (*on_drained)(px_plugin_ctx *gen, void *arg);
+    void *on_drained_arg;
+    int handles_open;       /* uv handles not yet closed (post_async, drain_timer) */
+    void (*on_closed)(px_plugin_ctx *gen);
+};
+
+struct px_instance {
+    px_daemon *daemon;
+    char *name;             /* owned */
+    char *plugin;           /* plugin name (owned) */
+    char *file;             /* resolved plugin file (owned) */
+    json_t *config;         /* validated options (owned reference) */
+    char *config_text;      /* compact JSON of config, to compare on reload (owned) */
+    uint32_t max_inflight;
+    uint32_t kind;          /* PX_KIND_* of the current generation */
+    px_plugin_ctx *gen;     /* current generation, or NULL */
+    uint32_t next_generation;
+    char *last_error;       /* last load/start failure (owned), or NULL */
+};
+
+/* Creates an instance record (nothing loaded). Strings and config borrowed (copied/increfed). */
+px_instance *px_instance_create(px_daemon *d, const char *name, const char *plugin,
+                                const char *file, const json_t *config, uint32_t max_inflight);
+void px_instance_destroy(px_instance *inst); /* the generation must be gone */
+
+/* Loads a new generation of inst from `file`: copies it to a private path under copy_dir when
+ * copy_dir is non-NULL (dlopen caches by path), opens and checks it, calls init with the
+ * instance's config. On success returns 0 and stores the generation in *out (not started, not
+ * yet current). On failure returns < 0 with one line in err; nothing is left loaded. */
+int px_gen_load(px_instance *inst, const char *file, const char *copy_dir, px_plugin_ctx **out,
+                char *err, size_t errlen);
+int px_gen_start(px_plugin_ctx *gen, char *err, size_t errlen);
+/* Calls stop, then waits (on the loop) until deliveries and emits in flight are done and the
+ * plugin reported drained, bounded by timeout_ms; then calls cb (on the loop, never inside). */
+void px_gen_stop(px_plugin_ctx *gen, uint64_t timeout_ms,
+                 void (*cb)(px_plugin_ctx *gen, void *arg), void *arg);
+/* Re-checks the drain condition; called by the dispatcher and emit paths when counts drop. */
+void px_gen_check_drained(px_plugin_ctx *gen);
+/* Calls destroy, releases every resource the generation still holds, dlcloses and frees it once
+ * its handles are closed (cb, may be NULL, runs then). */
+void px_gen_close(px_plugin_ctx *gen, void (*cb)(px_plugin_ctx *gen));
+
+/* Host table services bound to a generation. */
+int px_gen_post(px_plugin_ctx *gen, void (*cb)(void *arg), void *arg); /* any thread */
+int px_gen_timer_start(px_plugin_ctx *gen, uint64_t ms, uint64_t repeat_ms, void (*cb)(void *arg),
+                       void *arg, px_timer **out);
+void px_gen_timer_stop(px_timer *t);
+
+#endif

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds (normal and ASan+UBSan), runs every test in both builds, and
+# ends with one line "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh test || exit 1
+scripts/build.sh build || exit 1
+scripts/build.sh build-san -Db_sanitize=address,undefined -Db_lundef=false \
+    -Dbuildtype=debug || exit 1
+
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+status=0
+for dir in build build-san; do
+    echo "== tests in $dir"
+    meson test -C "$dir" --print-errorlogs --num-processes 2 "$@" || status=1
+done
+python3 tests/summary.py build/meson-logs/testlog.json build-san/meson-logs/testlog.json
+exit $status

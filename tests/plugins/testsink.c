@@ -1,0 +1,202 @@
+/* testsink: a sink that records every delivery attempt as a JSON line in `file`
+ * ({"event","type","seq","attempt","action","params","tag","outcome","at_ms"}) and can be told to
+ * fail (retry or reject), to fail only while `down_file` exists, to answer late (`delay`) or
+ * never (`stall`). `tag` marks which build/instance answered. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <plexus/sdk.h>
+
+static const px_host_api *host;
+
+typedef struct pending {
+    struct snk *s;
+    px_delivery *d;
+    px_timer *timer;
+    struct pending *next;
+} pending;
+
+typedef struct snk {
+    px_plugin_ctx *ctx;
+    FILE *out;
+    const char *tag, *fail, *down_file;
+    int64_t fail_first, delay_ms, retry_after_ms;
+    int stall, draining;
+    pending *pend;
+    int64_t attempts_seen;
+} snk;
+
+static const px_option options[] = {
+    {"file", PX_OPT_STRING, PX_OPT_REQUIRED, NULL, "JSON lines of every delivery attempt"},
+    {"tag", PX_OPT_STRING, 0, "", "label written into every line"},
+    {"fail", PX_OPT_STRING, 0, "none", "none, retry or reject"},
+    {"fail_first", PX_OPT_INT, 0, "0", "answer with `fail` for the first N attempts only"},
+    {"down_file", PX_OPT_STRING, 0, NULL, "answer with `fail` while this file exists"},
+    {"delay", PX_OPT_DURATION, 0, "0", "complete each delivery after this long"},
+    {"retry_after", PX_OPT_DURATION, 0, "0", "retry-after given with retry answers"},
+    {"stall", PX_OPT_BOOL, 0, "false", "never complete"},
+    {"secret_token", PX_OPT_STRING, PX_OPT_SECRET, NULL, "a secret, for masking tests"},
+    {NULL, 0, 0, NULL, NULL},
+};
+
+static int64_t now_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static void record(snk *s, px_delivery *d, const char *outcome)
+{
+    const px_event *ev = host->delivery_event(d);
+    json_t *line = json_object();
+    json_object_set_new(line, "event", json_string(host->event_id(ev)));
+    json_object_set_new(line, "type", json_string(host->event_type(ev)));
+    json_object_set(line, "seq", json_object_get(host->event_payload(ev), "seq")
+                                     ? json_object_get(host->event_payload(ev), "seq")
+                                     : json_null());
+    json_object_set_new(line, "attempt", json_integer(host->delivery_attempt(d)));
+    json_object_set_new(line, "action", json_string(host->delivery_action(d)));
+    json_object_set_new(line, "pipeline", json_string(host->delivery_pipeline(d)));
+    json_object_set(line, "params", host->delivery_params(d));
+    json_object_set_new(line, "tag", json_string(s->tag));
+    json_object_set_new(line, "outcome", json_string(outcome));
+    json_object_set_new(line, "at_ms", json_integer(now_ms()));
+    json_object_set_new(line, "event_ms", json_integer(host->event_time_ms(ev)));
+    char *text = json_dumps(line, JSON_COMPACT);
+    fprintf(s->out, "%s\n", text);
+    fflush(s->out);
+    free(text);
+    json_decref(line);
+}
+
+static void answer(snk *s, px_delivery *d)
+{
+    s->attempts_seen++;
+    int failing = strcmp(s->fail, "none") != 0 &&
+                  (s->attempts_seen <= s->fail_first ||
+                   (s->down_file && access(s->down_file, F_OK) == 0) ||
+                   (!s->fail_first && !s->down_file));
+    if (!failing) {
+        record(s, d, "ok");
+        host->complete(d, PX_OK, "recorded", 0);
+    } else if (strcmp(s->fail, "reject") == 0) {
+        record(s, d, "reject");
+        host->complete(d, PX_EREJECT, "told to reject", 0);
+    } else {
+        record(s, d, "retry");
+        host->complete(d, PX_ERETRY, "told to retry", (uint64_t)s->retry_after_ms);
+    }
+}
+
+static void unlink_pending(snk *s, pending *p)
+{
+    for (pending **pp = &s->pend; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    }
+}
+
+static void on_delay(void *arg)
+{
+    pending *p = arg;
+    snk *s = p->s;
+    host->timer_stop(p->timer);
+    unlink_pending(s, p);
+    answer(s, p->d);
+    free(p);
+    if (s->draining && !s->pend) {
+        host->drained(s->ctx);
+    }
+}
+
+static void snk_deliver(void *state, px_delivery *d)
+{
+    snk *s = state;
+    if (s->stall) {
+        record(s, d, "stalled");
+        return;
+    }
+    if (s->delay_ms > 0) {
+        pending *p = calloc(1, sizeof(*p));
+        p->s = s;
+        p->d = d;
+        p->next = s->pend;
+        s->pend = p;
+        host->timer_start(s->ctx, (uint64_t)s->delay_ms, 0, on_delay, p, &p->timer);
+        return;
+    }
+    answer(s, d);
+}
+
+static int snk_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
+{
+    snk *s = calloc(1, sizeof(*s));
+    s->ctx = ctx;
+    const char *file = json_string_value(json_object_get(cfg, "file"));
+    s->out = fopen(file, "a");
+    if (!s->out) {
+        host->log(ctx, PX_LOG_ERROR, "cannot open file=%s", file);
+        free(s);
+        return PX_EINVAL;
+    }
+    s->tag = json_string_value(json_object_get(cfg, "tag"));
+    s->fail = json_string_value(json_object_get(cfg, "fail"));
+    s->down_file = json_string_value(json_object_get(cfg, "down_file"));
+    s->fail_first = json_integer_value(json_object_get(cfg, "fail_first"));
+    s->delay_ms = json_integer_value(json_object_get(cfg, "delay"));
+    s->retry_after_ms = json_integer_value(json_object_get(cfg, "retry_after"));
+    s->stall = json_is_true(json_object_get(cfg, "stall"));
+    const char *secret = json_string_value(json_object_get(cfg, "secret_token"));
+    if (secret) {
+        host->log(ctx, PX_LOG_INFO, "configured with token %s", secret);
+    }
+    *state = s;
+    return 0;
+}
+
+static void snk_drain(void *state)
+{
+    snk *s = state;
+    s->draining = 1;
+    if (!s->pend) {
+        host->drained(s->ctx);
+    }
+}
+
+static void snk_destroy(void *state)
+{
+    snk *s = state;
+    while (s->pend) {
+        pending *p = s->pend;
+        s->pend = p->next;
+        host->timer_stop(p->timer);
+        free(p);
+    }
+    fclose(s->out);
+    free(s);
+}
+
+static const px_plugin_desc desc = {
+    PX_PLUGIN_DESC_INIT,
+    .kind = PX_KIND_SINK,
+    .name = "testsink",
+    .version = "1.0.0",
+    .description = "test sink: records deliveries, fails or stalls on demand",
+    .options = options,
+    .init = snk_init,
+    .deliver = snk_deliver,
+    .drain = snk_drain,
+    .destroy = snk_destroy,
+};
+
+PX_SDK_EXPORT const px_plugin_desc *PX_PLUGIN_ENTRY(const px_host_api *h)
+{
+    host = h;
+    return &desc;
+}

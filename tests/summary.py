@@ -1,0 +1,39 @@
+"""Reads meson test logs and prints one closing line: "N passed, N failed".
+
+A test program that prints its own "N passed, N failed" line contributes its case counts;
+any other test counts as one case."""
+import json
+import re
+import sys
+
+LINE = re.compile(r"^(\d+) passed, (\d+) failed", re.M)
+passed = failed = skipped = 0
+for path in sys.argv[1:]:
+    build = path.split("/")[0]
+    try:
+        with open(path) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        failed += 1
+        print(f"failed: no test log {path}")
+        continue
+    for r in records:
+        counts = LINE.findall(r.get("stdout") or "")
+        ok = r["result"] in ("OK", "EXPECTEDFAIL")
+        if r["result"] == "SKIP":
+            skipped += 1
+            continue
+        if counts:
+            p, f_ = map(int, counts[-1])
+            passed += p
+            failed += f_
+            if not ok and f_ == 0:
+                failed += 1  # crashed or timed out after its last report
+        elif ok:
+            passed += 1
+        else:
+            failed += 1
+        if not ok:
+            print(f"failed: {build} {r['name']} ({r['result']})")
+tail = f", {skipped} skipped" if skipped else ""
+print(f"{passed} passed, {failed} failed{tail}")
