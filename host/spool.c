@@ -1,1 +1,1741 @@
-/* spool: not written yet */
+/* The spool: SQLite outbox with one writer thread and group commit (see spool.h).
+ * Threads: the loop thread queues operations under `mu`; the writer thread takes everything queued
+ * (up to BATCH_MAX), runs it in one transaction on the write connection, then moves the finished
+ * operations to the `done` list and wakes the loop with `async`, which runs the callbacks in queue
+ * order. Reads use a read-only connection owned by the loop thread; WAL lets them run while the
+ * writer commits. Pending deliveries live only on disk; the spool keeps a per-sink pending count
+ * in memory (one entry per sink, not per row). */
+#include "spool.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <sqlite3.h>
+
+#include "config.h"
+#include "err.h"
+#include "log.h"
+#include "mem.h"
+
+#define BATCH_MAX 1024
+#define DEFAULT_MAX_QUEUE 65536
+#define PROBE_INTERVAL_MS 500
+#define PRUNE_INTERVAL_MS 60000
+#define PRUNE_CHUNK 10000
+#define LOG_MOD "spool"
+
+enum op_kind {
+    OP_PUT = 1,
+    OP_DEAD_RAW,
+    OP_DONE,
+    OP_RETRY,
+    OP_DEAD,
+    OP_REPLAY,
+    OP_PURGE,
+    OP_EXEC,
+};
+
+typedef struct op_row {
+    const char *pipeline, *sink, *action, *params;
+    size_t params_len;
+    int64_t id;
+} op_row;
+
+/* One queued operation. Puts and dead_raw copy everything into the same allocation as the op. */
+typedef struct op {
+    struct op *next;
+    int kind;
+    int status;   /* written by the writer */
+    int finished; /* synchronous ops: set by the writer under mu */
+    px_spool_put_cb cb;
+    void *arg;
+    /* put / dead_raw */
+    const char *ev_id, *type, *source, *dedupe_key, *payload, *meta, *hints;
+    size_t payload_len;
+    int64_t time_ms;
+    op_row *rows;
+    size_t nrows;
+    const char *pipeline, *sink, *text; /* text: dead reason, retry error */
+    /* marks */
+    int64_t delivery_id;
+    uint32_t attempts;
+    int64_t next_at_ms;
+    /* replay / purge / exec (synchronous: borrowed from the waiting caller) */
+    const int64_t *ids;
+    size_t nids;
+    const char *filter_sink;
+    int64_t before_ms;
+    const char *sql;
+    int64_t *new_ids; /* replay results, malloc'd by the writer, freed by the caller */
+    char **new_sinks;
+    size_t nnew, capnew;
+    int64_t affected;
+} op;
+
+typedef struct sink_count {
+    char *sink;
+    int64_t n;
+} sink_count;
+
+typedef struct sink_counts {
+    sink_count *v;
+    size_t n, cap;
+} sink_counts;
+
+enum wstmt {
+    W_DEDUPE_GET,
+    W_DEDUPE_SET,
+    W_EVENT_INS,
+    W_DELIV_INS,
+    W_DONE_DEL,
+    W_ATT_DEL,
+    W_EVENT_UNREF,
+    W_EVENT_DEL,
+    W_RETRY_UPD,
+    W_ATT_INS,
+    W_ATT_ADD,
+    W_DEAD_FROM_DELIV,
+    W_DEAD_INS,
+    W_DEAD_GET,
+    W_DEAD_DEL,
+    W_HWM_SET,
+    W_PRUNE,
+    W_PROBE,
+    W_COUNT
+};
+
+static const char *const wsql[W_COUNT] = {
+    [W_DEDUPE_GET] = "SELECT expires_at_ms FROM dedupe WHERE source=?1 AND key=?2",
+    [W_DEDUPE_SET] = "INSERT OR REPLACE INTO dedupe(source, key, expires_at_ms) VALUES(?1,?2,?3)",
+    [W_EVENT_INS] = "INSERT INTO events(id, type, source, time_ms, payload, meta, hints, refs) "
+                    "VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
+    [W_DELIV_INS] = "INSERT INTO deliveries(id, event, pipeline, sink, action, params, attempts, "
+                    "next_at_ms) VALUES(?1,?2,?3,?4,?5,?6,0,0)",
+    [W_DONE_DEL] = "DELETE FROM deliveries WHERE id=?1 RETURNING event, sink",
+    [W_ATT_DEL] = "DELETE FROM attempts WHERE delivery_id=?1",
+    [W_EVENT_UNREF] = "UPDATE events SET refs=refs-1 WHERE eid=?1 RETURNING refs",
+    [W_EVENT_DEL] = "DELETE FROM events WHERE eid=?1",
+    [W_RETRY_UPD] = "UPDATE deliveries SET attempts=?2, next_at_ms=?3, last_error=?4 WHERE id=?1",
+    [W_ATT_INS] = "INSERT OR REPLACE INTO attempts(delivery_id, attempt, at_ms, error) "
+                  "VALUES(?1,?2,?3,?4)",
+    [W_ATT_ADD] = "INSERT OR IGNORE INTO attempts(delivery_id, attempt, at_ms, error) "
+                  "VALUES(?1,?2,?3,?4)",
+    [W_DEAD_FROM_DELIV] = "INSERT INTO dead(delivery_id, event, pipeline, sink, action, params, "
+                          "reason, attempts, died_at) SELECT id, event, pipeline, sink, action, "
+                          "params, ?2, ?3, ?4 FROM deliveries WHERE id=?1",
+    [W_DEAD_INS] = "INSERT INTO dead(delivery_id, event, pipeline, sink, action, params, reason, "
+                   "attempts, died_at) VALUES(0,?1,?2,?3,'','{}',?4,0,?5)",
+    [W_DEAD_GET] = "SELECT delivery_id, event, pipeline, sink, action, params, died_at "
+                   "FROM dead WHERE id=?1",
+    [W_DEAD_DEL] = "DELETE FROM dead WHERE id=?1",
+    [W_HWM_SET] = "INSERT OR REPLACE INTO meta(k, v) VALUES('last_delivery_id', ?1)",
+    [W_PRUNE] = "DELETE FROM dedupe WHERE (source, key) IN (SELECT source, key FROM dedupe "
+                "WHERE expires_at_ms <= ?1 LIMIT ?2)",
+    [W_PROBE] = "INSERT OR REPLACE INTO meta(k, v) VALUES('probe', ?1)",
+};
+
+struct px_spool {
+    uv_loop_t *loop;
+    uv_async_t async;
+    uv_thread_t thread;
+    char *path;
+    sqlite3 *wdb; /* writer thread only (after open) */
+    sqlite3 *rdb; /* loop thread only */
+    sqlite3_stmt *rload; /* cached on rdb */
+    sqlite3_stmt *wst[W_COUNT];
+    uint64_t dedupe_window_ms;
+    size_t max_queue;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv_work; /* writer waits for work */
+    pthread_cond_t cv_done; /* loop waits for synchronous ops / barriers */
+    /* everything below is guarded by mu */
+    op *q_head, *q_tail;    /* queued for the writer */
+    size_t q_len, q_puts;
+    op *retry_head, *retry_tail; /* marks that failed to commit */
+    op *done_head, *done_tail;   /* finished, callbacks pending on the loop */
+    uint64_t queued_seq, processed_seq;
+    int64_t next_id;
+    int writable;
+    int stop;
+    sink_counts pending; /* committed pending deliveries per sink */
+    px_spool_stats st;
+    int closing; /* loop thread only */
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- per-sink pending counts ---------------------------------------------------------------- */
+
+static void counts_add(sink_counts *c, const char *sink, int64_t d)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        if (strcmp(c->v[i].sink, sink) == 0) {
+            c->v[i].n += d;
+            return;
+        }
+    }
+    if (c->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 8;
+        c->v = px_xrealloc(c->v, c->cap * sizeof(*c->v));
+    }
+    c->v[c->n].sink = px_xstrdup(sink);
+    c->v[c->n].n = d;
+    c->n++;
+}
+
+static void counts_clear(sink_counts *c)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        free(c->v[i].sink);
+    }
+    c->n = 0;
+}
+
+static void counts_free(sink_counts *c)
+{
+    counts_clear(c);
+    free(c->v);
+    c->v = NULL;
+    c->cap = 0;
+}
+
+/* ---- schema --------------------------------------------------------------------------------- */
+
+/* Each entry upgrades user_version i to i + 1. Append only; never edit a shipped step. Tables are
+ * created IF NOT EXISTS so a file that already holds other modules' tables (kv) is fine. */
+static const char *const migrations[] = {
+    "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS events(eid INTEGER PRIMARY KEY, id TEXT NOT NULL, "
+    "  type TEXT NOT NULL, source TEXT NOT NULL, time_ms INTEGER NOT NULL, payload BLOB, "
+    "  meta TEXT, hints TEXT, refs INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS deliveries(id INTEGER PRIMARY KEY, event INTEGER NOT NULL, "
+    "  pipeline TEXT NOT NULL, sink TEXT NOT NULL, action TEXT NOT NULL, params TEXT NOT NULL, "
+    "  attempts INTEGER NOT NULL DEFAULT 0, next_at_ms INTEGER NOT NULL DEFAULT 0, "
+    "  last_error TEXT);"
+    "CREATE INDEX IF NOT EXISTS deliveries_sink ON deliveries(sink, id);"
+    "CREATE TABLE IF NOT EXISTS attempts(delivery_id INTEGER NOT NULL, attempt INTEGER NOT NULL, "
+    "  at_ms INTEGER NOT NULL, error TEXT, PRIMARY KEY(delivery_id, attempt)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS dead(id INTEGER PRIMARY KEY, delivery_id INTEGER NOT NULL, "
+    "  event INTEGER NOT NULL, pipeline TEXT NOT NULL, sink TEXT NOT NULL, "
+    "  action TEXT NOT NULL, params TEXT NOT NULL, reason TEXT, "
+    "  attempts INTEGER NOT NULL, died_at INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS dead_sink ON dead(sink, id);"
+    "CREATE TABLE IF NOT EXISTS dedupe(source TEXT NOT NULL, key TEXT NOT NULL, "
+    "  expires_at_ms INTEGER NOT NULL, PRIMARY KEY(source, key)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS dedupe_expires ON dedupe(expires_at_ms);",
+};
+#define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+static int exec_sql(sqlite3 *db, const char *sql, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        if (err) {
+            snprintf(err, errlen, "sqlite: %s", msg ? msg : sqlite3_errstr(rc));
+        }
+        sqlite3_free(msg);
+        return rc;
+    }
+    return SQLITE_OK;
+}
+
+static int64_t query_int(sqlite3 *db, const char *sql, int64_t dflt)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t v = dflt;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW &&
+        sqlite3_column_type(st, 0) != SQLITE_NULL) {
+        v = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    return v;
+}
+
+static int migrate(sqlite3 *db, const char *path, char *err, size_t errlen)
+{
+    if (exec_sql(db, "BEGIN IMMEDIATE", err, errlen) != SQLITE_OK) {
+        return -1;
+    }
+    int version = (int)query_int(db, "PRAGMA user_version", 0);
+    if (version > SCHEMA_VERSION) {
+        snprintf(err, errlen, "%s: schema version %d is newer than this build's %d", path, version,
+                 SCHEMA_VERSION);
+        goto fail;
+    }
+    for (int v = version; v < SCHEMA_VERSION; v++) {
+        if (exec_sql(db, migrations[v], err, errlen) != SQLITE_OK) {
+            goto fail;
+        }
+    }
+    if (version != SCHEMA_VERSION) {
+        char sql[64];
+        snprintf(sql, sizeof(sql), "PRAGMA user_version=%d", SCHEMA_VERSION);
+        if (exec_sql(db, sql, err, errlen) != SQLITE_OK) {
+            goto fail;
+        }
+    }
+    if (exec_sql(db, "COMMIT", err, errlen) != SQLITE_OK) {
+        goto fail;
+    }
+    return 0;
+fail:
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+}
+
+/* ---- the writer ----------------------------------------------------------------------------- */
+
+/* Errors that say "the database cannot take writes now" (as opposed to one bad operation). */
+static int is_transient(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_NOMEM:
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PROTOCOL:
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_INTERRUPT:
+    case SQLITE_ABORT:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static sqlite3_stmt *wstmt(px_spool *s, int which)
+{
+    sqlite3_stmt *st = s->wst[which];
+    if (!st) {
+        if (sqlite3_prepare_v3(s->wdb, wsql[which], -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) !=
+            SQLITE_OK) {
+            PX_LOG_ERR(LOG_MOD, "prepare failed stmt=%d err=%s", which, sqlite3_errmsg(s->wdb));
+            return NULL;
+        }
+        s->wst[which] = st;
+    }
+    return st;
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+    sqlite3_bind_text(st, i, v ? v : "", -1, SQLITE_STATIC);
+}
+
+static void bind_text_or_null(sqlite3_stmt *st, int i, const char *v)
+{
+    if (v) {
+        sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_null(st, i);
+    }
+}
+
+/* Steps a statement that returns no rows (or whose rows are ignored) and resets it. */
+static int step_done(sqlite3_stmt *st)
+{
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+#define PREP(var, which)                                                                      \
+    sqlite3_stmt *var = wstmt(s, (which));                                                    \
+    if (!var) {                                                                               \
+        return SQLITE_ERROR;                                                                  \
+    }
+
+#define CHECK(expr)                                                                           \
+    do {                                                                                      \
+        int rc_ = (expr);                                                                     \
+        if (rc_ != SQLITE_OK) {                                                               \
+            return rc_;                                                                       \
+        }                                                                                     \
+    } while (0)
+
+/* Drops one reference of event eid, deleting the event when nothing refers to it any more. */
+static int event_unref(px_spool *s, int64_t eid)
+{
+    PREP(up, W_EVENT_UNREF);
+    sqlite3_bind_int64(up, 1, eid);
+    int64_t refs = 1;
+    int rc = sqlite3_step(up);
+    if (rc == SQLITE_ROW) {
+        refs = sqlite3_column_int64(up, 0);
+    }
+    CHECK(step_done(up));
+    if (refs <= 0) {
+        PREP(del, W_EVENT_DEL);
+        sqlite3_bind_int64(del, 1, eid);
+        CHECK(step_done(del));
+    }
+    return SQLITE_OK;
+}
+
+static int insert_event(px_spool *s, op *o, int refs, int64_t *eid)
+{
+    PREP(st, W_EVENT_INS);
+    bind_text(st, 1, o->ev_id);
+    bind_text(st, 2, o->type);
+    bind_text(st, 3, o->source);
+    sqlite3_bind_int64(st, 4, o->time_ms);
+    sqlite3_bind_blob64(st, 5, o->payload ? o->payload : "", o->payload_len, SQLITE_STATIC);
+    bind_text_or_null(st, 6, o->meta);
+    bind_text_or_null(st, 7, o->hints);
+    sqlite3_bind_int(st, 8, refs);
+    CHECK(step_done(st));
+    *eid = sqlite3_last_insert_rowid(s->wdb);
+    return SQLITE_OK;
+}
+
+static int run_put(px_spool *s, op *o, sink_counts *delta, int64_t *hwm)
+{
+    int64_t now = now_ms();
+    if (o->dedupe_key && s->dedupe_window_ms > 0) {
+        PREP(get, W_DEDUPE_GET);
+        bind_text(get, 1, o->source);
+        bind_text(get, 2, o->dedupe_key);
+        int rc = sqlite3_step(get);
+        int dup = rc == SQLITE_ROW && sqlite3_column_int64(get, 0) > now;
+        CHECK(step_done(get));
+        if (dup) {
+            o->status = PX_SPOOL_DUPLICATE;
+            return SQLITE_OK;
+        }
+        PREP(set, W_DEDUPE_SET);
+        bind_text(set, 1, o->source);
+        bind_text(set, 2, o->dedupe_key);
+        sqlite3_bind_int64(set, 3, now + (int64_t)s->dedupe_window_ms);
+        CHECK(step_done(set));
+    }
+    o->status = PX_SPOOL_STORED;
+    if (o->nrows == 0) {
+        return SQLITE_OK;
+    }
+    int64_t eid;
+    CHECK(insert_event(s, o, (int)o->nrows, &eid));
+    PREP(ins, W_DELIV_INS);
+    for (size_t i = 0; i < o->nrows; i++) {
+        op_row *r = &o->rows[i];
+        sqlite3_bind_int64(ins, 1, r->id);
+        sqlite3_bind_int64(ins, 2, eid);
+        bind_text(ins, 3, r->pipeline);
+        bind_text(ins, 4, r->sink);
+        bind_text(ins, 5, r->action);
+        sqlite3_bind_text(ins, 6, r->params, (int)r->params_len, SQLITE_STATIC);
+        CHECK(step_done(ins));
+        counts_add(delta, r->sink, 1);
+        if (r->id > *hwm) {
+            *hwm = r->id;
+        }
+    }
+    return SQLITE_OK;
+}
+
+static int run_dead_raw(px_spool *s, op *o)
+{
+    int64_t eid;
+    CHECK(insert_event(s, o, 1, &eid));
+    PREP(st, W_DEAD_INS);
+    sqlite3_bind_int64(st, 1, eid);
+    bind_text(st, 2, o->pipeline);
+    bind_text(st, 3, o->sink);
+    bind_text(st, 4, o->text);
+    sqlite3_bind_int64(st, 5, now_ms());
+    CHECK(step_done(st));
+    o->status = PX_SPOOL_STORED;
+    return SQLITE_OK;
+}
+
+static int delete_attempts(px_spool *s, int64_t delivery_id)
+{
+    PREP(st, W_ATT_DEL);
+    sqlite3_bind_int64(st, 1, delivery_id);
+    return step_done(st);
+}
+
+static int add_attempt(px_spool *s, int64_t delivery_id, uint32_t attempt, const char *error)
+{
+    PREP(st, W_ATT_INS);
+    sqlite3_bind_int64(st, 1, delivery_id);
+    sqlite3_bind_int64(st, 2, attempt);
+    sqlite3_bind_int64(st, 3, now_ms());
+    bind_text_or_null(st, 4, error);
+    return step_done(st);
+}
+
+/* Deletes delivery id; *found says whether it existed, *eid its event. */
+static int delete_delivery(px_spool *s, int64_t id, sink_counts *delta, int *found, int64_t *eid)
+{
+    PREP(del, W_DONE_DEL);
+    sqlite3_bind_int64(del, 1, id);
+    *found = 0;
+    int rc = sqlite3_step(del);
+    if (rc == SQLITE_ROW) {
+        *found = 1;
+        *eid = sqlite3_column_int64(del, 0);
+        counts_add(delta, (const char *)sqlite3_column_text(del, 1), -1);
+    }
+    return step_done(del);
+}
+
+static int run_done(px_spool *s, op *o, sink_counts *delta)
+{
+    int found;
+    int64_t eid = 0;
+    CHECK(delete_delivery(s, o->delivery_id, delta, &found, &eid));
+    if (!found) {
+        return SQLITE_OK;
+    }
+    CHECK(delete_attempts(s, o->delivery_id));
+    return event_unref(s, eid);
+}
+
+static int run_retry(px_spool *s, op *o)
+{
+    PREP(up, W_RETRY_UPD);
+    sqlite3_bind_int64(up, 1, o->delivery_id);
+    sqlite3_bind_int64(up, 2, o->attempts);
+    sqlite3_bind_int64(up, 3, o->next_at_ms);
+    bind_text_or_null(up, 4, o->text);
+    CHECK(step_done(up));
+    if (sqlite3_changes(s->wdb) == 0) {
+        return SQLITE_OK;
+    }
+    return add_attempt(s, o->delivery_id, o->attempts, o->text);
+}
+
+static int run_dead(px_spool *s, op *o, sink_counts *delta)
+{
+    PREP(ins, W_DEAD_FROM_DELIV);
+    sqlite3_bind_int64(ins, 1, o->delivery_id);
+    bind_text(ins, 2, o->text);
+    sqlite3_bind_int64(ins, 3, o->attempts);
+    sqlite3_bind_int64(ins, 4, now_ms());
+    CHECK(step_done(ins));
+    if (sqlite3_changes(s->wdb) == 0) {
+        return SQLITE_OK;
+    }
+    int found;
+    int64_t eid = 0;
+    CHECK(delete_delivery(s, o->delivery_id, delta, &found, &eid));
+    if (o->attempts > 0) {
+        /* the final attempt, unless mark_retry already recorded it */
+        PREP(st, W_ATT_ADD);
+        sqlite3_bind_int64(st, 1, o->delivery_id);
+        sqlite3_bind_int64(st, 2, o->attempts);
+        sqlite3_bind_int64(st, 3, now_ms());
+        bind_text_or_null(st, 4, o->text);
+        CHECK(step_done(st));
+    }
+    return SQLITE_OK;
+}
+
+/* Handles one dead letter for replay (replay != 0) or purge. */
+static int dlq_one(px_spool *s, op *o, int64_t dead_id, int replay, sink_counts *delta,
+                   int64_t *hwm)
+{
+    PREP(get, W_DEAD_GET);
+    sqlite3_bind_int64(get, 1, dead_id);
+    int rc = sqlite3_step(get);
+    if (rc != SQLITE_ROW) {
+        return step_done(get);
+    }
+    int64_t delivery_id = sqlite3_column_int64(get, 0);
+    int64_t eid = sqlite3_column_int64(get, 1);
+    const char *sink = (const char *)sqlite3_column_text(get, 3);
+    int64_t died_at = sqlite3_column_int64(get, 6);
+    int skip = (o->filter_sink && strcmp(sink, o->filter_sink) != 0) ||
+               (replay && sink[0] == '\0') || (!replay && o->before_ms > 0 && died_at >= o->before_ms);
+    if (skip) {
+        return step_done(get);
+    }
+    if (replay) {
+        pthread_mutex_lock(&s->mu);
+        int64_t id = s->next_id++;
+        pthread_mutex_unlock(&s->mu);
+        sqlite3_stmt *ins = wstmt(s, W_DELIV_INS);
+        if (!ins) {
+            sqlite3_reset(get);
+            return SQLITE_ERROR;
+        }
+        sqlite3_bind_int64(ins, 1, id);
+        sqlite3_bind_int64(ins, 2, eid);
+        sqlite3_bind_value(ins, 3, sqlite3_column_value(get, 2));
+        sqlite3_bind_value(ins, 4, sqlite3_column_value(get, 3));
+        sqlite3_bind_value(ins, 5, sqlite3_column_value(get, 4));
+        sqlite3_bind_value(ins, 6, sqlite3_column_value(get, 5));
+        rc = step_done(ins);
+        if (rc != SQLITE_OK) {
+            sqlite3_reset(get);
+            return rc;
+        }
+        counts_add(delta, sink, 1);
+        if (o->nnew == o->capnew) {
+            o->capnew = o->capnew ? o->capnew * 2 : 16;
+            o->new_ids = px_xrealloc(o->new_ids, o->capnew * sizeof(*o->new_ids));
+            o->new_sinks = px_xrealloc(o->new_sinks, o->capnew * sizeof(*o->new_sinks));
+        }
+        o->new_ids[o->nnew] = id;
+        o->new_sinks[o->nnew] = px_xstrdup(sink);
+        o->nnew++;
+        if (id > *hwm) {
+            *hwm = id;
+        }
+    }
+    CHECK(step_done(get));
+    if (delivery_id > 0) {
+        CHECK(delete_attempts(s, delivery_id));
+    }
+    PREP(del, W_DEAD_DEL);
+    sqlite3_bind_int64(del, 1, dead_id);
+    CHECK(step_done(del));
+    if (!replay) {
+        CHECK(event_unref(s, eid));
+    }
+    o->affected++;
+    return SQLITE_OK;
+}
+
+static int run_dlq(px_spool *s, op *o, int replay, sink_counts *delta, int64_t *hwm)
+{
+    o->affected = 0;
+    if (o->ids && o->nids > 0) {
+        for (size_t i = 0; i < o->nids; i++) {
+            CHECK(dlq_one(s, o, o->ids[i], replay, delta, hwm));
+        }
+        return SQLITE_OK;
+    }
+    /* all matching: walk the ids in chunks so the scan never runs over rows being deleted */
+    int64_t after = 0;
+    for (;;) {
+        int64_t chunk[256];
+        size_t n = 0;
+        sqlite3_stmt *q = NULL;
+        int rc = sqlite3_prepare_v2(s->wdb,
+                                    o->filter_sink
+                                        ? "SELECT id FROM dead WHERE sink=?2 AND id>?1 "
+                                          "ORDER BY id LIMIT 256"
+                                        : "SELECT id FROM dead WHERE id>?1 ORDER BY id LIMIT 256",
+                                    -1, &q, NULL);
+        if (rc != SQLITE_OK) {
+            return rc;
+        }
+        sqlite3_bind_int64(q, 1, after);
+        if (o->filter_sink) {
+            sqlite3_bind_text(q, 2, o->filter_sink, -1, SQLITE_STATIC);
+        }
+        while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+            chunk[n++] = sqlite3_column_int64(q, 0);
+        }
+        sqlite3_finalize(q);
+        if (rc != SQLITE_DONE) {
+            return rc;
+        }
+        for (size_t i = 0; i < n; i++) {
+            CHECK(dlq_one(s, o, chunk[i], replay, delta, hwm));
+        }
+        if (n < 256) {
+            return SQLITE_OK;
+        }
+        after = chunk[n - 1];
+    }
+}
+
+static int run_op(px_spool *s, op *o, sink_counts *delta, int64_t *hwm)
+{
+    switch (o->kind) {
+    case -OP_PUT:
+    case -OP_DEAD_RAW:
+    case -OP_DONE:
+    case -OP_RETRY:
+    case -OP_DEAD:
+    case -OP_REPLAY:
+    case -OP_PURGE: return SQLITE_OK; /* failed alone earlier: skipped */
+    case OP_PUT: return run_put(s, o, delta, hwm);
+    case OP_DEAD_RAW: return run_dead_raw(s, o);
+    case OP_DONE: return run_done(s, o, delta);
+    case OP_RETRY: return run_retry(s, o);
+    case OP_DEAD: return run_dead(s, o, delta);
+    case OP_REPLAY: return run_dlq(s, o, 1, delta, hwm);
+    case OP_PURGE: return run_dlq(s, o, 0, delta, hwm);
+    default: return SQLITE_MISUSE;
+    }
+}
+
+static void reset_results(op *o)
+{
+    for (size_t i = 0; i < o->nnew; i++) {
+        free(o->new_sinks[i]);
+    }
+    o->nnew = 0;
+    o->affected = 0;
+}
+
+/* Runs ops [first, end) in one transaction. Returns SQLITE_OK when committed; otherwise rolled
+ * back, with *bad the op that failed (NULL when BEGIN/COMMIT failed). */
+static int run_txn(px_spool *s, op *first, op *end, sink_counts *delta, op **bad)
+{
+    int64_t hwm = 0;
+    *bad = NULL;
+    counts_clear(delta);
+    int rc = exec_sql(s->wdb, "BEGIN IMMEDIATE", NULL, 0);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    for (op *o = first; o != end; o = o->next) {
+        rc = run_op(s, o, delta, &hwm);
+        if (rc != SQLITE_OK) {
+            *bad = o;
+            goto fail;
+        }
+    }
+    if (hwm > 0) {
+        sqlite3_stmt *st = wstmt(s, W_HWM_SET);
+        rc = st ? SQLITE_OK : SQLITE_ERROR;
+        if (st) {
+            sqlite3_bind_int64(st, 1, hwm);
+            rc = step_done(st);
+        }
+        if (rc != SQLITE_OK) {
+            goto fail;
+        }
+    }
+    rc = exec_sql(s->wdb, "COMMIT", NULL, 0);
+    if (rc != SQLITE_OK) {
+        goto fail;
+    }
+    return SQLITE_OK;
+fail:
+    if (!sqlite3_get_autocommit(s->wdb)) {
+        sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
+    }
+    for (op *o = first; o != end; o = o->next) {
+        reset_results(o);
+    }
+    counts_clear(delta);
+    return rc;
+}
+
+static int is_mark(const op *o)
+{
+    return o->kind == OP_DONE || o->kind == OP_RETRY || o->kind == OP_DEAD;
+}
+
+/* Appends o to the list (head, tail). mu held or list private. */
+static void list_push(op **head, op **tail, op *o)
+{
+    o->next = NULL;
+    if (*tail) {
+        (*tail)->next = o;
+    } else {
+        *head = o;
+    }
+    *tail = o;
+}
+
+/* Hands a finished op back: synchronous ops wake their caller, others go to the done list (marks
+ * carry no callback and are freed there too). mu held. */
+static void finish_op(px_spool *s, op *o)
+{
+    if (o->kind == OP_REPLAY || o->kind == OP_PURGE || o->kind == OP_EXEC) {
+        o->finished = 1;
+        return;
+    }
+    list_push(&s->done_head, &s->done_tail, o);
+}
+
+/* Writer side: commits the batch (a private list). On a transient failure the whole batch fails:
+ * puts get PX_EBUSY, marks are kept for a later try (dropped only when closing), the spool turns
+ * unwritable. On an error of one operation, the batch is re-run without it. */
+static void process_batch(px_spool *s, op *batch, size_t nops, sink_counts *delta)
+{
+    struct timespec ta, tb;
+    clock_gettime(CLOCK_MONOTONIC, &ta);
+    op *bad = NULL;
+    int rc = run_txn(s, batch, NULL, delta, &bad);
+    int isolated_errors = 0;
+    while (rc != SQLITE_OK && !is_transient(rc) && bad) {
+        /* a bad operation (constraint, too big...): fail it alone and retry the rest */
+        PX_LOG_ERR(LOG_MOD, "operation failed kind=%d err=%s", bad->kind, sqlite3_errstr(rc));
+        bad->status = PX_ESPOOL;
+        bad->kind = -bad->kind; /* skipped by run_op */
+        isolated_errors++;
+        rc = run_txn(s, batch, NULL, delta, &bad);
+        if (isolated_errors > 16) {
+            break;
+        }
+    }
+    clock_gettime(CLOCK_MONOTONIC, &tb);
+    double ms = (double)(tb.tv_sec - ta.tv_sec) * 1e3 + (double)(tb.tv_nsec - ta.tv_nsec) / 1e6;
+
+    pthread_mutex_lock(&s->mu);
+    if (rc == SQLITE_OK) {
+        if (!s->writable) {
+            PX_LOG_INFO(LOG_MOD, "spool writable again");
+        }
+        s->writable = 1;
+        for (size_t i = 0; i < delta->n; i++) {
+            counts_add(&s->pending, delta->v[i].sink, delta->v[i].n);
+        }
+        s->st.commits++;
+        s->st.rows_committed += nops;
+        s->st.last_batch = nops;
+        if (nops > s->st.max_batch) {
+            s->st.max_batch = nops;
+        }
+        s->st.commit_ms_last = ms;
+        if (ms > s->st.commit_ms_max) {
+            s->st.commit_ms_max = ms;
+        }
+    } else {
+        if (s->writable) {
+            PX_LOG_WARN(LOG_MOD, "spool unwritable err=%s ops=%zu", sqlite3_errstr(rc), nops);
+        }
+        s->writable = 0;
+        s->st.write_errors++;
+    }
+    op *next;
+    for (op *o = batch; o; o = next) {
+        next = o->next;
+        if (o->kind < 0) {
+            o->kind = -o->kind;
+            if (is_mark(o)) {
+                free(o);
+            } else {
+                finish_op(s, o);
+            }
+            continue;
+        }
+        if (rc == SQLITE_OK) {
+            if (o->kind == OP_PUT && o->status == PX_SPOOL_DUPLICATE) {
+                s->st.duplicates++;
+            }
+            if (o->kind == OP_REPLAY || o->kind == OP_PURGE) {
+                o->status = 0;
+            }
+            finish_op(s, o);
+        } else if (is_mark(o) && !s->stop) {
+            list_push(&s->retry_head, &s->retry_tail, o);
+        } else if (is_mark(o)) {
+            PX_LOG_WARN(LOG_MOD, "delivery update lost at close id=%lld (it will be redelivered)",
+                        (long long)o->delivery_id);
+            free(o);
+        } else {
+            o->status = PX_EBUSY;
+            if (o->kind == OP_PUT || o->kind == OP_DEAD_RAW) {
+                s->st.busy_refusals++;
+            }
+            finish_op(s, o);
+        }
+    }
+    pthread_cond_broadcast(&s->cv_done);
+    pthread_mutex_unlock(&s->mu);
+    uv_async_send(&s->async);
+}
+
+static void prune(px_spool *s);
+
+static void run_exec(px_spool *s, op *o)
+{
+    char *msg = NULL;
+    int rc = SQLITE_OK;
+    if (o->sql) {
+        rc = sqlite3_exec(s->wdb, o->sql, NULL, NULL, &msg);
+    } else {
+        prune(s);
+    }
+    if (rc != SQLITE_OK) {
+        PX_LOG_ERR(LOG_MOD, "exec failed err=%s", msg ? msg : sqlite3_errstr(rc));
+    }
+    sqlite3_free(msg);
+    pthread_mutex_lock(&s->mu);
+    o->status = rc == SQLITE_OK ? 0 : PX_ESPOOL;
+    o->finished = 1;
+    pthread_cond_broadcast(&s->cv_done);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* A tiny write: does the database take writes again? */
+static int probe(px_spool *s)
+{
+    sqlite3_stmt *st = wstmt(s, W_PROBE);
+    if (!st || exec_sql(s->wdb, "BEGIN IMMEDIATE", NULL, 0) != SQLITE_OK) {
+        return -1;
+    }
+    sqlite3_bind_int64(st, 1, now_ms());
+    int rc = step_done(st);
+    if (rc == SQLITE_OK) {
+        rc = exec_sql(s->wdb, "COMMIT", NULL, 0);
+    }
+    if (rc != SQLITE_OK) {
+        if (!sqlite3_get_autocommit(s->wdb)) {
+            sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
+        }
+        return -1;
+    }
+    return 0;
+}
+
+static void prune(px_spool *s)
+{
+    sqlite3_stmt *st = wstmt(s, W_PRUNE);
+    if (!st) {
+        return;
+    }
+    for (int i = 0; i < 100; i++) {
+        sqlite3_bind_int64(st, 1, now_ms());
+        sqlite3_bind_int64(st, 2, PRUNE_CHUNK);
+        if (step_done(st) != SQLITE_OK || sqlite3_changes(s->wdb) < PRUNE_CHUNK) {
+            return;
+        }
+    }
+}
+
+static void timed_wait(px_spool *s, uint64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&s->cv_work, &s->mu, &ts);
+}
+
+static void writer_main(void *arg)
+{
+    px_spool *s = arg;
+    sink_counts delta = {0};
+    uint64_t next_probe = 0, next_prune = mono_ms() + PRUNE_INTERVAL_MS;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        uint64_t now = mono_ms();
+        /* a test hook first: it must run even while unwritable */
+        if (s->q_head && s->q_head->kind == OP_EXEC) {
+            op *o = s->q_head;
+            s->q_head = o->next;
+            if (!s->q_head) {
+                s->q_tail = NULL;
+            }
+            s->q_len--;
+            uint64_t seq_after = s->processed_seq + 1;
+            pthread_mutex_unlock(&s->mu);
+            run_exec(s, o);
+            pthread_mutex_lock(&s->mu);
+            s->processed_seq = seq_after;
+            continue;
+        }
+        int have = s->q_head || s->retry_head;
+        if (!have && s->stop) {
+            break;
+        }
+        if (s->writable && !s->stop && now >= next_prune) {
+            pthread_mutex_unlock(&s->mu);
+            prune(s);
+            pthread_mutex_lock(&s->mu);
+            next_prune = mono_ms() + PRUNE_INTERVAL_MS;
+            continue;
+        }
+        if (!s->writable && !s->stop) {
+            if (now < next_probe) {
+                timed_wait(s, next_probe - now);
+                continue;
+            }
+            next_probe = now + PROBE_INTERVAL_MS;
+            if (!have) {
+                pthread_mutex_unlock(&s->mu);
+                int ok = probe(s) == 0;
+                pthread_mutex_lock(&s->mu);
+                if (ok) {
+                    PX_LOG_INFO(LOG_MOD, "spool writable again");
+                    s->writable = 1;
+                    pthread_cond_broadcast(&s->cv_done);
+                }
+                continue;
+            }
+        } else if (!have) {
+            timed_wait(s, next_prune > now ? next_prune - now : 1);
+            continue;
+        }
+        /* take the failed marks first (they were queued earlier), then the queue */
+        op *batch = s->retry_head, *tail = s->retry_tail;
+        size_t nops = 0;
+        for (op *o = batch; o; o = o->next) {
+            nops++;
+        }
+        s->retry_head = s->retry_tail = NULL;
+        uint64_t seq = s->processed_seq;
+        while (s->q_head && nops < BATCH_MAX && s->q_head->kind != OP_EXEC) {
+            op *o = s->q_head;
+            s->q_head = o->next;
+            s->q_len--;
+            if (o->kind == OP_PUT || o->kind == OP_DEAD_RAW) {
+                s->q_puts--;
+            }
+            seq++;
+            o->next = NULL;
+            if (tail) {
+                tail->next = o;
+            } else {
+                batch = o;
+            }
+            tail = o;
+            nops++;
+        }
+        if (!s->q_head) {
+            s->q_tail = NULL;
+        }
+        pthread_mutex_unlock(&s->mu);
+        process_batch(s, batch, nops, &delta);
+        pthread_mutex_lock(&s->mu);
+        s->processed_seq = seq;
+        pthread_cond_broadcast(&s->cv_done);
+        if (!s->writable) {
+            next_probe = mono_ms() + PROBE_INTERVAL_MS;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    counts_free(&delta);
+}
+
+/* ---- loop side ------------------------------------------------------------------------------ */
+
+static void run_done_callbacks(px_spool *s)
+{
+    pthread_mutex_lock(&s->mu);
+    op *o = s->done_head;
+    s->done_head = s->done_tail = NULL;
+    pthread_mutex_unlock(&s->mu);
+    while (o) {
+        op *next = o->next;
+        if (o->cb) {
+            o->cb(o->status, o->arg);
+        }
+        free(o);
+        o = next;
+    }
+}
+
+static void on_async(uv_async_t *h)
+{
+    run_done_callbacks(h->data);
+}
+
+/* Queues o; wakes the writer. */
+static void enqueue(px_spool *s, op *o)
+{
+    pthread_mutex_lock(&s->mu);
+    list_push(&s->q_head, &s->q_tail, o);
+    s->q_len++;
+    if (o->kind == OP_PUT || o->kind == OP_DEAD_RAW) {
+        s->q_puts++;
+    }
+    s->queued_seq++;
+    pthread_cond_signal(&s->cv_work);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Queues a synchronous op and waits for the writer to finish it. */
+static int run_sync(px_spool *s, op *o)
+{
+    o->finished = 0;
+    enqueue(s, o);
+    pthread_mutex_lock(&s->mu);
+    while (!o->finished) {
+        pthread_cond_wait(&s->cv_done, &s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return o->status;
+}
+
+/* Waits until every op queued so far is processed (or the spool turns unwritable). */
+static void barrier(px_spool *s)
+{
+    pthread_mutex_lock(&s->mu);
+    uint64_t target = s->queued_seq;
+    while (s->processed_seq < target && s->writable) {
+        pthread_cond_wait(&s->cv_done, &s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+static int mkdir_p(const char *dir)
+{
+    if (!dir || !*dir) {
+        return PX_EINVAL;
+    }
+    char *p = px_xstrdup(dir);
+    int rc = 0;
+    for (char *c = p + 1; ; c++) {
+        if (*c == '/' || *c == '\0') {
+            char save = *c;
+            *c = '\0';
+            if (mkdir(p, 0700) != 0 && errno != EEXIST) {
+                rc = -errno;
+                break;
+            }
+            *c = save;
+            if (save == '\0') {
+                break;
+            }
+        }
+    }
+    free(p);
+    return rc;
+}
+
+
+static void on_close(uv_handle_t *h)
+{
+    px_spool *s = h->data;
+    counts_free(&s->pending);
+    pthread_cond_destroy(&s->cv_done);
+    pthread_cond_destroy(&s->cv_work);
+    pthread_mutex_destroy(&s->mu);
+    free(s->path);
+    free(s);
+}
+
+int px_spool_open(uv_loop_t *loop, const char *dir, const px_spool_options *opt, px_spool **out,
+                  char *err, size_t errlen)
+{
+    px_spool_options dflt = {PX_DURABILITY_NORMAL, 24ull * 3600 * 1000, DEFAULT_MAX_QUEUE};
+    if (!opt) {
+        opt = &dflt;
+    }
+    int rc = mkdir_p(dir);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot create spool directory %s: %s", dir ? dir : "(null)",
+                 rc == PX_EINVAL ? "empty path" : uv_strerror(rc));
+        return rc;
+    }
+    px_spool *s = px_xcalloc(1, sizeof(*s));
+    s->loop = loop;
+    s->path = px_xasprintf("%s/spool.db", dir);
+    s->dedupe_window_ms = opt->dedupe_window_ms;
+    s->max_queue = opt->max_queue ? opt->max_queue : DEFAULT_MAX_QUEUE;
+    s->writable = 1;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv_work, NULL);
+    pthread_cond_init(&s->cv_done, NULL);
+
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(s->path, &s->wdb, flags, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open %s: %s", s->path,
+                 s->wdb ? sqlite3_errmsg(s->wdb) : "out of memory");
+        goto fail;
+    }
+    sqlite3_busy_timeout(s->wdb, 5000);
+    char sql[128];
+    snprintf(sql, sizeof(sql), "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;",
+             opt->durability == PX_DURABILITY_FSYNC ? "FULL" : "NORMAL");
+    char e2[256];
+    if (exec_sql(s->wdb, sql, e2, sizeof(e2)) != SQLITE_OK) {
+        snprintf(err, errlen, "%s: %s", s->path, e2);
+        goto fail;
+    }
+    if (migrate(s->wdb, s->path, err, errlen) < 0) {
+        goto fail;
+    }
+    int64_t max_id = query_int(s->wdb, "SELECT max(id) FROM deliveries", 0);
+    int64_t hwm = query_int(s->wdb, "SELECT v FROM meta WHERE k='last_delivery_id'", 0);
+    s->next_id = (max_id > hwm ? max_id : hwm) + 1;
+
+    if (sqlite3_open_v2(s->path, &s->rdb, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        snprintf(err, errlen, "cannot open %s read-only: %s", s->path,
+                 s->rdb ? sqlite3_errmsg(s->rdb) : "out of memory");
+        goto fail;
+    }
+    sqlite3_busy_timeout(s->rdb, 5000);
+    {
+        sqlite3_stmt *q = NULL;
+        if (sqlite3_prepare_v2(s->rdb, "SELECT sink, count(*) FROM deliveries GROUP BY sink", -1,
+                               &q, NULL) != SQLITE_OK) {
+            snprintf(err, errlen, "%s: %s", s->path, sqlite3_errmsg(s->rdb));
+            goto fail;
+        }
+        while (sqlite3_step(q) == SQLITE_ROW) {
+            counts_add(&s->pending, (const char *)sqlite3_column_text(q, 0),
+                       sqlite3_column_int64(q, 1));
+        }
+        sqlite3_finalize(q);
+    }
+    if (uv_async_init(loop, &s->async, on_async) != 0) {
+        snprintf(err, errlen, "cannot create async handle");
+        goto fail;
+    }
+    s->async.data = s;
+    if (uv_thread_create(&s->thread, writer_main, s) != 0) {
+        snprintf(err, errlen, "cannot start the spool writer thread");
+        sqlite3_close(s->rdb);
+        sqlite3_close(s->wdb);
+        uv_close((uv_handle_t *)&s->async, on_close); /* frees s */
+        return PX_ESPOOL;
+    }
+    *out = s;
+    return 0;
+fail:
+    sqlite3_close(s->rdb);
+    sqlite3_close(s->wdb);
+    counts_free(&s->pending);
+    pthread_cond_destroy(&s->cv_done);
+    pthread_cond_destroy(&s->cv_work);
+    pthread_mutex_destroy(&s->mu);
+    free(s->path);
+    free(s);
+    return PX_ESPOOL;
+}
+
+void px_spool_close(px_spool *s)
+{
+    if (!s || s->closing) {
+        return;
+    }
+    s->closing = 1;
+    pthread_mutex_lock(&s->mu);
+    s->stop = 1;
+    pthread_cond_signal(&s->cv_work);
+    pthread_mutex_unlock(&s->mu);
+    uv_thread_join(&s->thread);
+    run_done_callbacks(s);
+    for (int i = 0; i < W_COUNT; i++) {
+        sqlite3_finalize(s->wst[i]);
+    }
+    sqlite3_finalize(s->rload);
+    sqlite3_close(s->wdb);
+    sqlite3_close(s->rdb);
+    uv_close((uv_handle_t *)&s->async, on_close);
+}
+
+/* ---- queueing ------------------------------------------------------------------------------- */
+
+static size_t slen(const char *p)
+{
+    return p ? strlen(p) + 1 : 0;
+}
+
+/* Copies a string into the op's arena; NULL stays NULL. */
+static const char *put_str(char **cur, const char *p, size_t n_with_nul)
+{
+    if (!p) {
+        return NULL;
+    }
+    char *d = *cur;
+    memcpy(d, p, n_with_nul - 1);
+    d[n_with_nul - 1] = '\0';
+    *cur += n_with_nul;
+    return d;
+}
+
+/* One allocation: the op, its rows, then every string. */
+static op *op_from_event(const px_spool_event *ev, const px_spool_row *rows, size_t n,
+                         const char *pipeline, const char *sink, const char *text)
+{
+    size_t len = sizeof(op) + n * sizeof(op_row);
+    len += slen(ev->id) + slen(ev->type) + slen(ev->source) + slen(ev->dedupe_key) +
+           slen(ev->meta) + slen(ev->hints) + ev->payload_len + 1;
+    len += slen(pipeline) + slen(sink) + slen(text);
+    for (size_t i = 0; i < n; i++) {
+        len += slen(rows[i].pipeline) + slen(rows[i].sink) + slen(rows[i].action) +
+               (rows[i].params ? rows[i].params_len : 2) + 1;
+    }
+    op *o = px_xmalloc(len);
+    memset(o, 0, sizeof(*o));
+    o->rows = (op_row *)(o + 1);
+    o->nrows = n;
+    char *cur = (char *)(o->rows + n);
+    o->ev_id = put_str(&cur, ev->id, slen(ev->id));
+    o->type = put_str(&cur, ev->type, slen(ev->type));
+    o->source = put_str(&cur, ev->source, slen(ev->source));
+    o->dedupe_key = put_str(&cur, ev->dedupe_key, slen(ev->dedupe_key));
+    o->meta = put_str(&cur, ev->meta, slen(ev->meta));
+    o->hints = put_str(&cur, ev->hints, slen(ev->hints));
+    o->payload = put_str(&cur, ev->payload ? ev->payload : "", ev->payload_len + 1);
+    o->payload_len = ev->payload_len;
+    o->time_ms = ev->time_ms;
+    o->pipeline = put_str(&cur, pipeline, slen(pipeline));
+    o->sink = put_str(&cur, sink, slen(sink));
+    o->text = put_str(&cur, text, slen(text));
+    for (size_t i = 0; i < n; i++) {
+        op_row *r = &o->rows[i];
+        r->pipeline = put_str(&cur, rows[i].pipeline ? rows[i].pipeline : "",
+                              slen(rows[i].pipeline ? rows[i].pipeline : ""));
+        r->sink = put_str(&cur, rows[i].sink ? rows[i].sink : "",
+                          slen(rows[i].sink ? rows[i].sink : ""));
+        r->action = put_str(&cur, rows[i].action ? rows[i].action : "",
+                            slen(rows[i].action ? rows[i].action : ""));
+        if (rows[i].params) {
+            r->params = put_str(&cur, rows[i].params, rows[i].params_len + 1);
+            r->params_len = rows[i].params_len;
+        } else {
+            r->params = put_str(&cur, "{}", 3);
+            r->params_len = 2;
+        }
+    }
+    return o;
+}
+
+/* Refuses a put at once when the spool is closing, unwritable or full. mu held. */
+static int admit(px_spool *s)
+{
+    if (s->closing || !s->writable || s->q_puts >= s->max_queue) {
+        s->st.busy_refusals++;
+        return PX_EBUSY;
+    }
+    return 0;
+}
+
+int px_spool_put(px_spool *s, const px_spool_event *ev, px_spool_row *rows, size_t n,
+                 px_spool_put_cb cb, void *arg)
+{
+    if (!s || !ev || (n > 0 && !rows)) {
+        return PX_EINVAL;
+    }
+    pthread_mutex_lock(&s->mu);
+    int rc = admit(s);
+    pthread_mutex_unlock(&s->mu);
+    if (rc < 0) {
+        return rc;
+    }
+    op *o = op_from_event(ev, rows, n, NULL, NULL, NULL);
+    o->kind = OP_PUT;
+    o->cb = cb;
+    o->arg = arg;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < n; i++) {
+        rows[i].id = o->rows[i].id = s->next_id++;
+    }
+    list_push(&s->q_head, &s->q_tail, o);
+    s->q_len++;
+    s->q_puts++;
+    s->queued_seq++;
+    pthread_cond_signal(&s->cv_work);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+int px_spool_dead_raw(px_spool *s, const px_spool_event *ev, const char *pipeline,
+                      const char *sink, const char *reason, px_spool_put_cb cb, void *arg)
+{
+    if (!s || !ev) {
+        return PX_EINVAL;
+    }
+    pthread_mutex_lock(&s->mu);
+    int rc = admit(s);
+    pthread_mutex_unlock(&s->mu);
+    if (rc < 0) {
+        return rc;
+    }
+    op *o = op_from_event(ev, NULL, 0, pipeline ? pipeline : "", sink ? sink : "",
+                          reason ? reason : "");
+    o->kind = OP_DEAD_RAW;
+    o->cb = cb;
+    o->arg = arg;
+    enqueue(s, o);
+    return 0;
+}
+
+static void queue_mark(px_spool *s, int kind, int64_t id, uint32_t attempts, int64_t next_at,
+                       const char *text)
+{
+    if (!s || s->closing) {
+        return;
+    }
+    size_t tl = text ? strlen(text) + 1 : 0;
+    op *o = px_xmalloc(sizeof(op) + tl);
+    memset(o, 0, sizeof(*o));
+    o->kind = kind;
+    o->delivery_id = id;
+    o->attempts = attempts;
+    o->next_at_ms = next_at;
+    if (text) {
+        char *d = (char *)(o + 1);
+        memcpy(d, text, tl);
+        o->text = d;
+    }
+    enqueue(s, o);
+}
+
+void px_spool_mark_done(px_spool *s, int64_t delivery_id)
+{
+    queue_mark(s, OP_DONE, delivery_id, 0, 0, NULL);
+}
+
+void px_spool_mark_retry(px_spool *s, int64_t delivery_id, uint32_t attempts, int64_t next_at_ms,
+                         const char *error)
+{
+    queue_mark(s, OP_RETRY, delivery_id, attempts, next_at_ms, error);
+}
+
+void px_spool_mark_dead(px_spool *s, int64_t delivery_id, uint32_t attempts, const char *reason)
+{
+    queue_mark(s, OP_DEAD, delivery_id, attempts, 0, reason ? reason : "");
+}
+
+static int dlq_sync(px_spool *s, int kind, const int64_t *ids, size_t n, const char *sink,
+                    int64_t before_ms, void (*cb)(int64_t, const char *, void *), void *arg)
+{
+    if (!s) {
+        return PX_EINVAL;
+    }
+    if (s->closing || !px_spool_writable(s)) {
+        return PX_EBUSY;
+    }
+    op o;
+    memset(&o, 0, sizeof(o));
+    o.kind = kind;
+    o.ids = ids;
+    o.nids = ids ? n : 0;
+    o.filter_sink = sink;
+    o.before_ms = before_ms;
+    int rc = run_sync(s, &o);
+    if (rc == 0) {
+        rc = (int)o.affected;
+        for (size_t i = 0; i < o.nnew; i++) {
+            if (cb) {
+                cb(o.new_ids[i], o.new_sinks[i], arg);
+            }
+        }
+    }
+    for (size_t i = 0; i < o.nnew; i++) {
+        free(o.new_sinks[i]);
+    }
+    free(o.new_ids);
+    free(o.new_sinks);
+    return rc;
+}
+
+int px_spool_dlq_replay(px_spool *s, const int64_t *ids, size_t n, const char *sink,
+                        void (*cb)(int64_t id, const char *sink, void *arg), void *arg)
+{
+    return dlq_sync(s, OP_REPLAY, ids, n, sink, 0, cb, arg);
+}
+
+int px_spool_dlq_purge(px_spool *s, const int64_t *ids, size_t n, const char *sink,
+                       int64_t before_ms)
+{
+    return dlq_sync(s, OP_PURGE, ids, n, sink, before_ms, NULL, NULL);
+}
+
+int px__spool_exec(px_spool *s, const char *sql)
+{
+    if (!s || s->closing) {
+        return PX_EINVAL;
+    }
+    op o;
+    memset(&o, 0, sizeof(o));
+    o.kind = OP_EXEC;
+    o.sql = sql;
+    return run_sync(s, &o);
+}
+
+/* ---- reads (loop thread, read-only connection) ---------------------------------------------- */
+
+static const char *col_text(sqlite3_stmt *st, int i)
+{
+    return (const char *)sqlite3_column_text(st, i);
+}
+
+int px_spool_load(px_spool *s, const char *sink, int64_t after_id, size_t max,
+                  void (*cb)(const px_spool_loaded *d, void *arg), void *arg)
+{
+    if (!s || !sink || !cb) {
+        return PX_EINVAL;
+    }
+    barrier(s);
+    static const char sql[] =
+        "SELECT d.id, d.pipeline, d.sink, d.action, d.params, d.attempts, d.next_at_ms, "
+        "d.last_error, e.id, e.type, e.source, e.time_ms, e.payload, e.meta, e.hints "
+        "FROM deliveries d JOIN events e ON e.eid = d.event "
+        "WHERE d.sink = ?1 AND d.id > ?2 ORDER BY d.id LIMIT ?3";
+    if (!s->rload &&
+        sqlite3_prepare_v3(s->rdb, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->rload, NULL) !=
+            SQLITE_OK) {
+        PX_LOG_ERR(LOG_MOD, "load failed err=%s", sqlite3_errmsg(s->rdb));
+        return PX_ESPOOL;
+    }
+    sqlite3_stmt *st = s->rload;
+    sqlite3_bind_text(st, 1, sink, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, after_id);
+    sqlite3_bind_int64(st, 3, max > INT64_MAX ? INT64_MAX : (int64_t)max);
+    int n = 0, rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        px_spool_loaded d;
+        memset(&d, 0, sizeof(d));
+        d.id = sqlite3_column_int64(st, 0);
+        d.pipeline = col_text(st, 1);
+        d.sink = col_text(st, 2);
+        d.action = col_text(st, 3);
+        d.params = col_text(st, 4);
+        d.attempts = (uint32_t)sqlite3_column_int64(st, 5);
+        d.next_at_ms = sqlite3_column_int64(st, 6);
+        d.last_error = col_text(st, 7);
+        d.ev.id = col_text(st, 8);
+        d.ev.type = col_text(st, 9);
+        d.ev.source = col_text(st, 10);
+        d.ev.time_ms = sqlite3_column_int64(st, 11);
+        d.ev.payload = col_text(st, 12);
+        d.ev.payload_len = (size_t)sqlite3_column_bytes(st, 12);
+        if (!d.ev.payload) {
+            d.ev.payload = "";
+        }
+        d.ev.meta = col_text(st, 13);
+        d.ev.hints = col_text(st, 14);
+        cb(&d, arg);
+        n++;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        PX_LOG_ERR(LOG_MOD, "load failed err=%s", sqlite3_errstr(rc));
+        return PX_ESPOOL;
+    }
+    return n;
+}
+
+int px_spool_pending_counts(px_spool *s, void (*cb)(const char *sink, int64_t n, void *arg),
+                            void *arg)
+{
+    if (!s || !cb) {
+        return PX_EINVAL;
+    }
+    barrier(s);
+    sink_counts copy = {0};
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->pending.n; i++) {
+        if (s->pending.v[i].n > 0) {
+            counts_add(&copy, s->pending.v[i].sink, s->pending.v[i].n);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    for (size_t i = 0; i < copy.n; i++) {
+        cb(copy.v[i].sink, copy.v[i].n, arg);
+    }
+    int n = (int)copy.n;
+    counts_free(&copy);
+    return n;
+}
+
+/* Parsed JSON text, or the text itself as a string; bytes that are not UTF-8 as base64 under
+ * {"base64": "..."}. New reference. */
+static json_t *json_or_text(const char *p, size_t len)
+{
+    if (!p) {
+        return json_null();
+    }
+    json_t *v = json_loadb(p, len, JSON_DECODE_ANY, NULL);
+    if (v) {
+        return v;
+    }
+    v = json_stringn(p, len);
+    if (v) {
+        return v;
+    }
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *out = px_xmalloc((len + 2) / 3 * 4 + 1);
+    size_t o = 0;
+    const unsigned char *u = (const unsigned char *)p;
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t w = (uint32_t)u[i] << 16;
+        if (i + 1 < len) {
+            w |= (uint32_t)u[i + 1] << 8;
+        }
+        if (i + 2 < len) {
+            w |= u[i + 2];
+        }
+        out[o++] = b64[(w >> 18) & 63];
+        out[o++] = b64[(w >> 12) & 63];
+        out[o++] = i + 1 < len ? b64[(w >> 6) & 63] : '=';
+        out[o++] = i + 2 < len ? b64[w & 63] : '=';
+    }
+    out[o] = '\0';
+    v = json_pack("{s:s}", "base64", out);
+    free(out);
+    return v;
+}
+
+static json_t *col_json_str(sqlite3_stmt *st, int i)
+{
+    const char *t = col_text(st, i);
+    return t ? json_string(t) : json_null();
+}
+
+/* Columns shared by list and show. */
+#define DLQ_COLS                                                                              \
+    "SELECT x.id, e.id, e.type, e.source, x.pipeline, x.sink, x.action, x.reason, x.attempts, " \
+    "x.died_at, e.time_ms, e.payload, x.params, e.meta, e.hints, x.delivery_id "              \
+    "FROM dead x JOIN events e ON e.eid = x.event "
+
+static json_t *dlq_row(sqlite3_stmt *st)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_integer(sqlite3_column_int64(st, 0)));
+    json_object_set_new(o, "event_id", col_json_str(st, 1));
+    json_object_set_new(o, "type", col_json_str(st, 2));
+    json_object_set_new(o, "source", col_json_str(st, 3));
+    json_object_set_new(o, "pipeline", col_json_str(st, 4));
+    json_object_set_new(o, "sink", col_json_str(st, 5));
+    json_object_set_new(o, "action", col_json_str(st, 6));
+    json_object_set_new(o, "reason", col_json_str(st, 7));
+    json_object_set_new(o, "attempts", json_integer(sqlite3_column_int64(st, 8)));
+    json_object_set_new(o, "died_at", json_integer(sqlite3_column_int64(st, 9)));
+    return o;
+}
+
+int px_spool_dlq_list(px_spool *s, const char *sink, int64_t since_ms, size_t limit, json_t **out)
+{
+    if (!s || !out) {
+        return PX_EINVAL;
+    }
+    barrier(s);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->rdb,
+                           DLQ_COLS "WHERE (?1 IS NULL OR x.sink = ?1) AND x.died_at >= ?2 "
+                                    "ORDER BY x.id DESC LIMIT ?3",
+                           -1, &st, NULL) != SQLITE_OK) {
+        PX_LOG_ERR(LOG_MOD, "dlq list failed err=%s", sqlite3_errmsg(s->rdb));
+        return PX_ESPOOL;
+    }
+    bind_text_or_null(st, 1, sink);
+    sqlite3_bind_int64(st, 2, since_ms);
+    sqlite3_bind_int64(st, 3, limit == 0 || limit > INT64_MAX ? INT64_MAX : (int64_t)limit);
+    json_t *arr = json_array();
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        json_array_append_new(arr, dlq_row(st));
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        json_decref(arr);
+        return PX_ESPOOL;
+    }
+    *out = arr;
+    return 0;
+}
+
+int px_spool_dlq_show(px_spool *s, int64_t id, json_t **out)
+{
+    if (!s || !out) {
+        return PX_EINVAL;
+    }
+    barrier(s);
+    sqlite3_stmt *st = NULL, *hq = NULL;
+    json_t *o = NULL;
+    int rc = PX_ESPOOL;
+    if (sqlite3_prepare_v2(s->rdb, DLQ_COLS "WHERE x.id = ?1", -1, &st, NULL) != SQLITE_OK) {
+        goto done;
+    }
+    sqlite3_bind_int64(st, 1, id);
+    int src = sqlite3_step(st);
+    if (src == SQLITE_DONE) {
+        rc = PX_ENOENT;
+        goto done;
+    }
+    if (src != SQLITE_ROW) {
+        goto done;
+    }
+    o = dlq_row(st);
+    json_object_set_new(o, "time", json_integer(sqlite3_column_int64(st, 10)));
+    json_object_set_new(o, "payload", json_or_text((const char *)sqlite3_column_blob(st, 11),
+                                                   (size_t)sqlite3_column_bytes(st, 11)));
+    const char *t = col_text(st, 12);
+    json_object_set_new(o, "params", json_or_text(t, t ? strlen(t) : 0));
+    t = col_text(st, 13);
+    json_object_set_new(o, "meta", json_or_text(t, t ? strlen(t) : 0));
+    t = col_text(st, 14);
+    json_object_set_new(o, "hints", json_or_text(t, t ? strlen(t) : 0));
+    int64_t delivery_id = sqlite3_column_int64(st, 15);
+    json_t *hist = json_array();
+    json_object_set_new(o, "history", hist);
+    if (delivery_id > 0) {
+        if (sqlite3_prepare_v2(s->rdb,
+                               "SELECT attempt, at_ms, error FROM attempts WHERE delivery_id=?1 "
+                               "ORDER BY attempt",
+                               -1, &hq, NULL) != SQLITE_OK) {
+            goto done;
+        }
+        sqlite3_bind_int64(hq, 1, delivery_id);
+        int hrc;
+        while ((hrc = sqlite3_step(hq)) == SQLITE_ROW) {
+            json_array_append_new(hist, json_pack("{s:I,s:I,s:o}", "attempt",
+                                                  (json_int_t)sqlite3_column_int64(hq, 0), "at",
+                                                  (json_int_t)sqlite3_column_int64(hq, 1),
+                                                  "error", col_json_str(hq, 2)));
+        }
+        if (hrc != SQLITE_DONE) {
+            goto done;
+        }
+    }
+    *out = o;
+    o = NULL;
+    rc = 0;
+done:
+    if (rc == PX_ESPOOL) {
+        PX_LOG_ERR(LOG_MOD, "dlq show failed id=%lld err=%s", (long long)id,
+                   sqlite3_errmsg(s->rdb));
+    }
+    json_decref(o);
+    sqlite3_finalize(hq);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int px_spool_dlq_count(px_spool *s, int64_t *n)
+{
+    if (!s || !n) {
+        return PX_EINVAL;
+    }
+    barrier(s);
+    int64_t v = query_int(s->rdb, "SELECT count(*) FROM dead", -1);
+    if (v < 0) {
+        return PX_ESPOOL;
+    }
+    *n = v;
+    return 0;
+}
+
+void px_spool_get_stats(px_spool *s, px_spool_stats *st)
+{
+    pthread_mutex_lock(&s->mu);
+    *st = s->st;
+    st->writable = s->writable;
+    st->queued = s->q_len;
+    pthread_mutex_unlock(&s->mu);
+}
+
+int px_spool_writable(px_spool *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int w = s->writable;
+    pthread_mutex_unlock(&s->mu);
+    return w;
+}

@@ -161,8 +161,8 @@ void px_spool_get_stats(px_spool *s, px_spool_stats *st);
 int px_spool_writable(px_spool *s);
 
 /* Internal, for tests: runs `sql` (borrowed) on the writer connection between two batches and
- * waits for it (e.g. "PRAGMA max_page_count=..." to simulate a full disk). Returns 0 or
- * PX_ESPOOL. */
+ * waits for it (e.g. "PRAGMA max_page_count=..." to simulate a full disk); sql NULL prunes the
+ * expired dedupe keys now. Runs even while the spool is unwritable. Returns 0 or PX_ESPOOL. */
 int px__spool_exec(px_spool *s, const char *sql);
 
 #endif

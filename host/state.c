@@ -1,0 +1,163 @@
+/* Per-instance key/value state in DIR/spool.db (see state.h). A connection of its own with a busy
+ * timeout, so a spool commit in progress only delays a write; synchronous=FULL because a lost
+ * write here (a rotated OAuth refresh token) cannot be redone. */
+#include "state.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <sqlite3.h>
+#include <uv.h>
+
+#include "err.h"
+#include "log.h"
+#include "mem.h"
+
+#define STATE_MOD "state"
+
+struct px_state {
+    sqlite3 *db;
+    sqlite3_stmt *get, *set, *del;
+};
+
+static int make_dirs(const char *dir)
+{
+    char *p = px_xstrdup(dir);
+    int rc = 0;
+    for (char *c = p + 1;; c++) {
+        if (*c == '/' || *c == '\0') {
+            char save = *c;
+            *c = '\0';
+            if (mkdir(p, 0700) != 0 && errno != EEXIST) {
+                rc = -errno;
+                break;
+            }
+            *c = save;
+            if (save == '\0') {
+                break;
+            }
+        }
+    }
+    free(p);
+    return rc;
+}
+
+static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st)
+{
+    return sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
+}
+
+int px_state_open(const char *dir, px_state **out)
+{
+    if (!dir || !*dir || !out) {
+        return PX_EINVAL;
+    }
+    int rc = make_dirs(dir);
+    if (rc < 0) {
+        PX_LOG_ERR(STATE_MOD, "cannot create state directory dir=%s err=%s", dir, uv_strerror(rc));
+        return rc;
+    }
+    char *path = px_xasprintf("%s/spool.db", dir);
+    px_state *st = px_xcalloc(1, sizeof(*st));
+    if (sqlite3_open_v2(path, &st->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        goto fail;
+    }
+    sqlite3_busy_timeout(st->db, 5000);
+    /* journal_mode=WAL is persistent in the file; setting it again is harmless. The table is
+     * created IF NOT EXISTS and user_version is left to the spool's migrations. */
+    if (sqlite3_exec(st->db,
+                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                     "CREATE TABLE IF NOT EXISTS kv(instance TEXT NOT NULL, key TEXT NOT NULL, "
+                     "value TEXT NOT NULL, PRIMARY KEY(instance, key)) WITHOUT ROWID;",
+                     NULL, NULL, NULL) != SQLITE_OK) {
+        goto fail;
+    }
+    if (prepare(st->db, "SELECT value FROM kv WHERE instance=?1 AND key=?2", &st->get) !=
+            SQLITE_OK ||
+        prepare(st->db, "INSERT OR REPLACE INTO kv(instance, key, value) VALUES(?1,?2,?3)",
+                &st->set) != SQLITE_OK ||
+        prepare(st->db, "DELETE FROM kv WHERE instance=?1 AND key=?2", &st->del) != SQLITE_OK) {
+        goto fail;
+    }
+    free(path);
+    *out = st;
+    return 0;
+fail:
+    PX_LOG_ERR(STATE_MOD, "cannot open state path=%s err=%s", path,
+               st->db ? sqlite3_errmsg(st->db) : "out of memory");
+    free(path);
+    px_state_close(st);
+    return PX_ESPOOL;
+}
+
+json_t *px_state_get(px_state *st, const char *instance, const char *key)
+{
+    if (!st || !instance || !key) {
+        return NULL;
+    }
+    sqlite3_bind_text(st->get, 1, instance, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st->get, 2, key, -1, SQLITE_STATIC);
+    json_t *v = NULL;
+    int rc = sqlite3_step(st->get);
+    if (rc == SQLITE_ROW) {
+        json_error_t jerr;
+        v = json_loadb((const char *)sqlite3_column_text(st->get, 0),
+                       (size_t)sqlite3_column_bytes(st->get, 0), JSON_DECODE_ANY, &jerr);
+        if (!v) {
+            PX_LOG_ERR(STATE_MOD, "stored value is not json instance=%s key=%s err=%s", instance,
+                       key, jerr.text);
+        }
+    } else if (rc != SQLITE_DONE) {
+        PX_LOG_ERR(STATE_MOD, "read failed instance=%s key=%s err=%s", instance, key,
+                   sqlite3_errmsg(st->db));
+    }
+    sqlite3_reset(st->get);
+    sqlite3_clear_bindings(st->get);
+    return v;
+}
+
+int px_state_set(px_state *st, const char *instance, const char *key, const json_t *value)
+{
+    if (!st || !instance || !key) {
+        return PX_EINVAL;
+    }
+    char *text = NULL;
+    sqlite3_stmt *q = st->del;
+    if (value) {
+        text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (!text) {
+            return PX_EINVAL;
+        }
+        q = st->set;
+        sqlite3_bind_text(q, 3, text, -1, SQLITE_STATIC);
+    }
+    sqlite3_bind_text(q, 1, instance, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, key, -1, SQLITE_STATIC);
+    /* a single statement in autocommit mode is its own durable transaction */
+    int rc = sqlite3_step(q);
+    if (rc != SQLITE_DONE) {
+        PX_LOG_ERR(STATE_MOD, "write failed instance=%s key=%s err=%s", instance, key,
+                   sqlite3_errmsg(st->db));
+    }
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    free(text);
+    return rc == SQLITE_DONE ? 0 : PX_ESPOOL;
+}
+
+void px_state_close(px_state *st)
+{
+    if (!st) {
+        return;
+    }
+    sqlite3_finalize(st->get);
+    sqlite3_finalize(st->set);
+    sqlite3_finalize(st->del);
+    sqlite3_close(st->db);
+    free(st);
+}

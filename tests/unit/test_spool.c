@@ -1,0 +1,936 @@
+/* Spool tests: puts and loads, marks, dead letters, dedupe, reopen, a crash in a child process,
+ * group commit, back-pressure on a full database, paging. Each case runs its own uv loop in a
+ * fresh temporary directory and checks that every handle was closed. */
+#define _XOPEN_SOURCE 700
+#include "../../host/spool.c"
+
+#include <ftw.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "test.h"
+
+/* ---- helpers -------------------------------------------------------------------------------- */
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void rm_rf(const char *dir)
+{
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+typedef struct fixture {
+    char dir[64];
+    uv_loop_t loop;
+    px_spool *s;
+} fixture;
+
+static int fx_open(fixture *f, const px_spool_options *opt)
+{
+    char err[256] = "";
+    int rc = px_spool_open(&f->loop, f->dir, opt, &f->s, err, sizeof(err));
+    if (rc != 0) {
+        fprintf(stderr, "open failed: %s\n", err);
+    }
+    return rc;
+}
+
+static int fx_init(fixture *f, const px_spool_options *opt)
+{
+    memset(f, 0, sizeof(*f));
+    snprintf(f->dir, sizeof(f->dir), "/tmp/px_spool_XXXXXX");
+    if (!mkdtemp(f->dir)) {
+        return -1;
+    }
+    uv_loop_init(&f->loop);
+    return fx_open(f, opt);
+}
+
+/* Closes the spool and runs the loop until its handle is closed. */
+static void fx_close_spool(fixture *f)
+{
+    px_spool_close(f->s);
+    f->s = NULL;
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+}
+
+/* Closes everything; returns uv_loop_close's result (0 = every handle closed). */
+static int fx_done(fixture *f)
+{
+    if (f->s) {
+        fx_close_spool(f);
+    }
+    int rc = uv_loop_close(&f->loop);
+    rm_rf(f->dir);
+    return rc;
+}
+
+/* Runs the loop until *count reaches want or 10 s pass. Returns 1 when reached. */
+static int spin_until(fixture *f, const int *count, int want)
+{
+    uint64_t deadline = mono_ms() + 10000;
+    while (*count < want && mono_ms() < deadline) {
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+        if (*count < want) {
+            usleep(200);
+        }
+    }
+    return *count >= want;
+}
+
+typedef struct results {
+    int n;
+    int status[4096];
+    int order[4096];
+} results;
+
+typedef struct put_ctx {
+    results *r;
+    int idx;
+} put_ctx;
+
+static void on_put(int status, void *arg)
+{
+    put_ctx *c = arg;
+    c->r->status[c->idx] = status;
+    c->r->order[c->r->n++] = c->idx;
+}
+
+static px_spool_event mk_event(const char *id, const char *source, const char *key,
+                               const char *payload)
+{
+    px_spool_event ev = {
+        .id = id,
+        .type = "test.created",
+        .source = source,
+        .dedupe_key = key,
+        .time_ms = 1700000000123,
+        .payload = payload,
+        .payload_len = strlen(payload),
+        .meta = "{\"h\":\"v\"}",
+        .hints = "{\"max_attempts\":3}",
+    };
+    return ev;
+}
+
+static px_spool_row mk_row(const char *sink, const char *params)
+{
+    px_spool_row r = {
+        .pipeline = "p1",
+        .sink = sink,
+        .action = "create",
+        .params = params,
+        .params_len = params ? strlen(params) : 0,
+    };
+    return r;
+}
+
+typedef struct loaded {
+    int n;
+    int64_t ids[2048];
+    char evid[2048][16];
+    uint32_t attempts[2048];
+    int64_t next_at[2048];
+    char last_error[32];
+    char payload[256];
+    char params[128];
+    char meta[64], hints[64], pipeline[16], action[16], type[32], source[16];
+    int64_t time_ms;
+} loaded;
+
+static void on_load(const px_spool_loaded *d, void *arg)
+{
+    loaded *l = arg;
+    if (l->n >= 2048) {
+        return;
+    }
+    l->ids[l->n] = d->id;
+    snprintf(l->evid[l->n], sizeof(l->evid[0]), "%s", d->ev.id);
+    l->attempts[l->n] = d->attempts;
+    l->next_at[l->n] = d->next_at_ms;
+    if (l->n == 0) {
+        snprintf(l->last_error, sizeof(l->last_error), "%s", d->last_error ? d->last_error : "");
+        snprintf(l->payload, sizeof(l->payload), "%.*s", (int)d->ev.payload_len, d->ev.payload);
+        snprintf(l->params, sizeof(l->params), "%s", d->params);
+        snprintf(l->meta, sizeof(l->meta), "%s", d->ev.meta ? d->ev.meta : "(null)");
+        snprintf(l->hints, sizeof(l->hints), "%s", d->ev.hints ? d->ev.hints : "(null)");
+        snprintf(l->pipeline, sizeof(l->pipeline), "%s", d->pipeline);
+        snprintf(l->action, sizeof(l->action), "%s", d->action);
+        snprintf(l->type, sizeof(l->type), "%s", d->ev.type);
+        snprintf(l->source, sizeof(l->source), "%s", d->ev.source);
+        l->time_ms = d->ev.time_ms;
+    }
+    l->n++;
+}
+
+static int64_t count_rows(px_spool *s, const char *sql)
+{
+    return query_int(s->rdb, sql, -1);
+}
+
+/* Puts one event with one row for `sink`; returns the delivery id (or -1) after the commit. */
+static int64_t put_one(fixture *f, const char *id, const char *sink, results *r, put_ctx *c)
+{
+    px_spool_event ev = mk_event(id, "src", NULL, "{\"a\":1}");
+    px_spool_row row = mk_row(sink, "{\"x\":1}");
+    int want = r->n + 1;
+    if (px_spool_put(f->s, &ev, &row, 1, on_put, c) != 0 || !spin_until(f, &r->n, want)) {
+        return -1;
+    }
+    return r->status[c->idx] == PX_SPOOL_STORED ? row.id : -1;
+}
+
+/* ---- cases ---------------------------------------------------------------------------------- */
+
+static void test_put_and_load(void)
+{
+    fixture f;
+    PX_ASSERT_INT_EQ(fx_init(&f, NULL), 0);
+    static results r;
+    memset(&r, 0, sizeof(r));
+    put_ctx ctx[3];
+    int64_t ids[3][2];
+    for (int i = 0; i < 3; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "ev%d", i);
+        px_spool_event ev = mk_event(id, "src", NULL, "{\"name\":\"Ana\",\"n\":[1,2,3]}");
+        px_spool_row rows[2] = {mk_row("a", "{\"k\":\"v\"}"), mk_row("b", NULL)};
+        ctx[i] = (put_ctx){&r, i};
+        PX_ASSERT_INT_EQ(px_spool_put(f.s, &ev, rows, 2, on_put, &ctx[i]), 0);
+        ids[i][0] = rows[0].id;
+        ids[i][1] = rows[1].id;
+        PX_ASSERT(rows[1].id > rows[0].id);
+        PX_ASSERT(i == 0 || rows[0].id > ids[i - 1][1]);
+    }
+    PX_ASSERT_INT_EQ(r.n, 0); /* never inside put */
+    PX_ASSERT(spin_until(&f, &r.n, 3));
+    for (int i = 0; i < 3; i++) {
+        PX_ASSERT_INT_EQ(r.order[i], i);
+        PX_ASSERT_INT_EQ(r.status[i], PX_SPOOL_STORED);
+    }
+    static loaded l;
+    memset(&l, 0, sizeof(l));
+    PX_ASSERT_INT_EQ(px_spool_load(f.s, "a", 0, 100, on_load, &l), 3);
+    for (int i = 0; i < 3; i++) {
+        PX_ASSERT_INT_EQ(l.ids[i], ids[i][0]);
+        char id[16];
+        snprintf(id, sizeof(id), "ev%d", i);
+        PX_ASSERT_STR_EQ(l.evid[i], id);
+        PX_ASSERT_INT_EQ(l.attempts[i], 0);
+    }
+    PX_ASSERT_STR_EQ(l.payload, "{\"name\":\"Ana\",\"n\":[1,2,3]}");
+    PX_ASSERT_STR_EQ(l.params, "{\"k\":\"v\"}");
+    PX_ASSERT_STR_EQ(l.meta, "{\"h\":\"v\"}");
+    PX_ASSERT_STR_EQ(l.hints, "{\"max_attempts\":3}");
+    PX_ASSERT_STR_EQ(l.pipeline, "p1");
+    PX_ASSERT_STR_EQ(l.action, "create");
+    PX_ASSERT_STR_EQ(l.type, "test.created");
+    PX_ASSERT_STR_EQ(l.source, "src");
+    PX_ASSERT_INT_EQ(l.time_ms, 1700000000123);
+    memset(&l, 0, sizeof(l));
+    PX_ASSERT_INT_EQ(px_spool_load(f.s, "b", 0, 100, on_load, &l), 3);
+    PX_ASSERT_STR_EQ(l.params, "{}");
+    PX_ASSERT_INT_EQ(px_spool_load(f.s, "zzz", 0, 100, on_load, &l), 0);
+    /* one event row shared by both deliveries */
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT count(*) FROM events"), 3);
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
+typedef struct counts_seen {
+    int64_t a, b;
+    int calls;
+} counts_seen;
+
+static void on_count(const char *sink, int64_t n, void *arg)
+{
+    counts_seen *c = arg;
+    c->calls++;
+    if (strcmp(sink, "a") == 0) {
+        c->a = n;
+    } else if (strcmp(sink, "b") == 0) {
+        c->b = n;
+    }
+}
+
+static void test_mark_done(void)
+{
+    fixture f;
+    PX_ASSERT_INT_EQ(fx_init(&f, NULL), 0);
+    static results r;
+    memset(&r, 0, sizeof(r));
+    put_ctx c0 = {&r, 0}, c1 = {&r, 1};
+    int64_t a = put_one(&f, "e1", "a", &r, &c0);
+    int64_t b = put_one(&f, "e2", "b", &r, &c1);
+    PX_ASSERT(a > 0 && b > a);
+    counts_seen cs = {0};
+    PX_ASSERT_INT_EQ(px_spool_pending_counts(f.s, on_count, &cs), 2);
+    PX_ASSERT_INT_EQ(cs.a, 1);
+    PX_ASSERT_INT_EQ(cs.b, 1);
+    px_spool_mark_done(f.s, a);
+    px_spool_mark_done(f.s, 999999); /* unknown: ignored */
+    /* read-your-writes: the load waits for the queued mark */
+    static loaded l;
+    memset(&l, 0, sizeof(l));
+    PX_ASSERT_INT_EQ(px_spool_load(f.s, "a", 0, 10, on_load, &l), 0);
+    PX_ASSERT_INT_EQ(px_spool_load(f.s, "b", 0, 10, on_load, &l), 1);
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT count(*) FROM events"), 1);
+    cs = (counts_seen){0};
+    PX_ASSERT_INT_EQ(px_spool_pending_counts(f.s, on_count, &cs), 1);
+    PX_ASSERT_INT_EQ(cs.b, 1);
+    PX_ASSERT_INT_EQ(cs.a, 0);
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
+static void test_mark_retry(void)
+{
+    fixture f;
+    PX_ASSERT_INT_EQ(fx_init(&f, NULL), 0);
+    static results r;
+    memset(&r, 0, sizeof(r));
+    put_ctx c0 = {&r, 0};
+    int64_t a = put_one(&f, "e1", "a", &r, &c0);
+    PX_ASSERT(a > 0);
+    px_spool_mark_retry(f.s, a, 1, 5000, "timeout");
+    px_spool_mark_retry(f.s, a, 2, 9000, "http 503");
+    static loaded l;
+    memset(&l, 0, sizeof(l));
+    PX_ASSERT_INT_EQ(px_spool_load(f.s, "a", 0, 10, on_load, &l), 1);
+    PX_ASSERT_INT_EQ(l.attempts[0], 2);
+    PX_ASSERT_INT_EQ(l.next_at[0], 9000);
+    PX_ASSERT_STR_EQ(l.last_error, "http 503");
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT count(*) FROM attempts"), 2);
+    PX_ASSERT_INT_EQ(
+        count_rows(f.s, "SELECT count(*) FROM attempts WHERE attempt=1 AND error='timeout'"), 1);
+    px_spool_mark_done(f.s, a);
+    PX_ASSERT_INT_EQ(px_spool_load(f.s, "a", 0, 10, on_load, &l), 0);
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT count(*) FROM attempts"), 0);
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
+static void test_dead_letters(void)
+{
+    fixture f;
+    PX_ASSERT_INT_EQ(fx_init(&f, NULL), 0);
+    static results r;
+    memset(&r, 0, sizeof(r));
+    put_ctx c[4] = {{&r, 0}, {&r, 1}, {&r, 2}, {&r, 3}};
+    int64_t a1 = put_one(&f, "e1", "a", &r, &c[0]);
+    int64_t a2 = put_one(&f, "e2", "a", &r, &c[1]);
+    int64_t b1 = put_one(&f, "e3", "b", &r, &c[2]);
+    PX_ASSERT(a1 > 0 && a2 > 0 && b1 > 0);
+    px_spool_mark_retry(f.s, a1, 1, 100, "err one");
+    px_spool_mark_retry(f.s, a1, 2, 200, "err two");
+    px_spool_mark_dead(f.s, a1, 3, "exhausted: err three");
+    px_spool_mark_dead(f.s, b1, 0, "rejected by sink");
+    /* a poison message: not JSON, kept byte for byte */
+    px_spool_event raw = mk_event("raw1", "src", NULL, "not json \x01");
+    raw.meta = raw.hints = NULL;
+    PX_ASSERT_INT_EQ(px_spool_dead_raw(f.s, &raw, NULL, NULL, "no job", on_put, &c[3]), 0);
+    PX_ASSERT(spin_until(&f, &r.n, 4));
+    PX_ASSERT_INT_EQ(r.status[3], PX_SPOOL_STORED);
+
+    static loaded l;
+    memset(&l, 0, sizeof(l));
+    PX_ASSERT_INT_EQ(px_spool_load(f.s, "a", 0, 10, on_load, &l), 1);
+    PX_ASSERT_INT_EQ(l.ids[0], a2);
+
+    json_t *list = NULL;
+    PX_ASSERT_INT_EQ(px_spool_dlq_list(f.s, NULL, 0, 0, &list), 0);
+    PX_ASSERT_INT_EQ(json_array_size(list), 3);
+    json_decref(list);
+    PX_ASSERT_INT_EQ(px_spool_dlq_list(f.s, "a", 0, 0, &list), 0);
+    PX_ASSERT_INT_EQ(json_array_size(list), 1);
+    json_t *e = json_array_get(list, 0);
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(e, "reason")), "exhausted: err three");
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(e, "event_id")), "e1");
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(e, "pipeline")), "p1");
+    PX_ASSERT_INT_EQ(json_integer_value(json_object_get(e, "attempts")), 3);
+    int64_t dead_a1 = json_integer_value(json_object_get(e, "id"));
+    int64_t died_at = json_integer_value(json_object_get(e, "died_at"));
+    PX_ASSERT(died_at > 1600000000000);
+    json_decref(list);
+    PX_ASSERT_INT_EQ(px_spool_dlq_list(f.s, NULL, now_ms() + 60000, 0, &list), 0);
+    PX_ASSERT_INT_EQ(json_array_size(list), 0);
+    json_decref(list);
+    PX_ASSERT_INT_EQ(px_spool_dlq_list(f.s, NULL, died_at, 2, &list), 0);
+    PX_ASSERT_INT_EQ(json_array_size(list), 2); /* limit */
+    json_decref(list);
+
+    json_t *show = NULL;
+    PX_ASSERT_INT_EQ(px_spool_dlq_show(f.s, dead_a1, &show), 0);
+    PX_ASSERT_INT_EQ(json_integer_value(json_object_get(json_object_get(show, "payload"), "a")),
+                     1);
+    PX_ASSERT_INT_EQ(json_integer_value(json_object_get(json_object_get(show, "params"), "x")), 1);
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(show, "meta"), "h")), "v");
+    json_t *hist = json_object_get(show, "history");
+    PX_ASSERT_INT_EQ(json_array_size(hist), 3);
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(json_array_get(hist, 0), "error")),
+                     "err one");
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(json_array_get(hist, 2), "error")),
+                     "exhausted: err three");
+    PX_ASSERT_INT_EQ(json_integer_value(json_object_get(json_array_get(hist, 1), "attempt")), 2);
+    json_decref(show);
+
+    PX_ASSERT_INT_EQ(px_spool_dlq_list(f.s, "", 0, 0, &list), 0);
+    PX_ASSERT_INT_EQ(json_array_size(list), 1);
+    int64_t raw_id = json_integer_value(json_object_get(json_array_get(list, 0), "id"));
+    json_decref(list);
+    PX_ASSERT_INT_EQ(px_spool_dlq_show(f.s, raw_id, &show), 0);
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(show, "payload")), "not json \x01");
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(show, "reason")), "no job");
+    PX_ASSERT(json_is_null(json_object_get(show, "meta")));
+    json_decref(show);
+    PX_ASSERT_INT_EQ(px_spool_dlq_show(f.s, 424242, &show), PX_ENOENT);
+    int64_t n = 0;
+    PX_ASSERT_INT_EQ(px_spool_dlq_count(f.s, &n), 0);
+    PX_ASSERT_INT_EQ(n, 3);
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
+typedef struct replayed {
+    int n;
+    int64_t ids[16];
+    char sinks[16][8];
+} replayed;
+
+static void on_replay(int64_t id, const char *sink, void *arg)
+{
+    replayed *rp = arg;
+    if (rp->n < 16) {
+        rp->ids[rp->n] = id;
+        snprintf(rp->sinks[rp->n], sizeof(rp->sinks[0]), "%s", sink);
+        rp->n++;
+    }
+}
+
+static void test_replay_and_purge(void)
+{
+    fixture f;
+    PX_ASSERT_INT_EQ(fx_init(&f, NULL), 0);
+    static results r;
+    memset(&r, 0, sizeof(r));
+    put_ctx c[5] = {{&r, 0}, {&r, 1}, {&r, 2}, {&r, 3}, {&r, 4}};
+    int64_t d[4];
+    const char *sinks[4] = {"a", "a", "b", "b"};
+    for (int i = 0; i < 4; i++) {
+        char id[8];
+        snprintf(id, sizeof(id), "e%d", i);
+        d[i] = put_one(&f, id, sinks[i], &r, &c[i]);
+        PX_ASSERT(d[i] > 0);
+        px_spool_mark_retry(f.s, d[i], 1, 0, "boom");
+        px_spool_mark_dead(f.s, d[i], 2, "gave up");
+    }
+    px_spool_event raw = mk_event("raw", "src", NULL, "garbage");
+    PX_ASSERT_INT_EQ(px_spool_dead_raw(f.s, &raw, "p1", "", "bad", on_put, &c[4]), 0);
+    PX_ASSERT(spin_until(&f, &r.n, 5));
+    json_t *list = NULL;
+    PX_ASSERT_INT_EQ(px_spool_dlq_list(f.s, "a", 0, 0, &list), 0);
+    PX_ASSERT_INT_EQ(json_array_size(list), 2);
+    int64_t dead_a = json_integer_value(json_object_get(json_array_get(list, 0), "id"));
+    json_decref(list);
+
+    /* replay one by id */
+    replayed rp = {0};
+    PX_ASSERT_INT_EQ(px_spool_dlq_replay(f.s, &dead_a, 1, NULL, on_replay, &rp), 1);
+    PX_ASSERT_INT_EQ(rp.n, 1);
+    PX_ASSERT(rp.ids[0] > d[3]);
+    PX_ASSERT_STR_EQ(rp.sinks[0], "a");
+    static loaded l;
+    memset(&l, 0, sizeof(l));
+    PX_ASSERT_INT_EQ(px_spool_load(f.s, "a", 0, 10, on_load, &l), 1);
+    PX_ASSERT_INT_EQ(l.ids[0], rp.ids[0]);
+    PX_ASSERT_INT_EQ(l.attempts[0], 0);
+    PX_ASSERT_STR_EQ(l.payload, "{\"a\":1}");
+    /* replay everything of sink b; the raw one (sink "") is never replayed */
+    rp = (replayed){0};
+    PX_ASSERT_INT_EQ(px_spool_dlq_replay(f.s, NULL, 0, "b", on_replay, &rp), 2);
+    PX_ASSERT_INT_EQ(rp.n, 2);
+    PX_ASSERT(rp.ids[1] > rp.ids[0]);
+    PX_ASSERT_INT_EQ(px_spool_dlq_replay(f.s, NULL, 0, NULL, NULL, NULL), 1); /* the other a */
+    int64_t n = 0;
+    PX_ASSERT_INT_EQ(px_spool_dlq_count(f.s, &n), 0);
+    PX_ASSERT_INT_EQ(n, 1);
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT count(*) FROM attempts"), 0);
+    counts_seen cs = {0};
+    PX_ASSERT_INT_EQ(px_spool_pending_counts(f.s, on_count, &cs), 2);
+    PX_ASSERT_INT_EQ(cs.a, 2);
+    PX_ASSERT_INT_EQ(cs.b, 2);
+
+    /* dead again, then purge: by id, by before_ms, everything */
+    memset(&l, 0, sizeof(l));
+    PX_ASSERT_INT_EQ(px_spool_load(f.s, "a", 0, 10, on_load, &l), 2);
+    px_spool_mark_dead(f.s, l.ids[0], 1, "again");
+    px_spool_mark_dead(f.s, l.ids[1], 1, "again");
+    PX_ASSERT_INT_EQ(px_spool_dlq_list(f.s, "a", 0, 0, &list), 0);
+    PX_ASSERT_INT_EQ(json_array_size(list), 2);
+    int64_t pid = json_integer_value(json_object_get(json_array_get(list, 0), "id"));
+    json_decref(list);
+    PX_ASSERT_INT_EQ(px_spool_dlq_purge(f.s, &pid, 1, NULL, 0), 1);
+    PX_ASSERT_INT_EQ(px_spool_dlq_purge(f.s, NULL, 0, NULL, 1000), 0); /* died long after */
+    PX_ASSERT_INT_EQ(px_spool_dlq_purge(f.s, NULL, 0, NULL, 0), 2);
+    PX_ASSERT_INT_EQ(px_spool_dlq_count(f.s, &n), 0);
+    PX_ASSERT_INT_EQ(n, 0);
+    /* only the two b events are still referenced */
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT count(*) FROM events"), 2);
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
+static void test_dedupe(void)
+{
+    fixture f;
+    px_spool_options opt = {PX_DURABILITY_NORMAL, 60000, 0};
+    PX_ASSERT_INT_EQ(fx_init(&f, &opt), 0);
+    static results r;
+    memset(&r, 0, sizeof(r));
+    put_ctx c[6];
+    for (int i = 0; i < 6; i++) {
+        c[i] = (put_ctx){&r, i};
+    }
+    px_spool_row row = mk_row("a", NULL);
+    px_spool_event ev = mk_event("e1", "s1", "k1", "{}");
+    PX_ASSERT_INT_EQ(px_spool_put(f.s, &ev, &row, 1, on_put, &c[0]), 0);
+    PX_ASSERT_INT_EQ(px_spool_put(f.s, &ev, &row, 1, on_put, &c[1]), 0); /* same batch or not */
+    ev.source = "s2";
+    PX_ASSERT_INT_EQ(px_spool_put(f.s, &ev, &row, 1, on_put, &c[2]), 0);
+    ev.source = "s1";
+    ev.dedupe_key = "k2";
+    PX_ASSERT_INT_EQ(px_spool_put(f.s, &ev, NULL, 0, on_put, &c[3]), 0); /* key only */
+    PX_ASSERT_INT_EQ(px_spool_put(f.s, &ev, &row, 1, on_put, &c[4]), 0);
+    PX_ASSERT(spin_until(&f, &r.n, 5));
+    PX_ASSERT_INT_EQ(r.status[0], PX_SPOOL_STORED);
+    PX_ASSERT_INT_EQ(r.status[1], PX_SPOOL_DUPLICATE);
+    PX_ASSERT_INT_EQ(r.status[2], PX_SPOOL_STORED);
+    PX_ASSERT_INT_EQ(r.status[3], PX_SPOOL_STORED);
+    PX_ASSERT_INT_EQ(r.status[4], PX_SPOOL_DUPLICATE);
+    static loaded l;
+    memset(&l, 0, sizeof(l));
+    PX_ASSERT_INT_EQ(px_spool_load(f.s, "a", 0, 10, on_load, &l), 2);
+    px_spool_stats st;
+    px_spool_get_stats(f.s, &st);
+    PX_ASSERT_INT_EQ(st.duplicates, 2);
+    fx_close_spool(&f);
+
+    /* a tiny window: a repeat after it is stored again */
+    opt.dedupe_window_ms = 30;
+    PX_ASSERT_INT_EQ(fx_open(&f, &opt), 0);
+    memset(&r, 0, sizeof(r));
+    ev.dedupe_key = "k3";
+    PX_ASSERT_INT_EQ(px_spool_put(f.s, &ev, &row, 1, on_put, &c[0]), 0);
+    PX_ASSERT(spin_until(&f, &r.n, 1));
+    usleep(80 * 1000);
+    PX_ASSERT_INT_EQ(px_spool_put(f.s, &ev, &row, 1, on_put, &c[1]), 0);
+    PX_ASSERT(spin_until(&f, &r.n, 2));
+    PX_ASSERT_INT_EQ(r.status[0], PX_SPOOL_STORED);
+    PX_ASSERT_INT_EQ(r.status[1], PX_SPOOL_STORED);
+    /* expired keys are pruned, live ones kept */
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT count(*) FROM dedupe WHERE key='k3'"), 1);
+    usleep(80 * 1000);
+    PX_ASSERT_INT_EQ(px__spool_exec(f.s, NULL), 0);
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT count(*) FROM dedupe WHERE key='k3'"), 0);
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT count(*) FROM dedupe WHERE key='k1'"), 2);
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
+static void test_reopen(void)
+{
+    fixture f;
+    PX_ASSERT_INT_EQ(fx_init(&f, NULL), 0);
+    static results r;
+    memset(&r, 0, sizeof(r));
+    put_ctx c[3] = {{&r, 0}, {&r, 1}, {&r, 2}};
+    int64_t a = put_one(&f, "e1", "a", &r, &c[0]);
+    int64_t b = put_one(&f, "e2", "a", &r, &c[1]);
+    PX_ASSERT(a > 0 && b > 0);
+    px_spool_mark_retry(f.s, a, 1, 777, "first");
+    px_spool_mark_dead(f.s, b, 1, "no");
+    px_spool_mark_done(f.s, b); /* already dead: ignored */
+    fx_close_spool(&f);
+    PX_ASSERT_INT_EQ(fx_open(&f, NULL), 0);
+    static loaded l;
+    memset(&l, 0, sizeof(l));
+    PX_ASSERT_INT_EQ(px_spool_load(f.s, "a", 0, 10, on_load, &l), 1);
+    PX_ASSERT_INT_EQ(l.ids[0], a);
+    PX_ASSERT_INT_EQ(l.attempts[0], 1);
+    PX_ASSERT_INT_EQ(l.next_at[0], 777);
+    int64_t n = 0;
+    PX_ASSERT_INT_EQ(px_spool_dlq_count(f.s, &n), 0);
+    PX_ASSERT_INT_EQ(n, 1);
+    /* ids keep growing even after the highest one is gone */
+    px_spool_mark_done(f.s, a);
+    fx_close_spool(&f);
+    PX_ASSERT_INT_EQ(fx_open(&f, NULL), 0);
+    int64_t c3 = put_one(&f, "e3", "a", &r, &c[2]);
+    PX_ASSERT(c3 > b);
+    PX_ASSERT_INT_EQ(count_rows(f.s, "PRAGMA user_version"), SCHEMA_VERSION);
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
+/* The child puts events and dies right after its N-th callback, without closing. */
+#define CRASH_PUTS 600
+#define CRASH_AFTER 300
+
+typedef struct crash_ctx {
+    int fd;
+    int seen;
+    int idx[CRASH_PUTS];
+} crash_ctx;
+
+static crash_ctx *g_crash;
+
+static void on_crash_put(int status, void *arg)
+{
+    int idx = *(int *)arg;
+    if (status == PX_SPOOL_STORED) {
+        if (write(g_crash->fd, &idx, sizeof(idx)) != (ssize_t)sizeof(idx)) {
+            _exit(3);
+        }
+    }
+    if (++g_crash->seen == CRASH_AFTER) {
+        _exit(0);
+    }
+}
+
+static void crash_child(const char *dir, int fd)
+{
+    static crash_ctx cc;
+    g_crash = &cc;
+    cc.fd = fd;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    px_spool *s = NULL;
+    char err[256];
+    if (px_spool_open(&loop, dir, NULL, &s, err, sizeof(err)) != 0) {
+        _exit(2);
+    }
+    for (int i = 0; i < CRASH_PUTS; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "c%d", i);
+        px_spool_event ev = mk_event(id, "src", NULL, "{\"crash\":true}");
+        px_spool_row row = mk_row("a", NULL);
+        cc.idx[i] = i;
+        if (px_spool_put(s, &ev, &row, 1, on_crash_put, &cc.idx[i]) != 0) {
+            _exit(4);
+        }
+        if (i % 50 == 49) {
+            uv_run(&loop, UV_RUN_NOWAIT); /* let some batches complete while puts keep coming */
+        }
+    }
+    for (;;) {
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+}
+
+static void test_crash_recovery(void)
+{
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/tmp/px_spool_XXXXXX");
+    PX_ASSERT(mkdtemp(dir) != NULL);
+    int p[2];
+    PX_ASSERT_INT_EQ(pipe(p), 0);
+    pid_t pid = fork();
+    PX_ASSERT(pid >= 0);
+    if (pid == 0) {
+        close(p[0]);
+        crash_child(dir, p[1]);
+        _exit(5);
+    }
+    close(p[1]);
+    static int stored[CRASH_PUTS];
+    int nstored = 0, idx;
+    while (read(p[0], &idx, sizeof(idx)) == (ssize_t)sizeof(idx)) {
+        if (nstored < CRASH_PUTS) {
+            stored[nstored++] = idx;
+        }
+    }
+    close(p[0]);
+    int wst = 0;
+    PX_ASSERT(waitpid(pid, &wst, 0) == pid);
+    PX_ASSERT(WIFEXITED(wst));
+    PX_ASSERT_INT_EQ(WEXITSTATUS(wst), 0);
+    PX_ASSERT(nstored >= CRASH_AFTER - 1);
+
+    fixture f;
+    memset(&f, 0, sizeof(f));
+    snprintf(f.dir, sizeof(f.dir), "%s", dir);
+    uv_loop_init(&f.loop);
+    PX_ASSERT_INT_EQ(fx_open(&f, NULL), 0);
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT count(*) FROM pragma_integrity_check "
+                                     "WHERE integrity_check <> 'ok'"),
+                     0);
+    static loaded l;
+    memset(&l, 0, sizeof(l));
+    int n = px_spool_load(f.s, "a", 0, 10000, on_load, &l);
+    PX_ASSERT(n >= nstored);
+    static char present[CRASH_PUTS];
+    memset(present, 0, sizeof(present));
+    for (int i = 0; i < l.n; i++) {
+        present[atoi(l.evid[i] + 1)] = 1;
+    }
+    for (int i = 0; i < nstored; i++) {
+        PX_ASSERT(present[stored[i]]);
+    }
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
+static void test_group_commit(void)
+{
+    fixture f;
+    PX_ASSERT_INT_EQ(fx_init(&f, NULL), 0);
+    static results r;
+    memset(&r, 0, sizeof(r));
+    static put_ctx c[2000];
+    for (int i = 0; i < 2000; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "g%d", i);
+        px_spool_event ev = mk_event(id, "src", NULL, "{\"n\":1}");
+        px_spool_row row = mk_row("a", NULL);
+        c[i] = (put_ctx){&r, i};
+        PX_ASSERT_INT_EQ(px_spool_put(f.s, &ev, &row, 1, on_put, &c[i]), 0);
+    }
+    PX_ASSERT(spin_until(&f, &r.n, 2000));
+    for (int i = 0; i < 2000; i++) {
+        PX_ASSERT_INT_EQ(r.order[i], i);
+        PX_ASSERT_INT_EQ(r.status[i], PX_SPOOL_STORED);
+    }
+    px_spool_stats st;
+    px_spool_get_stats(f.s, &st);
+    PX_ASSERT(st.max_batch > 1);
+    PX_ASSERT(st.max_batch <= BATCH_MAX);
+    PX_ASSERT(st.commits < 2000);
+    PX_ASSERT_INT_EQ(st.rows_committed, 2000);
+    PX_ASSERT_INT_EQ(st.writable, 1);
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
+static void test_close_runs_pending_callbacks(void)
+{
+    fixture f;
+    PX_ASSERT_INT_EQ(fx_init(&f, NULL), 0);
+    static results r;
+    memset(&r, 0, sizeof(r));
+    put_ctx c[50];
+    for (int i = 0; i < 50; i++) {
+        px_spool_event ev = mk_event("x", "src", NULL, "{}");
+        px_spool_row row = mk_row("a", NULL);
+        c[i] = (put_ctx){&r, i};
+        PX_ASSERT_INT_EQ(px_spool_put(f.s, &ev, &row, 1, on_put, &c[i]), 0);
+    }
+    px_spool_close(f.s);
+    f.s = NULL;
+    PX_ASSERT_INT_EQ(r.n, 50);
+    for (int i = 0; i < 50; i++) {
+        PX_ASSERT_INT_EQ(r.status[i], PX_SPOOL_STORED);
+    }
+    uv_run(&f.loop, UV_RUN_DEFAULT);
+    PX_ASSERT_INT_EQ(fx_open(&f, NULL), 0);
+    static loaded l;
+    memset(&l, 0, sizeof(l));
+    PX_ASSERT_INT_EQ(px_spool_load(f.s, "a", 0, 100, on_load, &l), 50);
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
+static void test_queue_limit(void)
+{
+    fixture f;
+    px_spool_options opt = {PX_DURABILITY_FSYNC, 0, 4};
+    PX_ASSERT_INT_EQ(fx_init(&f, &opt), 0);
+    static results r;
+    memset(&r, 0, sizeof(r));
+    put_ctx c[64];
+    int accepted = 0, refused = 0;
+    /* another connection holds the write lock: the writer blocks in its busy handler with its
+     * first batch, so the queue fills up */
+    sqlite3 *other = NULL;
+    char path[128];
+    snprintf(path, sizeof(path), "%s/spool.db", f.dir);
+    PX_ASSERT_INT_EQ(sqlite3_open(path, &other), SQLITE_OK);
+    PX_ASSERT_INT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    for (int i = 0; i < 64; i++) {
+        px_spool_event ev = mk_event("q", "src", NULL, "{}");
+        px_spool_row row = mk_row("a", NULL);
+        c[i] = (put_ctx){&r, i};
+        int rc = px_spool_put(f.s, &ev, &row, 1, on_put, &c[accepted]);
+        if (rc == 0) {
+            accepted++;
+        } else {
+            PX_ASSERT_INT_EQ(rc, PX_EBUSY);
+            refused++;
+        }
+    }
+    sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(other);
+    /* at most 4 queued, plus at most 4 taken by the blocked writer */
+    PX_ASSERT(accepted >= 4 && accepted <= 8);
+    PX_ASSERT_INT_EQ(refused, 64 - accepted);
+    PX_ASSERT(spin_until(&f, &r.n, accepted));
+    for (int i = 0; i < accepted; i++) {
+        PX_ASSERT_INT_EQ(r.status[i], PX_SPOOL_STORED);
+    }
+    px_spool_stats st;
+    px_spool_get_stats(f.s, &st);
+    PX_ASSERT_INT_EQ(st.busy_refusals, (uint64_t)refused);
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
+static void test_backpressure_full_disk(void)
+{
+    fixture f;
+    PX_ASSERT_INT_EQ(fx_init(&f, NULL), 0);
+    static results r;
+    memset(&r, 0, sizeof(r));
+    static put_ctx c[4096];
+    for (int i = 0; i < 4096; i++) {
+        c[i] = (put_ctx){&r, i};
+    }
+    int64_t first = put_one(&f, "keep", "a", &r, &c[0]);
+    PX_ASSERT(first > 0);
+    int64_t pages = count_rows(f.s, "PRAGMA page_count");
+    PX_ASSERT(pages > 0);
+    char sql[64];
+    snprintf(sql, sizeof(sql), "PRAGMA max_page_count=%lld", (long long)pages);
+    PX_ASSERT_INT_EQ(px__spool_exec(f.s, sql), 0);
+
+    /* big payloads until a commit fails */
+    static char big[8192];
+    memset(big, 'x', sizeof(big) - 3);
+    big[0] = '"';
+    big[sizeof(big) - 3] = '"';
+    big[sizeof(big) - 2] = '\0';
+    int queued = 1, busy_at_once = 0;
+    for (int i = 1; i < 400 && !busy_at_once; i++) {
+        px_spool_event ev = mk_event("big", "src", NULL, big);
+        px_spool_row row = mk_row("a", NULL);
+        int rc = px_spool_put(f.s, &ev, &row, 1, on_put, &c[queued]);
+        if (rc == PX_EBUSY) {
+            busy_at_once = 1;
+            break;
+        }
+        PX_ASSERT_INT_EQ(rc, 0);
+        queued++;
+        if (!spin_until(&f, &r.n, queued)) {
+            break;
+        }
+    }
+    PX_ASSERT(spin_until(&f, &r.n, queued));
+    int failed = 0;
+    for (int i = 1; i < queued; i++) {
+        if (r.status[i] == PX_EBUSY) {
+            failed++;
+        }
+    }
+    PX_ASSERT(failed >= 1);
+    PX_ASSERT_INT_EQ(px_spool_writable(f.s), 0);
+    px_spool_event ev = mk_event("later", "src", NULL, "{}");
+    px_spool_row row = mk_row("a", NULL);
+    PX_ASSERT_INT_EQ(px_spool_put(f.s, &ev, &row, 1, on_put, &c[queued]), PX_EBUSY);
+    PX_ASSERT(px_spool_dlq_purge(f.s, NULL, 0, NULL, 0) == PX_EBUSY);
+    /* a mark queued while unwritable is kept and committed later */
+    px_spool_mark_retry(f.s, first, 1, 4242, "while full");
+
+    /* lift the limit: a probe turns the spool writable again within about 500 ms */
+    PX_ASSERT_INT_EQ(px__spool_exec(f.s, "PRAGMA max_page_count=1073741823"), 0);
+    uint64_t deadline = mono_ms() + 10000;
+    while (!px_spool_writable(f.s) && mono_ms() < deadline) {
+        uv_run(&f.loop, UV_RUN_NOWAIT);
+        usleep(10 * 1000);
+    }
+    PX_ASSERT_INT_EQ(px_spool_writable(f.s), 1);
+    int64_t after = put_one(&f, "after", "a", &r, &c[queued]);
+    PX_ASSERT(after > 0);
+    static loaded l;
+    memset(&l, 0, sizeof(l));
+    int n = px_spool_load(f.s, "a", 0, 1000, on_load, &l);
+    PX_ASSERT_INT_EQ(n, queued - failed + 1);
+    PX_ASSERT_INT_EQ(l.ids[0], first);
+    PX_ASSERT_STR_EQ(l.evid[0], "keep");
+    PX_ASSERT_INT_EQ(l.attempts[0], 1);
+    PX_ASSERT_INT_EQ(l.next_at[0], 4242);
+    PX_ASSERT_STR_EQ(l.evid[n - 1], "after");
+    px_spool_stats st;
+    px_spool_get_stats(f.s, &st);
+    PX_ASSERT(st.write_errors >= 1);
+    PX_ASSERT(st.busy_refusals >= 2);
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT count(*) FROM pragma_integrity_check "
+                                     "WHERE integrity_check <> 'ok'"),
+                     0);
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
+static void test_paging(void)
+{
+    fixture f;
+    PX_ASSERT_INT_EQ(fx_init(&f, NULL), 0);
+    static results r;
+    memset(&r, 0, sizeof(r));
+    static put_ctx c[1000];
+    for (int i = 0; i < 1000; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "p%d", i);
+        px_spool_event ev = mk_event(id, "src", NULL, "{}");
+        px_spool_row rows[2] = {mk_row(i % 2 ? "odd" : "even", NULL), mk_row("all", NULL)};
+        c[i] = (put_ctx){&r, i};
+        PX_ASSERT_INT_EQ(px_spool_put(f.s, &ev, rows, 2, on_put, &c[i]), 0);
+    }
+    PX_ASSERT(spin_until(&f, &r.n, 1000));
+    static loaded l;
+    int64_t after = 0, last = 0;
+    int total = 0, pages = 0;
+    for (;;) {
+        memset(&l, 0, sizeof(l));
+        int n = px_spool_load(f.s, "all", after, 128, on_load, &l);
+        PX_ASSERT(n >= 0 && n <= 128);
+        if (n == 0) {
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            PX_ASSERT(l.ids[i] > last);
+            last = l.ids[i];
+            char id[16];
+            snprintf(id, sizeof(id), "p%d", total + i);
+            PX_ASSERT_STR_EQ(l.evid[i], id);
+        }
+        total += n;
+        pages++;
+        after = l.ids[n - 1];
+    }
+    PX_ASSERT_INT_EQ(total, 1000);
+    PX_ASSERT_INT_EQ(pages, 8);
+    memset(&l, 0, sizeof(l));
+    PX_ASSERT_INT_EQ(px_spool_load(f.s, "odd", 0, 1000, on_load, &l), 500);
+    counts_seen cs = {0};
+    PX_ASSERT_INT_EQ(px_spool_pending_counts(f.s, on_count, &cs), 3);
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
+static void test_open_errors(void)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    px_spool *s = NULL;
+    char err[256] = "";
+    PX_ASSERT(px_spool_open(&loop, "/proc/px_no_such/dir", NULL, &s, err, sizeof(err)) < 0);
+    PX_ASSERT(s == NULL);
+    PX_ASSERT_STR_HAS(err, "/proc/px_no_such/dir");
+    /* a database from a newer build is refused */
+    fixture f;
+    PX_ASSERT_INT_EQ(fx_init(&f, NULL), 0);
+    PX_ASSERT_INT_EQ(px__spool_exec(f.s, "PRAGMA user_version=99"), 0);
+    fx_close_spool(&f);
+    PX_ASSERT(fx_open(&f, NULL) < 0);
+    PX_ASSERT(f.s == NULL);
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+    PX_ASSERT_INT_EQ(uv_loop_close(&loop), 0);
+}
+
+PX_TEST_MAIN(PX_TEST(test_put_and_load), PX_TEST(test_mark_done), PX_TEST(test_mark_retry),
+             PX_TEST(test_dead_letters), PX_TEST(test_replay_and_purge), PX_TEST(test_dedupe),
+             PX_TEST(test_reopen), PX_TEST(test_crash_recovery), PX_TEST(test_group_commit),
+             PX_TEST(test_close_runs_pending_callbacks), PX_TEST(test_queue_limit),
+             PX_TEST(test_backpressure_full_disk), PX_TEST(test_paging),
+             PX_TEST(test_open_errors))
