@@ -1,12 +1,14 @@
 /* The plexus command line: run, check, plugins, version (and their --help). Exit codes: 0 ok,
  * 1 runtime failure, 2 usage error, 78 invalid configuration (as sysexits' EX_CONFIG). */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <uv.h>
 
+#include "cli_dlq.h"
 #include "config.h"
 #include "daemon.h"
 #include "err.h"
@@ -30,6 +32,7 @@ static const char *usage_main =
     "  run       run the host\n"
     "  check     validate a configuration and its plugins, start nothing\n"
     "  plugins   list the plugins found on the plugin path\n"
+    "  dlq       list, show, replay or purge dead letters\n"
     "  version   print the version and plugin ABI\n"
     "\n"
     "`plexus COMMAND --help` describes each command.\n";
@@ -311,6 +314,8 @@ static int cmd_plugins(const cli *c)
 
 int main(int argc, char **argv)
 {
+    /* A peer closing its socket must be an error code on the write, not the end of the process. */
+    signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
         fputs(usage_main, stderr);
         return 2;
@@ -324,6 +329,9 @@ int main(int argc, char **argv)
         printf("plexus %s (plugin ABI %d.%d, jansson %s, libuv %s)\n", PX_VERSION,
                PX_SDK_ABI_MAJOR, PX_SDK_ABI_MINOR, JANSSON_VERSION, uv_version_string());
         return 0;
+    }
+    if (strcmp(cmd, "dlq") == 0) {
+        return px_cli_dlq(argc - 1, argv + 1, DEFAULT_CONFIG);
     }
     cli c = {0};
     const char *usage = strcmp(cmd, "run") == 0       ? usage_run

@@ -1,3 +1,168 @@
+/* Loader: every ABI refusal gives one line naming the file and both versions; a good plugin
+ * loads; PX_HAS reads only what a struct's size covers. */
+#include "../../host/loader.c"
+
+#include <stdlib.h>
+
 #include "test.h"
-static void test_placeholder(void) { PX_ASSERT(1); }
-PX_TEST_MAIN(PX_TEST(test_placeholder))
+
+static px_host_api api = {.abi_major = PX_SDK_ABI_MAJOR, .abi_minor = PX_SDK_ABI_MINOR,
+                          .size = sizeof(px_host_api)};
+
+static char *fixture(const char *name)
+{
+    return px_xasprintf("%s/%s.so", PX_TEST_PLUGIN_DIR, name);
+}
+
+/* Loads fixture `name` expecting refusal rc with a message containing every needle. */
+static int refused(const char *name, int rc_want, const char *n1, const char *n2, const char *n3)
+{
+    char *file = fixture(name);
+    char err[512] = "";
+    px_plugin_lib *lib = NULL;
+    int rc = px_loader_open(file, NULL, &api, &lib, err, sizeof(err));
+    int ok = rc == rc_want && lib == NULL && strstr(err, file) && strchr(err, '\n') == NULL &&
+             (!n1 || strstr(err, n1)) && (!n2 || strstr(err, n2)) && (!n3 || strstr(err, n3));
+    if (!ok) {
+        fprintf(stderr, "  %s: rc=%d err=%s\n", name, rc, err);
+    }
+    free(file);
+    return ok;
+}
+
+static void test_loads_good_plugin(void)
+{
+    char *file = fixture("abi_ok");
+    char err[512] = "";
+    px_plugin_lib *lib = NULL;
+    int rc = px_loader_open(file, NULL, &api, &lib, err, sizeof(err));
+    free(file);
+    PX_ASSERT_INT_EQ(rc, 0);
+    PX_ASSERT(lib != NULL);
+    PX_ASSERT_STR_EQ(lib->desc->name, "abi_ok");
+    PX_ASSERT_INT_EQ(lib->desc->abi_major, PX_SDK_ABI_MAJOR);
+    px_loader_close(lib);
+}
+
+static void test_refuses_other_major_symbol(void)
+{
+    PX_ASSERT(refused("abi_wrong_major", PX_EABI, "built for plugin ABI 2.x", "host speaks ABI 1.0",
+                      NULL));
+}
+
+static void test_refuses_other_major_field(void)
+{
+    PX_ASSERT(refused("abi_major_field", PX_EABI, "built for plugin ABI 2.0",
+                      "host speaks ABI 1.0", NULL));
+}
+
+static void test_refuses_newer_minor(void)
+{
+    PX_ASSERT(refused("abi_newer_minor", PX_EABI, "built for plugin ABI 1.1",
+                      "newer than this host's ABI 1.0", NULL));
+}
+
+static void test_refuses_small_struct(void)
+{
+    PX_ASSERT(refused("abi_small_struct", PX_EABI, "descriptor is 24 bytes", "needs at least",
+                      "ABI 1.0"));
+}
+
+static void test_refuses_other_jansson(void)
+{
+    PX_ASSERT(refused("abi_bad_jansson", PX_EABI, "built with jansson 3.x",
+                      "this host uses jansson 2.x", "plugin ABI 1.0"));
+}
+
+static void test_refuses_wrong_name(void)
+{
+    PX_ASSERT(refused("abi_wrong_name", PX_EPLUGIN, "names itself \"something_else\"",
+                      "expected \"abi_wrong_name\"", NULL));
+}
+
+static void test_refuses_missing_entry(void)
+{
+    PX_ASSERT(refused("abi_no_entry", PX_EABI, "no entry symbol px_plugin_entry_v1",
+                      "host ABI 1.0", NULL));
+}
+
+static void test_refuses_missing_callback(void)
+{
+    PX_ASSERT(refused("abi_no_init", PX_EPLUGIN, "lacks a mandatory callback", NULL, NULL));
+}
+
+static void test_refuses_unloadable_file(void)
+{
+    char path[] = "/tmp/px-loader-XXXXXX";
+    int fd = mkstemp(path);
+    PX_ASSERT(fd >= 0);
+    PX_ASSERT(write(fd, "not an ELF file", 15) == 15);
+    close(fd);
+    char err[512] = "";
+    px_plugin_lib *lib = NULL;
+    int rc = px_loader_open(path, "x", &api, &lib, err, sizeof(err));
+    unlink(path);
+    PX_ASSERT_INT_EQ(rc, PX_EPLUGIN);
+    PX_ASSERT_STR_HAS(err, "cannot load");
+    PX_ASSERT_STR_HAS(err, path);
+}
+
+static void test_find_on_path(void)
+{
+    char *dirs[] = {"/nonexistent-dir", PX_TEST_PLUGIN_DIR};
+    char *file = NULL;
+    PX_ASSERT_INT_EQ(px_loader_find(dirs, 2, "testsink", &file), 0);
+    PX_ASSERT_STR_HAS(file, "/testsink.so");
+    free(file);
+    PX_ASSERT_INT_EQ(px_loader_find(dirs, 2, "nope", &file), PX_ENOTFOUND);
+}
+
+static int scanned, scanned_refused;
+
+static void on_scan(const char *file, const px_plugin_lib *lib, const char *err, void *arg)
+{
+    (void)file, (void)arg;
+    if (lib) {
+        scanned++;
+    } else if (err) {
+        scanned_refused++;
+    }
+}
+
+static void test_scan_lists_and_refuses(void)
+{
+    char *dirs[] = {PX_TEST_PLUGIN_DIR};
+    scanned = scanned_refused = 0;
+    px_loader_scan(dirs, 1, &api, on_scan, NULL);
+    PX_ASSERT(scanned >= 3);          /* abi_ok, abi_init_fails, testsink, testsource */
+    PX_ASSERT(scanned_refused >= 7);  /* every broken fixture */
+}
+
+/* A host built with a 1.0 table must look like "no field" to a plugin asking for a later one. */
+typedef struct host_v11 {
+    px_host_api v10;
+    void (*later)(void);
+} host_v11;
+
+static void test_px_has_respects_size(void)
+{
+    host_v11 h = {0};
+    h.v10.size = sizeof(px_host_api);
+    const host_v11 *p = &h;
+    PX_ASSERT(!PX_HAS(host_v11, &p->v10, later));
+    PX_ASSERT(PX_HAS(px_host_api, &p->v10, drained));
+    h.v10.size = sizeof(host_v11);
+    PX_ASSERT(PX_HAS(host_v11, &p->v10, later));
+    px_plugin_desc d = {PX_PLUGIN_DESC_INIT};
+    PX_ASSERT(PX_HAS(px_plugin_desc, &d, import_state));
+    d.size = (uint32_t)offsetof(px_plugin_desc, destroy);
+    PX_ASSERT(!PX_HAS(px_plugin_desc, &d, destroy));
+}
+
+PX_TEST_MAIN(PX_TEST(test_loads_good_plugin), PX_TEST(test_refuses_other_major_symbol),
+             PX_TEST(test_refuses_other_major_field), PX_TEST(test_refuses_newer_minor),
+             PX_TEST(test_refuses_small_struct), PX_TEST(test_refuses_other_jansson),
+             PX_TEST(test_refuses_wrong_name), PX_TEST(test_refuses_missing_entry),
+             PX_TEST(test_refuses_missing_callback), PX_TEST(test_refuses_unloadable_file),
+             PX_TEST(test_find_on_path), PX_TEST(test_scan_lists_and_refuses),
+             PX_TEST(test_px_has_respects_size))

@@ -1,0 +1,146 @@
+"""Integration test harness: runs the real plexus binary with a YAML config in a temporary
+directory, with the test plugins, and reads what the test sink recorded.
+
+Each test module defines functions named test_*; run_all() runs them in order and ends with the
+line "N passed, N failed"."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+BUILD = os.environ.get("PX_BUILD_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
+SOURCE = os.environ.get("PX_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../.."))
+PLEXUS = os.path.join(BUILD, "host", "plexus")
+TEST_PLUGINS = os.path.join(BUILD, "tests", "plugins")
+PLUGINS = os.path.join(BUILD, "plugins")
+SANITIZED = "sanitize" in os.environ.get("PX_BUILD_OPTIONS", "") or \
+    os.path.basename(os.path.normpath(BUILD)).endswith("-san")
+
+
+def wait_for(pred, timeout=20.0, interval=0.02, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def read_jsonl(path):
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path) as f:
+        for line in f:
+            if line.endswith("\n"):
+                out.append(json.loads(line))
+    return out
+
+
+def read_acks(path):
+    """Returns {seq: status} from a testsource ack_file."""
+    acks = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 3:
+                    acks[int(parts[0])] = int(parts[2])
+    return acks
+
+
+class Host:
+    """One plexus process on a config written into its own temporary directory."""
+
+    def __init__(self, config_text, name="host", tmp=None):
+        self.tmp = tmp or tempfile.mkdtemp(prefix="px-it-")
+        self.config = os.path.join(self.tmp, name + ".yaml")
+        self.log_path = os.path.join(self.tmp, name + ".log")
+        self.write_config(config_text)
+        self.proc = None
+
+    def path(self, *parts):
+        return os.path.join(self.tmp, *parts)
+
+    def write_config(self, text):
+        text = text.replace("@TMP@", self.tmp).replace("@TEST_PLUGINS@", TEST_PLUGINS)
+        text = text.replace("@PLUGINS@", PLUGINS)
+        with open(self.config + ".new", "w") as f:
+            f.write(text)
+        os.replace(self.config + ".new", self.config)
+
+    def start(self, wait=True, env=None, args=()):
+        e = dict(os.environ)
+        e.update(env or {})
+        self.logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([PLEXUS, "run", "-c", self.config, "--log-format", "json",
+                                     *args], stdout=self.logf, stderr=self.logf, env=e)
+        if wait:
+            wait_for(lambda: "\"started" in self.log() or self.proc.poll() is not None,
+                     what="host start")
+            if self.proc.poll() is not None:
+                raise AssertionError(f"host exited with {self.proc.returncode}:\n{self.log()}")
+        return self
+
+    def log(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        if not self.proc:
+            return None
+        self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("host did not stop in time:\n" + self.log()[-3000:])
+        self.logf.close()
+        self.proc = None
+        return rc
+
+    def kill9(self):
+        return self.stop(signal.SIGKILL)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+            self.logf.close()
+
+
+def plexus(*args, env=None, timeout=60):
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([PLEXUS, *args], capture_output=True, text=True, env=e,
+                          timeout=timeout)
+
+
+def run_all(module_globals):
+    tests = [(n, f) for n, f in module_globals.items() if n.startswith("test_") and callable(f)]
+    only = sys.argv[1:]
+    passed = failed = 0
+    for name, fn in tests:
+        if only and name not in only:
+            continue
+        t0 = time.time()
+        try:
+            fn()
+            passed += 1
+            print(f"ok   {name} ({time.time() - t0:.1f}s)", flush=True)
+        except Exception:
+            failed += 1
+            print(f"FAIL {name}", flush=True)
+            traceback.print_exc()
+            sys.stdout.flush()
+    print(f"{passed} passed, {failed} failed", flush=True)
+    sys.exit(1 if failed else 0)
