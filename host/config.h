@@ -50,12 +50,14 @@ typedef struct px_pipeline_conf {
     px_target *to;
     size_t nto;
     px_retry_policy retry;
+    int line, col;        /* where the pipeline starts, for messages */
 } px_pipeline_conf;
 
 typedef struct px_instance_conf {
     char *name;        /* key under `plugins:` */
     char *plugin;      /* plugin name; file <plugin>.so on plugin_path */
-    json_t *config;    /* raw config as typed JSON (owned); validated later by px_config_options */
+    json_t *config;    /* raw config as typed JSON (owned), {} when absent; validated later by
+                        * px_config_options */
     px_ynode *node;    /* the `config:` node with marks, for option errors (owned); may be NULL */
     int line, col;     /* where the instance is declared */
     uint32_t max_inflight; /* sink concurrency; `max_inflight:` beside `plugin:`, default 64 */
@@ -65,12 +67,12 @@ typedef struct px_config {
     char *path;              /* file it was read from */
     int version;             /* must be 1 */
     char *data_dir;          /* default "./var" */
-    char *http_listen;       /* "127.0.0.1:8080", "[::1]:8080"; NULL = no HTTP listener */
+    char *http_listen;       /* default "127.0.0.1:8080"; "[::1]:8080"; NULL (null or "") = none */
     size_t http_max_body;    /* default 1 MiB */
     uint32_t http_max_conns; /* default 1024 */
     char *admin_listen;      /* default "127.0.0.1:8081"; NULL/"" = none */
     char *admin_token;       /* NULL = no token (secret) */
-    char **plugin_path;      /* default { "./build/plugins" } */
+    char **plugin_path;      /* `plugin_path:` (a string or a list); absent => NULL, 0 */
     size_t nplugin_path;
     char *log_level;         /* default "info" */
     char *log_format;        /* "auto" (default), "json", "text" */
@@ -88,7 +90,8 @@ typedef struct px_config {
  * "file:line:column: message" line into err (errlen bytes, always NUL-terminated).
  * Checks: YAML syntax, version, host keys and their types, unknown keys (with "did you mean"),
  * env expansion (unset variable without default is an error), instance and pipeline structure,
- * that every `from` and `sink` names a declared instance, duplicate names. */
+ * that every `from` and `sink` names a declared instance, duplicate names. The admin token is
+ * registered with px_log_add_secret(). Pure: no loop, any thread (not concurrently with setenv). */
 int px_config_load(const char *path, px_config **out, char *err, size_t errlen);
 
 /* Same as px_config_load, from a string (borrowed); `name` is used as the file in messages. */
@@ -97,8 +100,11 @@ int px_config_parse(const char *name, const char *text, size_t len, px_config **
 
 /* Validates instance `inst`'s raw config against `options` (the plugin's { NULL }-terminated
  * table): unknown keys (with "did you mean"), types, required options, defaults applied, sizes
- * and durations converted to integers. On success returns 0 and stores a new reference in *out.
- * On failure returns PX_ECONFIG with "file:line:column: message" in err. */
+ * and durations converted to integers. On success returns 0 and stores a new reference in *out:
+ * an object with every declared option (JSON null when neither given nor defaulted). On failure
+ * returns PX_ECONFIG with "file:line:column: message" in err (cfg->path as the file). Uses
+ * inst->node for positions (inst->config when node is NULL). The values of PX_OPT_SECRET options
+ * are never put in err and are registered with px_log_add_secret(), even on failure. */
 int px_config_options(const px_config *cfg, const px_instance_conf *inst,
                       const px_option *options, json_t **out, char *err, size_t errlen);
 
