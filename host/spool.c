@@ -24,6 +24,7 @@
 
 #define BATCH_MAX 1024
 #define DEFAULT_MAX_QUEUE 65536
+#define MAX_QUEUE_BYTES (64u << 20) /* queued puts' copies, whatever max_queue says */
 #define PROBE_INTERVAL_MS 500
 #define PRUNE_INTERVAL_MS 60000
 #define PRUNE_CHUNK 10000
@@ -52,6 +53,7 @@ typedef struct op {
     int kind;
     int status;   /* written by the writer */
     int finished; /* synchronous ops: set by the writer under mu */
+    size_t bytes; /* size of the allocation (puts), for the queue's byte cap */
     px_spool_put_cb cb;
     void *arg;
     /* put / dead_raw */
@@ -156,7 +158,7 @@ struct px_spool {
     pthread_cond_t cv_done; /* loop waits for synchronous ops / barriers */
     /* everything below is guarded by mu */
     op *q_head, *q_tail;    /* queued for the writer */
-    size_t q_len, q_puts;
+    size_t q_len, q_puts, q_bytes;
     op *retry_head, *retry_tail; /* marks that failed to commit */
     op *done_head, *done_tail;   /* finished, callbacks pending on the loop */
     uint64_t queued_seq, processed_seq;
@@ -572,7 +574,8 @@ static int dlq_one(px_spool *s, op *o, int64_t dead_id, int replay, sink_counts 
     const char *sink = (const char *)sqlite3_column_text(get, 3);
     int64_t died_at = sqlite3_column_int64(get, 6);
     int skip = (o->filter_sink && strcmp(sink, o->filter_sink) != 0) ||
-               (replay && sink[0] == '\0') || (!replay && o->before_ms > 0 && died_at >= o->before_ms);
+               (replay && sink[0] == '\0') ||
+               (!replay && o->before_ms > 0 && died_at >= o->before_ms);
     if (skip) {
         return step_done(get);
     }
@@ -780,17 +783,13 @@ static void process_batch(px_spool *s, op *batch, size_t nops, sink_counts *delt
     clock_gettime(CLOCK_MONOTONIC, &ta);
     op *bad = NULL;
     int rc = run_txn(s, batch, NULL, delta, &bad);
-    int isolated_errors = 0;
+    /* a bad operation (constraint, too big...) fails alone and the rest is run again; each round
+     * takes one operation out, so this ends */
     while (rc != SQLITE_OK && !is_transient(rc) && bad) {
-        /* a bad operation (constraint, too big...): fail it alone and retry the rest */
         PX_LOG_ERR(LOG_MOD, "operation failed kind=%d err=%s", bad->kind, sqlite3_errstr(rc));
         bad->status = PX_ESPOOL;
         bad->kind = -bad->kind; /* skipped by run_op */
-        isolated_errors++;
         rc = run_txn(s, batch, NULL, delta, &bad);
-        if (isolated_errors > 16) {
-            break;
-        }
     }
     clock_gettime(CLOCK_MONOTONIC, &tb);
     double ms = (double)(tb.tv_sec - ta.tv_sec) * 1e3 + (double)(tb.tv_nsec - ta.tv_nsec) / 1e6;
@@ -1000,6 +999,7 @@ static void writer_main(void *arg)
             s->q_len--;
             if (o->kind == OP_PUT || o->kind == OP_DEAD_RAW) {
                 s->q_puts--;
+                s->q_bytes -= o->bytes;
             }
             seq++;
             o->next = NULL;
@@ -1058,6 +1058,7 @@ static void enqueue(px_spool *s, op *o)
     s->q_len++;
     if (o->kind == OP_PUT || o->kind == OP_DEAD_RAW) {
         s->q_puts++;
+        s->q_bytes += o->bytes;
     }
     s->queued_seq++;
     pthread_cond_signal(&s->cv_work);
@@ -1156,7 +1157,8 @@ int px_spool_open(uv_loop_t *loop, const char *dir, const px_spool_options *opt,
     }
     sqlite3_busy_timeout(s->wdb, 5000);
     char sql[128];
-    snprintf(sql, sizeof(sql), "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;",
+    snprintf(sql, sizeof(sql),
+             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA journal_size_limit=67108864;",
              opt->durability == PX_DURABILITY_FSYNC ? "FULL" : "NORMAL");
     char e2[256];
     if (exec_sql(s->wdb, sql, e2, sizeof(e2)) != SQLITE_OK) {
@@ -1271,6 +1273,7 @@ static op *op_from_event(const px_spool_event *ev, const px_spool_row *rows, siz
     }
     op *o = px_xmalloc(len);
     memset(o, 0, sizeof(*o));
+    o->bytes = len;
     o->rows = (op_row *)(o + 1);
     o->nrows = n;
     char *cur = (char *)(o->rows + n);
@@ -1308,7 +1311,8 @@ static op *op_from_event(const px_spool_event *ev, const px_spool_row *rows, siz
 /* Refuses a put at once when the spool is closing, unwritable or full. mu held. */
 static int admit(px_spool *s)
 {
-    if (s->closing || !s->writable || s->q_puts >= s->max_queue) {
+    if (s->closing || !s->writable || s->q_puts >= s->max_queue ||
+        s->q_bytes >= MAX_QUEUE_BYTES) {
         s->st.busy_refusals++;
         return PX_EBUSY;
     }
@@ -1338,6 +1342,7 @@ int px_spool_put(px_spool *s, const px_spool_event *ev, px_spool_row *rows, size
     list_push(&s->q_head, &s->q_tail, o);
     s->q_len++;
     s->q_puts++;
+    s->q_bytes += o->bytes;
     s->queued_seq++;
     pthread_cond_signal(&s->cv_work);
     pthread_mutex_unlock(&s->mu);

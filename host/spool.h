@@ -21,7 +21,8 @@ typedef struct px_spool_options {
                                   FSYNC -> synchronous=FULL (a flush per commit) */
     uint64_t dedupe_window_ms; /* how long a dedupe key is remembered; 0 = dedupe disabled */
     size_t max_queue;          /* puts (and dead_raw) queued and not yet committed before
-                                  px_spool_put refuses with PX_EBUSY; 0 = 65536 */
+                                  px_spool_put refuses with PX_EBUSY; 0 = 65536. Their copies
+                                  are also capped at 64 MiB in total. */
 } px_spool_options;
 
 /* Opens (creating `dir` (borrowed) and the database when missing, migrating an older schema) and
@@ -61,8 +62,9 @@ typedef struct px_spool_row {
 enum { PX_SPOOL_STORED = 0, PX_SPOOL_DUPLICATE = 1 };
 
 /* Completion of a put or dead_raw: PX_SPOOL_STORED (committed), PX_SPOOL_DUPLICATE (dropped as a
- * repeat; nothing stored), or < 0 (PX_EBUSY: not stored: disk full, database locked, spool
- * closing). Runs on the loop thread, never inside the call that queued it. */
+ * repeat; nothing stored), or < 0, nothing stored: PX_EBUSY (disk full, database locked, spool
+ * closing: worth retrying later) or PX_ESPOOL (SQLite refused this one operation; logged). Runs
+ * on the loop thread, never inside the call that queued it. */
 typedef void (*px_spool_put_cb)(int status, void *arg);
 
 /* Queues the event ev (borrowed) and its n delivery rows (borrowed; their `id` is written) as one

@@ -862,6 +862,38 @@ static void test_backpressure_full_disk(void)
     PX_ASSERT_INT_EQ(fx_done(&f), 0);
 }
 
+/* One operation SQLite refuses on its own (here a trigger on the writer connection) fails alone:
+ * the rest of its batch commits and the spool stays writable. */
+static void test_bad_operation_isolated(void)
+{
+    fixture f;
+    PX_ASSERT_INT_EQ(fx_init(&f, NULL), 0);
+    PX_ASSERT_INT_EQ(px__spool_exec(f.s, "CREATE TEMP TRIGGER poison BEFORE INSERT ON events "
+                                         "WHEN NEW.id = 'poison' BEGIN "
+                                         "SELECT RAISE(ABORT, 'poison'); END"),
+                     0);
+    static results r;
+    memset(&r, 0, sizeof(r));
+    put_ctx c[3] = {{&r, 0}, {&r, 1}, {&r, 2}};
+    const char *ids[3] = {"fine1", "poison", "fine2"};
+    for (int i = 0; i < 3; i++) {
+        px_spool_event ev = mk_event(ids[i], "src", NULL, "{}");
+        px_spool_row row = mk_row("a", NULL);
+        PX_ASSERT_INT_EQ(px_spool_put(f.s, &ev, &row, 1, on_put, &c[i]), 0);
+    }
+    PX_ASSERT(spin_until(&f, &r.n, 3));
+    PX_ASSERT_INT_EQ(r.status[0], PX_SPOOL_STORED);
+    PX_ASSERT_INT_EQ(r.status[1], PX_ESPOOL);
+    PX_ASSERT_INT_EQ(r.status[2], PX_SPOOL_STORED);
+    PX_ASSERT_INT_EQ(px_spool_writable(f.s), 1);
+    static loaded l;
+    memset(&l, 0, sizeof(l));
+    PX_ASSERT_INT_EQ(px_spool_load(f.s, "a", 0, 10, on_load, &l), 2);
+    PX_ASSERT_STR_EQ(l.evid[0], "fine1");
+    PX_ASSERT_STR_EQ(l.evid[1], "fine2");
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
 static void test_paging(void)
 {
     fixture f;
@@ -932,5 +964,6 @@ PX_TEST_MAIN(PX_TEST(test_put_and_load), PX_TEST(test_mark_done), PX_TEST(test_m
              PX_TEST(test_dead_letters), PX_TEST(test_replay_and_purge), PX_TEST(test_dedupe),
              PX_TEST(test_reopen), PX_TEST(test_crash_recovery), PX_TEST(test_group_commit),
              PX_TEST(test_close_runs_pending_callbacks), PX_TEST(test_queue_limit),
-             PX_TEST(test_backpressure_full_disk), PX_TEST(test_paging),
+             PX_TEST(test_backpressure_full_disk), PX_TEST(test_bad_operation_isolated),
+             PX_TEST(test_paging),
              PX_TEST(test_open_errors))
