@@ -32,13 +32,25 @@ def wait_for(pred, timeout=20.0, interval=0.02, what="condition"):
 
 
 def read_jsonl(path):
+    """Complete JSON lines of a file. A process killed mid-write leaves a partial line that the
+    next writer continues: such a line keeps only its last complete object."""
     if not os.path.exists(path):
         return []
     out = []
     with open(path) as f:
         for line in f:
-            if line.endswith("\n"):
+            if not line.endswith("\n"):
+                continue
+            try:
                 out.append(json.loads(line))
+            except ValueError:
+                at = line.rfind("{\"", 1)
+                while at > 0:
+                    try:
+                        out.append(json.loads(line[at:]))
+                        break
+                    except ValueError:
+                        at = line.rfind("{\"", 0, at)
     return out
 
 

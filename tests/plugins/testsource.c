@@ -1,7 +1,8 @@
 /* testsource: a source driven by tests. Emits `count` events at start (batch per loop turn), and
  * every JSON line appended to `input_file` while it runs. Each payload gets "seq". The outcome of
  * every emit is appended to `ack_file` as "<seq> <event id> <status>" once the host reports it, so
- * a test knows exactly which events were acknowledged. */
+ * a test knows exactly which events were acknowledged. An event the host refuses (back-pressure)
+ * is emitted again later with the same seq, as an upstream that was not acknowledged would. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,13 +24,16 @@ typedef struct src {
     long input_off;
     int stopped;
     int64_t outstanding;
-    int busy_wait;
+    struct ack_arg *redo; /* refused emits to send again */
 } src;
 
 typedef struct ack_arg {
     src *s;
     int64_t seq;
     char id[64];
+    json_t *extra;  /* input_file fields, for a re-emit */
+    char *type;
+    struct ack_arg *next;
 } ack_arg;
 
 static const px_option options[] = {
@@ -44,6 +48,15 @@ static const px_option options[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 
+static void on_tick(void *arg);
+
+static void free_arg(ack_arg *a)
+{
+    json_decref(a->extra);
+    free(a->type);
+    free(a);
+}
+
 static void on_persisted(int status, void *arg)
 {
     ack_arg *a = arg;
@@ -53,44 +66,78 @@ static void on_persisted(int status, void *arg)
         fflush(s->ack);
     }
     s->outstanding--;
-    free(a);
+    if (status < 0 && !s->stopped) {
+        a->next = s->redo;
+        s->redo = a;
+        if (!s->tick) {
+            host->timer_start(s->ctx, 50, 50, on_tick, s, &s->tick);
+        }
+        return;
+    }
+    free_arg(a);
 }
 
-/* Emits one event; returns 0, or < 0 when the host refused it (retry later). */
+static int emit_seq(src *s, json_t *extra, const char *type, int64_t seq);
+
+/* Emits one event with the next seq; returns 0, or < 0 when the host refused it. */
 static int emit_one(src *s, json_t *extra, const char *type)
+{
+    int rc = emit_seq(s, extra, type, s->seq);
+    if (rc == 0) {
+        s->seq++;
+    }
+    return rc;
+}
+
+/* Sends refused events again; returns < 0 while the host still refuses. */
+static int emit_redo(src *s)
+{
+    while (s->redo) {
+        ack_arg *a = s->redo;
+        if (emit_seq(s, a->extra, a->type, a->seq) < 0) {
+            return -1;
+        }
+        s->redo = a->next;
+        free_arg(a);
+    }
+    return 0;
+}
+
+static int emit_seq(src *s, json_t *extra, const char *type, int64_t seq)
 {
     json_t *p = s->payload ? json_deep_copy(s->payload) : json_object();
     if (extra) {
         json_object_update(p, extra);
     }
-    json_object_set_new(p, "seq", json_integer(s->seq));
+    json_object_set_new(p, "seq", json_integer(seq));
     px_event *ev = host->event_create(s->ctx, type ? type : s->type, p);
     if (!ev) {
         return -1;
     }
     if (s->dedupe) {
         char key[32];
-        snprintf(key, sizeof(key), "k%lld", (long long)s->seq);
+        snprintf(key, sizeof(key), "k%lld", (long long)seq);
         host->event_set(ev, PX_EVENT_DEDUPE_KEY, key);
     }
     ack_arg *a = calloc(1, sizeof(*a));
     a->s = s;
-    a->seq = s->seq;
+    a->seq = seq;
+    a->extra = extra ? json_incref(extra) : NULL;
+    a->type = type ? strdup(type) : NULL;
     snprintf(a->id, sizeof(a->id), "%s", host->event_id(ev));
     int rc = host->emit(s->ctx, ev, on_persisted, a);
     if (rc < 0) {
-        free(a);
+        free_arg(a);
         return rc;
     }
     s->outstanding++;
-    s->seq++;
     return 0;
 }
 
 static void on_tick(void *arg)
 {
     src *s = arg;
-    if (s->stopped) {
+    if (s->stopped || emit_redo(s) < 0) {
         return;
     }
     for (int64_t i = 0; i < s->batch && s->count > 0; i++) {
@@ -99,7 +146,7 @@ static void on_tick(void *arg)
         }
         s->count--;
     }
-    if (s->count <= 0 && s->tick) {
+    if (s->count <= 0 && !s->redo && s->tick) {
         host->timer_stop(s->tick);
         s->tick = NULL;
     }
@@ -199,6 +246,11 @@ static void src_destroy(void *state)
 {
     src *s = state;
     src_stop(s);
+    while (s->redo) {
+        ack_arg *a = s->redo;
+        s->redo = a->next;
+        free_arg(a);
+    }
     if (s->ack) {
         fclose(s->ack);
     }
