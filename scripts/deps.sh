@@ -9,7 +9,7 @@ want=build
 build_pkgs=(gcc pkg-config meson ninja-build python3
             libuv1-dev libjansson-dev libyaml-dev libcurl4-openssl-dev libsqlite3-dev
             libhttp-parser-dev librabbitmq-dev ca-certificates)
-test_pkgs=(sqlite3 curl procps nodejs npm rabbitmq-server nginx-light wrk)
+test_pkgs=(sqlite3 curl procps rabbitmq-server nginx-light wrk)
 
 pkgs=("${build_pkgs[@]}")
 if [ "$want" = test ]; then
@@ -22,6 +22,11 @@ for p in "${pkgs[@]}"; do
         missing+=("$p")
     fi
 done
+# Node.js may come from elsewhere than Debian (with npm bundled): only install it when absent.
+if [ "$want" = test ]; then
+    command -v node >/dev/null 2>&1 || missing+=(nodejs)
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=

@@ -115,7 +115,16 @@ class Host:
             raise AssertionError("host did not stop in time:\n" + self.log()[-3000:])
         self.logf.close()
         self.proc = None
+        self.check_sanitizers()
         return rc
+
+    def check_sanitizers(self):
+        """A sanitizer report anywhere in the log fails the test, whatever it asserted."""
+        log = self.log()
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if marker in log:
+                at = log.index(marker)
+                raise AssertionError("sanitizer report:\n" + log[max(0, at - 200):at + 3000])
 
     def kill9(self):
         return self.stop(signal.SIGKILL)
