@@ -1942,7 +1942,7 @@ static px_config *config_defaults(const char *path)
     px_config *cfg = px_xcalloc(1, sizeof(*cfg));
     cfg->path = px_xstrdup(path);
     cfg->data_dir = px_xstrdup("./var");
-    cfg->http_listen = px_xstrdup("127.0.0.1:8080");
+    cfg->http_listen = NULL; /* plugin routes need an explicit host.http.listen */
     cfg->http_max_body = 1024 * 1024;
     cfg->http_max_conns = 1024;
     cfg->admin_listen = px_xstrdup("127.0.0.1:8081");

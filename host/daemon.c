@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "http_client.h"
+#include "http_server.h"
 #include "log.h"
 #include "mem.h"
 
@@ -126,6 +128,18 @@ static void on_async_closed(uv_handle_t *h)
     (void)h;
 }
 
+static void close_network(px_daemon *d)
+{
+    if (d->http) {
+        px_http_server_close(d->http, NULL, NULL);
+        d->http = NULL;
+    }
+    if (d->client) {
+        px_http_client_close(d->client, NULL, NULL);
+        d->client = NULL;
+    }
+}
+
 int px_daemon_create(uv_loop_t *loop, px_config *cfg, px_daemon **out, char *err, size_t errlen)
 {
     px_daemon *d = px_xcalloc(1, sizeof(*d));
@@ -153,6 +167,23 @@ int px_daemon_create(uv_loop_t *loop, px_config *cfg, px_daemon **out, char *err
         goto fail;
     }
     px_dispatch_create(d, &d->dispatch);
+    rc = px_http_client_create(loop, &d->client);
+    if (rc < 0) {
+        snprintf(err, errlen, "http client: %s", px_strerror(rc));
+        goto fail;
+    }
+    if (cfg->http_listen && *cfg->http_listen) {
+        px_http_server_options ho = {.listen = cfg->http_listen,
+                                     .max_body_bytes = cfg->http_max_body,
+                                     .max_connections = cfg->http_max_conns};
+        char herr[256];
+        rc = px_http_server_create(loop, &ho, &d->http, herr, sizeof(herr));
+        if (rc < 0) {
+            snprintf(err, errlen, "%s: host.http.listen %s: %s", cfg->path, cfg->http_listen,
+                     herr);
+            goto fail;
+        }
+    }
     d->copy_dir = px_xasprintf("%s/plugins", cfg->data_dir);
     mkdir(d->copy_dir, 0700);
     clean_copies(d->copy_dir);
@@ -192,6 +223,7 @@ fail:
     }
     px_dispatch_close(d->dispatch);
     d->dispatch = NULL;
+    close_network(d);
     px_spool_close(d->spool);
     d->spool = NULL;
     px_state_close(d->state);
@@ -293,6 +325,7 @@ static void close_everything(px_daemon *d)
     }
     px_dispatch_close(d->dispatch);
     d->dispatch = NULL;
+    close_network(d);
     px_spool_close(d->spool);
     d->spool = NULL;
     px_state_close(d->state);

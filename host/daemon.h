@@ -30,6 +30,8 @@ struct px_daemon {
     px_spool *spool;            /* owned */
     px_state *state;            /* owned */
     px_dispatch *dispatch;      /* owned */
+    struct px_http_server *http;   /* owned: plugin routes; NULL without host.http.listen */
+    struct px_http_client *client; /* owned: plugins' outgoing requests */
     px_instance **instances;    /* owned */
     size_t ninstances;
     px_host_api api;            /* the table handed to plugins */

@@ -170,7 +170,7 @@ static void test_defaults(void)
     PX_ASSERT_INT_EQ(cfg->drain_timeout_ms, 10000);
     PX_ASSERT_STR_EQ(cfg->log_level, "info");
     PX_ASSERT_STR_EQ(cfg->log_format, "auto");
-    PX_ASSERT_STR_EQ(cfg->http_listen, "127.0.0.1:8080");
+    PX_ASSERT(cfg->http_listen == NULL);
     PX_ASSERT_INT_EQ(cfg->http_max_body, 1024 * 1024);
     PX_ASSERT_INT_EQ(cfg->http_max_conns, 1024);
     PX_ASSERT_STR_EQ(cfg->admin_listen, "127.0.0.1:8081");
