@@ -109,7 +109,15 @@ static void api_drained(px_plugin_ctx *ctx)
     px_gen_check_drained(ctx);
 }
 
-/* HTTP services are wired in by the network layer; until then they refuse. */
+static int api_dead_letter(px_plugin_ctx *ctx, const char *raw, size_t len, const json_t *meta,
+                           const char *reason, px_persisted_cb cb, void *arg)
+{
+    if (!ctx || !px_the_daemon) {
+        return PX_EINVAL;
+    }
+    return px_ingest_dead_letter(px_the_daemon, ctx, raw, len, meta, reason, cb, arg);
+}
+
 static int api_http_route(px_plugin_ctx *ctx, const char *method, const char *path,
                           uint32_t flags, px_http_handler cb, void *arg)
 {
@@ -159,4 +167,5 @@ void px_api_init(px_host_api *api)
     api->counter_add = api_counter_add;
     api->gauge_set = api_gauge_set;
     api->drained = api_drained;
+    api->dead_letter = api_dead_letter;
 }

@@ -183,6 +183,8 @@ int px_daemon_create(uv_loop_t *loop, px_config *cfg, px_daemon **out, char *err
                      herr);
             goto fail;
         }
+        PX_LOG_INFO("host", "http listening address=%s port=%d", cfg->http_listen,
+                    px_http_server_port(d->http));
     }
     d->copy_dir = px_xasprintf("%s/plugins", cfg->data_dir);
     mkdir(d->copy_dir, 0700);

@@ -150,3 +150,58 @@ int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_
     gen->pending_emits++;
     return 0;
 }
+
+typedef struct pending_dead {
+    px_plugin_ctx *gen;
+    px_persisted_cb cb;
+    void *arg;
+} pending_dead;
+
+static void on_dead_stored(int status, void *arg)
+{
+    pending_dead *pd = arg;
+    if (pd->cb) {
+        pd->cb(status < 0 ? PX_EBUSY : PX_OK, pd->arg);
+    }
+    if (pd->gen->pending_emits > 0) {
+        pd->gen->pending_emits--;
+    }
+    px_gen_check_drained(pd->gen);
+    free(pd);
+}
+
+int px_ingest_dead_letter(px_daemon *d, px_plugin_ctx *gen, const char *raw, size_t len,
+                          const json_t *meta, const char *reason, px_persisted_cb cb, void *arg)
+{
+    if (!gen || gen->state_code == PX_GEN_DESTROYED || d->stopping > 1) {
+        return PX_ESTATE;
+    }
+    if (!raw && len) {
+        return PX_EINVAL;
+    }
+    /* The id and time of a poison message are the host's: it never became an event. */
+    px_event *ev = px_event_create(gen->inst->name, "poison", json_null());
+    char *meta_text = json_is_object(meta) ? json_dumps(meta, JSON_COMPACT) : NULL;
+    char *type = px_xasprintf("%s.poison", gen->inst->plugin);
+    px_spool_event sev = {
+        .id = ev->id, .type = type, .source = gen->inst->name, .time_ms = ev->time_ms,
+        .payload = raw ? raw : "", .payload_len = len, .meta = meta_text,
+    };
+    pending_dead *pd = px_xcalloc(1, sizeof(*pd));
+    pd->gen = gen;
+    pd->cb = cb;
+    pd->arg = arg;
+    int rc = px_spool_dead_raw(d->spool, &sev, NULL, NULL, reason ? reason : "poison message",
+                               on_dead_stored, pd);
+    free(meta_text);
+    free(type);
+    px_event_unref(ev);
+    if (rc < 0) {
+        free(pd);
+        return rc;
+    }
+    gen->pending_emits++;
+    PX_LOG_WARN(gen->inst->name, "poison message dead-lettered bytes=%zu reason=%s", len,
+                reason ? reason : "");
+    return 0;
+}

@@ -14,4 +14,9 @@ typedef struct px_daemon px_daemon;
  * (PX_ESTATE: the generation is gone; PX_EBUSY: the spool cannot take it now), cb not run. */
 int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_cb cb, void *arg);
 
+/* SDK dead_letter(): a source's poison message straight to the dead letters. Same contract as
+ * px_ingest_emit for cb. */
+int px_ingest_dead_letter(px_daemon *d, px_plugin_ctx *gen, const char *raw, size_t len,
+                          const json_t *meta, const char *reason, px_persisted_cb cb, void *arg);
+
 #endif

@@ -99,6 +99,19 @@ class Host:
                 raise AssertionError(f"host exited with {self.proc.returncode}:\n{self.log()}")
         return self
 
+    def http_port(self):
+        """The port of host.http.listen (useful with port 0), from the start-up log."""
+        import re
+        m = re.search(r"http listening address=\S+ port=(\d+)", self.log())
+        assert m, "no http listener in the log"
+        return int(m.group(1))
+
+    def admin_port(self):
+        import re
+        m = re.search(r"admin listening address=\S+ port=(\d+)", self.log())
+        assert m, "no admin listener in the log"
+        return int(m.group(1))
+
     def log(self):
         with open(self.log_path, errors="replace") as f:
             return f.read()

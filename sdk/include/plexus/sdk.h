@@ -226,6 +226,15 @@ typedef struct px_host_api {
     /* A plugin whose descriptor has drain() calls this once its in-flight work is finished. */
     void (*drained)(px_plugin_ctx *ctx);
 
+    /* --- Poison input (sources) --------------------------------------------------------- */
+    /* Stores an upstream message the source cannot turn into an event (not JSON, no type...)
+     * in the dead letters: raw (borrowed, len bytes, kept byte for byte), reason (borrowed),
+     * meta (borrowed, an object of strings such as upstream ids and attributes; may be NULL).
+     * cb as for emit: once it runs with PX_OK the message is safe, so acknowledge it upstream
+     * (e.g. delete it from the queue) and it no longer blocks anything. */
+    int (*dead_letter)(px_plugin_ctx *ctx, const char *raw, size_t len, const json_t *meta,
+                       const char *reason, px_persisted_cb cb, void *arg);
+
     /* ABI 1.1+: append below this line only */
 } px_host_api;
 
