@@ -21,7 +21,8 @@ typedef struct fixture {
     void (*fn)(void *arg);
     void *fn_arg;
     int port;
-    int closed; /* close callback ran */
+    int running; /* the loop thread runs */
+    int closed;  /* close callback ran */
 } fixture;
 
 static fixture fx;
@@ -103,6 +104,21 @@ static void h_hold(px_http_request *req, void *arg)
     }
 }
 
+/* Answers with the status in the query: /status?204 */
+static void h_status(px_http_request *req, void *arg)
+{
+    px_http_respond(req, atoi(px_http_req_query(req)), NULL, "{}", 2);
+}
+
+#define BIG_LEN (8u << 20)
+static char *big_body;
+
+/* A body far larger than the socket buffers: the write completes later. */
+static void h_big(px_http_request *req, void *arg)
+{
+    px_http_respond(req, 200, "application/octet-stream", big_body, BIG_LEN);
+}
+
 static void on_async(uv_async_t *a)
 {
     fx.fn(fx.fn_arg);
@@ -133,10 +149,18 @@ static px_http_server_options test_options(void)
     };
 }
 
+static int fx_stop(void);
+static void cli_close_all(void);
+
 static int fx_start(const px_http_server_options *opt)
 {
     char err[256];
     signal(SIGPIPE, SIG_IGN);
+    px_log_set_level(PX_LOG_WARN);
+    cli_close_all(); /* after a failed case */
+    if (fx.running) {
+        fx_stop();
+    }
     memset(&fx, 0, sizeof fx);
     async_started = async_done = 0;
     nheld = 0;
@@ -158,9 +182,12 @@ static int fx_start(const px_http_server_options *opt)
     px_http_server_route(s, "GET", "/owned", 0, h_text, "a", &owner_a);
     px_http_server_route(s, "GET", "/only-a", 0, h_text, "only a", &owner_a);
     px_http_server_route(s, NULL, "/hold", 0, h_hold, NULL, &owner_hold);
+    px_http_server_route(s, "GET", "/status", 0, h_status, NULL, &owner_host);
+    px_http_server_route(s, "GET", "/big", 0, h_big, NULL, &owner_host);
     uv_async_init(&fx.loop, &fx.async, on_async);
     uv_sem_init(&fx.done, 0);
     uv_thread_create(&fx.thread, loop_thread, NULL);
+    fx.running = 1;
     return 0;
 }
 
@@ -178,6 +205,7 @@ static int fx_stop(void)
     on_loop(stop_on_loop, NULL);
     uv_thread_join(&fx.thread);
     uv_sem_destroy(&fx.done);
+    fx.running = 0;
     if (!fx.closed) {
         return -1;
     }
@@ -230,7 +258,7 @@ static int cli_open(client *c) { return cli_open_family(c, AF_INET, fx.port); }
 
 static void cli_close(client *c)
 {
-    if (c->fd >= 0) {
+    if (c->fd > 0) { /* 0: never opened (static storage) */
         close(c->fd);
         c->fd = -1;
     }
@@ -356,6 +384,13 @@ static int fetch(const char *request, resp *r)
 static resp R, R2; /* big: kept off the stack */
 static client C, C2, C3;
 
+static void cli_close_all(void)
+{
+    cli_close(&C);
+    cli_close(&C2);
+    cli_close(&C3);
+}
+
 #define GET_HELLO "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
 
 /* The server still answers a normal client. */
@@ -393,7 +428,10 @@ static void test_get_200(void)
     PX_ASSERT_STR_EQ(resp_header(&R, "Content-Length"), "5");
     PX_ASSERT_STR_EQ(resp_header(&R, "Content-Type"), "text/plain");
     PX_ASSERT_STR_EQ(resp_header(&R, "X-Test"), "yes");
-    PX_ASSERT(resp_header(&R, "Date") != NULL);
+    const char *date = resp_header(&R, "Date"); /* e.g. "Sun, 06 Nov 1994 08:49:37 GMT" */
+    PX_ASSERT(date != NULL);
+    PX_ASSERT_INT_EQ(strlen(date), 29);
+    PX_ASSERT_STR_EQ(date + 25, " GMT");
     PX_ASSERT(resp_header(&R, "Connection") == NULL);
     PX_ASSERT_INT_EQ(fx_stop(), 0);
 }
@@ -490,7 +528,7 @@ static void test_pipelined(void)
     /* more pipelined input than the connection buffers while the first request waits */
     static char big[64 * 1024];
     size_t n = (size_t)snprintf(big, sizeof big, "GET /async/2 HTTP/1.1\r\n\r\n");
-    for (int i = 0; i < 400; i++) {
+    for (int i = 0; i < 800; i++) {
         n += (size_t)snprintf(big + n, sizeof big - n,
                               "POST /echo HTTP/1.1\r\nContent-Length: 8\r\n\r\nreq-%04d", i);
     }
@@ -498,7 +536,7 @@ static void test_pipelined(void)
     PX_ASSERT_INT_EQ(cli_send_n(&C, big, n), 0);
     PX_ASSERT_INT_EQ(cli_read(&C, &R), 0);
     PX_ASSERT_STR_EQ(R.body, "async /async/2");
-    for (int i = 0; i < 400; i++) {
+    for (int i = 0; i < 800; i++) {
         char want[16];
         snprintf(want, sizeof want, "req-%04d", i);
         PX_ASSERT_INT_EQ(cli_read(&C, &R), 0);
@@ -611,7 +649,7 @@ static void test_malformed(void)
 {
     static const char *bad[] = {
         "BLAH / HTTP/1.1\r\n\r\n",
-        "GET /hello HTTX/1.1\r\n\r\n",
+        "GET /hello XTTP/1.1\r\n\r\n",
         "GET /hello HTTP/1.1\r\nBad Header\r\n\r\n",
         "POST /echo HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
         "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
@@ -736,6 +774,11 @@ static void test_max_connections(void)
     PX_ASSERT_INT_EQ(fx_stop(), 0);
 }
 
+static void route_put_echo(void *arg)
+{
+    px_http_server_route(fx.srv, "PUT", "/echo", 0, h_echo, NULL, &owner_host);
+}
+
 static void test_404_405(void)
 {
     px_http_server_options o = test_options();
@@ -751,6 +794,10 @@ static void test_404_405(void)
     PX_ASSERT_INT_EQ(fetch("GET /echo HTTP/1.1\r\n\r\n", &R), 0);
     PX_ASSERT_INT_EQ(R.status, 405);
     PX_ASSERT_STR_EQ(resp_header(&R, "Allow"), "POST");
+    on_loop(route_put_echo, NULL);
+    PX_ASSERT_INT_EQ(fetch("GET /echo HTTP/1.1\r\n\r\n", &R), 0);
+    PX_ASSERT_INT_EQ(R.status, 405);
+    PX_ASSERT_STR_EQ(resp_header(&R, "Allow"), "POST, PUT");
     /* prefix boundaries */
     PX_ASSERT_INT_EQ(fetch("GET /filesx HTTP/1.1\r\n\r\n", &R), 0);
     PX_ASSERT_INT_EQ(R.status, 404);
@@ -912,13 +959,19 @@ static void test_route_replace(void)
     PX_ASSERT_INT_EQ(fx_stop(), 0);
 }
 
-static void test_bad_routes(void)
+static void test_defaults_and_bad_routes(void)
 {
     uv_loop_t loop;
     uv_loop_init(&loop);
     px_http_server *srv;
-    px_http_server_options o2 = test_options();
+    px_http_server_options o2 = {.listen = "127.0.0.1:0"};
     PX_ASSERT_INT_EQ(px_http_server_create(&loop, &o2, &srv, NULL, 0), 0);
+    PX_ASSERT_INT_EQ(srv->opt.max_header_bytes, 16 * 1024);
+    PX_ASSERT_INT_EQ(srv->opt.max_body_bytes, 1024 * 1024);
+    PX_ASSERT_INT_EQ(srv->opt.header_timeout_ms, 10000);
+    PX_ASSERT_INT_EQ(srv->opt.idle_timeout_ms, 60000);
+    PX_ASSERT_INT_EQ(srv->opt.max_connections, 1024);
+    PX_ASSERT_INT_EQ(px_http_server_connections(srv), 0);
     PX_ASSERT_INT_EQ(px_http_server_route(srv, "GET", "nope", 0, h_hello, NULL, NULL), PX_EINVAL);
     PX_ASSERT_INT_EQ(px_http_server_route(srv, "G T", "/x", 0, h_hello, NULL, NULL), PX_EINVAL);
     PX_ASSERT_INT_EQ(px_http_server_route(srv, "GET", "/x", 0x80, h_hello, NULL, NULL), PX_EINVAL);
@@ -1051,6 +1104,96 @@ static void test_close_with_pending(void)
     cli_close(&C2);
 }
 
+static void test_statuses(void)
+{
+    px_http_server_options o = test_options();
+    PX_ASSERT_INT_EQ(fx_start(&o), 0);
+    PX_ASSERT_INT_EQ(cli_open(&C), 0);
+    /* 204: no body, no Content-Length; the connection goes on */
+    PX_ASSERT_INT_EQ(cli_send(&C, "GET /status?204 HTTP/1.1\r\n\r\n"), 0);
+    PX_ASSERT_INT_EQ(cli_read(&C, &R), 0);
+    PX_ASSERT_INT_EQ(R.status, 204);
+    PX_ASSERT(resp_header(&R, "Content-Length") == NULL);
+    /* nonsense status -> 500 */
+    PX_ASSERT_INT_EQ(cli_send(&C, "GET /status?42 HTTP/1.1\r\n\r\n"), 0);
+    PX_ASSERT_INT_EQ(cli_read(&C, &R), 0);
+    PX_ASSERT_INT_EQ(R.status, 500);
+    PX_ASSERT_INT_EQ(cli_send(&C, "GET /status?599 HTTP/1.1\r\n\r\n"), 0);
+    PX_ASSERT_INT_EQ(cli_read(&C, &R), 0);
+    PX_ASSERT_INT_EQ(R.status, 599);
+    PX_ASSERT_STR_EQ(R.body, "{}");
+    cli_close(&C);
+    PX_ASSERT_INT_EQ(fx_stop(), 0);
+}
+
+static void test_large_response(void)
+{
+    static char chunk[1 << 16];
+    big_body = px_xmalloc(BIG_LEN);
+    for (size_t i = 0; i < BIG_LEN; i++) {
+        big_body[i] = (char)('a' + i % 26);
+    }
+    px_http_server_options o = test_options();
+    PX_ASSERT_INT_EQ(fx_start(&o), 0);
+    PX_ASSERT_INT_EQ(cli_open(&C), 0);
+    PX_ASSERT_INT_EQ(cli_send(&C, "GET /big HTTP/1.1\r\n\r\n" GET_HELLO), 0);
+    /* the head, then the body read in pieces and compared */
+    char *end;
+    while (!(end = memmem(C.buf, C.len, "\r\n\r\n", 4))) {
+        PX_ASSERT_INT_EQ(cli_fill(&C), 0);
+    }
+    PX_ASSERT(strncmp(C.buf, "HTTP/1.1 200 OK\r\n", 17) == 0);
+    PX_ASSERT(memmem(C.buf, (size_t)(end - C.buf) + 2, "Content-Length: 8388608\r\n", 25));
+    size_t have = C.len - (size_t)(end + 4 - C.buf), got = 0;
+    memmove(C.buf, end + 4, have);
+    C.len = have;
+    int same = 1;
+    while (got < BIG_LEN) {
+        if (C.len == 0) {
+            ssize_t n = recv(C.fd, chunk, sizeof chunk, 0);
+            PX_ASSERT(n > 0);
+            memcpy(C.buf, chunk, (size_t)n);
+            C.len = (size_t)n;
+        }
+        size_t take = C.len < BIG_LEN - got ? C.len : BIG_LEN - got;
+        same &= memcmp(C.buf, big_body + got, take) == 0;
+        got += take;
+        memmove(C.buf, C.buf + take, C.len - take);
+        C.len -= take;
+    }
+    PX_ASSERT(same);
+    /* the pipelined request behind it is answered after the long write */
+    PX_ASSERT_INT_EQ(cli_read(&C, &R), 0);
+    PX_ASSERT_STR_EQ(R.body, "hello");
+    cli_close(&C);
+    PX_ASSERT_INT_EQ(fx_stop(), 0);
+    free(big_body);
+    big_body = NULL;
+}
+
+/* A handler that never answers: close gives up after shutdown_timeout_ms, the client sees the
+ * connection end, and the late answer (after the server is gone) only frees the request. */
+static void test_close_timeout(void)
+{
+    px_http_server_options o = test_options();
+    o.shutdown_timeout_ms = 200;
+    PX_ASSERT_INT_EQ(fx_start(&o), 0);
+    PX_ASSERT_INT_EQ(cli_open(&C), 0);
+    PX_ASSERT_INT_EQ(cli_send(&C, "GET /hold HTTP/1.1\r\n\r\n"), 0);
+    int ok = 0;
+    for (int i = 0; i < 500 && !ok; i++) {
+        on_loop(read_nheld, NULL);
+        ok = nheld_seen == 1;
+        usleep(ok ? 0 : 10000);
+    }
+    PX_ASSERT(ok);
+    PX_ASSERT_INT_EQ(fx_stop(), 0);
+    PX_ASSERT(cli_eof(&C));
+    cli_close(&C);
+    PX_ASSERT_STR_EQ(px_http_req_path(held[0]), "/hold");
+    px_http_respond(held[0], 200, NULL, "late", 4);
+}
+
 PX_TEST_MAIN(PX_TEST(test_get_200), PX_TEST(test_bad_options), PX_TEST(test_post_echo),
              PX_TEST(test_keep_alive), PX_TEST(test_pipelined), PX_TEST(test_chunked_body),
              PX_TEST(test_body_too_large), PX_TEST(test_header_too_large),
@@ -1058,6 +1201,7 @@ PX_TEST_MAIN(PX_TEST(test_get_200), PX_TEST(test_bad_options), PX_TEST(test_post
              PX_TEST(test_404_405), PX_TEST(test_prefix_and_head),
              PX_TEST(test_connection_close), PX_TEST(test_http10),
              PX_TEST(test_disconnect_while_pending), PX_TEST(test_ipv6),
-             PX_TEST(test_route_replace), PX_TEST(test_bad_routes),
+             PX_TEST(test_route_replace), PX_TEST(test_defaults_and_bad_routes),
              PX_TEST(test_expect_continue), PX_TEST(test_fail_owner), PX_TEST(test_metrics),
-             PX_TEST(test_close_with_pending))
+             PX_TEST(test_close_with_pending),
+             PX_TEST(test_statuses), PX_TEST(test_large_response), PX_TEST(test_close_timeout))
