@@ -1403,13 +1403,14 @@ static int parse_host(cctx *c, px_config *cfg, const px_ynode *h)
 {
     static const char *const keys[] = {"data_dir",      "durability", "dedupe_window",
                                        "drain_timeout", "log",        "http",
-                                       "admin",         "plugin_path"};
+                                       "admin",         "plugin_path", "watch_plugins"};
     static const char *const log_keys[] = {"level", "format"};
     static const char *const http_keys[] = {"listen", "max_body", "max_connections"};
     static const char *const admin_keys[] = {"listen", "token"};
     static const char *const durabilities[] = {"normal", "fsync", NULL};
     static const char *const levels[] = {"error", "warn", "info", "debug", NULL};
     static const char *const formats[] = {"auto", "json", "text", NULL};
+    static const char *const bools[] = {"false", "true", NULL};
     int rc, idx;
     uint64_t v;
 
@@ -1434,7 +1435,9 @@ static int parse_host(cctx *c, px_config *cfg, const px_ynode *h)
         (rc = get_duration(c, map_get(h, "drain_timeout"), "host.drain_timeout",
                            &cfg->drain_timeout_ms)) < 0 ||
         (rc = get_strlist(c, map_get(h, "plugin_path"), "host.plugin_path", &cfg->plugin_path,
-                          &cfg->nplugin_path)) < 0) {
+                          &cfg->nplugin_path)) < 0 ||
+        (rc = get_enum(c, map_get(h, "watch_plugins"), "host.watch_plugins", bools,
+                       &cfg->watch_plugins)) < 0) {
         return rc;
     }
 

@@ -74,6 +74,7 @@ typedef struct px_config {
     char *admin_token;       /* NULL = no token (secret) */
     char **plugin_path;      /* `plugin_path:` (a string or a list); absent => NULL, 0 */
     size_t nplugin_path;
+    int watch_plugins;       /* `watch_plugins: true`: reload an instance when its .so changes */
     char *log_level;         /* default "info" */
     char *log_format;        /* "auto" (default), "json", "text" */
     int durability;          /* enum px_durability; `durability: normal|fsync` */

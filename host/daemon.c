@@ -8,11 +8,26 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "err.h"
 #include "http_client.h"
 #include "http_server.h"
 #include "log.h"
 #include "mem.h"
+
+px_router_box *px_router_box_ref(px_router_box *b)
+{
+    b->refs++;
+    return b;
+}
+
+void px_router_box_unref(px_router_box *b)
+{
+    if (b && --b->refs == 0) {
+        px_router_destroy(b->router);
+        free(b);
+    }
+}
 
 static const px_retry_policy default_policy = {
     .attempts = 10, .backoff_ms = 1000, .max_backoff_ms = 600000, .jitter = 0.2,
@@ -130,6 +145,8 @@ static void on_async_closed(uv_handle_t *h)
 
 static void close_network(px_daemon *d)
 {
+    px_admin_close(d->admin);
+    d->admin = NULL;
     if (d->http) {
         px_http_server_close(d->http, NULL, NULL);
         d->http = NULL;
@@ -151,10 +168,14 @@ int px_daemon_create(uv_loop_t *loop, px_config *cfg, px_daemon **out, char *err
     d->defer_async.data = d;
     uv_unref((uv_handle_t *)&d->defer_async);
 
-    int rc = px_router_create(cfg, &d->router, err, errlen);
+    px_router *router = NULL;
+    int rc = px_router_create(cfg, &router, err, errlen);
     if (rc < 0) {
         goto fail;
     }
+    d->router = px_xcalloc(1, sizeof(*d->router));
+    d->router->router = router;
+    d->router->refs = 1;
     px_spool_options so = {.durability = cfg->durability,
                            .dedupe_window_ms = cfg->dedupe_window_ms};
     rc = px_spool_open(loop, cfg->data_dir, &so, &d->spool, err, errlen);
@@ -186,6 +207,7 @@ int px_daemon_create(uv_loop_t *loop, px_config *cfg, px_daemon **out, char *err
         PX_LOG_INFO("host", "http listening address=%s port=%d", cfg->http_listen,
                     px_http_server_port(d->http));
     }
+    px_admin_create(d, &d->admin); /* a failure is logged; the host runs without it */
     d->copy_dir = px_xasprintf("%s/plugins", cfg->data_dir);
     mkdir(d->copy_dir, 0700);
     clean_copies(d->copy_dir);
@@ -208,6 +230,8 @@ int px_daemon_create(uv_loop_t *loop, px_config *cfg, px_daemon **out, char *err
         if (rc < 0) {
             goto fail;
         }
+        px_daemon_apply_routes(d, inst->gen);
+        px_instance_note_file(inst);
         PX_LOG_INFO("host", "loaded instance=%s plugin=%s version=%s generation=%u",
                     inst->name, inst->plugin, inst->gen->lib->desc->version,
                     inst->gen->generation);
@@ -236,7 +260,7 @@ fail:
         px_instance_destroy(d->instances[i]);
     }
     free(d->instances);
-    px_router_destroy(d->router);
+    px_router_box_unref(d->router);
     free(d->copy_dir);
     free(d);
     px_the_daemon = NULL;
@@ -247,7 +271,9 @@ static void on_signal(uv_signal_t *s, int signum)
 {
     px_daemon *d = s->data;
     if (signum == SIGHUP) {
-        PX_LOG_INFO("host", "SIGHUP received; reload is not available in this build");
+        char err[1024];
+        PX_LOG_INFO("host", "SIGHUP: reloading configuration %s", d->cfg->path);
+        px_daemon_reload(d, NULL, err, sizeof(err));
         return;
     }
     if (d->stopping) {
@@ -295,6 +321,7 @@ int px_daemon_start(px_daemon *d, char *err, size_t errlen)
     uv_signal_start(&d->sigint, on_signal, SIGINT);
     uv_signal_start(&d->sigterm, on_signal, SIGTERM);
     uv_signal_start(&d->sighup, on_signal, SIGHUP);
+    px_daemon_watch_start(d);
     PX_LOG_INFO("host", "started instances=%zu pipelines=%zu data_dir=%s", d->ninstances,
                 d->cfg->npipelines, d->cfg->data_dir);
     return 0;
@@ -318,6 +345,8 @@ static void on_handle_closed(uv_handle_t *h)
 
 static void close_everything(px_daemon *d)
 {
+    px_daemon_watch_stop(d);
+    px_daemon_close_retiring(d);
     for (size_t i = 0; i < d->ninstances; i++) {
         px_instance *inst = d->instances[i];
         if (inst->gen) {
@@ -390,11 +419,16 @@ void px_daemon_destroy(px_daemon *d)
     if (!d) {
         return;
     }
+    for (size_t i = 0; i < d->nretired; i++) {
+        px_instance_destroy(d->retired[i]);
+    }
+    free(d->retired);
+    free(d->last_reload_error);
     for (size_t i = 0; i < d->ninstances; i++) {
         px_instance_destroy(d->instances[i]);
     }
     free(d->instances);
-    px_router_destroy(d->router);
+    px_router_box_unref(d->router);
     px_config_destroy(d->cfg);
     free(d->copy_dir);
     free(d);

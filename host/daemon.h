@@ -17,6 +17,16 @@
 #include "spool.h"
 #include "state.h"
 
+/* A router shared by the daemon (while current) and the emits routed with it (until their
+ * commit): a reload swaps in a new one while older emits still use the old one's strings. */
+typedef struct px_router_box {
+    px_router *router; /* owned */
+    size_t refs;
+} px_router_box;
+
+px_router_box *px_router_box_ref(px_router_box *b);
+void px_router_box_unref(px_router_box *b); /* NULL is a no-op */
+
 typedef struct px_deferred {
     void (*cb)(void *arg);
     void *arg;
@@ -26,12 +36,13 @@ typedef struct px_deferred {
 struct px_daemon {
     uv_loop_t *loop;
     px_config *cfg;             /* owned: the config in force */
-    px_router *router;          /* owned */
+    px_router_box *router;      /* one reference owned */
     px_spool *spool;            /* owned */
     px_state *state;            /* owned */
     px_dispatch *dispatch;      /* owned */
     struct px_http_server *http;   /* owned: plugin routes; NULL without host.http.listen */
     struct px_http_client *client; /* owned: plugins' outgoing requests */
+    struct px_admin *admin;        /* owned: admin API; NULL without host.admin.listen */
     px_instance **instances;    /* owned */
     size_t ninstances;
     px_host_api api;            /* the table handed to plugins */
@@ -43,7 +54,30 @@ struct px_daemon {
     int exit_code;
     size_t gens_open;           /* generations not yet closed (shutdown waits for 0) */
     uint64_t events_in, events_unrouted, events_duplicate, events_refused, mapping_errors;
+    px_plugin_ctx **retiring;   /* old generations draining after a reload */
+    size_t nretiring;
+    px_instance **retired;      /* removed by a reload, freed once their generation closed */
+    size_t nretired;
+    uv_fs_event_t *watchers;    /* host.watch_plugins: one per plugin_path directory */
+    size_t nwatchers;
+    uv_timer_t watch_timer;     /* debounces file events */
+    int watch_timer_open;
+    uint64_t reloads_ok, reloads_failed;
+    int64_t last_reload_ms;
+    char *last_reload_error;    /* owned; NULL after a successful reload */
 };
+
+/* Reloads instance `instance` (borrowed) with a new generation of its plugin file, or, with
+ * instance NULL, the whole configuration file: parse and validate all of it, then apply only the
+ * difference (changed instances get a new generation, removed ones stop and drain, added ones
+ * start, pipelines swap). A failure changes nothing and is reported in err. Returns 0 or < 0.
+ * The old generations drain in the background after this returns. */
+int px_daemon_reload(px_daemon *d, const char *instance, char *err, size_t errlen);
+/* Closes old generations still draining (shutdown). */
+void px_daemon_close_retiring(px_daemon *d);
+/* Starts watching the plugin path when host.watch_plugins is set (reload.c). */
+void px_daemon_watch_start(px_daemon *d);
+void px_daemon_watch_stop(px_daemon *d);
 
 /* Builds the host from cfg (stolen): opens the spool and state in data_dir, loads every instance
  * (options validated) and compiles the pipelines. Nothing is started. Returns 0 or < 0 with one
@@ -78,6 +112,8 @@ int px_daemon_http_route(px_daemon *d, px_plugin_ctx *gen, const char *method, c
 int px_daemon_http_request(px_daemon *d, px_plugin_ctx *gen, const px_http_options *opt,
                            px_http_response_cb cb, void *arg, px_http_call **out);
 void px_daemon_http_fill(px_host_api *api);
+/* Points every route gen recorded at gen (it became, or became again, the current one). */
+void px_daemon_apply_routes(px_daemon *d, px_plugin_ctx *gen);
 void px_daemon_release_gen(px_daemon *d, px_plugin_ctx *gen);
 
 /* Fills the SDK table (api.c). */

@@ -9,6 +9,7 @@
 #include "event.h"
 #include "log.h"
 #include "mem.h"
+#include "metrics.h"
 
 typedef struct pending_emit {
     px_daemon *d;
@@ -16,6 +17,7 @@ typedef struct pending_emit {
     px_event *ev;
     px_persisted_cb cb;
     void *arg;
+    px_router_box *router; /* keeps the routes' strings alive */
     px_route *routes;
     size_t nroutes;
     px_spool_row *rows;
@@ -25,6 +27,7 @@ typedef struct pending_emit {
 static void pending_free(pending_emit *pe)
 {
     px_routes_free(pe->routes, pe->nroutes);
+    px_router_box_unref(pe->router);
     free(pe->rows);
     px_event_unref(pe->ev);
     free(pe);
@@ -88,6 +91,7 @@ int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_
     ev->source = px_xstrdup(gen->inst->name);
     ev->emitted = 1;
     d->events_in++;
+    px_metrics_event_received(ev->source);
 
     pending_emit *pe = px_xcalloc(1, sizeof(*pe));
     pe->d = d;
@@ -96,7 +100,8 @@ int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_
     pe->cb = cb;
     pe->arg = arg;
     px_mapping_env env = {ev->payload, ev->type, ev->id, ev->source, (long long)ev->time_ms};
-    pe->nroutes = px_router_route(d->router, ev->source, &env, &pe->routes);
+    pe->router = px_router_box_ref(d->router);
+    pe->nroutes = px_router_route(pe->router->router, ev->source, &env, &pe->routes);
 
     if (pe->nroutes == 0 && !ev->dedupe_key) {
         d->events_unrouted++;

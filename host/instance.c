@@ -37,6 +37,28 @@ px_instance *px_instance_create(px_daemon *d, const char *name, const char *plug
     return inst;
 }
 
+void px_instance_note_file(px_instance *inst)
+{
+    struct stat st;
+    if (stat(inst->file, &st) == 0) {
+        inst->file_dev = st.st_dev;
+        inst->file_ino = st.st_ino;
+        inst->file_size = (uint64_t)st.st_size;
+        inst->file_mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    }
+}
+
+int px_instance_file_changed(const px_instance *inst)
+{
+    struct stat st;
+    if (stat(inst->file, &st) != 0) {
+        return 0; /* gone: nothing new to load */
+    }
+    return inst->file_dev != st.st_dev || inst->file_ino != st.st_ino ||
+           inst->file_size != (uint64_t)st.st_size ||
+           inst->file_mtime_ns != (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+}
+
 void px_instance_destroy(px_instance *inst)
 {
     if (!inst) {
@@ -158,7 +180,8 @@ int px_gen_load(px_instance *inst, const char *file, const char *copy_dir, px_pl
     d->gens_open++;
 
     void *state = NULL;
-    rc = lib->desc->init(gen, inst->config, &state);
+    gen->config = json_incref(inst->config);
+    rc = lib->desc->init(gen, gen->config, &state);
     if (rc < 0) {
         snprintf(err, errlen, "plugin %s (instance %s): init failed: %s", file, inst->name,
                  px_strerror(rc));
@@ -268,6 +291,7 @@ static void on_gen_handle_closed(uv_handle_t *h)
         it = next;
     }
     pthread_mutex_destroy(&gen->post_lock);
+    json_decref(gen->config);
     if (cb) {
         cb(gen);
     }

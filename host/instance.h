@@ -46,6 +46,7 @@ struct px_plugin_ctx {
     px_plugin_lib *lib;     /* owned */
     char *copy_path;        /* private copy of the .so (owned; unlinked at close), or NULL */
     void *state;            /* the plugin's */
+    json_t *config;         /* the options init got (a reference): valid until destroy */
     uint32_t generation;
     int state_code;         /* enum px_gen_state */
     int64_t loaded_at_ms;
@@ -63,6 +64,7 @@ struct px_plugin_ctx {
     void (*on_drained)(px_plugin_ctx *gen, void *arg);
     void *on_drained_arg;
     int handles_open;       /* uv handles not yet closed (post_async, drain_timer) */
+    struct px_route_rec *routes; /* HTTP routes this generation registered (net.c) */
     void (*on_closed)(px_plugin_ctx *gen);
 };
 
@@ -78,7 +80,14 @@ struct px_instance {
     px_plugin_ctx *gen;     /* current generation, or NULL */
     uint32_t next_generation;
     char *last_error;       /* last load/start failure (owned), or NULL */
+    uint64_t file_dev, file_ino, file_size; /* identity of `file` when last loaded, so a */
+    int64_t file_mtime_ns;                  /* reload knows whether the binary changed */
 };
+
+/* Records the identity of inst->file now (after a successful load). */
+void px_instance_note_file(px_instance *inst);
+/* 1 when inst->file is no longer the file last loaded (replaced, rewritten). */
+int px_instance_file_changed(const px_instance *inst);
 
 /* Creates an instance record (nothing loaded). Strings and config borrowed (copied/increfed). */
 px_instance *px_instance_create(px_daemon *d, const char *name, const char *plugin,

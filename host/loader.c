@@ -2,7 +2,11 @@
 #include "loader.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <dlfcn.h>
+#include <elf.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,12 +41,51 @@ static char *base_name_of(const char *file)
 
 typedef const px_plugin_desc *(*entry_fn)(const px_host_api *);
 
+/* A file still being written can be dlopen-able already (its loadable segments come first), so
+ * check that it holds everything its ELF header announces before loading it. */
+static int check_complete_elf(const char *file, char *err, size_t errlen)
+{
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "plugin %s: cannot open: %s", file, strerror(errno));
+        return PX_EPLUGIN;
+    }
+    struct stat st;
+    Elf64_Ehdr eh;
+    int ok = fstat(fd, &st) == 0 && read(fd, &eh, sizeof(eh)) == (ssize_t)sizeof(eh);
+    close(fd);
+    if (!ok || memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0) {
+        snprintf(err, errlen, "plugin %s: cannot load: not an ELF shared object", file);
+        return PX_EPLUGIN;
+    }
+    if (eh.e_ident[EI_CLASS] != ELFCLASS64) {
+        return 0; /* let dlopen judge other classes */
+    }
+    uint64_t need = eh.e_shoff + (uint64_t)eh.e_shentsize * eh.e_shnum;
+    uint64_t ph_end = eh.e_phoff + (uint64_t)eh.e_phentsize * eh.e_phnum;
+    if (ph_end > need) {
+        need = ph_end;
+    }
+    if ((uint64_t)st.st_size < need) {
+        snprintf(err, errlen, "plugin %s: cannot load: file is incomplete (%lld of %llu bytes; "
+                 "still being written?)", file, (long long)st.st_size, (unsigned long long)need);
+        return PX_EPLUGIN;
+    }
+    return 0;
+}
+
 int px_loader_open(const char *file, const char *expected_name, const px_host_api *api,
                    px_plugin_lib **out, char *err, size_t errlen)
 {
     int rc = PX_EABI;
     char *want = expected_name ? px_xstrdup(expected_name) : base_name_of(file);
-    void *dl = dlopen(file, RTLD_NOW | RTLD_LOCAL);
+    void *dl = NULL;
+    rc = check_complete_elf(file, err, errlen);
+    if (rc < 0) {
+        goto fail;
+    }
+    rc = PX_EABI;
+    dl = dlopen(file, RTLD_NOW | RTLD_LOCAL);
     if (!dl) {
         snprintf(err, errlen, "plugin %s: cannot load: %s", file, dlerror());
         rc = PX_EPLUGIN;

@@ -1,7 +1,12 @@
 /* Network glue between plugin generations and the host's HTTP server and client: routes and
  * calls are tagged with the generation that made them, so a generation that goes away takes
- * exactly its own with it. */
+ * exactly its own with it. A generation that is not yet its instance's current one (a reload in
+ * progress) records its routes without taking them over; px_daemon_apply_routes switches them
+ * in one step when the generation becomes current, and can switch an old one's back. */
+#include <stdlib.h>
 #include <string.h>
+
+#include "mem.h"
 
 #include "daemon.h"
 #include "err.h"
@@ -9,17 +14,49 @@
 #include "http_server.h"
 #include "log.h"
 
+struct px_route_rec {
+    char *method, *path;
+    uint32_t flags;
+    px_http_handler cb;
+    void *arg;
+    struct px_route_rec *next;
+};
+
 int px_daemon_http_route(px_daemon *d, px_plugin_ctx *gen, const char *method, const char *path,
                          uint32_t flags, px_http_handler cb, void *arg)
 {
-    if (!d || !gen || !path || !cb) {
+    if (!d || !gen || !path || !cb || path[0] != '/') {
         return PX_EINVAL;
     }
     if (!d->http) {
         PX_LOG_WARN(gen->inst->name, "route %s needs host.http.listen, which is not set", path);
         return PX_ESTATE;
     }
-    return px_http_server_route(d->http, method, path, flags, cb, arg, gen);
+    if (gen == gen->inst->gen) {
+        int rc = px_http_server_route(d->http, method, path, flags, cb, arg, gen);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    struct px_route_rec *r = px_xcalloc(1, sizeof(*r));
+    r->method = px_xstrdup(method);
+    r->path = px_xstrdup(path);
+    r->flags = flags;
+    r->cb = cb;
+    r->arg = arg;
+    r->next = gen->routes;
+    gen->routes = r;
+    return 0;
+}
+
+void px_daemon_apply_routes(px_daemon *d, px_plugin_ctx *gen)
+{
+    if (!d->http) {
+        return;
+    }
+    for (struct px_route_rec *r = gen->routes; r; r = r->next) {
+        px_http_server_route(d->http, r->method, r->path, r->flags, r->cb, r->arg, gen);
+    }
 }
 
 int px_daemon_http_request(px_daemon *d, px_plugin_ctx *gen, const px_http_options *opt,
@@ -50,6 +87,13 @@ void px_daemon_http_fill(px_host_api *api)
 
 void px_daemon_release_gen(px_daemon *d, px_plugin_ctx *gen)
 {
+    while (gen->routes) {
+        struct px_route_rec *r = gen->routes;
+        gen->routes = r->next;
+        free(r->method);
+        free(r->path);
+        free(r);
+    }
     if (d->http) {
         px_http_server_unroute_owner(d->http, gen);
         size_t n = px_http_server_fail_owner(d->http, gen, 503);

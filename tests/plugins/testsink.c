@@ -10,6 +10,10 @@
 
 #include <plexus/sdk.h>
 
+#ifndef PX_BUILD_TAG
+#define PX_BUILD_TAG "a" /* which build of this plugin answered: reload tests build two */
+#endif
+
 static const px_host_api *host;
 
 typedef struct pending {
@@ -21,6 +25,7 @@ typedef struct pending {
 
 typedef struct snk {
     px_plugin_ctx *ctx;
+    json_t *cfg; /* a reference: option strings below point into it */
     FILE *out;
     const char *tag, *fail, *down_file;
     int64_t fail_first, delay_ms, retry_after_ms;
@@ -63,6 +68,7 @@ static void record(snk *s, px_delivery *d, const char *outcome)
     json_object_set_new(line, "pipeline", json_string(host->delivery_pipeline(d)));
     json_object_set(line, "params", host->delivery_params(d));
     json_object_set_new(line, "tag", json_string(s->tag));
+    json_object_set_new(line, "build", json_string(PX_BUILD_TAG));
     json_object_set_new(line, "outcome", json_string(outcome));
     json_object_set_new(line, "at_ms", json_integer(now_ms()));
     json_object_set_new(line, "event_ms", json_integer(host->event_time_ms(ev)));
@@ -136,6 +142,11 @@ static void snk_deliver(void *state, px_delivery *d)
 
 static int snk_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
 {
+#ifdef PX_INIT_FAILS
+    host->log(ctx, PX_LOG_ERROR, "this build refuses to start");
+    (void)cfg, (void)state;
+    return PX_EINVAL;
+#endif
     snk *s = calloc(1, sizeof(*s));
     s->ctx = ctx;
     const char *file = json_string_value(json_object_get(cfg, "file"));
@@ -145,6 +156,7 @@ static int snk_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
         free(s);
         return PX_EINVAL;
     }
+    s->cfg = json_incref((json_t *)cfg);
     s->tag = json_string_value(json_object_get(cfg, "tag"));
     s->fail = json_string_value(json_object_get(cfg, "fail"));
     s->down_file = json_string_value(json_object_get(cfg, "down_file"));
@@ -179,10 +191,11 @@ static void snk_destroy(void *state)
         free(p);
     }
     fclose(s->out);
+    json_decref(s->cfg);
     free(s);
 }
 
-static const px_plugin_desc desc = {
+static px_plugin_desc desc = {
     PX_PLUGIN_DESC_INIT,
     .kind = PX_KIND_SINK,
     .name = "testsink",
@@ -198,5 +211,8 @@ static const px_plugin_desc desc = {
 PX_SDK_EXPORT const px_plugin_desc *PX_PLUGIN_ENTRY(const px_host_api *h)
 {
     host = h;
+#ifdef PX_WRONG_MAJOR
+    desc.abi_major = PX_SDK_ABI_MAJOR + 1;
+#endif
     return &desc;
 }

@@ -14,6 +14,7 @@ static const px_host_api *host;
 
 typedef struct src {
     px_plugin_ctx *ctx;
+    json_t *cfg; /* a reference: option strings below point into it */
     int64_t count, seq, batch;
     const char *type;
     json_t *payload;
@@ -194,6 +195,7 @@ static int src_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
     src *s = calloc(1, sizeof(*s));
     s->ctx = ctx;
     s->count = json_integer_value(json_object_get(cfg, "count"));
+    s->cfg = json_incref((json_t *)cfg);
     s->type = json_string_value(json_object_get(cfg, "type"));
     s->batch = json_integer_value(json_object_get(cfg, "batch"));
     s->seq = json_integer_value(json_object_get(cfg, "start_seq"));
@@ -208,6 +210,7 @@ static int src_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
             host->log(ctx, PX_LOG_ERROR, "cannot open ack_file %s: %s", s->ack_path,
                       strerror(errno));
             json_decref(s->payload);
+            json_decref(s->cfg);
             free(s);
             return PX_EINVAL;
         }
@@ -255,6 +258,7 @@ static void src_destroy(void *state)
         fclose(s->ack);
     }
     json_decref(s->payload);
+    json_decref(s->cfg);
     free(s);
 }
 

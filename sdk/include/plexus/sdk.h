@@ -247,8 +247,9 @@ typedef struct px_plugin_desc {
     const char *description;             /* one line; static */
     const px_option *options;            /* declared config keys, { NULL }-terminated; static */
 
-    /* Creates the instance state from config (borrowed; validated per options). Register HTTP
-     * routes here or in start. Returns 0, or < 0 with a reason logged through host->log. */
+    /* Creates the instance state from config (borrowed, valid until destroy returns; validated
+     * per options, so pointers to its strings may be kept). Register HTTP routes here or in
+     * start. Returns 0, or < 0 with a reason logged through host->log. */
     int (*init)(px_plugin_ctx *ctx, const json_t *config, void **state);
     /* Starts producing (sources) / accepting deliveries (sinks). */
     int (*start)(void *state);
