@@ -138,6 +138,48 @@ int px_daemon_validate_instance(const px_config *cfg, const px_instance_conf *ic
     return 0;
 }
 
+static uint32_t kind_of(const px_config *cfg, const px_host_api *api, const char *instance)
+{
+    const px_instance_conf *ic = px_config_instance(cfg, instance);
+    char *file = NULL;
+    uint32_t kind = 0;
+    char err[256];
+    px_plugin_lib *lib = NULL;
+    if (ic && px_loader_find(cfg->plugin_path, cfg->nplugin_path, ic->plugin, &file) == 0 &&
+        px_loader_open(file, ic->plugin, api, &lib, err, sizeof(err)) == 0) {
+        kind = lib->desc->kind;
+        px_loader_close(lib);
+    }
+    free(file);
+    return kind;
+}
+
+int px_daemon_check_roles(const px_config *cfg, const px_host_api *api, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < cfg->npipelines; i++) {
+        const px_pipeline_conf *p = &cfg->pipelines[i];
+        if (strcmp(p->from, "*") != 0) {
+            uint32_t k = kind_of(cfg, api, p->from);
+            if (k && !(k & PX_KIND_SOURCE)) {
+                snprintf(err, errlen, "%s:%d:%d: pipeline \"%s\": \"%s\" is not a source (its "
+                         "plugin only takes deliveries)", cfg->path, p->line, p->col, p->name,
+                         p->from);
+                return PX_ECONFIG;
+            }
+        }
+        for (size_t t = 0; t < p->nto; t++) {
+            uint32_t k = kind_of(cfg, api, p->to[t].sink);
+            if (k && !(k & PX_KIND_SINK)) {
+                snprintf(err, errlen, "%s:%d:%d: pipeline \"%s\": \"%s\" is not a sink (its "
+                         "plugin only produces events)", cfg->path, p->to[t].line, p->to[t].col,
+                         p->name, p->to[t].sink);
+                return PX_ECONFIG;
+            }
+        }
+    }
+    return 0;
+}
+
 static void on_async_closed(uv_handle_t *h)
 {
     (void)h;
@@ -235,6 +277,10 @@ int px_daemon_create(uv_loop_t *loop, px_config *cfg, px_daemon **out, char *err
         PX_LOG_INFO("host", "loaded instance=%s plugin=%s version=%s generation=%u",
                     inst->name, inst->plugin, inst->gen->lib->desc->version,
                     inst->gen->generation);
+    }
+    rc = px_daemon_check_roles(cfg, &d->api, err, errlen);
+    if (rc < 0) {
+        goto fail;
     }
     *out = d;
     return 0;

@@ -98,6 +98,10 @@ int px_daemon_validate_instance(const px_config *cfg, const px_instance_conf *ic
                                 const px_host_api *api, char **file_out, json_t **opts_out,
                                 char *err, size_t errlen);
 
+/* Checks that every pipeline's `from` is a source and every target a sink, by the roles their
+ * plugins declare. Returns 0 or PX_ECONFIG with "file:line:column: message" in err. */
+int px_daemon_check_roles(const px_config *cfg, const px_host_api *api, char *err, size_t errlen);
+
 /* Instance by name (borrowed) or NULL. */
 px_instance *px_daemon_instance(px_daemon *d, const char *name);
 /* Runs cb(arg) on a later loop iteration (never inside the caller). */

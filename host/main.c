@@ -8,6 +8,7 @@
 
 #include <uv.h>
 
+#include "cli_admin.h"
 #include "cli_dlq.h"
 #include "config.h"
 #include "daemon.h"
@@ -15,6 +16,7 @@
 #include "loader.h"
 #include "log.h"
 #include "mem.h"
+#include "metrics.h"
 
 #ifndef PX_VERSION
 #define PX_VERSION "0.0.0"
@@ -33,6 +35,8 @@ static const char *usage_main =
     "  check     validate a configuration and its plugins, start nothing\n"
     "  plugins   list the plugins found on the plugin path\n"
     "  dlq       list, show, replay or purge dead letters\n"
+    "  status    show the running host's instances, pipelines and spool (admin API)\n"
+    "  reload    reload the running host's configuration or one instance (admin API)\n"
     "  version   print the version and plugin ABI\n"
     "\n"
     "`plexus COMMAND --help` describes each command.\n";
@@ -180,6 +184,7 @@ static int cmd_run(const cli *c)
     }
     uv_run(&loop, UV_RUN_DEFAULT);
     px_daemon_destroy(d);
+    px_metrics_global_free();
     if (uv_loop_close(&loop) != 0) {
         PX_LOG_WARN("host", "loop closed with handles still open");
     }
@@ -207,6 +212,9 @@ static int cmd_check(const cli *c)
         json_decref(opts);
     }
     px_router *router = NULL;
+    if (rc == 0) {
+        rc = px_daemon_check_roles(cfg, &api, err, sizeof(err));
+    }
     if (rc == 0) {
         rc = px_router_create(cfg, &router, err, sizeof(err));
     }
@@ -332,6 +340,12 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "dlq") == 0) {
         return px_cli_dlq(argc - 1, argv + 1, DEFAULT_CONFIG);
+    }
+    if (strcmp(cmd, "status") == 0) {
+        return px_cli_status(argc - 1, argv + 1, DEFAULT_CONFIG);
+    }
+    if (strcmp(cmd, "reload") == 0) {
+        return px_cli_reload(argc - 1, argv + 1, DEFAULT_CONFIG);
     }
     cli c = {0};
     const char *usage = strcmp(cmd, "run") == 0       ? usage_run

@@ -267,6 +267,9 @@ static int reload_config(px_daemon *d, char *err, size_t errlen)
         }
     }
     if (rc == 0) {
+        rc = px_daemon_check_roles(ncfg, &d->api, err, errlen);
+    }
+    if (rc == 0) {
         rc = px_router_create(ncfg, &router, err, errlen);
     }
     /* Added instances need an instance record before their generation can load. */

@@ -142,6 +142,17 @@ plugins:
 """)
     r = plexus("check", "-c", h.config)
     assert r.returncode == 78 and "\"file\"" in r.stderr and ":8:" in r.stderr, r.stderr
+    # A sink used as a source, with the position of the pipeline.
+    h.write_config(BASE + """
+plugins:
+  out: { plugin: testsink, config: { file: x } }
+pipelines:
+  - { name: loop, from: out, to: { sink: out } }
+""")
+    r = plexus("check", "-c", h.config)
+    assert r.returncode == 78, r.stderr
+    assert r.stderr.startswith(h.config + ":10:5: "), r.stderr
+    assert "\"out\" is not a source" in r.stderr, r.stderr
     # A plugin that is not there.
     h.write_config(BASE + """
 plugins:
