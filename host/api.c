@@ -11,6 +11,7 @@
 #include "ingest.h"
 #include "log.h"
 #include "mem.h"
+#include "metrics.h"
 
 px_daemon *px_the_daemon;
 
@@ -92,12 +93,12 @@ static int api_kv_set(px_plugin_ctx *ctx, const char *key, const json_t *value)
 static void api_counter_add(px_plugin_ctx *ctx, const char *name, const char *labels,
                             double delta)
 {
-    (void)ctx, (void)name, (void)labels, (void)delta;
+    px_metrics_plugin_counter(ctx && ctx->inst ? ctx->inst->name : NULL, name, labels, delta);
 }
 
 static void api_gauge_set(px_plugin_ctx *ctx, const char *name, const char *labels, double value)
 {
-    (void)ctx, (void)name, (void)labels, (void)value;
+    px_metrics_plugin_gauge(ctx && ctx->inst ? ctx->inst->name : NULL, name, labels, value);
 }
 
 static void api_drained(px_plugin_ctx *ctx)

@@ -1,7 +1,6 @@
-/* `plexus dlq` (see cli_dlq.h). Offline, it opens the spool of the config's data_dir; a host
- * that is running keeps the database open too, and SQLite's locking makes that safe, but a
- * running host learns of replayed deliveries only at its next start, so against a running host
- * prefer the admin API. */
+/* `plexus dlq` (see cli_dlq.h). When a host of the config's data_dir answers on its admin API,
+ * every command goes through it (a replay is then delivered at once); when nothing listens there
+ * it opens the spool of the data_dir itself (offline). */
 #include "cli_dlq.h"
 
 #include <getopt.h>
@@ -13,6 +12,7 @@
 
 #include <uv.h>
 
+#include "cli_admin.h"
 #include "config.h"
 #include "err.h"
 #include "log.h"
@@ -29,7 +29,12 @@ static const char *usage =
     "events a source could not turn into deliveries. Each keeps the event, pipeline, sink,\n"
     "reason and every attempt's error. replay queues them again with fresh attempts; purge\n"
     "deletes them. T is a duration back from now (30m, 2h, 7d) or a date (2026-11-25 or\n"
-    "2026-11-25T10:00:00Z). Run replay/purge while the host is stopped, or restart it after.\n";
+    "2026-11-25T10:00:00Z). While the host runs, the commands go through its admin API\n"
+    "(host.admin.listen, or $PLEXUS_ADMIN) and replayed deliveries go out at once; when\n"
+    "nothing listens there they work on the data directory directly.\n";
+
+/* The running host's admin API, or NULL: work on the spool. */
+static px_cli_admin *remote;
 
 static int64_t now_ms(void)
 {
@@ -103,7 +108,9 @@ static int do_list(px_spool *sp, const dlq_args *a)
         return 2;
     }
     json_t *list = NULL;
-    int rc = px_spool_dlq_list(sp, a->sink, since, a->limit > 0 ? (size_t)a->limit : 0, &list);
+    size_t limit = a->limit > 0 ? (size_t)a->limit : 0;
+    int rc = remote ? px_cli_admin_dlq_list(remote, a->sink, since, limit, &list)
+                    : px_spool_dlq_list(sp, a->sink, since, limit, &list);
     if (rc < 0) {
         fprintf(stderr, "plexus: cannot read dead letters: %s\n", px_strerror(rc));
         return 1;
@@ -142,7 +149,8 @@ static int do_show(px_spool *sp, const dlq_args *a)
         return 2;
     }
     json_t *rec = NULL;
-    int rc = px_spool_dlq_show(sp, a->ids[0], &rec);
+    int rc = remote ? px_cli_admin_dlq_show(remote, a->ids[0], &rec)
+                    : px_spool_dlq_show(sp, a->ids[0], &rec);
     if (rc == PX_ENOENT) {
         fprintf(stderr, "plexus: no dead letter %lld\n", (long long)a->ids[0]);
         return 1;
@@ -169,8 +177,10 @@ static int do_replay_purge(px_spool *sp, const dlq_args *a, int replay)
         fprintf(stderr, "plexus: --before: \"%s\" is neither a duration nor a date\n", a->before);
         return 2;
     }
-    int n = replay ? px_spool_dlq_replay(sp, a->ids, a->nids, a->sink, NULL, NULL)
-                   : px_spool_dlq_purge(sp, a->ids, a->nids, a->sink, before);
+    int n = remote && replay ? px_cli_admin_dlq_replay(remote, a->ids, a->nids, a->sink)
+            : remote         ? px_cli_admin_dlq_purge(remote, a->ids, a->nids, a->sink, before)
+            : replay         ? px_spool_dlq_replay(sp, a->ids, a->nids, a->sink, NULL, NULL)
+                             : px_spool_dlq_purge(sp, a->ids, a->nids, a->sink, before);
     if (n < 0) {
         fprintf(stderr, "plexus: %s failed: %s\n", replay ? "replay" : "purge", px_strerror(n));
         return 1;
@@ -232,10 +242,11 @@ int px_cli_dlq(int argc, char **argv, const char *default_config)
         return 2;
     }
     px_log_set_level(PX_LOG_WARN);
+    int probe = px_cli_admin_probe(a.config, &remote);
     uv_loop_t loop;
     uv_loop_init(&loop);
     px_spool *sp = NULL;
-    status = open_spool(&a, &loop, &sp);
+    status = probe < 0 ? 1 : probe > 0 ? 0 : open_spool(&a, &loop, &sp);
     if (status == 0) {
         switch (which) {
         case 1: status = do_list(sp, &a); break;
@@ -244,6 +255,8 @@ int px_cli_dlq(int argc, char **argv, const char *default_config)
         }
         px_spool_close(sp);
     }
+    px_cli_admin_close(remote);
+    remote = NULL;
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
     free(a.ids);

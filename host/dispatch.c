@@ -9,6 +9,7 @@
 #include "err.h"
 #include "log.h"
 #include "mem.h"
+#include "metrics.h"
 
 /* The window of pending deliveries kept in memory per sink: refilled from the spool when it falls
  * under the low mark. Bounded so a backlog of millions costs disk, not memory. */
@@ -369,6 +370,7 @@ void px_dispatch_complete(px_delivery *dl, int status, const char *reason, uint6
     if (status == PX_OK) {
         px_spool_mark_done(disp->d->spool, dl->id);
         disp->stats.delivered++;
+        px_metrics_delivery(dl->pipeline, dl->sink, "done", dl->event->time_ms);
         q->failing = 0;
         PX_LOG_DEBUG("dispatch", "delivered id=%lld sink=%s event=%s attempt=%u%s%s",
                      (long long)dl->id, dl->sink, dl->event->id, dl->attempt,
@@ -376,6 +378,8 @@ void px_dispatch_complete(px_delivery *dl, int status, const char *reason, uint6
         delivery_free(dl);
     } else if (status == PX_ERETRY) {
         disp->stats.retried++;
+        px_metrics_delivery(dl->pipeline, dl->sink,
+                            dl->attempt >= dl->policy.attempts ? "dead" : "retry", 0);
         q->failing = 1;
         if (dl->attempt >= dl->policy.attempts) {
             char *why = px_xasprintf("attempts exhausted (%u): %s", dl->attempt,
@@ -399,6 +403,7 @@ void px_dispatch_complete(px_delivery *dl, int status, const char *reason, uint6
         }
     } else {
         disp->stats.rejected++;
+        px_metrics_delivery(dl->pipeline, dl->sink, "rejected", 0);
         char *why = px_xasprintf("rejected: %s", *reason ? reason : px_strerror(status));
         finish_dead(dl, why);
         free(why);
@@ -426,6 +431,8 @@ static void take_back(px_sinkq *q, px_delivery *dl, const char *why, int count_a
     list_append(&disp->orphans, &tail, dl);
     if (count_attempt) {
         disp->stats.timeouts++;
+        px_metrics_delivery(copy->pipeline, copy->sink,
+                            copy->attempt >= copy->policy.attempts ? "dead" : "timeout", 0);
         if (copy->attempt >= copy->policy.attempts) {
             char *reason = px_xasprintf("attempts exhausted (%u): %s", copy->attempt, why);
             finish_dead(copy, reason);

@@ -1,0 +1,886 @@
+/* The admin API (see admin.h): routes on a second px_http_server, the status document, the
+ * scrape-time copy of figures into the metrics registry, and the dead-letter and reload actions.
+ * Every handler answers before returning; the spool calls it makes are synchronous reads or
+ * short waits for the writer thread. */
+#include "admin.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "err.h"
+#include "http_server.h"
+#include "log.h"
+#include "mem.h"
+#include "metrics.h"
+
+#ifndef PX_VERSION
+#define PX_VERSION "0.0.0"
+#endif
+
+#define DLQ_DEFAULT_LIMIT 1000
+#define DATA_DIR_HEADER "X-Plexus-Data-Dir"
+
+struct px_admin {
+    px_daemon *d;
+    px_http_server *srv;
+    int64_t started_ms;
+    char *data_dir;  /* realpath of the data directory, for the CLI's check (owned) */
+    struct {
+        px_metric *unrouted, *duplicate, *refused, *mapping_errors, *pending, *dead, *inflight,
+            *commits, *rows, *last_batch, *max_batch, *commit_last, *commit_max, *writable,
+            *queued, *write_errors, *busy, *generation, *up, *http_requests, *http_conns,
+            *start_time, *build_info;
+    } m;
+};
+
+/* Declared in daemon.h. This stand-in links when the build has no reload: the real one, when
+ * present, is a strong symbol and wins. */
+__attribute__((weak)) int px_daemon_reload(px_daemon *d, const char *instance, char *err,
+                                           size_t errlen)
+{
+    (void)d, (void)instance;
+    snprintf(err, errlen, "reload is not available in this build");
+    return PX_ESTATE;
+}
+
+static int64_t now_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static json_t *iso_time(int64_t ms)
+{
+    if (ms <= 0) {
+        return json_null();
+    }
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char buf[40];
+    size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, sizeof(buf) - n, ".%03dZ", (int)(ms % 1000));
+    return json_string(buf);
+}
+
+/* --- answers ----------------------------------------------------------------------------- */
+
+/* Answers with body (stolen) as compact JSON and a final newline. */
+static void reply_json(px_http_request *req, int status, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(body);
+    if (!text) {
+        px_http_respond(req, 500, NULL, "{\"error\":\"encoding failed\"}\n", 28);
+        return;
+    }
+    size_t len = strlen(text);
+    text = px_xrealloc(text, len + 2);
+    text[len++] = '\n';
+    text[len] = '\0';
+    px_http_respond(req, status, "application/json", text, len);
+    free(text);
+}
+
+static void reply_error(px_http_request *req, int status, const char *msg)
+{
+    reply_json(req, status, json_pack("{ss}", "error", msg));
+}
+
+/* --- access ------------------------------------------------------------------------------ */
+
+/* Compares without an early exit, so the time taken does not tell how much of a guess was
+ * right (only, at most, its length). */
+static int token_equal(const char *given, size_t glen, const char *want)
+{
+    size_t wlen = strlen(want);
+    volatile unsigned char diff = (unsigned char)(glen != wlen);
+    for (size_t i = 0; i < wlen; i++) {
+        unsigned char g = i < glen ? (unsigned char)given[i] : 0;
+        diff |= (unsigned char)(g ^ (unsigned char)want[i]);
+    }
+    return diff == 0;
+}
+
+/* 1 when no token is configured or the request carries it. */
+static int has_token(px_admin *a, px_http_request *req)
+{
+    const char *token = a->d->cfg ? a->d->cfg->admin_token : NULL;
+    if (!token || !*token) {
+        return 1;
+    }
+    const char *auth = px_http_req_header(req, "Authorization");
+    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0) {
+        return 0;
+    }
+    const char *t = auth + 7;
+    while (*t == ' ') {
+        t++;
+    }
+    size_t len = strlen(t);
+    while (len && t[len - 1] == ' ') {
+        len--;
+    }
+    return token_equal(t, len, token);
+}
+
+/* 0 when the request may go on; otherwise it has been answered. */
+static int gate(px_admin *a, px_http_request *req, int need_token)
+{
+    int authed = has_token(a, req);
+    if (need_token && !authed) {
+        const char *auth = px_http_req_header(req, "Authorization");
+        px_http_set_header(req, "WWW-Authenticate",
+                           auth ? "Bearer realm=\"plexus\", error=\"invalid_token\""
+                                : "Bearer realm=\"plexus\"");
+        reply_error(req, 401, auth ? "invalid token" : "a bearer token is required");
+        return -1;
+    }
+    /* The CLI names the data directory it means; a host serving another one says so rather
+     * than acting on the wrong dead letters (and tells which one only to a token holder). */
+    const char *dir = px_http_req_header(req, DATA_DIR_HEADER);
+    if (dir && strcmp(dir, a->data_dir) != 0) {
+        json_t *body = json_pack("{ss}", "error", "this host serves another data_dir");
+        if (authed) {
+            json_object_set_new(body, "data_dir", json_string(a->data_dir));
+        }
+        reply_json(req, 421, body);
+        return -1;
+    }
+    return 0;
+}
+
+/* Value of `key` in the query string (percent-decoded into buf). 1 when present. */
+static int query_get(px_http_request *req, const char *key, char *buf, size_t buflen)
+{
+    const char *q = px_http_req_query(req);
+    size_t klen = strlen(key);
+    while (q && *q) {
+        const char *end = strchr(q, '&');
+        size_t len = end ? (size_t)(end - q) : strlen(q);
+        if (len >= klen && strncmp(q, key, klen) == 0 && (len == klen || q[klen] == '=')) {
+            const char *v = len == klen ? q + len : q + klen + 1;
+            size_t o = 0;
+            for (const char *p = v; p < q + len && o + 1 < buflen; p++) {
+                if (*p == '%' && p + 2 < q + len && isxdigit((unsigned char)p[1]) &&
+                    isxdigit((unsigned char)p[2])) {
+                    char hex[3] = {p[1], p[2], '\0'};
+                    buf[o++] = (char)strtol(hex, NULL, 16);
+                    p += 2;
+                } else {
+                    buf[o++] = *p == '+' ? ' ' : *p;
+                }
+            }
+            buf[o] = '\0';
+            return 1;
+        }
+        q = end ? end + 1 : NULL;
+    }
+    return 0;
+}
+
+static int parse_i64(const char *s, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || errno || v < 0) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* --- health ------------------------------------------------------------------------------ */
+
+static const char *gen_state_name(int code)
+{
+    switch (code) {
+    case PX_GEN_LOADED: return "loaded";
+    case PX_GEN_RUNNING: return "running";
+    case PX_GEN_STOPPING: return "stopping";
+    case PX_GEN_DRAINED: return "drained";
+    default: return "destroyed";
+    }
+}
+
+static void on_healthz(px_http_request *req, void *arg)
+{
+    if (gate(arg, req, 0) == 0) {
+        px_http_respond(req, 200, "text/plain; charset=utf-8", "ok\n", 3);
+    }
+}
+
+/* Reasons the host is not ready, as a JSON array (new reference). */
+static json_t *not_ready(px_admin *a)
+{
+    px_daemon *d = a->d;
+    json_t *why = json_array();
+    if (d->stopping) {
+        json_array_append_new(why, json_string("host is stopping"));
+    }
+    for (size_t i = 0; i < d->ninstances; i++) {
+        px_instance *inst = d->instances[i];
+        if (!inst->gen || inst->gen->state_code != PX_GEN_RUNNING) {
+            json_array_append_new(why, json_sprintf("instance %s is %s", inst->name,
+                                                    inst->gen
+                                                        ? gen_state_name(inst->gen->state_code)
+                                                        : "not loaded"));
+        }
+    }
+    if (!d->spool || !px_spool_writable(d->spool)) {
+        json_array_append_new(why, json_string("spool is not writable"));
+    }
+    return why;
+}
+
+static void on_readyz(px_http_request *req, void *arg)
+{
+    px_admin *a = arg;
+    if (gate(a, req, 1) < 0) {
+        return;
+    }
+    json_t *why = not_ready(a);
+    int ready = json_array_size(why) == 0;
+    reply_json(req, ready ? 200 : 503, json_pack("{sb so}", "ready", ready, "reasons", why));
+}
+
+/* --- metrics ----------------------------------------------------------------------------- */
+
+static const char *const L_SINK[] = {"sink", NULL};
+
+static void define_metrics(px_admin *a)
+{
+    px_metrics *m = px_metrics_global();
+#define C(field, name, help, labels)                                                          \
+    a->m.field = px_metrics_family(m, PX_METRIC_COUNTER, name, help, labels, NULL, 0)
+#define G(field, name, help, labels)                                                          \
+    a->m.field = px_metrics_family(m, PX_METRIC_GAUGE, name, help, labels, NULL, 0)
+    C(unrouted, "plexus_events_unrouted_total", "Events no pipeline took.", NULL);
+    C(duplicate, "plexus_events_duplicate_total",
+      "Events dropped as repeats of a dedupe key within the window.", NULL);
+    C(refused, "plexus_events_refused_total",
+      "Events refused because the spool could not take them (back-pressure, disk full).", NULL);
+    C(mapping_errors, "plexus_mapping_errors_total",
+      "Targets whose mapping failed for an event (dead-lettered).", NULL);
+    G(pending, "plexus_pending_deliveries", "Deliveries waiting in the spool, per sink.", L_SINK);
+    G(dead, "plexus_dead_letters", "Dead letters in the spool.", NULL);
+    G(inflight, "plexus_deliveries_inflight", "Deliveries handed to a sink and not answered.",
+      L_SINK);
+    C(commits, "plexus_spool_commits_total", "Spool transactions committed.", NULL);
+    C(rows, "plexus_spool_rows_committed_total",
+      "Spool operations (puts, outcome marks) committed.", NULL);
+    G(last_batch, "plexus_spool_last_batch_rows", "Operations in the latest spool commit.", NULL);
+    G(max_batch, "plexus_spool_max_batch_rows", "Largest spool commit so far, in operations.",
+      NULL);
+    G(commit_last, "plexus_spool_commit_last_seconds", "Duration of the latest spool commit.",
+      NULL);
+    G(commit_max, "plexus_spool_commit_max_seconds", "Longest spool commit so far.", NULL);
+    G(writable, "plexus_spool_writable", "1 while the spool accepts writes, else 0.", NULL);
+    G(queued, "plexus_spool_queued_operations", "Operations waiting for the spool writer.", NULL);
+    C(write_errors, "plexus_spool_write_errors_total", "Spool batches rolled back.", NULL);
+    C(busy, "plexus_spool_busy_refusals_total",
+      "Spool puts refused or failed as busy (queue full, disk full).", NULL);
+    G(generation, "plexus_plugin_generation",
+      "Current generation of each plugin instance (increases on reload).",
+      ((const char *[]){"instance", "plugin", "version", NULL}));
+    G(up, "plexus_plugin_up", "1 when the instance's current generation is running, else 0.",
+      ((const char *[]){"instance", NULL}));
+    C(http_requests, "plexus_http_requests_total",
+      "HTTP requests answered, by listener, route pattern and status.",
+      ((const char *[]){"listener", "route", "status", NULL}));
+    G(http_conns, "plexus_http_open_connections", "Open HTTP connections per listener.",
+      ((const char *[]){"listener", NULL}));
+    G(start_time, "plexus_start_time_seconds", "Start time of the host, seconds since the epoch.",
+      NULL);
+    G(build_info, "plexus_build_info", "Version and plugin ABI of the host (value 1).",
+      ((const char *[]){"version", "abi", NULL}));
+#undef C
+#undef G
+}
+
+static void set1(px_metric *f, double v)
+{
+    px_series_set(px_metric_at(f, NULL), v);
+}
+
+static void on_pending_count(const char *sink, int64_t n, void *arg)
+{
+    px_admin *a = arg;
+    px_series_set(px_metric_at(a->m.pending, &sink), (double)n);
+}
+
+static void on_sink_figures(const char *sink, size_t ready, size_t inflight, int failing,
+                            void *arg)
+{
+    px_admin *a = arg;
+    (void)ready, (void)failing;
+    px_series_set(px_metric_at(a->m.inflight, &sink), (double)inflight);
+}
+
+typedef struct stat_ctx {
+    px_admin *a;
+    const char *listener;
+} stat_ctx;
+
+static void on_http_stat(const char *route, int status, uint64_t count, void *arg)
+{
+    stat_ctx *sc = arg;
+    char code[16];
+    snprintf(code, sizeof(code), "%d", status);
+    px_series_set(px_metric_at(sc->a->m.http_requests,
+                               (const char *[]){sc->listener, route, code}),
+                  (double)count);
+}
+
+void px_admin_collect_metrics(px_admin *a)
+{
+    px_daemon *d = a->d;
+    set1(a->m.unrouted, (double)d->events_unrouted);
+    set1(a->m.duplicate, (double)d->events_duplicate);
+    set1(a->m.refused, (double)d->events_refused);
+    set1(a->m.mapping_errors, (double)d->mapping_errors);
+
+    /* Figures whose label sets come and go are rebuilt from scratch. Every sink has a pending
+     * series, 0 when the spool holds nothing for it. */
+    px_metric_clear(a->m.pending);
+    px_metric_clear(a->m.inflight);
+    px_metric_clear(a->m.generation);
+    px_metric_clear(a->m.up);
+    px_metric_clear(a->m.http_requests);
+    px_metric_clear(a->m.http_conns);
+    for (size_t i = 0; i < d->ninstances; i++) {
+        px_instance *inst = d->instances[i];
+        const char *name = inst->name;
+        px_plugin_ctx *gen = inst->gen;
+        if (inst->kind & PX_KIND_SINK) {
+            px_series_set(px_metric_at(a->m.pending, &name), 0);
+            px_series_set(px_metric_at(a->m.inflight, &name), 0);
+        }
+        px_series_set(px_metric_at(a->m.up, &name),
+                      gen && gen->state_code == PX_GEN_RUNNING ? 1 : 0);
+        if (gen && gen->lib) {
+            const char *labels[] = {name, inst->plugin, gen->lib->desc->version};
+            px_series_set(px_metric_at(a->m.generation, labels), gen->generation);
+        }
+    }
+    if (d->spool) {
+        px_spool_pending_counts(d->spool, on_pending_count, a);
+        int64_t dead = 0;
+        if (px_spool_dlq_count(d->spool, &dead) == 0) {
+            set1(a->m.dead, (double)dead);
+        }
+        px_spool_stats st;
+        px_spool_get_stats(d->spool, &st);
+        set1(a->m.commits, (double)st.commits);
+        set1(a->m.rows, (double)st.rows_committed);
+        set1(a->m.last_batch, (double)st.last_batch);
+        set1(a->m.max_batch, (double)st.max_batch);
+        set1(a->m.commit_last, st.commit_ms_last / 1000.0);
+        set1(a->m.commit_max, st.commit_ms_max / 1000.0);
+        set1(a->m.writable, st.writable ? 1 : 0);
+        set1(a->m.queued, (double)st.queued);
+        set1(a->m.write_errors, (double)st.write_errors);
+        set1(a->m.busy, (double)st.busy_refusals);
+    }
+    if (d->dispatch) {
+        px_dispatch_foreach_sink(d->dispatch, on_sink_figures, a);
+    }
+    const struct {
+        const char *listener;
+        px_http_server *srv;
+    } servers[] = {{"http", d->http}, {"admin", a->srv}};
+    for (size_t i = 0; i < 2; i++) {
+        if (!servers[i].srv) {
+            continue;
+        }
+        stat_ctx sc = {a, servers[i].listener};
+        px_http_server_foreach_stat(servers[i].srv, on_http_stat, &sc);
+        px_series_set(px_metric_at(a->m.http_conns, &servers[i].listener),
+                      (double)px_http_server_connections(servers[i].srv));
+    }
+    set1(a->m.start_time, (double)a->started_ms / 1000.0);
+    char abi[24];
+    snprintf(abi, sizeof(abi), "%d.%d", PX_SDK_ABI_MAJOR, PX_SDK_ABI_MINOR);
+    px_series_set(px_metric_at(a->m.build_info, (const char *[]){PX_VERSION, abi}), 1);
+}
+
+static void on_metrics(px_http_request *req, void *arg)
+{
+    px_admin *a = arg;
+    if (gate(a, req, 1) < 0) {
+        return;
+    }
+    px_admin_collect_metrics(a);
+    size_t len = 0;
+    char *text = px_metrics_render(px_metrics_global(), &len);
+    px_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    free(text);
+}
+
+/* --- status ------------------------------------------------------------------------------ */
+
+static const char *kind_name(uint32_t kind)
+{
+    if ((kind & PX_KIND_SOURCE) && (kind & PX_KIND_SINK)) {
+        return "source+sink";
+    }
+    if (kind & PX_KIND_SOURCE) {
+        return "source";
+    }
+    return (kind & PX_KIND_SINK) ? "sink" : "";
+}
+
+static json_t *instance_json(const px_instance *inst)
+{
+    const px_plugin_ctx *gen = inst->gen;
+    const px_plugin_desc *desc = gen && gen->lib ? gen->lib->desc : NULL;
+    json_t *o = json_pack("{ss ss ss ss}", "name", inst->name, "plugin", inst->plugin, "file",
+                          inst->file ? inst->file : "", "kind", kind_name(inst->kind));
+    json_object_set_new(o, "version", desc ? json_string(desc->version) : json_null());
+    json_object_set_new(o, "abi", desc ? json_sprintf("%u.%u", desc->abi_major, desc->abi_minor)
+                                       : json_null());
+    json_object_set_new(o, "generation", gen ? json_integer(gen->generation) : json_null());
+    json_object_set_new(o, "state", json_string(gen ? gen_state_name(gen->state_code)
+                                                    : "not loaded"));
+    json_object_set_new(o, "loaded_at", gen ? iso_time(gen->loaded_at_ms) : json_null());
+    json_object_set_new(o, "inflight", json_integer(gen ? (json_int_t)gen->inflight : 0));
+    json_object_set_new(o, "max_inflight", json_integer(inst->max_inflight));
+    json_object_set_new(o, "last_error",
+                        inst->last_error ? json_string(inst->last_error) : json_null());
+    return o;
+}
+
+static json_t *pipeline_json(const px_pipeline_conf *p)
+{
+    json_t *types = json_array();
+    for (size_t i = 0; i < p->ntypes; i++) {
+        json_array_append_new(types, json_string(p->types[i]));
+    }
+    json_t *to = json_array();
+    for (size_t i = 0; i < p->nto; i++) {
+        json_array_append_new(to, json_pack("{ss ss}", "sink", p->to[i].sink, "action",
+                                            p->to[i].action ? p->to[i].action : ""));
+    }
+    return json_pack("{ss ss so so si}", "name", p->name, "from", p->from, "types", types, "to",
+                     to, "attempts", (int)p->retry.attempts);
+}
+
+static void on_pending_json(const char *sink, int64_t n, void *arg)
+{
+    json_object_set_new(arg, sink, json_integer(n));
+}
+
+static void on_sink_json(const char *sink, size_t ready, size_t inflight, int failing, void *arg)
+{
+    json_array_append_new(arg, json_pack("{ss sI sI sb}", "sink", sink, "ready",
+                                         (json_int_t)ready, "inflight", (json_int_t)inflight,
+                                         "failing", failing));
+}
+
+static json_t *spool_json(px_spool *sp)
+{
+    if (!sp) {
+        return json_null();
+    }
+    px_spool_stats st;
+    px_spool_get_stats(sp, &st);
+    json_t *pending = json_object();
+    px_spool_pending_counts(sp, on_pending_json, pending);
+    json_int_t total = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(pending, k, v) {
+        total += json_integer_value(v);
+    }
+    int64_t dead = 0;
+    json_t *o = json_pack("{sb sI sI sI sI sI sf sf sI sI sI}", "writable", st.writable, "queued",
+                          (json_int_t)st.queued, "commits", (json_int_t)st.commits,
+                          "rows_committed", (json_int_t)st.rows_committed, "last_batch",
+                          (json_int_t)st.last_batch, "max_batch", (json_int_t)st.max_batch,
+                          "commit_ms_last", st.commit_ms_last, "commit_ms_max", st.commit_ms_max,
+                          "duplicates", (json_int_t)st.duplicates, "busy_refusals",
+                          (json_int_t)st.busy_refusals, "write_errors",
+                          (json_int_t)st.write_errors);
+    json_object_set_new(o, "pending", pending);
+    json_object_set_new(o, "pending_total", json_integer(total));
+    json_object_set_new(o, "dead_letters", px_spool_dlq_count(sp, &dead) == 0
+                                               ? json_integer(dead)
+                                               : json_null());
+    return o;
+}
+
+json_t *px_admin_status_json(px_admin *a)
+{
+    px_daemon *d = a->d;
+    int64_t now = now_ms();
+    json_t *st = json_object();
+    json_object_set_new(st, "version", json_string(PX_VERSION));
+    json_object_set_new(st, "abi", json_sprintf("%d.%d", PX_SDK_ABI_MAJOR, PX_SDK_ABI_MINOR));
+    json_object_set_new(st, "pid", json_integer(getpid()));
+    json_object_set_new(st, "started_at", iso_time(a->started_ms));
+    json_object_set_new(st, "uptime_seconds", json_real((double)(now - a->started_ms) / 1000.0));
+    json_object_set_new(st, "config", json_string(d->cfg ? d->cfg->path : ""));
+    json_object_set_new(st, "data_dir", json_string(a->data_dir));
+    json_t *why = not_ready(a);
+    json_object_set_new(st, "ready", json_boolean(json_array_size(why) == 0));
+    json_object_set_new(st, "not_ready", why);
+    json_object_set_new(st, "stopping", json_boolean(d->stopping != 0));
+
+    json_t *insts = json_array();
+    for (size_t i = 0; i < d->ninstances; i++) {
+        json_array_append_new(insts, instance_json(d->instances[i]));
+    }
+    json_object_set_new(st, "instances", insts);
+    json_t *pipes = json_array();
+    for (size_t i = 0; d->cfg && i < d->cfg->npipelines; i++) {
+        json_array_append_new(pipes, pipeline_json(&d->cfg->pipelines[i]));
+    }
+    json_object_set_new(st, "pipelines", pipes);
+    json_object_set_new(st, "events",
+                        json_pack("{sI sI sI sI sI}", "received", (json_int_t)d->events_in,
+                                  "unrouted", (json_int_t)d->events_unrouted, "duplicate",
+                                  (json_int_t)d->events_duplicate, "refused",
+                                  (json_int_t)d->events_refused, "mapping_errors",
+                                  (json_int_t)d->mapping_errors));
+    json_object_set_new(st, "spool", spool_json(d->spool));
+    if (d->dispatch) {
+        px_dispatch_stats ds;
+        px_dispatch_get_stats(d->dispatch, &ds);
+        json_t *sinks = json_array();
+        px_dispatch_foreach_sink(d->dispatch, on_sink_json, sinks);
+        json_object_set_new(st, "dispatcher",
+                            json_pack("{sI sI sI sI sI so}", "delivered",
+                                      (json_int_t)ds.delivered, "retried", (json_int_t)ds.retried,
+                                      "rejected", (json_int_t)ds.rejected, "dead",
+                                      (json_int_t)ds.dead, "timeouts", (json_int_t)ds.timeouts,
+                                      "sinks", sinks));
+    } else {
+        json_object_set_new(st, "dispatcher", json_null());
+    }
+    json_t *http = json_object();
+    if (d->http) {
+        json_object_set_new(http, "plugin",
+                            json_pack("{si sI}", "port", px_http_server_port(d->http),
+                                      "connections",
+                                      (json_int_t)px_http_server_connections(d->http)));
+    }
+    json_object_set_new(http, "admin",
+                        json_pack("{si sI}", "port", px_http_server_port(a->srv), "connections",
+                                  (json_int_t)px_http_server_connections(a->srv)));
+    json_object_set_new(st, "http", http);
+    return st;
+}
+
+static void on_status(px_http_request *req, void *arg)
+{
+    px_admin *a = arg;
+    if (gate(a, req, 1) == 0) {
+        reply_json(req, 200, px_admin_status_json(a));
+    }
+}
+
+/* --- dead letters ------------------------------------------------------------------------ */
+
+static void on_dlq_list(px_http_request *req, void *arg)
+{
+    px_admin *a = arg;
+    if (gate(a, req, 1) < 0) {
+        return;
+    }
+    char sink[256], buf[64];
+    int64_t since = 0, limit = DLQ_DEFAULT_LIMIT;
+    int has_sink = query_get(req, "sink", sink, sizeof(sink)) && sink[0];
+    if (query_get(req, "since", buf, sizeof(buf)) && parse_i64(buf, &since) < 0) {
+        reply_error(req, 400, "since: milliseconds since the epoch expected");
+        return;
+    }
+    if (query_get(req, "limit", buf, sizeof(buf)) && parse_i64(buf, &limit) < 0) {
+        reply_error(req, 400, "limit: a number >= 0 expected (0 = no limit)");
+        return;
+    }
+    json_t *list = NULL;
+    int rc = px_spool_dlq_list(a->d->spool, has_sink ? sink : NULL, since, (size_t)limit, &list);
+    if (rc < 0) {
+        reply_error(req, 500, px_strerror(rc));
+        return;
+    }
+    reply_json(req, 200, json_pack("{so}", "dead_letters", list));
+}
+
+static void on_dlq_show(px_http_request *req, void *arg)
+{
+    px_admin *a = arg;
+    if (gate(a, req, 1) < 0) {
+        return;
+    }
+    const char *path = px_http_req_path(req);
+    const char *tail = path + strlen("/admin/dlq/");
+    int64_t id = 0;
+    if (parse_i64(tail, &id) < 0 || id <= 0) {
+        reply_error(req, 404, "no such dead letter");
+        return;
+    }
+    json_t *rec = NULL;
+    int rc = px_spool_dlq_show(a->d->spool, id, &rec);
+    if (rc == PX_ENOENT) {
+        reply_error(req, 404, "no such dead letter");
+    } else if (rc < 0) {
+        reply_error(req, 500, px_strerror(rc));
+    } else {
+        reply_json(req, 200, rec);
+    }
+}
+
+/* The selection of a replay or purge body: {"ids":[...]} or {"all":true[,"sink":"x"]}. */
+typedef struct selection {
+    int64_t *ids;
+    size_t nids;
+    const char *sink; /* borrowed from body */
+    int64_t before_ms;
+    json_t *body;
+} selection;
+
+static int parse_selection(px_http_request *req, selection *sel, const char **why)
+{
+    memset(sel, 0, sizeof(*sel));
+    size_t len = 0;
+    const char *text = px_http_req_body(req, &len);
+    json_error_t jerr;
+    sel->body = json_loadb(text, len, 0, &jerr);
+    if (!json_is_object(sel->body)) {
+        *why = "a JSON object body is expected: {\"ids\":[...]} or {\"all\":true}";
+        return -1;
+    }
+    json_t *ids = json_object_get(sel->body, "ids");
+    json_t *all = json_object_get(sel->body, "all");
+    json_t *sink = json_object_get(sel->body, "sink");
+    json_t *before = json_object_get(sel->body, "before");
+    if ((sink && !json_is_string(sink)) || (before && !json_is_integer(before))) {
+        *why = "sink must be a string and before an integer (ms since the epoch)";
+        return -1;
+    }
+    sel->sink = sink && json_string_length(sink) ? json_string_value(sink) : NULL;
+    sel->before_ms = before ? json_integer_value(before) : 0;
+    if (json_is_array(ids) && json_array_size(ids) > 0 && !json_is_true(all)) {
+        sel->ids = px_xcalloc(json_array_size(ids), sizeof(*sel->ids));
+        size_t i;
+        json_t *v;
+        json_array_foreach(ids, i, v) {
+            if (!json_is_integer(v) || json_integer_value(v) <= 0) {
+                *why = "ids must be positive integers";
+                return -1;
+            }
+            sel->ids[sel->nids++] = json_integer_value(v);
+        }
+        return 0;
+    }
+    if (json_is_true(all) && !ids) {
+        return 0;
+    }
+    *why = "give either a non-empty \"ids\" array or \"all\": true";
+    return -1;
+}
+
+static void selection_free(selection *sel)
+{
+    free(sel->ids);
+    json_decref(sel->body);
+}
+
+typedef struct replay_ctx {
+    char **sinks;
+    size_t nsinks;
+} replay_ctx;
+
+static void on_replayed(int64_t id, const char *sink, void *arg)
+{
+    replay_ctx *rc = arg;
+    (void)id;
+    for (size_t i = 0; i < rc->nsinks; i++) {
+        if (strcmp(rc->sinks[i], sink) == 0) {
+            return;
+        }
+    }
+    rc->sinks = px_xrealloc(rc->sinks, (rc->nsinks + 1) * sizeof(*rc->sinks));
+    rc->sinks[rc->nsinks++] = px_xstrdup(sink);
+}
+
+static void on_dlq_replay(px_http_request *req, void *arg)
+{
+    px_admin *a = arg;
+    if (gate(a, req, 1) < 0) {
+        return;
+    }
+    selection sel;
+    const char *why = NULL;
+    if (parse_selection(req, &sel, &why) < 0) {
+        selection_free(&sel);
+        reply_error(req, 400, why);
+        return;
+    }
+    replay_ctx rc = {0};
+    int n = px_spool_dlq_replay(a->d->spool, sel.ids, sel.nids, sel.sink, on_replayed, &rc);
+    selection_free(&sel);
+    json_t *sinks = json_array();
+    for (size_t i = 0; i < rc.nsinks; i++) {
+        /* The running host delivers them now rather than at its next start. */
+        if (a->d->dispatch && !a->d->stopping) {
+            px_dispatch_kick(a->d->dispatch, rc.sinks[i]);
+        }
+        json_array_append_new(sinks, json_string(rc.sinks[i]));
+        free(rc.sinks[i]);
+    }
+    free(rc.sinks);
+    if (n < 0) {
+        json_decref(sinks);
+        reply_error(req, n == PX_EBUSY ? 503 : 500, px_strerror(n));
+        return;
+    }
+    PX_LOG_INFO("admin", "dead letters replayed count=%d", n);
+    reply_json(req, 200, json_pack("{si so}", "replayed", n, "sinks", sinks));
+}
+
+static void on_dlq_purge(px_http_request *req, void *arg)
+{
+    px_admin *a = arg;
+    if (gate(a, req, 1) < 0) {
+        return;
+    }
+    selection sel;
+    const char *why = NULL;
+    if (parse_selection(req, &sel, &why) < 0) {
+        selection_free(&sel);
+        reply_error(req, 400, why);
+        return;
+    }
+    int n = px_spool_dlq_purge(a->d->spool, sel.ids, sel.nids, sel.sink, sel.before_ms);
+    selection_free(&sel);
+    if (n < 0) {
+        reply_error(req, n == PX_EBUSY ? 503 : 500, px_strerror(n));
+        return;
+    }
+    PX_LOG_INFO("admin", "dead letters purged count=%d", n);
+    reply_json(req, 200, json_pack("{si}", "purged", n));
+}
+
+/* --- reload ------------------------------------------------------------------------------ */
+
+static void on_reload(px_http_request *req, void *arg)
+{
+    px_admin *a = arg;
+    if (gate(a, req, 1) < 0) {
+        return;
+    }
+    char inst[256];
+    int has = query_get(req, "instance", inst, sizeof(inst)) && inst[0];
+    char err[1024] = "";
+    int rc = px_daemon_reload(a->d, has ? inst : NULL, err, sizeof(err));
+    json_t *body = json_object();
+    json_object_set_new(body, "instance", has ? json_string(inst) : json_null());
+    if (rc == 0) {
+        json_object_set_new(body, "result", json_string("ok"));
+        if (err[0]) {
+            json_object_set_new(body, "message", json_string(err));
+        }
+        reply_json(req, 200, body);
+        return;
+    }
+    json_object_set_new(body, "result", json_string("failed"));
+    json_object_set_new(body, "error", json_string(err[0] ? err : px_strerror(rc)));
+    int status = (rc == PX_ENOTFOUND || rc == PX_ENOENT)                  ? 404
+                 : (rc == PX_ESTATE || rc == PX_ECONFIG || rc == PX_EBUSY) ? 409
+                 : rc == PX_EINVAL                                         ? 400
+                                                                           : 500;
+    reply_json(req, status, body);
+}
+
+/* --- lifecycle --------------------------------------------------------------------------- */
+
+static int is_loopback(const char *listen)
+{
+    return strncmp(listen, "127.", 4) == 0 || strncmp(listen, "[::1]", 5) == 0 ||
+           strncmp(listen, "localhost", 9) == 0;
+}
+
+int px_admin_create(px_daemon *d, px_admin **out)
+{
+    *out = NULL;
+    const px_config *cfg = d->cfg;
+    if (!cfg || !cfg->admin_listen || !*cfg->admin_listen) {
+        return 0;
+    }
+    px_http_server_options ho = {.listen = cfg->admin_listen, .max_connections = 64};
+    px_http_server *srv = NULL;
+    char herr[256];
+    int rc = px_http_server_create(d->loop, &ho, &srv, herr, sizeof(herr));
+    if (rc < 0) {
+        PX_LOG_ERR("host", "admin listener failed address=%s error=\"%s\"; running without the "
+                   "admin API", cfg->admin_listen, herr);
+        return rc;
+    }
+    px_admin *a = px_xcalloc(1, sizeof(*a));
+    a->d = d;
+    a->srv = srv;
+    a->started_ms = now_ms();
+    char real[PATH_MAX];
+    a->data_dir = px_xstrdup(realpath(cfg->data_dir, real) ? real : cfg->data_dir);
+    define_metrics(a);
+    static const struct {
+        const char *method, *path;
+        unsigned flags;
+        px_http_handler cb;
+    } routes[] = {
+        {"GET", "/healthz", 0, on_healthz},
+        {"GET", "/readyz", 0, on_readyz},
+        {"GET", "/metrics", 0, on_metrics},
+        {"GET", "/admin/status", 0, on_status},
+        {"GET", "/admin/dlq", 0, on_dlq_list},
+        {"GET", "/admin/dlq/", PX_ROUTE_PREFIX, on_dlq_show},
+        {"POST", "/admin/dlq/replay", 0, on_dlq_replay},
+        {"POST", "/admin/dlq/purge", 0, on_dlq_purge},
+        {"POST", "/admin/reload", 0, on_reload},
+    };
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        px_http_server_route(srv, routes[i].method, routes[i].path, routes[i].flags,
+                             routes[i].cb, a, a);
+    }
+    PX_LOG_INFO("host", "admin listening address=%s port=%d", cfg->admin_listen,
+                px_http_server_port(srv));
+    if (!is_loopback(cfg->admin_listen) && !(cfg->admin_token && *cfg->admin_token)) {
+        PX_LOG_WARN("host", "admin API listens beyond loopback without host.admin.token "
+                    "address=%s", cfg->admin_listen);
+    }
+    *out = a;
+    return 0;
+}
+
+int px_admin_port(const px_admin *a)
+{
+    return a ? px_http_server_port(a->srv) : 0;
+}
+
+static void on_srv_closed(void *arg)
+{
+    px_admin *a = arg;
+    free(a->data_dir);
+    free(a);
+}
+
+void px_admin_close(px_admin *a)
+{
+    if (!a) {
+        return;
+    }
+    px_http_server_close(a->srv, on_srv_closed, a);
+}
