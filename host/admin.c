@@ -568,6 +568,13 @@ json_t *px_admin_status_json(px_admin *a)
     } else {
         json_object_set_new(st, "dispatcher", json_null());
     }
+    json_t *reload = json_pack("{sI sI}", "ok", (json_int_t)d->reloads_ok, "failed",
+                               (json_int_t)d->reloads_failed);
+    json_object_set_new(reload, "last_at", iso_time(d->last_reload_ms));
+    json_object_set_new(reload, "last_error", d->last_reload_error
+                                                  ? json_string(d->last_reload_error)
+                                                  : json_null());
+    json_object_set_new(st, "reload", reload);
     json_t *http = json_object();
     if (d->http) {
         json_object_set_new(http, "plugin",

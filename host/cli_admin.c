@@ -514,6 +514,13 @@ static void print_status(const json_t *st)
            "errors %lld\n",
            num(ev, "received"), num(ev, "unrouted"), num(ev, "duplicate"), num(ev, "refused"),
            num(ev, "mapping_errors"));
+    const json_t *rl = json_object_get(st, "reload");
+    if (json_is_object(rl)) {
+        printf("reloads     ok %lld, failed %lld, last %s%s%s\n", num(rl, "ok"), num(rl, "failed"),
+               str(rl, "last_at"), json_is_string(json_object_get(rl, "last_error")) ? ": FAILED: "
+                                                                                  : "",
+               json_is_string(json_object_get(rl, "last_error")) ? str(rl, "last_error") : "");
+    }
     const json_t *ds = json_object_get(st, "dispatcher");
     if (json_is_object(ds)) {
         printf("deliveries  done %lld, retried %lld, rejected %lld, dead %lld, timeouts %lld\n",

@@ -607,6 +607,13 @@ pipelines:
         assert (st == 200) == (body["result"] == "ok") and body["result"] in ("ok", "failed")
         r = plexus("reload", "-c", h.config)
         assert r.returncode == (0 if body["result"] == "ok" else 1), (r.stdout, r.stderr)
+        st = get_json(port, "/admin/status")["reload"]
+        assert st["ok"] + st["failed"] >= 3 and st["failed"] >= 2 and st["last_at"], st
+        fams = scrape(port)[1]
+        assert sample(fams, "plexus_reloads_total", result="failed") >= 2
+        assert sample(fams, "plexus_reloads_total", result="ok") == st["ok"]
+        r = plexus("status", "-c", h.config)
+        assert re.search(r"^reloads\s+ok \d+, failed \d+, last \d{4}-", r.stdout, re.M), r.stdout
         st, _, _ = call(port, "GET", "/admin/reload")
         assert st == 405
         assert h.stop() == 0
