@@ -9,6 +9,12 @@ if [ "${CI:-}" = true ]; then
     werror=(-Dwerror=true)
 fi
 if [ ! -f "$dir/build.ninja" ]; then
-    meson setup "$dir" "${werror[@]}" "$@" >/dev/null
+    if ! out=$(meson setup "$dir" "${werror[@]}" "$@" 2>&1); then
+        echo "$out"
+        exit 1
+    fi
 fi
-ninja -C "$dir" >/dev/null || ninja -C "$dir"
+if ! out=$(ninja -C "$dir" 2>&1); then
+    echo "$out" | grep -v '^\[' | tail -60
+    exit 1
+fi
