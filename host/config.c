@@ -1403,7 +1403,8 @@ static int parse_host(cctx *c, px_config *cfg, const px_ynode *h)
 {
     static const char *const keys[] = {"data_dir",      "durability", "dedupe_window",
                                        "drain_timeout", "log",        "http",
-                                       "admin",         "plugin_path", "watch_plugins"};
+                                       "admin",         "plugin_path", "watch_plugins",
+                                       "max_crashes"};
     static const char *const log_keys[] = {"level", "format"};
     static const char *const http_keys[] = {"listen", "max_body", "max_connections"};
     static const char *const admin_keys[] = {"listen", "token"};
@@ -1440,6 +1441,11 @@ static int parse_host(cctx *c, px_config *cfg, const px_ynode *h)
                        &cfg->watch_plugins)) < 0) {
         return rc;
     }
+    v = cfg->max_crashes;
+    if ((rc = get_uint(c, map_get(h, "max_crashes"), "host.max_crashes", 1, 1000, &v)) < 0) {
+        return rc;
+    }
+    cfg->max_crashes = (uint32_t)v;
 
     const px_ynode *log = map_get(h, "log");
     if (!is_null(log)) {
@@ -1954,6 +1960,7 @@ static px_config *config_defaults(const char *path)
     cfg->durability = PX_DURABILITY_NORMAL;
     cfg->dedupe_window_ms = 24ull * 3600 * 1000;
     cfg->drain_timeout_ms = 10000;
+    cfg->max_crashes = 3;
     return cfg;
 }
 

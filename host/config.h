@@ -80,6 +80,8 @@ typedef struct px_config {
     int durability;          /* enum px_durability; `durability: normal|fsync` */
     uint64_t dedupe_window_ms; /* `dedupe_window:`, default 24h */
     uint64_t drain_timeout_ms; /* `drain_timeout:`, default 10s */
+    uint32_t max_crashes;    /* `max_crashes:`: crashes one delivery may cause before it is
+                                dead-lettered (crash.h); default 3 */
     px_instance_conf *instances;
     size_t ninstances;
     px_pipeline_conf *pipelines;

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "crash.h"
 #include "daemon.h"
 #include "err.h"
 #include "log.h"
@@ -249,7 +250,11 @@ static void hand_over(px_sinkq *q, px_delivery *dl, px_plugin_ctx *gen)
     list_append(&q->infl_head, &q->infl_tail, dl);
     q->ninflight++;
     gen->inflight++;
+    /* Should the plugin take the process down, the crash marker names this delivery. */
+    px_crash_frame cf;
+    px_crash_enter(&cf, "deliver", q->name, dl->id, dl->event->id);
     gen->lib->desc->deliver(gen->state, dl);
+    px_crash_leave(&cf);
 }
 
 static void pump(px_sinkq *q)

@@ -10,6 +10,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "crash.h"
 #include "daemon.h"
 #include "err.h"
 #include "log.h"
@@ -120,7 +121,10 @@ static void on_post(uv_async_t *a)
     while (it) {
         px_post_item *next = it->next;
         if (gen->state_code != PX_GEN_DESTROYED) {
+            px_crash_frame cf;
+            px_crash_enter(&cf, "post", gen->inst->name, 0, NULL);
             it->cb(it->arg);
+            px_crash_leave(&cf);
         }
         free(it);
         it = next;
@@ -181,7 +185,10 @@ int px_gen_load(px_instance *inst, const char *file, const char *copy_dir, px_pl
 
     void *state = NULL;
     gen->config = json_incref(inst->config);
+    px_crash_frame cf;
+    px_crash_enter(&cf, "init", inst->name, 0, NULL);
     rc = lib->desc->init(gen, gen->config, &state);
+    px_crash_leave(&cf);
     if (rc < 0) {
         snprintf(err, errlen, "plugin %s (instance %s): init failed: %s", file, inst->name,
                  px_strerror(rc));
@@ -201,7 +208,10 @@ int px_gen_start(px_plugin_ctx *gen, char *err, size_t errlen)
 {
     const px_plugin_desc *desc = gen->lib->desc;
     if (desc->start) {
+        px_crash_frame cf;
+        px_crash_enter(&cf, "start", gen->inst->name, 0, NULL);
         int rc = desc->start(gen->state);
+        px_crash_leave(&cf);
         if (rc < 0) {
             snprintf(err, errlen, "instance %s: start failed: %s", gen->inst->name,
                      px_strerror(rc));
@@ -262,12 +272,17 @@ void px_gen_stop(px_plugin_ctx *gen, uint64_t timeout_ms,
     gen->on_drained_arg = arg;
     if (gen->state_code == PX_GEN_RUNNING || gen->state_code == PX_GEN_LOADED) {
         gen->state_code = PX_GEN_STOPPING;
+        px_crash_frame cf;
+        px_crash_enter(&cf, "stop", gen->inst->name, 0, NULL);
         if (desc->stop) {
             desc->stop(gen->state);
         }
+        cf.call = "drain";
         if (desc->drain) {
             desc->drain(gen->state);
-        } else {
+        }
+        px_crash_leave(&cf);
+        if (!desc->drain) {
             gen->drain_reported = 1;
         }
     }
@@ -320,7 +335,10 @@ void px_gen_close(px_plugin_ctx *gen, void (*cb)(px_plugin_ctx *gen))
     }
     const px_plugin_desc *desc = gen->lib->desc;
     if (!gen->init_failed && desc->destroy) {
+        px_crash_frame cf;
+        px_crash_enter(&cf, "destroy", gen->inst->name, 0, NULL);
         desc->destroy(gen->state);
+        px_crash_leave(&cf);
     }
     gen->state_code = PX_GEN_DESTROYED;
     pthread_mutex_lock(&gen->post_lock);
@@ -369,7 +387,10 @@ int px_gen_post(px_plugin_ctx *gen, void (*cb)(void *arg), void *arg)
 static void on_timer(uv_timer_t *h)
 {
     px_timer *t = h->data;
+    px_crash_frame cf;
+    px_crash_enter(&cf, "timer", t->gen->inst->name, 0, NULL);
     t->cb(t->arg);
+    px_crash_leave(&cf);
 }
 
 int px_gen_timer_start(px_plugin_ctx *gen, uint64_t ms, uint64_t repeat_ms, void (*cb)(void *arg),

@@ -11,6 +11,7 @@
 #include "cli_admin.h"
 #include "cli_dlq.h"
 #include "config.h"
+#include "crash.h"
 #include "daemon.h"
 #include "err.h"
 #include "loader.h"
@@ -170,19 +171,25 @@ static int cmd_run(const cli *c)
     uv_loop_init(&loop);
     char err[1024];
     px_daemon *d = NULL;
+    /* A plugin that kills the process leaves a crash marker naming what it was doing. */
+    px_crash_install(cfg->data_dir);
     int rc = px_daemon_create(&loop, cfg, &d, err, sizeof(err));
     if (rc < 0) {
         PX_LOG_ERR("host", "%s", err);
+        px_crash_uninstall();
         uv_loop_close(&loop);
         return rc == PX_ECONFIG ? EXIT_CONFIG : 1;
     }
     int exit_code = 0;
+    /* Before any delivery is read back: charge the previous run's crash to its delivery. */
+    px_crash_recover(d->spool, d->cfg->data_dir, d->cfg->max_crashes);
     if (px_daemon_start(d, err, sizeof(err)) < 0) {
         PX_LOG_ERR("host", "%s", err);
         exit_code = 1;
         px_daemon_shutdown(d);
     }
     uv_run(&loop, UV_RUN_DEFAULT);
+    px_crash_uninstall();
     px_daemon_destroy(d);
     px_metrics_global_free();
     if (uv_loop_close(&loop) != 0) {

@@ -8,6 +8,7 @@
 
 #include "mem.h"
 
+#include "crash.h"
 #include "daemon.h"
 #include "err.h"
 #include "http_client.h"
@@ -19,8 +20,19 @@ struct px_route_rec {
     uint32_t flags;
     px_http_handler cb;
     void *arg;
+    px_plugin_ctx *gen;
     struct px_route_rec *next;
 };
+
+/* Every plugin route is served through this, so a crash in a handler names its instance. */
+static void on_route(px_http_request *req, void *arg)
+{
+    struct px_route_rec *r = arg;
+    px_crash_frame cf;
+    px_crash_enter(&cf, "http", r->gen->inst->name, 0, NULL);
+    r->cb(req, r->arg);
+    px_crash_leave(&cf);
+}
 
 int px_daemon_http_route(px_daemon *d, px_plugin_ctx *gen, const char *method, const char *path,
                          uint32_t flags, px_http_handler cb, void *arg)
@@ -32,18 +44,22 @@ int px_daemon_http_route(px_daemon *d, px_plugin_ctx *gen, const char *method, c
         PX_LOG_WARN(gen->inst->name, "route %s needs host.http.listen, which is not set", path);
         return PX_ESTATE;
     }
-    if (gen == gen->inst->gen) {
-        int rc = px_http_server_route(d->http, method, path, flags, cb, arg, gen);
-        if (rc < 0) {
-            return rc;
-        }
-    }
     struct px_route_rec *r = px_xcalloc(1, sizeof(*r));
     r->method = px_xstrdup(method);
     r->path = px_xstrdup(path);
     r->flags = flags;
     r->cb = cb;
     r->arg = arg;
+    r->gen = gen;
+    if (gen == gen->inst->gen) {
+        int rc = px_http_server_route(d->http, method, path, flags, on_route, r, gen);
+        if (rc < 0) {
+            free(r->method);
+            free(r->path);
+            free(r);
+            return rc;
+        }
+    }
     r->next = gen->routes;
     gen->routes = r;
     return 0;
@@ -55,7 +71,7 @@ void px_daemon_apply_routes(px_daemon *d, px_plugin_ctx *gen)
         return;
     }
     for (struct px_route_rec *r = gen->routes; r; r = r->next) {
-        px_http_server_route(d->http, r->method, r->path, r->flags, r->cb, r->arg, gen);
+        px_http_server_route(d->http, r->method, r->path, r->flags, on_route, r, gen);
     }
 }
 

@@ -39,6 +39,7 @@ enum op_kind {
     OP_REPLAY,
     OP_PURGE,
     OP_EXEC,
+    OP_CRASH,
 };
 
 typedef struct op_row {
@@ -108,6 +109,7 @@ enum wstmt {
     W_HWM_SET,
     W_PRUNE,
     W_PROBE,
+    W_CRASH_UPD,
     W_COUNT
 };
 
@@ -139,6 +141,8 @@ static const char *const wsql[W_COUNT] = {
     [W_PRUNE] = "DELETE FROM dedupe WHERE (source, key) IN (SELECT source, key FROM dedupe "
                 "WHERE expires_at_ms <= ?1 LIMIT ?2)",
     [W_PROBE] = "INSERT OR REPLACE INTO meta(k, v) VALUES('probe', ?1)",
+    [W_CRASH_UPD] = "UPDATE deliveries SET attempts=attempts+1, crashes=crashes+1, "
+                    "last_error=?2 WHERE id=?1 RETURNING attempts, crashes",
 };
 
 struct px_spool {
@@ -243,6 +247,8 @@ static const char *const migrations[] = {
     "CREATE TABLE IF NOT EXISTS dedupe(source TEXT NOT NULL, key TEXT NOT NULL, "
     "  expires_at_ms INTEGER NOT NULL, PRIMARY KEY(source, key)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS dedupe_expires ON dedupe(expires_at_ms);",
+    /* 2: crashes a delivery caused (crash marker), so a poison delivery is dead-lettered */
+    "ALTER TABLE deliveries ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -559,6 +565,42 @@ static int run_dead(px_spool *s, op *o, sink_counts *delta)
     return SQLITE_OK;
 }
 
+/* A delivery crashed the process: one more attempt and crash; dead letter at max_crashes
+ * (o->attempts carries the limit). o->status: the crash count, or PX_ENOENT. */
+static int run_crash(px_spool *s, op *o, sink_counts *delta)
+{
+    PREP(up, W_CRASH_UPD);
+    sqlite3_bind_int64(up, 1, o->delivery_id);
+    bind_text(up, 2, o->text);
+    int64_t attempts = 0, crashes = 0;
+    int rc = sqlite3_step(up);
+    int found = rc == SQLITE_ROW;
+    if (found) {
+        attempts = sqlite3_column_int64(up, 0);
+        crashes = sqlite3_column_int64(up, 1);
+    }
+    CHECK(step_done(up));
+    if (!found) {
+        o->status = PX_ENOENT;
+        return SQLITE_OK;
+    }
+    CHECK(add_attempt(s, o->delivery_id, (uint32_t)attempts, o->text));
+    o->status = (int)crashes;
+    if (crashes < (int64_t)o->attempts) {
+        return SQLITE_OK;
+    }
+    char reason[512];
+    snprintf(reason, sizeof(reason), "crashed the host %lld times; last: %s", (long long)crashes,
+             o->text);
+    op dead;
+    memset(&dead, 0, sizeof(dead));
+    dead.kind = OP_DEAD;
+    dead.delivery_id = o->delivery_id;
+    dead.attempts = (uint32_t)attempts;
+    dead.text = reason;
+    return run_dead(s, &dead, delta);
+}
+
 /* Handles one dead letter for replay (replay != 0) or purge. */
 static int dlq_one(px_spool *s, op *o, int64_t dead_id, int replay, sink_counts *delta,
                    int64_t *hwm)
@@ -680,7 +722,8 @@ static int run_op(px_spool *s, op *o, sink_counts *delta, int64_t *hwm)
     case -OP_RETRY:
     case -OP_DEAD:
     case -OP_REPLAY:
-    case -OP_PURGE: return SQLITE_OK; /* failed alone earlier: skipped */
+    case -OP_PURGE:
+    case -OP_CRASH: return SQLITE_OK; /* failed alone earlier: skipped */
     case OP_PUT: return run_put(s, o, delta, hwm);
     case OP_DEAD_RAW: return run_dead_raw(s, o);
     case OP_DONE: return run_done(s, o, delta);
@@ -688,6 +731,7 @@ static int run_op(px_spool *s, op *o, sink_counts *delta, int64_t *hwm)
     case OP_DEAD: return run_dead(s, o, delta);
     case OP_REPLAY: return run_dlq(s, o, 1, delta, hwm);
     case OP_PURGE: return run_dlq(s, o, 0, delta, hwm);
+    case OP_CRASH: return run_crash(s, o, delta);
     default: return SQLITE_MISUSE;
     }
 }
@@ -767,7 +811,8 @@ static void list_push(op **head, op **tail, op *o)
  * carry no callback and are freed there too). mu held. */
 static void finish_op(px_spool *s, op *o)
 {
-    if (o->kind == OP_REPLAY || o->kind == OP_PURGE || o->kind == OP_EXEC) {
+    if (o->kind == OP_REPLAY || o->kind == OP_PURGE || o->kind == OP_EXEC ||
+        o->kind == OP_CRASH) {
         o->finished = 1;
         return;
     }
@@ -1268,7 +1313,10 @@ static op *op_from_event(const px_spool_event *ev, const px_spool_row *rows, siz
            slen(ev->meta) + slen(ev->hints) + ev->payload_len + 1;
     len += slen(pipeline) + slen(sink) + slen(text);
     for (size_t i = 0; i < n; i++) {
-        len += slen(rows[i].pipeline) + slen(rows[i].sink) + slen(rows[i].action) +
+        /* NULL strings of a row are stored as "": one byte each */
+        len += (rows[i].pipeline ? slen(rows[i].pipeline) : 1) +
+               (rows[i].sink ? slen(rows[i].sink) : 1) +
+               (rows[i].action ? slen(rows[i].action) : 1) +
                (rows[i].params ? rows[i].params_len : 2) + 1;
     }
     op *o = px_xmalloc(len);
@@ -1450,6 +1498,24 @@ int px_spool_dlq_purge(px_spool *s, const int64_t *ids, size_t n, const char *si
                        int64_t before_ms)
 {
     return dlq_sync(s, OP_PURGE, ids, n, sink, before_ms, NULL, NULL);
+}
+
+int px_spool_note_crash(px_spool *s, int64_t delivery_id, const char *reason,
+                        uint32_t max_crashes)
+{
+    if (!s) {
+        return PX_EINVAL;
+    }
+    if (s->closing || !px_spool_writable(s)) {
+        return PX_EBUSY;
+    }
+    op o;
+    memset(&o, 0, sizeof(o));
+    o.kind = OP_CRASH;
+    o.delivery_id = delivery_id;
+    o.attempts = max_crashes ? max_crashes : 3;
+    o.text = reason ? reason : "crash";
+    return run_sync(s, &o);
 }
 
 int px__spool_exec(px_spool *s, const char *sql)

@@ -86,6 +86,16 @@ void px_spool_mark_retry(px_spool *s, int64_t delivery_id, uint32_t attempts, in
  * history. */
 void px_spool_mark_dead(px_spool *s, int64_t delivery_id, uint32_t attempts, const char *reason);
 
+/* A delivery took the process down (a plugin crashed while handling it; see crash.h): counts the
+ * crash as a failed attempt (attempts + 1, an attempt row with `reason` (borrowed, copied)) and
+ * one more crash of this delivery; once it has caused max_crashes crashes (0 = 3) it is moved to
+ * the dead letters with a reason naming the crash, so the host does not crash-loop on it.
+ * Synchronous (start-up, before deliveries are read back). Returns the delivery's crash count so
+ * far (>= 1; dead-lettered when >= max_crashes), PX_ENOENT when it is not pending (already done or
+ * dead), PX_EBUSY when the spool is unwritable or closing, or PX_ESPOOL. */
+int px_spool_note_crash(px_spool *s, int64_t delivery_id, const char *reason,
+                        uint32_t max_crashes);
+
 /* A pending delivery read back, for retries and recovery after a restart. Every pointer is valid
  * only during the callback. ev.dedupe_key is NULL; ev.meta / ev.hints are NULL when absent.
  * ev.payload is NUL-terminated in addition to payload_len. */

@@ -904,10 +904,25 @@ static void test_suggest(void)
     PX_ASSERT(suggest("completely_different", keys, 4) == NULL);
 }
 
+/* Hardening keys: host.max_crashes. */
+static void test_hardening_keys(void)
+{
+    px_config *cfg = parse("version: 1\n");
+    PX_ASSERT(cfg != NULL);
+    PX_ASSERT_INT_EQ(cfg->max_crashes, 3);
+    px_config_destroy(cfg);
+    cfg = parse("version: 1\nhost:\n  max_crashes: 5\n");
+    PX_ASSERT(cfg != NULL);
+    PX_ASSERT_INT_EQ(cfg->max_crashes, 5);
+    px_config_destroy(cfg);
+    EXPECT_ERR("version: 1\nhost:\n  max_crashes: 0\n",
+               "test.yaml:3:16: host.max_crashes: expected an integer from 1 to 1000, got \"0\"");
+}
+
 PX_TEST_MAIN(PX_TEST(test_full_config), PX_TEST(test_defaults), PX_TEST(test_scalar_typing),
              PX_TEST(test_err_syntax), PX_TEST(test_err_top_level), PX_TEST(test_err_host),
              PX_TEST(test_err_instances), PX_TEST(test_err_pipelines), PX_TEST(test_env_expansion),
              PX_TEST(test_err_env), PX_TEST(test_aliases), PX_TEST(test_options_defaults),
              PX_TEST(test_err_options), PX_TEST(test_secret_options), PX_TEST(test_bad_default),
              PX_TEST(test_load_missing_file), PX_TEST(test_parse_duration),
-             PX_TEST(test_parse_size), PX_TEST(test_suggest))
+             PX_TEST(test_parse_size), PX_TEST(test_suggest), PX_TEST(test_hardening_keys))

@@ -960,10 +960,57 @@ static void test_open_errors(void)
     PX_ASSERT_INT_EQ(uv_loop_close(&loop), 0);
 }
 
+/* A delivery that crashed the process: an attempt each time, dead letter at the limit. */
+static void test_note_crash(void)
+{
+    fixture f;
+    PX_ASSERT_INT_EQ(fx_init(&f, NULL), 0);
+    static results r;
+    memset(&r, 0, sizeof(r));
+    put_ctx c0 = {&r, 0}, c1 = {&r, 1};
+    int64_t a = put_one(&f, "e1", "a", &r, &c0);
+    int64_t b = put_one(&f, "e2", "a", &r, &c1);
+    PX_ASSERT(a > 0 && b > a);
+    px_spool_mark_retry(f.s, a, 1, 0, "http 503");
+    PX_ASSERT_INT_EQ(px_spool_note_crash(f.s, a, "crash: SIGSEGV in deliver of instance a", 3), 1);
+    static loaded l;
+    memset(&l, 0, sizeof(l));
+    PX_ASSERT_INT_EQ(px_spool_load(f.s, "a", 0, 10, on_load, &l), 2);
+    PX_ASSERT_INT_EQ(l.attempts[0], 2);
+    PX_ASSERT_STR_HAS(l.last_error, "crash: SIGSEGV in deliver"); /* buffer cuts the rest */
+    PX_ASSERT_INT_EQ(px_spool_note_crash(f.s, a, "crash: SIGABRT in deliver of instance a", 3), 2);
+    PX_ASSERT_INT_EQ(px_spool_note_crash(f.s, a, "crash: SIGABRT in deliver of instance a", 3), 3);
+    /* third crash: dead, with the whole history; the other delivery is untouched */
+    memset(&l, 0, sizeof(l));
+    PX_ASSERT_INT_EQ(px_spool_load(f.s, "a", 0, 10, on_load, &l), 1);
+    PX_ASSERT_INT_EQ(l.ids[0], b);
+    PX_ASSERT_INT_EQ(l.attempts[0], 0);
+    json_t *list = NULL;
+    PX_ASSERT_INT_EQ(px_spool_dlq_list(f.s, NULL, 0, 0, &list), 0);
+    PX_ASSERT_INT_EQ(json_array_size(list), 1);
+    json_t *dead = json_array_get(list, 0);
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(dead, "reason")),
+                     "crashed the host 3 times; last: crash: SIGABRT in deliver of instance a");
+    PX_ASSERT_INT_EQ(json_integer_value(json_object_get(dead, "attempts")), 4);
+    json_t *shown = NULL;
+    PX_ASSERT_INT_EQ(px_spool_dlq_show(f.s, json_integer_value(json_object_get(dead, "id")),
+                                       &shown), 0);
+    PX_ASSERT_INT_EQ(json_array_size(json_object_get(shown, "history")), 4);
+    json_decref(shown);
+    json_decref(list);
+    counts_seen cs = {0};
+    PX_ASSERT_INT_EQ(px_spool_pending_counts(f.s, on_count, &cs), 1);
+    PX_ASSERT_INT_EQ(cs.a, 1);
+    /* gone from the pending deliveries: nothing to charge */
+    PX_ASSERT_INT_EQ(px_spool_note_crash(f.s, a, "crash", 3), PX_ENOENT);
+    PX_ASSERT_INT_EQ(px_spool_note_crash(f.s, 987654, "crash", 3), PX_ENOENT);
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
 PX_TEST_MAIN(PX_TEST(test_put_and_load), PX_TEST(test_mark_done), PX_TEST(test_mark_retry),
              PX_TEST(test_dead_letters), PX_TEST(test_replay_and_purge), PX_TEST(test_dedupe),
              PX_TEST(test_reopen), PX_TEST(test_crash_recovery), PX_TEST(test_group_commit),
              PX_TEST(test_close_runs_pending_callbacks), PX_TEST(test_queue_limit),
              PX_TEST(test_backpressure_full_disk), PX_TEST(test_bad_operation_isolated),
              PX_TEST(test_paging),
-             PX_TEST(test_open_errors))
+             PX_TEST(test_open_errors), PX_TEST(test_note_crash))

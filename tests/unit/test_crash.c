@@ -1,0 +1,199 @@
+/* Crash marker tests: the handler in a child process that dies (abort, SIGSEGV, nested frames,
+ * no frame), parsing of marker lines, and start-up recovery charging a spool. */
+#define _XOPEN_SOURCE 700
+#include "../../host/crash.c"
+#include "../../host/spool.c"
+
+#include <ftw.h>
+#include <sys/wait.h>
+
+#include "test.h"
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static void rm_rf(const char *dir)
+{
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        return NULL;
+    }
+    static char buf[4096];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* Forks a child that installs the handlers, enters frames and dies by `how`. Returns the signal
+ * that killed it, or -1. */
+static int die_in_child(const char *dir, const char *how)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, STDERR_FILENO);
+        px_crash_install(dir);
+        px_crash_frame outer, inner;
+        if (strcmp(how, "none") != 0) {
+            px_crash_enter(&outer, "timer", "src", 0, NULL);
+            px_crash_enter(&inner, "deliver", "out", 42, "ev \"1\"\n");
+        }
+        if (strcmp(how, "left") == 0) {
+            px_crash_leave(&inner);
+        }
+        if (strcmp(how, "segv") == 0) {
+            raise(SIGSEGV);
+        }
+        abort();
+    }
+    int st = 0;
+    if (waitpid(pid, &st, 0) != pid || !WIFSIGNALED(st)) {
+        return -1;
+    }
+    return WTERMSIG(st);
+}
+
+static void test_handler_writes_marker(void)
+{
+    char dir[] = "/tmp/px_crash_XXXXXX";
+    PX_ASSERT(mkdtemp(dir) != NULL);
+    char path[128];
+    snprintf(path, sizeof(path), "%s/%s", dir, PX_CRASH_MARKER);
+
+    PX_ASSERT_INT_EQ(die_in_child(dir, "abort"), SIGABRT); /* default action kept */
+    PX_ASSERT_INT_EQ(die_in_child(dir, "segv"), SIGSEGV);
+    PX_ASSERT_INT_EQ(die_in_child(dir, "left"), SIGABRT);
+    PX_ASSERT_INT_EQ(die_in_child(dir, "none"), SIGABRT);
+    char *text = read_file(path);
+    PX_ASSERT(text != NULL);
+    /* one appended line per crash, the innermost frame, unsafe characters replaced */
+    char *lines[4];
+    char *save = NULL;
+    int n = 0;
+    for (char *l = strtok_r(text, "\n", &save); l && n < 4; l = strtok_r(NULL, "\n", &save)) {
+        lines[n++] = l;
+    }
+    PX_ASSERT_INT_EQ(n, 4);
+    px_crash_record r;
+    PX_ASSERT_INT_EQ(px_crash_parse_line(lines[0], &r), 0);
+    PX_ASSERT_INT_EQ(r.signo, SIGABRT);
+    PX_ASSERT_STR_EQ(r.call, "deliver");
+    PX_ASSERT_STR_EQ(r.instance, "out");
+    PX_ASSERT_INT_EQ(r.delivery_id, 42);
+    PX_ASSERT_STR_EQ(r.event, "ev__1__");
+    PX_ASSERT_INT_EQ(r.loop_thread, 1);
+    PX_ASSERT(r.pid > 0 && r.at_ms > 1600000000000);
+    PX_ASSERT_INT_EQ(px_crash_parse_line(lines[1], &r), 0);
+    PX_ASSERT_INT_EQ(r.signo, SIGSEGV);
+    PX_ASSERT_INT_EQ(px_crash_parse_line(lines[2], &r), 0);
+    PX_ASSERT_STR_EQ(r.call, "timer"); /* the outer frame after the inner one left */
+    PX_ASSERT_STR_EQ(r.instance, "src");
+    PX_ASSERT_INT_EQ(r.delivery_id, 0);
+    PX_ASSERT_INT_EQ(px_crash_parse_line(lines[3], &r), 0);
+    PX_ASSERT_STR_EQ(r.call, "");
+    char *why = px_crash_reason(&r);
+    PX_ASSERT_STR_EQ(why, "crash: SIGABRT outside plugin calls");
+    free(why);
+    rm_rf(dir);
+}
+
+static void test_parse_line(void)
+{
+    px_crash_record r;
+    PX_ASSERT_INT_EQ(px_crash_parse_line("crash v=1 signal=11 pid=7 at_ms=5 thread=other call=http "
+                                         "instance=hook delivery=0 event= future=x\n", &r), 0);
+    PX_ASSERT_INT_EQ(r.signo, 11);
+    PX_ASSERT_INT_EQ(r.loop_thread, 0);
+    PX_ASSERT_STR_EQ(r.call, "http");
+    char *why = px_crash_reason(&r);
+    PX_ASSERT_STR_EQ(why, "crash: SIGSEGV in http of instance hook");
+    free(why);
+    PX_ASSERT_INT_EQ(px_crash_parse_line("crash v=2 signal=11", &r), PX_EINVAL);
+    PX_ASSERT_INT_EQ(px_crash_parse_line("crash v=1 pid=3", &r), PX_EINVAL);
+    PX_ASSERT_INT_EQ(px_crash_parse_line("crash v=1 signal=x", &r), PX_EINVAL);
+    PX_ASSERT_INT_EQ(px_crash_parse_line("crash v=1 signal=6 delivery=-4", &r), PX_EINVAL);
+    PX_ASSERT_INT_EQ(px_crash_parse_line("crash v=1 signal=6 junk", &r), PX_EINVAL);
+    PX_ASSERT_INT_EQ(px_crash_parse_line("", &r), PX_EINVAL);
+}
+
+static void on_put(int status, void *arg)
+{
+    *(int *)arg = status + 1;
+}
+
+static void test_recover_charges_spool(void)
+{
+    char dir[] = "/tmp/px_crash_XXXXXX";
+    PX_ASSERT(mkdtemp(dir) != NULL);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    px_spool *s = NULL;
+    char err[256];
+    PX_ASSERT_INT_EQ(px_spool_open(&loop, dir, NULL, &s, err, sizeof(err)), 0);
+    px_spool_event ev = {.id = "e1", .type = "t", .source = "src", .payload = "{}",
+                         .payload_len = 2};
+    px_spool_row row = {.pipeline = "p", .sink = "out"};
+    int done = 0;
+    PX_ASSERT_INT_EQ(px_spool_put(s, &ev, &row, 1, on_put, &done), 0);
+    while (!done) {
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    PX_ASSERT_INT_EQ(done, 1);
+
+    /* no marker: nothing to do */
+    PX_ASSERT_INT_EQ(px_crash_recover(s, dir, 2), 0);
+    char path[128];
+    snprintf(path, sizeof(path), "%s/%s", dir, PX_CRASH_MARKER);
+    FILE *f = fopen(path, "w");
+    PX_ASSERT(f != NULL);
+    fprintf(f, "crash v=1 signal=6 pid=1 at_ms=1 thread=loop call=deliver instance=out "
+               "delivery=%lld event=e1\n", (long long)row.id);
+    fprintf(f, "garbage\n");
+    fprintf(f, "crash v=1 signal=11 pid=2 at_ms=2 thread=loop call=timer instance=src "
+               "delivery=0 event=\n");
+    fclose(f);
+    PX_ASSERT_INT_EQ(px_crash_recover(s, dir, 2), 2);
+    PX_ASSERT(access(path, F_OK) != 0); /* removed once handled */
+    json_t *list = NULL;
+    PX_ASSERT_INT_EQ(px_spool_dlq_list(s, NULL, 0, 0, &list), 0);
+    PX_ASSERT_INT_EQ(json_array_size(list), 0);
+    json_decref(list);
+
+    /* the second crash of the same delivery reaches max_crashes = 2 */
+    f = fopen(path, "w");
+    PX_ASSERT(f != NULL);
+    fprintf(f, "crash v=1 signal=11 pid=3 at_ms=3 thread=loop call=deliver instance=out "
+               "delivery=%lld event=e1\n", (long long)row.id);
+    fclose(f);
+    PX_ASSERT_INT_EQ(px_crash_recover(s, dir, 2), 1);
+    PX_ASSERT_INT_EQ(px_spool_dlq_list(s, NULL, 0, 0, &list), 0);
+    PX_ASSERT_INT_EQ(json_array_size(list), 1);
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(json_array_get(list, 0), "reason")),
+                     "crashed the host 2 times; last: crash: SIGSEGV in deliver of instance out");
+    json_decref(list);
+
+    /* a delivery that is no longer pending is only logged */
+    f = fopen(path, "w");
+    PX_ASSERT(f != NULL);
+    fprintf(f, "crash v=1 signal=11 pid=4 at_ms=4 thread=loop call=deliver instance=out "
+               "delivery=%lld event=e1\n", (long long)row.id);
+    fclose(f);
+    PX_ASSERT_INT_EQ(px_crash_recover(s, dir, 2), 1);
+    PX_ASSERT(access(path, F_OK) != 0);
+    px_spool_close(s);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    PX_ASSERT_INT_EQ(uv_loop_close(&loop), 0);
+    rm_rf(dir);
+}
+
+PX_TEST_MAIN(PX_TEST(test_handler_writes_marker), PX_TEST(test_parse_line),
+             PX_TEST(test_recover_charges_spool))
