@@ -42,16 +42,6 @@ struct px_admin {
     } m;
 };
 
-/* Declared in daemon.h. This stand-in links when the build has no reload: the real one, when
- * present, is a strong symbol and wins. */
-__attribute__((weak)) int px_daemon_reload(px_daemon *d, const char *instance, char *err,
-                                           size_t errlen)
-{
-    (void)d, (void)instance;
-    snprintf(err, errlen, "reload is not available in this build");
-    return PX_ESTATE;
-}
-
 static int64_t now_ms(void)
 {
     struct timeval tv;

@@ -16,13 +16,7 @@
 #include "err.h"
 #include "log.h"
 #include "mem.h"
-
-/* Reload outcomes for /metrics; the metrics module provides the real one. */
-__attribute__((weak)) void px_metrics_reload(const char *result);
-__attribute__((weak)) void px_metrics_reload(const char *result)
-{
-    (void)result;
-}
+#include "metrics.h"
 
 #define WATCH_DEBOUNCE_MS 300
 #define WATCH_RETRY_MS 2000
