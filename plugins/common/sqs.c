@@ -1,0 +1,564 @@
+/* SQS client over the JSON protocol (see sqs.h). Every request is a POST of a JSON object to the
+ * endpoint's "/" with X-Amz-Target naming the action; the queue URL travels in the body only, so
+ * an emulator or VPC endpoint works whatever host name its queue URLs carry. */
+#include "sqs.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define DEFAULT_TIMEOUT_MS 15000u
+#define RECEIVE_EXTRA_MS 10000u /* long poll + this = HTTP timeout */
+
+enum call_kind { CALL_GENERIC, CALL_RECEIVE, CALL_DELETE };
+
+struct px_sqs {
+    const px_host_api *host;
+    px_plugin_ctx *ctx;
+    char *url;          /* endpoint base, ends with '/' */
+    char *sigv4;        /* "aws:amz:<region>:sqs" */
+    char *key, *secret;
+    char *token_header; /* "X-Amz-Security-Token: ..." or NULL */
+    uint32_t http_flags;
+    px_sqs_call *calls; /* in flight, doubly linked */
+    size_t pending;
+};
+
+struct px_sqs_call {
+    px_sqs *c; /* NULL once the client is destroyed: the answer is then only freed */
+    px_http_call *http;
+    int kind;
+    int cancelled;
+    size_t nentries; /* DeleteMessageBatch */
+    px_sqs_result_cb result_cb;
+    px_sqs_receive_cb receive_cb;
+    px_sqs_delete_cb delete_cb;
+    void *arg;
+    px_sqs_call *prev, *next;
+};
+
+static char *dup_str(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) {
+        memcpy(d, s, n);
+    }
+    return d;
+}
+
+static char *fmt_str(const char *a, const char *b, const char *c)
+{
+    size_t n = strlen(a) + strlen(b) + strlen(c) + 1;
+    char *d = malloc(n);
+    if (d) {
+        snprintf(d, n, "%s%s%s", a, b, c);
+    }
+    return d;
+}
+
+static int has_crlf(const char *s)
+{
+    return s && strpbrk(s, "\r\n") != NULL;
+}
+
+int px_sqs_create(const px_host_api *host, px_plugin_ctx *ctx, const px_sqs_config *cfg,
+                  px_sqs **out)
+{
+    if (!host || !cfg || !out || !cfg->region || !*cfg->region || !cfg->access_key ||
+        !*cfg->access_key || !cfg->secret_key || !*cfg->secret_key || has_crlf(cfg->region) ||
+        has_crlf(cfg->session_token) || has_crlf(cfg->endpoint)) {
+        return PX_EINVAL;
+    }
+    const char *ep = cfg->endpoint;
+    if (ep && *ep && strncmp(ep, "http://", 7) != 0 && strncmp(ep, "https://", 8) != 0) {
+        return PX_EINVAL;
+    }
+    px_sqs *c = calloc(1, sizeof(*c));
+    if (!c) {
+        return PX_EINVAL;
+    }
+    c->host = host;
+    c->ctx = ctx;
+    c->http_flags = cfg->http_flags;
+    if (ep && *ep) {
+        /* Only a bare "scheme://host[:port]" gets the "/" path; a given path is kept as is. */
+        const char *path = strchr(strstr(ep, "://") + 3, '/');
+        c->url = path ? dup_str(ep) : fmt_str(ep, "/", "");
+    } else {
+        c->url = fmt_str("https://sqs.", cfg->region, ".amazonaws.com/");
+    }
+    c->sigv4 = fmt_str("aws:amz:", cfg->region, ":sqs");
+    c->key = dup_str(cfg->access_key);
+    c->secret = dup_str(cfg->secret_key);
+    if (cfg->session_token && *cfg->session_token) {
+        c->token_header = fmt_str("X-Amz-Security-Token: ", cfg->session_token, "");
+    }
+    if (!c->url || !c->sigv4 || !c->key || !c->secret ||
+        (cfg->session_token && *cfg->session_token && !c->token_header)) {
+        px_sqs_destroy(c);
+        return PX_EINVAL;
+    }
+    *out = c;
+    return 0;
+}
+
+void px_sqs_destroy(px_sqs *c)
+{
+    if (!c) {
+        return;
+    }
+    /* Orphan every call first: the host runs their callbacks later, and those only free them. */
+    for (px_sqs_call *call = c->calls, *next; call; call = next) {
+        next = call->next;
+        call->c = NULL;
+        call->prev = call->next = NULL;
+        c->host->http_cancel(call->http);
+    }
+    c->calls = NULL;
+    free(c->url);
+    free(c->sigv4);
+    free(c->key);
+    if (c->secret) {
+        memset(c->secret, 0, strlen(c->secret));
+    }
+    free(c->secret);
+    if (c->token_header) {
+        memset(c->token_header, 0, strlen(c->token_header));
+    }
+    free(c->token_header);
+    free(c);
+}
+
+const char *px_sqs_endpoint(const px_sqs *c)
+{
+    return c ? c->url : NULL;
+}
+
+size_t px_sqs_pending(const px_sqs *c)
+{
+    return c ? c->pending : 0;
+}
+
+void px_sqs_cancel(px_sqs_call *call)
+{
+    if (!call || !call->c || call->cancelled) {
+        return;
+    }
+    call->cancelled = 1;
+    call->c->host->http_cancel(call->http);
+}
+
+/* --- Errors -------------------------------------------------------------------------------- */
+
+static int is_one_of(const char *code, const char *const *list)
+{
+    for (size_t i = 0; code && list[i]; i++) {
+        if (strcasecmp(code, list[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int px_sqs_classify(int http_status, const char *code)
+{
+    static const char *const throttle[] = {
+        "RequestThrottled", "ThrottlingException", "Throttling", "ThrottledException",
+        "OverLimit", "KmsThrottled", "KMS.ThrottlingException", "TooManyRequestsException",
+        "RequestLimitExceeded", "SlowDown", NULL,
+    };
+    static const char *const server[] = {
+        "InternalError", "InternalFailure", "ServiceUnavailable", "ServiceUnavailableException",
+        "RequestTimeout", "RequestTimeoutException", NULL,
+    };
+    if (http_status < 0) {
+        return PX_SQS_ENET;
+    }
+    if (http_status >= 200 && http_status < 300) {
+        return PX_SQS_OK;
+    }
+    if (http_status == 429 || is_one_of(code, throttle)) {
+        return PX_SQS_ETHROTTLE;
+    }
+    if (http_status >= 500 || http_status == 408 || is_one_of(code, server) || http_status < 200) {
+        return PX_SQS_ESERVER;
+    }
+    return PX_SQS_ECLIENT;
+}
+
+uint64_t px_sqs_backoff_ms(uint32_t attempt, uint64_t min_ms, uint64_t max_ms, uint32_t rnd)
+{
+    if (min_ms == 0) {
+        min_ms = 1;
+    }
+    if (max_ms < min_ms) {
+        max_ms = min_ms;
+    }
+    uint64_t d = min_ms;
+    for (uint32_t i = 1; i < attempt && d < max_ms; i++) {
+        d *= 2;
+    }
+    if (d > max_ms) {
+        d = max_ms;
+    }
+    uint64_t half = d / 2;
+    return d - half + (uint64_t)rnd % (half + 1);
+}
+
+/* Error code of an answer: "__type" after its last '#', else the last part of the legacy code
+ * in the x-amzn-query-error header ("AWS.SimpleQueueService.NonExistentQueue;Sender"). */
+static void error_fields(json_t *body, const char *query_error, char *code, size_t code_len,
+                         const char **message)
+{
+    const char *type = json_string_value(json_object_get(body, "__type"));
+    code[0] = '\0';
+    if (type && *type) {
+        const char *hash = strrchr(type, '#');
+        snprintf(code, code_len, "%s", hash ? hash + 1 : type);
+    } else if (query_error && *query_error) {
+        /* "AWS.SimpleQueueService.RequestThrottled;Sender" -> "RequestThrottled" */
+        size_t n = strcspn(query_error, ";");
+        const char *start = query_error;
+        for (size_t i = 0; i < n; i++) {
+            if (query_error[i] == '.') {
+                start = query_error + i + 1;
+            }
+        }
+        snprintf(code, code_len, "%.*s", (int)(query_error + n - start), start);
+    }
+    *message = "";
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v) {
+        if (strcasecmp(key, "message") == 0 && json_is_string(v)) {
+            *message = json_string_value(v);
+            break;
+        }
+    }
+}
+
+/* --- Requests ------------------------------------------------------------------------------ */
+
+static void call_unlink(px_sqs_call *call)
+{
+    px_sqs *c = call->c;
+    if (!c) {
+        return;
+    }
+    if (call->prev) {
+        call->prev->next = call->next;
+    } else {
+        c->calls = call->next;
+    }
+    if (call->next) {
+        call->next->prev = call->prev;
+    }
+    c->pending--;
+}
+
+static void deliver_receive(px_sqs_call *call, const px_sqs_error *err, json_t *result);
+static void deliver_delete(px_sqs_call *call, const px_sqs_error *err, json_t *result);
+
+static void deliver(px_sqs_call *call, const px_sqs_error *err, json_t *result)
+{
+    switch (call->kind) {
+    case CALL_RECEIVE: deliver_receive(call, err, result); break;
+    case CALL_DELETE: deliver_delete(call, err, result); break;
+    default:
+        if (call->result_cb) {
+            call->result_cb(err, result, call->arg);
+        }
+        break;
+    }
+}
+
+static void on_http(int status, const px_http_response *resp, const char *error, void *arg)
+{
+    px_sqs_call *call = arg;
+    if (!call->c) {
+        free(call); /* the client is gone: nobody is waiting */
+        return;
+    }
+    const px_host_api *host = call->c->host;
+    call_unlink(call);
+    call->c = NULL;
+
+    px_sqs_error err = {.kind = PX_SQS_OK, .http_status = status > 0 ? status : 0, .code = "",
+                        .message = ""};
+    char code[128] = "";
+    json_t *body = NULL;
+    if (call->cancelled) {
+        err.kind = PX_SQS_ECANCELLED;
+        err.message = "cancelled";
+    } else if (status < 0 || !resp) {
+        err.kind = PX_SQS_ENET;
+        err.message = error ? error : "no answer";
+    } else {
+        size_t len = 0;
+        const char *text = host->http_resp_body(resp, &len);
+        if (text && len) {
+            body = json_loadb(text, len, JSON_ALLOW_NUL, NULL);
+        } else {
+            body = json_object(); /* some actions answer with an empty body */
+        }
+        if (status >= 200 && status < 300) {
+            if (!json_is_object(body)) {
+                err.kind = PX_SQS_ESERVER;
+                err.message = "answer is not a JSON object";
+            }
+        } else {
+            const char *message = "";
+            error_fields(json_is_object(body) ? body : NULL,
+                         host->http_resp_header(resp, "x-amzn-query-error"), code, sizeof(code),
+                         &message);
+            err.kind = px_sqs_classify(status, code);
+            err.code = code;
+            err.message = message;
+        }
+    }
+    deliver(call, &err, err.kind == PX_SQS_OK ? body : NULL);
+    json_decref(body);
+    free(call);
+}
+
+static int start_call(px_sqs *c, px_sqs_call *call, const char *action, const json_t *params,
+                      uint32_t timeout_ms, px_sqs_call **out)
+{
+    if (!c || !action || !*action || has_crlf(action) || !json_is_object(params)) {
+        free(call);
+        return PX_EINVAL;
+    }
+    char *body = json_dumps(params, JSON_COMPACT);
+    char target[128];
+    snprintf(target, sizeof(target), "X-Amz-Target: AmazonSQS.%s", action);
+    const char *headers[] = {"Content-Type: application/x-amz-json-1.0", target,
+                             c->token_header, NULL};
+    px_http_options opt = {
+        .size = sizeof(opt),
+        .method = "POST",
+        .url = c->url,
+        .headers = headers,
+        .body = body,
+        .body_len = body ? strlen(body) : 0,
+        .timeout_ms = timeout_ms ? timeout_ms : DEFAULT_TIMEOUT_MS,
+        .aws_sigv4 = c->sigv4,
+        .aws_key = c->key,
+        .aws_secret = c->secret,
+        .flags = c->http_flags,
+    };
+    call->c = c;
+    int rc = body ? c->host->http_request(c->ctx, &opt, on_http, call, &call->http) : PX_EINVAL;
+    free(body);
+    if (rc < 0) {
+        free(call);
+        return rc;
+    }
+    call->next = c->calls;
+    if (c->calls) {
+        c->calls->prev = call;
+    }
+    c->calls = call;
+    c->pending++;
+    if (out) {
+        *out = call;
+    }
+    return 0;
+}
+
+int px_sqs_request(px_sqs *c, const char *action, const json_t *params, uint32_t timeout_ms,
+                   px_sqs_result_cb cb, void *arg, px_sqs_call **out)
+{
+    px_sqs_call *call = calloc(1, sizeof(*call));
+    if (!call) {
+        return PX_EINVAL;
+    }
+    call->kind = CALL_GENERIC;
+    call->result_cb = cb;
+    call->arg = arg;
+    return start_call(c, call, action, params, timeout_ms, out);
+}
+
+/* --- ReceiveMessage ------------------------------------------------------------------------ */
+
+int px_sqs_receive(px_sqs *c, const px_sqs_receive_opts *opt, px_sqs_receive_cb cb, void *arg,
+                   px_sqs_call **out)
+{
+    if (!c || !opt || !opt->queue_url || !*opt->queue_url || !cb) {
+        return PX_EINVAL;
+    }
+    uint32_t max = opt->max_messages < 1 ? 1 : opt->max_messages;
+    max = max > PX_SQS_MAX_BATCH ? PX_SQS_MAX_BATCH : max;
+    uint32_t wait = opt->wait_seconds > PX_SQS_MAX_WAIT_S ? PX_SQS_MAX_WAIT_S : opt->wait_seconds;
+    json_t *p = json_object();
+    json_object_set_new(p, "QueueUrl", json_string(opt->queue_url));
+    json_object_set_new(p, "MaxNumberOfMessages", json_integer(max));
+    json_object_set_new(p, "WaitTimeSeconds", json_integer(wait));
+    if (opt->visibility_timeout >= 0) {
+        int32_t v = opt->visibility_timeout;
+        json_object_set_new(p, "VisibilityTimeout",
+                            json_integer(v > (int32_t)PX_SQS_MAX_VISIBILITY_S
+                                             ? (int32_t)PX_SQS_MAX_VISIBILITY_S
+                                             : v));
+    }
+    if (opt->all_attributes) {
+        json_object_set_new(p, "MessageSystemAttributeNames", json_pack("[s]", "All"));
+        /* The deprecated name too: older endpoints and emulators only know it. */
+        json_object_set_new(p, "AttributeNames", json_pack("[s]", "All"));
+        json_object_set_new(p, "MessageAttributeNames", json_pack("[s]", "All"));
+    }
+    px_sqs_call *call = calloc(1, sizeof(*call));
+    if (!call) {
+        json_decref(p);
+        return PX_EINVAL;
+    }
+    call->kind = CALL_RECEIVE;
+    call->receive_cb = cb;
+    call->arg = arg;
+    int rc = start_call(c, call, "ReceiveMessage", p, wait * 1000u + RECEIVE_EXTRA_MS, out);
+    json_decref(p);
+    return rc;
+}
+
+static const char *str_or(json_t *o, const char *key, const char *dflt)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s ? s : dflt;
+}
+
+static void deliver_receive(px_sqs_call *call, const px_sqs_error *err, json_t *result)
+{
+    if (err->kind != PX_SQS_OK) {
+        call->receive_cb(err, NULL, 0, call->arg);
+        return;
+    }
+    json_t *list = json_object_get(result, "Messages"); /* absent or [] when nothing came */
+    size_t n = json_is_array(list) ? json_array_size(list) : 0;
+    px_sqs_message msgs[PX_SQS_MAX_BATCH * 2];
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < sizeof(msgs) / sizeof(msgs[0]); i++) {
+        json_t *m = json_array_get(list, i);
+        json_t *body = json_object_get(m, "Body");
+        const char *handle = json_string_value(json_object_get(m, "ReceiptHandle"));
+        if (!json_is_object(m) || !handle || !*handle) {
+            continue;
+        }
+        json_t *attrs = json_object_get(m, "Attributes");
+        json_t *mattrs = json_object_get(m, "MessageAttributes");
+        msgs[k++] = (px_sqs_message){
+            .message_id = str_or(m, "MessageId", ""),
+            .receipt_handle = handle,
+            .md5_of_body = str_or(m, "MD5OfBody", ""),
+            .body = json_is_string(body) ? json_string_value(body) : "",
+            .body_len = json_is_string(body) ? json_string_length(body) : 0,
+            .attributes = json_is_object(attrs) ? attrs : NULL,
+            .message_attributes = json_is_object(mattrs) ? mattrs : NULL,
+        };
+    }
+    call->receive_cb(err, msgs, k, call->arg);
+}
+
+/* --- DeleteMessageBatch -------------------------------------------------------------------- */
+
+int px_sqs_delete_batch(px_sqs *c, const char *queue_url, const char *const *handles, size_t n,
+                        px_sqs_delete_cb cb, void *arg, px_sqs_call **out)
+{
+    if (!c || !queue_url || !handles || n == 0 || n > PX_SQS_MAX_BATCH || !cb) {
+        return PX_EINVAL;
+    }
+    json_t *entries = json_array();
+    for (size_t i = 0; i < n; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "e%zu", i);
+        json_array_append_new(entries, json_pack("{s:s, s:s}", "Id", id, "ReceiptHandle",
+                                                 handles[i] ? handles[i] : ""));
+    }
+    json_t *p = json_pack("{s:s, s:o}", "QueueUrl", queue_url, "Entries", entries);
+    px_sqs_call *call = calloc(1, sizeof(*call));
+    if (!call || !p) {
+        free(call);
+        json_decref(p);
+        return PX_EINVAL;
+    }
+    call->kind = CALL_DELETE;
+    call->delete_cb = cb;
+    call->arg = arg;
+    call->nentries = n;
+    int rc = start_call(c, call, "DeleteMessageBatch", p, 0, out);
+    json_decref(p);
+    return rc;
+}
+
+/* Entry id "e<index>" back to its index, or -1. */
+static long entry_index(const char *id, size_t n)
+{
+    if (!id || id[0] != 'e' || !id[1]) {
+        return -1;
+    }
+    char *end;
+    long i = strtol(id + 1, &end, 10);
+    return (*end || i < 0 || (size_t)i >= n) ? -1 : i;
+}
+
+static void deliver_delete(px_sqs_call *call, const px_sqs_error *err, json_t *result)
+{
+    if (err->kind != PX_SQS_OK) {
+        call->delete_cb(err, NULL, 0, call->arg);
+        return;
+    }
+    size_t n = call->nentries;
+    px_sqs_batch_failure failed[PX_SQS_MAX_BATCH];
+    int seen[PX_SQS_MAX_BATCH] = {0};
+    size_t nfailed = 0;
+    size_t i;
+    json_t *x;
+    json_array_foreach(json_object_get(result, "Successful"), i, x) {
+        long at = entry_index(json_string_value(json_object_get(x, "Id")), n);
+        if (at >= 0) {
+            seen[at] = 1;
+        }
+    }
+    json_array_foreach(json_object_get(result, "Failed"), i, x) {
+        long at = entry_index(json_string_value(json_object_get(x, "Id")), n);
+        if (at < 0 || seen[at]) {
+            continue;
+        }
+        seen[at] = 1;
+        failed[nfailed++] = (px_sqs_batch_failure){
+            .index = (size_t)at,
+            .sender_fault = json_is_true(json_object_get(x, "SenderFault")),
+            .code = str_or(x, "Code", ""),
+            .message = str_or(x, "Message", ""),
+        };
+    }
+    /* An entry SQS did not mention was not confirmed: report it so the caller may retry it. */
+    for (size_t k = 0; k < n; k++) {
+        if (!seen[k]) {
+            failed[nfailed++] = (px_sqs_batch_failure){
+                .index = k, .sender_fault = 0, .code = "Missing",
+                .message = "entry missing from the answer"};
+        }
+    }
+    call->delete_cb(err, nfailed ? failed : NULL, nfailed, call->arg);
+}
+
+/* --- ChangeMessageVisibility --------------------------------------------------------------- */
+
+int px_sqs_change_visibility(px_sqs *c, const char *queue_url, const char *receipt_handle,
+                             uint32_t seconds, px_sqs_result_cb cb, void *arg,
+                             px_sqs_call **out)
+{
+    if (!c || !queue_url || !receipt_handle) {
+        return PX_EINVAL;
+    }
+    json_t *p = json_pack("{s:s, s:s, s:I}", "QueueUrl", queue_url, "ReceiptHandle",
+                          receipt_handle,
+                          "VisibilityTimeout",
+                          (json_int_t)(seconds > PX_SQS_MAX_VISIBILITY_S
+                                           ? PX_SQS_MAX_VISIBILITY_S
+                                           : seconds));
+    int rc = px_sqs_request(c, "ChangeMessageVisibility", p, 0, cb, arg, out);
+    json_decref(p);
+    return rc;
+}

@@ -1,0 +1,904 @@
+/* ezzing plugin tests: the envelope parser and per-topic checks on the 16 seed fixtures and on
+ * the documented quirks; the SQS client's framing, error parsing and batch failures; and the
+ * plugin's flow against a fake host (delete only after persist, dead letters, hints, one log
+ * line per change of SQS health, drain). */
+#include "../../plugins/common/sqs.c"
+#include "../../plugins/ezzing/envelope.c"
+#include "../../plugins/ezzing/ezzing.c"
+
+#include <stdarg.h>
+
+#include "test.h"
+
+#define FIXTURES PX_TEST_DATA_DIR "/../../fixtures/ezzing"
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        return NULL;
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    size_t got = fread(buf, 1, (size_t)n, f);
+    fclose(f);
+    buf[got] = '\0';
+    *len = got;
+    return buf;
+}
+
+static char *fixture(const char *topic, size_t *len)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s.json", FIXTURES, topic);
+    return slurp(path, len);
+}
+
+static int parse_str(const char *s, ez_envelope *e, char *why, size_t n)
+{
+    return ez_envelope_parse(s, strlen(s), e, why, n);
+}
+
+/* --- Envelope ------------------------------------------------------------------------------ */
+
+static void test_every_seed_example_parses_and_validates(void)
+{
+    const char *const *names;
+    size_t n = ez_known_topics(&names);
+    PX_ASSERT_INT_EQ(n, 16);
+    for (size_t i = 0; i < n; i++) {
+        size_t len;
+        char *body = fixture(names[i], &len);
+        PX_ASSERT(body != NULL);
+        ez_envelope e;
+        char why[256] = "";
+        int rc = ez_envelope_parse(body, len, &e, why, sizeof(why));
+        free(body);
+        if (rc != EZ_OK) {
+            fprintf(stderr, "%s: %s\n", names[i], why);
+        }
+        PX_ASSERT_INT_EQ(rc, EZ_OK);
+        PX_ASSERT_STR_EQ(e.topic, names[i]);
+        PX_ASSERT(e.uuid && strlen(e.uuid) == 36);
+        PX_ASSERT_INT_EQ(e.max_tries, 5);
+        PX_ASSERT_INT_EQ(e.max_exceptions, -1);
+        PX_ASSERT_INT_EQ(e.timeout_s, 60);
+        PX_ASSERT_INT_EQ(e.nbackoff, 0);
+        PX_ASSERT_INT_EQ(e.retry_until, -1);
+        PX_ASSERT_INT_EQ(e.fail_on_timeout, strncmp(names[i], "user_", 5) != 0);
+        PX_ASSERT(json_is_object(e.data));
+        rc = ez_envelope_validate(&e, why, sizeof(why));
+        if (rc != EZ_VALID) {
+            fprintf(stderr, "%s: %s\n", names[i], why);
+        }
+        ez_envelope_deinit(&e);
+        PX_ASSERT_INT_EQ(rc, EZ_VALID);
+    }
+}
+
+/* Replaces data.<key> of a fixture with `value` (JSON text; NULL deletes it) and validates. */
+static int validate_with(const char *topic, const char *key, const char *value, char *why,
+                         size_t n)
+{
+    size_t len;
+    char *body = fixture(topic, &len);
+    json_t *root = json_loadb(body, len, 0, NULL);
+    free(body);
+    json_t *data = json_object_get(root, "data");
+    if (value) {
+        json_object_set_new(data, key, json_loads(value, JSON_DECODE_ANY, NULL));
+    } else {
+        json_object_del(data, key);
+    }
+    char *text = json_dumps(root, 0);
+    json_decref(root);
+    ez_envelope e;
+    int rc = parse_str(text, &e, why, n);
+    free(text);
+    if (rc != EZ_OK) {
+        return 100 + rc;
+    }
+    rc = ez_envelope_validate(&e, why, n);
+    ez_envelope_deinit(&e);
+    return rc;
+}
+
+static void test_quirks_are_accepted(void)
+{
+    char why[256];
+    /* ids: numbers or digit strings */
+    PX_ASSERT_INT_EQ(validate_with("offer_created", "opportunity_id", "19", why, 256), EZ_VALID);
+    PX_ASSERT_INT_EQ(validate_with("offer_created", "opportunity_id", "\"19\"", why, 256),
+                     EZ_VALID);
+    /* coordinates: numbers or numeric strings, or null */
+    PX_ASSERT_INT_EQ(validate_with("opportunity_created", "latitude", "\"55.86222400\"", why,
+                                   256), EZ_VALID);
+    PX_ASSERT_INT_EQ(validate_with("opportunity_status_opened", "latitude", "0.82", why, 256),
+                     EZ_VALID);
+    PX_ASSERT_INT_EQ(validate_with("lead_has_been_registered", "longitude", "null", why, 256),
+                     EZ_VALID);
+    /* both timestamp formats */
+    PX_ASSERT_INT_EQ(validate_with("incidence_created", "created_at", "\"2022-11-12 12:54:51\"",
+                                   why, 256), EZ_VALID);
+    PX_ASSERT_INT_EQ(validate_with("offer_created", "created_at",
+                                   "\"2021-03-24T15:44:38.000000Z\"", why, 256), EZ_VALID);
+    PX_ASSERT(ez_is_timestamp("2021-03-24 15:44:38"));
+    PX_ASSERT(ez_is_timestamp("2022-11-15T12:54:51.000000Z"));
+    PX_ASSERT(ez_is_timestamp("2022-11-15T12:54:51+02:00"));
+    PX_ASSERT(!ez_is_timestamp("2022-11-15"));
+    PX_ASSERT(!ez_is_timestamp("2022-13-15 12:54:51"));
+    PX_ASSERT(!ez_is_timestamp("2022-11-15 12:54:51Z"));
+    PX_ASSERT(!ez_is_timestamp("yesterday at noon!!"));
+}
+
+static void test_missing_or_wrong_fields_are_invalid(void)
+{
+    char why[256];
+    PX_ASSERT_INT_EQ(validate_with("offer_created", "id", NULL, why, 256), EZ_INVALID);
+    PX_ASSERT_STR_EQ(why, "data.id: missing");
+    PX_ASSERT_INT_EQ(validate_with("offer_created", "id", "\"14a\"", why, 256), EZ_INVALID);
+    PX_ASSERT_STR_HAS(why, "data.id: must be an id");
+    PX_ASSERT_INT_EQ(validate_with("opportunity_updated", "longitude", "\"east\"", why, 256),
+                     EZ_INVALID);
+    PX_ASSERT_INT_EQ(validate_with("incidence_updated", "updated_at", "\"12/11/2022\"", why, 256),
+                     EZ_INVALID);
+    PX_ASSERT_STR_HAS(why, "data.updated_at: must be a timestamp");
+    PX_ASSERT_INT_EQ(validate_with("user_created", "email", "42", why, 256), EZ_INVALID);
+    PX_ASSERT_INT_EQ(validate_with("opportunity_status_closed", "closed_status", NULL, why, 256),
+                     EZ_INVALID);
+    PX_ASSERT_STR_EQ(why, "data.closed_status: missing");
+    PX_ASSERT_INT_EQ(validate_with("generated_reports", "files",
+                                   "[{\"file_id\": 1, \"file_name\": \"a.pdf\"}, {\"file_id\": "
+                                   "\"x\", \"file_name\": \"b.pdf\"}]", why, 256), EZ_INVALID);
+    PX_ASSERT_STR_EQ(why, "data.files[1].file_id: must be an id (number or digit string)");
+    PX_ASSERT_INT_EQ(validate_with("incidence_status_opened", "opened_status",
+                                   "{\"slug\": \"open\", \"action\": \"opened\"}", why, 256),
+                     EZ_INVALID);
+    PX_ASSERT_STR_EQ(why, "data.opened_status.incidence_status_id: missing");
+}
+
+static void test_bad_bodies_and_job_names(void)
+{
+    ez_envelope e;
+    char why[256];
+    PX_ASSERT_INT_EQ(parse_str("hello, not json", &e, why, sizeof(why)), EZ_ENOTJSON);
+    PX_ASSERT_STR_HAS(why, "not JSON");
+    PX_ASSERT_INT_EQ(parse_str("[1, 2]", &e, why, sizeof(why)), EZ_ENOTJSON);
+    PX_ASSERT_INT_EQ(parse_str("", &e, why, sizeof(why)), EZ_ENOTJSON);
+    PX_ASSERT_INT_EQ(parse_str("{\"uuid\": \"x\", \"data\": {}}", &e, why, sizeof(why)),
+                     EZ_ENOJOB);
+    PX_ASSERT_STR_EQ(why, "no job");
+    PX_ASSERT_INT_EQ(parse_str("{\"job\": \"\"}", &e, why, sizeof(why)), EZ_ENOJOB);
+    PX_ASSERT_INT_EQ(parse_str("{\"job\": 12}", &e, why, sizeof(why)), EZ_ENOJOB);
+    /* Class-based Laravel jobs: the topic comes from displayName, else data.commandName. */
+    PX_ASSERT_INT_EQ(parse_str("{\"job\": \"Illuminate\\\\Queue\\\\CallQueuedHandler@call\", "
+                               "\"displayName\": \"App\\\\Jobs\\\\LeadHasBeenRegistered\"}",
+                               &e, why, sizeof(why)), EZ_OK);
+    PX_ASSERT_STR_EQ(e.topic, "lead_has_been_registered");
+    ez_envelope_deinit(&e);
+    PX_ASSERT_INT_EQ(parse_str("{\"job\": \"Illuminate\\\\Queue\\\\CallQueuedHandler@call\", "
+                               "\"data\": {\"commandName\": \"App\\\\Jobs\\\\UserDeleted\"}}",
+                               &e, why, sizeof(why)), EZ_OK);
+    PX_ASSERT_STR_EQ(e.topic, "user_deleted");
+    ez_envelope_deinit(&e);
+    PX_ASSERT_INT_EQ(parse_str("{\"job\": \"a job with spaces\"}", &e, why, sizeof(why)),
+                     EZ_EBADJOB);
+    PX_ASSERT_STR_HAS(why, "names no topic");
+    /* An unknown plain job is fine for the parser and reported by the validator. */
+    PX_ASSERT_INT_EQ(parse_str("{\"job\": \"invoice_paid\", \"uuid\": 7}", &e, why, sizeof(why)),
+                     EZ_OK);
+    PX_ASSERT(e.uuid == NULL);
+    PX_ASSERT_INT_EQ(ez_envelope_validate(&e, why, sizeof(why)), EZ_UNKNOWN);
+    ez_envelope_deinit(&e);
+}
+
+static void test_retry_fields(void)
+{
+    ez_envelope e;
+    PX_ASSERT_INT_EQ(parse_str("{\"job\": \"x\", \"backoff\": \"1,5, 10\", \"maxTries\": \"3\", "
+                               "\"maxExceptions\": 2, \"timeout\": 120.0, \"retryUntil\": "
+                               "1700000000, \"failOnTimeout\": true}", &e, NULL, 0), EZ_OK);
+    PX_ASSERT_INT_EQ(e.nbackoff, 3);
+    PX_ASSERT_INT_EQ(e.backoff_s[0], 1);
+    PX_ASSERT_INT_EQ(e.backoff_s[1], 5);
+    PX_ASSERT_INT_EQ(e.backoff_s[2], 10);
+    PX_ASSERT_INT_EQ(e.max_tries, 3);
+    PX_ASSERT_INT_EQ(e.max_exceptions, 2);
+    PX_ASSERT_INT_EQ(e.timeout_s, 120);
+    PX_ASSERT_INT_EQ(e.retry_until, 1700000000);
+    PX_ASSERT_INT_EQ(e.fail_on_timeout, 1);
+    ez_envelope_deinit(&e);
+    PX_ASSERT_INT_EQ(parse_str("{\"job\": \"x\", \"backoff\": 30}", &e, NULL, 0), EZ_OK);
+    PX_ASSERT_INT_EQ(e.nbackoff, 1);
+    PX_ASSERT_INT_EQ(e.backoff_s[0], 30);
+    PX_ASSERT_INT_EQ(e.max_tries, -1);
+    PX_ASSERT_INT_EQ(e.fail_on_timeout, 0);
+    ez_envelope_deinit(&e);
+    PX_ASSERT_INT_EQ(parse_str("{\"job\": \"x\", \"backoff\": [2, 4]}", &e, NULL, 0), EZ_OK);
+    PX_ASSERT_INT_EQ(e.nbackoff, 2);
+    PX_ASSERT_INT_EQ(e.backoff_s[1], 4);
+    ez_envelope_deinit(&e);
+    PX_ASSERT_INT_EQ(parse_str("{\"job\": \"x\", \"backoff\": \"soon\"}", &e, NULL, 0), EZ_OK);
+    PX_ASSERT_INT_EQ(e.nbackoff, 0);
+    ez_envelope_deinit(&e);
+    PX_ASSERT_INT_EQ(parse_str("{\"job\": \"x\", \"backoff\": null}", &e, NULL, 0), EZ_OK);
+    PX_ASSERT_INT_EQ(e.nbackoff, 0);
+    ez_envelope_deinit(&e);
+}
+
+/* --- SQS helpers --------------------------------------------------------------------------- */
+
+static void test_sqs_classify_and_backoff(void)
+{
+    PX_ASSERT_INT_EQ(px_sqs_classify(200, NULL), PX_SQS_OK);
+    PX_ASSERT_INT_EQ(px_sqs_classify(-111, NULL), PX_SQS_ENET);
+    PX_ASSERT_INT_EQ(px_sqs_classify(400, "ThrottlingException"), PX_SQS_ETHROTTLE);
+    PX_ASSERT_INT_EQ(px_sqs_classify(403, "RequestThrottled"), PX_SQS_ETHROTTLE);
+    PX_ASSERT_INT_EQ(px_sqs_classify(429, ""), PX_SQS_ETHROTTLE);
+    PX_ASSERT_INT_EQ(px_sqs_classify(503, "ServiceUnavailable"), PX_SQS_ESERVER);
+    PX_ASSERT_INT_EQ(px_sqs_classify(500, NULL), PX_SQS_ESERVER);
+    PX_ASSERT_INT_EQ(px_sqs_classify(400, "QueueDoesNotExist"), PX_SQS_ECLIENT);
+    PX_ASSERT_INT_EQ(px_sqs_classify(403, "AccessDenied"), PX_SQS_ECLIENT);
+    for (uint32_t r = 0; r < 1000; r += 37) {
+        PX_ASSERT_INT_EQ(px_sqs_backoff_ms(1, 200, 30000, 0), 100);
+        uint64_t a1 = px_sqs_backoff_ms(1, 200, 30000, r);
+        uint64_t a4 = px_sqs_backoff_ms(4, 200, 30000, r * 7919u);
+        uint64_t a30 = px_sqs_backoff_ms(30, 200, 30000, r * 104729u);
+        PX_ASSERT(a1 >= 100 && a1 <= 200);
+        PX_ASSERT(a4 >= 800 && a4 <= 1600);
+        PX_ASSERT(a30 >= 15000 && a30 <= 30000);
+    }
+    PX_ASSERT(px_sqs_backoff_ms(1000000, 1, UINT64_MAX / 2, 5) > 0); /* no overflow */
+}
+
+/* --- A fake host --------------------------------------------------------------------------- */
+
+struct px_event {
+    char type[128], id[80], dedupe[128], subject[128];
+    json_t *payload, *meta;
+    int64_t max_attempts, timeout_ms, backoff[8];
+    int nbackoff;
+};
+
+struct px_timer {
+    void (*cb)(void *);
+    void *arg;
+    uint64_t ms;
+    int active;
+};
+
+struct px_http_response {
+    const char *body;
+    const char *query_error;
+};
+
+typedef struct fake_call {
+    px_http_response_cb cb;
+    void *arg;
+    char url[256], sigv4[64], target[96], token[96];
+    char *body;
+    int answered, cancelled;
+} fake_call;
+
+typedef struct fake_out {
+    px_event *ev;
+    px_persisted_cb cb;
+    void *arg;
+    char *raw; /* dead letters */
+    size_t raw_len;
+    char reason[256];
+    json_t *meta;
+} fake_out;
+
+static struct {
+    fake_call calls[64];
+    size_t ncalls;
+    struct px_timer timers[64];
+    size_t ntimers;
+    fake_out outs[64];
+    size_t nouts;
+    char logs[64][512];
+    size_t nlogs;
+    int emit_rc;
+    int drained;
+    double unknown_count;
+} F;
+
+static void fake_reset(void)
+{
+    for (size_t i = 0; i < F.ncalls; i++) {
+        free(F.calls[i].body);
+    }
+    for (size_t i = 0; i < F.nouts; i++) {
+        if (F.outs[i].ev) {
+            json_decref(F.outs[i].ev->payload);
+            json_decref(F.outs[i].ev->meta);
+            free(F.outs[i].ev);
+        }
+        free(F.outs[i].raw);
+        json_decref(F.outs[i].meta);
+    }
+    memset(&F, 0, sizeof(F));
+}
+
+static void f_log(px_plugin_ctx *ctx, int level, const char *fmt, ...)
+{
+    (void)ctx, (void)level;
+    va_list ap;
+    va_start(ap, fmt);
+    if (F.nlogs < 64) {
+        vsnprintf(F.logs[F.nlogs++], sizeof(F.logs[0]), fmt, ap);
+    }
+    va_end(ap);
+}
+
+static size_t logs_with(const char *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < F.nlogs; i++) {
+        n += strstr(F.logs[i], s) != NULL;
+    }
+    return n;
+}
+
+static px_event *f_event_create(px_plugin_ctx *ctx, const char *type, json_t *payload)
+{
+    (void)ctx;
+    px_event *ev = calloc(1, sizeof(*ev));
+    snprintf(ev->type, sizeof(ev->type), "%s", type);
+    snprintf(ev->id, sizeof(ev->id), "host-generated");
+    ev->payload = payload;
+    return ev;
+}
+
+static int f_event_set(px_event *ev, int field, const char *v)
+{
+    char *slot = field == PX_EVENT_ID ? ev->id : field == PX_EVENT_DEDUPE_KEY ? ev->dedupe
+                                                                               : ev->subject;
+    snprintf(slot, 80, "%s", v);
+    return 0;
+}
+
+static int f_event_set_hint(px_event *ev, int hint, int64_t v)
+{
+    if (hint == PX_HINT_MAX_ATTEMPTS) {
+        ev->max_attempts = v;
+    } else if (hint == PX_HINT_TIMEOUT_MS) {
+        ev->timeout_ms = v;
+    } else if (ev->nbackoff < 8) {
+        ev->backoff[ev->nbackoff++] = v;
+    }
+    return 0;
+}
+
+static int f_event_set_meta(px_event *ev, const char *k, const char *v)
+{
+    if (!ev->meta) {
+        ev->meta = json_object();
+    }
+    json_object_set_new(ev->meta, k, json_string(v));
+    return 0;
+}
+
+static int f_emit(px_plugin_ctx *ctx, px_event *ev, px_persisted_cb cb, void *arg)
+{
+    (void)ctx;
+    if (F.emit_rc < 0) {
+        json_decref(ev->payload);
+        json_decref(ev->meta);
+        free(ev);
+        return F.emit_rc;
+    }
+    F.outs[F.nouts++] = (fake_out){.ev = ev, .cb = cb, .arg = arg};
+    return 0;
+}
+
+static int f_dead_letter(px_plugin_ctx *ctx, const char *raw, size_t len, const json_t *meta,
+                         const char *reason, px_persisted_cb cb, void *arg)
+{
+    (void)ctx;
+    fake_out *o = &F.outs[F.nouts++];
+    *o = (fake_out){.cb = cb, .arg = arg, .raw_len = len, .meta = json_deep_copy(meta)};
+    o->raw = malloc(len + 1);
+    memcpy(o->raw, raw, len);
+    o->raw[len] = '\0';
+    snprintf(o->reason, sizeof(o->reason), "%s", reason);
+    return 0;
+}
+
+static int f_timer_start(px_plugin_ctx *ctx, uint64_t ms, uint64_t rep, void (*cb)(void *),
+                         void *arg, px_timer **out)
+{
+    (void)ctx, (void)rep;
+    px_timer *t = &F.timers[F.ntimers++];
+    *t = (struct px_timer){.cb = cb, .arg = arg, .ms = ms, .active = 1};
+    *out = t;
+    return 0;
+}
+
+static void f_timer_stop(px_timer *t)
+{
+    t->active = 0;
+}
+
+/* Fires every active timer once (as if their time had come). Returns how many fired. */
+static size_t fire_timers(void)
+{
+    size_t n = 0, end = F.ntimers;
+    for (size_t i = 0; i < end; i++) {
+        if (F.timers[i].active) {
+            F.timers[i].cb(F.timers[i].arg);
+            n++;
+        }
+    }
+    return n;
+}
+
+static int f_http_request(px_plugin_ctx *ctx, const px_http_options *o, px_http_response_cb cb,
+                          void *arg, px_http_call **out)
+{
+    (void)ctx;
+    fake_call *c = &F.calls[F.ncalls++];
+    memset(c, 0, sizeof(*c));
+    c->cb = cb;
+    c->arg = arg;
+    snprintf(c->url, sizeof(c->url), "%s", o->url);
+    snprintf(c->sigv4, sizeof(c->sigv4), "%s", o->aws_sigv4 ? o->aws_sigv4 : "");
+    for (size_t i = 0; o->headers && o->headers[i]; i++) {
+        if (strncmp(o->headers[i], "X-Amz-Target: ", 14) == 0) {
+            snprintf(c->target, sizeof(c->target), "%s", o->headers[i] + 14);
+        } else if (strncmp(o->headers[i], "X-Amz-Security-Token: ", 22) == 0) {
+            snprintf(c->token, sizeof(c->token), "%s", o->headers[i] + 22);
+        } else if (strcmp(o->headers[i], "Content-Type: application/x-amz-json-1.0") != 0) {
+            return PX_EINVAL;
+        }
+    }
+    c->body = malloc(o->body_len + 1);
+    memcpy(c->body, o->body, o->body_len);
+    c->body[o->body_len] = '\0';
+    *out = (px_http_call *)c;
+    return 0;
+}
+
+static void f_http_cancel(px_http_call *call)
+{
+    ((fake_call *)call)->cancelled = 1;
+}
+
+static const char *f_resp_header(const px_http_response *r, const char *name)
+{
+    return strcasecmp(name, "x-amzn-query-error") == 0 ? r->query_error : NULL;
+}
+
+static const char *f_resp_body(const px_http_response *r, size_t *len)
+{
+    *len = r->body ? strlen(r->body) : 0;
+    return r->body;
+}
+
+static void f_counter_add(px_plugin_ctx *ctx, const char *name, const char *labels, double d)
+{
+    (void)ctx, (void)labels;
+    if (strcmp(name, "unknown_jobs") == 0) {
+        F.unknown_count += d;
+    }
+}
+
+static void f_drained(px_plugin_ctx *ctx)
+{
+    (void)ctx;
+    F.drained++;
+}
+
+static px_host_api fake_api = {
+    .abi_major = PX_SDK_ABI_MAJOR, .abi_minor = PX_SDK_ABI_MINOR, .size = sizeof(px_host_api),
+    .log = f_log, .event_create = f_event_create, .event_set = f_event_set,
+    .event_set_hint = f_event_set_hint, .event_set_meta = f_event_set_meta, .emit = f_emit,
+    .dead_letter = f_dead_letter, .timer_start = f_timer_start, .timer_stop = f_timer_stop,
+    .http_request = f_http_request, .http_cancel = f_http_cancel,
+    .http_resp_header = f_resp_header, .http_resp_body = f_resp_body,
+    .counter_add = f_counter_add, .drained = f_drained,
+};
+
+static void answer(size_t i, int status, const char *body, const char *qerr)
+{
+    fake_call *c = &F.calls[i];
+    c->answered = 1;
+    if (status < 0) {
+        c->cb(status, NULL, "Connection refused", c->arg);
+        return;
+    }
+    struct px_http_response r = {.body = body, .query_error = qerr};
+    c->cb(status, &r, NULL, c->arg);
+}
+
+/* Answers every cancelled call still unanswered, as the host does later on the loop. */
+static void answer_cancelled(void)
+{
+    for (size_t i = 0; i < F.ncalls; i++) {
+        if (F.calls[i].cancelled && !F.calls[i].answered) {
+            F.calls[i].answered = 1;
+            F.calls[i].cb(-125, NULL, "cancelled", F.calls[i].arg);
+        }
+    }
+}
+
+static json_t *call_body(size_t i)
+{
+    return json_loads(F.calls[i].body, 0, NULL);
+}
+
+/* --- SQS client on the fake host ----------------------------------------------------------- */
+
+static void on_recv_test(const px_sqs_error *err, const px_sqs_message *m, size_t n, void *arg)
+{
+    json_t *out = arg;
+    json_object_set_new(out, "kind", json_integer(err->kind));
+    json_object_set_new(out, "code", json_string(err->code));
+    json_object_set_new(out, "message", json_string(err->message));
+    json_object_set_new(out, "n", json_integer((json_int_t)n));
+    if (n) {
+        json_object_set_new(out, "id0", json_string(m[0].message_id));
+        json_object_set_new(out, "body0", json_stringn(m[0].body, m[0].body_len));
+        json_object_set(out, "attrs0", m[0].attributes ? m[0].attributes : json_null());
+    }
+}
+
+static void test_sqs_request_framing_and_errors(void)
+{
+    fake_reset();
+    px_sqs *c = NULL;
+    px_sqs_config bad = {.region = "eu-west-1", .access_key = "AK"};
+    PX_ASSERT_INT_EQ(px_sqs_create(&fake_api, NULL, &bad, &c), PX_EINVAL);
+    px_sqs_config cfg = {.region = "eu-west-1", .access_key = "AK", .secret_key = "SK",
+                         .session_token = "TOKEN"};
+    PX_ASSERT_INT_EQ(px_sqs_create(&fake_api, NULL, &cfg, &c), 0);
+    PX_ASSERT_STR_EQ(px_sqs_endpoint(c), "https://sqs.eu-west-1.amazonaws.com/");
+    json_t *out = json_object();
+    px_sqs_receive_opts o = {.queue_url = "https://sqs.eu-west-1.amazonaws.com/1/q",
+                             .max_messages = 50, .wait_seconds = 99, .visibility_timeout = 30,
+                             .all_attributes = 1};
+    PX_ASSERT_INT_EQ(px_sqs_receive(c, &o, on_recv_test, out, NULL), 0);
+    PX_ASSERT_INT_EQ(px_sqs_pending(c), 1);
+    PX_ASSERT_STR_EQ(F.calls[0].url, "https://sqs.eu-west-1.amazonaws.com/");
+    PX_ASSERT_STR_EQ(F.calls[0].sigv4, "aws:amz:eu-west-1:sqs");
+    PX_ASSERT_STR_EQ(F.calls[0].target, "AmazonSQS.ReceiveMessage");
+    PX_ASSERT_STR_EQ(F.calls[0].token, "TOKEN");
+    json_t *b = call_body(0);
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(b, "QueueUrl")), o.queue_url);
+    PX_ASSERT_INT_EQ(json_integer_value(json_object_get(b, "MaxNumberOfMessages")), 10);
+    PX_ASSERT_INT_EQ(json_integer_value(json_object_get(b, "WaitTimeSeconds")), 20);
+    PX_ASSERT_INT_EQ(json_integer_value(json_object_get(b, "VisibilityTimeout")), 30);
+    PX_ASSERT(json_is_array(json_object_get(b, "MessageSystemAttributeNames")));
+    json_decref(b);
+    answer(0, 200,
+           "{\"Messages\":[{\"MessageId\":\"m-1\",\"ReceiptHandle\":\"rh-1\",\"Body\":\"{}\","
+           "\"Attributes\":{\"ApproximateReceiveCount\":\"2\"}},{\"MessageId\":\"m-2\"}]}",
+           NULL);
+    PX_ASSERT_INT_EQ(json_integer_value(json_object_get(out, "kind")), PX_SQS_OK);
+    PX_ASSERT_INT_EQ(json_integer_value(json_object_get(out, "n")), 1); /* m-2 has no handle */
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(out, "id0")), "m-1");
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(out, "body0")), "{}");
+    PX_ASSERT_INT_EQ(px_sqs_pending(c), 0);
+
+    /* Errors: the code after '#', the message under either spelling. */
+    PX_ASSERT_INT_EQ(px_sqs_receive(c, &o, on_recv_test, out, NULL), 0);
+    answer(1, 400,
+           "{\"__type\":\"com.amazonaws.sqs#QueueDoesNotExist\",\"message\":\"no such queue\"}",
+           NULL);
+    PX_ASSERT_INT_EQ(json_integer_value(json_object_get(out, "kind")), PX_SQS_ECLIENT);
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(out, "code")), "QueueDoesNotExist");
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(out, "message")), "no such queue");
+    PX_ASSERT_INT_EQ(px_sqs_receive(c, &o, on_recv_test, out, NULL), 0);
+    answer(2, 400, "{\"Message\":\"slow down\"}", "AWS.SimpleQueueService.RequestThrottled;Sender");
+    PX_ASSERT_INT_EQ(json_integer_value(json_object_get(out, "kind")), PX_SQS_ETHROTTLE);
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(out, "message")), "slow down");
+    PX_ASSERT_INT_EQ(px_sqs_receive(c, &o, on_recv_test, out, NULL), 0);
+    answer(3, -111, NULL, NULL);
+    PX_ASSERT_INT_EQ(json_integer_value(json_object_get(out, "kind")), PX_SQS_ENET);
+    PX_ASSERT_INT_EQ(px_sqs_receive(c, &o, on_recv_test, out, NULL), 0);
+    answer(4, 502, "<html>bad gateway</html>", NULL);
+    PX_ASSERT_INT_EQ(json_integer_value(json_object_get(out, "kind")), PX_SQS_ESERVER);
+    PX_ASSERT_INT_EQ(px_sqs_receive(c, &o, on_recv_test, out, NULL), 0);
+    answer(5, 200, "not json", NULL);
+    PX_ASSERT_INT_EQ(json_integer_value(json_object_get(out, "kind")), PX_SQS_ESERVER);
+
+    /* Cancel: the callback says so. Destroy: calls in flight are dropped without callback. */
+    px_sqs_call *call = NULL;
+    PX_ASSERT_INT_EQ(px_sqs_receive(c, &o, on_recv_test, out, &call), 0);
+    px_sqs_cancel(call);
+    answer_cancelled();
+    PX_ASSERT_INT_EQ(json_integer_value(json_object_get(out, "kind")), PX_SQS_ECANCELLED);
+    json_object_set_new(out, "kind", json_integer(99));
+    PX_ASSERT_INT_EQ(px_sqs_receive(c, &o, on_recv_test, out, NULL), 0);
+    px_sqs_destroy(c);
+    PX_ASSERT(F.calls[7].cancelled);
+    answer_cancelled();
+    PX_ASSERT_INT_EQ(json_integer_value(json_object_get(out, "kind")), 99);
+    json_decref(out);
+
+    /* An endpoint: the "/" path is added; the queue URL stays in the body only. */
+    cfg.endpoint = "http://127.0.0.1:4566";
+    cfg.session_token = NULL;
+    PX_ASSERT_INT_EQ(px_sqs_create(&fake_api, NULL, &cfg, &c), 0);
+    PX_ASSERT_STR_EQ(px_sqs_endpoint(c), "http://127.0.0.1:4566/");
+    px_sqs_destroy(c);
+    cfg.endpoint = "ftp://127.0.0.1";
+    PX_ASSERT_INT_EQ(px_sqs_create(&fake_api, NULL, &cfg, &c), PX_EINVAL);
+    fake_reset();
+}
+
+static void on_del_test(const px_sqs_error *err, const px_sqs_batch_failure *f, size_t n,
+                        void *arg)
+{
+    json_t *out = arg;
+    json_object_set_new(out, "kind", json_integer(err->kind));
+    json_t *list = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_array_append_new(list, json_pack("{s:i, s:b, s:s}", "index", (int)f[i].index,
+                                              "sender", f[i].sender_fault, "code", f[i].code));
+    }
+    json_object_set_new(out, "failed", list);
+}
+
+static void test_sqs_delete_batch_partial_failure(void)
+{
+    fake_reset();
+    px_sqs *c = NULL;
+    px_sqs_config cfg = {.region = "us-east-1", .endpoint = "http://127.0.0.1:9/",
+                         .access_key = "AK", .secret_key = "SK"};
+    PX_ASSERT_INT_EQ(px_sqs_create(&fake_api, NULL, &cfg, &c), 0);
+    const char *h[] = {"a", "b", "c"};
+    json_t *out = json_object();
+    PX_ASSERT_INT_EQ(px_sqs_delete_batch(c, "q", h, 0, on_del_test, out, NULL), PX_EINVAL);
+    PX_ASSERT_INT_EQ(px_sqs_delete_batch(c, "q", h, 3, on_del_test, out, NULL), 0);
+    PX_ASSERT_STR_EQ(F.calls[0].target, "AmazonSQS.DeleteMessageBatch");
+    json_t *b = call_body(0);
+    PX_ASSERT_INT_EQ(json_array_size(json_object_get(b, "Entries")), 3);
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(
+                         json_array_get(json_object_get(b, "Entries"), 2), "ReceiptHandle")),
+                     "c");
+    json_decref(b);
+    answer(0, 200,
+           "{\"Successful\":[{\"Id\":\"e0\"}],\"Failed\":[{\"Id\":\"e1\",\"SenderFault\":true,"
+           "\"Code\":\"ReceiptHandleIsInvalid\",\"Message\":\"x\"}]}",
+           NULL);
+    PX_ASSERT_INT_EQ(json_integer_value(json_object_get(out, "kind")), PX_SQS_OK);
+    json_t *f = json_object_get(out, "failed");
+    PX_ASSERT_INT_EQ(json_array_size(f), 2);
+    PX_ASSERT_INT_EQ(json_integer_value(json_object_get(json_array_get(f, 0), "index")), 1);
+    PX_ASSERT(json_is_true(json_object_get(json_array_get(f, 0), "sender")));
+    PX_ASSERT_INT_EQ(json_integer_value(json_object_get(json_array_get(f, 1), "index")), 2);
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(json_array_get(f, 1), "code")), "Missing");
+    json_decref(out);
+    px_sqs_destroy(c);
+    fake_reset();
+}
+
+/* --- The plugin on the fake host ----------------------------------------------------------- */
+
+static void *start_plugin(const char *extra)
+{
+    fake_reset();
+    PX_PLUGIN_ENTRY(&fake_api);
+    char text[512];
+    snprintf(text, sizeof(text),
+             "{\"queue_url\": \"http://sqs.us-east-1.localhost/0/q\", \"region\": "
+             "\"us-east-1\", \"endpoint\": \"http://127.0.0.1:9\", \"access_key_id\": \"AK\", "
+             "\"secret_access_key\": \"SK\", \"session_token\": null, \"pollers\": 2, "
+             "\"wait_time\": 20000, \"max_messages\": 10, \"visibility_timeout\": 60000, "
+             "\"backoff\": 100, \"max_backoff\": 2000, \"max_message_size\": 1000, "
+             "\"on_invalid\": \"dead_letter\", \"hints\": true %s}",
+             extra ? extra : "");
+    json_t *cfg = json_loads(text, 0, NULL);
+    void *state = NULL;
+    int rc = desc.init(NULL, cfg, &state);
+    json_decref(cfg);
+    if (rc < 0) {
+        return NULL;
+    }
+    desc.start(state);
+    return state;
+}
+
+static char *receive_answer(const char *const *bodies, size_t n)
+{
+    json_t *msgs = json_array();
+    for (size_t i = 0; i < n; i++) {
+        char id[32], rh[32];
+        snprintf(id, sizeof(id), "msg-%zu", i);
+        snprintf(rh, sizeof(rh), "rh-%zu", i);
+        json_array_append_new(msgs, json_pack("{s:s, s:s, s:s, s:{s:s, s:s}, s:{s:{s:s, s:s}}}",
+                                              "MessageId", id, "ReceiptHandle", rh, "Body",
+                                              bodies[i], "Attributes",
+                                              "ApproximateReceiveCount", "1", "SentTimestamp",
+                                              "1700000000000", "MessageAttributes", "tenant",
+                                              "DataType", "String", "StringValue", "acme"));
+    }
+    json_t *root = json_pack("{s:o}", "Messages", msgs);
+    char *s = json_dumps(root, 0);
+    json_decref(root);
+    return s;
+}
+
+static void test_plugin_emits_dead_letters_and_deletes_after_persist(void)
+{
+    void *st = start_plugin(NULL);
+    PX_ASSERT(st != NULL);
+    PX_ASSERT_INT_EQ(F.ncalls, 2); /* two pollers */
+    PX_ASSERT_STR_EQ(F.calls[0].target, "AmazonSQS.ReceiveMessage");
+    PX_ASSERT_STR_EQ(F.calls[0].url, "http://127.0.0.1:9/");
+    size_t len;
+    char *user_body = fixture("user_created", &len);
+    char big[1200];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    const char *bodies[] = {user_body, "not json at all", "{\"job\": \"invoice_paid\", \"uuid\": "
+                            "\"u-9\", \"backoff\": \"1,5\", \"maxTries\": 0}",
+                            "{\"uuid\": \"u-3\"}", big,
+                            "{\"job\": \"user_deleted\", \"data\": {\"name\": \"n\"}}"};
+    char *ans = receive_answer(bodies, 6);
+    answer(0, 200, ans, NULL);
+    free(ans);
+    free(user_body);
+    PX_ASSERT_INT_EQ(F.nouts, 6);
+    /* 0: the seed's user_created */
+    px_event *ev = F.outs[0].ev;
+    PX_ASSERT(ev != NULL);
+    PX_ASSERT_STR_EQ(ev->type, "ezzing.user_created");
+    PX_ASSERT_STR_EQ(ev->id, "19ee5546-a52a-410c-b834-32165c0280b7");
+    PX_ASSERT_STR_EQ(ev->dedupe, "msg-0");
+    PX_ASSERT_INT_EQ(ev->max_attempts, 5);
+    PX_ASSERT_INT_EQ(ev->timeout_ms, 60000);
+    PX_ASSERT_INT_EQ(ev->nbackoff, 0);
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(ev->payload, "data"),
+                                                       "company_name")), "Company Name");
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(ev->meta, "MessageId")), "msg-0");
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(ev->meta, "ApproximateReceiveCount")),
+                     "1");
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(ev->meta, "attr.tenant")), "acme");
+    /* 1: not JSON -> dead letter, raw body kept, SQS attributes as meta */
+    PX_ASSERT(F.outs[1].ev == NULL);
+    PX_ASSERT_STR_EQ(F.outs[1].raw, "not json at all");
+    PX_ASSERT_STR_HAS(F.outs[1].reason, "not JSON");
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(F.outs[1].meta, "MessageId")), "msg-1");
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(F.outs[1].meta, "SentTimestamp")),
+                     "1700000000000");
+    /* 2: unknown job: emitted anyway and counted; backoff hints; maxTries 0 = no narrowing */
+    PX_ASSERT(F.outs[2].ev != NULL);
+    PX_ASSERT_STR_EQ(F.outs[2].ev->type, "ezzing.invoice_paid");
+    PX_ASSERT_INT_EQ(F.outs[2].ev->nbackoff, 2);
+    PX_ASSERT_INT_EQ(F.outs[2].ev->backoff[1], 5000);
+    PX_ASSERT_INT_EQ(F.outs[2].ev->max_attempts, 0);
+    PX_ASSERT(F.unknown_count == 1);
+    PX_ASSERT_INT_EQ(logs_with("unknown job emitted as is job=invoice_paid"), 1);
+    /* 3: no job; 4: too large; 5: a known job missing fields */
+    PX_ASSERT_STR_EQ(F.outs[3].reason, "no job");
+    PX_ASSERT_STR_HAS(F.outs[4].reason, "body too large: 1199 bytes");
+    PX_ASSERT_INT_EQ(F.outs[4].raw_len, 1199);
+    PX_ASSERT_STR_EQ(F.outs[5].reason, "invalid user_deleted: data.email: missing");
+
+    /* Nothing deleted before the host reports the outcomes. */
+    PX_ASSERT_INT_EQ(F.ncalls, 3); /* the poller polls again meanwhile */
+    PX_ASSERT_STR_EQ(F.calls[2].target, "AmazonSQS.ReceiveMessage");
+    for (size_t i = 0; i < 6; i++) {
+        F.outs[i].cb(i == 2 ? PX_EBUSY : PX_OK, F.outs[i].arg);
+    }
+    PX_ASSERT_INT_EQ(F.ncalls, 4);
+    PX_ASSERT_STR_EQ(F.calls[3].target, "AmazonSQS.DeleteMessageBatch");
+    json_t *b = call_body(3);
+    json_t *entries = json_object_get(b, "Entries");
+    PX_ASSERT_INT_EQ(json_array_size(entries), 5); /* not the refused one */
+    for (size_t i = 0; i < 5; i++) {
+        const char *rh = json_string_value(json_object_get(json_array_get(entries, i),
+                                                           "ReceiptHandle"));
+        PX_ASSERT(rh && strcmp(rh, "rh-2") != 0);
+    }
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(b, "QueueUrl")),
+                     "http://sqs.us-east-1.localhost/0/q");
+    json_decref(b);
+    PX_ASSERT_INT_EQ(logs_with("back-pressure"), 1);
+    answer(3, 200, "{\"Successful\":[{\"Id\":\"e0\"},{\"Id\":\"e1\"},{\"Id\":\"e2\"},"
+                   "{\"Id\":\"e3\"},{\"Id\":\"e4\"}]}", NULL);
+
+    /* stop + drain: long polls are cancelled; drained once they have answered. */
+    desc.stop(st);
+    desc.drain(st);
+    PX_ASSERT_INT_EQ(F.drained, 0);
+    answer_cancelled();
+    PX_ASSERT_INT_EQ(F.drained, 1);
+    PX_ASSERT_INT_EQ(F.ncalls, 4); /* no poll after stop */
+    desc.destroy(st);
+    fake_reset();
+}
+
+static void test_plugin_logs_once_per_health_change_and_backs_off(void)
+{
+    void *st = start_plugin(NULL);
+    PX_ASSERT(st != NULL);
+    /* Both pollers fail over and over: each waits a growing, jittered delay before retrying. */
+    size_t answered = 0;
+    uint64_t last_wait = 0;
+    for (int round = 0; round < 6; round++) {
+        size_t end = F.ncalls;
+        for (; answered < end; answered++) {
+            answer(answered, -111, NULL, NULL);
+        }
+        PX_ASSERT_INT_EQ(F.ncalls, end); /* never retried at once */
+        last_wait = F.timers[F.ntimers - 1].ms;
+        PX_ASSERT(last_wait >= 50);
+        PX_ASSERT_INT_EQ(fire_timers(), 2);
+    }
+    PX_ASSERT(last_wait >= 1000 && last_wait <= 2000); /* capped at max_backoff */
+    PX_ASSERT_INT_EQ(logs_with("sqs unreachable"), 1);
+    /* A refusal is a new state: logged once too. */
+    for (int round = 0; round < 3; round++) {
+        size_t end = F.ncalls;
+        for (; answered < end; answered++) {
+            answer(answered, 400, "{\"__type\":\"com.amazonaws.sqs#QueueDoesNotExist\"}", NULL);
+        }
+        fire_timers();
+    }
+    PX_ASSERT_INT_EQ(logs_with("sqs refused the request status=400 code=QueueDoesNotExist"), 1);
+    PX_ASSERT_INT_EQ(logs_with("reachable again"), 0);
+    answer(answered++, 200, "{}", NULL);
+    PX_ASSERT_INT_EQ(logs_with("sqs reachable again"), 1);
+    PX_ASSERT_STR_HAS(F.logs[F.nlogs - 1], "failed_requests=18");
+    answer(answered++, 200, "{\"Messages\":[]}", NULL);
+    PX_ASSERT_INT_EQ(logs_with("sqs reachable again"), 1);
+    PX_ASSERT_INT_EQ(logs_with("sqs unreachable"), 1);
+    for (size_t i = 0; i < F.nlogs; i++) {
+        PX_ASSERT(strstr(F.logs[i], "SK") == NULL); /* never the secret */
+    }
+    desc.stop(st);
+    desc.drain(st);
+    answer_cancelled();
+    PX_ASSERT_INT_EQ(F.drained, 1);
+    desc.destroy(st);
+    fake_reset();
+}
+
+static void test_plugin_rejects_bad_options(void)
+{
+    fake_reset();
+    PX_PLUGIN_ENTRY(&fake_api);
+    json_t *cfg = json_pack("{s:s, s:s, s:n, s:s, s:s, s:n, s:i, s:i, s:i, s:i, s:i, s:i, s:i, "
+                            "s:s, s:b}",
+                            "queue_url", "q", "region", "eu-west-1", "endpoint",
+                            "access_key_id", "AK", "secret_access_key", "SK", "session_token",
+                            "pollers", 2, "wait_time", 20000, "max_messages", 11,
+                            "visibility_timeout", 60000, "backoff", 100, "max_backoff", 1000,
+                            "max_message_size", 1000, "on_invalid", "dead_letter", "hints", 1);
+    void *st = NULL;
+    PX_ASSERT(desc.init(NULL, cfg, &st) < 0);
+    PX_ASSERT_INT_EQ(logs_with("max_messages must be between 1 and 10"), 1);
+    json_object_set_new(cfg, "max_messages", json_integer(10));
+    json_object_set_new(cfg, "on_invalid", json_string("ignore"));
+    PX_ASSERT(desc.init(NULL, cfg, &st) < 0);
+    PX_ASSERT_INT_EQ(logs_with("on_invalid must be"), 1);
+    json_object_set_new(cfg, "on_invalid", json_string("emit"));
+    json_object_set_new(cfg, "secret_access_key", json_null());
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    PX_ASSERT(desc.init(NULL, cfg, &st) < 0);
+    PX_ASSERT_INT_EQ(logs_with("no AWS credentials"), 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "FROM-ENV", 1);
+    PX_ASSERT_INT_EQ(desc.init(NULL, cfg, &st), 0);
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    desc.destroy(st);
+    json_decref(cfg);
+    fake_reset();
+}
+
+PX_TEST_MAIN(PX_TEST(test_every_seed_example_parses_and_validates),
+             PX_TEST(test_quirks_are_accepted),
+             PX_TEST(test_missing_or_wrong_fields_are_invalid),
+             PX_TEST(test_bad_bodies_and_job_names),
+             PX_TEST(test_retry_fields),
+             PX_TEST(test_sqs_classify_and_backoff),
+             PX_TEST(test_sqs_request_framing_and_errors),
+             PX_TEST(test_sqs_delete_batch_partial_failure),
+             PX_TEST(test_plugin_emits_dead_letters_and_deletes_after_persist),
+             PX_TEST(test_plugin_logs_once_per_health_change_and_backs_off),
+             PX_TEST(test_plugin_rejects_bad_options))
