@@ -36,14 +36,12 @@ static void pending_free(pending_emit *pe)
 static void finish(pending_emit *pe)
 {
     px_plugin_ctx *gen = pe->gen;
-    if (pe->cb) {
+    /* A generation destroyed after a drain timeout no longer has code to call back. */
+    if (pe->cb && gen->state_code != PX_GEN_DESTROYED) {
         pe->cb(pe->status, pe->arg);
     }
-    if (gen->pending_emits > 0) {
-        gen->pending_emits--;
-    }
-    px_gen_check_drained(gen);
     pending_free(pe);
+    px_gen_emit_done(gen);
 }
 
 static void on_deferred(void *arg)
@@ -165,14 +163,12 @@ typedef struct pending_dead {
 static void on_dead_stored(int status, void *arg)
 {
     pending_dead *pd = arg;
-    if (pd->cb) {
+    px_plugin_ctx *gen = pd->gen;
+    if (pd->cb && gen->state_code != PX_GEN_DESTROYED) {
         pd->cb(status < 0 ? PX_EBUSY : PX_OK, pd->arg);
     }
-    if (pd->gen->pending_emits > 0) {
-        pd->gen->pending_emits--;
-    }
-    px_gen_check_drained(pd->gen);
     free(pd);
+    px_gen_emit_done(gen);
 }
 
 int px_ingest_dead_letter(px_daemon *d, px_plugin_ctx *gen, const char *raw, size_t len,

@@ -17,7 +17,7 @@ SOURCE = os.environ.get("PX_SOURCE_DIR", os.path.join(os.path.dirname(__file__),
 PLEXUS = os.path.join(BUILD, "host", "plexus")
 TEST_PLUGINS = os.path.join(BUILD, "tests", "plugins")
 PLUGINS = os.path.join(BUILD, "plugins")
-SANITIZED = "sanitize" in os.environ.get("PX_BUILD_OPTIONS", "") or \
+SANITIZED = os.environ.get("PX_BUILD_OPTIONS", "none") not in ("", "none") or \
     os.path.basename(os.path.normpath(BUILD)).endswith("-san")
 
 

@@ -5,7 +5,7 @@ import shutil
 import signal
 import time
 
-from harness import Host, read_acks, read_jsonl, run_all, wait_for, TEST_PLUGINS
+from harness import Host, read_acks, read_jsonl, run_all, wait_for, SANITIZED, TEST_PLUGINS
 
 CFG = """version: 1
 host:
@@ -205,8 +205,10 @@ def test_hundred_reloads_do_not_grow_the_process():
     assert len(copies) == 1, copies
     assert len(copies_on_disk) == 1, copies_on_disk
     assert fds1 <= fds0 + 2, (fds0, fds1)
-    limit = 4096 if "san" in os.path.basename(os.environ.get("PX_BUILD_DIR", "")) else 2048
-    assert rss1 - rss0 < limit, (rss0, rss1)
+    # Under ASan freed memory sits in its quarantine and RSS says nothing about leaks (LeakSanitizer
+    # checks those at exit); the bound applies to the normal build.
+    if not SANITIZED:
+        assert rss1 - rss0 < 2048, (rss0, rss1)
 
 
 if __name__ == "__main__":
