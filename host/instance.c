@@ -290,15 +290,12 @@ void px_gen_stop(px_plugin_ctx *gen, uint64_t timeout_ms,
     px_gen_check_drained(gen);
 }
 
-static void on_gen_handle_closed(uv_handle_t *h)
+/* Frees a generation once its handles are closed and no emit of it waits for the spool. */
+static void gen_free(px_plugin_ctx *gen)
 {
-    px_plugin_ctx *gen = h->data;
-    if (--gen->handles_open > 0) {
-        return;
-    }
     px_daemon *d = gen->inst->daemon;
     void (*cb)(px_plugin_ctx *) = gen->on_closed;
-    /* Run what is left of posts? No: their callbacks live in the library being unloaded. */
+    /* Posts still queued are dropped: their callbacks live in the library being unloaded. */
     px_post_item *it = gen->post_head;
     while (it) {
         px_post_item *next = it->next;
@@ -319,6 +316,32 @@ static void on_gen_handle_closed(uv_handle_t *h)
     d->gens_open--;
 }
 
+static void on_gen_handle_closed(uv_handle_t *h)
+{
+    px_plugin_ctx *gen = h->data;
+    if (--gen->handles_open > 0) {
+        return;
+    }
+    gen->handles_closed = 1;
+    if (gen->pending_emits == 0) {
+        gen_free(gen);
+    }
+}
+
+void px_gen_emit_done(px_plugin_ctx *gen)
+{
+    if (gen->pending_emits > 0) {
+        gen->pending_emits--;
+    }
+    if (gen->handles_closed) {
+        if (gen->pending_emits == 0) {
+            gen_free(gen);
+        }
+        return;
+    }
+    px_gen_check_drained(gen);
+}
+
 static void on_timer_closed(uv_handle_t *h)
 {
     free(h->data);
@@ -333,6 +356,9 @@ void px_gen_close(px_plugin_ctx *gen, void (*cb)(px_plugin_ctx *gen))
     if (d->dispatch) {
         px_dispatch_reclaim(d->dispatch, gen);
     }
+    /* Routes, unanswered requests and outgoing calls go first, while the plugin still exists:
+     * a cancelled call's callback runs now, into live plugin state, never after destroy. */
+    px_daemon_release_gen(d, gen);
     const px_plugin_desc *desc = gen->lib->desc;
     if (!gen->init_failed && desc->destroy) {
         px_crash_frame cf;
@@ -347,6 +373,7 @@ void px_gen_close(px_plugin_ctx *gen, void (*cb)(px_plugin_ctx *gen))
     if (d->dispatch) {
         px_dispatch_forget(d->dispatch, gen);
     }
+    /* And whatever the plugin registered during destroy. */
     px_daemon_release_gen(d, gen);
     while (gen->timers) {
         px_gen_timer_stop(gen->timers);

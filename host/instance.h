@@ -64,6 +64,7 @@ struct px_plugin_ctx {
     void (*on_drained)(px_plugin_ctx *gen, void *arg);
     void *on_drained_arg;
     int handles_open;       /* uv handles not yet closed (post_async, drain_timer) */
+    int handles_closed;     /* all closed: freed as soon as pending_emits is 0 */
     struct px_route_rec *routes; /* HTTP routes this generation registered (net.c) */
     void (*on_closed)(px_plugin_ctx *gen);
 };
@@ -110,6 +111,10 @@ void px_gen_check_drained(px_plugin_ctx *gen);
 /* Calls destroy, releases every resource the generation still holds, dlcloses and frees it once
  * its handles are closed (cb, may be NULL, runs then). */
 void px_gen_close(px_plugin_ctx *gen, void (*cb)(px_plugin_ctx *gen));
+
+/* An emit (or dead_letter) of gen has had its outcome: keeps the generation alive until its last
+ * emit settled, even past destroy (its callback is then not called). */
+void px_gen_emit_done(px_plugin_ctx *gen);
 
 /* Host table services bound to a generation. */
 int px_gen_post(px_plugin_ctx *gen, void (*cb)(void *arg), void *arg); /* any thread */
