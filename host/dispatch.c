@@ -371,6 +371,11 @@ void px_dispatch_complete(px_delivery *dl, int status, const char *reason, uint6
     if (!reason) {
         reason = "";
     }
+    /* Reasons are kept in the spool and shown by `dlq`: a secret a plugin quoted is masked. */
+    char *masked = px_log_redact(reason);
+    if (masked) {
+        reason = masked;
+    }
 
     if (status == PX_OK) {
         px_spool_mark_done(disp->d->spool, dl->id);
@@ -413,6 +418,7 @@ void px_dispatch_complete(px_delivery *dl, int status, const char *reason, uint6
         finish_dead(dl, why);
         free(why);
     }
+    free(masked);
     if (gen) {
         px_gen_check_drained(gen);
     }

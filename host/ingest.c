@@ -76,6 +76,46 @@ static void on_committed(int status, void *arg)
     finish(pe);
 }
 
+/* Metadata a source copied from its input (request headers...) may carry a configured secret,
+ * e.g. the bearer token a webhook was called with: mask it before the event is stored or handed to
+ * a sink. Payloads are data and stay byte for byte. */
+static void redact_json(json_t *j, int depth)
+{
+    if (depth > 16) {
+        return;
+    }
+    if (json_is_object(j)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(j, k, v) {
+            if (json_is_string(v)) {
+                char *masked = px_log_redact(json_string_value(v));
+                if (masked) {
+                    /* a new value, not json_string_set: the old one may be shared */
+                    json_object_set_new(j, k, json_string(masked));
+                    free(masked);
+                }
+            } else {
+                redact_json(v, depth + 1);
+            }
+        }
+    } else if (json_is_array(j)) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(j, i, v) {
+            if (json_is_string(v)) {
+                char *masked = px_log_redact(json_string_value(v));
+                if (masked) {
+                    json_array_set_new(j, i, json_string(masked));
+                    free(masked);
+                }
+            } else {
+                redact_json(v, depth + 1);
+            }
+        }
+    }
+}
+
 int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_cb cb, void *arg)
 {
     if (!ev) {
@@ -88,6 +128,7 @@ int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_
     free(ev->source);
     ev->source = px_xstrdup(gen->inst->name);
     ev->emitted = 1;
+    redact_json(ev->meta, 0);
     d->events_in++;
     px_metrics_event_received(ev->source);
 
@@ -183,6 +224,15 @@ int px_ingest_dead_letter(px_daemon *d, px_plugin_ctx *gen, const char *raw, siz
     /* The id and time of a poison message are the host's: it never became an event. */
     px_event *ev = px_event_create(gen->inst->name, "poison", json_null());
     char *meta_text = json_is_object(meta) ? json_dumps(meta, JSON_COMPACT) : NULL;
+    char *masked = px_log_redact(meta_text);
+    if (masked) {
+        free(meta_text);
+        meta_text = masked;
+    }
+    char *reason_masked = px_log_redact(reason);
+    if (reason_masked) {
+        reason = reason_masked;
+    }
     char *type = px_xasprintf("%s.poison", gen->inst->plugin);
     px_spool_event sev = {
         .id = ev->id, .type = type, .source = gen->inst->name, .time_ms = ev->time_ms,
@@ -198,11 +248,13 @@ int px_ingest_dead_letter(px_daemon *d, px_plugin_ctx *gen, const char *raw, siz
     free(type);
     px_event_unref(ev);
     if (rc < 0) {
+        free(reason_masked);
         free(pd);
         return rc;
     }
     gen->pending_emits++;
     PX_LOG_WARN(gen->inst->name, "poison message dead-lettered bytes=%zu reason=%s", len,
                 reason ? reason : "");
+    free(reason_masked);
     return 0;
 }

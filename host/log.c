@@ -84,6 +84,23 @@ static char *mask_secrets(char *msg)
     return msg;
 }
 
+char *px_log_redact(const char *text)
+{
+    if (!text || !*text) {
+        return NULL;
+    }
+    char *out = NULL;
+    pthread_mutex_lock(&log_lock);
+    for (size_t i = 0; i < nsecrets; i++) {
+        if (strstr(text, secrets[i])) {
+            out = mask_secrets(px_xstrdup(text));
+            break;
+        }
+    }
+    pthread_mutex_unlock(&log_lock);
+    return out;
+}
+
 static void json_escape(FILE *f, const char *s)
 {
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {

@@ -19,6 +19,10 @@ int px_log_parse_level(const char *name, int *level);
 /* Registers a secret (borrowed, copied) to mask in every later line. Empty strings are ignored. */
 void px_log_add_secret(const char *value);
 void px_log_clear_secrets(void);
+/* Text that leaves the process by another way than the log (dead-letter reasons, event metadata)
+ * is masked the same way: returns a copy of text (borrowed) with every registered secret replaced
+ * by "***" (owned by caller; free), or NULL when text holds no secret (or is NULL). Any thread. */
+char *px_log_redact(const char *text);
 
 /* module: "host", "config", or an instance name (borrowed). */
 void px_log(int level, const char *module, const char *fmt, ...)
