@@ -1532,7 +1532,8 @@ static int name_valid(const char *s)
 
 static int parse_instances(cctx *c, px_config *cfg, const px_ynode *plugins)
 {
-    static const char *const keys[] = {"plugin", "max_inflight", "config"};
+    static const char *const keys[] = {"plugin", "max_inflight", "max_pending",
+                                       "max_events_per_second", "config"};
     int rc;
     if (is_null(plugins)) {
         return 0;
@@ -1582,6 +1583,21 @@ static int parse_instances(cctx *c, px_config *cfg, const px_ynode *plugins)
             return rc;
         }
         inst->max_inflight = (uint32_t)v;
+        snprintf(what, sizeof(what), "%s: max_pending", where);
+        if ((rc = get_uint(c, map_get(m, "max_pending"), what, 1, 1000000000000ull,
+                           &inst->max_pending)) < 0) {
+            return rc;
+        }
+        const px_ynode *eps = map_get(m, "max_events_per_second");
+        if (!is_null(eps)) {
+            if (eps->type != Y_SCALAR || (eps->kind != YS_INT && eps->kind != YS_FLOAT) ||
+                !(eps->d > 0) || eps->d > 1e9) {
+                char buf[ECHO_MAX + 8];
+                return fail(c, eps, "%s: max_events_per_second: expected a number above 0, got "
+                            "%s", where, echo(eps, buf, sizeof(buf)));
+            }
+            inst->max_eps = eps->d;
+        }
         const px_ynode *conf = map_get(m, "config");
         if (is_null(conf)) {
             inst->config = json_object();

@@ -61,6 +61,10 @@ typedef struct px_instance_conf {
     px_ynode *node;    /* the `config:` node with marks, for option errors (owned); may be NULL */
     int line, col;     /* where the instance is declared */
     uint32_t max_inflight; /* sink concurrency; `max_inflight:` beside `plugin:`, default 64 */
+    uint64_t max_pending;  /* sink: `max_pending:`, pending deliveries beyond which sources
+                            * emitting events routed here get PX_EBUSY; 0 (default) = no cap */
+    double max_eps;        /* source: `max_events_per_second:`, emits beyond it get PX_EBUSY;
+                            * 0 (default) = no limit */
 } px_instance_conf;
 
 typedef struct px_config {

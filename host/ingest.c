@@ -116,6 +116,103 @@ static void redact_json(json_t *j, int depth)
     }
 }
 
+/* --- limits ------------------------------------------------------------------------------- */
+
+static const char *const LIMIT_LABELS[] = {"source", "limit", NULL};
+
+#define LIMIT_LOG_EVERY_MS 10000
+
+/* A limit refused an emit of source `src`: counted in plexus_events_limited_total; logged when
+ * the source starts being refused, at most every LIMIT_LOG_EVERY_MS (a source at its rate limit
+ * flips between refused and accepted all the time), and when it is accepted again after a logged
+ * refusal (see limits_clear). */
+static void limited(px_daemon *d, px_instance *src, const char *limit, const char *detail)
+{
+    px_metric *f = px_metrics_family(px_metrics_global(), PX_METRIC_COUNTER,
+                                     "plexus_events_limited_total",
+                                     "Emits refused with back-pressure (PX_EBUSY) by a limit: "
+                                     "max_pending of a sink the event was routed to, or "
+                                     "max_events_per_second of the source.",
+                                     LIMIT_LABELS, NULL, 0);
+    const char *values[] = {src->name, limit};
+    px_series_add(px_metric_at(f, values), 1);
+    uint64_t now = uv_now(d->loop);
+    if (!src->limited && (!src->limit_log_ms || now - src->limit_log_ms >= LIMIT_LOG_EVERY_MS)) {
+        src->limit_logged = 1;
+        src->limit_log_ms = now ? now : 1;
+        PX_LOG_WARN(src->name, "emits refused by a limit limit=%s %s", limit, detail);
+    }
+    src->limited = 1;
+}
+
+static void limits_clear(px_instance *src)
+{
+    if (src->limited) {
+        src->limited = 0;
+        if (src->limit_logged) {
+            src->limit_logged = 0;
+            PX_LOG_INFO(src->name, "emits accepted again");
+        }
+    }
+}
+
+/* The configured limit as a gauge, so it can be read beside the figure it caps. */
+static void limit_gauge(const char *name, const char *help, const char *label, const char *inst,
+                        double v)
+{
+    const char *labels[] = {label, NULL};
+    px_metric *f = px_metrics_family(px_metrics_global(), PX_METRIC_GAUGE, name, help, labels,
+                                     NULL, 0);
+    px_series_set(px_metric_at(f, &inst), v);
+}
+
+/* max_events_per_second: a token bucket holding one second of events. */
+static int rate_allows(px_daemon *d, px_instance *src, double eps)
+{
+    uint64_t now = uv_now(d->loop);
+    double cap = eps < 1 ? 1 : eps;
+    if (src->rate_at_ms == 0) {
+        src->rate_tokens = cap;
+    } else if (now > src->rate_at_ms) {
+        src->rate_tokens += (double)(now - src->rate_at_ms) * eps / 1000.0;
+        if (src->rate_tokens > cap) {
+            src->rate_tokens = cap;
+        }
+    }
+    src->rate_at_ms = now ? now : 1;
+    limit_gauge("plexus_source_max_events_per_second",
+                "Configured max_events_per_second of a source.", "source", src->name, eps);
+    if (src->rate_tokens < 1) {
+        return 0;
+    }
+    src->rate_tokens -= 1;
+    return 1;
+}
+
+/* max_pending: 0 when every sink the event goes to is under its cap; else the first full one. */
+static const char *full_sink(px_daemon *d, const px_route *routes, size_t n, int64_t *pending,
+                             uint64_t *cap)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (routes[i].error) {
+            continue;
+        }
+        const px_instance_conf *ic = px_config_instance(d->cfg, routes[i].sink);
+        if (!ic || !ic->max_pending) {
+            continue;
+        }
+        limit_gauge("plexus_sink_max_pending", "Configured max_pending of a sink.", "sink",
+                    ic->name, (double)ic->max_pending);
+        int64_t p = px_spool_pending(d->spool, routes[i].sink);
+        if (p >= (int64_t)ic->max_pending) {
+            *pending = p;
+            *cap = ic->max_pending;
+            return routes[i].sink;
+        }
+    }
+    return NULL;
+}
+
 int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_cb cb, void *arg)
 {
     if (!ev) {
@@ -129,6 +226,14 @@ int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_
     ev->source = px_xstrdup(gen->inst->name);
     ev->emitted = 1;
     redact_json(ev->meta, 0);
+    const px_instance_conf *ic = d->cfg ? px_config_instance(d->cfg, gen->inst->name) : NULL;
+    if (ic && ic->max_eps > 0 && !rate_allows(d, gen->inst, ic->max_eps)) {
+        char detail[64];
+        snprintf(detail, sizeof(detail), "max_events_per_second=%g", ic->max_eps);
+        limited(d, gen->inst, "max_events_per_second", detail);
+        px_event_unref(ev);
+        return PX_EBUSY;
+    }
     d->events_in++;
     px_metrics_event_received(ev->source);
 
@@ -141,6 +246,20 @@ int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_
     px_mapping_env env = {ev->payload, ev->type, ev->id, ev->source, (long long)ev->time_ms};
     pe->router = px_router_box_ref(d->router);
     pe->nroutes = px_router_route(pe->router->router, ev->source, &env, &pe->routes);
+    int64_t pending = 0;
+    uint64_t cap = 0;
+    const char *full = pe->nroutes ? full_sink(d, pe->routes, pe->nroutes, &pending, &cap) : NULL;
+    if (full) {
+        char detail[320];
+        snprintf(detail, sizeof(detail), "sink=%s pending=%lld max_pending=%llu", full,
+                 (long long)pending, (unsigned long long)cap);
+        limited(d, gen->inst, "max_pending", detail);
+        pe->ev = NULL;
+        pending_free(pe);
+        px_event_unref(ev);
+        return PX_EBUSY;
+    }
+    limits_clear(gen->inst);
 
     if (pe->nroutes == 0 && !ev->dedupe_key) {
         d->events_unrouted++;

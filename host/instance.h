@@ -83,6 +83,11 @@ struct px_instance {
     char *last_error;       /* last load/start failure (owned), or NULL */
     uint64_t file_dev, file_ino, file_size; /* identity of `file` when last loaded, so a */
     int64_t file_mtime_ns;                  /* reload knows whether the binary changed */
+    double rate_tokens;     /* max_events_per_second token bucket (ingest.c) */
+    uint64_t rate_at_ms;    /* loop time of its last refill */
+    int limited;            /* 1 while its emits are refused by a limit (ingest.c) */
+    int limit_logged;       /* this refusal episode was logged */
+    uint64_t limit_log_ms;  /* loop time of the last "refused by a limit" line */
 };
 
 /* Records the identity of inst->file now (after a successful load). */

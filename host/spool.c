@@ -170,6 +170,7 @@ struct px_spool {
     int writable;
     int stop;
     sink_counts pending; /* committed pending deliveries per sink */
+    sink_counts queued_rows; /* deliveries of puts queued and not yet processed, per sink */
     px_spool_stats st;
     int closing; /* loop thread only */
 };
@@ -868,6 +869,12 @@ static void process_batch(px_spool *s, op *batch, size_t nops, sink_counts *delt
     op *next;
     for (op *o = batch; o; o = next) {
         next = o->next;
+        if (o->kind == OP_PUT || o->kind == -OP_PUT) {
+            /* processed (committed, duplicate or failed): no longer queued */
+            for (size_t i = 0; i < o->nrows; i++) {
+                counts_add(&s->queued_rows, o->rows[i].sink, -1);
+            }
+        }
         if (o->kind < 0) {
             o->kind = -o->kind;
             if (is_mark(o)) {
@@ -1164,6 +1171,7 @@ static void on_close(uv_handle_t *h)
 {
     px_spool *s = h->data;
     counts_free(&s->pending);
+    counts_free(&s->queued_rows);
     pthread_cond_destroy(&s->cv_done);
     pthread_cond_destroy(&s->cv_work);
     pthread_mutex_destroy(&s->mu);
@@ -1255,6 +1263,7 @@ fail:
     sqlite3_close(s->rdb);
     sqlite3_close(s->wdb);
     counts_free(&s->pending);
+    counts_free(&s->queued_rows);
     pthread_cond_destroy(&s->cv_done);
     pthread_cond_destroy(&s->cv_work);
     pthread_mutex_destroy(&s->mu);
@@ -1386,6 +1395,7 @@ int px_spool_put(px_spool *s, const px_spool_event *ev, px_spool_row *rows, size
     pthread_mutex_lock(&s->mu);
     for (size_t i = 0; i < n; i++) {
         rows[i].id = o->rows[i].id = s->next_id++;
+        counts_add(&s->queued_rows, o->rows[i].sink, 1);
     }
     list_push(&s->q_head, &s->q_tail, o);
     s->q_len++;
@@ -1618,6 +1628,24 @@ int px_spool_pending_counts(px_spool *s, void (*cb)(const char *sink, int64_t n,
 
 /* Parsed JSON text, or the text itself as a string; bytes that are not UTF-8 as base64 under
  * {"base64": "..."}. New reference. */
+static int64_t count_of(const sink_counts *c, const char *sink)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        if (strcmp(c->v[i].sink, sink) == 0) {
+            return c->v[i].n;
+        }
+    }
+    return 0;
+}
+
+int64_t px_spool_pending(px_spool *s, const char *sink)
+{
+    pthread_mutex_lock(&s->mu);
+    int64_t n = count_of(&s->pending, sink) + count_of(&s->queued_rows, sink);
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
 static json_t *json_or_text(const char *p, size_t len)
 {
     if (!p) {

@@ -122,6 +122,10 @@ int px_spool_load(px_spool *s, const char *sink, int64_t after_id, size_t max,
 int px_spool_pending_counts(px_spool *s, void (*cb)(const char *sink, int64_t n, void *arg),
                             void *arg);
 
+/* Pending deliveries of `sink` (borrowed): committed ones plus those of puts queued and not yet
+ * committed. From in-memory counts (no query): cheap enough for every emit. */
+int64_t px_spool_pending(px_spool *s, const char *sink);
+
 /* Dead letters, as JSON (*out: new reference). list: an array of
  * {id, event_id, type, source, pipeline, sink, action, reason, attempts, died_at} (died_at in ms
  * since the epoch), newest first, filtered by sink (borrowed; NULL = all), since_ms (died_at >=

@@ -904,7 +904,7 @@ static void test_suggest(void)
     PX_ASSERT(suggest("completely_different", keys, 4) == NULL);
 }
 
-/* Hardening keys: host.max_crashes. */
+/* Hardening keys: host.max_crashes, an instance's max_pending and max_events_per_second. */
 static void test_hardening_keys(void)
 {
     px_config *cfg = parse("version: 1\n");
@@ -917,6 +917,33 @@ static void test_hardening_keys(void)
     px_config_destroy(cfg);
     EXPECT_ERR("version: 1\nhost:\n  max_crashes: 0\n",
                "test.yaml:3:16: host.max_crashes: expected an integer from 1 to 1000, got \"0\"");
+
+    cfg = parse("version: 1\nplugins:\n"
+                "  a: { plugin: x }\n"
+                "  b: { plugin: x, max_pending: 5000, max_events_per_second: 2.5 }\n"
+                "  c: { plugin: x, max_events_per_second: 100 }\n");
+    PX_ASSERT(cfg != NULL);
+    PX_ASSERT_INT_EQ(px_config_instance(cfg, "a")->max_pending, 0);
+    PX_ASSERT(px_config_instance(cfg, "a")->max_eps == 0);
+    PX_ASSERT_INT_EQ(px_config_instance(cfg, "b")->max_pending, 5000);
+    PX_ASSERT(px_config_instance(cfg, "b")->max_eps == 2.5);
+    PX_ASSERT(px_config_instance(cfg, "c")->max_eps == 100);
+    px_config_destroy(cfg);
+    EXPECT_ERR("version: 1\nplugins:\n  a: { plugin: x, max_pending: 0 }\n",
+               "test.yaml:3:32: plugin instance \"a\": max_pending: expected an integer from 1 "
+               "to 1000000000000, got \"0\"");
+    EXPECT_ERR("version: 1\nplugins:\n  a: { plugin: x, max_pending: lots }\n",
+               "test.yaml:3:32: plugin instance \"a\": max_pending: expected an integer from 1 "
+               "to 1000000000000, got \"lots\"");
+    EXPECT_ERR("version: 1\nplugins:\n  a: { plugin: x, max_events_per_second: 0 }\n",
+               "test.yaml:3:42: plugin instance \"a\": max_events_per_second: expected a number "
+               "above 0, got \"0\"");
+    EXPECT_ERR("version: 1\nplugins:\n  a: { plugin: x, max_events_per_second: fast }\n",
+               "test.yaml:3:42: plugin instance \"a\": max_events_per_second: expected a number "
+               "above 0, got \"fast\"");
+    EXPECT_ERR("version: 1\nplugins:\n  a: { plugin: x, max_pendng: 3 }\n",
+               "test.yaml:3:19: unknown key \"max_pendng\" in plugin instance \"a\", did you "
+               "mean \"max_pending\"?");
 }
 
 PX_TEST_MAIN(PX_TEST(test_full_config), PX_TEST(test_defaults), PX_TEST(test_scalar_typing),

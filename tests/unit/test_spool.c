@@ -1007,10 +1007,45 @@ static void test_note_crash(void)
     PX_ASSERT_INT_EQ(fx_done(&f), 0);
 }
 
+/* The per-sink pending figure used by max_pending counts queued puts before their commit. */
+static void test_pending_accessor(void)
+{
+    fixture f;
+    PX_ASSERT_INT_EQ(fx_init(&f, NULL), 0);
+    static results r;
+    memset(&r, 0, sizeof(r));
+    put_ctx ctx[3] = {{&r, 0}, {&r, 1}, {&r, 2}};
+    px_spool_event ev = mk_event("e1", "src", NULL, "{}");
+    px_spool_row rows[2] = {mk_row("a", NULL), mk_row("b", NULL)};
+    PX_ASSERT_INT_EQ(px_spool_put(f.s, &ev, rows, 2, on_put, &ctx[0]), 0);
+    px_spool_row row = mk_row("a", NULL);
+    PX_ASSERT_INT_EQ(px_spool_put(f.s, &ev, &row, 1, on_put, &ctx[1]), 0);
+    /* queued or committed: counted either way, never twice */
+    int64_t a = px_spool_pending(f.s, "a");
+    PX_ASSERT_INT_EQ(a, 2);
+    PX_ASSERT_INT_EQ(px_spool_pending(f.s, "b"), 1);
+    PX_ASSERT_INT_EQ(px_spool_pending(f.s, "zzz"), 0);
+    PX_ASSERT(spin_until(&f, &r.n, 2));
+    PX_ASSERT_INT_EQ(px_spool_pending(f.s, "a"), 2);
+    px_spool_mark_done(f.s, rows[0].id);
+    px_spool_mark_dead(f.s, row.id, 1, "gone");
+    static loaded l;
+    PX_ASSERT_INT_EQ(px_spool_load(f.s, "a", 0, 10, on_load, &l), 0); /* waits for the marks */
+    PX_ASSERT_INT_EQ(px_spool_pending(f.s, "a"), 0);
+    PX_ASSERT_INT_EQ(px_spool_pending(f.s, "b"), 1);
+    /* a duplicate put is no longer queued once processed */
+    px_spool_event dup = mk_event("e2", "src", "k1", "{}");
+    PX_ASSERT_INT_EQ(px_spool_put(f.s, &dup, &row, 1, on_put, &ctx[2]), 0);
+    PX_ASSERT(spin_until(&f, &r.n, 3));
+    PX_ASSERT_INT_EQ(px_spool_pending(f.s, "a"), 1);
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
 PX_TEST_MAIN(PX_TEST(test_put_and_load), PX_TEST(test_mark_done), PX_TEST(test_mark_retry),
              PX_TEST(test_dead_letters), PX_TEST(test_replay_and_purge), PX_TEST(test_dedupe),
              PX_TEST(test_reopen), PX_TEST(test_crash_recovery), PX_TEST(test_group_commit),
              PX_TEST(test_close_runs_pending_callbacks), PX_TEST(test_queue_limit),
              PX_TEST(test_backpressure_full_disk), PX_TEST(test_bad_operation_isolated),
              PX_TEST(test_paging),
-             PX_TEST(test_open_errors), PX_TEST(test_note_crash))
+             PX_TEST(test_open_errors), PX_TEST(test_note_crash),
+             PX_TEST(test_pending_accessor))
