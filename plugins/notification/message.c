@@ -1,0 +1,477 @@
+/* notification: NotificationQueue message building and validation, EventBridge envelope check
+ * (see message.h). Every rejection names the place in the message, e.g.
+ * "notification[0].recipients[1].tos[0]: \"bob\" is not an e-mail address". */
+#include "message.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define SERVICE_PREFIX "notificationservice/"
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+static int fail(char *why, size_t n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, n, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* "" or null: a field left empty, typically by an optional mapping reference. */
+static int is_blank(const json_t *v)
+{
+    return !v || json_is_null(v) || (json_is_string(v) && json_string_length(v) == 0);
+}
+
+int px_nq_email_ok(const char *s)
+{
+    if (!s) {
+        return 0;
+    }
+    size_t len = strlen(s);
+    const char *at = strchr(s, '@');
+    if (len < 3 || len > 254 || !at || strchr(at + 1, '@')) {
+        return 0;
+    }
+    size_t local = (size_t)(at - s);
+    if (local == 0 || local > 64 || s[0] == '.' || at[-1] == '.') {
+        return 0;
+    }
+    for (const char *p = s; p < at; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c <= 0x20 || c == 0x7f || strchr("()<>[]\\,;:\"", c) || (c == '.' && p[1] == '.')) {
+            return 0;
+        }
+    }
+    /* Domain: labels of letters, digits, '-' (or UTF-8 for IDN), no '-' at either end. */
+    const char *label = at + 1;
+    int labels = 0;
+    for (;;) {
+        const char *end = strchr(label, '.');
+        size_t n = end ? (size_t)(end - label) : strlen(label);
+        if (n == 0 || n > 63 || label[0] == '-' || label[n - 1] == '-') {
+            return 0;
+        }
+        int digits_only = 1;
+        for (size_t i = 0; i < n; i++) {
+            unsigned char c = (unsigned char)label[i];
+            int alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80;
+            int digit = c >= '0' && c <= '9';
+            if (!alpha && !digit && c != '-') {
+                return 0;
+            }
+            digits_only &= digit;
+        }
+        labels++;
+        if (!end) {
+            /* The top-level label: at least two characters, not a number. */
+            return labels >= 2 && n >= 2 && !digits_only;
+        }
+        label = end + 1;
+    }
+}
+
+/* Appends the addresses in v (a string, an {"email","name"} object, or a list of them) to list.
+ * default_name (may be NULL) names string-form addresses. */
+static int add_addresses(json_t *list, const json_t *v, const char *where, const char *default_name,
+                         char *why, size_t n)
+{
+    if (is_blank(v)) {
+        return 0;
+    }
+    if (json_is_array(v)) {
+        size_t i;
+        const json_t *x;
+        json_array_foreach(v, i, x)
+        {
+            if (json_is_array(x)) {
+                return fail(why, n, "%s[%zu]: expected an address, got a list", where, i);
+            }
+            char sub[256];
+            snprintf(sub, sizeof(sub), "%s[%zu]", where, i);
+            if (add_addresses(list, x, sub, default_name, why, n) < 0) {
+                return -1;
+            }
+        }
+        return 0;
+    }
+    const char *email = NULL, *name = default_name;
+    if (json_is_string(v)) {
+        email = json_string_value(v);
+    } else if (json_is_object(v)) {
+        const char *k;
+        json_t *x;
+        json_object_foreach((json_t *)v, k, x)
+        {
+            if (strcmp(k, "email") != 0 && strcmp(k, "name") != 0) {
+                return fail(why, n, "%s: unknown key \"%s\" (use email and name)", where, k);
+            }
+        }
+        const json_t *e = json_object_get(v, "email"), *nm = json_object_get(v, "name");
+        if (is_blank(e)) {
+            return 0;
+        }
+        if (!json_is_string(e)) {
+            return fail(why, n, "%s.email: expected a string", where);
+        }
+        email = json_string_value(e);
+        if (!is_blank(nm)) {
+            if (!json_is_string(nm)) {
+                return fail(why, n, "%s.name: expected a string", where);
+            }
+            name = json_string_value(nm);
+        }
+    } else {
+        return fail(why, n, "%s: expected an e-mail address", where);
+    }
+    if (!px_nq_email_ok(email)) {
+        return fail(why, n, "%s: \"%.100s\" is not an e-mail address", where, email);
+    }
+    json_t *a = json_pack("{s:s}", "email", email);
+    if (name && *name) {
+        json_object_set_new(a, "name", json_string(name));
+    }
+    json_array_append_new(list, a);
+    return 0;
+}
+
+/* A phone number or push id given as a string or a number; stores the text in *out (borrowed
+ * from v or from buf), or NULL when blank. */
+static int scalar_text(const json_t *v, const char *where, char *buf, size_t buf_len,
+                       const char **out, char *why, size_t n)
+{
+    *out = NULL;
+    if (is_blank(v)) {
+        return 0;
+    }
+    if (json_is_string(v)) {
+        *out = json_string_value(v);
+    } else if (json_is_integer(v)) {
+        snprintf(buf, buf_len, "%lld", (long long)json_integer_value(v));
+        *out = buf;
+    } else {
+        return fail(why, n, "%s: expected a string", where);
+    }
+    return 0;
+}
+
+static int phone_ok(const char *s)
+{
+    int digits = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p >= '0' && *p <= '9') {
+            digits++;
+        } else if (!strchr("+-(). ", *p)) {
+            return 0;
+        }
+    }
+    return digits >= 3 && strlen(s) <= 32;
+}
+
+static int norm_macros(const json_t *v, json_t *rec, const char *where, char *why, size_t n)
+{
+    if (is_blank(v)) {
+        return 0;
+    }
+    if (!json_is_object(v)) {
+        return fail(why, n, "%s.macros: expected an object of name: value", where);
+    }
+    json_t *m = json_object();
+    const char *k;
+    json_t *x;
+    json_object_foreach((json_t *)v, k, x)
+    {
+        char text[64];
+        json_t *s = NULL;
+        if (json_is_string(x)) {
+            s = json_incref(x);
+        } else if (json_is_integer(x)) {
+            snprintf(text, sizeof(text), "%lld", (long long)json_integer_value(x));
+            s = json_string(text);
+        } else if (json_is_real(x)) {
+            snprintf(text, sizeof(text), "%.17g", json_real_value(x));
+            s = json_string(text);
+        } else if (json_is_boolean(x)) {
+            s = json_string(json_is_true(x) ? "true" : "false");
+        } else if (json_is_null(x)) {
+            continue; /* an optional value that was absent: leave the macro out */
+        } else {
+            json_decref(m);
+            return fail(why, n, "%s.macros.%s: expected a text value, got an %s", where, k,
+                        json_is_object(x) ? "object" : "array");
+        }
+        json_object_set_new(m, k, s);
+    }
+    json_object_set_new(rec, "macros", m);
+    return 0;
+}
+
+static int is_recipient_key(const char *k)
+{
+    static const char *const keys[] = {"tos",    "to",     "to_name", "email",  "ccs",
+                                       "bccs",   "phone",  "pushId",  "macros", "locale"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        if (strcmp(k, keys[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Normalises one recipient r into *out (new reference). In the short form, r is the whole
+ * parameters object, whose `name` is the notification's. */
+static int norm_recipient(const json_t *r, const char *where, int short_form, json_t **out,
+                          char *why, size_t n)
+{
+    if (!json_is_object(r)) {
+        return fail(why, n, "%s: expected an object", where);
+    }
+    const char *k;
+    json_t *x;
+    json_object_foreach((json_t *)r, k, x)
+    {
+        if (!is_recipient_key(k) && !(short_form && strcmp(k, "name") == 0)) {
+            return fail(why, n, "%s: unknown key \"%s\"", where, k);
+        }
+    }
+    const json_t *to_name = json_object_get(r, "to_name");
+    if (!is_blank(to_name) && !json_is_string(to_name)) {
+        return fail(why, n, "%s.to_name: expected a string", where);
+    }
+    const char *dname = is_blank(to_name) ? NULL : json_string_value(to_name);
+    json_t *rec = json_object();
+    json_t *tos = json_array(), *ccs = json_array(), *bccs = json_array();
+    char sub[256];
+    static const char *const to_keys[] = {"tos", "to", "email"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(sub, sizeof(sub), "%s.%s", where, to_keys[i]);
+        if (add_addresses(tos, json_object_get(r, to_keys[i]), sub, dname, why, n) < 0) {
+            goto fail;
+        }
+    }
+    snprintf(sub, sizeof(sub), "%s.ccs", where);
+    if (add_addresses(ccs, json_object_get(r, "ccs"), sub, NULL, why, n) < 0) {
+        goto fail;
+    }
+    snprintf(sub, sizeof(sub), "%s.bccs", where);
+    if (add_addresses(bccs, json_object_get(r, "bccs"), sub, NULL, why, n) < 0) {
+        goto fail;
+    }
+    char buf[32];
+    const char *phone, *push;
+    snprintf(sub, sizeof(sub), "%s.phone", where);
+    if (scalar_text(json_object_get(r, "phone"), sub, buf, sizeof(buf), &phone, why, n) < 0) {
+        goto fail;
+    }
+    if (phone && !phone_ok(phone)) {
+        fail(why, n, "%s: \"%.40s\" is not a phone number", sub, phone);
+        goto fail;
+    }
+    if (phone) {
+        json_object_set_new(rec, "phone", json_string(phone));
+    }
+    snprintf(sub, sizeof(sub), "%s.pushId", where);
+    if (scalar_text(json_object_get(r, "pushId"), sub, buf, sizeof(buf), &push, why, n) < 0) {
+        goto fail;
+    }
+    if (push) {
+        json_object_set_new(rec, "pushId", json_string(push));
+    }
+    if (json_array_size(tos) == 0 && !phone && !push) {
+        fail(why, n, "%s: a recipient needs at least one of tos, phone or pushId", where);
+        goto fail;
+    }
+    if (json_array_size(tos)) {
+        json_object_set(rec, "tos", tos);
+    }
+    if (json_array_size(ccs)) {
+        json_object_set(rec, "ccs", ccs);
+    }
+    if (json_array_size(bccs)) {
+        json_object_set(rec, "bccs", bccs);
+    }
+    if (norm_macros(json_object_get(r, "macros"), rec, where, why, n) < 0) {
+        goto fail;
+    }
+    const json_t *loc = json_object_get(r, "locale");
+    if (!is_blank(loc)) {
+        if (!json_is_string(loc)) {
+            fail(why, n, "%s.locale: expected a string", where);
+            goto fail;
+        }
+        json_object_set(rec, "locale", (json_t *)loc);
+    }
+    json_decref(tos);
+    json_decref(ccs);
+    json_decref(bccs);
+    *out = rec;
+    return 0;
+fail:
+    json_decref(tos);
+    json_decref(ccs);
+    json_decref(bccs);
+    json_decref(rec);
+    return -1;
+}
+
+static int norm_name(const json_t *v, const char *where, char *why, size_t n)
+{
+    if (is_blank(v)) {
+        return fail(why, n, "%s.name: missing notification name", where);
+    }
+    if (!json_is_string(v)) {
+        return fail(why, n, "%s.name: expected a string", where);
+    }
+    return 0;
+}
+
+/* One notification in the full form: {"name", "recipients": [...]}. */
+static int norm_notification(const json_t *v, const char *where, json_t **out, char *why,
+                             size_t n)
+{
+    if (!json_is_object(v)) {
+        return fail(why, n, "%s: expected an object", where);
+    }
+    const char *k;
+    json_t *x;
+    json_object_foreach((json_t *)v, k, x)
+    {
+        if (strcmp(k, "name") != 0 && strcmp(k, "recipients") != 0) {
+            return fail(why, n, "%s: unknown key \"%s\" (use name and recipients)", where, k);
+        }
+    }
+    const json_t *name = json_object_get(v, "name"), *rs = json_object_get(v, "recipients");
+    if (norm_name(name, where, why, n) < 0) {
+        return -1;
+    }
+    if (!json_is_array(rs) || json_array_size(rs) == 0) {
+        return fail(why, n, "%s.recipients: expected a non-empty list", where);
+    }
+    json_t *list = json_array();
+    size_t i;
+    json_array_foreach(rs, i, x)
+    {
+        char sub[256];
+        json_t *rec;
+        snprintf(sub, sizeof(sub), "%s.recipients[%zu]", where, i);
+        if (norm_recipient(x, sub, 0, &rec, why, n) < 0) {
+            json_decref(list);
+            return -1;
+        }
+        json_array_append_new(list, rec);
+    }
+    *out = json_pack("{s:O, s:o}", "name", name, "recipients", list);
+    return 0;
+}
+
+int px_nq_build(const json_t *params, json_t **out, char *why, size_t why_len)
+{
+    if (!json_is_object(params) || json_object_size(params) == 0) {
+        return fail(why, why_len, "no parameters: the pipeline target needs a `with:` mapping");
+    }
+    json_t *list = json_array();
+    const json_t *full = json_object_get(params, "notification");
+    if (full) {
+        if (json_object_size(params) != 1) {
+            fail(why, why_len, "with `notification`, give no other key");
+            goto fail;
+        }
+        if (json_is_object(full)) {
+            json_t *one;
+            if (norm_notification(full, "notification", &one, why, why_len) < 0) {
+                goto fail;
+            }
+            json_array_append_new(list, one);
+        } else if (json_is_array(full) && json_array_size(full) > 0) {
+            size_t i;
+            const json_t *x;
+            json_array_foreach(full, i, x)
+            {
+                char sub[64];
+                json_t *one;
+                snprintf(sub, sizeof(sub), "notification[%zu]", i);
+                if (norm_notification(x, sub, &one, why, why_len) < 0) {
+                    goto fail;
+                }
+                json_array_append_new(list, one);
+            }
+        } else {
+            fail(why, why_len, "notification: expected an object or a non-empty list");
+            goto fail;
+        }
+    } else {
+        /* Short form: one notification, and either `recipients` or one recipient's fields. */
+        const json_t *name = json_object_get(params, "name");
+        if (norm_name(name, "with", why, why_len) < 0) {
+            goto fail;
+        }
+        const json_t *rs = json_object_get(params, "recipients");
+        json_t *one;
+        if (rs) {
+            if (json_object_size(params) != 2) {
+                fail(why, why_len, "with `recipients`, give only `name` beside it");
+                goto fail;
+            }
+            json_t *tmp = json_pack("{s:O, s:O}", "name", name, "recipients", rs);
+            int rc = norm_notification(tmp, "with", &one, why, why_len);
+            json_decref(tmp);
+            if (rc < 0) {
+                goto fail;
+            }
+        } else {
+            json_t *rec;
+            if (norm_recipient(params, "with", 1, &rec, why, why_len) < 0) {
+                goto fail;
+            }
+            one = json_pack("{s:O, s:[o]}", "name", name, "recipients", rec);
+        }
+        json_array_append_new(list, one);
+    }
+    *out = json_pack("{s:o}", "notification", list);
+    return 0;
+fail:
+    json_decref(list);
+    return -1;
+}
+
+int px_nq_envelope_type(const json_t *env, char *type, size_t type_len, char *why,
+                        size_t why_len)
+{
+    if (!json_is_object(env)) {
+        return fail(why, why_len, "not an EventBridge event: expected a JSON object");
+    }
+    static const char *const strings[] = {"id", "detail-type", "source"};
+    for (size_t i = 0; i < 3; i++) {
+        const json_t *v = json_object_get(env, strings[i]);
+        if (!json_is_string(v) || json_string_length(v) == 0) {
+            return fail(why, why_len, "not an EventBridge event: missing string \"%s\"",
+                        strings[i]);
+        }
+    }
+    if (!json_is_object(json_object_get(env, "detail"))) {
+        return fail(why, why_len, "not an EventBridge event: missing object \"detail\"");
+    }
+    const char *dt = json_string_value(json_object_get(env, "detail-type"));
+    if (strncmp(dt, SERVICE_PREFIX, strlen(SERVICE_PREFIX)) == 0) {
+        dt += strlen(SERVICE_PREFIX);
+    }
+    static const char prefix[] = "notification.";
+    size_t len = strlen(dt);
+    if (len == 0 || len > 200 || type_len < sizeof(prefix) + len) {
+        return fail(why, why_len, "detail-type \"%.60s\" is empty or too long", dt);
+    }
+    memcpy(type, prefix, sizeof(prefix) - 1);
+    char *o = type + sizeof(prefix) - 1;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)dt[i];
+        int keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                   c == '_' || c == '-' || c == '.';
+        *o++ = c == '/' ? '.' : keep ? (char)c : '_';
+    }
+    *o = '\0';
+    return 0;
+}

@@ -1,0 +1,34 @@
+/* notification: the pure parts of the plugin. Building and validating a NotificationQueue message
+ * from a delivery's parameters, and recognising an EventBridge envelope from the Notification
+ * service. No I/O and no host calls, so they are unit-tested on their own. */
+#ifndef PX_NOTIFICATION_MESSAGE_H
+#define PX_NOTIFICATION_MESSAGE_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+/* Builds the NotificationQueue body ({"notification": [{"name", "recipients": [...]}]}) from the
+ * delivery parameters `params` (borrowed). Two forms are accepted: a `notification` key holding a
+ * notification object or a list of them (recipients given in full), or the short form of one
+ * notification: `name` plus one recipient's `tos`/`to`, `to_name`, `ccs`, `bccs`, `phone`,
+ * `pushId`, `macros`, `locale` (or a `recipients` list). Addresses may be given as a string, an
+ * {"email","name"} object or a list of them; null and "" entries are dropped, so optional mapping
+ * references work. On success returns 0 and stores a new reference in *out. On a message that can
+ * never be sent returns -1 with a one-line reason in why (why_len bytes, always NUL-terminated)
+ * and leaves *out untouched. */
+int px_nq_build(const json_t *params, json_t **out, char *why, size_t why_len);
+
+/* 1 when `s` (borrowed) looks like an e-mail address: one '@', a plausible local part, and a
+ * domain of at least two dot-separated labels of letters, digits and '-'. 0 otherwise. */
+int px_nq_email_ok(const char *s);
+
+/* Checks that `env` (borrowed) is an EventBridge envelope: an object with non-empty string `id`,
+ * `detail-type` and `source`, and an object `detail`. On success returns 0 and writes the event
+ * type into type (type_len bytes): "notification." + the detail-type without the
+ * "notificationservice/" prefix, '/' turned into '.', e.g. "notification.action.create". On
+ * failure returns -1 with the reason in why (why_len bytes). */
+int px_nq_envelope_type(const json_t *env, char *type, size_t type_len, char *why,
+                        size_t why_len);
+
+#endif
