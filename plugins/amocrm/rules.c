@@ -1,0 +1,365 @@
+/* amocrm rules: one rule per quiz (the seed's Rule), kept in kv "rules" keyed by quiz id. A rule
+ * belongs to the amoCRM account it was saved for (AccountID) and is validated against that
+ * account's cached users, pipelines, steps, fields and tags. Saving one emits
+ * "amocrm.rule.saved". */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "amocrm.h"
+
+static const char *const entities[4] = {"lead", "contact", "company", "customer"};
+static const char *const entities_cap[4] = {"Lead", "Contact", "Company", "Customer"};
+static const char *const entities_amo[4] = {"leads", "contacts", "companies", "customers"};
+
+void amo_rules_load(amo *a)
+{
+    a->rules = amo_host->kv_get(a->ctx, "rules");
+    if (!json_is_object(a->rules)) {
+        json_decref(a->rules);
+        a->rules = json_object();
+    }
+}
+
+static int64_t account_amo_id(amo *a)
+{
+    if (!a->account || json_is_true(json_object_get(a->account, "deleted"))) {
+        return -1;
+    }
+    return json_integer_value(json_object_get(a->account, "amoID"));
+}
+
+json_t *amo_rule_get(amo *a, int64_t quiz_id)
+{
+    char key[32];
+    snprintf(key, sizeof(key), "%lld", (long long)quiz_id);
+    json_t *r = json_object_get(a->rules, key);
+    if (!r || json_is_true(json_object_get(r, "Deleted")) ||
+        json_integer_value(json_object_get(r, "AccountID")) != account_amo_id(a)) {
+        return NULL;
+    }
+    return r;
+}
+
+static int digits(const char *s)
+{
+    if (!*s) {
+        return 0;
+    }
+    for (; *s; s++) {
+        if (!isdigit((unsigned char)*s)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Either spelling of a key: "Lead" / "lead", "FieldsRule" / "Fieldsrule". */
+static json_t *get_any(const json_t *o, const char *a, const char *b)
+{
+    json_t *v = json_object_get(o, a);
+    return v ? v : json_object_get(o, b);
+}
+
+/* Adds the question -> field pairs of `in` into `out` ({"<qid>": fid}). */
+static int question_map(const json_t *in, json_t *out, const char *where, char *why, size_t len)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)in, k, v) {
+        int64_t fid = 0;
+        if (!digits(k) || amo_json_int(v, &fid) < 0 || fid <= 0) {
+            snprintf(why, len, "%s: \"%s\" must map a question id to a field id", where, k);
+            return -1;
+        }
+        json_object_set_new(out, k, json_integer(fid));
+    }
+    return 0;
+}
+
+/* Canonical FieldRule ({"QuestionID": {...}}) or ContactRules (plus "ContactRuleMap") from the
+ * request's object; flat {"<qid>": fid} is accepted too. New reference, or NULL with why. */
+static json_t *parse_field_rule(const json_t *in, int contact, const char *where, char *why,
+                                size_t len)
+{
+    json_t *q = json_object(), *map = json_object();
+    json_t *out = NULL;
+    if (in && !json_is_object(in) && !json_is_null(in)) {
+        snprintf(why, len, "%s must be an object", where);
+        goto done;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)in, k, v) {
+        if (strcmp(k, "QuestionID") == 0 && json_is_object(v)) {
+            if (question_map(v, q, where, why, len) < 0) {
+                goto done;
+            }
+        } else if (contact && strcmp(k, "ContactRuleMap") == 0 && json_is_object(v)) {
+            const char *ck;
+            json_t *cv;
+            json_object_foreach(v, ck, cv) {
+                int64_t fid = 0;
+                if (amo_json_int(cv, &fid) < 0 || fid <= 0) {
+                    snprintf(why, len, "%s.ContactRuleMap.%s must be a field id", where, ck);
+                    goto done;
+                }
+                json_object_set_new(map, ck, json_integer(fid));
+            }
+        } else if (digits(k)) {
+            json_t *one = json_object();
+            json_object_set(one, k, v);
+            int rc = question_map(one, q, where, why, len);
+            json_decref(one);
+            if (rc < 0) {
+                goto done;
+            }
+        } else {
+            snprintf(why, len, "%s: unexpected key \"%s\"", where, k);
+            goto done;
+        }
+    }
+    out = contact ? json_pack("{s:O, s:O}", "ContactRuleMap", map, "QuestionID", q)
+                  : json_pack("{s:O}", "QuestionID", q);
+done:
+    json_decref(q);
+    json_decref(map);
+    return out;
+}
+
+/* Applies the request `in` onto `rule` (canonical; modified). Returns 0 or -1 with why. */
+static int apply(json_t *rule, const json_t *in, int create, char *why, size_t len)
+{
+    static const char *const ints[3] = {"PerformerID", "PipelineID", "StepID"};
+    for (int i = 0; i < 3; i++) {
+        json_t *v = json_object_get(in, ints[i]);
+        int64_t n = 0;
+        if (!v) {
+            if (create && i > 0) {
+                snprintf(why, len, "%s is required", ints[i]);
+                return -1;
+            }
+            continue;
+        }
+        if (amo_json_int(v, &n) < 0 || n < 0) {
+            snprintf(why, len, "%s must be an integer", ints[i]);
+            return -1;
+        }
+        json_object_set_new(rule, ints[i], json_integer(n));
+    }
+    json_t *fr = get_any(in, "FieldsRule", "Fieldsrule");
+    if (fr && !json_is_object(fr)) {
+        snprintf(why, len, "FieldsRule must be an object");
+        return -1;
+    }
+    json_t *cur = json_object_get(rule, "FieldsRule");
+    for (int e = 0; fr && e < 4; e++) {
+        json_t *v = get_any(fr, entities_cap[e], entities[e]);
+        if (!v) {
+            continue;
+        }
+        char where[48];
+        snprintf(where, sizeof(where), "FieldsRule.%s", entities[e]);
+        json_t *p = parse_field_rule(v, e == 1, where, why, len);
+        if (!p) {
+            return -1;
+        }
+        json_object_set_new(cur, entities[e], p);
+    }
+    json_t *tags = json_object_get(in, "TagsToAdd");
+    if (tags && !json_is_object(tags)) {
+        snprintf(why, len, "TagsToAdd must be an object");
+        return -1;
+    }
+    json_t *curt = json_object_get(rule, "TagsToAdd");
+    for (int e = 0; tags && e < 4; e++) {
+        json_t *v = get_any(tags, entities_cap[e], entities[e]);
+        if (!v) {
+            continue;
+        }
+        if (!json_is_array(v) && !json_is_null(v)) {
+            snprintf(why, len, "TagsToAdd.%s must be an array of tag ids", entities_cap[e]);
+            return -1;
+        }
+        json_t *ids = json_array();
+        size_t i;
+        json_t *t;
+        json_array_foreach(v, i, t) {
+            int64_t id = 0;
+            if (amo_json_int(t, &id) < 0) {
+                snprintf(why, len, "TagsToAdd.%s[%zu] must be a tag id", entities_cap[e], i);
+                json_decref(ids);
+                return -1;
+            }
+            json_array_append_new(ids, json_integer(id));
+        }
+        json_object_set_new(curt, entities_cap[e], ids);
+    }
+    return 0;
+}
+
+static int validate(amo *a, const json_t *rule, char *why, size_t len)
+{
+    int64_t perf = json_integer_value(json_object_get(rule, "PerformerID"));
+    int64_t pipe = json_integer_value(json_object_get(rule, "PipelineID"));
+    int64_t step = json_integer_value(json_object_get(rule, "StepID"));
+    if (perf && !amo_cache_find(a, AMO_C_USERS, perf, 0, NULL)) {
+        snprintf(why, len, "unknown PerformerID %lld: not a cached user (PATCH /users)",
+                 (long long)perf);
+        return -1;
+    }
+    json_t *p = amo_cache_find(a, AMO_C_PIPELINES, pipe, 0, NULL);
+    if (!p) {
+        snprintf(why, len, "unknown PipelineID %lld: not a cached pipeline (PATCH /pipelines)",
+                 (long long)pipe);
+        return -1;
+    }
+    if (json_is_true(json_object_get(p, "IsArchive"))) {
+        snprintf(why, len, "PipelineID %lld is archived", (long long)pipe);
+        return -1;
+    }
+    if (!amo_cache_find(a, AMO_C_STEPS, step, pipe, NULL)) {
+        snprintf(why, len, "unknown StepID %lld in pipeline %lld", (long long)step,
+                 (long long)pipe);
+        return -1;
+    }
+    json_t *fr = json_object_get(rule, "FieldsRule");
+    for (int e = 0; e < 4; e++) {
+        json_t *er = json_object_get(fr, entities[e]);
+        for (int part = 0; part < 2; part++) {
+            const char *k;
+            json_t *v;
+            json_object_foreach(json_object_get(er, part ? "ContactRuleMap" : "QuestionID"), k,
+                                v) {
+                int64_t fid = json_integer_value(v);
+                if (!amo_cache_find(a, AMO_C_FIELDS, fid, 0, entities_amo[e])) {
+                    snprintf(why, len, "unknown field %lld for %s (FieldsRule.%s.%s)",
+                             (long long)fid, entities_amo[e], entities[e], k);
+                    return -1;
+                }
+            }
+        }
+    }
+    json_t *tags = json_object_get(rule, "TagsToAdd");
+    for (int e = 0; e < 4; e++) {
+        size_t i;
+        json_t *t;
+        json_array_foreach(json_object_get(tags, entities_cap[e]), i, t) {
+            json_t *tag = amo_cache_find_own(a, AMO_C_TAGS, json_integer_value(t));
+            const char *ent = tag ? json_string_value(json_object_get(tag, "Entity")) : NULL;
+            if (!ent || strcmp(ent, entities_amo[e]) != 0) {
+                snprintf(why, len, "unknown tag %lld for %s (TagsToAdd.%s)",
+                         (long long)json_integer_value(t), entities_amo[e], entities_cap[e]);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static json_t *empty_rule(amo *a, int64_t quiz)
+{
+    json_t *id = amo_host->kv_get(a->ctx, "rules.next_id");
+    int64_t next = json_integer_value(id) > 0 ? json_integer_value(id) : 1;
+    json_decref(id);
+    json_t *n = json_integer(next + 1);
+    amo_host->kv_set(a->ctx, "rules.next_id", n);
+    json_decref(n);
+    json_t *fr = json_pack("{s:{s:{}}, s:{s:{}, s:{}}, s:{s:{}}, s:{s:{}}}", "lead", "QuestionID",
+                           "contact", "ContactRuleMap", "QuestionID", "company", "QuestionID",
+                           "customer", "QuestionID");
+    json_t *tags = json_pack("{s:[], s:[], s:[], s:[]}", "Lead", "Contact", "Company", "Customer");
+    return json_pack("{s:I, s:I, s:I, s:i, s:i, s:i, s:o, s:o, s:b, s:I}", "ID", (json_int_t)next,
+                     "AccountID", (json_int_t)account_amo_id(a), "QuizID", (json_int_t)quiz,
+                     "PerformerID", 0, "PipelineID", 0, "StepID", 0, "FieldsRule", fr,
+                     "TagsToAdd", tags, "Deleted", 0, "CreatedAt",
+                     (json_int_t)(amo_now_ms() / 1000));
+}
+
+static void emit_saved(amo *a, const json_t *rule, int created)
+{
+    json_t *payload = json_pack("{s:O, s:O, s:b, s:O}", "quiz_id", json_object_get(rule, "QuizID"),
+                                "account_id", json_object_get(rule, "AccountID"), "created",
+                                created, "rule", rule);
+    px_event *ev = amo_host->event_create(a->ctx, "amocrm.rule.saved", payload);
+    if (!ev || amo_host->emit(a->ctx, ev, NULL, NULL) < 0) {
+        amo_host->log(a->ctx, PX_LOG_WARN, "cannot emit amocrm.rule.saved quiz=%lld",
+                      (long long)json_integer_value(json_object_get(rule, "QuizID")));
+    }
+}
+
+void amo_api_rules(amo *a, px_http_request *req, const char *method, const char *quiz_text)
+{
+    json_t *jq = json_string(quiz_text);
+    int64_t quiz = 0;
+    int bad = !jq || amo_json_int(jq, &quiz) < 0 || quiz < 0;
+    json_decref(jq);
+    if (bad) {
+        amo_respond_msg(req, 400, "quizID must be an integer");
+        return;
+    }
+    char why[320];
+    json_t *cur = amo_rule_get(a, quiz);
+    if (strcmp(method, "GET") == 0) {
+        if (!cur) {
+            snprintf(why, sizeof(why), "no rule for quiz %lld", (long long)quiz);
+            amo_respond_msg(req, 404, why);
+        } else {
+            amo_respond_json(req, 200, cur);
+        }
+        return;
+    }
+    int create = strcmp(method, "POST") == 0;
+    if (account_amo_id(a) < 0) {
+        amo_respond_msg(req, 404, "no amoCRM account connected");
+        return;
+    }
+    if (!create && !cur) {
+        snprintf(why, sizeof(why), "no rule for quiz %lld", (long long)quiz);
+        amo_respond_msg(req, 404, why);
+        return;
+    }
+    if (create && cur) {
+        snprintf(why, sizeof(why), "quiz %lld already has a rule: change it with PATCH",
+                 (long long)quiz);
+        amo_respond_msg(req, 400, why);
+        return;
+    }
+    size_t blen = 0;
+    const char *text = amo_host->http_req_body(req, &blen);
+    json_error_t jerr;
+    json_t *in = json_loadb(text, blen, 0, &jerr);
+    if (!json_is_object(in)) {
+        json_decref(in);
+        amo_respond_msg(req, 400, "body must be a JSON object (RulesReq)");
+        return;
+    }
+    json_t *rule = create ? empty_rule(a, quiz) : json_deep_copy(cur);
+    if (apply(rule, in, create, why, sizeof(why)) < 0 || validate(a, rule, why, sizeof(why)) < 0) {
+        json_decref(in);
+        json_decref(rule);
+        amo_respond_msg(req, 400, why);
+        return;
+    }
+    json_decref(in);
+    char key[32];
+    snprintf(key, sizeof(key), "%lld", (long long)quiz);
+    json_t *all = json_deep_copy(a->rules);
+    json_object_set(all, key, rule);
+    if (amo_host->kv_set(a->ctx, "rules", all) < 0) {
+        json_decref(all);
+        json_decref(rule);
+        amo_respond_msg(req, 500, "cannot store the rule");
+        return;
+    }
+    json_decref(a->rules);
+    a->rules = all;
+    amo_host->log(a->ctx, PX_LOG_INFO, "rule saved quiz=%lld pipeline=%lld step=%lld",
+                  (long long)quiz,
+                  (long long)json_integer_value(json_object_get(rule, "PipelineID")),
+                  (long long)json_integer_value(json_object_get(rule, "StepID")));
+    emit_saved(a, rule, create);
+    json_decref(rule);
+    amo_respond_msg(req, 200, "Success");
+}
