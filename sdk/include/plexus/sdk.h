@@ -261,7 +261,10 @@ typedef struct px_plugin_desc {
      * (possibly from inside drain). The host bounds the wait; deliveries still open then are
      * retried elsewhere. */
     void (*drain)(void *state);
-    /* Frees everything init made. No host call is allowed after it returns. */
+    /* Frees everything init made. No host call is allowed after it returns. Just before it, the
+     * host unloads the generation's resources in this order: requests it still holds are
+     * answered 503 (do not touch them any more), outgoing HTTP calls are cancelled (their
+     * callbacks run now, with status < 0), then destroy; timers left are stopped after it. */
     void (*destroy)(void *state);
     /* Optional hot-reload hand-over: the old generation exports (new reference), the new one
      * imports (borrowed) before start. */
