@@ -1,0 +1,40 @@
+/* SHA-256 (FIPS 180-4) and HMAC-SHA256 (RFC 2104) for plugins that check webhook signatures
+ * without linking a crypto library. Pure functions on caller memory; any thread. */
+#ifndef PX_PLUGINS_SHA256_H
+#define PX_PLUGINS_SHA256_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PX_SHA256_LEN 32       /* digest bytes */
+#define PX_SHA256_BLOCK_LEN 64 /* block bytes */
+
+/* Incremental state; caller memory, no resources to release. */
+typedef struct px_sha256_ctx {
+    uint32_t h[8];
+    uint64_t bytes;                      /* message length so far */
+    uint8_t buf[PX_SHA256_BLOCK_LEN];    /* partial block */
+    size_t nbuf;
+} px_sha256_ctx;
+
+/* Starts a digest in c (caller memory). */
+void px_sha256_init(px_sha256_ctx *c);
+/* Adds len bytes of data (borrowed; may be NULL when len is 0). */
+void px_sha256_update(px_sha256_ctx *c, const void *data, size_t len);
+/* Writes the digest to out (caller memory, PX_SHA256_LEN bytes). c must be initialised again
+ * before reuse. */
+void px_sha256_final(px_sha256_ctx *c, uint8_t out[PX_SHA256_LEN]);
+
+/* One-shot digest of data (borrowed, len bytes) into out (caller memory). */
+void px_sha256(const void *data, size_t len, uint8_t out[PX_SHA256_LEN]);
+
+/* HMAC-SHA256 of data (borrowed, len bytes) under key (borrowed, keylen bytes, any length) into
+ * out (caller memory, PX_SHA256_LEN bytes). */
+void px_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
+                    uint8_t out[PX_SHA256_LEN]);
+
+/* Writes n bytes of in (borrowed) as 2n lowercase hex digits plus a NUL into out (caller memory,
+ * at least 2n + 1 bytes). */
+void px_hex_encode(const uint8_t *in, size_t n, char *out);
+
+#endif
