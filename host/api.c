@@ -131,6 +131,19 @@ static int api_http_request(px_plugin_ctx *ctx, const px_http_options *opt,
     return px_daemon_http_request(px_the_daemon, ctx, opt, cb, arg, out);
 }
 
+static int api_event_set_raw(px_event *ev, const char *json, size_t len)
+{
+    if (!ev || ev->emitted) {
+        return PX_ESTATE;
+    }
+    if (!json) {
+        return PX_EINVAL;
+    }
+    ev->raw = json;
+    ev->raw_len = len;
+    return 0;
+}
+
 void px_api_init(px_host_api *api)
 {
     memset(api, 0, sizeof(*api));
@@ -169,4 +182,5 @@ void px_api_init(px_host_api *api)
     api->gauge_set = api_gauge_set;
     api->drained = api_drained;
     api->dead_letter = api_dead_letter;
+    api->event_set_raw = api_event_set_raw;
 }

@@ -25,6 +25,8 @@ struct px_event {
     uint32_t timeout_ms;    /* hint, 0 = none */
     uint32_t *backoff_ms;   /* hint list, owned; nbackoff entries */
     size_t nbackoff;
+    const char *raw;        /* borrowed until emit returns: the payload's JSON text, or NULL */
+    size_t raw_len;
 };
 
 /* New event with one reference held by the caller; payload is stolen. source borrowed (copied). */

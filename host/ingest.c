@@ -263,6 +263,7 @@ int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_
 
     if (pe->nroutes == 0 && !ev->dedupe_key) {
         d->events_unrouted++;
+        ev->raw = NULL;
         PX_LOG_DEBUG("ingest", "no pipeline source=%s type=%s event=%s", ev->source, ev->type,
                      ev->id);
         pe->status = PX_OK;
@@ -271,12 +272,15 @@ int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_
         return 0;
     }
 
-    char *payload = json_dumps(ev->payload, JSON_COMPACT | JSON_ENCODE_ANY);
+    /* The source's own text when it gave it: serialising the payload again costs as much as
+     * parsing it did. */
+    char *payload = ev->raw ? NULL : json_dumps(ev->payload, JSON_COMPACT | JSON_ENCODE_ANY);
     char *meta = ev->meta ? json_dumps(ev->meta, JSON_COMPACT) : NULL;
     char *hints = px_event_hints_json(ev);
     px_spool_event sev = {
         .id = ev->id, .type = ev->type, .source = ev->source, .dedupe_key = ev->dedupe_key,
-        .time_ms = ev->time_ms, .payload = payload, .payload_len = payload ? strlen(payload) : 0,
+        .time_ms = ev->time_ms, .payload = ev->raw ? ev->raw : payload,
+        .payload_len = ev->raw ? ev->raw_len : payload ? strlen(payload) : 0,
         .meta = meta, .hints = hints,
     };
     char **params_text = NULL;
@@ -296,6 +300,7 @@ int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_
         };
     }
     int rc = px_spool_put(d->spool, &sev, pe->rows, pe->nroutes, on_committed, pe);
+    ev->raw = NULL;
     for (size_t i = 0; i < pe->nroutes; i++) {
         free(params_text[i]);
     }

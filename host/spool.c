@@ -1209,9 +1209,10 @@ int px_spool_open(uv_loop_t *loop, const char *dir, const px_spool_options *opt,
         goto fail;
     }
     sqlite3_busy_timeout(s->wdb, 5000);
-    char sql[128];
+    char sql[256];
     snprintf(sql, sizeof(sql),
-             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA journal_size_limit=67108864;",
+             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA journal_size_limit=67108864;"
+             "PRAGMA wal_autocheckpoint=8192; PRAGMA cache_size=-8192;",
              opt->durability == PX_DURABILITY_FSYNC ? "FULL" : "NORMAL");
     char e2[256];
     if (exec_sql(s->wdb, sql, e2, sizeof(e2)) != SQLITE_OK) {

@@ -68,6 +68,9 @@ static void on_tick(void *arg)
             host->log(s->ctx, PX_LOG_INFO, "bench source start mono_ns=%lld", mono_ns());
         }
         px_event *ev = host->event_create(s->ctx, s->type, p);
+        if (ev) {
+            host->event_set_raw(ev, s->text, s->len);
+        }
         if (!ev || host->emit(s->ctx, ev, on_persisted, s) < 0) {
             s->refused++;
             return; /* back-pressure: next tick */

@@ -420,6 +420,10 @@ static void on_request(px_http_request *req, void *arg)
     w->h = h;
     w->req = req;
     memcpy(w->id, eid, idlen + 1);
+    /* The body is the payload's exact text: the host stores it without serialising again. */
+    if (PX_HAS(px_host_api, host, event_set_raw)) {
+        host->event_set_raw(ev, body, len);
+    }
     int rc = host->emit(h->ctx, ev, on_persisted, w); /* steals ev */
     if (rc < 0) {
         free(w);

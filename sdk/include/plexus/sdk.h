@@ -235,6 +235,12 @@ typedef struct px_host_api {
     int (*dead_letter)(px_plugin_ctx *ctx, const char *raw, size_t len, const json_t *meta,
                        const char *reason, px_persisted_cb cb, void *arg);
 
+    /* Optional, sources: the exact JSON text `payload` was parsed from (e.g. a webhook body),
+     * borrowed until emit() returns or the event is discarded. The spool stores this text as is
+     * instead of serialising the payload again, which is most of the cost of persisting an
+     * event. The text must parse to the payload given to event_create. */
+    int (*event_set_raw)(px_event *ev, const char *json, size_t len);
+
     /* ABI 1.1+: append below this line only */
 } px_host_api;
 
