@@ -29,7 +29,7 @@ typedef struct snk {
     FILE *out;
     const char *tag, *fail, *down_file;
     int64_t fail_first, delay_ms, retry_after_ms;
-    int stall, draining;
+    int stall, draining, record_payload;
     pending *pend;
     int64_t attempts_seen;
 } snk;
@@ -43,6 +43,7 @@ static const px_option options[] = {
     {"delay", PX_OPT_DURATION, 0, "0", "complete each delivery after this long"},
     {"retry_after", PX_OPT_DURATION, 0, "0", "retry-after given with retry answers"},
     {"stall", PX_OPT_BOOL, 0, "false", "never complete"},
+    {"record_payload", PX_OPT_BOOL, 0, "false", "also write the event payload in each line"},
     {"secret_token", PX_OPT_STRING, PX_OPT_SECRET, NULL, "a secret, for masking tests"},
     {NULL, 0, 0, NULL, NULL},
 };
@@ -67,6 +68,9 @@ static void record(snk *s, px_delivery *d, const char *outcome)
     json_object_set_new(line, "action", json_string(host->delivery_action(d)));
     json_object_set_new(line, "pipeline", json_string(host->delivery_pipeline(d)));
     json_object_set(line, "params", host->delivery_params(d));
+    if (s->record_payload) {
+        json_object_set(line, "payload", host->event_payload(ev));
+    }
     json_object_set_new(line, "tag", json_string(s->tag));
     json_object_set_new(line, "build", json_string(PX_BUILD_TAG));
     json_object_set_new(line, "outcome", json_string(outcome));
@@ -164,6 +168,7 @@ static int snk_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
     s->delay_ms = json_integer_value(json_object_get(cfg, "delay"));
     s->retry_after_ms = json_integer_value(json_object_get(cfg, "retry_after"));
     s->stall = json_is_true(json_object_get(cfg, "stall"));
+    s->record_payload = json_is_true(json_object_get(cfg, "record_payload"));
     const char *secret = json_string_value(json_object_get(cfg, "secret_token"));
     if (secret) {
         host->log(ctx, PX_LOG_INFO, "configured with token %s", secret);
