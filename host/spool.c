@@ -173,7 +173,19 @@ struct px_spool {
     sink_counts queued_rows; /* deliveries of puts queued and not yet processed, per sink */
     px_spool_stats st;
     int closing; /* loop thread only */
+
+    /* Checkpoints run on their own thread and connection, so copying the WAL back into the
+     * database never stalls a commit (and with it every source waiting for "persisted"). */
+    uv_thread_t ck_thread;
+    sqlite3 *cdb;
+    pthread_mutex_t ck_mu;
+    pthread_cond_t ck_cv;
+    int ck_stop, ck_wanted;
 };
+
+/* WAL frames after which the writer asks for a checkpoint (about 16 MiB of 4 KiB pages). */
+#define CHECKPOINT_FRAMES 4096
+#define CHECKPOINT_EVERY_MS 1000
 
 static int64_t now_ms(void)
 {
@@ -982,6 +994,43 @@ static void timed_wait(px_spool *s, uint64_t ms)
     pthread_cond_timedwait(&s->cv_work, &s->mu, &ts);
 }
 
+static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    px_spool *s = arg;
+    (void)db, (void)name;
+    if (frames >= CHECKPOINT_FRAMES) {
+        pthread_mutex_lock(&s->ck_mu);
+        s->ck_wanted = 1;
+        pthread_cond_signal(&s->ck_cv);
+        pthread_mutex_unlock(&s->ck_mu);
+    }
+    return SQLITE_OK;
+}
+
+static void checkpointer_main(void *arg)
+{
+    px_spool *s = arg;
+    pthread_mutex_lock(&s->ck_mu);
+    while (!s->ck_stop) {
+        if (!s->ck_wanted) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += CHECKPOINT_EVERY_MS / 1000;
+            pthread_cond_timedwait(&s->ck_cv, &s->ck_mu, &until);
+        }
+        if (s->ck_stop) {
+            break;
+        }
+        s->ck_wanted = 0;
+        pthread_mutex_unlock(&s->ck_mu);
+        /* PASSIVE copies what it can without waiting for the writer or readers; what it cannot
+         * copy now is copied next time. Failures (a full disk) are retried the same way. */
+        sqlite3_wal_checkpoint_v2(s->cdb, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        pthread_mutex_lock(&s->ck_mu);
+    }
+    pthread_mutex_unlock(&s->ck_mu);
+}
+
 static void writer_main(void *arg)
 {
     px_spool *s = arg;
@@ -1175,6 +1224,8 @@ static void on_close(uv_handle_t *h)
     pthread_cond_destroy(&s->cv_done);
     pthread_cond_destroy(&s->cv_work);
     pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->ck_cv);
+    pthread_mutex_destroy(&s->ck_mu);
     free(s->path);
     free(s);
 }
@@ -1201,6 +1252,8 @@ int px_spool_open(uv_loop_t *loop, const char *dir, const px_spool_options *opt,
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv_work, NULL);
     pthread_cond_init(&s->cv_done, NULL);
+    pthread_mutex_init(&s->ck_mu, NULL);
+    pthread_cond_init(&s->ck_cv, NULL);
 
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
     if (sqlite3_open_v2(s->path, &s->wdb, flags, NULL) != SQLITE_OK) {
@@ -1212,7 +1265,7 @@ int px_spool_open(uv_loop_t *loop, const char *dir, const px_spool_options *opt,
     char sql[256];
     snprintf(sql, sizeof(sql),
              "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA journal_size_limit=67108864;"
-             "PRAGMA wal_autocheckpoint=8192; PRAGMA cache_size=-8192;",
+             "PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-8192;",
              opt->durability == PX_DURABILITY_FSYNC ? "FULL" : "NORMAL");
     char e2[256];
     if (exec_sql(s->wdb, sql, e2, sizeof(e2)) != SQLITE_OK) {
@@ -1246,23 +1299,48 @@ int px_spool_open(uv_loop_t *loop, const char *dir, const px_spool_options *opt,
         }
         sqlite3_finalize(q);
     }
+    if (sqlite3_open_v2(s->path, &s->cdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        snprintf(err, errlen, "cannot open %s for checkpoints: %s", s->path,
+                 s->cdb ? sqlite3_errmsg(s->cdb) : "out of memory");
+        goto fail;
+    }
+    sqlite3_busy_timeout(s->cdb, 0);
+    sqlite3_wal_hook(s->wdb, on_wal_commit, s);
     if (uv_async_init(loop, &s->async, on_async) != 0) {
         snprintf(err, errlen, "cannot create async handle");
         goto fail;
     }
     s->async.data = s;
-    if (uv_thread_create(&s->thread, writer_main, s) != 0) {
-        snprintf(err, errlen, "cannot start the spool writer thread");
+    if (uv_thread_create(&s->ck_thread, checkpointer_main, s) != 0) {
+        snprintf(err, errlen, "cannot start the spool checkpoint thread");
         sqlite3_close(s->rdb);
         sqlite3_close(s->wdb);
+        sqlite3_close(s->cdb);
+        uv_close((uv_handle_t *)&s->async, on_close); /* frees s */
+        return PX_ESPOOL;
+    }
+    if (uv_thread_create(&s->thread, writer_main, s) != 0) {
+        snprintf(err, errlen, "cannot start the spool writer thread");
+        pthread_mutex_lock(&s->ck_mu);
+        s->ck_stop = 1;
+        pthread_cond_signal(&s->ck_cv);
+        pthread_mutex_unlock(&s->ck_mu);
+        uv_thread_join(&s->ck_thread);
+        sqlite3_close(s->rdb);
+        sqlite3_close(s->wdb);
+        sqlite3_close(s->cdb);
         uv_close((uv_handle_t *)&s->async, on_close); /* frees s */
         return PX_ESPOOL;
     }
     *out = s;
     return 0;
 fail:
+    sqlite3_close(s->cdb);
     sqlite3_close(s->rdb);
     sqlite3_close(s->wdb);
+    pthread_cond_destroy(&s->ck_cv);
+    pthread_mutex_destroy(&s->ck_mu);
     counts_free(&s->pending);
     counts_free(&s->queued_rows);
     pthread_cond_destroy(&s->cv_done);
@@ -1284,11 +1362,19 @@ void px_spool_close(px_spool *s)
     pthread_cond_signal(&s->cv_work);
     pthread_mutex_unlock(&s->mu);
     uv_thread_join(&s->thread);
+    pthread_mutex_lock(&s->ck_mu);
+    s->ck_stop = 1;
+    pthread_cond_signal(&s->ck_cv);
+    pthread_mutex_unlock(&s->ck_mu);
+    uv_thread_join(&s->ck_thread);
     run_done_callbacks(s);
     for (int i = 0; i < W_COUNT; i++) {
         sqlite3_finalize(s->wst[i]);
     }
     sqlite3_finalize(s->rload);
+    sqlite3_close(s->cdb);
+    /* Last out: copy the WAL back and truncate it, so a stopped host leaves one small file. */
+    sqlite3_wal_checkpoint_v2(s->wdb, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
     sqlite3_close(s->wdb);
     sqlite3_close(s->rdb);
     uv_close((uv_handle_t *)&s->async, on_close);
