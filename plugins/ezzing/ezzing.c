@@ -563,6 +563,10 @@ static void handle_message(ezz *z, ez_msg *em, const px_sqs_message *m)
     }
     ez_envelope_deinit(&env);
     json_decref(meta);
+    /* The payload is the message body as received: the host stores that text as it is. */
+    if (PX_HAS(px_host_api, host, event_set_raw)) {
+        host->event_set_raw(ev, m->body, m->body_len);
+    }
     int rc = host->emit(z->ctx, ev, on_persisted, em);
     if (rc < 0) {
         outcome(em, 0, rc == PX_EBUSY);
