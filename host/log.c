@@ -2,6 +2,7 @@
 #include "log.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +85,69 @@ static char *mask_secrets(char *msg)
     return msg;
 }
 
+/* Length of the valid UTF-8 sequence at p (1..4), or 0 when the byte there starts none. */
+static size_t utf8_len(const unsigned char *p)
+{
+    unsigned char c = p[0];
+    size_t n;
+    uint32_t cp;
+    if (c < 0x80) {
+        return 1;
+    } else if (c >= 0xc2 && c <= 0xdf) {
+        n = 2;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+        cp = (cp << 6) | (p[i] & 0x3f);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff)) {
+        return 0; /* overlong, out of range or a surrogate */
+    }
+    return n;
+}
+
+/* Replaces (in place) every byte that is not part of valid UTF-8 by '?'. Returns 1 if any. */
+static int fix_utf8(char *s)
+{
+    int changed = 0;
+    unsigned char *p = (unsigned char *)s;
+    while (*p) {
+        size_t n = utf8_len(p);
+        if (n == 0) {
+            *p++ = '?';
+            changed = 1;
+        } else {
+            p += n;
+        }
+    }
+    return changed;
+}
+
+static int valid_utf8(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        size_t n = utf8_len(p);
+        if (n == 0) {
+            return 0;
+        }
+        p += n;
+    }
+    return 1;
+}
+
 char *px_log_redact(const char *text)
 {
     if (!text || !*text) {
@@ -98,6 +162,12 @@ char *px_log_redact(const char *text)
         }
     }
     pthread_mutex_unlock(&log_lock);
+    if (!out && !valid_utf8(text)) {
+        out = px_xstrdup(text);
+    }
+    if (out) {
+        fix_utf8(out);
+    }
     return out;
 }
 
@@ -155,6 +225,7 @@ void px_logv(int level, const char *module, const char *fmt, va_list ap)
 
     pthread_mutex_lock(&log_lock);
     msg = mask_secrets(msg);
+    fix_utf8(msg); /* a JSON line must stay valid whatever a plugin quoted */
     int format = log_format;
     if (format == PX_LOG_FORMAT_AUTO) {
         format = isatty(STDERR_FILENO) ? PX_LOG_FORMAT_TEXT : PX_LOG_FORMAT_JSON;

@@ -20,8 +20,10 @@ int px_log_parse_level(const char *name, int *level);
 void px_log_add_secret(const char *value);
 void px_log_clear_secrets(void);
 /* Text that leaves the process by another way than the log (dead-letter reasons, event metadata)
- * is masked the same way: returns a copy of text (borrowed) with every registered secret replaced
- * by "***" (owned by caller; free), or NULL when text holds no secret (or is NULL). Any thread. */
+ * is cleaned the same way: returns a copy of text (borrowed) with every registered secret replaced
+ * by "***" and every byte that is not part of valid UTF-8 replaced by '?' (owned by caller;
+ * free), or NULL when there is nothing to change (or text is NULL). Any thread. Log lines get the
+ * same treatment. */
 char *px_log_redact(const char *text);
 
 /* module: "host", "config", or an instance name (borrowed). */

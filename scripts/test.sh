@@ -15,5 +15,11 @@ for dir in build build-san; do
     echo "== tests in $dir"
     meson test -C "$dir" --print-errorlogs --num-processes 2 "$@" || status=1
 done
-python3 tests/summary.py build/meson-logs/testlog.json build-san/meson-logs/testlog.json
+# libFuzzer targets (clang): every committed corpus and crash input, then a short run of each
+echo "== fuzz targets"
+mkdir -p build-fuzz
+fuzz/run.sh "${PX_FUZZ_SECONDS:-12}" 2>&1 | tee build-fuzz/run.log
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+python3 tests/summary.py build/meson-logs/testlog.json build-san/meson-logs/testlog.json \
+    build-fuzz/run.log
 exit $status

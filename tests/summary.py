@@ -1,7 +1,8 @@
 """Reads meson test logs and prints one closing line: "N passed, N failed".
 
 A test program that prints its own "N passed, N failed" line contributes its case counts;
-any other test counts as one case."""
+any other test counts as one case. An argument that is not a meson JSON log (e.g. the output of
+fuzz/run.sh) contributes its last "N passed, N failed" line, or one failure when it has none."""
 import json
 import re
 import sys
@@ -10,6 +11,19 @@ LINE = re.compile(r"^(\d+) passed, (\d+) failed", re.M)
 passed = failed = skipped = 0
 for path in sys.argv[1:]:
     build = path.split("/")[0]
+    if not path.endswith(".json"):
+        try:
+            with open(path) as f:
+                counts = LINE.findall(f.read())
+        except FileNotFoundError:
+            counts = []
+        if counts:
+            passed += int(counts[-1][0])
+            failed += int(counts[-1][1])
+        else:
+            failed += 1
+            print(f"failed: no result line in {path}")
+        continue
     try:
         with open(path) as f:
             records = [json.loads(line) for line in f if line.strip()]

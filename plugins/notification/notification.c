@@ -332,6 +332,9 @@ static px_event *envelope_event(nq *s, json_t *env, const char *transport, char 
 static void respond_json(px_http_request *req, int status, const char *key, const char *value)
 {
     json_t *o = json_pack("{s:s}", key, value);
+    if (!o) { /* value is not UTF-8 (a reason cut inside a character, quoted input) */
+        o = json_pack("{s:s}", key, "invalid request");
+    }
     char *text = json_dumps(o, JSON_COMPACT);
     host->http_respond(req, status, NULL, text, strlen(text));
     free(text);

@@ -291,6 +291,9 @@ static void sync_end(plm *p, int ok, const char *why)
         summary = json_pack("{s:b, s:s, s:i, s:i}", "ok", 0, "error", why, "created", s->created,
                             "updated", s->updated);
     }
+    if (!summary) { /* `why` quoted an API message that is not UTF-8 */
+        summary = json_pack("{s:b, s:s}", "ok", 0, "error", "webhook sync failed");
+    }
     char *text = json_dumps(summary, JSON_COMPACT);
     answer_waiters(&s->waiting, ok ? 200 : 502, text);
     free(text);
