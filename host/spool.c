@@ -185,6 +185,7 @@ struct px_spool {
 
 /* WAL frames after which the writer asks for a checkpoint (about 16 MiB of 4 KiB pages). */
 #define CHECKPOINT_FRAMES 4096
+#define CHECKPOINT_FRAMES_MAX 16384
 #define CHECKPOINT_EVERY_MS 1000
 
 static int64_t now_ms(void)
@@ -997,7 +998,13 @@ static void timed_wait(px_spool *s, uint64_t ms)
 static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames)
 {
     px_spool *s = arg;
-    (void)db, (void)name;
+    (void)name;
+    if (frames >= CHECKPOINT_FRAMES_MAX) {
+        /* The checkpoint thread fell behind: the WAL (and its index, mapped in memory) would
+         * grow without bound. Copy it back here; the next commit then restarts the WAL. */
+        sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        return SQLITE_OK;
+    }
     if (frames >= CHECKPOINT_FRAMES) {
         pthread_mutex_lock(&s->ck_mu);
         s->ck_wanted = 1;
@@ -1265,7 +1272,7 @@ int px_spool_open(uv_loop_t *loop, const char *dir, const px_spool_options *opt,
     char sql[256];
     snprintf(sql, sizeof(sql),
              "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA journal_size_limit=67108864;"
-             "PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-8192;",
+             "PRAGMA wal_autocheckpoint=0;",
              opt->durability == PX_DURABILITY_FSYNC ? "FULL" : "NORMAL");
     char e2[256];
     if (exec_sql(s->wdb, sql, e2, sizeof(e2)) != SQLITE_OK) {
