@@ -1,0 +1,44 @@
+/* The plugin test kit behind `plexus plugin test`: loads one plugin file with the host's own
+ * loader and option validation, and runs it against an in-memory host that implements every
+ * px_host_api function itself. It feeds the plugin deliveries (sinks), collects its emits and dead
+ * letters (sources), calls its HTTP routes, answers its outgoing HTTP requests from a script (or
+ * sends them for real), and records every completion. It drives the lifecycle exactly as the
+ * daemon does (init, import_state, start, stop, drain, destroy) and checks the plugin's side of
+ * the contract in <plexus/sdk.h>: host calls on the loop thread only, none after destroy, one
+ * complete() per delivery, drained() once drain is asked and nothing in flight then, every timer
+ * stopped, every request answered, every created event emitted or discarded.
+ *
+ * The scenario (a JSON object, every key optional; see docs/plugin-guide.md, "Testing"):
+ *   instance       instance name (default: the plugin's name)
+ *   config         the plugin's options as JSON, validated like the YAML `config:` block
+ *   kv             initial key/value state, an object
+ *   emit_status    "ok" (default) or "busy": what every persisted callback reports
+ *   http           scripted answers to the plugin's outgoing requests, used in order:
+ *                  {"status", "headers": {}, "body": string or JSON, "error", "delay_ms"};
+ *                  absent = requests really go out (tests: 127.0.0.1 only)
+ *   requests       calls of the plugin's routes: {"method", "path", "query", "headers": {},
+ *                  "body": string or JSON, "expect_status", "expect_body" (substring)}
+ *   events         deliveries, one after another: {"type", "payload", "params", "action",
+ *                  "pipeline", "attempt", "id", "meta": {}, "expect": "ok"|"retry"|"reject",
+ *                  "expect_retry_after_ms", "expect_reason" (substring)}
+ *   run_ms         time to let the plugin run after the requests and events (default 100)
+ *   timeout_ms     bound for each delivery, request and the drain (default 5000)
+ *   expect_emits   a number, or {"min", "max"}; expect_dead_letters likewise
+ *   expect_kv      an object every key of which must be in the final state with that value
+ *   expect_init_error  true: init must fail (checked, and then nothing else runs)
+ *   reload         true: before stopping, hand over to a second generation (export_state /
+ *                  import_state when both exist), stop, drain and destroy the first, and run the
+ *                  events again on the second
+ * Loop: the kit runs its own libuv loop; call from the main thread, one run at a time. */
+#ifndef PX_TESTKIT_H
+#define PX_TESTKIT_H
+
+#include <jansson.h>
+
+/* Runs plugin `file` (borrowed) through `scenario` (borrowed; NULL = {}). Always stores a report
+ * in *report (new reference): {"ok", "plugin", "lifecycle", "deliveries", "requests", "emits",
+ * "dead_letters", "http_calls", "kv", "metrics", "logs", "violations", "failures", "warnings"}.
+ * Returns 0 when the plugin loaded, met every expectation and broke no rule; 1 otherwise. */
+int px_testkit_run(const char *file, const json_t *scenario, json_t **report);
+
+#endif
