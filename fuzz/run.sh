@@ -14,6 +14,10 @@ cd "$(dirname "$0")/.."
 seconds=${1:-20}
 shift || true
 out=${PX_FUZZ_BUILD:-build-fuzz}
+case $out in
+    /*) ;;
+    *) out=./$out ;;
+esac
 cc=${CC:-}
 if [ -z "$cc" ]; then
     cc=$(command -v clang-14 || command -v clang || true)
@@ -115,7 +119,7 @@ for t in "${targets[@]}"; do
     [ -d "$regress" ] && replay+=("$regress")
     log="$out/logs/$t.log"
     # 1. every committed input once
-    if ! "./$out/$t" -runs=0 -timeout=20 -rss_limit_mb=2048 \
+    if ! "$out/$t" -runs=0 -timeout=20 -rss_limit_mb=2048 \
             -artifact_prefix="$out/artifacts/$t/" "${replay[@]}" >"$log" 2>&1; then
         echo "FAIL $t (a committed input crashes; see $log)"
         grep -m 5 -E "ERROR|runtime error|Test unit written" "$log"
@@ -124,7 +128,7 @@ for t in "${targets[@]}"; do
     fi
     # 2. fuzz from the corpus; new inputs go to a scratch directory
     work=$(mktemp -d "$out/work-$t.XXXXXX")
-    if "./$out/$t" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2048 -max_len=65536 \
+    if "$out/$t" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2048 -max_len=65536 \
             -artifact_prefix="$out/artifacts/$t/" -print_final_stats=1 \
             "$work" "${replay[@]}" >>"$log" 2>&1; then
         execs=$(grep -m1 -o "stat::number_of_executed_units: *[0-9]*" "$log" | grep -o "[0-9]*$")
