@@ -602,7 +602,7 @@ size_t fh_answer_calls(int status, const char *const *headers, const char *body,
     return n;
 }
 
-/* --- state, metrics, lifecycle ------------------------------------------------------------------ */
+/* --- state, metrics, lifecycle ------------------------------------------------------------- */
 
 static json_t *f_kv_get(px_plugin_ctx *ctx, const char *key)
 {

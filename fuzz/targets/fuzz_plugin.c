@@ -6,7 +6,8 @@
  *
  * Input: byte 0 chooses: bit 0 route (0) or responses (1); bit 1 persisted callbacks report
  * PX_EBUSY; bits 2-4 which request path (and, for responses, which delivery is made too); bits
- * 5-7 which response status. The rest is the body: of the route call, or of every answer. Each run is a whole life cycle: init, start, input, stop, drain, destroy. */
+ * 5-7 which response status. The rest is the body: of the route call, or of every answer. Each
+ * run is a whole life cycle: init, start, input, stop, drain, destroy. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
