@@ -304,6 +304,7 @@ static struct {
     int emit_rc;
     int drained;
     double unknown_count;
+    int raw_set; /* event_set_raw calls */
 } F;
 
 static void fake_reset(void)
@@ -492,6 +493,13 @@ static void f_drained(px_plugin_ctx *ctx)
     F.drained++;
 }
 
+static int f_event_set_raw(px_event *ev, const char *json, size_t len)
+{
+    (void)ev, (void)json, (void)len;
+    F.raw_set++;
+    return 0;
+}
+
 static px_host_api fake_api = {
     .abi_major = PX_SDK_ABI_MAJOR, .abi_minor = PX_SDK_ABI_MINOR, .size = sizeof(px_host_api),
     .log = f_log, .event_create = f_event_create, .event_set = f_event_set,
@@ -499,7 +507,7 @@ static px_host_api fake_api = {
     .dead_letter = f_dead_letter, .timer_start = f_timer_start, .timer_stop = f_timer_stop,
     .http_request = f_http_request, .http_cancel = f_http_cancel,
     .http_resp_header = f_resp_header, .http_resp_body = f_resp_body,
-    .counter_add = f_counter_add, .drained = f_drained,
+    .counter_add = f_counter_add, .drained = f_drained, .event_set_raw = f_event_set_raw,
 };
 
 static void answer(size_t i, int status, const char *body, const char *qerr)
