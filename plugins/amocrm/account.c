@@ -9,6 +9,7 @@
 #include <sys/random.h>
 
 #include "amocrm.h"
+#include "sha256.h"
 #include "common.h"
 
 #define STATE_TTL_MS (3600 * 1000)
@@ -352,7 +353,9 @@ void amo_api_webhook_delete(amo *a, px_http_request *req)
     char *msg = malloc(mlen);
     snprintf(msg, mlen, "%s|%s", uuid, acc_id);
     char want[65];
-    amo_hmac_sha256_hex(a->client_secret, msg, want);
+    uint8_t mac[PX_SHA256_LEN];
+    px_hmac_sha256(a->client_secret, strlen(a->client_secret), msg, strlen(msg), mac);
+    px_hex_encode(mac, sizeof(mac), want);
     free(msg);
     for (char *p = sig; *p; p++) {
         if (*p >= 'A' && *p <= 'F') {

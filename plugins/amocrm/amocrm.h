@@ -149,8 +149,6 @@ void amo_account_load(amo *a);
 void amo_api_account(amo *a, px_http_request *req, const char *method);
 void amo_api_webhook_create(amo *a, px_http_request *req);
 void amo_api_webhook_delete(amo *a, px_http_request *req);
-/* Lowercase hex HMAC-SHA256 of msg keyed with key into out (65 bytes). */
-void amo_hmac_sha256_hex(const char *key, const char *msg, char out[65]);
 
 /* --- cache.c -------------------------------------------------------------------------------- */
 void amo_cache_load(amo *a);
