@@ -2,6 +2,7 @@
  * scrape-time copy of figures into the metrics registry, and the dead-letter and reload actions.
  * Every handler answers before returning; the spool calls it makes are synchronous reads or
  * short waits for the writer thread. */
+#include "clock.h"
 #include "admin.h"
 
 #include <ctype.h>
@@ -41,13 +42,6 @@ struct px_admin {
             *start_time, *build_info;
     } m;
 };
-
-static int64_t now_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
 
 static json_t *iso_time(int64_t ms)
 {
@@ -513,7 +507,7 @@ static json_t *spool_json(px_spool *sp)
 json_t *px_admin_status_json(px_admin *a)
 {
     px_daemon *d = a->d;
-    int64_t now = now_ms();
+    int64_t now = px_now_ms();
     json_t *st = json_object();
     json_object_set_new(st, "version", json_string(PX_VERSION));
     json_object_set_new(st, "abi", json_sprintf("%d.%d", PX_SDK_ABI_MAJOR, PX_SDK_ABI_MINOR));
@@ -829,7 +823,7 @@ int px_admin_create(px_daemon *d, px_admin **out)
     px_admin *a = px_xcalloc(1, sizeof(*a));
     a->d = d;
     a->srv = srv;
-    a->started_ms = now_ms();
+    a->started_ms = px_now_ms();
     char real[PATH_MAX];
     a->data_dir = px_xstrdup(realpath(cfg->data_dir, real) ? real : cfg->data_dir);
     define_metrics(a);

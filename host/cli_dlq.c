@@ -1,6 +1,7 @@
 /* `plexus dlq` (see cli_dlq.h). When a host of the config's data_dir answers on its admin API,
  * every command goes through it (a replay is then delivered at once); when nothing listens there
  * it opens the spool of the data_dir itself (offline). */
+#include "clock.h"
 #include "cli_dlq.h"
 
 #include <getopt.h>
@@ -36,19 +37,12 @@ static const char *usage =
 /* The running host's admin API, or NULL: work on the spool. */
 static px_cli_admin *remote;
 
-static int64_t now_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
 /* "30m" -> now - 30m; "2026-11-25" / "2026-11-25T10:00:00Z" -> that UTC time. */
 static int parse_time(const char *s, int64_t *out)
 {
     uint64_t ms;
     if (px_parse_duration(s, &ms) == 0) {
-        *out = now_ms() - (int64_t)ms;
+        *out = px_now_ms() - (int64_t)ms;
         return 0;
     }
     struct tm tm;

@@ -1,4 +1,5 @@
 /* Deliveries to sinks: in-memory window per sink, retries, timeouts, dead letters. */
+#include "clock.h"
 #include "dispatch.h"
 
 #include <stdlib.h>
@@ -42,13 +43,6 @@ struct px_dispatch {
     px_dispatch_stats stats;
     int closing;
 };
-
-static int64_t now_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
 
 static void pump(px_sinkq *q);
 
@@ -242,7 +236,7 @@ static px_plugin_ctx *sink_gen(px_sinkq *q, uint32_t *max_inflight)
 
 static void hand_over(px_sinkq *q, px_delivery *dl, px_plugin_ctx *gen)
 {
-    int64_t now = now_ms();
+    int64_t now = px_now_ms();
     dl->gen = gen;
     dl->attempt++;
     dl->started_ms = now;
@@ -277,7 +271,7 @@ static void pump(px_sinkq *q)
         if (q->failing) {
             limit = 1;
         }
-        int64_t now = now_ms();
+        int64_t now = px_now_ms();
         while (q->ninflight < limit) {
             if (q->spilled && q->nready < WINDOW_LOW) {
                 refill(q);
@@ -404,7 +398,7 @@ void px_dispatch_complete(px_delivery *dl, int status, const char *reason, uint6
                                                                   dl->event->nbackoff,
                                                                   dl->attempt),
                                               dl->policy.jitter);
-            dl->next_at_ms = now_ms() + (int64_t)wait;
+            dl->next_at_ms = px_now_ms() + (int64_t)wait;
             px_spool_mark_retry(disp->d->spool, dl->id, dl->attempt, dl->next_at_ms, reason);
             PX_LOG_INFO("dispatch", "retry id=%lld sink=%s attempt=%u in_ms=%llu reason=%s",
                         (long long)dl->id, dl->sink, dl->attempt, (unsigned long long)wait,
@@ -453,7 +447,7 @@ static void take_back(px_sinkq *q, px_delivery *dl, const char *why, int count_a
         uint64_t wait = with_jitter(px_dispatch_backoff(&copy->policy, copy->event->backoff_ms,
                                                         copy->event->nbackoff, copy->attempt),
                                     copy->policy.jitter);
-        copy->next_at_ms = now_ms() + (int64_t)wait;
+        copy->next_at_ms = px_now_ms() + (int64_t)wait;
         px_spool_mark_retry(disp->d->spool, copy->id, copy->attempt, copy->next_at_ms, why);
         q->failing = 1;
     }
@@ -463,7 +457,7 @@ static void take_back(px_sinkq *q, px_delivery *dl, const char *why, int count_a
 static void on_sweep(uv_timer_t *t)
 {
     px_dispatch *disp = t->data;
-    int64_t now = now_ms();
+    int64_t now = px_now_ms();
     for (px_sinkq *q = disp->queues; q; q = q->next) {
         px_delivery *dl = q->infl_head;
         int touched = 0;

@@ -1,4 +1,5 @@
 /* Event objects (see event.h). */
+#include "clock.h"
 #include "event.h"
 
 #include <stdlib.h>
@@ -7,13 +8,6 @@
 #include <unistd.h>
 
 #include "mem.h"
-
-static int64_t now_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
 
 /* Ids are unique within a host and sortable by creation: ms time, pid, counter. */
 static char *new_id(int64_t ms)
@@ -31,7 +25,7 @@ px_event *px_event_create(const char *source, const char *type, json_t *payload)
     }
     px_event *ev = px_xcalloc(1, sizeof(*ev));
     ev->refs = 1;
-    ev->time_ms = now_ms();
+    ev->time_ms = px_now_ms();
     ev->id = new_id(ev->time_ms);
     ev->type = px_xstrdup(type);
     ev->source = px_xstrdup(source ? source : "");

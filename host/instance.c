@@ -1,4 +1,5 @@
 /* Instances and generations: load, start, stop/drain, close (see instance.h). */
+#include "clock.h"
 #include "instance.h"
 
 #include <errno.h>
@@ -15,13 +16,6 @@
 #include "err.h"
 #include "log.h"
 #include "mem.h"
-
-static int64_t now_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
 
 px_instance *px_instance_create(px_daemon *d, const char *name, const char *plugin,
                                 const char *file, const json_t *config, uint32_t max_inflight)
@@ -172,7 +166,7 @@ int px_gen_load(px_instance *inst, const char *file, const char *copy_dir, px_pl
     gen->lib = lib;
     gen->copy_path = copy;
     gen->generation = generation;
-    gen->loaded_at_ms = now_ms();
+    gen->loaded_at_ms = px_now_ms();
     gen->state_code = PX_GEN_LOADED;
     pthread_mutex_init(&gen->post_lock, NULL);
     uv_async_init(d->loop, &gen->post_async, on_post);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "clock.h"
 #include "daemon.h"
 #include "err.h"
 #include "log.h"
@@ -20,13 +21,6 @@
 
 #define WATCH_DEBOUNCE_MS 300
 #define WATCH_RETRY_MS 2000
-
-static int64_t now_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
 
 /* --- old generations --------------------------------------------------------------------- */
 
@@ -394,7 +388,7 @@ int px_daemon_reload(px_daemon *d, const char *instance, char *err, size_t errle
     }
     err[0] = '\0';
     int rc = instance ? reload_instance(d, instance, err, errlen) : reload_config(d, err, errlen);
-    d->last_reload_ms = now_ms();
+    d->last_reload_ms = px_now_ms();
     free(d->last_reload_error);
     d->last_reload_error = NULL;
     if (rc < 0) {

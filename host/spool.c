@@ -5,6 +5,7 @@
  * order. Reads use a read-only connection owned by the loop thread; WAL lets them run while the
  * writer commits. Pending deliveries live only on disk; the spool keeps a per-sink pending count
  * in memory (one entry per sink, not per row). */
+#include "clock.h"
 #include "spool.h"
 
 #include <errno.h>
@@ -187,13 +188,6 @@ struct px_spool {
 #define CHECKPOINT_FRAMES 4096
 #define CHECKPOINT_FRAMES_MAX 16384
 #define CHECKPOINT_EVERY_MS 1000
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static uint64_t mono_ms(void)
 {
@@ -438,7 +432,7 @@ static int insert_event(px_spool *s, op *o, int refs, int64_t *eid)
 
 static int run_put(px_spool *s, op *o, sink_counts *delta, int64_t *hwm)
 {
-    int64_t now = now_ms();
+    int64_t now = px_now_ms();
     if (o->dedupe_key && s->dedupe_window_ms > 0) {
         PREP(get, W_DEDUPE_GET);
         bind_text(get, 1, o->source);
@@ -489,7 +483,7 @@ static int run_dead_raw(px_spool *s, op *o)
     bind_text(st, 2, o->pipeline);
     bind_text(st, 3, o->sink);
     bind_text(st, 4, o->text);
-    sqlite3_bind_int64(st, 5, now_ms());
+    sqlite3_bind_int64(st, 5, px_now_ms());
     CHECK(step_done(st));
     o->status = PX_SPOOL_STORED;
     return SQLITE_OK;
@@ -507,7 +501,7 @@ static int add_attempt(px_spool *s, int64_t delivery_id, uint32_t attempt, const
     PREP(st, W_ATT_INS);
     sqlite3_bind_int64(st, 1, delivery_id);
     sqlite3_bind_int64(st, 2, attempt);
-    sqlite3_bind_int64(st, 3, now_ms());
+    sqlite3_bind_int64(st, 3, px_now_ms());
     bind_text_or_null(st, 4, error);
     return step_done(st);
 }
@@ -559,7 +553,7 @@ static int run_dead(px_spool *s, op *o, sink_counts *delta)
     sqlite3_bind_int64(ins, 1, o->delivery_id);
     bind_text(ins, 2, o->text);
     sqlite3_bind_int64(ins, 3, o->attempts);
-    sqlite3_bind_int64(ins, 4, now_ms());
+    sqlite3_bind_int64(ins, 4, px_now_ms());
     CHECK(step_done(ins));
     if (sqlite3_changes(s->wdb) == 0) {
         return SQLITE_OK;
@@ -572,7 +566,7 @@ static int run_dead(px_spool *s, op *o, sink_counts *delta)
         PREP(st, W_ATT_ADD);
         sqlite3_bind_int64(st, 1, o->delivery_id);
         sqlite3_bind_int64(st, 2, o->attempts);
-        sqlite3_bind_int64(st, 3, now_ms());
+        sqlite3_bind_int64(st, 3, px_now_ms());
         bind_text_or_null(st, 4, o->text);
         CHECK(step_done(st));
     }
@@ -953,7 +947,7 @@ static int probe(px_spool *s)
     if (!st || exec_sql(s->wdb, "BEGIN IMMEDIATE", NULL, 0) != SQLITE_OK) {
         return -1;
     }
-    sqlite3_bind_int64(st, 1, now_ms());
+    sqlite3_bind_int64(st, 1, px_now_ms());
     int rc = step_done(st);
     if (rc == SQLITE_OK) {
         rc = exec_sql(s->wdb, "COMMIT", NULL, 0);
@@ -974,7 +968,7 @@ static void prune(px_spool *s)
         return;
     }
     for (int i = 0; i < 100; i++) {
-        sqlite3_bind_int64(st, 1, now_ms());
+        sqlite3_bind_int64(st, 1, px_now_ms());
         sqlite3_bind_int64(st, 2, PRUNE_CHUNK);
         if (step_done(st) != SQLITE_OK || sqlite3_changes(s->wdb) < PRUNE_CHUNK) {
             return;

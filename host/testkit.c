@@ -2,6 +2,7 @@
  * plugin sees is a kit record that lives until the end of the run, so a plugin that uses a handle
  * too long (a delivery after complete, a timer after timer_stop, a request after http_respond) is
  * reported as a rule violation instead of crashing. */
+#include "clock.h"
 #include "testkit.h"
 
 #include <pthread.h>
@@ -165,13 +166,6 @@ struct kit {
     uint64_t timeout_ms;
     unsigned long seq;
 };
-
-static int64_t now_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
 
 /* --- Report helpers ---------------------------------------------------------------------- */
 
@@ -475,7 +469,7 @@ static kevent *event_new(kgen *g, const char *type, json_t *payload)
     e->payload = payload ? payload : json_object();
     e->meta = json_object();
     e->hints = json_object();
-    e->time_ms = now_ms();
+    e->time_ms = px_now_ms();
     e->next = k->events;
     k->events = e;
     return e;

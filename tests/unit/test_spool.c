@@ -355,7 +355,7 @@ static void test_dead_letters(void)
     int64_t died_at = json_integer_value(json_object_get(e, "died_at"));
     PX_ASSERT(died_at > 1600000000000);
     json_decref(list);
-    PX_ASSERT_INT_EQ(px_spool_dlq_list(f.s, NULL, now_ms() + 60000, 0, &list), 0);
+    PX_ASSERT_INT_EQ(px_spool_dlq_list(f.s, NULL, px_now_ms() + 60000, 0, &list), 0);
     PX_ASSERT_INT_EQ(json_array_size(list), 0);
     json_decref(list);
     PX_ASSERT_INT_EQ(px_spool_dlq_list(f.s, NULL, died_at, 2, &list), 0);
