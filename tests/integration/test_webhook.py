@@ -324,10 +324,23 @@ def test_http_conformance_on_the_webhook_route():
 
         # Connection cap: 4 open (each answered once, so surely accepted, then idle on
         # keep-alive), the 5th gets 503, then the next client is served once they close.
-        held = [raw(port) for _ in range(4)]
-        for i, x in enumerate(held):
+        # Connections of the steps above may still be closing (the server waits briefly for the
+        # client's FIN after an error answer), so take each of the 4 slots as it frees up.
+        held = []
+
+        def hold(i):
+            x = raw(port)
             x.sendall(request_bytes(json.dumps({"held": i})))
-            assert read_responses(x, 1)[0][0] == 202
+            status = read_responses(x, 1)[0][0]
+            if status == 202:
+                held.append(x)
+                return True
+            x.close()
+            assert status == 503, status
+            return False
+
+        for i in range(4):
+            wait_for(lambda: hold(i), timeout=10, interval=0.1, what=f"connection slot {i}")
         s = raw(port)
         s.sendall(request_bytes('{"over":1}'))
         rs = read_responses(s, 1)
