@@ -42,9 +42,12 @@ static void respond_json(px_http_request *req, int status, const char *fmt, cons
 /* JSON object {"error": msg} with msg escaped. */
 static void respond_error(px_http_request *req, int status, const char *msg)
 {
-    json_t *j = json_pack("{s:s}", "error", msg);
-    char *text = json_dumps(j, JSON_COMPACT);
-    host->http_respond(req, status, NULL, text, strlen(text));
+    /* A message that is not valid UTF-8 (e.g. relayed from upstream) cannot be packed: answer
+     * with the status and a fixed reason rather than a NULL body. */
+    json_t *j = json_pack("{s:s}", "error", msg ? msg : "");
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    const char *body = text ? text : "{\"error\":\"request refused\"}";
+    host->http_respond(req, status, NULL, body, strlen(body));
     free(text);
     json_decref(j);
 }
