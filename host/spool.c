@@ -5,6 +5,7 @@
  * order. Reads use a read-only connection owned by the loop thread; WAL lets them run while the
  * writer commits. Pending deliveries live only on disk; the spool keeps a per-sink pending count
  * in memory (one entry per sink, not per row). */
+#include "fsutil.h"
 #include "clock.h"
 #include "spool.h"
 
@@ -1191,31 +1192,6 @@ static void barrier(px_spool *s)
     pthread_mutex_unlock(&s->mu);
 }
 
-static int mkdir_p(const char *dir)
-{
-    if (!dir || !*dir) {
-        return PX_EINVAL;
-    }
-    char *p = px_xstrdup(dir);
-    int rc = 0;
-    for (char *c = p + 1; ; c++) {
-        if (*c == '/' || *c == '\0') {
-            char save = *c;
-            *c = '\0';
-            if (mkdir(p, 0700) != 0 && errno != EEXIST) {
-                rc = -errno;
-                break;
-            }
-            *c = save;
-            if (save == '\0') {
-                break;
-            }
-        }
-    }
-    free(p);
-    return rc;
-}
-
 
 static void on_close(uv_handle_t *h)
 {
@@ -1238,7 +1214,7 @@ int px_spool_open(uv_loop_t *loop, const char *dir, const px_spool_options *opt,
     if (!opt) {
         opt = &dflt;
     }
-    int rc = mkdir_p(dir);
+    int rc = px_mkdirs(dir);
     if (rc < 0) {
         snprintf(err, errlen, "cannot create spool directory %s: %s", dir ? dir : "(null)",
                  rc == PX_EINVAL ? "empty path" : uv_strerror(rc));

@@ -1,6 +1,7 @@
 /* Per-instance key/value state in DIR/spool.db (see state.h). A connection of its own with a busy
  * timeout, so a spool commit in progress only delays a write; synchronous=FULL because a lost
  * write here (a rotated OAuth refresh token) cannot be redone. */
+#include "fsutil.h"
 #include "state.h"
 
 #include <errno.h>
@@ -23,28 +24,6 @@ struct px_state {
     sqlite3_stmt *get, *set, *del;
 };
 
-static int make_dirs(const char *dir)
-{
-    char *p = px_xstrdup(dir);
-    int rc = 0;
-    for (char *c = p + 1;; c++) {
-        if (*c == '/' || *c == '\0') {
-            char save = *c;
-            *c = '\0';
-            if (mkdir(p, 0700) != 0 && errno != EEXIST) {
-                rc = -errno;
-                break;
-            }
-            *c = save;
-            if (save == '\0') {
-                break;
-            }
-        }
-    }
-    free(p);
-    return rc;
-}
-
 static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st)
 {
     return sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
@@ -55,7 +34,7 @@ int px_state_open(const char *dir, px_state **out)
     if (!dir || !*dir || !out) {
         return PX_EINVAL;
     }
-    int rc = make_dirs(dir);
+    int rc = px_mkdirs(dir);
     if (rc < 0) {
         PX_LOG_ERR(STATE_MOD, "cannot create state directory dir=%s err=%s", dir, uv_strerror(rc));
         return rc;
