@@ -418,13 +418,17 @@ static int scale(uint64_t mant, unsigned fd, uint64_t unit, uint64_t *out)
     return 0;
 }
 
-int px_parse_duration(const char *s, uint64_t *ms)
+typedef struct unit_def {
+    const char *name;
+    uint64_t mult;
+} unit_def;
+
+/* A decimal number with an optional unit from `units` (a bare number must be whole and counts
+ * in the first unit's multiple, which is 1), scaled to an integer. */
+static int parse_with_unit(const char *s, const unit_def *units, size_t nunits, int nocase,
+                           uint64_t *out)
 {
-    static const struct {
-        const char *name;
-        uint64_t ms;
-    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
-    if (!s || !ms) {
+    if (!s || !out) {
         return PX_EINVAL;
     }
     const char *p = s;
@@ -433,77 +437,47 @@ int px_parse_duration(const char *s, uint64_t *ms)
     if (parse_decimal(&p, &mant, &fd) < 0) {
         return PX_EINVAL;
     }
-    uint64_t unit = 0;
+    uint64_t mult = 0;
     if (*p == '\0') {
         if (fd != 0) {
-            return PX_EINVAL; /* a bare number is whole milliseconds */
+            return PX_EINVAL;
         }
-        unit = 1;
+        mult = 1;
     } else {
-        for (size_t k = 0; k < sizeof(units) / sizeof(units[0]); k++) {
-            if (strcmp(p, units[k].name) == 0) {
-                unit = units[k].ms;
+        for (size_t k = 0; k < nunits; k++) {
+            if ((nocase ? strcasecmp(p, units[k].name) : strcmp(p, units[k].name)) == 0) {
+                mult = units[k].mult;
                 break;
             }
         }
-        if (!unit) {
+        if (!mult) {
             return PX_EINVAL;
         }
     }
     uint64_t v;
-    if (scale(mant, fd, unit, &v) < 0) {
+    if (scale(mant, fd, mult, &v) < 0) {
         return PX_EINVAL;
     }
-    *ms = v;
+    *out = v;
     return 0;
+}
+
+int px_parse_duration(const char *s, uint64_t *ms)
+{
+    static const unit_def units[] = {
+        {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000},
+    };
+    return parse_with_unit(s, units, sizeof(units) / sizeof(units[0]), 0, ms);
 }
 
 int px_parse_size(const char *s, uint64_t *bytes)
 {
-    static const struct {
-        const char *name;
-        uint64_t mult;
-    } units[] = {{"B", 1},
-                 {"KB", 1000},
-                 {"MB", 1000000},
-                 {"GB", 1000000000},
-                 {"TB", 1000000000000ull},
-                 {"KiB", 1ull << 10},
-                 {"MiB", 1ull << 20},
-                 {"GiB", 1ull << 30},
-                 {"TiB", 1ull << 40}};
-    if (!s || !bytes) {
-        return PX_EINVAL;
-    }
-    const char *p = s;
-    uint64_t mant;
-    unsigned fd;
-    if (parse_decimal(&p, &mant, &fd) < 0) {
-        return PX_EINVAL;
-    }
-    uint64_t unit = 0;
-    if (*p == '\0') {
-        if (fd != 0) {
-            return PX_EINVAL; /* a bare number is whole bytes */
-        }
-        unit = 1;
-    } else {
-        for (size_t k = 0; k < sizeof(units) / sizeof(units[0]); k++) {
-            if (strcasecmp(p, units[k].name) == 0) {
-                unit = units[k].mult;
-                break;
-            }
-        }
-        if (!unit) {
-            return PX_EINVAL;
-        }
-    }
-    uint64_t v;
-    if (scale(mant, fd, unit, &v) < 0) {
-        return PX_EINVAL;
-    }
-    *bytes = v;
-    return 0;
+    static const unit_def units[] = {
+        {"B", 1},          {"KB", 1000},      {"MB", 1000000},   {"GB", 1000000000},
+        {"TB", 1000000000000ull}, {"KiB", 1ull << 10}, {"MiB", 1ull << 20}, {"GiB", 1ull << 30},
+        {"TiB", 1ull << 40},
+    };
+    return parse_with_unit(s, units, sizeof(units) / sizeof(units[0]), 1, bytes);
 }
 
 /* ------------------------------------------------------------------------------------------ */
