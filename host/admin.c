@@ -37,7 +37,7 @@ struct px_admin {
     char *data_dir;  /* realpath of the data directory, for the CLI's check (owned) */
     struct {
         px_metric *unrouted, *duplicate, *refused, *mapping_errors, *pending, *dead, *inflight,
-            *commits, *rows, *last_batch, *max_batch, *commit_last, *commit_max, *writable,
+            *commits, *rows, *elided, *last_batch, *max_batch, *commit_last, *commit_max, *writable,
             *queued, *write_errors, *busy, *generation, *up, *http_requests, *http_conns,
             *start_time, *build_info;
     } m;
@@ -264,6 +264,8 @@ static void define_metrics(px_admin *a)
     C(commits, "plexus_spool_commits_total", "Spool transactions committed.", NULL);
     C(rows, "plexus_spool_rows_committed_total",
       "Spool operations (puts, outcome marks) committed.", NULL);
+    C(elided, "plexus_spool_deliveries_elided_total",
+      "Deliveries done before the spool writer reached them: never written.", NULL);
     G(last_batch, "plexus_spool_last_batch_rows", "Operations in the latest spool commit.", NULL);
     G(max_batch, "plexus_spool_max_batch_rows", "Largest spool commit so far, in operations.",
       NULL);
@@ -368,6 +370,7 @@ void px_admin_collect_metrics(px_admin *a)
         px_spool_get_stats(d->spool, &st);
         set1(a->m.commits, (double)st.commits);
         set1(a->m.rows, (double)st.rows_committed);
+        set1(a->m.elided, (double)st.elided);
         set1(a->m.last_batch, (double)st.last_batch);
         set1(a->m.max_batch, (double)st.max_batch);
         set1(a->m.commit_last, st.commit_ms_last / 1000.0);
@@ -488,14 +491,15 @@ static json_t *spool_json(px_spool *sp)
         total += json_integer_value(v);
     }
     int64_t dead = 0;
-    json_t *o = json_pack("{sb sI sI sI sI sI sf sf sI sI sI}", "writable", st.writable, "queued",
+    json_t *o = json_pack("{sb sI sI sI sI sI sf sf sI sI sI sI}", "writable", st.writable,
+                          "queued",
                           (json_int_t)st.queued, "commits", (json_int_t)st.commits,
                           "rows_committed", (json_int_t)st.rows_committed, "last_batch",
                           (json_int_t)st.last_batch, "max_batch", (json_int_t)st.max_batch,
                           "commit_ms_last", st.commit_ms_last, "commit_ms_max", st.commit_ms_max,
                           "duplicates", (json_int_t)st.duplicates, "busy_refusals",
                           (json_int_t)st.busy_refusals, "write_errors",
-                          (json_int_t)st.write_errors);
+                          (json_int_t)st.write_errors, "elided", (json_int_t)st.elided);
     json_object_set_new(o, "pending", pending);
     json_object_set_new(o, "pending_total", json_integer(total));
     json_object_set_new(o, "dead_letters", px_spool_dlq_count(sp, &dead) == 0

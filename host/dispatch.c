@@ -29,6 +29,7 @@ struct px_sinkq {
     int64_t tail_id;  /* highest id ever placed in memory */
     int spilled;      /* the spool holds ids > tail_id that are not in memory */
     int failing;      /* the last outcome was a retry: one delivery at a time until one succeeds */
+    size_t awaited;   /* deliveries to be added once their put commits (px_dispatch_await) */
     int pumping, repump;
     uv_timer_t wake;  /* the head's next_at */
     int64_t wake_at;
@@ -550,6 +551,49 @@ void px_dispatch_add(px_dispatch *disp, int64_t id, px_event *ev, const char *pi
     q->nready++;
     q->tail_id = id;
     pump(q);
+}
+
+int px_dispatch_await(px_dispatch *disp, const char *sink, int delta)
+{
+    px_sinkq *q = queue_get(disp, sink);
+    if (delta > 0) {
+        q->awaited += (size_t)delta;
+    } else if (delta < 0) {
+        q->awaited -= q->awaited < (size_t)-delta ? q->awaited : (size_t)-delta;
+    }
+    return q->awaited == 0;
+}
+
+void px_dispatch_cancel(px_dispatch *disp, const char *sink, int64_t id)
+{
+    px_sinkq *q = NULL;
+    for (q = disp->queues; q && strcmp(q->name, sink) != 0; q = q->next) {
+    }
+    if (!q) {
+        return;
+    }
+    for (px_delivery *dl = q->ready_tail; dl; dl = dl->prev) {
+        if (dl->id == id) {
+            list_remove(&q->ready_head, &q->ready_tail, dl);
+            q->nready--;
+            delivery_free(dl);
+            return;
+        }
+    }
+    for (px_delivery *dl = q->infl_tail; dl; dl = dl->prev) {
+        if (dl->id == id) {
+            /* the plugin holds it: orphaned, its answer will change nothing */
+            list_remove(&q->infl_head, &q->infl_tail, dl);
+            q->ninflight--;
+            dl->orphan = 1;
+            px_delivery *tail = NULL;
+            for (tail = disp->orphans; tail && tail->next; tail = tail->next) {
+            }
+            list_append(&disp->orphans, &tail, dl);
+            pump(q);
+            return;
+        }
+    }
 }
 
 void px_dispatch_kick(px_dispatch *disp, const char *sink)

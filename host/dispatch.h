@@ -1,4 +1,4 @@
-/* The dispatcher: hands committed deliveries to sink generations and acts on their outcome.
+/* The dispatcher: hands spooled deliveries to sink generations and acts on their outcome.
  * Per sink it keeps a bounded window of pending deliveries in memory, in arrival (id) order; the
  * rest stay in the spool and are read back as the window empties, so memory does not grow with the
  * backlog. Outcomes: done -> removed from the spool; retry -> rescheduled with backoff (the sink
@@ -45,11 +45,19 @@ int px_dispatch_create(px_daemon *d, px_dispatch **out);
  * once more. */
 void px_dispatch_close(px_dispatch *disp);
 
-/* A delivery the spool has committed, with its event still in memory. Strings and params
- * borrowed (copied / increfed); ev borrowed (a reference is taken when kept). */
+/* A delivery the spool has queued or committed, with its event still in memory. Strings and
+ * params borrowed (copied / increfed); ev borrowed (a reference is taken when kept). Deliveries of
+ * one sink must be added in id order: see px_dispatch_await. */
 void px_dispatch_add(px_dispatch *disp, int64_t id, px_event *ev, const char *pipeline,
                      const char *sink, const char *action, json_t *params,
                      const px_retry_policy *policy);
+/* Counts deliveries of `sink` that will be added only once their put has committed (delta > 0
+ * when queued, < 0 when added or failed). Returns 1 when none is awaited: only then may a newer
+ * delivery of that sink be added before its own commit without overtaking an older one. */
+int px_dispatch_await(px_dispatch *disp, const char *sink, int delta);
+/* A delivery added before its put committed, and the put failed: it is forgotten (ready: freed;
+ * in flight: orphaned, so the sink's late answer changes nothing). Unknown ids are ignored. */
+void px_dispatch_cancel(px_dispatch *disp, const char *sink, int64_t id);
 /* The spool holds deliveries of `sink` that are not in memory (start-up, replay): read them. */
 void px_dispatch_kick(px_dispatch *disp, const char *sink);
 /* Re-examines every sink (a generation started or became current). */

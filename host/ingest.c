@@ -21,6 +21,7 @@ typedef struct pending_emit {
     px_route *routes;
     size_t nroutes;
     px_spool_row *rows;
+    unsigned char *early; /* per route: handed to the dispatcher before the commit */
     int status;
 } pending_emit;
 
@@ -29,6 +30,7 @@ static void pending_free(pending_emit *pe)
     px_routes_free(pe->routes, pe->nroutes);
     px_router_box_unref(pe->router);
     free(pe->rows);
+    free(pe->early);
     px_event_unref(pe->ev);
     free(pe);
 }
@@ -63,17 +65,58 @@ static void on_committed(int status, void *arg)
         pe->status = PX_EBUSY;
     } else {
         pe->status = PX_OK;
-        for (size_t i = 0; i < pe->nroutes; i++) {
-            px_route *r = &pe->routes[i];
-            if (r->error) {
+    }
+    for (size_t i = 0; i < pe->nroutes; i++) {
+        px_route *r = &pe->routes[i];
+        if (r->error) {
+            if (status == PX_SPOOL_STORED) {
                 px_spool_mark_dead(d->spool, pe->rows[i].id, 0, r->error);
-                continue;
             }
-            px_dispatch_add(d->dispatch, pe->rows[i].id, pe->ev, r->pipeline, r->sink, r->action,
-                            r->params, r->retry);
+        } else if (pe->early[i]) {
+            if (status < 0) {
+                /* the sink may have it already; the source is told to retry (at-least-once) */
+                px_dispatch_cancel(d->dispatch, r->sink, pe->rows[i].id);
+            }
+        } else {
+            px_dispatch_await(d->dispatch, r->sink, -1);
+            if (status == PX_SPOOL_STORED) {
+                px_dispatch_add(d->dispatch, pe->rows[i].id, pe->ev, r->pipeline, r->sink,
+                                r->action, r->params, r->retry);
+            }
         }
     }
     finish(pe);
+}
+
+/* The first attempt of a delivery does not wait for the commit of its put: when the sink
+ * finishes it before the writer reaches the put, the spool never writes it (px_spool_mark_done).
+ * The source is still told "persisted" only after the commit, so nothing it acknowledges can be
+ * lost; a put that then fails is retried by the source and the sink may see the event twice,
+ * which at-least-once allows. Not for events with a dedupe key (a duplicate is known only at the
+ * commit), nor while an older delivery of the same sink waits for its commit (it would be
+ * overtaken), nor to the emitting instance itself (its deliver would run inside its emit). */
+static void dispatch_routes(px_daemon *d, pending_emit *pe, px_instance *src)
+{
+    px_event *ev = pe->ev;
+    for (size_t i = 0; i < pe->nroutes; i++) {
+        px_route *r = &pe->routes[i];
+        if (r->error) {
+            continue;
+        }
+        if (!ev->dedupe_key && strcmp(r->sink, src->name) != 0 &&
+            px_dispatch_await(d->dispatch, r->sink, 0)) {
+            pe->early[i] = 1;
+        } else {
+            px_dispatch_await(d->dispatch, r->sink, 1);
+        }
+    }
+    for (size_t i = 0; i < pe->nroutes; i++) {
+        px_route *r = &pe->routes[i];
+        if (pe->early[i]) {
+            px_dispatch_add(d->dispatch, pe->rows[i].id, ev, r->pipeline, r->sink, r->action,
+                            r->params, r->retry);
+        }
+    }
 }
 
 /* Metadata a source copied from its input (request headers...) may carry a configured secret,
@@ -286,6 +329,7 @@ int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_
     char **params_text = NULL;
     if (pe->nroutes) {
         pe->rows = px_xcalloc(pe->nroutes, sizeof(*pe->rows));
+        pe->early = px_xcalloc(pe->nroutes, sizeof(*pe->early));
         params_text = px_xcalloc(pe->nroutes, sizeof(*params_text));
     }
     for (size_t i = 0; i < pe->nroutes; i++) {
@@ -316,6 +360,7 @@ int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_
         return rc;
     }
     gen->pending_emits++;
+    dispatch_routes(d, pe, gen->inst);
     return 0;
 }
 

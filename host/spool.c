@@ -48,6 +48,7 @@ typedef struct op_row {
     const char *pipeline, *sink, *action, *params;
     size_t params_len;
     int64_t id;
+    int elided; /* done before the writer took its put: never written (mu held to set) */
 } op_row;
 
 /* One queued operation. Puts and dead_raw copy everything into the same allocation as the op. */
@@ -64,7 +65,7 @@ typedef struct op {
     size_t payload_len;
     int64_t time_ms;
     op_row *rows;
-    size_t nrows;
+    size_t nrows, nelided;
     const char *pipeline, *sink, *text; /* text: dead reason, retry error */
     /* marks */
     int64_t delivery_id;
@@ -173,8 +174,18 @@ struct px_spool {
     int stop;
     sink_counts pending; /* committed pending deliveries per sink */
     sink_counts queued_rows; /* deliveries of puts queued and not yet processed, per sink */
+    /* Queued puts with rows, in queue (and so id) order: a delivery finished before the writer
+     * takes its put is found here and never written (see px_spool_mark_done). A ring. */
+    op **pq;
+    size_t pq_head, pq_len, pq_cap;
+    int writer_waiting; /* the writer sleeps on cv_work: enqueue must signal */
     px_spool_stats st;
     int closing; /* loop thread only */
+    /* Queued ops wake the writer once per loop turn, just before the loop waits for I/O: what a
+     * turn queues is committed together, and a delivery finished within the turn is elided. */
+    uv_prepare_t kick;
+    int kick_wanted;  /* loop thread only */
+    int open_handles; /* async + kick, until both are closed */
 
     /* Checkpoints run on their own thread and connection, so copying the WAL back into the
      * database never stalls a commit (and with it every source waiting for "persisted"). */
@@ -184,6 +195,8 @@ struct px_spool {
     pthread_cond_t ck_cv;
     int ck_stop, ck_wanted;
 };
+
+static void pq_pop(px_spool *s, op *o);
 
 /* WAL frames after which the writer asks for a checkpoint (about 16 MiB of 4 KiB pages). */
 #define CHECKPOINT_FRAMES 4096
@@ -452,14 +465,22 @@ static int run_put(px_spool *s, op *o, sink_counts *delta, int64_t *hwm)
         CHECK(step_done(set));
     }
     o->status = PX_SPOOL_STORED;
-    if (o->nrows == 0) {
-        return SQLITE_OK;
+    for (size_t i = 0; i < o->nrows; i++) {
+        if (o->rows[i].id > *hwm) {
+            *hwm = o->rows[i].id; /* ids stay unique across restarts, elided ones too */
+        }
+    }
+    if (o->nrows == o->nelided) {
+        return SQLITE_OK; /* nothing left to write but the dedupe key */
     }
     int64_t eid;
-    CHECK(insert_event(s, o, (int)o->nrows, &eid));
+    CHECK(insert_event(s, o, (int)(o->nrows - o->nelided), &eid));
     PREP(ins, W_DELIV_INS);
     for (size_t i = 0; i < o->nrows; i++) {
         op_row *r = &o->rows[i];
+        if (r->elided) {
+            continue;
+        }
         sqlite3_bind_int64(ins, 1, r->id);
         sqlite3_bind_int64(ins, 2, eid);
         bind_text(ins, 3, r->pipeline);
@@ -468,9 +489,6 @@ static int run_put(px_spool *s, op *o, sink_counts *delta, int64_t *hwm)
         sqlite3_bind_text(ins, 6, r->params, (int)r->params_len, SQLITE_STATIC);
         CHECK(step_done(ins));
         counts_add(delta, r->sink, 1);
-        if (r->id > *hwm) {
-            *hwm = r->id;
-        }
     }
     return SQLITE_OK;
 }
@@ -880,7 +898,9 @@ static void process_batch(px_spool *s, op *batch, size_t nops, sink_counts *delt
         if (o->kind == OP_PUT || o->kind == -OP_PUT) {
             /* processed (committed, duplicate or failed): no longer queued */
             for (size_t i = 0; i < o->nrows; i++) {
-                counts_add(&s->queued_rows, o->rows[i].sink, -1);
+                if (!o->rows[i].elided) {
+                    counts_add(&s->queued_rows, o->rows[i].sink, -1);
+                }
             }
         }
         if (o->kind < 0) {
@@ -987,7 +1007,9 @@ static void timed_wait(px_spool *s, uint64_t ms)
         ts.tv_sec++;
         ts.tv_nsec -= 1000000000;
     }
+    s->writer_waiting = 1;
     pthread_cond_timedwait(&s->cv_work, &s->mu, &ts);
+    s->writer_waiting = 0;
 }
 
 static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames)
@@ -1104,6 +1126,9 @@ static void writer_main(void *arg)
                 s->q_puts--;
                 s->q_bytes -= o->bytes;
             }
+            if (o->kind == OP_PUT && o->nrows > 0) {
+                pq_pop(s, o);
+            }
             seq++;
             o->next = NULL;
             if (tail) {
@@ -1153,6 +1178,41 @@ static void on_async(uv_async_t *h)
     run_done_callbacks(h->data);
 }
 
+/* Wakes the writer when it sleeps (a signal per queued op would cost a futex call each). mu held. */
+static void wake_writer(px_spool *s)
+{
+    if (s->writer_waiting) {
+        pthread_cond_signal(&s->cv_work);
+    }
+}
+
+/* Appends a put with rows to the ring of queued puts. mu held. */
+static void pq_push(px_spool *s, op *o)
+{
+    if (s->pq_len == s->pq_cap) {
+        size_t cap = s->pq_cap ? s->pq_cap * 2 : 256;
+        op **v = px_xmalloc(cap * sizeof(*v));
+        for (size_t i = 0; i < s->pq_len; i++) {
+            v[i] = s->pq[(s->pq_head + i) % s->pq_cap];
+        }
+        free(s->pq);
+        s->pq = v;
+        s->pq_cap = cap;
+        s->pq_head = 0;
+    }
+    s->pq[(s->pq_head + s->pq_len) % s->pq_cap] = o;
+    s->pq_len++;
+}
+
+/* The writer took put o off the queue: it is the ring's oldest. mu held. */
+static void pq_pop(px_spool *s, op *o)
+{
+    if (s->pq_len > 0 && s->pq[s->pq_head] == o) {
+        s->pq_head = (s->pq_head + 1) % s->pq_cap;
+        s->pq_len--;
+    }
+}
+
 /* Queues o; wakes the writer. */
 static void enqueue(px_spool *s, op *o)
 {
@@ -1164,7 +1224,27 @@ static void enqueue(px_spool *s, op *o)
         s->q_bytes += o->bytes;
     }
     s->queued_seq++;
-    pthread_cond_signal(&s->cv_work);
+    pthread_mutex_unlock(&s->mu);
+    s->kick_wanted = 1;
+}
+
+static void on_kick(uv_prepare_t *h)
+{
+    px_spool *s = h->data;
+    if (s->kick_wanted) {
+        s->kick_wanted = 0;
+        pthread_mutex_lock(&s->mu);
+        wake_writer(s);
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+/* Wakes the writer now: the caller is about to wait for it. */
+static void kick_now(px_spool *s)
+{
+    s->kick_wanted = 0;
+    pthread_mutex_lock(&s->mu);
+    wake_writer(s);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -1173,6 +1253,7 @@ static int run_sync(px_spool *s, op *o)
 {
     o->finished = 0;
     enqueue(s, o);
+    kick_now(s);
     pthread_mutex_lock(&s->mu);
     while (!o->finished) {
         pthread_cond_wait(&s->cv_done, &s->mu);
@@ -1184,6 +1265,7 @@ static int run_sync(px_spool *s, op *o)
 /* Waits until every op queued so far is processed (or the spool turns unwritable). */
 static void barrier(px_spool *s)
 {
+    kick_now(s);
     pthread_mutex_lock(&s->mu);
     uint64_t target = s->queued_seq;
     while (s->processed_seq < target && s->writable) {
@@ -1196,8 +1278,12 @@ static void barrier(px_spool *s)
 static void on_close(uv_handle_t *h)
 {
     px_spool *s = h->data;
+    if (--s->open_handles > 0) {
+        return;
+    }
     counts_free(&s->pending);
     counts_free(&s->queued_rows);
+    free(s->pq);
     pthread_cond_destroy(&s->cv_done);
     pthread_cond_destroy(&s->cv_work);
     pthread_mutex_destroy(&s->mu);
@@ -1205,6 +1291,12 @@ static void on_close(uv_handle_t *h)
     pthread_mutex_destroy(&s->ck_mu);
     free(s->path);
     free(s);
+}
+
+static void close_handles(px_spool *s)
+{
+    uv_close((uv_handle_t *)&s->async, on_close);
+    uv_close((uv_handle_t *)&s->kick, on_close);
 }
 
 int px_spool_open(uv_loop_t *loop, const char *dir, const px_spool_options *opt, px_spool **out,
@@ -1289,12 +1381,17 @@ int px_spool_open(uv_loop_t *loop, const char *dir, const px_spool_options *opt,
         goto fail;
     }
     s->async.data = s;
+    uv_prepare_init(loop, &s->kick);
+    s->kick.data = s;
+    uv_prepare_start(&s->kick, on_kick);
+    uv_unref((uv_handle_t *)&s->kick);
+    s->open_handles = 2;
     if (uv_thread_create(&s->ck_thread, checkpointer_main, s) != 0) {
         snprintf(err, errlen, "cannot start the spool checkpoint thread");
         sqlite3_close(s->rdb);
         sqlite3_close(s->wdb);
         sqlite3_close(s->cdb);
-        uv_close((uv_handle_t *)&s->async, on_close); /* frees s */
+        close_handles(s); /* frees s */
         return PX_ESPOOL;
     }
     if (uv_thread_create(&s->thread, writer_main, s) != 0) {
@@ -1307,7 +1404,7 @@ int px_spool_open(uv_loop_t *loop, const char *dir, const px_spool_options *opt,
         sqlite3_close(s->rdb);
         sqlite3_close(s->wdb);
         sqlite3_close(s->cdb);
-        uv_close((uv_handle_t *)&s->async, on_close); /* frees s */
+        close_handles(s); /* frees s */
         return PX_ESPOOL;
     }
     *out = s;
@@ -1320,6 +1417,7 @@ fail:
     pthread_mutex_destroy(&s->ck_mu);
     counts_free(&s->pending);
     counts_free(&s->queued_rows);
+    free(s->pq);
     pthread_cond_destroy(&s->cv_done);
     pthread_cond_destroy(&s->cv_work);
     pthread_mutex_destroy(&s->mu);
@@ -1345,6 +1443,9 @@ void px_spool_close(px_spool *s)
     pthread_mutex_unlock(&s->ck_mu);
     uv_thread_join(&s->ck_thread);
     run_done_callbacks(s);
+    PX_LOG_INFO(LOG_MOD, "spool closed commits=%llu ops=%llu elided=%llu",
+                (unsigned long long)s->st.commits, (unsigned long long)s->st.rows_committed,
+                (unsigned long long)s->st.elided);
     for (int i = 0; i < W_COUNT; i++) {
         sqlite3_finalize(s->wst[i]);
     }
@@ -1354,7 +1455,7 @@ void px_spool_close(px_spool *s)
     sqlite3_wal_checkpoint_v2(s->wdb, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
     sqlite3_close(s->wdb);
     sqlite3_close(s->rdb);
-    uv_close((uv_handle_t *)&s->async, on_close);
+    close_handles(s);
 }
 
 /* ---- queueing ------------------------------------------------------------------------------- */
@@ -1412,6 +1513,7 @@ static op *op_from_event(const px_spool_event *ev, const px_spool_row *rows, siz
     o->text = put_str(&cur, text, slen(text));
     for (size_t i = 0; i < n; i++) {
         op_row *r = &o->rows[i];
+        r->elided = 0;
         r->pipeline = put_str(&cur, rows[i].pipeline ? rows[i].pipeline : "",
                               slen(rows[i].pipeline ? rows[i].pipeline : ""));
         r->sink = put_str(&cur, rows[i].sink ? rows[i].sink : "",
@@ -1461,13 +1563,16 @@ int px_spool_put(px_spool *s, const px_spool_event *ev, px_spool_row *rows, size
         rows[i].id = o->rows[i].id = s->next_id++;
         counts_add(&s->queued_rows, o->rows[i].sink, 1);
     }
+    if (n > 0) {
+        pq_push(s, o);
+    }
     list_push(&s->q_head, &s->q_tail, o);
     s->q_len++;
     s->q_puts++;
     s->q_bytes += o->bytes;
     s->queued_seq++;
-    pthread_cond_signal(&s->cv_work);
     pthread_mutex_unlock(&s->mu);
+    s->kick_wanted = 1;
     return 0;
 }
 
@@ -1513,8 +1618,50 @@ static void queue_mark(px_spool *s, int kind, int64_t id, uint32_t attempts, int
     enqueue(s, o);
 }
 
+/* The queued put holding delivery `id`, or NULL when the writer has taken it already (or never
+ * had it). Binary search: the ring is in id order. mu held. */
+static op *pq_find(px_spool *s, int64_t id, size_t *row)
+{
+    size_t lo = 0, hi = s->pq_len;
+    while (lo < hi) { /* first entry whose first id is > id */
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->pq[(s->pq_head + mid) % s->pq_cap]->rows[0].id <= id) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    if (lo == 0) {
+        return NULL;
+    }
+    op *o = s->pq[(s->pq_head + lo - 1) % s->pq_cap];
+    if (id >= o->rows[0].id + (int64_t)o->nrows) {
+        return NULL;
+    }
+    *row = (size_t)(id - o->rows[0].id);
+    return o;
+}
+
 void px_spool_mark_done(px_spool *s, int64_t delivery_id)
 {
+    if (!s || s->closing) {
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    size_t i = 0;
+    op *o = pq_find(s, delivery_id, &i);
+    if (o) {
+        /* Delivered before its put was written: inserting and deleting it would cancel out. */
+        if (!o->rows[i].elided) {
+            o->rows[i].elided = 1;
+            o->nelided++;
+            counts_add(&s->queued_rows, o->rows[i].sink, -1);
+            s->st.elided++;
+        }
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    pthread_mutex_unlock(&s->mu);
     queue_mark(s, OP_DONE, delivery_id, 0, 0, NULL);
 }
 

@@ -75,7 +75,9 @@ typedef void (*px_spool_put_cb)(int status, void *arg);
 int px_spool_put(px_spool *s, const px_spool_event *ev, px_spool_row *rows, size_t n,
                  px_spool_put_cb cb, void *arg);
 
-/* Delivery outcome updates: queued and committed in order with puts, no callback. A crash before
+/* Delivery outcome updates: queued and committed in order with puts, no callback. A delivery
+ * marked done while its put is still queued is dropped from the put instead: neither it nor (when
+ * it was the event's last) the event is ever written, and the put still completes as usual. A crash before
  * the commit only means the delivery is delivered again (at-least-once). A mark that fails to
  * commit (disk full...) is kept by the writer and tried again until it commits or the spool
  * closes. Unknown ids are ignored. error / reason: borrowed, copied; NULL = "". */
@@ -165,6 +167,8 @@ typedef struct px_spool_stats {
     uint64_t max_batch;      /* largest commit so far */
     double commit_ms_last, commit_ms_max; /* wall time of a commit incl. its statements */
     uint64_t duplicates;     /* puts dropped as duplicates */
+    uint64_t elided;         /* deliveries done before the writer reached their put: their rows
+                                (and the event, when all of its rows were) were never written */
     uint64_t busy_refusals;  /* puts refused or failed with PX_EBUSY */
     uint64_t write_errors;   /* batches rolled back */
     int writable;            /* 1 while writes succeed */

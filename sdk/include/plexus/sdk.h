@@ -149,7 +149,9 @@ typedef struct px_host_api {
     /* Adds metadata (e.g. an HTTP header or SQS attribute); both strings borrowed, copied. */
     int (*event_set_meta)(px_event *ev, const char *key, const char *value);
     /* Hands `ev` to the router (steals it, even on failure). cb (may be NULL) runs later exactly
-     * once with the outcome; it is never called if emit returns < 0. */
+     * once with the outcome; it is never called if emit returns < 0. Other instances' sinks may
+     * get the event before cb runs, even before emit returns (the first attempt does not wait for
+     * the commit); the emitting instance's own deliver never runs inside its emit. */
     int (*emit)(px_plugin_ctx *ctx, px_event *ev, px_persisted_cb cb, void *arg);
     /* Frees an event that was created but not emitted. */
     void (*event_discard)(px_event *ev);
