@@ -19,6 +19,10 @@
 
 static const px_host_api *host;
 
+/* While confirms are being completed, the deliveries they make room for go to the worker in
+ * chunks of this many, so it publishes the first ones while the loop still builds the rest. */
+#define HANDOVER_CHUNK 32
+
 typedef struct nq nq;
 
 /* One received SQS batch: its messages are emitted (or dead-lettered), then the ones safely
@@ -43,9 +47,9 @@ struct nq {
     px_nq_pub_config pc;
     char *url_copy; /* amqp_parse_url writes into it; pc's strings may point here */
     px_nq_pub *pub; /* created at the first delivery */
-    px_nq_job *batch, *batch_tail; /* built during this loop turn, handed over in one go */
-    size_t outstanding;
-    int in_results; /* inside on_pub_results: it hands the batch over when done */
+    px_nq_job *batch, *batch_tail; /* built this loop turn, handed over with one wake-up */
+    size_t batch_len, outstanding;
+    int in_results; /* inside on_pub_results: it hands the batch over, in chunks */
     int draining, drained_sent, stopped;
 
     /* HTTP source. */
@@ -141,6 +145,7 @@ static void on_flush_batch(void *arg)
     nq *s = arg;
     px_nq_job *jobs = s->batch;
     s->batch = s->batch_tail = NULL;
+    s->batch_len = 0;
     px_nq_pub_submit(s->pub, jobs);
 }
 
@@ -148,7 +153,10 @@ static void on_pub_results(void *arg)
 {
     nq *s = arg;
     px_nq_job *j = px_nq_pub_take(s->pub);
-    s->in_results = 1; /* completions free slots: the deliveries they bring wait for the end */
+    /* Completions free slots: the deliveries they bring are handed over in chunks, and the rest
+     * at the end. */
+    s->in_results = 1;
+    double published = 0, failed = 0;
     while (j) {
         px_nq_job *next = j->next;
         if (!j->tag) {
@@ -159,10 +167,10 @@ static void on_pub_results(void *arg)
         } else {
             px_delivery *d = j->tag;
             if (j->status == PX_OK) {
-                host->counter_add(s->ctx, "published", NULL, 1);
+                published++;
                 host->complete(d, PX_OK, NULL, 0);
             } else {
-                host->counter_add(s->ctx, "publish_failures", NULL, 1);
+                failed++;
                 host->complete(d, PX_ERETRY, j->reason, 0);
             }
             s->outstanding--;
@@ -173,6 +181,12 @@ static void on_pub_results(void *arg)
     s->in_results = 0;
     if (s->batch) {
         on_flush_batch(s);
+    }
+    if (published > 0) {
+        host->counter_add(s->ctx, "published", NULL, published);
+    }
+    if (failed > 0) {
+        host->counter_add(s->ctx, "publish_failures", NULL, failed);
     }
     check_drained(s);
 }
@@ -235,6 +249,9 @@ static void nq_deliver(void *state, px_delivery *d)
         }
     }
     s->batch_tail = job;
+    if (++s->batch_len >= HANDOVER_CHUNK && s->in_results) {
+        on_flush_batch(s);
+    }
 }
 
 static int sink_config(nq *s, const json_t *cfg)

@@ -8,6 +8,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -152,8 +154,10 @@ static void drain_wake(px_nq_pub *p)
 static void finish(px_nq_pub *p, px_nq_job *j, int status, const char *reason)
 {
     j->status = status;
-    if (reason != j->reason) {
-        snprintf(j->reason, sizeof(j->reason), "%s", reason ? reason : "");
+    if (!reason) {
+        j->reason[0] = '\0';
+    } else if (reason != j->reason) {
+        snprintf(j->reason, sizeof(j->reason), "%s", reason);
     }
     list_push(&p->finished, j);
 }
@@ -369,6 +373,21 @@ static int ensure_connected(px_nq_pub *p)
 
 /* --- Publishing and confirms ---------------------------------------------------------------- */
 
+/* Holds back partial TCP segments while a batch is being published (rabbitmq-c sends every frame
+ * on its own), so the batch leaves in full segments and the broker reads it in a few wake-ups;
+ * uncorking sends the rest at once. Best effort: without it every publish is its own segment. */
+static void cork(px_nq_pub *p, int on)
+{
+#ifdef TCP_CORK
+    if (p->conn) {
+        setsockopt(amqp_get_sockfd(p->conn), IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
+    }
+#else
+    (void)p;
+    (void)on;
+#endif
+}
+
 static int publish(px_nq_pub *p, px_nq_job *j)
 {
     amqp_basic_properties_t props;
@@ -396,13 +415,14 @@ static int publish(px_nq_pub *p, px_nq_job *j)
     return 0;
 }
 
-/* Finishes the unconfirmed jobs that tag (and, with multiple, every earlier tag) covers. */
+/* Finishes the unconfirmed jobs that tag (and, with multiple, every earlier tag) covers. The list
+ * is in tag order, so a multiple ack takes a prefix and the walk stops past tag. */
 static void settle(px_nq_pub *p, uint64_t tag, int multiple, int status, const char *reason)
 {
     px_nq_job *prev = NULL, *j = p->unconfirmed.head;
-    while (j) {
+    while (j && j->seq <= tag) {
         px_nq_job *next = j->next;
-        if (j->seq == tag || (multiple && j->seq < tag)) {
+        if (j->seq == tag || multiple) {
             if (prev) {
                 prev->next = next;
             } else {
@@ -558,6 +578,10 @@ static void *worker_main(void *arg)
             snprintf(reason, sizeof(reason), "broker unavailable: %s", p->last_error);
             fail_list(p, &batch, reason);
         }
+        int corked = batch.head && batch.head->next && p->conn;
+        if (corked) {
+            cork(p, 1);
+        }
         while (batch.head && p->conn) {
             px_nq_job *j = batch.head;
             batch.head = j->next;
@@ -572,6 +596,9 @@ static void *worker_main(void *arg)
                 lose_connection(p, why);
                 fail_list(p, &batch, "connection lost before publishing");
             }
+        }
+        if (corked) {
+            cork(p, 0);
         }
         flush_finished(p);
         if (p->conn) {
