@@ -438,6 +438,138 @@ fail:
     return -1;
 }
 
+/* --- Body ---------------------------------------------------------------------------------- */
+
+/* A bounded output: writes what fits, counts everything. */
+typedef struct body_out {
+    char *buf;
+    size_t size, len;
+} body_out;
+
+static void put(body_out *o, const char *s, size_t n)
+{
+    if (o->len < o->size) {
+        size_t room = o->size - o->len;
+        memcpy(o->buf + o->len, s, n < room ? n : room);
+    }
+    o->len += n;
+}
+
+/* The letter of c's two-character escape (backslash, letter), or 0 for the six-character one. */
+static char short_escape(unsigned char c)
+{
+    switch (c) {
+    case '"':
+    case '\\':
+        return (char)c;
+    case '\b':
+        return 'b';
+    case '\f':
+        return 'f';
+    case '\n':
+        return 'n';
+    case '\r':
+        return 'r';
+    case '\t':
+        return 't';
+    default:
+        return 0;
+    }
+}
+
+static void put_string(body_out *o, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    put(o, "\"", 1);
+    size_t run = 0; /* s[run..i) needs no escape */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            continue;
+        }
+        put(o, s + run, i - run);
+        run = i + 1;
+        char e = short_escape(c);
+        if (e) {
+            char esc[2] = {'\\', e};
+            put(o, esc, 2);
+        } else {
+            char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            put(o, esc, 6);
+        }
+    }
+    put(o, s + run, n - run);
+    put(o, "\"", 1);
+}
+
+static int put_value(body_out *o, const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        const char *key;
+        json_t *x;
+        int first = 1;
+        put(o, "{", 1);
+        json_object_foreach((json_t *)v, key, x)
+        {
+            if (!first) {
+                put(o, ",", 1);
+            }
+            first = 0;
+            put_string(o, key, strlen(key));
+            put(o, ":", 1);
+            if (put_value(o, x) < 0) {
+                return -1;
+            }
+        }
+        put(o, "}", 1);
+        return 0;
+    }
+    case JSON_ARRAY: {
+        size_t i;
+        json_t *x;
+        put(o, "[", 1);
+        json_array_foreach(v, i, x)
+        {
+            if (i > 0) {
+                put(o, ",", 1);
+            }
+            if (put_value(o, x) < 0) {
+                return -1;
+            }
+        }
+        put(o, "]", 1);
+        return 0;
+    }
+    case JSON_STRING:
+        put_string(o, json_string_value(v), json_string_length(v));
+        return 0;
+    case JSON_INTEGER: {
+        char num[32];
+        int n = snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        put(o, num, (size_t)n);
+        return 0;
+    }
+    case JSON_TRUE:
+        put(o, "true", 4);
+        return 0;
+    case JSON_FALSE:
+        put(o, "false", 5);
+        return 0;
+    case JSON_NULL:
+        put(o, "null", 4);
+        return 0;
+    default:
+        return -1; /* a real: jansson's own formatting */
+    }
+}
+
+size_t px_nq_body(const json_t *msg, char *buf, size_t size)
+{
+    body_out o = {buf, buf ? size : 0, 0};
+    return msg && put_value(&o, msg) == 0 ? o.len : 0;
+}
+
 int px_nq_envelope_type(const json_t *env, char *type, size_t type_len, char *why,
                         size_t why_len)
 {

@@ -19,6 +19,12 @@
  * and leaves *out untouched. */
 int px_nq_build(const json_t *params, json_t **out, char *why, size_t why_len);
 
+/* Writes `msg` (borrowed; a message from px_nq_build) as compact JSON into buf (size bytes, may be
+ * NULL when size is 0), like json_dumpb: returns the body's length, which is more than size when
+ * it did not fit (buf then holds a truncated body), or 0 when msg holds a value no message has
+ * (a real number), for which json_dumpb is the way. Not NUL-terminated. */
+size_t px_nq_body(const json_t *msg, char *buf, size_t size);
+
 /* 1 when `s` (borrowed) looks like an e-mail address: one '@', a plausible local part, and a
  * domain of at least two dot-separated labels of letters, digits and '-'. 0 otherwise. */
 int px_nq_email_ok(const char *s);

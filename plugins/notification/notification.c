@@ -198,6 +198,33 @@ static void on_pub_notify(void *arg)
     host->post(s->ctx, on_pub_results, s);
 }
 
+/* The job publishing msg (borrowed) for d, its body written straight into the job (through a
+ * stack buffer when it fits). NULL when out of memory. */
+static px_nq_job *body_job(px_delivery *d, const json_t *msg, const char *message_id)
+{
+    char buf[2048];
+    size_t len = px_nq_body(msg, buf, sizeof(buf));
+    int ours = len > 0;
+    if (!ours) {
+        len = json_dumpb(msg, NULL, 0, JSON_COMPACT); /* a value only jansson formats */
+        if (len == 0) {
+            return NULL;
+        }
+    }
+    px_nq_job *job = px_nq_job_create(d, len, message_id);
+    if (!job) {
+        return NULL;
+    }
+    if (!ours) {
+        json_dumpb(msg, job->body, len, JSON_COMPACT);
+    } else if (len <= sizeof(buf)) {
+        memcpy(job->body, buf, len);
+    } else {
+        px_nq_body(msg, job->body, len);
+    }
+    return job;
+}
+
 static void nq_deliver(void *state, px_delivery *d)
 {
     nq *s = state;
@@ -219,19 +246,17 @@ static void nq_deliver(void *state, px_delivery *d)
         host->complete(d, PX_EREJECT, why, 0);
         return;
     }
-    char *body = json_dumps(msg, JSON_COMPACT);
-    json_decref(msg);
     if (!s->pub) {
         int rc = px_nq_pub_create(&s->pc, on_pub_notify, s, &s->pub);
         if (rc < 0) {
-            free(body);
+            json_decref(msg);
             host->log(s->ctx, PX_LOG_ERROR, "cannot start the publisher thread rc=%d", rc);
             host->complete(d, PX_ERETRY, "publisher thread unavailable", 0);
             return;
         }
     }
-    const px_event *ev = host->delivery_event(d);
-    px_nq_job *job = px_nq_job_create(d, body, strlen(body), host->event_id(ev));
+    px_nq_job *job = body_job(d, msg, host->event_id(host->delivery_event(d)));
+    json_decref(msg);
     if (!job) {
         host->complete(d, PX_ERETRY, "out of memory", 0);
         return;

@@ -111,15 +111,15 @@ static void list_free(job_list *l)
     l->head = l->tail = NULL;
 }
 
-px_nq_job *px_nq_job_create(void *tag, char *body, size_t len, const char *message_id)
+px_nq_job *px_nq_job_create(void *tag, size_t len, const char *message_id)
 {
-    px_nq_job *j = calloc(1, sizeof(*j));
+    px_nq_job *j = malloc(sizeof(*j) + len);
     if (!j) {
-        free(body);
         return NULL;
     }
+    memset(j, 0, sizeof(*j));
     j->tag = tag;
-    j->body = body;
+    j->body = (char *)(j + 1);
     j->len = len;
     snprintf(j->message_id, sizeof(j->message_id), "%s", message_id ? message_id : "");
     return j;
@@ -127,10 +127,7 @@ px_nq_job *px_nq_job_create(void *tag, char *body, size_t len, const char *messa
 
 void px_nq_job_free(px_nq_job *job)
 {
-    if (job) {
-        free(job->body);
-        free(job);
-    }
+    free(job);
 }
 
 static void wake(px_nq_pub *p)

@@ -37,7 +37,7 @@ enum px_nq_state { PX_NQ_STATE_SAME = 0, PX_NQ_STATE_UP = 1, PX_NQ_STATE_DOWN = 
 typedef struct px_nq_job {
     struct px_nq_job *next;
     void *tag;        /* the caller's (e.g. a delivery), returned untouched; NULL = log record */
-    char *body;       /* owned by the job (malloc), len bytes */
+    char *body;       /* len bytes, in the job's own allocation */
     size_t len;
     char message_id[128];
     int status;       /* result: PX_OK or PX_ERETRY */
@@ -73,8 +73,9 @@ void px_nq_pub_stop(px_nq_pub *p);
  * NULL is a no-op. */
 void px_nq_pub_destroy(px_nq_pub *p);
 
-/* A new job for tag (borrowed pointer, returned as is) owning body (steals; malloc'd). */
-px_nq_job *px_nq_job_create(void *tag, char *body, size_t len, const char *message_id);
+/* A new job for tag (borrowed pointer, returned as is) with room for a len-byte body, which the
+ * caller writes into job->body; one allocation. NULL when out of memory. */
+px_nq_job *px_nq_job_create(void *tag, size_t len, const char *message_id);
 void px_nq_job_free(px_nq_job *job);
 
 #endif
