@@ -75,28 +75,25 @@ int px_nq_email_ok(const char *s)
     }
 }
 
-/* Appends the addresses in v (a string, an {"email","name"} object, or a list of them) to list.
- * default_name (may be NULL) names string-form addresses. */
-static int add_addresses(json_t *list, const json_t *v, const char *where, const char *default_name,
-                         char *why, size_t n)
+/* The place of a field in a reason: "where.key", or "where.key[i]" when i >= 0. Only built when a
+ * reason is written, so a valid message costs no formatting. */
+static const char *place(char *buf, size_t len, const char *where, const char *key, long i)
 {
-    if (is_blank(v)) {
-        return 0;
+    if (i >= 0) {
+        snprintf(buf, len, "%s.%s[%ld]", where, key, i);
+    } else {
+        snprintf(buf, len, "%s.%s", where, key);
     }
-    if (json_is_array(v)) {
-        size_t i;
-        const json_t *x;
-        json_array_foreach(v, i, x)
-        {
-            if (json_is_array(x)) {
-                return fail(why, n, "%s[%zu]: expected an address, got a list", where, i);
-            }
-            char sub[256];
-            snprintf(sub, sizeof(sub), "%s[%zu]", where, i);
-            if (add_addresses(list, x, sub, default_name, why, n) < 0) {
-                return -1;
-            }
-        }
+    return buf;
+}
+
+/* Appends the one address v (a string or an {"email","name"} object; null and "" are skipped) to
+ * list; where, key and i name its place. default_name (may be NULL) names a string-form address. */
+static int add_address(json_t *list, const json_t *v, const char *where, const char *key, long i,
+                       const char *default_name, char *why, size_t n)
+{
+    char at[256];
+    if (is_blank(v)) {
         return 0;
     }
     const char *email = NULL, *name = default_name;
@@ -108,7 +105,8 @@ static int add_addresses(json_t *list, const json_t *v, const char *where, const
         json_object_foreach((json_t *)v, k, x)
         {
             if (strcmp(k, "email") != 0 && strcmp(k, "name") != 0) {
-                return fail(why, n, "%s: unknown key \"%s\" (use email and name)", where, k);
+                return fail(why, n, "%s: unknown key \"%s\" (use email and name)",
+                            place(at, sizeof(at), where, key, i), k);
             }
         }
         const json_t *e = json_object_get(v, "email"), *nm = json_object_get(v, "name");
@@ -116,22 +114,26 @@ static int add_addresses(json_t *list, const json_t *v, const char *where, const
             return 0;
         }
         if (!json_is_string(e)) {
-            return fail(why, n, "%s.email: expected a string", where);
+            return fail(why, n, "%s.email: expected a string",
+                        place(at, sizeof(at), where, key, i));
         }
         email = json_string_value(e);
         if (!is_blank(nm)) {
             if (!json_is_string(nm)) {
-                return fail(why, n, "%s.name: expected a string", where);
+                return fail(why, n, "%s.name: expected a string",
+                            place(at, sizeof(at), where, key, i));
             }
             name = json_string_value(nm);
         }
     } else {
-        return fail(why, n, "%s: expected an e-mail address", where);
+        return fail(why, n, "%s: expected an e-mail address", place(at, sizeof(at), where, key, i));
     }
     if (!px_nq_email_ok(email)) {
-        return fail(why, n, "%s: \"%.100s\" is not an e-mail address", where, email);
+        return fail(why, n, "%s: \"%.100s\" is not an e-mail address",
+                    place(at, sizeof(at), where, key, i), email);
     }
-    json_t *a = json_pack("{s:s}", "email", email);
+    json_t *a = json_object();
+    json_object_set_new(a, "email", json_string(email));
     if (name && *name) {
         json_object_set_new(a, "name", json_string(name));
     }
@@ -139,10 +141,34 @@ static int add_addresses(json_t *list, const json_t *v, const char *where, const
     return 0;
 }
 
-/* A phone number or push id given as a string or a number; stores the text in *out (borrowed
- * from v or from buf), or NULL when blank. */
-static int scalar_text(const json_t *v, const char *where, char *buf, size_t buf_len,
-                       const char **out, char *why, size_t n)
+/* Appends the addresses in v (an address or a list of them) to list; where and key name the
+ * field. default_name (may be NULL) names string-form addresses. */
+static int add_addresses(json_t *list, const json_t *v, const char *where, const char *key,
+                         const char *default_name, char *why, size_t n)
+{
+    if (!json_is_array(v)) {
+        return add_address(list, v, where, key, -1, default_name, why, n);
+    }
+    size_t i;
+    const json_t *x;
+    json_array_foreach(v, i, x)
+    {
+        if (json_is_array(x)) {
+            char at[256];
+            return fail(why, n, "%s[%zu]: expected an address, got a list",
+                        place(at, sizeof(at), where, key, -1), i);
+        }
+        if (add_address(list, x, where, key, (long)i, default_name, why, n) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* A phone number or push id (field key of where) given as a string or a number; stores the text
+ * in *out (borrowed from v or from buf), or NULL when blank. */
+static int scalar_text(const json_t *v, const char *where, const char *key, char *buf,
+                       size_t buf_len, const char **out, char *why, size_t n)
 {
     *out = NULL;
     if (is_blank(v)) {
@@ -154,7 +180,8 @@ static int scalar_text(const json_t *v, const char *where, char *buf, size_t buf
         snprintf(buf, buf_len, "%lld", (long long)json_integer_value(v));
         *out = buf;
     } else {
-        return fail(why, n, "%s: expected a string", where);
+        char at[256];
+        return fail(why, n, "%s: expected a string", place(at, sizeof(at), where, key, -1));
     }
     return 0;
 }
@@ -245,37 +272,35 @@ static int norm_recipient(const json_t *r, const char *where, int short_form, js
     const char *dname = is_blank(to_name) ? NULL : json_string_value(to_name);
     json_t *rec = json_object();
     json_t *tos = json_array(), *ccs = json_array(), *bccs = json_array();
-    char sub[256];
     static const char *const to_keys[] = {"tos", "to", "email"};
     for (size_t i = 0; i < 3; i++) {
-        snprintf(sub, sizeof(sub), "%s.%s", where, to_keys[i]);
-        if (add_addresses(tos, json_object_get(r, to_keys[i]), sub, dname, why, n) < 0) {
+        const json_t *v = json_object_get(r, to_keys[i]);
+        if (add_addresses(tos, v, where, to_keys[i], dname, why, n) < 0) {
             goto fail;
         }
     }
-    snprintf(sub, sizeof(sub), "%s.ccs", where);
-    if (add_addresses(ccs, json_object_get(r, "ccs"), sub, NULL, why, n) < 0) {
+    if (add_addresses(ccs, json_object_get(r, "ccs"), where, "ccs", NULL, why, n) < 0) {
         goto fail;
     }
-    snprintf(sub, sizeof(sub), "%s.bccs", where);
-    if (add_addresses(bccs, json_object_get(r, "bccs"), sub, NULL, why, n) < 0) {
+    if (add_addresses(bccs, json_object_get(r, "bccs"), where, "bccs", NULL, why, n) < 0) {
         goto fail;
     }
     char buf[32];
     const char *phone, *push;
-    snprintf(sub, sizeof(sub), "%s.phone", where);
-    if (scalar_text(json_object_get(r, "phone"), sub, buf, sizeof(buf), &phone, why, n) < 0) {
+    const json_t *pv = json_object_get(r, "phone"), *iv = json_object_get(r, "pushId");
+    if (scalar_text(pv, where, "phone", buf, sizeof(buf), &phone, why, n) < 0) {
         goto fail;
     }
     if (phone && !phone_ok(phone)) {
-        fail(why, n, "%s: \"%.40s\" is not a phone number", sub, phone);
+        char at[256];
+        fail(why, n, "%s: \"%.40s\" is not a phone number",
+             place(at, sizeof(at), where, "phone", -1), phone);
         goto fail;
     }
     if (phone) {
         json_object_set_new(rec, "phone", json_string(phone));
     }
-    snprintf(sub, sizeof(sub), "%s.pushId", where);
-    if (scalar_text(json_object_get(r, "pushId"), sub, buf, sizeof(buf), &push, why, n) < 0) {
+    if (scalar_text(iv, where, "pushId", buf, sizeof(buf), &push, why, n) < 0) {
         goto fail;
     }
     if (push) {
