@@ -42,6 +42,7 @@ add() { srcs[$1]=$2; flags[$1]=${3:-}; }
 add fuzz_config "fuzz/targets/fuzz_config.c host/config.c $base"
 add fuzz_mapping "fuzz/targets/fuzz_mapping.c host/mapping.c $base"
 add fuzz_http "fuzz/targets/fuzz_http.c host/http_server.c $base"
+add fuzz_json_check "fuzz/targets/fuzz_json_check.c host/json_check.c $base"
 if [ -f plugins/ezzing/envelope.c ]; then
     add fuzz_ezzing_envelope "fuzz/targets/fuzz_ezzing_envelope.c plugins/ezzing/envelope.c" \
         "-Iplugins/ezzing"
