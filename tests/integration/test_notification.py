@@ -105,6 +105,9 @@ pipelines:
     with Host(cfg) as h:
         h.start()
         wait_for(lambda: queue_count(q) >= 1000, timeout=60, what="1000 messages in the queue")
+        # A first attempt may run before its event's commit, so the broker can hold a message
+        # before the source is told its event is persisted.
+        wait_for(lambda: len(read_acks(h.path("acks"))) >= 1000, timeout=60, what="1000 acks")
         acks = read_acks(h.path("acks"))
         h.stop()
     ids = {}
