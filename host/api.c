@@ -9,6 +9,7 @@
 #include "err.h"
 #include "event.h"
 #include "ingest.h"
+#include "json_check.h"
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
@@ -53,7 +54,16 @@ static const char *api_event_type(const px_event *ev) { return ev ? ev->type : N
 static const char *api_event_id(const px_event *ev) { return ev ? ev->id : NULL; }
 static const char *api_event_source(const px_event *ev) { return ev ? ev->source : NULL; }
 static int64_t api_event_time_ms(const px_event *ev) { return ev ? ev->time_ms : 0; }
-static json_t *api_event_payload(const px_event *ev) { return ev ? ev->payload : NULL; }
+/* Events are immutable to plugins; parsing a text payload on first use only fills a cache. */
+static json_t *api_event_payload(const px_event *ev)
+{
+    return ev ? px_event_payload((px_event *)ev) : NULL;
+}
+
+static const char *api_event_payload_text(const px_event *ev, size_t *len)
+{
+    return ev ? px_event_text((px_event *)ev, len) : NULL;
+}
 
 static const char *api_event_meta(const px_event *ev, const char *key)
 {
@@ -139,9 +149,42 @@ static int api_event_set_raw(px_event *ev, const char *json, size_t len)
     if (!json) {
         return PX_EINVAL;
     }
-    ev->raw = json;
-    ev->raw_len = len;
+    px_event_set_text(ev, json, len);
     return 0;
+}
+
+static void set_error(json_error_t *error, const char *text)
+{
+    if (error) {
+        memset(error, 0, sizeof(*error));
+        error->line = error->column = -1;
+        snprintf(error->text, sizeof(error->text), "%s", text);
+        snprintf(error->source, sizeof(error->source), "<event_create_text>");
+    }
+}
+
+static px_event *api_event_create_text(px_plugin_ctx *ctx, const char *type, const char *json,
+                                       size_t len, size_t flags, json_error_t *error)
+{
+    if (!ctx || !type || !*type || (!json && len)) {
+        set_error(error, "bad argument: context, type and text are required");
+        return NULL;
+    }
+    if (!json) {
+        json = "";
+    }
+    if (px_json_check(json, len, flags) == PX_JSON_OK) {
+        return px_event_create_text(ctx->inst->name, type, json, len, flags);
+    }
+    /* Not certainly JSON: jansson decides, and says why not. The tree it built is kept. */
+    json_error_t local;
+    json_t *payload = json_loadb(json, len, flags, error ? error : &local);
+    if (!payload) {
+        return NULL;
+    }
+    px_event *ev = px_event_create(ctx->inst->name, type, payload);
+    px_event_set_text(ev, json, len);
+    return ev;
 }
 
 void px_api_init(px_host_api *api)
@@ -183,4 +226,6 @@ void px_api_init(px_host_api *api)
     api->drained = api_drained;
     api->dead_letter = api_dead_letter;
     api->event_set_raw = api_event_set_raw;
+    api->event_create_text = api_event_create_text;
+    api->event_payload_text = api_event_payload_text;
 }

@@ -179,12 +179,9 @@ static void on_loaded(const px_spool_loaded *row, void *arg)
         return;
     }
     q->tail_id = row->id;
-    json_error_t jerr;
-    json_t *payload = json_loadb(row->ev.payload, row->ev.payload_len, JSON_DECODE_ANY, &jerr);
-    if (!payload) {
-        payload = json_stringn(row->ev.payload, row->ev.payload_len);
-    }
-    px_event *ev = px_event_create(row->ev.source, row->ev.type, payload);
+    /* parsed only if the sink asks for the payload as JSON */
+    px_event *ev = px_event_create_text(row->ev.source, row->ev.type, row->ev.payload,
+                                        row->ev.payload_len, JSON_DECODE_ANY);
     if (!ev) {
         return;
     }

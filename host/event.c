@@ -33,6 +33,59 @@ px_event *px_event_create(const char *source, const char *type, json_t *payload)
     return ev;
 }
 
+px_event *px_event_create_text(const char *source, const char *type, const char *json,
+                               size_t len, size_t flags)
+{
+    if (!type || !*type || !json) {
+        return NULL;
+    }
+    px_event *ev = px_xcalloc(1, sizeof(*ev));
+    ev->refs = 1;
+    ev->time_ms = px_now_ms();
+    ev->id = new_id(ev->time_ms);
+    ev->type = px_xstrdup(type);
+    ev->source = px_xstrdup(source ? source : "");
+    px_event_set_text(ev, json, len);
+    ev->text_flags = flags;
+    return ev;
+}
+
+void px_event_set_text(px_event *ev, const char *json, size_t len)
+{
+    char *copy = px_xmalloc(len + 1);
+    memcpy(copy, json, len);
+    copy[len] = '\0';
+    free(ev->text);
+    ev->text = copy;
+    ev->text_len = len;
+}
+
+json_t *px_event_payload(px_event *ev)
+{
+    if (!ev->payload && ev->text) {
+        ev->payload = json_loadb(ev->text, ev->text_len, ev->text_flags, NULL);
+        if (!ev->payload) {
+            ev->payload = json_stringn(ev->text, ev->text_len);
+        }
+    }
+    return ev->payload;
+}
+
+const char *px_event_text(px_event *ev, size_t *len)
+{
+    if (!ev->text) {
+        ev->text = json_dumps(ev->payload, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (!ev->text) {
+            ev->text = px_xstrdup("null");
+        }
+        ev->text_len = strlen(ev->text);
+    }
+    if (len) {
+        *len = ev->text_len;
+    }
+    return ev->text;
+}
+
 px_event *px_event_ref(px_event *ev)
 {
     ev->refs++;
@@ -50,6 +103,7 @@ void px_event_unref(px_event *ev)
     free(ev->dedupe_key);
     free(ev->subject);
     json_decref(ev->payload);
+    free(ev->text);
     json_decref(ev->meta);
     free(ev->backoff_ms);
     free(ev);

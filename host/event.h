@@ -19,18 +19,36 @@ struct px_event {
     char *dedupe_key;       /* owned, may be NULL */
     char *subject;          /* owned, may be NULL */
     int64_t time_ms;
-    json_t *payload;        /* owned reference */
+    json_t *payload;        /* owned reference; NULL until first asked (px_event_payload) when the
+                               event was made from text */
     json_t *meta;           /* owned: object of strings, or NULL */
     uint32_t max_attempts;  /* hint, 0 = none */
     uint32_t timeout_ms;    /* hint, 0 = none */
     uint32_t *backoff_ms;   /* hint list, owned; nbackoff entries */
     size_t nbackoff;
-    const char *raw;        /* borrowed until emit returns: the payload's JSON text, or NULL */
-    size_t raw_len;
+    char *text;             /* owned: the payload's JSON text, NUL-terminated (the source's own,
+                               or a serialisation made when first asked), or NULL */
+    size_t text_len;
+    size_t text_flags;      /* jansson decode flags the text parses with */
 };
 
 /* New event with one reference held by the caller; payload is stolen. source borrowed (copied). */
 px_event *px_event_create(const char *source, const char *type, json_t *payload);
+/* New event whose payload is the JSON text json (len bytes, borrowed, copied), parsed with
+ * jansson decode `flags` only when first asked for. The caller has checked that it parses
+ * (px_json_check or jansson). Returns NULL when type is empty or json NULL. */
+px_event *px_event_create_text(const char *source, const char *type, const char *json,
+                               size_t len, size_t flags);
+/* The payload (borrowed), parsed from the text on first call. Text that does not parse (only
+ * from a source breaking the event_set_raw contract, or a damaged spool row) becomes a JSON
+ * string of the text. */
+json_t *px_event_payload(px_event *ev);
+/* The payload's JSON text (borrowed, NUL-terminated; *len its length when len is not NULL):
+ * the source's own text, else a compact serialisation made on first call. */
+const char *px_event_text(px_event *ev, size_t *len);
+/* Keeps a copy of json (len bytes, borrowed) as the text of ev's payload, which it must parse
+ * to. */
+void px_event_set_text(px_event *ev, const char *json, size_t len);
 px_event *px_event_ref(px_event *ev);
 void px_event_unref(px_event *ev); /* NULL is a no-op */
 

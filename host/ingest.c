@@ -256,6 +256,12 @@ static const char *full_sink(px_daemon *d, const px_route *routes, size_t n, int
     return NULL;
 }
 
+/* Conditions and mappings parse an event given as text only when they read its payload. */
+static const json_t *lazy_payload(void *ev)
+{
+    return px_event_payload(ev);
+}
+
 int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_cb cb, void *arg)
 {
     if (!ev) {
@@ -286,7 +292,9 @@ int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_
     pe->ev = ev;
     pe->cb = cb;
     pe->arg = arg;
-    px_mapping_env env = {ev->payload, ev->type, ev->id, ev->source, (long long)ev->time_ms};
+    px_mapping_env env = {.type = ev->type, .id = ev->id, .source = ev->source,
+                          .time_ms = (long long)ev->time_ms, .payload_fn = lazy_payload,
+                          .payload_arg = ev};
     pe->router = px_router_box_ref(d->router);
     pe->nroutes = px_router_route(pe->router->router, ev->source, &env, &pe->routes);
     int64_t pending = 0;
@@ -306,7 +314,6 @@ int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_
 
     if (pe->nroutes == 0 && !ev->dedupe_key) {
         d->events_unrouted++;
-        ev->raw = NULL;
         PX_LOG_DEBUG("ingest", "no pipeline source=%s type=%s event=%s", ev->source, ev->type,
                      ev->id);
         pe->status = PX_OK;
@@ -316,14 +323,14 @@ int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_
     }
 
     /* The source's own text when it gave it: serialising the payload again costs as much as
-     * parsing it did. */
-    char *payload = ev->raw ? NULL : json_dumps(ev->payload, JSON_COMPACT | JSON_ENCODE_ANY);
+     * parsing it did. Kept in the event, for sinks that write text. */
+    size_t payload_len;
+    const char *payload = px_event_text(ev, &payload_len);
     char *meta = ev->meta ? json_dumps(ev->meta, JSON_COMPACT) : NULL;
     char *hints = px_event_hints_json(ev);
     px_spool_event sev = {
         .id = ev->id, .type = ev->type, .source = ev->source, .dedupe_key = ev->dedupe_key,
-        .time_ms = ev->time_ms, .payload = ev->raw ? ev->raw : payload,
-        .payload_len = ev->raw ? ev->raw_len : payload ? strlen(payload) : 0,
+        .time_ms = ev->time_ms, .payload = payload, .payload_len = payload_len,
         .meta = meta, .hints = hints,
     };
     char **params_text = NULL;
@@ -337,19 +344,18 @@ int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_
         if (r->error) {
             d->mapping_errors++;
         }
-        params_text[i] = r->params ? json_dumps(r->params, JSON_COMPACT) : NULL;
+        /* no `with`: nothing to store ("{}" is read back) */
+        params_text[i] = json_object_size(r->params) ? json_dumps(r->params, JSON_COMPACT) : NULL;
         pe->rows[i] = (px_spool_row){
             .pipeline = r->pipeline, .sink = r->sink, .action = r->action,
             .params = params_text[i], .params_len = params_text[i] ? strlen(params_text[i]) : 0,
         };
     }
     int rc = px_spool_put(d->spool, &sev, pe->rows, pe->nroutes, on_committed, pe);
-    ev->raw = NULL;
     for (size_t i = 0; i < pe->nroutes; i++) {
         free(params_text[i]);
     }
     free(params_text);
-    free(payload);
     free(meta);
     free(hints);
     if (rc < 0) {

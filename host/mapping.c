@@ -286,6 +286,15 @@ const char *px_pointer_text(const px_pointer *p)
     return p->text;
 }
 
+/* The payload, parsed on first use when the env was given a loader. */
+static const json_t *env_payload(const px_mapping_env *env)
+{
+    if (!env->payload && env->payload_fn) {
+        return env->payload_fn(env->payload_arg);
+    }
+    return env->payload;
+}
+
 /* Resolves a payload pointer; borrowed result or NULL. */
 static const json_t *resolve_payload(const px_pointer *p, const json_t *payload)
 {
@@ -313,7 +322,7 @@ static const char *event_string(const px_pointer *p, const px_mapping_env *env)
 json_t *px_pointer_eval(const px_pointer *p, const px_mapping_env *env)
 {
     if (p->field == FIELD_PAYLOAD) {
-        return json_incref((json_t *)resolve_payload(p, env->payload));
+        return json_incref((json_t *)resolve_payload(p, env_payload(env)));
     }
     if (p->field == FIELD_TIME) {
         return jx(json_integer(env->time_ms));
@@ -618,7 +627,7 @@ static void render_value(sbuf *b, const json_t *v)
 static int render_ref(sbuf *b, const px_pointer *p, const px_mapping_env *env)
 {
     if (p->field == FIELD_PAYLOAD) {
-        const json_t *v = resolve_payload(p, env->payload);
+        const json_t *v = resolve_payload(p, env_payload(env));
         if (!v) {
             return PX_ENOENT;
         }

@@ -24,9 +24,11 @@ typedef struct px_pointer px_pointer;
 /* Event fields reachable through /$event/... (all borrowed for the call; may be NULL, which makes
  * a reference to them missing). */
 typedef struct px_mapping_env {
-    const json_t *payload;
+    const json_t *payload; /* NULL: asked of payload_fn(payload_arg) on first use, if set */
     const char *type, *id, *source;
     long long time_ms;
+    const json_t *(*payload_fn)(void *arg); /* borrowed result (e.g. an event parsed lazily) */
+    void *payload_arg;
 } px_mapping_env;
 
 /* Compiles template `tmpl` (borrowed; nothing of it is kept). On success returns 0 and stores

@@ -56,7 +56,8 @@ typedef struct kevent { /* px_event */
     json_t *payload, *meta, *hints;
     int64_t time_ms;
     int emitted, discarded, from_kit;
-    int raw; /* event_set_raw was given the payload's text */
+    int raw; /* event_set_raw or event_create_text was given the payload's text */
+    char *text; /* event_payload_text's answer (owned), made on first call */
     struct kevent *next;
 } kevent;
 
@@ -488,6 +489,49 @@ static px_event *kit_event_create(px_plugin_ctx *ctx, const char *type, json_t *
     return (px_event *)event_new(g, type, payload);
 }
 
+/* The kit parses at once (the host checks now and parses later; a plugin cannot tell). */
+static px_event *kit_event_create_text(px_plugin_ctx *ctx, const char *type, const char *json,
+                                       size_t len, size_t flags, json_error_t *error)
+{
+    kgen *g = (kgen *)ctx;
+    if (!usable(g, "event_create_text") || !type || !type[0] || (!json && len)) {
+        if (g && (!type || !type[0])) {
+            warning(g->k, "event_create_text without a type");
+        }
+        if (error) {
+            memset(error, 0, sizeof(*error));
+            snprintf(error->text, sizeof(error->text), "bad argument");
+        }
+        return NULL;
+    }
+    json_error_t local;
+    json_t *payload = json_loadb(json ? json : "", len, flags, error ? error : &local);
+    if (!payload) {
+        return NULL;
+    }
+    kevent *e = event_new(g, type, payload);
+    e->raw = 1;
+    e->text = px_xmalloc(len + 1);
+    memcpy(e->text, json ? json : "", len);
+    e->text[len] = '\0';
+    return (px_event *)e;
+}
+
+static const char *kit_event_payload_text(const px_event *ev, size_t *len)
+{
+    kevent *e = (kevent *)ev;
+    if (!e) {
+        return NULL;
+    }
+    if (!e->text) {
+        e->text = json_dumps(e->payload, JSON_COMPACT | JSON_ENCODE_ANY);
+    }
+    if (len) {
+        *len = strlen(e->text);
+    }
+    return e->text;
+}
+
 static int settable(kevent *e, const char *fn)
 {
     if (!e || !usable(e->g, fn)) {
@@ -580,6 +624,10 @@ static int kit_event_set_raw(px_event *ev, const char *json, size_t len)
     }
     json_decref(parsed);
     e->raw = 1;
+    free(e->text);
+    e->text = px_xmalloc(len + 1);
+    memcpy(e->text, json, len);
+    e->text[len] = '\0';
     return 0;
 }
 
@@ -1381,6 +1429,8 @@ static void fill_api(px_host_api *a)
     a->drained = kit_drained;
     a->dead_letter = kit_dead_letter;
     a->event_set_raw = kit_event_set_raw;
+    a->event_create_text = kit_event_create_text;
+    a->event_payload_text = kit_event_payload_text;
 }
 
 /* --- Driving the plugin ---------------------------------------------------------------------- */
@@ -2030,6 +2080,7 @@ static void teardown(kit *k)
         free(e->dedupe);
         free(e->subject);
         json_decref(e->payload);
+        free(e->text);
         json_decref(e->meta);
         json_decref(e->hints);
         free(e);

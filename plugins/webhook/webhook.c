@@ -317,6 +317,82 @@ static void on_persisted(int status, void *arg)
     }
 }
 
+static void bad_json(hook *h, px_http_request *req, const json_error_t *jerr)
+{
+    char reason[300];
+    snprintf(reason, sizeof(reason), "%s at line %d column %d", jerr->text, jerr->line,
+             jerr->column);
+    host->counter_add(h->ctx, "requests_rejected_total", "reason=\"json\"", 1);
+    respond_error(req, 400, "malformed JSON", reason);
+}
+
+static void bad_type(hook *h, px_http_request *req)
+{
+    host->counter_add(h->ctx, "requests_rejected_total", "reason=\"type\"", 1);
+    respond_error(req, 400, "invalid event type", "1 to 255 printable characters without spaces");
+}
+
+/* The event of a request body, or NULL when the request was answered with an error. When the
+ * type is known without reading the body (a header, or the fixed type) and no id or dedupe key
+ * is read from it, the host only checks the body now and parses it if a pipeline needs its
+ * values; otherwise it is parsed here. Either way the body is the payload's exact text, which
+ * the host stores without serialising it again. */
+static px_event *build_event(hook *h, px_http_request *req, const char *body, size_t len)
+{
+    const char *type = h->type_header ? host->http_req_header(req, h->type_header) : NULL;
+    const char *known = type ? type : h->type_pointer ? NULL : h->type;
+    json_error_t jerr;
+    if (known && valid_type(known) && !h->id_pointer && !h->dedupe_pointer &&
+        PX_HAS(px_host_api, host, event_create_text)) {
+        px_event *ev = host->event_create_text(h->ctx, known, body, len, JSON_REJECT_DUPLICATES,
+                                               &jerr);
+        if (!ev) {
+            bad_json(h, req, &jerr);
+        }
+        return ev;
+    }
+    json_t *payload = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!payload) {
+        bad_json(h, req, &jerr);
+        return NULL;
+    }
+    char tbuf[MAX_TYPE_LEN];
+    if (!type && h->type_pointer && pointer_text(payload, h->type_pointer, tbuf, sizeof(tbuf))) {
+        type = tbuf;
+    }
+    if (!type) {
+        type = h->type;
+    }
+    if (!valid_type(type)) {
+        json_decref(payload);
+        bad_type(h, req);
+        return NULL;
+    }
+    char idbuf[MAX_KEY_LEN], keybuf[MAX_KEY_LEN];
+    const char *id = NULL, *key = NULL;
+    if (h->id_pointer && pointer_text(payload, h->id_pointer, idbuf, sizeof(idbuf))) {
+        id = idbuf;
+    }
+    if (h->dedupe_pointer && pointer_text(payload, h->dedupe_pointer, keybuf, sizeof(keybuf))) {
+        key = keybuf;
+    }
+    px_event *ev = host->event_create(h->ctx, type, payload); /* steals payload */
+    if (!ev) {
+        respond_error(req, 400, "invalid event", NULL);
+        return NULL;
+    }
+    if ((id && host->event_set(ev, PX_EVENT_ID, id) < 0) ||
+        (key && host->event_set(ev, PX_EVENT_DEDUPE_KEY, key) < 0)) {
+        host->event_discard(ev);
+        respond_error(req, 400, "invalid event id or dedupe key", NULL);
+        return NULL;
+    }
+    if (PX_HAS(px_host_api, host, event_set_raw)) {
+        host->event_set_raw(ev, body, len);
+    }
+    return ev;
+}
+
 static void on_request(px_http_request *req, void *arg)
 {
     hook *h = arg;
@@ -344,55 +420,9 @@ static void on_request(px_http_request *req, void *arg)
         respond_error(req, 400, "malformed JSON", "empty body");
         return;
     }
-    json_error_t jerr;
-    json_t *payload = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!payload) {
-        char reason[300];
-        snprintf(reason, sizeof(reason), "%s at line %d column %d", jerr.text, jerr.line,
-                 jerr.column);
-        host->counter_add(h->ctx, "requests_rejected_total", "reason=\"json\"", 1);
-        respond_error(req, 400, "malformed JSON", reason);
-        return;
-    }
-
-    char tbuf[MAX_TYPE_LEN];
-    const char *type = NULL;
-    if (h->type_header) {
-        type = host->http_req_header(req, h->type_header);
-    }
-    if (!type && h->type_pointer && pointer_text(payload, h->type_pointer, tbuf, sizeof(tbuf))) {
-        type = tbuf;
-    }
-    if (!type) {
-        type = h->type;
-    }
-    if (!valid_type(type)) {
-        json_decref(payload);
-        host->counter_add(h->ctx, "requests_rejected_total", "reason=\"type\"", 1);
-        respond_error(req, 400, "invalid event type",
-                      "1 to 255 printable characters without spaces");
-        return;
-    }
-
-    char idbuf[MAX_KEY_LEN], keybuf[MAX_KEY_LEN];
-    const char *id = NULL, *key = NULL;
-    if (h->id_pointer && pointer_text(payload, h->id_pointer, idbuf, sizeof(idbuf))) {
-        id = idbuf;
-    }
-    if (h->dedupe_pointer && pointer_text(payload, h->dedupe_pointer, keybuf, sizeof(keybuf))) {
-        key = keybuf;
-    }
-
-    px_event *ev = host->event_create(h->ctx, type, payload); /* steals payload */
+    px_event *ev = build_event(h, req, body, len);
     if (!ev) {
-        respond_error(req, 400, "invalid event", NULL);
-        return;
-    }
-    if ((id && host->event_set(ev, PX_EVENT_ID, id) < 0) ||
-        (key && host->event_set(ev, PX_EVENT_DEDUPE_KEY, key) < 0)) {
-        host->event_discard(ev);
-        respond_error(req, 400, "invalid event id or dedupe key", NULL);
-        return;
+        return; /* answered */
     }
     size_t nmeta = json_array_size(h->meta_headers);
     for (size_t i = 0; i < nmeta; i++) {
@@ -420,10 +450,6 @@ static void on_request(px_http_request *req, void *arg)
     w->h = h;
     w->req = req;
     memcpy(w->id, eid, idlen + 1);
-    /* The body is the payload's exact text: the host stores it without serialising again. */
-    if (PX_HAS(px_host_api, host, event_set_raw)) {
-        host->event_set_raw(ev, body, len);
-    }
     int rc = host->emit(h->ctx, ev, on_persisted, w); /* steals ev */
     if (rc < 0) {
         free(w);

@@ -167,7 +167,7 @@ plugins:
 """)
     r = plexus("check", "-c", h.config)
     assert r.returncode != 0, r.stdout
-    assert "abi_newer_minor.so" in r.stderr and "1.1" in r.stderr and "1.0" in r.stderr, r.stderr
+    assert "abi_newer_minor.so" in r.stderr and "1.2" in r.stderr and "1.1" in r.stderr, r.stderr
     assert r.stderr.count("\n") == 1, r.stderr
 
 
@@ -180,7 +180,7 @@ def test_check_default_config():
 def test_plugins_list_and_describe():
     r = plexus("plugins", "-p", TEST_PLUGINS)
     assert r.returncode == 0
-    assert "testsink" in r.stdout and "ABI 1.0" in r.stdout
+    assert "testsink" in r.stdout and "ABI 1.1" in r.stdout
     assert "refused" in r.stdout and "abi_wrong_major" in r.stdout
     r = plexus("plugins", "-p", TEST_PLUGINS, "--describe", "testsink")
     assert r.returncode == 0
@@ -194,7 +194,7 @@ def test_cli_help_and_version():
         r = plexus(cmd, "--help")
         assert r.returncode == 0 and r.stdout.startswith("usage: plexus " + cmd), (cmd, r)
     r = plexus("version")
-    assert r.returncode == 0 and "ABI 1.0" in r.stdout
+    assert r.returncode == 0 and "ABI 1.1" in r.stdout
     r = plexus("frobnicate")
     assert r.returncode == 2 and "unknown command" in r.stderr
 
@@ -222,7 +222,7 @@ plugins:
         h.proc = None
         assert rc != 0
         log = h.log()
-        assert "abi_wrong_major.so: built for plugin ABI 2.x, this host speaks ABI 1.0" in log, log
+        assert "abi_wrong_major.so: built for plugin ABI 2.x, this host speaks ABI 1.1" in log, log
 
 
 if __name__ == "__main__":

@@ -270,7 +270,7 @@ def test_describe_prints_the_options():
     example_build()
     r = sh([BIN, "plugins", "-p", EXAMPLE_BUILD, "--describe", "http_post"])
     out = r.stdout
-    assert "http_post 1.0.0 (sink, ABI 1.0)" in out, out
+    assert "http_post 1.0.0 (sink, ABI 1.1)" in out, out
     lines = out.splitlines()
     url = next(l for l in lines if l.strip().startswith("url "))
     assert "string" in url and "required" in url, url
@@ -296,7 +296,7 @@ def test_plugin_new_skeletons_compile_and_load_unedited():
         r = sh([BIN, "plugins", "-p", os.path.join(root, "build")])
         role = "sink" if kind == "--sink" else "source"
         line = next(l for l in r.stdout.splitlines() if l.startswith(name + " "))
-        assert "ABI 1.0" in line and role in line and "refused" not in line, r.stdout
+        assert "ABI 1.1" in line and role in line and "refused" not in line, r.stdout
         r = sh(["meson", "test", "-C", "build", "--print-errorlogs"], cwd=root, env=SDK_ENV,
                check=False)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -410,12 +410,14 @@ def test_kit_runs_the_bundled_plugins():
 
 
 def patched_header(minor_field_host, minor_field_desc):
-    """An ABI 1.1 copy of the installed header: one field appended to each struct."""
+    """A copy of the installed header one minor version ahead (ABI 1.2 of the 1.1 header): one
+    field appended to each struct."""
     with open(os.path.join(INCLUDE, "plexus", "sdk.h")) as f:
         text = f.read()
-    marker = "    /* ABI 1.1+: append below this line only */\n"
+    marker = "    /* ABI 1.2+: append below this line only */\n"
     assert text.count(marker) == 2
-    text = text.replace("#define PX_SDK_ABI_MINOR 0", "#define PX_SDK_ABI_MINOR 1")
+    assert text.count("#define PX_SDK_ABI_MINOR 1\n") == 1
+    text = text.replace("#define PX_SDK_ABI_MINOR 1\n", "#define PX_SDK_ABI_MINOR 2\n")
     text = text.replace(marker + "} px_host_api;", marker + minor_field_host + "\n} px_host_api;")
     text = text.replace(marker + "} px_plugin_desc;",
                         marker + minor_field_desc + "\n} px_plugin_desc;")
@@ -447,25 +449,25 @@ def test_abi_compatibility():
             os.path.join(TEST_PLUGINS, "abi_wrong_major.so"),
             os.path.join(TEST_PLUGINS, "abi_major_field.so")])
     out = r.stdout.splitlines()
-    assert "host ABI 1.1" in out[-1], out
+    assert "host ABI 1.2" in out[-1], out
     lines = [json.loads(l) for l in out[:-1]]
     ok11, low11, ok10, wrong, field = lines
-    # The 1.1 host reads later_cb only from descriptors large enough to hold it.
+    # The 1.2 host reads later_cb only from descriptors large enough to hold it.
     assert ok11["loaded"] and ok11["has_later_cb"] and ok11["later_cb"] == 11, ok11
     assert ok11["later_fn_calls"] == 1, ok11          # PX_HAS(host, later_fn) was true
     assert low11["loaded"] and low11["abi"] == "1.0", low11
-    assert ok10["loaded"] and not ok10["has_later_cb"] and ok10["abi"] == "1.0", ok10
+    assert ok10["loaded"] and not ok10["has_later_cb"] and ok10["abi"] == "1.1", ok10
     assert not wrong["loaded"] and "built for plugin ABI 2.x" in wrong["error"], wrong
-    assert "host speaks ABI 1.1" in wrong["error"], wrong
-    assert not field["loaded"] and "built for plugin ABI 2.0" in field["error"], field
-    # The out-of-tree example (built against 1.0) loads in the 1.1 host too.
+    assert "host speaks ABI 1.2" in wrong["error"], wrong
+    assert not field["loaded"] and "built for plugin ABI 2." in field["error"], field
+    # The out-of-tree example (built against 1.1) loads in the 1.2 host too.
     r = sh([host11, example])
     ex = json.loads(r.stdout.splitlines()[0])
     assert ex["loaded"] and not ex["has_later_cb"], ex
-    # The real 1.0 host: a plugin that needs 1.1 is refused cleanly; one that declares it needs
+    # The real 1.1 host: a plugin that needs 1.2 is refused cleanly; one that declares it needs
     # only 1.0 loads, and its PX_HAS probe sees no later_fn.
     r = sh([BIN, "plugins", "-p", os.path.dirname(p11)])
-    assert "refused" in r.stdout and "built for plugin ABI 1.1, newer than this host's ABI 1.0" \
+    assert "refused" in r.stdout and "built for plugin ABI 1.2, newer than this host's ABI 1.1" \
         in r.stdout, r.stdout
     r = sh([BIN, "plugins", "-p", os.path.dirname(p11low)])
     assert "plugin11" in r.stdout and "refused" not in r.stdout, r.stdout

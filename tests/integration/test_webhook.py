@@ -260,6 +260,49 @@ def test_malformed_json_and_content_type():
     assert sorted(e["payload"]["ok"] for e in events(h)) == [1, 2]
 
 
+def test_body_kept_as_text_until_a_pipeline_reads_it():
+    # The body is only checked at the door; a condition or a mapping parses it when it reads it,
+    # and the file sink writes the body's own text (its line breaks, whitespace between tokens,
+    # turned into spaces) with no serialisation.
+    cfg = config("""plugins:
+  hook: { plugin: webhook, config: { path: /hook } }
+""" + SINKS + """  big: { plugin: file, config: { path: "@TMP@/big.jsonl", fsync: never } }
+  mapped: { plugin: file, config: { path: "@TMP@/mapped.jsonl", fsync: never } }
+pipelines:
+  - { name: all, from: hook, to: { sink: out } }
+  - { name: big, from: hook, when: { match: { /n: { in: [2, 3] } } }, to: { sink: big } }
+  - name: mapped
+    from: hook
+    to: { sink: mapped, with: { who: "{{/who/name}}", n: "{{/n}}" } }
+""")
+    bodies = ['{\n  "n": 1,\r\n  "who": {"name": "Ana \\u00e9\\n"},\t"x": [1.5e3, true, null]\n}\n',
+              '{"n": 2, "who": {"name": "Bo"}}',
+              '[{"n": 3}]']
+    with Host(cfg) as h:
+        h.start()
+        port = h.http_port()
+        for b in bodies:
+            st, _, resp = post(port, b)
+            assert st == 202, (b, st, resp)
+        wait_for(lambda: len(events(h)) == 3, what="3 events in out")
+        wait_for(lambda: len(events(h, "mapped.jsonl")) == 2, what="2 mapped")
+        h.stop()
+    with open(h.path("out.jsonl"), encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    assert len(lines) == 3, lines
+    for line, body in zip(lines, bodies):
+        e = json.loads(line)
+        assert e["payload"] == json.loads(body), (line, body)
+    # byte for byte apart from the line breaks
+    assert lines[0].endswith(',"payload":' + bodies[0].rstrip().replace("\r", " ")
+                             .replace("\n", " ") + "}"), lines[0]
+    # the condition read /n of the text bodies: only event 2 has n in [2, 3]
+    assert [e["payload"]["n"] for e in events(h, "big.jsonl")] == [2]
+    # the mapping read them too; the array body has no /who/name, so it is a dead letter
+    assert sorted((m["who"], m["n"]) for m in events(h, "mapped.jsonl")) == \
+        [("Ana \u00e9\n", 1), ("Bo", 2)]
+
+
 def test_http_conformance_on_the_webhook_route():
     cfg = config("""plugins:
   hook: { plugin: webhook, config: { path: /hook } }

@@ -1,8 +1,8 @@
-/* A plugin built against an ABI 1.1 copy of the SDK header (test_sdk.py appends `later_fn` to
- * px_host_api and `later_cb` to px_plugin_desc and sets PX_SDK_ABI_MINOR to 1). It uses the 1.1
- * host function only when PX_HAS says the host has it. With -DNEEDS_ONLY_1_0 it declares that it
- * needs no more than ABI 1.0 (abi_minor 0), so a 1.0 host loads it; otherwise a 1.0 host must
- * refuse it as too new. */
+/* A plugin built against a copy of the SDK header one minor ahead, ABI 1.2 (test_sdk.py appends
+ * `later_fn` to px_host_api and `later_cb` to px_plugin_desc and sets PX_SDK_ABI_MINOR to 2). It
+ * uses the 1.2 host function only when PX_HAS says the host has it. With -DNEEDS_ONLY_1_0 it
+ * declares that it needs no more than ABI 1.0 (abi_minor 0), so the real (older) host loads it;
+ * otherwise that host must refuse it as too new. */
 #include <stdlib.h>
 
 #include <plexus/sdk.h>
@@ -43,7 +43,7 @@ static px_plugin_desc desc = {
     .kind = PX_KIND_SINK,
     .name = "plugin11",
     .version = "1.1.0",
-    .description = "built against ABI 1.1",
+    .description = "built against ABI 1.2",
     .init = p_init,
     .deliver = p_deliver,
     .destroy = p_destroy,
@@ -54,7 +54,7 @@ PX_SDK_EXPORT const px_plugin_desc *PX_PLUGIN_ENTRY(const px_host_api *h)
 {
     host = h;
 #ifdef NEEDS_ONLY_1_0
-    desc.abi_minor = 0; /* works with any 1.x host: 1.1 features are probed with PX_HAS */
+    desc.abi_minor = 0; /* works with any 1.x host: 1.2 features are probed with PX_HAS */
 #endif
     return &desc;
 }

@@ -46,32 +46,32 @@ static void test_loads_good_plugin(void)
 
 static void test_refuses_other_major_symbol(void)
 {
-    PX_ASSERT(refused("abi_wrong_major", PX_EABI, "built for plugin ABI 2.x", "host speaks ABI 1.0",
+    PX_ASSERT(refused("abi_wrong_major", PX_EABI, "built for plugin ABI 2.x", "host speaks ABI 1.1",
                       NULL));
 }
 
 static void test_refuses_other_major_field(void)
 {
-    PX_ASSERT(refused("abi_major_field", PX_EABI, "built for plugin ABI 2.0",
-                      "host speaks ABI 1.0", NULL));
+    PX_ASSERT(refused("abi_major_field", PX_EABI, "built for plugin ABI 2.",
+                      "host speaks ABI 1.1", NULL));
 }
 
 static void test_refuses_newer_minor(void)
 {
-    PX_ASSERT(refused("abi_newer_minor", PX_EABI, "built for plugin ABI 1.1",
-                      "newer than this host's ABI 1.0", NULL));
+    PX_ASSERT(refused("abi_newer_minor", PX_EABI, "built for plugin ABI 1.2",
+                      "newer than this host's ABI 1.1", NULL));
 }
 
 static void test_refuses_small_struct(void)
 {
     PX_ASSERT(refused("abi_small_struct", PX_EABI, "descriptor is 24 bytes", "needs at least",
-                      "ABI 1.0"));
+                      "ABI 1.1"));
 }
 
 static void test_refuses_other_jansson(void)
 {
     PX_ASSERT(refused("abi_bad_jansson", PX_EABI, "built with jansson 3.x",
-                      "this host uses jansson 2.x", "plugin ABI 1.0"));
+                      "this host uses jansson 2.x", "plugin ABI 1.1"));
 }
 
 static void test_refuses_wrong_name(void)
@@ -83,7 +83,7 @@ static void test_refuses_wrong_name(void)
 static void test_refuses_missing_entry(void)
 {
     PX_ASSERT(refused("abi_no_entry", PX_EABI, "no entry symbol px_plugin_entry_v1",
-                      "host ABI 1.0", NULL));
+                      "host ABI 1.1", NULL));
 }
 
 static void test_refuses_missing_callback(void)

@@ -12,8 +12,11 @@
  * Ownership words used below: "borrowed" (valid for the call only), "steals" (the callee owns it
  * from now on, even on failure), "new reference" (caller must json_decref / free), "valid until X".
  *
- * Growth: minor versions only append fields at the end of px_host_api and px_plugin_desc. Check
- * PX_HAS(px_host_api, host, field) before calling a host function newer than 1.0.
+ * Growth: minor versions only append fields at the end of px_host_api and px_plugin_desc. A plugin
+ * declares the minor it needs (abi_minor; PX_PLUGIN_DESC_INIT says this header's), and a host
+ * refuses a plugin that needs a newer one. A plugin that also runs on older 1.x hosts declares
+ * the oldest minor it supports and checks PX_HAS(px_host_api, host, field) before calling a
+ * newer function (1.1: event_create_text, event_payload_text).
  */
 #ifndef PLEXUS_SDK_H
 #define PLEXUS_SDK_H
@@ -28,7 +31,7 @@ extern "C" {
 #endif
 
 #define PX_SDK_ABI_MAJOR 1
-#define PX_SDK_ABI_MINOR 0
+#define PX_SDK_ABI_MINOR 1
 #define PX_PLUGIN_ENTRY px_plugin_entry_v1 /* the symbol carries the major */
 #define PX_PLUGIN_ENTRY_NAME "px_plugin_entry_v1"
 
@@ -243,7 +246,22 @@ typedef struct px_host_api {
      * event. The text must parse to the payload given to event_create. */
     int (*event_set_raw)(px_event *ev, const char *json, size_t len);
 
-    /* ABI 1.1+: append below this line only */
+    /* --- ABI 1.1 ---------------------------------------------------------------------- */
+    /* Sources: a new event whose payload is the JSON text json (len bytes, borrowed, copied), as
+     * json_loadb(json, len, flags, error) would parse it. The text is checked now but parsed only
+     * when something needs its values (a pipeline condition or mapping, a sink calling
+     * event_payload), so an event that is only moved along is never built as a tree. Returns
+     * NULL when the text is not JSON (error, which may be NULL, filled as json_loadb fills it) or
+     * on a bad argument (error->text says which). */
+    px_event *(*event_create_text)(px_plugin_ctx *ctx, const char *type, const char *json,
+                                   size_t len, size_t flags, json_error_t *error);
+    /* Sinks (and sources before emit): the payload as JSON text, NUL-terminated, valid while the
+     * event lives; *len (len may be NULL) its length. Byte for byte the text the source gave
+     * (event_create_text, event_set_raw), which may hold insignificant whitespace and newlines;
+     * otherwise a compact serialisation. Cheaper than serialising event_payload again. */
+    const char *(*event_payload_text)(const px_event *ev, size_t *len);
+
+    /* ABI 1.2+: append below this line only */
 } px_host_api;
 
 typedef struct px_plugin_desc {
@@ -279,7 +297,7 @@ typedef struct px_plugin_desc {
     json_t *(*export_state)(void *state);
     int (*import_state)(void *state, const json_t *st);
 
-    /* ABI 1.1+: append below this line only */
+    /* ABI 1.2+: append below this line only */
 } px_plugin_desc;
 
 #define PX_PLUGIN_DESC_V1_0_SIZE (offsetof(px_plugin_desc, import_state) + sizeof(void *))
