@@ -370,7 +370,7 @@ void px_dispatch_complete(px_delivery *dl, int status, const char *reason, uint6
     }
 
     if (status == PX_OK) {
-        px_spool_mark_done(disp->d->spool, dl->id);
+        px_spool_mark_done(disp->d->spool, dl->id, dl->attempt);
         disp->stats.delivered++;
         px_metrics_delivery(dl->pipeline, dl->sink, "done", dl->event->time_ms);
         q->failing = 0;

@@ -77,11 +77,12 @@ int px_spool_put(px_spool *s, const px_spool_event *ev, px_spool_row *rows, size
 
 /* Delivery outcome updates: queued and committed in order with puts, no callback. A delivery
  * marked done while its put is still queued is dropped from the put instead: neither it nor (when
- * it was the event's last) the event is ever written, and the put still completes as usual. A crash before
+ * it was the event's last) the event is ever written, and the put still completes as usual.
+ * mark_done's attempts: attempts made, this one included; 1 means no attempt history to delete. A crash before
  * the commit only means the delivery is delivered again (at-least-once). A mark that fails to
  * commit (disk full...) is kept by the writer and tried again until it commits or the spool
  * closes. Unknown ids are ignored. error / reason: borrowed, copied; NULL = "". */
-void px_spool_mark_done(px_spool *s, int64_t delivery_id);
+void px_spool_mark_done(px_spool *s, int64_t delivery_id, uint32_t attempts);
 void px_spool_mark_retry(px_spool *s, int64_t delivery_id, uint32_t attempts, int64_t next_at_ms,
                          const char *error);
 /* Moves the delivery to the dead letters with reason, its attempt count and its whole attempt

@@ -272,8 +272,8 @@ static void test_mark_done(void)
     PX_ASSERT_INT_EQ(px_spool_pending_counts(f.s, on_count, &cs), 2);
     PX_ASSERT_INT_EQ(cs.a, 1);
     PX_ASSERT_INT_EQ(cs.b, 1);
-    px_spool_mark_done(f.s, a);
-    px_spool_mark_done(f.s, 999999); /* unknown: ignored */
+    px_spool_mark_done(f.s, a, 1);
+    px_spool_mark_done(f.s, 999999, 1); /* unknown: ignored */
     /* read-your-writes: the load waits for the queued mark */
     static loaded l;
     memset(&l, 0, sizeof(l));
@@ -313,9 +313,9 @@ static void test_done_before_commit_is_elided(void)
     PX_ASSERT_INT_EQ(px_spool_put(f.s, &e1, rows1, 2, on_put, &c0), 0);
     PX_ASSERT_INT_EQ(px_spool_put(f.s, &e2, &row2, 1, on_put, &c1), 0);
     PX_ASSERT_INT_EQ(px_spool_pending(f.s, "a"), 2);
-    px_spool_mark_done(f.s, rows1[0].id);
-    px_spool_mark_done(f.s, row2.id);
-    px_spool_mark_done(f.s, row2.id); /* twice: still one */
+    px_spool_mark_done(f.s, rows1[0].id, 1);
+    px_spool_mark_done(f.s, row2.id, 1);
+    px_spool_mark_done(f.s, row2.id, 1); /* twice: still one */
     PX_ASSERT_INT_EQ(px_spool_pending(f.s, "a"), 0);
     PX_ASSERT_INT_EQ(px_spool_pending(f.s, "b"), 1);
     PX_ASSERT(spin_until(&f, &r.n, 2));
@@ -330,7 +330,7 @@ static void test_done_before_commit_is_elided(void)
     PX_ASSERT_INT_EQ(st.elided, 2);
     PX_ASSERT_INT_EQ(st.rows_committed, 2); /* the two puts, no delete */
     /* committed now: a done mark deletes it the usual way */
-    px_spool_mark_done(f.s, rows1[1].id);
+    px_spool_mark_done(f.s, rows1[1].id, 1);
     static loaded l;
     memset(&l, 0, sizeof(l));
     PX_ASSERT_INT_EQ(px_spool_load(f.s, "b", 0, 10, on_load, &l), 0);
@@ -366,7 +366,7 @@ static void test_mark_retry(void)
     PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT count(*) FROM attempts"), 2);
     PX_ASSERT_INT_EQ(
         count_rows(f.s, "SELECT count(*) FROM attempts WHERE attempt=1 AND error='timeout'"), 1);
-    px_spool_mark_done(f.s, a);
+    px_spool_mark_done(f.s, a, 3); /* the third attempt: its history goes too */
     PX_ASSERT_INT_EQ(px_spool_load(f.s, "a", 0, 10, on_load, &l), 0);
     PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT count(*) FROM attempts"), 0);
     PX_ASSERT_INT_EQ(fx_done(&f), 0);
@@ -608,7 +608,7 @@ static void test_reopen(void)
     PX_ASSERT(a > 0 && b > 0);
     px_spool_mark_retry(f.s, a, 1, 777, "first");
     px_spool_mark_dead(f.s, b, 1, "no");
-    px_spool_mark_done(f.s, b); /* already dead: ignored */
+    px_spool_mark_done(f.s, b, 1); /* already dead: ignored */
     fx_close_spool(&f);
     PX_ASSERT_INT_EQ(fx_open(&f, NULL), 0);
     static loaded l;
@@ -621,7 +621,7 @@ static void test_reopen(void)
     PX_ASSERT_INT_EQ(px_spool_dlq_count(f.s, &n), 0);
     PX_ASSERT_INT_EQ(n, 1);
     /* ids keep growing even after the highest one is gone */
-    px_spool_mark_done(f.s, a);
+    px_spool_mark_done(f.s, a, 1);
     fx_close_spool(&f);
     PX_ASSERT_INT_EQ(fx_open(&f, NULL), 0);
     int64_t c3 = put_one(&f, "e3", "a", &r, &c[2]);
@@ -1086,7 +1086,7 @@ static void test_pending_accessor(void)
     PX_ASSERT_INT_EQ(px_spool_pending(f.s, "zzz"), 0);
     PX_ASSERT(spin_until(&f, &r.n, 2));
     PX_ASSERT_INT_EQ(px_spool_pending(f.s, "a"), 2);
-    px_spool_mark_done(f.s, rows[0].id);
+    px_spool_mark_done(f.s, rows[0].id, 1);
     px_spool_mark_dead(f.s, row.id, 1, "gone");
     static loaded l;
     PX_ASSERT_INT_EQ(px_spool_load(f.s, "a", 0, 10, on_load, &l), 0); /* waits for the marks */
