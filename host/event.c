@@ -17,18 +17,25 @@ static char *new_id(int64_t ms)
                         ++counter);
 }
 
-px_event *px_event_create(const char *source, const char *type, json_t *payload)
+/* An event with its id, time, type and source set; no payload yet. */
+static px_event *event_new(const char *source, const char *type)
 {
-    if (!type || !*type || !payload) {
-        json_decref(payload);
-        return NULL;
-    }
     px_event *ev = px_xcalloc(1, sizeof(*ev));
     ev->refs = 1;
     ev->time_ms = px_now_ms();
     ev->id = new_id(ev->time_ms);
     ev->type = px_xstrdup(type);
     ev->source = px_xstrdup(source ? source : "");
+    return ev;
+}
+
+px_event *px_event_create(const char *source, const char *type, json_t *payload)
+{
+    if (!type || !*type || !payload) {
+        json_decref(payload);
+        return NULL;
+    }
+    px_event *ev = event_new(source, type);
     ev->payload = payload;
     return ev;
 }
@@ -39,12 +46,7 @@ px_event *px_event_create_text(const char *source, const char *type, const char 
     if (!type || !*type || !json) {
         return NULL;
     }
-    px_event *ev = px_xcalloc(1, sizeof(*ev));
-    ev->refs = 1;
-    ev->time_ms = px_now_ms();
-    ev->id = new_id(ev->time_ms);
-    ev->type = px_xstrdup(type);
-    ev->source = px_xstrdup(source ? source : "");
+    px_event *ev = event_new(source, type);
     px_event_set_text(ev, json, len);
     ev->text_flags = flags;
     return ev;
