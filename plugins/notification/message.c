@@ -271,7 +271,9 @@ static int norm_recipient(const json_t *r, const char *where, int short_form, js
     }
     const char *dname = is_blank(to_name) ? NULL : json_string_value(to_name);
     json_t *rec = json_object();
-    json_t *tos = json_array(), *ccs = json_array(), *bccs = json_array();
+    /* ccs and bccs are rarely given: their lists are made only when they are. */
+    json_t *tos = json_array(), *ccs = NULL, *bccs = NULL;
+    const json_t *ccv = json_object_get(r, "ccs"), *bccv = json_object_get(r, "bccs");
     static const char *const to_keys[] = {"tos", "to", "email"};
     for (size_t i = 0; i < 3; i++) {
         const json_t *v = json_object_get(r, to_keys[i]);
@@ -279,11 +281,17 @@ static int norm_recipient(const json_t *r, const char *where, int short_form, js
             goto fail;
         }
     }
-    if (add_addresses(ccs, json_object_get(r, "ccs"), where, "ccs", NULL, why, n) < 0) {
-        goto fail;
+    if (!is_blank(ccv)) {
+        ccs = json_array();
+        if (add_addresses(ccs, ccv, where, "ccs", NULL, why, n) < 0) {
+            goto fail;
+        }
     }
-    if (add_addresses(bccs, json_object_get(r, "bccs"), where, "bccs", NULL, why, n) < 0) {
-        goto fail;
+    if (!is_blank(bccv)) {
+        bccs = json_array();
+        if (add_addresses(bccs, bccv, where, "bccs", NULL, why, n) < 0) {
+            goto fail;
+        }
     }
     char buf[32];
     const char *phone, *push;
@@ -452,11 +460,16 @@ int px_nq_build(const json_t *params, json_t **out, char *why, size_t why_len)
             if (norm_recipient(params, "with", 1, &rec, why, why_len) < 0) {
                 goto fail;
             }
-            one = json_pack("{s:O, s:[o]}", "name", name, "recipients", rec);
+            json_t *recs = json_array();
+            json_array_append_new(recs, rec);
+            one = json_object();
+            json_object_set_nocheck(one, "name", (json_t *)name);
+            json_object_set_new_nocheck(one, "recipients", recs);
         }
         json_array_append_new(list, one);
     }
-    *out = json_pack("{s:o}", "notification", list);
+    *out = json_object();
+    json_object_set_new_nocheck(*out, "notification", list);
     return 0;
 fail:
     json_decref(list);
