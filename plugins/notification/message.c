@@ -207,9 +207,18 @@ static int norm_macros(const json_t *v, json_t *rec, const char *where, char *wh
     if (!json_is_object(v)) {
         return fail(why, n, "%s.macros: expected an object of name: value", where);
     }
-    json_t *m = json_object();
     const char *k;
     json_t *x;
+    int all_text = 1;
+    json_object_foreach((json_t *)v, k, x)
+    {
+        all_text &= json_is_string(x);
+    }
+    if (all_text) { /* the usual case: the macros go as they are */
+        json_object_set(rec, "macros", (json_t *)v);
+        return 0;
+    }
+    json_t *m = json_object();
     json_object_foreach((json_t *)v, k, x)
     {
         char text[64];
