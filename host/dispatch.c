@@ -537,8 +537,11 @@ void px_dispatch_add(px_dispatch *disp, int64_t id, px_event *ev, const char *pi
     if (id <= q->tail_id) {
         return; /* already read back from the spool */
     }
-    if (q->spilled || q->nready >= WINDOW_MAX) {
-        q->spilled = 1; /* it is in the spool; read it back in order later */
+    /* In the spool (or about to be: a read waits for the writer); read back in order later.
+     * Also while the sink is failing: its backlog may last hours, and read back from the spool an
+     * event is only its text, a fraction of the parsed one in memory. */
+    if (q->spilled || q->nready >= WINDOW_MAX || q->failing) {
+        q->spilled = 1;
         pump(q);
         return;
     }
