@@ -321,7 +321,8 @@ char *px_crash_reason(const px_crash_record *r)
 }
 
 /* Logs one record and charges its delivery. Returns 0, or < 0 when the spool could not take it. */
-static int handle_record(px_spool *s, const px_crash_record *r, uint32_t max_crashes)
+static int handle_record(px_spool *s, const px_crash_record *r, uint32_t max_crashes,
+                         void (*unstored)(const char *instance, void *arg), void *arg)
 {
     int rc = 0;
     char *reason = px_crash_reason(r);
@@ -343,8 +344,12 @@ static int handle_record(px_spool *s, const px_crash_record *r, uint32_t max_cra
                r->instance, (long long)r->delivery_id, r->event);
     int n = px_spool_note_crash(s, r->delivery_id, reason, max_crashes);
     if (n == PX_ENOENT) {
-        PX_LOG_INFO("host", "crashing delivery id=%lld is no longer pending",
-                    (long long)r->delivery_id);
+        PX_LOG_WARN("host", "crashing delivery id=%lld is not in the spool (done, or tried before "
+                    "its commit); deliveries to instance=%s now wait for their commit",
+                    (long long)r->delivery_id, r->instance);
+        if (unstored) {
+            unstored(r->instance, arg);
+        }
     } else if (n < 0) {
         PX_LOG_ERR("host", "cannot record the crash of delivery id=%lld: %s",
                    (long long)r->delivery_id, px_strerror(n));
@@ -361,7 +366,8 @@ static int handle_record(px_spool *s, const px_crash_record *r, uint32_t max_cra
     return rc;
 }
 
-int px_crash_recover(px_spool *s, const char *data_dir, uint32_t max_crashes)
+int px_crash_recover(px_spool *s, const char *data_dir, uint32_t max_crashes,
+                     void (*unstored)(const char *instance, void *arg), void *arg)
 {
     if (max_crashes == 0) {
         max_crashes = DEFAULT_MAX_CRASHES;
@@ -387,7 +393,7 @@ int px_crash_recover(px_spool *s, const char *data_dir, uint32_t max_crashes)
             PX_LOG_WARN("host", "unreadable crash marker line ignored");
             continue;
         }
-        int hr = handle_record(s, &r, max_crashes);
+        int hr = handle_record(s, &r, max_crashes, unstored, arg);
         if (hr < 0) {
             rc = hr;
             keep = px_xrealloc(keep, nkeep + (size_t)len);

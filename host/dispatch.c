@@ -30,6 +30,7 @@ struct px_sinkq {
     int spilled;      /* the spool holds ids > tail_id that are not in memory */
     int failing;      /* the last outcome was a retry: one delivery at a time until one succeeds */
     size_t awaited;   /* deliveries to be added once their put commits (px_dispatch_await) */
+    int commit_first; /* px_dispatch_wait_for_commits */
     int pumping, repump;
     uv_timer_t wake;  /* the head's next_at */
     int64_t wake_at;
@@ -561,7 +562,12 @@ int px_dispatch_await(px_dispatch *disp, const char *sink, int delta)
     } else if (delta < 0) {
         q->awaited -= q->awaited < (size_t)-delta ? q->awaited : (size_t)-delta;
     }
-    return q->awaited == 0;
+    return q->awaited == 0 && !q->commit_first;
+}
+
+void px_dispatch_wait_for_commits(px_dispatch *disp, const char *sink)
+{
+    queue_get(disp, sink)->commit_first = 1;
 }
 
 void px_dispatch_cancel(px_dispatch *disp, const char *sink, int64_t id)

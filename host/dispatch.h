@@ -55,6 +55,10 @@ void px_dispatch_add(px_dispatch *disp, int64_t id, px_event *ev, const char *pi
  * when queued, < 0 when added or failed). Returns 1 when none is awaited: only then may a newer
  * delivery of that sink be added before its own commit without overtaking an older one. */
 int px_dispatch_await(px_dispatch *disp, const char *sink, int delta);
+/* From now on, deliveries of `sink` are added only once their put has committed (it crashed the
+ * host on a delivery tried before its commit: the next crash must be chargeable to a stored
+ * delivery). */
+void px_dispatch_wait_for_commits(px_dispatch *disp, const char *sink);
 /* A delivery added before its put committed, and the put failed: it is forgotten (ready: freed;
  * in flight: orphaned, so the sink's late answer changes nothing). Unknown ids are ignored. */
 void px_dispatch_cancel(px_dispatch *disp, const char *sink, int64_t id);

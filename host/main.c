@@ -15,6 +15,7 @@
 #include "config.h"
 #include "crash.h"
 #include "daemon.h"
+#include "dispatch.h"
 #include "err.h"
 #include "loader.h"
 #include "log.h"
@@ -160,6 +161,14 @@ static int apply_log_settings(const px_config *cfg, const cli *c)
     return 0;
 }
 
+/* The previous run crashed in a delivery made before its commit: make that sink wait for
+ * commits, so that a crash on the same input again is charged to a stored delivery. */
+static void on_unstored_crash(const char *instance, void *arg)
+{
+    px_daemon *d = arg;
+    px_dispatch_wait_for_commits(d->dispatch, instance);
+}
+
 static int cmd_run(const cli *c)
 {
     px_config *cfg = NULL;
@@ -190,7 +199,7 @@ static int cmd_run(const cli *c)
     }
     int exit_code = 0;
     /* Before any delivery is read back: charge the previous run's crash to its delivery. */
-    px_crash_recover(d->spool, d->cfg->data_dir, d->cfg->max_crashes);
+    px_crash_recover(d->spool, d->cfg->data_dir, d->cfg->max_crashes, on_unstored_crash, d);
     if (px_daemon_start(d, err, sizeof(err)) < 0) {
         PX_LOG_ERR("host", "%s", err);
         exit_code = 1;

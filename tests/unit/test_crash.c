@@ -130,6 +130,11 @@ static void on_put(int status, void *arg)
     *(int *)arg = status + 1;
 }
 
+static void note_unstored(const char *instance, void *arg)
+{
+    snprintf(arg, 32, "%s", instance);
+}
+
 static void test_recover_charges_spool(void)
 {
     char dir[] = "/tmp/px_crash_XXXXXX";
@@ -150,7 +155,7 @@ static void test_recover_charges_spool(void)
     PX_ASSERT_INT_EQ(done, 1);
 
     /* no marker: nothing to do */
-    PX_ASSERT_INT_EQ(px_crash_recover(s, dir, 2), 0);
+    PX_ASSERT_INT_EQ(px_crash_recover(s, dir, 2, NULL, NULL), 0);
     char path[128];
     snprintf(path, sizeof(path), "%s/%s", dir, PX_CRASH_MARKER);
     FILE *f = fopen(path, "w");
@@ -161,7 +166,7 @@ static void test_recover_charges_spool(void)
     fprintf(f, "crash v=1 signal=11 pid=2 at_ms=2 thread=loop call=timer instance=src "
                "delivery=0 event=\n");
     fclose(f);
-    PX_ASSERT_INT_EQ(px_crash_recover(s, dir, 2), 2);
+    PX_ASSERT_INT_EQ(px_crash_recover(s, dir, 2, NULL, NULL), 2);
     PX_ASSERT(access(path, F_OK) != 0); /* removed once handled */
     json_t *list = NULL;
     PX_ASSERT_INT_EQ(px_spool_dlq_list(s, NULL, 0, 0, &list), 0);
@@ -174,20 +179,23 @@ static void test_recover_charges_spool(void)
     fprintf(f, "crash v=1 signal=11 pid=3 at_ms=3 thread=loop call=deliver instance=out "
                "delivery=%lld event=e1\n", (long long)row.id);
     fclose(f);
-    PX_ASSERT_INT_EQ(px_crash_recover(s, dir, 2), 1);
+    PX_ASSERT_INT_EQ(px_crash_recover(s, dir, 2, NULL, NULL), 1);
     PX_ASSERT_INT_EQ(px_spool_dlq_list(s, NULL, 0, 0, &list), 0);
     PX_ASSERT_INT_EQ(json_array_size(list), 1);
     PX_ASSERT_STR_EQ(json_string_value(json_object_get(json_array_get(list, 0), "reason")),
                      "crashed the host 2 times; last: crash: SIGSEGV in deliver of instance out");
     json_decref(list);
 
-    /* a delivery that is no longer pending is only logged */
+    /* a delivery the spool does not hold (done, or tried before its commit) cannot be charged:
+     * the instance is named to the caller instead */
     f = fopen(path, "w");
     PX_ASSERT(f != NULL);
     fprintf(f, "crash v=1 signal=11 pid=4 at_ms=4 thread=loop call=deliver instance=out "
                "delivery=%lld event=e1\n", (long long)row.id);
     fclose(f);
-    PX_ASSERT_INT_EQ(px_crash_recover(s, dir, 2), 1);
+    char unstored[32] = "";
+    PX_ASSERT_INT_EQ(px_crash_recover(s, dir, 2, note_unstored, unstored), 1);
+    PX_ASSERT_STR_EQ(unstored, "out");
     PX_ASSERT(access(path, F_OK) != 0);
     px_spool_close(s);
     uv_run(&loop, UV_RUN_DEFAULT);
