@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PX_BUILD_DIR=${1:-${PX_BUILD_DIR:-build}}
 export PX_SOURCE_DIR=.
-export N=${N:-40000} WINDOW=${WINDOW:-256} BATCH=${BATCH:-200} ROUNDS=${ROUNDS:-3}
+export N=${N:-40000} WINDOW=${WINDOW:-256} BATCH=${BATCH:-200} ROUNDS=${ROUNDS:-5}
 [ -x "$PX_BUILD_DIR/host/plexus" ] || { echo "no $PX_BUILD_DIR/host/plexus: build first" >&2; exit 1; }
 [ -x "$PX_BUILD_DIR/tests/amqp_tool" ] || { echo "no $PX_BUILD_DIR/tests/amqp_tool" >&2; exit 1; }
 

@@ -13,7 +13,11 @@
 static char *new_id(int64_t ms)
 {
     static uint32_t counter;
-    return px_xasprintf("%011llx-%05x-%08x", (unsigned long long)ms, (unsigned)getpid() & 0xfffff,
+    static pid_t pid; /* getpid() is a system call; the host never forks after start */
+    if (!pid) {
+        pid = getpid();
+    }
+    return px_xasprintf("%011llx-%05x-%08x", (unsigned long long)ms, (unsigned)pid & 0xfffff,
                         ++counter);
 }
 
