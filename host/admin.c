@@ -711,17 +711,26 @@ static void on_replayed(int64_t id, const char *sink, void *arg)
     rc->sinks[rc->nsinks++] = px_xstrdup(sink);
 }
 
+/* The gate and the selection of a dead-letter write: 0, or < 0 when req was answered. */
+static int open_selection(px_admin *a, px_http_request *req, selection *sel)
+{
+    if (gate(a, req, 1) < 0) {
+        return -1;
+    }
+    const char *why = NULL;
+    if (parse_selection(req, sel, &why) < 0) {
+        selection_free(sel);
+        reply_error(req, 400, why);
+        return -1;
+    }
+    return 0;
+}
+
 static void on_dlq_replay(px_http_request *req, void *arg)
 {
     px_admin *a = arg;
-    if (gate(a, req, 1) < 0) {
-        return;
-    }
     selection sel;
-    const char *why = NULL;
-    if (parse_selection(req, &sel, &why) < 0) {
-        selection_free(&sel);
-        reply_error(req, 400, why);
+    if (open_selection(a, req, &sel) < 0) {
         return;
     }
     replay_ctx rc = {0};
@@ -749,14 +758,8 @@ static void on_dlq_replay(px_http_request *req, void *arg)
 static void on_dlq_purge(px_http_request *req, void *arg)
 {
     px_admin *a = arg;
-    if (gate(a, req, 1) < 0) {
-        return;
-    }
     selection sel;
-    const char *why = NULL;
-    if (parse_selection(req, &sel, &why) < 0) {
-        selection_free(&sel);
-        reply_error(req, 400, why);
+    if (open_selection(a, req, &sel) < 0) {
         return;
     }
     int n = px_spool_dlq_purge(a->d->spool, sel.ids, sel.nids, sel.sink, sel.before_ms);
