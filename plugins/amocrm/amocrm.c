@@ -21,7 +21,8 @@ static const px_option options[] = {
      "redirect URI registered on the integration (this instance's .../webhook/create)"},
     {"api_token", PX_OPT_STRING, PX_OPT_REQUIRED | PX_OPT_SECRET, NULL,
      "bearer token the admin API requires"},
-    {"api_prefix", PX_OPT_STRING, 0, "/amocrm", "path prefix of the admin API"},
+    {"api_prefix", PX_OPT_STRING, 0, "/amocrm",
+     "path prefix of the admin API (\"/\" or \"\" = the root)"},
     {"auth_url", PX_OPT_STRING, 0, "https://www.amocrm.ru/oauth",
      "amoCRM authorisation page the connect link points to"},
     {"base_url", PX_OPT_STRING, 0, "https://{host}",
@@ -246,6 +247,30 @@ static char *opt_str(const json_t *cfg, const char *name)
     return s ? strdup(s) : NULL;
 }
 
+/* The api_prefix as request paths are matched against: "" for the root, else "/a/b". Leading
+ * slash added, repeated slashes collapsed and trailing ones trimmed, so "/" and "" both mean the
+ * root and "<prefix>" + "/account" never holds "//". New string (owned by caller; free). */
+static char *prefix_normalise(const char *in)
+{
+    char *out = malloc(strlen(in) + 2);
+    size_t o = 0;
+    for (const char *s = in; *s; s++) {
+        if (*s != '/') {
+            if (o == 0) {
+                out[o++] = '/';
+            }
+            out[o++] = *s;
+        } else if (o > 0 && out[o - 1] != '/') {
+            out[o++] = '/';
+        }
+    }
+    while (o > 0 && out[o - 1] == '/') {
+        o--;
+    }
+    out[o] = '\0';
+    return out;
+}
+
 static void amo_free(amo *a)
 {
     free(a->client_id);
@@ -277,7 +302,8 @@ static int amo_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
     a->client_secret = opt_str(cfg, "client_secret");
     a->redirect_uri = opt_str(cfg, "redirect_uri");
     a->api_token = opt_str(cfg, "api_token");
-    a->prefix = opt_str(cfg, "api_prefix");
+    const char *prefix = json_string_value(json_object_get(cfg, "api_prefix"));
+    a->prefix = prefix_normalise(prefix ? prefix : "");
     a->auth_url = opt_str(cfg, "auth_url");
     a->base_url = opt_str(cfg, "base_url");
     a->account_ref = opt_str(cfg, "account_id");
@@ -293,14 +319,8 @@ static int amo_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
     a->page_limit = json_integer_value(json_object_get(cfg, "page_limit"));
     a->sync_on_connect = json_is_true(json_object_get(cfg, "sync_on_connect"));
 
-    size_t plen = a->prefix ? strlen(a->prefix) : 0;
-    while (plen > 1 && a->prefix[plen - 1] == '/') {
-        a->prefix[--plen] = '\0';
-    }
     const char *bad = NULL;
-    if (!a->prefix || a->prefix[0] != '/') {
-        bad = "api_prefix must start with \"/\"";
-    } else if (strncmp(a->base_url, "http://", 7) != 0 && strncmp(a->base_url, "https://", 8)) {
+    if (strncmp(a->base_url, "http://", 7) != 0 && strncmp(a->base_url, "https://", 8)) {
         bad = "base_url must start with http:// or https://";
     } else if (a->rate < 0) {
         bad = "rate_limit must not be negative";
@@ -319,7 +339,7 @@ static int amo_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
     amo_rules_load(a);
     if (amo_api_register(a) < 0) {
         amo_host->log(ctx, PX_LOG_WARN, "admin API not served (host.http.listen is needed to "
-                      "connect an account) prefix=%s", a->prefix);
+                      "connect an account) prefix=%s", a->prefix[0] ? a->prefix : "/");
     }
     *state = a;
     return 0;

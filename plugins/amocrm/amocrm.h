@@ -59,7 +59,8 @@ enum { AMO_C_USERS, AMO_C_PIPELINES, AMO_C_STEPS, AMO_C_FIELDS, AMO_C_TAGS, AMO_
 
 struct amo {
     px_plugin_ctx *ctx;
-    /* options (owned copies) */
+    /* options (owned copies); prefix is api_prefix normalised: "" for the root, else "/a/b" (no
+     * repeated or trailing slash), so that a request path is prefix + "/account"... */
     char *client_id, *client_secret, *redirect_uri, *api_token, *prefix, *auth_url, *base_url;
     char *account_ref;    /* our side's account id (AccountAmo.accountID) */
     json_t *allowed_hosts; /* array of glob strings */

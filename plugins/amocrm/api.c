@@ -216,5 +216,7 @@ void amo_hold_release_all(amo *a)
 
 int amo_api_register(amo *a)
 {
-    return amo_host->http_route(a->ctx, NULL, a->prefix, PX_ROUTE_PREFIX, on_request, a);
+    /* The root prefix is "": its route is "/", which matches every path under it. */
+    return amo_host->http_route(a->ctx, NULL, a->prefix[0] ? a->prefix : "/", PX_ROUTE_PREFIX,
+                                on_request, a);
 }

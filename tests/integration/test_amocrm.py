@@ -72,6 +72,7 @@ plugins:
       auth_url: "%(fake)s/oauth"
       rate_limit: %(rate)s
       stale_retry: 1s
+      api_prefix: "%(prefix)s"
   rules: { plugin: file, config: { path: "@TMP@/rules.jsonl" } }
 pipelines:
   - name: quiz-to-amo
@@ -98,11 +99,13 @@ pipelines:
 class Env:
     """A fake amoCRM plus a plexus host whose amocrm instance points at it."""
 
-    def __init__(self, rate=40, fake_rps=50, expires_in=86400, max_limit=250):
+    def __init__(self, rate=40, fake_rps=50, expires_in=86400, max_limit=250,
+                 prefix="/amocrm", served_at="/amocrm"):
         self.fake = AmoFake(fixture("amocrm_data.json"), CLIENT_ID, SECRET, REDIRECT).start()
         self.fake.rps, self.fake.expires_in, self.fake.max_limit = fake_rps, expires_in, max_limit
         self.vars = {"client_id": CLIENT_ID, "secret": SECRET, "redirect": REDIRECT,
-                     "token": TOKEN, "fake": self.fake.url, "rate": rate}
+                     "token": TOKEN, "fake": self.fake.url, "rate": rate, "prefix": prefix}
+        self.served_at = served_at  # the path api_prefix should resolve to ("" = the root)
         self.host = Host(CONFIG % self.vars)
         self.seq = 0
 
@@ -118,7 +121,7 @@ class Env:
                  self.host.proc.poll() is not None, what="host start")
         assert self.host.proc.poll() is None, self.host.log()[-3000:]
         ports = re.findall(r"http listening address=\S+ port=(\d+)", self.host.log())
-        self.base = "http://127.0.0.1:%s/amocrm" % ports[-1]
+        self.base = "http://127.0.0.1:%s%s" % (ports[-1], self.served_at)
 
     def __exit__(self, *exc):
         try:
@@ -599,6 +602,61 @@ def test_disconnect_hook_soft_deletes():
         assert e.leads() == [] and "dead letter" not in e.host.log()
         e.connect()
         wait_for(lambda: len(e.leads()) == 1, timeout=20, what="lead after reconnect")
+
+
+def disconnect_hook(e, account_id):
+    sig = hmac.new(SECRET.encode(), ("%s|%s" % (CLIENT_ID, account_id)).encode(),
+                   hashlib.sha256).hexdigest()
+    return call("GET", e.base + "/webhook/delete?" + urllib.parse.urlencode(
+        {"account_id": account_id, "client_uuid": CLIENT_ID, "signature": sig}))
+
+
+def test_api_prefix_root_serves_every_seed_endpoint():
+    """api_prefix "/" serves the OpenAPI document's paths at the root of the listener."""
+    with Env(prefix="/", served_at="") as e:
+        e.connect()
+        e.wait_synced()
+        seen = []
+
+        def expect(method, path, want, body=None):
+            st, answer = e.api(method, path, body)
+            seen.append((method, path.split("?")[0], st))
+            assert st == want, (method, path, st, answer)
+            return answer
+
+        expect("GET", "/account", 200)
+        assert "link" in expect("POST", "/account", 200)
+        for name in ("users", "pipelines", "fields", "tags"):
+            assert expect("GET", "/" + name, 200)["count"] > 0, name
+        assert expect("GET", "/steps?pipelineID=123", 200)["count"] == 4
+        for name in ("users", "pipelines", "steps", "fields", "tags"):
+            assert expect("PATCH", "/" + name, 200) == "Success", name
+        e.save_rule(4242)
+        seen.append(("POST", "/rules/4242", 200))
+        assert expect("GET", "/rules/4242", 200)["StepID"] == 1002
+        assert expect("PATCH", "/rules/4242", 200, {"StepID": 1001}) == "Success"
+        assert expect("DELETE", "/account", 200) == "Success"
+        e.connect()
+        seen.append(("GET", "/webhook/create", 200))
+        acc = str(fixture("amocrm_data.json")["account"]["id"])
+        assert disconnect_hook(e, acc)[0] == 200
+        seen.append(("GET", "/webhook/delete", 200))
+        # every (method, path) of the document answered
+        assert len({(m, p.replace("4242", "{quizID}")) for m, p, _ in seen}) == 18, seen
+        # the prefix is joined without a second slash: the doubled path is not an endpoint
+        assert e.api("GET", "//account") == (404, "Not Found")
+        assert e.api("GET", "/nothing") == (404, "Not Found")
+        assert e.api("PUT", "/account")[0] == 405
+
+
+def test_api_prefix_spellings_resolve_to_one_path():
+    """"" means the root; repeated and trailing slashes collapse."""
+    for prefix, served_at in (("", ""), ("//quiz//amo/", "/quiz/amo"), ("/amocrm///", "/amocrm")):
+        with Env(prefix=prefix, served_at=served_at) as e:
+            assert e.api("GET", "/account") == (404, "no amoCRM account connected"), prefix
+            assert e.api("POST", "/account")[0] == 200, prefix
+            assert call("GET", e.base + "/webhook/create")[0] == 400, prefix
+            assert e.api("GET", "/rules/1") == (404, "no rule for quiz 1"), prefix
 
 
 if __name__ == "__main__":
