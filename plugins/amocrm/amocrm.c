@@ -1,7 +1,8 @@
-/* amocrm: a sink (action create_lead) that turns quiz results into amoCRM leads following one
- * rule per quiz, and a source of "amocrm.rule.saved" events. The instance serves the admin API
- * of the quiz integration (account connection through OAuth2, cached amoCRM lists, rules) on the
- * host's HTTP listener. This file holds the descriptor, the life cycle and the sink. */
+/* amocrm: a sink (action create_lead) that turns quiz results into amoCRM leads following the
+ * connected account's rule for the quiz, and a source of "amocrm.rule.saved" events. The instance
+ * serves the admin API of the quiz integration (account connection through OAuth2, cached amoCRM
+ * lists, rules) on the host's HTTP listener. This file holds the descriptor, the life cycle and
+ * the sink. */
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>

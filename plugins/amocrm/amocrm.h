@@ -1,8 +1,8 @@
 /* amocrm: internal interfaces between the plugin's files. One instance serves one connected
  * amoCRM account: OAuth2 tokens and their refresh (client.c), the account model and the OAuth
  * callbacks (account.c), cached users/pipelines/steps/fields/tags (cache.c), one rule per quiz
- * (rules.c), the leads/complex body (lead.c), the admin API (api.c) and the sink (amocrm.c).
- * Everything runs on the host loop thread. */
+ * and account (rules.c), the leads/complex body (lead.c), the admin API (api.c) and the sink
+ * (amocrm.c). Everything runs on the host loop thread. */
 #ifndef PX_AMOCRM_H
 #define PX_AMOCRM_H
 
@@ -78,7 +78,7 @@ struct amo {
 
     /* cached collections (copies of kv "cache.*"): {"next_id", "synced_at", "items"} */
     json_t *cache[AMO_C_COUNT];
-    json_t *rules; /* quizID -> rule (copy of kv "rules"), every account's */
+    json_t *rules; /* "<AccountID>:<QuizID>" -> rule (copy of kv "rules"), every account's */
 
     /* rate limiter and queued API calls */
     int64_t next_send_ms, paused_until_ms; /* monotonic */
@@ -173,6 +173,8 @@ void amo_sync_destroy(amo *a);
  * NULL when absent or deleted. */
 json_t *amo_rule_get(amo *a, int64_t quiz_id);
 void amo_api_rules(amo *a, px_http_request *req, const char *method, const char *quiz);
+/* Loads kv "rules" into a->rules; rules stored under the bare quiz id (before rules were keyed by
+ * account) move to their AccountID's key and the result is stored. */
 void amo_rules_load(amo *a);
 
 /* --- lead.c --------------------------------------------------------------------------------- */

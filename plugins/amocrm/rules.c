@@ -1,7 +1,7 @@
-/* amocrm rules: one rule per quiz (the seed's Rule), kept in kv "rules" keyed by quiz id. A rule
- * belongs to the amoCRM account it was saved for (AccountID) and is validated against that
- * account's cached users, pipelines, steps, fields and tags. Saving one emits
- * "amocrm.rule.saved". */
+/* amocrm rules: one rule per quiz and amoCRM account (the seed's Rule), kept in kv "rules" keyed
+ * "<AccountID>:<QuizID>", so that accounts connected one after the other each keep their own rule
+ * for the same quiz. A rule is validated against its account's cached users, pipelines, steps,
+ * fields and tags. Saving one emits "amocrm.rule.saved". */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,35 +12,6 @@
 static const char *const entities[4] = {"lead", "contact", "company", "customer"};
 static const char *const entities_cap[4] = {"Lead", "Contact", "Company", "Customer"};
 static const char *const entities_amo[4] = {"leads", "contacts", "companies", "customers"};
-
-void amo_rules_load(amo *a)
-{
-    a->rules = amo_host->kv_get(a->ctx, "rules");
-    if (!json_is_object(a->rules)) {
-        json_decref(a->rules);
-        a->rules = json_object();
-    }
-}
-
-static int64_t account_amo_id(amo *a)
-{
-    if (!a->account || json_is_true(json_object_get(a->account, "deleted"))) {
-        return -1;
-    }
-    return json_integer_value(json_object_get(a->account, "amoID"));
-}
-
-json_t *amo_rule_get(amo *a, int64_t quiz_id)
-{
-    char key[32];
-    snprintf(key, sizeof(key), "%lld", (long long)quiz_id);
-    json_t *r = json_object_get(a->rules, key);
-    if (!r || json_is_true(json_object_get(r, "Deleted")) ||
-        json_integer_value(json_object_get(r, "AccountID")) != account_amo_id(a)) {
-        return NULL;
-    }
-    return r;
-}
 
 static int digits(const char *s)
 {
@@ -53,6 +24,81 @@ static int digits(const char *s)
         }
     }
     return 1;
+}
+
+static void rule_key(int64_t account, int64_t quiz, char *key, size_t len)
+{
+    snprintf(key, len, "%lld:%lld", (long long)account, (long long)quiz);
+}
+
+/* Rules stored before they were keyed by account sit under the bare quiz id. Each is moved to the
+ * key of the account its AccountID names (a rule already stored there wins); one that names no
+ * account cannot be given to any and was never served: it stays where it is, unused. Returns how
+ * many moved; `rules` is modified. */
+static size_t rules_migrate(amo *a, json_t *rules)
+{
+    size_t moved = 0;
+    const char *k;
+    json_t *v, *tmp;
+    json_object_foreach_safe(rules, tmp, k, v) {
+        if (!digits(k)) {
+            continue;
+        }
+        int64_t account = json_integer_value(json_object_get(v, "AccountID"));
+        if (!json_is_integer(json_object_get(v, "AccountID")) || account <= 0) {
+            amo_host->log(a->ctx, PX_LOG_WARN, "rule without an account kept unused quiz=%s", k);
+            continue;
+        }
+        char key[48];
+        rule_key(account, strtoll(k, NULL, 10), key, sizeof(key));
+        if (!json_object_get(rules, key)) {
+            json_object_set(rules, key, v);
+        }
+        json_object_del(rules, k);
+        moved++;
+    }
+    return moved;
+}
+
+void amo_rules_load(amo *a)
+{
+    a->rules = amo_host->kv_get(a->ctx, "rules");
+    if (!json_is_object(a->rules)) {
+        json_decref(a->rules);
+        a->rules = json_object();
+    }
+    size_t moved = rules_migrate(a, a->rules);
+    if (moved == 0) {
+        return;
+    }
+    /* Unstored, the move is redone at the next load; a saved rule stores it with the rest. */
+    int rc = amo_host->kv_set(a->ctx, "rules", a->rules);
+    amo_host->log(a->ctx, rc < 0 ? PX_LOG_WARN : PX_LOG_INFO,
+                  "rules migrated to account keys count=%zu stored=%s", moved,
+                  rc < 0 ? "no" : "yes");
+}
+
+static int64_t account_amo_id(amo *a)
+{
+    if (!a->account || json_is_true(json_object_get(a->account, "deleted"))) {
+        return -1;
+    }
+    return json_integer_value(json_object_get(a->account, "amoID"));
+}
+
+json_t *amo_rule_get(amo *a, int64_t quiz_id)
+{
+    int64_t account = account_amo_id(a);
+    if (account < 0) {
+        return NULL;
+    }
+    char key[48];
+    rule_key(account, quiz_id, key, sizeof(key));
+    json_t *r = json_object_get(a->rules, key);
+    if (!r || json_is_true(json_object_get(r, "Deleted"))) {
+        return NULL;
+    }
+    return r;
 }
 
 /* Either spelling of a key: "Lead" / "lead", "FieldsRule" / "Fieldsrule". */
@@ -343,8 +389,8 @@ void amo_api_rules(amo *a, px_http_request *req, const char *method, const char 
         return;
     }
     json_decref(in);
-    char key[32];
-    snprintf(key, sizeof(key), "%lld", (long long)quiz);
+    char key[48];
+    rule_key(account_amo_id(a), quiz, key, sizeof(key));
     json_t *all = json_deep_copy(a->rules);
     json_object_set(all, key, rule);
     if (amo_host->kv_set(a->ctx, "rules", all) < 0) {

@@ -659,5 +659,95 @@ def test_api_prefix_spellings_resolve_to_one_path():
             assert e.api("GET", "/rules/1") == (404, "no rule for quiz 1"), prefix
 
 
+SECOND_ACCOUNT = {"id": 30555001, "name": "Second", "subdomain": "second", "country": "RU",
+                  "currency": "RUB", "current_user_id": 7001,
+                  "drive_url": "https://drive-c.amocrm.ru"}
+
+
+def switch_account(e, account):
+    """Makes the fake answer as `account` and connects it (replacing the connected one)."""
+    e.ctl("data", {"account": account})
+    e.connect()
+    assert e.api("GET", "/account")[1]["amoID"] == account["id"]
+    e.wait_synced()
+
+
+def assert_rules_kept_per_account(e, first):
+    """Account B saves a rule for the quiz account A (`first`) has one for: each keeps its own."""
+    st, mine = e.api("GET", "/rules/4242")
+    assert st == 200 and mine["AccountID"] == first["id"] and mine["StepID"] == 1002, mine
+    switch_account(e, SECOND_ACCOUNT)
+    assert e.api("GET", "/rules/4242") == (404, "no rule for quiz 4242")
+    assert e.api("PATCH", "/rules/4242", {"StepID": 1001})[0] == 404
+    req = fixture("rules_req.json")
+    req["TagsToAdd"] = {}
+    req["StepID"] = 1001
+    assert e.api("POST", "/rules/4242", req) == (200, "Success")
+    st, theirs = e.api("GET", "/rules/4242")
+    assert st == 200 and theirs["AccountID"] == SECOND_ACCOUNT["id"], theirs
+    assert theirs["StepID"] == 1001 and theirs["ID"] != mine["ID"], theirs
+    assert e.api("PATCH", "/rules/4242", {"PerformerID": 7003}) == (200, "Success")
+    switch_account(e, first)
+    assert e.api("GET", "/rules/4242") == (200, mine), "account A's rule was changed"
+    e.emit(e.quiz())
+    wait_for(lambda: len(e.leads()) == 1, what="account A's lead")
+    lead = e.leads()[0]
+    assert (lead["status_id"], lead["responsible_user_id"]) == (1002, 7002), lead
+    # stored apart: both survive a restart
+    e.host.stop()
+    e.start()
+    assert e.api("GET", "/rules/4242") == (200, mine)
+    switch_account(e, SECOND_ACCOUNT)
+    st, theirs = e.api("GET", "/rules/4242")
+    assert st == 200 and (theirs["StepID"], theirs["PerformerID"]) == (1001, 7003), theirs
+
+
+def test_rules_are_kept_per_account_and_quiz():
+    with Env() as e:
+        first = fixture("amocrm_data.json")["account"]
+        e.connect()
+        e.wait_synced()
+        e.save_rule(4242)
+        assert_rules_kept_per_account(e, first)
+
+
+def test_rules_stored_by_quiz_only_are_migrated_to_their_account():
+    """Rules stored before they were keyed by account: found again for the account they name."""
+    import sqlite3
+    with Env() as e:
+        first = fixture("amocrm_data.json")["account"]
+        e.connect()
+        e.wait_synced()
+        e.save_rule(4242)
+        e.host.stop()
+        db = sqlite3.connect(e.host.path("var", "spool.db"))
+        try:
+            (raw,) = db.execute("SELECT value FROM kv WHERE instance='amo' AND key='rules'")\
+                .fetchone()
+            rule = [r for r in json.loads(raw).values() if r["QuizID"] == 4242][0]
+            orphan = dict(rule, QuizID=77)
+            del orphan["AccountID"]
+            old = {"4242": rule, "77": orphan}
+            db.execute("UPDATE kv SET value=? WHERE instance='amo' AND key='rules'",
+                       (json.dumps(old),))
+            db.commit()
+        finally:
+            db.close()
+        e.start()
+        assert "rules migrated to account keys count=1" in e.host.log(), e.host.log()[-2000:]
+        assert "rule without an account kept unused quiz=77" in e.host.log()
+        assert_rules_kept_per_account(e, first)
+        e.host.stop()
+        db = sqlite3.connect(e.host.path("var", "spool.db"))
+        try:
+            (raw,) = db.execute("SELECT value FROM kv WHERE instance='amo' AND key='rules'")\
+                .fetchone()
+        finally:
+            db.close()
+        stored = json.loads(raw)
+        assert sorted(stored) == ["30120394:4242", "30555001:4242", "77"], sorted(stored)
+        assert stored["77"] == orphan
+
+
 if __name__ == "__main__":
     run_all(globals())
