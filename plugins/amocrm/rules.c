@@ -31,43 +31,59 @@ static void rule_key(int64_t account, int64_t quiz, char *key, size_t len)
     snprintf(key, len, "%lld:%lld", (long long)account, (long long)quiz);
 }
 
-/* Rules stored before they were keyed by account sit under the bare quiz id. Each is moved to the
- * key of the account its AccountID names (a rule already stored there wins); one that names no
- * account cannot be given to any and was never served: it stays where it is, unused. Returns how
- * many moved; `rules` is modified. */
-static size_t rules_migrate(amo *a, json_t *rules)
+/* The AccountID a rule stored under the bare quiz id names, or 0 when it names none. */
+static int64_t legacy_owner(const char *key, const json_t *rule)
 {
-    size_t moved = 0;
-    const char *k;
-    json_t *v, *tmp;
-    json_object_foreach_safe(rules, tmp, k, v) {
-        if (!digits(k)) {
-            continue;
-        }
-        int64_t account = json_integer_value(json_object_get(v, "AccountID"));
-        if (!json_is_integer(json_object_get(v, "AccountID")) || account <= 0) {
-            amo_host->log(a->ctx, PX_LOG_WARN, "rule without an account kept unused quiz=%s", k);
-            continue;
-        }
-        char key[48];
-        rule_key(account, strtoll(k, NULL, 10), key, sizeof(key));
-        if (!json_object_get(rules, key)) {
-            json_object_set(rules, key, v);
-        }
-        json_object_del(rules, k);
-        moved++;
+    json_t *id = json_object_get(rule, "AccountID");
+    if (!digits(key) || !json_is_integer(id) || json_integer_value(id) <= 0) {
+        return 0;
     }
-    return moved;
+    return json_integer_value(id);
+}
+
+/* Rules stored before they were keyed by account sit under the bare quiz id. Returns a new
+ * reference: `rules` (borrowed) with each of those moved to the key of the account its AccountID
+ * names (a rule already stored there wins); one that names no account cannot be given to any and
+ * was never served: it stays where it is, unused. *moved counts the rules moved. */
+static json_t *rules_migrate(amo *a, const json_t *rules, size_t *moved)
+{
+    json_t *out = json_object();
+    const char *k;
+    json_t *v;
+    *moved = 0;
+    json_object_foreach((json_t *)rules, k, v) {
+        if (legacy_owner(k, v) > 0) {
+            continue;
+        }
+        if (digits(k)) {
+            amo_host->log(a->ctx, PX_LOG_WARN, "rule without an account kept unused quiz=%s", k);
+        }
+        json_object_set(out, k, v);
+    }
+    json_object_foreach((json_t *)rules, k, v) {
+        int64_t account = legacy_owner(k, v);
+        if (account > 0) {
+            char key[48];
+            rule_key(account, strtoll(k, NULL, 10), key, sizeof(key));
+            if (!json_object_get(out, key)) {
+                json_object_set(out, key, v);
+            }
+            (*moved)++;
+        }
+    }
+    return out;
 }
 
 void amo_rules_load(amo *a)
 {
-    a->rules = amo_host->kv_get(a->ctx, "rules");
-    if (!json_is_object(a->rules)) {
-        json_decref(a->rules);
-        a->rules = json_object();
+    json_t *stored = amo_host->kv_get(a->ctx, "rules");
+    if (!json_is_object(stored)) {
+        json_decref(stored);
+        stored = json_object();
     }
-    size_t moved = rules_migrate(a, a->rules);
+    size_t moved = 0;
+    a->rules = rules_migrate(a, stored, &moved);
+    json_decref(stored);
     if (moved == 0) {
         return;
     }

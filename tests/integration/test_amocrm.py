@@ -727,15 +727,20 @@ def test_rules_stored_by_quiz_only_are_migrated_to_their_account():
             rule = [r for r in json.loads(raw).values() if r["QuizID"] == 4242][0]
             orphan = dict(rule, QuizID=77)
             del orphan["AccountID"]
-            old = {"4242": rule, "77": orphan}
+            # 4243 only under its quiz id; 4242 under both keys (the account's key wins)
+            old = {"30120394:4242": rule, "4242": dict(rule, StepID=1001),
+                   "4243": dict(rule, QuizID=4243, ID=99), "77": orphan}
             db.execute("UPDATE kv SET value=? WHERE instance='amo' AND key='rules'",
                        (json.dumps(old),))
             db.commit()
         finally:
             db.close()
         e.start()
-        assert "rules migrated to account keys count=1" in e.host.log(), e.host.log()[-2000:]
+        assert "rules migrated to account keys count=2" in e.host.log(), e.host.log()[-2000:]
         assert "rule without an account kept unused quiz=77" in e.host.log()
+        st, moved = e.api("GET", "/rules/4243")
+        assert st == 200 and (moved["ID"], moved["AccountID"]) == (99, first["id"]), moved
+        assert e.api("GET", "/rules/77") == (404, "no rule for quiz 77")
         assert_rules_kept_per_account(e, first)
         e.host.stop()
         db = sqlite3.connect(e.host.path("var", "spool.db"))
@@ -745,7 +750,8 @@ def test_rules_stored_by_quiz_only_are_migrated_to_their_account():
         finally:
             db.close()
         stored = json.loads(raw)
-        assert sorted(stored) == ["30120394:4242", "30555001:4242", "77"], sorted(stored)
+        assert sorted(stored) == ["30120394:4242", "30120394:4243", "30555001:4242", "77"], \
+            sorted(stored)
         assert stored["77"] == orphan
 
 
