@@ -1380,7 +1380,8 @@ static int parse_host(cctx *c, px_config *cfg, const px_ynode *h)
                                        "admin",         "plugin_path", "watch_plugins",
                                        "max_crashes"};
     static const char *const log_keys[] = {"level", "format"};
-    static const char *const http_keys[] = {"listen", "max_body", "max_connections"};
+    static const char *const http_keys[] = {"listen", "max_body", "max_connections",
+                                            "request_timeout"};
     static const char *const admin_keys[] = {"listen", "token"};
     static const char *const durabilities[] = {"normal", "fsync", NULL};
     static const char *const levels[] = {"error", "warn", "info", "debug", NULL};
@@ -1468,6 +1469,14 @@ static int parse_host(cctx *c, px_config *cfg, const px_ynode *h)
             return rc;
         }
         cfg->http_max_conns = (uint32_t)v;
+        const px_ynode *rt = map_get(http, "request_timeout");
+        if ((rc = get_duration(c, rt, "host.http.request_timeout",
+                               &cfg->http_request_timeout_ms)) < 0) {
+            return rc;
+        }
+        if (cfg->http_request_timeout_ms == 0) {
+            return fail(c, rt, "host.http.request_timeout: must be more than 0");
+        }
     }
 
     const px_ynode *admin = map_get(h, "admin");
@@ -1944,6 +1953,7 @@ static px_config *config_defaults(const char *path)
     cfg->http_listen = NULL; /* plugin routes need an explicit host.http.listen */
     cfg->http_max_body = 1024 * 1024;
     cfg->http_max_conns = 1024;
+    cfg->http_request_timeout_ms = 30000;
     cfg->admin_listen = px_xstrdup("127.0.0.1:8081");
     cfg->log_level = px_xstrdup("info");
     cfg->log_format = px_xstrdup("auto");

@@ -74,6 +74,7 @@ typedef struct px_config {
     char *http_listen;       /* default "127.0.0.1:8080"; "[::1]:8080"; NULL (null or "") = none */
     size_t http_max_body;    /* default 1 MiB */
     uint32_t http_max_conns; /* default 1024 */
+    uint64_t http_request_timeout_ms; /* `http.request_timeout:`, whole request in, default 30s */
     char *admin_listen;      /* default "127.0.0.1:8081"; NULL/"" = none */
     char *admin_token;       /* NULL = no token (secret) */
     char **plugin_path;      /* `plugin_path:` (a string or a list); absent => NULL, 0 */

@@ -238,7 +238,8 @@ int px_daemon_create(uv_loop_t *loop, px_config *cfg, px_daemon **out, char *err
     if (cfg->http_listen && *cfg->http_listen) {
         px_http_server_options ho = {.listen = cfg->http_listen,
                                      .max_body_bytes = cfg->http_max_body,
-                                     .max_connections = cfg->http_max_conns};
+                                     .max_connections = cfg->http_max_conns,
+                                     .request_timeout_ms = cfg->http_request_timeout_ms};
         char herr[256];
         rc = px_http_server_create(loop, &ho, &d->http, herr, sizeof(herr));
         if (rc < 0) {

@@ -29,6 +29,7 @@
 #define DEFAULT_MAX_BODY_BYTES (1024u * 1024)
 #define DEFAULT_HEADER_TIMEOUT_MS 10000
 #define DEFAULT_IDLE_TIMEOUT_MS 60000
+#define DEFAULT_REQUEST_TIMEOUT_MS 30000
 #define DEFAULT_MAX_CONNECTIONS 1024
 #define DEFAULT_SHUTDOWN_TIMEOUT_MS 5000
 
@@ -99,7 +100,8 @@ enum { MATCH_OK = 0, MATCH_NONE = 404, MATCH_METHOD = 405 };
 
 struct conn {
     uv_tcp_t tcp;
-    uv_timer_t timer;   /* one deadline per state: header, body progress, idle, write, linger */
+    uv_timer_t timer;   /* one deadline per state: request (header, body progress and the whole
+                         * request), idle, write, linger */
     uv_write_t wreq;    /* the response */
     uv_write_t creq;    /* "100 Continue" */
     uv_shutdown_t sreq; /* FIN before closing */
@@ -124,6 +126,7 @@ struct conn {
     gbuf head;  /* response head */
     gbuf obody; /* response body the socket did not take at once */
     gbuf xhdr;  /* response headers added with px_http_set_header */
+    uint64_t deadline;  /* loop time by which the current request must be complete */
     uint64_t route_gen; /* route match cached at headers-complete, valid while gen unchanged */
     size_t route_idx;
     int route_match;
@@ -413,6 +416,23 @@ static int route_lookup(const px_http_server *srv, const char *method, const cha
 
 static const http_parser_settings parser_settings;
 static void on_timer(uv_timer_t *t);
+
+/* Starts the request's clock: it must be complete within request_timeout_ms from now. */
+static void request_deadline_start(conn *c)
+{
+    c->deadline = uv_now(c->srv->loop) + c->srv->opt.request_timeout_ms;
+}
+
+/* While a request comes in: the next piece must come within header_timeout_ms and the whole
+ * request before its deadline, whichever is sooner (the timer restarts on each read, the deadline
+ * does not move, so a steady trickle cannot hold the connection). */
+static void request_timer_start(conn *c)
+{
+    uint64_t now = uv_now(c->srv->loop);
+    uint64_t left = c->deadline > now ? c->deadline - now : 0;
+    uint64_t ms = c->srv->opt.header_timeout_ms;
+    uv_timer_start(&c->timer, on_timer, left < ms ? left : ms, 0);
+}
 static void conn_process(conn *c);
 
 static void conn_unlink(conn *c)
@@ -756,7 +776,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->rlen += (size_t)nread; /* the next pipelined request waits its turn */
         return;
     case CS_BODY:
-        uv_timer_start(&c->timer, on_timer, c->srv->opt.header_timeout_ms, 0);
+        request_timer_start(c);
         break;
     default:
         break;
@@ -917,9 +937,11 @@ static int on_message_begin(http_parser *p)
     c->last_cb = LAST_NONE;
     c->req = (px_http_request){.c = c};
     if (c->timer_idle) {
-        /* a new connection keeps the deadline it got at accept */
+        /* the next request on a kept-alive connection starts its own clock; a new connection's
+         * first request keeps the one it got at accept */
         c->timer_idle = 0;
-        uv_timer_start(&c->timer, on_timer, c->srv->opt.header_timeout_ms, 0);
+        request_deadline_start(c);
+        request_timer_start(c);
     }
     return 0;
 }
@@ -1047,7 +1069,7 @@ static int on_headers_complete(http_parser *p)
     }
     if (chunked || clen) {
         c->state = CS_BODY;
-        uv_timer_start(&c->timer, on_timer, srv->opt.header_timeout_ms, 0);
+        request_timer_start(c);
         const char *expect = px_http_req_header(req, "Expect");
         if (expect && strcasecmp(expect, "100-continue") == 0 && !req->http10) {
             uv_buf_t b = uv_buf_init((char *)cont, sizeof cont - 1);
@@ -1274,7 +1296,8 @@ static void on_connection(uv_stream_t *ls, int status)
     uv_tcp_nodelay(&c->tcp, 1);
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
-    uv_timer_start(&c->timer, on_timer, srv->opt.header_timeout_ms, 0);
+    request_deadline_start(c);
+    request_timer_start(c);
     start_reading(c);
 }
 
@@ -1381,6 +1404,9 @@ int px_http_server_create(uv_loop_t *loop, const px_http_server_options *opt,
     }
     if (!srv->opt.header_timeout_ms) {
         srv->opt.header_timeout_ms = DEFAULT_HEADER_TIMEOUT_MS;
+    }
+    if (!srv->opt.request_timeout_ms) {
+        srv->opt.request_timeout_ms = DEFAULT_REQUEST_TIMEOUT_MS;
     }
     if (!srv->opt.idle_timeout_ms) {
         srv->opt.idle_timeout_ms = DEFAULT_IDLE_TIMEOUT_MS;

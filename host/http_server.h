@@ -26,6 +26,10 @@ typedef struct px_http_server_options {
     uint64_t header_timeout_ms;   /* headers (and then each body read) not in within it -> 408
                                      and close; a new connection that sends nothing is closed
                                      quietly; 0 = 10 s */
+    uint64_t request_timeout_ms;  /* a whole request (headers and body) not in within it -> 408
+                                     and close, however steadily it trickles in; counted from
+                                     the accept for a connection's first request, from its first
+                                     byte for the next ones; 0 = 30 s */
     uint64_t idle_timeout_ms;     /* keep-alive connection idle that long -> closed quietly; also
                                      bounds a stalled response write; 0 = 60 s */
     uint32_t max_connections;     /* beyond it a connection is accepted, answered 503 with

@@ -4,7 +4,9 @@
  * `keep` old files (path.1, path.2, ...). Interval flushes run on a thread of the plugin, on a
  * duplicate of the descriptor, so the loop keeps writing (and answering) while the disk syncs;
  * every few MiB written that thread also starts the writeback of what is dirty, so each flush
- * has little left to do and the disk work is spread instead of coming in one burst. */
+ * has little left to do and the disk work is spread instead of coming in one burst. A line is
+ * whole or absent: a write that fails part way (disk full) is cut back before the retry, and so
+ * is a partial last line found at open (a process killed in the middle of a write). */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -35,10 +37,14 @@ typedef struct fsink {
     pthread_cond_t cv;
     int sync_fd, sync_start, syncing, quit, has_flusher;
     int64_t unstarted; /* bytes written since the last writeback started */
+    int torn;          /* the file may end in part of a line: cut it before the next write */
 } fsink;
 
 /* Writeback is started every this many bytes written (with fsync: interval). */
 #define START_WRITEBACK_BYTES (4 << 20)
+
+/* The tail of the file is read back in blocks of this size to find its last line break. */
+#define TAIL_BLOCK 4096
 
 static const px_option options[] = {
     {"path", PX_OPT_STRING, PX_OPT_REQUIRED, NULL, "file to append to (created if missing)"},
@@ -49,15 +55,67 @@ static const px_option options[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 
-static int open_file(fsink *f)
+/* Cuts a regular file back to just after its last line break (to empty when it has none), so
+ * that what follows starts a line of its own. The part cut was never reported done: a line is
+ * done only once write() took all of it. The tail is found by reading it, not from a remembered
+ * offset, so lines appended meanwhile by another generation of the instance (the same file, also
+ * O_APPEND) are never cut. Returns 0, or -1 with errno set. */
+static int cut_to_last_line(int fd)
 {
-    f->fd = open(f->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-    if (f->fd < 0) {
-        host->log(f->ctx, PX_LOG_ERROR, "cannot open path=%s: %s", f->path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        return 0; /* a pipe or a terminal: nothing to read back or cut */
+    }
+    char buf[TAIL_BLOCK];
+    off_t end = st.st_size;
+    while (end > 0) {
+        off_t from = end > TAIL_BLOCK ? end - TAIL_BLOCK : 0;
+        ssize_t n = pread(fd, buf, (size_t)(end - from), from);
+        if (n < 0) {
+            return -1;
+        }
+        if (n != end - from) {
+            errno = EIO; /* the file shrank under us: look again next time */
+            return -1;
+        }
+        char *nl = memrchr(buf, '\n', (size_t)n);
+        if (nl) {
+            end = from + (nl - buf) + 1;
+            break;
+        }
+        end = from;
+    }
+    return end == st.st_size ? 0 : ftruncate(fd, end);
+}
+
+/* Cuts a partial last line (a write cut short, or a process killed in the middle of one) so the
+ * next line is not glued to it. Returns 0, or -1 (logged; f->torn stays set: writing waits). */
+static int repair_tail(fsink *f)
+{
+    if (cut_to_last_line(f->fd) < 0) {
+        host->log(f->ctx, PX_LOG_ERROR, "cannot cut a partial last line path=%s: %s", f->path,
+                  strerror(errno));
+        f->torn = 1;
         return -1;
     }
     struct stat st;
     f->size = fstat(f->fd, &st) == 0 ? st.st_size : 0;
+    f->torn = 0;
+    return 0;
+}
+
+static int open_file(fsink *f)
+{
+    /* read too: the tail of the file is read back to find its last complete line */
+    f->fd = open(f->path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (f->fd < 0) {
+        host->log(f->ctx, PX_LOG_ERROR, "cannot open path=%s: %s", f->path, strerror(errno));
+        return -1;
+    }
+    repair_tail(f); /* on failure f->torn is set and deliveries retry until it works */
     return 0;
 }
 
@@ -204,11 +262,36 @@ static char *line_of(px_delivery *d, size_t *len)
     return out;
 }
 
+/* Writes all len bytes of text, continuing after a short write. Returns len, or -1 with errno
+ * set (ENOSPC for a write that made no progress); after -1 part of the text may be in the file. */
+static ssize_t write_line(int fd, const char *text, size_t len)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t w = write(fd, text + done, len - done);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w <= 0) {
+            if (w == 0) {
+                errno = ENOSPC;
+            }
+            return -1;
+        }
+        done += (size_t)w;
+    }
+    return (ssize_t)len;
+}
+
 static void file_deliver(void *state, px_delivery *d)
 {
     fsink *f = state;
     if (f->fd < 0 && open_file(f) < 0) {
         host->complete(d, PX_ERETRY, "cannot open output file", 0);
+        return;
+    }
+    if (f->torn && repair_tail(f) < 0) {
+        host->complete(d, PX_ERETRY, "cannot cut a partial last line", 0);
         return;
     }
     size_t len = 0;
@@ -217,10 +300,12 @@ static void file_deliver(void *state, px_delivery *d)
         host->complete(d, PX_ERETRY, "out of memory", 0);
         return;
     }
-    ssize_t w = write(f->fd, text, len);
+    ssize_t w = write_line(f->fd, text, len);
     free(text);
-    if (w != (ssize_t)len) {
-        host->complete(d, PX_ERETRY, w < 0 ? strerror(errno) : "short write", 0);
+    if (w < 0) {
+        int err = errno;
+        repair_tail(f);
+        host->complete(d, PX_ERETRY, strerror(err), 0);
         return;
     }
     f->size += w;

@@ -1,10 +1,14 @@
 /* testsink: a sink that records every delivery attempt as a JSON line in `file`
  * ({"event","type","seq","attempt","action","params","tag","outcome","at_ms"}) and can be told to
  * fail (retry or reject), to fail only while `down_file` exists, to answer late (`delay`) or
- * never (`stall`). `tag` marks which build/instance answered. */
+ * never (`stall`). `tag` marks which build/instance answered. Like the file sink, it cuts a
+ * partial last line (the process was killed in the middle of a write) when it opens the file, so
+ * every line in it is whole. */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -47,6 +51,39 @@ static const px_option options[] = {
     {"secret_token", PX_OPT_STRING, PX_OPT_SECRET, NULL, "a secret, for masking tests"},
     {NULL, 0, 0, NULL, NULL},
 };
+
+/* Cuts `file` (borrowed) back to just after its last line break. Best effort: a file that cannot
+ * be read keeps its tail. */
+static void cut_partial_last_line(px_plugin_ctx *ctx, const char *file)
+{
+    int fd = open(file, O_RDWR | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return;
+    }
+    char buf[4096];
+    off_t end = st.st_size;
+    while (end > 0) {
+        off_t from = end > (off_t)sizeof buf ? end - (off_t)sizeof buf : 0;
+        if (pread(fd, buf, (size_t)(end - from), from) != end - from) {
+            end = st.st_size;
+            break;
+        }
+        char *nl = memrchr(buf, '\n', (size_t)(end - from));
+        if (nl) {
+            end = from + (nl - buf) + 1;
+            break;
+        }
+        end = from;
+    }
+    if (end < st.st_size && ftruncate(fd, end) != 0) {
+        host->log(ctx, PX_LOG_WARN, "cannot cut a partial last line file=%s", file);
+    }
+    close(fd);
+}
 
 static int64_t now_ms(void)
 {
@@ -154,6 +191,7 @@ static int snk_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
     snk *s = calloc(1, sizeof(*s));
     s->ctx = ctx;
     const char *file = json_string_value(json_object_get(cfg, "file"));
+    cut_partial_last_line(ctx, file);
     s->out = fopen(file, "a");
     if (!s->out) {
         host->log(ctx, PX_LOG_ERROR, "cannot open file=%s", file);

@@ -91,6 +91,7 @@ static void test_full_config(void)
     PX_ASSERT_STR_EQ(cfg->http_listen, "[::1]:9090");
     PX_ASSERT_INT_EQ(cfg->http_max_body, 64 * 1024);
     PX_ASSERT_INT_EQ(cfg->http_max_conns, 16);
+    PX_ASSERT_INT_EQ(cfg->http_request_timeout_ms, 12000);
     PX_ASSERT_STR_EQ(cfg->admin_listen, "127.0.0.1:0");
     PX_ASSERT_STR_EQ(cfg->admin_token, "s3cr3t-admin-token");
     PX_ASSERT_INT_EQ(cfg->nplugin_path, 2);
@@ -173,6 +174,7 @@ static void test_defaults(void)
     PX_ASSERT(cfg->http_listen == NULL);
     PX_ASSERT_INT_EQ(cfg->http_max_body, 1024 * 1024);
     PX_ASSERT_INT_EQ(cfg->http_max_conns, 1024);
+    PX_ASSERT_INT_EQ(cfg->http_request_timeout_ms, 30000);
     PX_ASSERT_STR_EQ(cfg->admin_listen, "127.0.0.1:8081");
     PX_ASSERT(cfg->admin_token == NULL);
     PX_ASSERT_INT_EQ(cfg->nplugin_path, 0);
@@ -326,6 +328,11 @@ static void test_err_host(void)
     EXPECT_ERR("version: 1\nhost:\n  http: { max_connections: 0 }\n",
                "test.yaml:3:28: host.http.max_connections: expected an integer from 1 to "
                "4294967295, got \"0\"");
+    EXPECT_ERR("version: 1\nhost:\n  http: { request_timeout: 0 }\n",
+               "test.yaml:3:28: host.http.request_timeout: must be more than 0");
+    EXPECT_ERR("version: 1\nhost:\n  http: { request_timeout: soon }\n",
+               "test.yaml:3:28: host.http.request_timeout: expected a duration like 250ms, 30s, "
+               "5m, 1h or 1d, got \"soon\"");
     EXPECT_ERR("version: 1\nhost:\n  http: { listen: localhost:80 }\n",
                "test.yaml:3:19: host.http.listen: expected an address like 127.0.0.1:8080 or "
                "[::1]:8080, got \"localhost:80\"");

@@ -4,6 +4,7 @@
 #include "../../host/http_server.c"
 
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -727,6 +728,57 @@ static void test_timeouts(void)
     PX_ASSERT_INT_EQ(fx_stop(), 0);
 }
 
+/* Sends the body one byte at a time, each well within the header timeout, until the server
+ * answers or closes. Returns how many bytes went out. */
+static int trickle_until_answered(client *c, int max_bytes)
+{
+    int sent = 0;
+    for (; sent < max_bytes; sent++) {
+        struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+        if (poll(&pfd, 1, 20) != 0 || cli_send(c, "x") != 0) {
+            break;
+        }
+    }
+    return sent;
+}
+
+static void test_request_deadline(void)
+{
+    px_http_server_options o = test_options();
+    o.header_timeout_ms = 2000; /* each byte comes well within it... */
+    o.request_timeout_ms = 300; /* ...but the whole request does not */
+    o.idle_timeout_ms = 10000;
+    PX_ASSERT_INT_EQ(fx_start(&o), 0);
+
+    /* a body trickling in steadily is cut at the request's deadline, not held as long as it
+     * keeps coming (500 bytes at 20 ms each would take 10 s) */
+    PX_ASSERT_INT_EQ(cli_open(&C), 0);
+    PX_ASSERT_INT_EQ(cli_send(&C, "POST /echo HTTP/1.1\r\nContent-Length: 1000\r\n\r\n"), 0);
+    int sent = trickle_until_answered(&C, 500);
+    PX_ASSERT(sent < 500);
+    PX_ASSERT_INT_EQ(cli_read(&C, &R), 0);
+    PX_ASSERT_INT_EQ(R.status, 408);
+    PX_ASSERT_STR_EQ(resp_header(&R, "Connection"), "close");
+    PX_ASSERT_STR_EQ(R.body, "{\"error\":\"request timeout\"}");
+    PX_ASSERT(cli_eof(&C));
+    cli_close(&C);
+    PX_ASSERT(still_serves());
+
+    /* the next request on a kept-alive connection gets a deadline of its own */
+    PX_ASSERT_INT_EQ(cli_open(&C), 0);
+    PX_ASSERT_INT_EQ(cli_send(&C, GET_HELLO), 0);
+    PX_ASSERT_INT_EQ(cli_read(&C, &R), 0);
+    PX_ASSERT_INT_EQ(R.status, 200);
+    usleep((useconds_t)(o.request_timeout_ms + 100) * 1000);
+    PX_ASSERT_INT_EQ(cli_send(&C, "POST /echo HTTP/1.1\r\nContent-Length: 2\r\n\r\nok"), 0);
+    PX_ASSERT_INT_EQ(cli_read(&C, &R), 0);
+    PX_ASSERT_INT_EQ(R.status, 200);
+    PX_ASSERT_STR_EQ(R.body, "ok");
+    cli_close(&C);
+
+    PX_ASSERT_INT_EQ(fx_stop(), 0);
+}
+
 static size_t nconns;
 static void read_conns(void *arg) { nconns = px_http_server_connections(fx.srv); }
 
@@ -970,6 +1022,7 @@ static void test_defaults_and_bad_routes(void)
     PX_ASSERT_INT_EQ(srv->opt.max_body_bytes, 1024 * 1024);
     PX_ASSERT_INT_EQ(srv->opt.header_timeout_ms, 10000);
     PX_ASSERT_INT_EQ(srv->opt.idle_timeout_ms, 60000);
+    PX_ASSERT_INT_EQ(srv->opt.request_timeout_ms, 30000);
     PX_ASSERT_INT_EQ(srv->opt.max_connections, 1024);
     PX_ASSERT_INT_EQ(px_http_server_connections(srv), 0);
     PX_ASSERT_INT_EQ(px_http_server_route(srv, "GET", "nope", 0, h_hello, NULL, NULL), PX_EINVAL);
@@ -1197,7 +1250,8 @@ static void test_close_timeout(void)
 PX_TEST_MAIN(PX_TEST(test_get_200), PX_TEST(test_bad_options), PX_TEST(test_post_echo),
              PX_TEST(test_keep_alive), PX_TEST(test_pipelined), PX_TEST(test_chunked_body),
              PX_TEST(test_body_too_large), PX_TEST(test_header_too_large),
-             PX_TEST(test_malformed), PX_TEST(test_timeouts), PX_TEST(test_max_connections),
+             PX_TEST(test_malformed), PX_TEST(test_timeouts), PX_TEST(test_request_deadline),
+             PX_TEST(test_max_connections),
              PX_TEST(test_404_405), PX_TEST(test_prefix_and_head),
              PX_TEST(test_connection_close), PX_TEST(test_http10),
              PX_TEST(test_disconnect_while_pending), PX_TEST(test_ipv6),
