@@ -83,7 +83,7 @@ typedef struct px_config {
     char *plugin_path_relative; /* the first relative entry as written (owned), or NULL */
     size_t plugin_path_relative_at; /* its index in plugin_path */
     int plugin_path_line, plugin_path_col; /* where `plugin_path:` is, for messages */
-    int plugin_trust;        /* enum px_plugin_trust (loader.h); `plugin_trust: strict|permissive` */
+    int plugin_trust;        /* enum px_plugin_trust (loader.h): `strict` or `permissive` */
     int watch_plugins;       /* `watch_plugins: true`: reload an instance when its .so changes */
     char *log_level;         /* default "info" */
     char *log_format;        /* "auto" (default), "json", "text" */

@@ -107,8 +107,8 @@ int px_gen_copy_dir_prepare(const char *dir, char *err, size_t errlen);
 
 /* Loads a new generation of inst from `file`: copies it to a private path under copy_dir when
  * copy_dir is non-NULL (dlopen caches by path; the copy is made new, never through a symlink),
- * judging the copied bytes by `trust` (enum px_plugin_trust), opens and checks it, calls init with the
- * instance's config. On success returns 0 and stores the generation in *out (not started, not
+ * judging the copied bytes by `trust` (enum px_plugin_trust), opens and checks it, calls init with
+ * the instance's config. On success returns 0 and stores the generation in *out (not started, not
  * yet current). On failure returns < 0 with one line in err; nothing is left loaded. */
 int px_gen_load(px_instance *inst, const char *file, const char *copy_dir, int trust,
                 px_plugin_ctx **out, char *err, size_t errlen);

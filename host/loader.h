@@ -37,11 +37,11 @@ int px_loader_check_trust(const char *file, int fd, char *err, size_t errlen);
 
 /* Loads `file` (borrowed) and checks it: trusted (px_loader_check_trust; with `trust`
  * PX_TRUST_PERMISSIVE an untrusted file is loaded and the refusal is left in err as a warning
- * starting "warning: ", else err is empty on success), entry symbol present, ABI major equal, descriptor size at
- * least the 1.0 size, minor not newer than the host's, jansson major equal, name equal to
- * `expected_name` (NULL = the file's base name without ".so"), mandatory callbacks present
- * (init, destroy; deliver for sinks). On success returns 0 and stores *out (owned by caller;
- * px_loader_close). On refusal returns PX_EABI or PX_EPLUGIN with one line in err. */
+ * starting "warning: ", else err is empty on success), entry symbol present, ABI major equal,
+ * descriptor size at least the 1.0 size, minor not newer than the host's, jansson major equal,
+ * name equal to `expected_name` (NULL = the file's base name without ".so"), mandatory callbacks
+ * present (init, destroy; deliver for sinks). On success returns 0 and stores *out (owned by
+ * caller; px_loader_close). On refusal returns PX_EABI or PX_EPLUGIN with one line in err. */
 int px_loader_open(const char *file, const char *expected_name, const px_host_api *api, int trust,
                    px_plugin_lib **out, char *err, size_t errlen);
 
