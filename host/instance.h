@@ -100,12 +100,18 @@ px_instance *px_instance_create(px_daemon *d, const char *name, const char *plug
                                 const char *file, const json_t *config, uint32_t max_inflight);
 void px_instance_destroy(px_instance *inst); /* the generation must be gone */
 
+/* Makes `dir` (borrowed) the private folder of plugin copies: created mode 0700 when missing,
+ * refused unless it is a real folder (not a symlink) owned by the running user, and set to 0700.
+ * Returns 0 or PX_EPLUGIN with one line in err. */
+int px_gen_copy_dir_prepare(const char *dir, char *err, size_t errlen);
+
 /* Loads a new generation of inst from `file`: copies it to a private path under copy_dir when
- * copy_dir is non-NULL (dlopen caches by path), opens and checks it, calls init with the
- * instance's config. On success returns 0 and stores the generation in *out (not started, not
+ * copy_dir is non-NULL (dlopen caches by path; the copy is made new, never through a symlink),
+ * judging the copied bytes by `trust` (enum px_plugin_trust), opens and checks it, calls init with
+ * the instance's config. On success returns 0 and stores the generation in *out (not started, not
  * yet current). On failure returns < 0 with one line in err; nothing is left loaded. */
-int px_gen_load(px_instance *inst, const char *file, const char *copy_dir, px_plugin_ctx **out,
-                char *err, size_t errlen);
+int px_gen_load(px_instance *inst, const char *file, const char *copy_dir, int trust,
+                px_plugin_ctx **out, char *err, size_t errlen);
 int px_gen_start(px_plugin_ctx *gen, char *err, size_t errlen);
 /* Calls stop, then waits (on the loop) until deliveries and emits in flight are done and the
  * plugin reported drained, bounded by timeout_ms; then calls cb (on the loop, never inside). */

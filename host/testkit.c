@@ -1880,7 +1880,8 @@ static void check_expectations(kit *k)
 static int load(kit *k, const char *file)
 {
     char err[1024];
-    int rc = px_loader_open(file, NULL, &k->api, &k->lib, err, sizeof(err));
+    int rc = px_loader_open(file, NULL, &k->api, PX_TRUST_STRICT, &k->lib, err,
+                               sizeof(err));
     if (rc < 0) {
         failure(k, "load: %s", err);
         return rc;
