@@ -122,10 +122,12 @@ static uint64_t handle_add(handle_table *t, px_delivery *dl)
     return dl->handle;
 }
 
-/* Forgets dl's handle: from now on it names nothing. */
+/* Forgets dl's handle: from now on it names nothing. A retried delivery is handed over again
+ * under a new one. */
 static void handle_remove(handle_table *t, px_delivery *dl)
 {
     size_t i = handle_find(t, dl->handle);
+    dl->handle = 0;
     if (i == SIZE_MAX) {
         return;
     }
@@ -508,6 +510,7 @@ void px_dispatch_complete(px_dispatch *disp, px_delivery *handle, int status, co
     list_remove(&q->infl_head, &q->infl_tail, dl);
     q->ninflight--;
     dl->gen = NULL;
+    handle_remove(&disp->handles, dl); /* this attempt is over, even if the delivery goes on */
     if (!reason) {
         reason = "";
     }
