@@ -140,6 +140,14 @@ static int copy_file(const char *from, const char *to, int trust, char *err, siz
     return rc;
 }
 
+void px_gen_crash_enter(px_crash_frame *f, px_plugin_ctx *gen, const char *call, uint64_t cause)
+{
+    px_dispatch *disp = gen->inst->daemon->dispatch;
+    px_delivery *dl = disp ? px_dispatch_blame(disp, gen, cause) : NULL;
+    px_crash_enter(f, call, gen->inst->name, dl ? dl->id : 0, dl ? dl->event->id : NULL);
+    px_crash_set_cause(f, gen, dl ? dl->handle : 0);
+}
+
 static void on_post(uv_async_t *a)
 {
     px_plugin_ctx *gen = a->data;
@@ -151,7 +159,7 @@ static void on_post(uv_async_t *a)
         px_post_item *next = it->next;
         if (gen->state_code != PX_GEN_DESTROYED) {
             px_crash_frame cf;
-            px_crash_enter(&cf, "post", gen->inst->name, 0, NULL);
+            px_gen_crash_enter(&cf, gen, "post", it->cause);
             it->cb(it->arg);
             px_crash_leave(&cf);
         }
@@ -425,6 +433,7 @@ int px_gen_post(px_plugin_ctx *gen, void (*cb)(void *arg), void *arg)
     }
     it->cb = cb;
     it->arg = arg;
+    it->cause = px_crash_cause(gen); /* a frame of this thread: 0 on a plugin's own thread */
     it->next = NULL;
     pthread_mutex_lock(&gen->post_lock);
     if (gen->post_closed) {
@@ -447,7 +456,7 @@ static void on_timer(uv_timer_t *h)
 {
     px_timer *t = h->data;
     px_crash_frame cf;
-    px_crash_enter(&cf, "timer", t->gen->inst->name, 0, NULL);
+    px_gen_crash_enter(&cf, t->gen, "timer", t->cause);
     t->cb(t->arg);
     px_crash_leave(&cf);
 }
@@ -462,6 +471,7 @@ int px_gen_timer_start(px_plugin_ctx *gen, uint64_t ms, uint64_t repeat_ms, void
     t->gen = gen;
     t->cb = cb;
     t->arg = arg;
+    t->cause = px_crash_cause(gen);
     uv_timer_init(gen->inst->daemon->loop, &t->handle);
     t->handle.data = t;
     uv_timer_start(&t->handle, on_timer, ms, repeat_ms);

@@ -14,6 +14,7 @@
 #include <plexus/sdk.h>
 #include <uv.h>
 
+#include "crash.h"
 #include "loader.h"
 
 typedef struct px_daemon px_daemon;
@@ -30,6 +31,7 @@ enum px_gen_state {
 typedef struct px_post_item {
     void (*cb)(void *arg);
     void *arg;
+    uint64_t cause;         /* px_crash_cause when posted (0 from a plugin's thread) */
     struct px_post_item *next;
 } px_post_item;
 
@@ -38,6 +40,7 @@ struct px_timer {
     px_plugin_ctx *gen;
     void (*cb)(void *arg);
     void *arg;
+    uint64_t cause;         /* px_crash_cause when started */
     struct px_timer *prev, *next; /* the generation's live timers */
 };
 
@@ -126,6 +129,13 @@ void px_gen_close(px_plugin_ctx *gen, void (*cb)(px_plugin_ctx *gen));
 /* An emit (or dead_letter) of gen has had its outcome: keeps the generation alive until its last
  * emit settled, even past destroy (its callback is then not called). */
 void px_gen_emit_done(px_plugin_ctx *gen);
+
+/* Enters crash frame f (caller's memory, left with px_crash_leave) for callback `call` (static
+ * storage, one word: it is a field of the crash marker) into gen: charged to its instance and to
+ * the delivery px_dispatch_blame names for `cause` (a px_crash_cause captured when the plugin set
+ * the callback up; 0 when unknown). Whatever the callback sets up in turn inherits that delivery.
+ * Every plugin callback the host runs outside init/start/stop/deliver/destroy goes through it. */
+void px_gen_crash_enter(px_crash_frame *f, px_plugin_ctx *gen, const char *call, uint64_t cause);
 
 /* Host table services bound to a generation. */
 int px_gen_post(px_plugin_ctx *gen, void (*cb)(void *arg), void *arg); /* any thread */

@@ -176,7 +176,8 @@ typedef struct px_host_api {
     uint32_t (*delivery_attempt)(px_delivery *d);     /* 1 for the first attempt */
     /* Finishes a delivery: PX_OK, PX_ERETRY (after retry_after_ms, 0 = policy backoff) or
      * PX_EREJECT. reason (borrowed) is kept in logs and the dead letters; on PX_OK it may carry
-     * the result, e.g. "id=1234". d is invalid after the call. */
+     * the result, e.g. "id=1234". d is invalid after the call: a second complete is refused
+     * (logged, nothing changes) and the getters return NULL. */
     void (*complete)(px_delivery *d, int status, const char *reason, uint64_t retry_after_ms);
 
     /* --- Loop services ------------------------------------------------------------------ */
