@@ -99,7 +99,8 @@ static const px_option options[] = {
     {"max_message_size", PX_OPT_SIZE, 0, "256KiB", "larger bodies go to the dead letters"},
     {"on_invalid", PX_OPT_STRING, 0, "dead_letter",
      "a known job missing required fields: dead_letter or emit"},
-    {"hints", PX_OPT_BOOL, 0, "true", "pass maxTries, backoff and timeout as delivery hints"},
+    {"hints", PX_OPT_BOOL, 0, "true",
+     "apply maxTries, retryUntil, maxExceptions, timeout, failOnTimeout and backoff"},
     {NULL, 0, 0, NULL, NULL},
 };
 
