@@ -927,6 +927,22 @@ static void finish_plugin(void *st)
     for (size_t i = 0; i < F.nouts; i++) {
         F.outs[i].cb(PX_OK, F.outs[i].arg);
     }
+    for (size_t i = 0; i < F.ncalls; i++) {
+        if (!F.calls[i].answered &&
+            strcmp(F.calls[i].target, "AmazonSQS.DeleteMessageBatch") == 0) {
+            json_t *req = call_body(i), *ok = json_array(), *entry;
+            size_t k;
+            json_array_foreach(json_object_get(req, "Entries"), k, entry) {
+                json_array_append_new(ok, json_pack("{s:O}", "Id", json_object_get(entry, "Id")));
+            }
+            json_t *ans = json_pack("{s:o}", "Successful", ok);
+            char *text = json_dumps(ans, JSON_COMPACT);
+            answer(i, 200, text, NULL);
+            free(text);
+            json_decref(ans);
+            json_decref(req);
+        }
+    }
     desc.stop(st);
     desc.drain(st);
     answer_cancelled();
