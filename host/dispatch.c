@@ -359,6 +359,14 @@ static void hand_over(px_sinkq *q, px_delivery *dl, px_plugin_ctx *gen)
     px_crash_leave(&cf);
 }
 
+/* 1 when the event's retry deadline (a source hint, e.g. Laravel's retryUntil) is before `at`. */
+static int past_deadline(const px_delivery *dl, int64_t at)
+{
+    return dl->event->deadline_ms > 0 && at > dl->event->deadline_ms;
+}
+
+static void finish_dead(px_delivery *dl, const char *reason);
+
 static void pump(px_sinkq *q)
 {
     if (q->pumping) {
@@ -397,6 +405,12 @@ static void pump(px_sinkq *q)
             }
             list_remove(&q->ready_head, &q->ready_tail, head);
             q->nready--;
+            if (head->attempt > 0 && past_deadline(head, now)) {
+                /* a retry due after the deadline (e.g. the host was down meanwhile) */
+                px_metrics_delivery(head->pipeline, head->sink, "dead", 0);
+                finish_dead(head, "retry deadline passed before the retry started");
+                continue;
+            }
             hand_over(q, head, gen);
             if (gen->state_code != PX_GEN_RUNNING) {
                 break;
@@ -445,6 +459,23 @@ static void finish_dead(px_delivery *dl, const char *reason)
     PX_LOG_WARN("dispatch", "dead letter id=%lld sink=%s pipeline=%s event=%s reason=%s",
                 (long long)dl->id, dl->sink, dl->pipeline, dl->event->id, reason);
     delivery_free(dl);
+}
+
+/* Dead after a failed attempt (a retry asked for, or a timeout): the reason says which rule
+ * ended it. A delivery with attempts left dies only through an event hint: fail on timeout, or a
+ * next try that would start after the retry deadline. */
+static void finish_dead_why(px_delivery *dl, const char *error, int timed_out)
+{
+    char *why;
+    if (dl->attempt >= dl->policy.attempts) {
+        why = px_xasprintf("attempts exhausted (%u): %s", dl->attempt, error);
+    } else if (timed_out && dl->event->fail_on_timeout) {
+        why = px_xasprintf("failed on timeout (attempt %u): %s", dl->attempt, error);
+    } else {
+        why = px_xasprintf("retry deadline passed (attempt %u): %s", dl->attempt, error);
+    }
+    finish_dead(dl, why);
+    free(why);
 }
 
 px_delivery *px_dispatch_resolve(px_dispatch *disp, px_delivery *handle)
@@ -531,23 +562,25 @@ void px_dispatch_complete(px_dispatch *disp, px_delivery *handle, int status, co
         delivery_free(dl);
     } else if (status == PX_ERETRY) {
         disp->stats.retried++;
-        px_metrics_delivery(dl->pipeline, dl->sink,
-                            dl->attempt >= dl->policy.attempts ? "dead" : "retry", 0);
         q->failing = 1;
-        if (dl->attempt >= dl->policy.attempts) {
-            char *why = px_xasprintf("attempts exhausted (%u): %s", dl->attempt,
-                                     *reason ? reason : "retry");
-            finish_dead(dl, why);
-            free(why);
+        const char *error = *reason ? reason : "retry";
+        uint64_t wait = 0;
+        int64_t next_at = 0;
+        if (dl->attempt < dl->policy.attempts) {
+            wait = retry_after_ms ? retry_after_ms
+                                  : with_jitter(px_dispatch_backoff(&dl->policy,
+                                                                    dl->event->backoff_ms,
+                                                                    dl->event->nbackoff,
+                                                                    dl->attempt),
+                                                dl->policy.jitter);
+            next_at = px_now_ms() + (int64_t)wait;
+        }
+        int dead = dl->attempt >= dl->policy.attempts || past_deadline(dl, next_at);
+        px_metrics_delivery(dl->pipeline, dl->sink, dead ? "dead" : "retry", 0);
+        if (dead) {
+            finish_dead_why(dl, error, 0);
         } else {
-            uint64_t wait = retry_after_ms
-                                ? retry_after_ms
-                                : with_jitter(px_dispatch_backoff(&dl->policy,
-                                                                  dl->event->backoff_ms,
-                                                                  dl->event->nbackoff,
-                                                                  dl->attempt),
-                                              dl->policy.jitter);
-            dl->next_at_ms = px_now_ms() + (int64_t)wait;
+            dl->next_at_ms = next_at;
             px_spool_mark_retry(disp->d->spool, dl->id, dl->attempt, dl->next_at_ms, reason);
             PX_LOG_INFO("dispatch", "retry id=%lld sink=%s attempt=%u in_ms=%llu reason=%s",
                         (long long)dl->id, dl->sink, dl->attempt, (unsigned long long)wait,
@@ -585,18 +618,22 @@ static void take_back(px_sinkq *q, px_delivery *dl, const char *why, int count_a
     list_append(&disp->orphans, &tail, dl);
     if (count_attempt) {
         disp->stats.timeouts++;
-        px_metrics_delivery(copy->pipeline, copy->sink,
-                            copy->attempt >= copy->policy.attempts ? "dead" : "timeout", 0);
-        if (copy->attempt >= copy->policy.attempts) {
-            char *reason = px_xasprintf("attempts exhausted (%u): %s", copy->attempt, why);
-            finish_dead(copy, reason);
-            free(reason);
+        int64_t next_at = 0;
+        if (copy->attempt < copy->policy.attempts) {
+            uint64_t wait = with_jitter(px_dispatch_backoff(&copy->policy,
+                                                            copy->event->backoff_ms,
+                                                            copy->event->nbackoff, copy->attempt),
+                                        copy->policy.jitter);
+            next_at = px_now_ms() + (int64_t)wait;
+        }
+        int dead = copy->attempt >= copy->policy.attempts || copy->event->fail_on_timeout ||
+                   past_deadline(copy, next_at);
+        px_metrics_delivery(copy->pipeline, copy->sink, dead ? "dead" : "timeout", 0);
+        if (dead) {
+            finish_dead_why(copy, why, 1);
             return;
         }
-        uint64_t wait = with_jitter(px_dispatch_backoff(&copy->policy, copy->event->backoff_ms,
-                                                        copy->event->nbackoff, copy->attempt),
-                                    copy->policy.jitter);
-        copy->next_at_ms = px_now_ms() + (int64_t)wait;
+        copy->next_at_ms = next_at;
         px_spool_mark_retry(disp->d->spool, copy->id, copy->attempt, copy->next_at_ms, why);
         q->failing = 1;
     }

@@ -577,8 +577,11 @@ static int kit_event_set_hint(px_event *ev, int hint, int64_t value)
     const char *name = hint == PX_HINT_MAX_ATTEMPTS ? "max_attempts"
                        : hint == PX_HINT_TIMEOUT_MS ? "timeout_ms"
                        : hint == PX_HINT_BACKOFF_MS ? "backoff_ms"
+                       : hint == PX_HINT_DEADLINE_MS ? "deadline_ms"
+                       : hint == PX_HINT_FAIL_ON_TIMEOUT ? "fail_on_timeout"
                                                     : NULL;
-    if (!name || value < 0 || (hint == PX_HINT_MAX_ATTEMPTS && value < 1)) {
+    if (!name || value < 0 || (hint == PX_HINT_MAX_ATTEMPTS && value < 1) ||
+        (hint == PX_HINT_FAIL_ON_TIMEOUT && value > 1)) {
         return PX_EINVAL;
     }
     if (hint == PX_HINT_BACKOFF_MS) {
