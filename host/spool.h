@@ -16,6 +16,11 @@
 
 typedef struct px_spool px_spool;
 
+/* What the write-ahead log DIR/spool.db-wal is cut back to once checkpointed. Every connection
+ * that writes to the file sets it (PRAGMA journal_size_limit): the cut is made by whichever of them
+ * commits first after the WAL is rewound. */
+#define PX_SPOOL_WAL_LIMIT_BYTES (4u << 20)
+
 typedef struct px_spool_options {
     int durability;            /* enum px_durability (config.h): NORMAL -> synchronous=NORMAL,
                                   FSYNC -> synchronous=FULL (a flush per commit) */
