@@ -134,11 +134,11 @@ static const char *const wsql[W_COUNT] = {
                   "VALUES(?1,?2,?3,?4)",
     [W_ATT_ADD] = "INSERT OR IGNORE INTO attempts(delivery_id, attempt, at_ms, error) "
                   "VALUES(?1,?2,?3,?4)",
-    [W_DEAD_FROM_DELIV] = "INSERT INTO dead(delivery_id, event, pipeline, sink, action, params, "
-                          "reason, attempts, died_at) SELECT id, event, pipeline, sink, action, "
-                          "params, ?2, ?3, ?4 FROM deliveries WHERE id=?1",
-    [W_DEAD_INS] = "INSERT INTO dead(delivery_id, event, pipeline, sink, action, params, reason, "
-                   "attempts, died_at) VALUES(0,?1,?2,?3,'','{}',?4,0,?5)",
+    [W_DEAD_FROM_DELIV] = "INSERT INTO dead(id, delivery_id, event, pipeline, sink, action, "
+                          "params, reason, attempts, died_at) SELECT id, id, event, pipeline, "
+                          "sink, action, params, ?2, ?3, ?4 FROM deliveries WHERE id=?1",
+    [W_DEAD_INS] = "INSERT INTO dead(id, delivery_id, event, pipeline, sink, action, params, "
+                   "reason, attempts, died_at) VALUES(?6,0,?1,?2,?3,'','{}',?4,0,?5)",
     [W_DEAD_GET] = "SELECT delivery_id, event, pipeline, sink, action, params, died_at "
                    "FROM dead WHERE id=?1",
     [W_DEAD_DEL] = "DELETE FROM dead WHERE id=?1",
@@ -283,6 +283,20 @@ static const char *const migrations[] = {
     "CREATE INDEX IF NOT EXISTS dedupe_expires ON dedupe(expires_at_ms);",
     /* 2: crashes a delivery caused (crash marker), so a poison delivery is dead-lettered */
     "ALTER TABLE deliveries ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0;",
+    /* 3: a dead letter's id is its delivery's id (raw ones take one from the same sequence), so
+     * the id logged for a delivery is the one `plexus dlq` shows and none is given twice. Older
+     * dead letters get their delivery's id (via negative ids: no clash midway), those without
+     * one (raw) ids above every id given so far, and the sequence moves past them all. Listed by
+     * time of death, hence the index. */
+    "UPDATE dead SET id = -id;"
+    "UPDATE OR IGNORE dead SET id = delivery_id WHERE delivery_id > 0;"
+    "INSERT OR REPLACE INTO meta(k, v) SELECT 'last_delivery_id', max("
+    "  coalesce((SELECT v FROM meta WHERE k = 'last_delivery_id'), 0),"
+    "  coalesce((SELECT max(id) FROM deliveries), 0), coalesce((SELECT max(id) FROM dead), 0));"
+    "UPDATE dead SET id = (SELECT v FROM meta WHERE k = 'last_delivery_id') - id WHERE id < 0;"
+    "INSERT OR REPLACE INTO meta(k, v) SELECT 'last_delivery_id', max("
+    "  (SELECT v FROM meta WHERE k = 'last_delivery_id'), coalesce((SELECT max(id) FROM dead), 0));"
+    "CREATE INDEX IF NOT EXISTS dead_died ON dead(died_at, id);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -512,12 +526,16 @@ static int run_put(px_spool *s, op *o, sink_counts *delta, int64_t *hwm)
     return SQLITE_OK;
 }
 
-static int run_dead_raw(px_spool *s, op *o)
+static int run_dead_raw(px_spool *s, op *o, int64_t *hwm)
 {
     int64_t eid;
     CHECK(insert_event(s, o, 1, &eid));
     PREP(st, W_DEAD_INS);
     sqlite3_bind_int64(st, 1, eid);
+    sqlite3_bind_int64(st, 6, o->delivery_id);
+    if (o->delivery_id > *hwm) {
+        *hwm = o->delivery_id; /* like a delivery's: never given again */
+    }
     bind_text(st, 2, o->pipeline);
     bind_text(st, 3, o->sink);
     bind_text(st, 4, o->text);
@@ -773,7 +791,7 @@ static int run_op(px_spool *s, op *o, sink_counts *delta, int64_t *hwm)
     case -OP_PURGE:
     case -OP_CRASH: return SQLITE_OK; /* failed alone earlier: skipped */
     case OP_PUT: return run_put(s, o, delta, hwm);
-    case OP_DEAD_RAW: return run_dead_raw(s, o);
+    case OP_DEAD_RAW: return run_dead_raw(s, o, hwm);
     case OP_DONE: return run_done(s, o, delta);
     case OP_RETRY: return run_retry(s, o);
     case OP_DEAD: return run_dead(s, o, delta);
@@ -1660,6 +1678,9 @@ int px_spool_dead_raw(px_spool *s, const px_spool_event *ev, const char *pipelin
     o->kind = OP_DEAD_RAW;
     o->cb = cb;
     o->arg = arg;
+    pthread_mutex_lock(&s->mu);
+    o->delivery_id = s->next_id++; /* the dead letter's id, from the deliveries' sequence */
+    pthread_mutex_unlock(&s->mu);
     enqueue(s, o);
     return 0;
 }
@@ -1997,7 +2018,7 @@ int px_spool_dlq_list(px_spool *s, const char *sink, int64_t since_ms, size_t li
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->rdb,
                            DLQ_COLS "WHERE (?1 IS NULL OR x.sink = ?1) AND x.died_at >= ?2 "
-                                    "ORDER BY x.id DESC LIMIT ?3",
+                                    "ORDER BY x.died_at DESC, x.id DESC LIMIT ?3",
                            -1, &st, NULL) != SQLITE_OK) {
         PX_LOG_ERR(LOG_MOD, "dlq list failed err=%s", sqlite3_errmsg(s->rdb));
         return PX_ESPOOL;
