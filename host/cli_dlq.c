@@ -28,11 +28,13 @@ static const char *usage =
     "\n"
     "Dead letters are deliveries that were rejected by their sink or ran out of attempts, and\n"
     "events a source could not turn into deliveries. Each keeps the event, pipeline, sink,\n"
-    "reason and every attempt's error. replay queues them again with fresh attempts; purge\n"
-    "deletes them. T is a duration back from now (30m, 2h, 7d) or a date (2026-11-25 or\n"
-    "2026-11-25T10:00:00Z). While the host runs, the commands go through its admin API\n"
-    "(host.admin.listen, or $PLEXUS_ADMIN) and replayed deliveries go out at once; when\n"
-    "nothing listens there they work on the data directory directly.\n";
+    "reason and every attempt's error. ID is the delivery's id, as the log shows it (dead\n"
+    "letter id=ID); IDs are never given twice. replay queues them again with fresh attempts\n"
+    "(as new deliveries, with new IDs); purge deletes them. T is a duration back from now\n"
+    "(30m, 2h, 7d) or a date (2026-11-25 or 2026-11-25T10:00:00Z). While the host runs, the\n"
+    "commands go through its admin API (host.admin.listen, or $PLEXUS_ADMIN) and replayed\n"
+    "deliveries go out at once; when nothing listens there they work on the data directory\n"
+    "directly.\n";
 
 /* The running host's admin API, or NULL: work on the spool. */
 static px_cli_admin *remote;

@@ -134,11 +134,11 @@ static const char *const wsql[W_COUNT] = {
                   "VALUES(?1,?2,?3,?4)",
     [W_ATT_ADD] = "INSERT OR IGNORE INTO attempts(delivery_id, attempt, at_ms, error) "
                   "VALUES(?1,?2,?3,?4)",
-    [W_DEAD_FROM_DELIV] = "INSERT INTO dead(delivery_id, event, pipeline, sink, action, params, "
-                          "reason, attempts, died_at) SELECT id, event, pipeline, sink, action, "
-                          "params, ?2, ?3, ?4 FROM deliveries WHERE id=?1",
-    [W_DEAD_INS] = "INSERT INTO dead(delivery_id, event, pipeline, sink, action, params, reason, "
-                   "attempts, died_at) VALUES(0,?1,?2,?3,'','{}',?4,0,?5)",
+    [W_DEAD_FROM_DELIV] = "INSERT INTO dead(id, delivery_id, event, pipeline, sink, action, "
+                          "params, reason, attempts, died_at) SELECT id, id, event, pipeline, "
+                          "sink, action, params, ?2, ?3, ?4 FROM deliveries WHERE id=?1",
+    [W_DEAD_INS] = "INSERT INTO dead(id, delivery_id, event, pipeline, sink, action, params, "
+                   "reason, attempts, died_at) VALUES(?6,0,?1,?2,?3,'','{}',?4,0,?5)",
     [W_DEAD_GET] = "SELECT delivery_id, event, pipeline, sink, action, params, died_at "
                    "FROM dead WHERE id=?1",
     [W_DEAD_DEL] = "DELETE FROM dead WHERE id=?1",
@@ -189,21 +189,31 @@ struct px_spool {
     int kick_wanted;  /* loop thread only */
     int open_handles; /* async + kick, until both are closed */
 
-    /* Checkpoints run on their own thread and connection, so copying the WAL back into the
-     * database never stalls a commit (and with it every source waiting for "persisted"). */
+    int wal_full; /* writer thread only: the WAL passed CHECKPOINT_FRAMES at the last commit */
+    /* The idle checkpoint runs on its own thread and connection, so truncating the WAL never
+     * makes the writer wait (see checkpointer_main). */
     uv_thread_t ck_thread;
     sqlite3 *cdb;
     pthread_mutex_t ck_mu;
     pthread_cond_t ck_cv;
-    int ck_stop, ck_wanted;
+    int ck_stop;
+    uint64_t ck_commits; /* commits so far (under ck_mu): none since the last look = idle */
 };
 
 static void pq_pop(px_spool *s, op *o);
 
-/* WAL frames after which the writer asks for a checkpoint (about 16 MiB of 4 KiB pages). */
-#define CHECKPOINT_FRAMES 4096
-#define CHECKPOINT_FRAMES_MAX 16384
-#define CHECKPOINT_EVERY_MS 1000
+/* The WAL's bound. SQLite rewinds the WAL to its start only when a write transaction begins
+ * while every frame has been copied back into the database and no reader still uses the WAL;
+ * the first commit after a rewind cuts the file back to PX_SPOOL_WAL_LIMIT_BYTES. A checkpoint
+ * running beside the writer never gets there under a steady stream of commits: it is always a
+ * few frames behind, and while it copies, a new transaction cannot rewind. So the writer copies
+ * the WAL back itself once it holds CHECKPOINT_FRAMES frames (4 KiB pages: about 4 MiB), between
+ * two batches; the file stays near 4 MiB plus one batch. A reader in the middle of a statement
+ * can hold a checkpoint short of the end; reads are single short statements, so the next batch's
+ * checkpoint finishes the job. Once the writer is idle, the checkpoint thread truncates the WAL
+ * to nothing. */
+#define CHECKPOINT_FRAMES 1024
+#define CHECKPOINT_EVERY_MS 1000 /* the checkpoint thread's look; no commit since = idle */
 
 static uint64_t mono_ms(void)
 {
@@ -273,6 +283,20 @@ static const char *const migrations[] = {
     "CREATE INDEX IF NOT EXISTS dedupe_expires ON dedupe(expires_at_ms);",
     /* 2: crashes a delivery caused (crash marker), so a poison delivery is dead-lettered */
     "ALTER TABLE deliveries ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0;",
+    /* 3: a dead letter's id is its delivery's id (raw ones take one from the same sequence), so
+     * the id logged for a delivery is the one `plexus dlq` shows and none is given twice. Older
+     * dead letters get their delivery's id (via negative ids: no clash midway), those without
+     * one (raw) ids above every id given so far, and the sequence moves past them all. Listed by
+     * time of death, hence the index. */
+    "UPDATE dead SET id = -id;"
+    "UPDATE OR IGNORE dead SET id = delivery_id WHERE delivery_id > 0;"
+    "INSERT OR REPLACE INTO meta(k, v) SELECT 'last_delivery_id', max("
+    "  coalesce((SELECT v FROM meta WHERE k = 'last_delivery_id'), 0),"
+    "  coalesce((SELECT max(id) FROM deliveries), 0), coalesce((SELECT max(id) FROM dead), 0));"
+    "UPDATE dead SET id = (SELECT v FROM meta WHERE k = 'last_delivery_id') - id WHERE id < 0;"
+    "INSERT OR REPLACE INTO meta(k, v) SELECT 'last_delivery_id', max("
+    "  (SELECT v FROM meta WHERE k = 'last_delivery_id'), coalesce((SELECT max(id) FROM dead), 0));"
+    "CREATE INDEX IF NOT EXISTS dead_died ON dead(died_at, id);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -502,12 +526,16 @@ static int run_put(px_spool *s, op *o, sink_counts *delta, int64_t *hwm)
     return SQLITE_OK;
 }
 
-static int run_dead_raw(px_spool *s, op *o)
+static int run_dead_raw(px_spool *s, op *o, int64_t *hwm)
 {
     int64_t eid;
     CHECK(insert_event(s, o, 1, &eid));
     PREP(st, W_DEAD_INS);
     sqlite3_bind_int64(st, 1, eid);
+    sqlite3_bind_int64(st, 6, o->delivery_id);
+    if (o->delivery_id > *hwm) {
+        *hwm = o->delivery_id; /* like a delivery's: never given again */
+    }
     bind_text(st, 2, o->pipeline);
     bind_text(st, 3, o->sink);
     bind_text(st, 4, o->text);
@@ -763,7 +791,7 @@ static int run_op(px_spool *s, op *o, sink_counts *delta, int64_t *hwm)
     case -OP_PURGE:
     case -OP_CRASH: return SQLITE_OK; /* failed alone earlier: skipped */
     case OP_PUT: return run_put(s, o, delta, hwm);
-    case OP_DEAD_RAW: return run_dead_raw(s, o);
+    case OP_DEAD_RAW: return run_dead_raw(s, o, hwm);
     case OP_DONE: return run_done(s, o, delta);
     case OP_RETRY: return run_retry(s, o);
     case OP_DEAD: return run_dead(s, o, delta);
@@ -1023,45 +1051,69 @@ static void timed_wait(px_spool *s, uint64_t ms)
     s->writer_waiting = 0;
 }
 
+/* Writer thread, after each commit on wdb. */
 static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames)
 {
     px_spool *s = arg;
+    (void)db;
     (void)name;
-    if (frames >= CHECKPOINT_FRAMES_MAX) {
-        /* The checkpoint thread fell behind: the WAL (and its index, mapped in memory) would
-         * grow without bound. Copy it back here; the next commit then restarts the WAL. */
-        sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-        return SQLITE_OK;
-    }
+    pthread_mutex_lock(&s->ck_mu);
+    s->ck_commits++;
+    pthread_mutex_unlock(&s->ck_mu);
     if (frames >= CHECKPOINT_FRAMES) {
-        pthread_mutex_lock(&s->ck_mu);
-        s->ck_wanted = 1;
-        pthread_cond_signal(&s->ck_cv);
-        pthread_mutex_unlock(&s->ck_mu);
+        s->wal_full = 1; /* checkpointed once the batch's callbacks are on their way */
     }
     return SQLITE_OK;
 }
 
+/* Writer thread: copies the WAL back into the database when the last commit left it full. No
+ * commit can land meanwhile, so the next write transaction rewinds the WAL. Failures (a full
+ * disk, a reader's snapshot in the way) leave wal_full set for the next batch to try again. */
+static void checkpoint_if_full(px_spool *s)
+{
+    if (!s->wal_full) {
+        return;
+    }
+    int frames = 0, copied = 0;
+    int rc = sqlite3_wal_checkpoint_v2(s->wdb, NULL, SQLITE_CHECKPOINT_PASSIVE, &frames, &copied);
+    s->wal_full = rc != SQLITE_OK || copied < frames;
+}
+
+/* Copies back what the writer left in the WAL and truncates the file to zero bytes. TRUNCATE
+ * needs the write lock and no reader on the WAL: with no busy handler on cdb it never waits for
+ * them, it fails (SQLITE_BUSY) and is tried again at the next look. */
+static void checkpoint_idle(px_spool *s)
+{
+    int frames = 0;
+    int rc = sqlite3_wal_checkpoint_v2(s->cdb, NULL, SQLITE_CHECKPOINT_PASSIVE, &frames, NULL);
+    if (rc == SQLITE_OK && frames > 0) {
+        sqlite3_wal_checkpoint_v2(s->cdb, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    }
+}
+
+/* The checkpoint thread: once a second, when the writer has committed nothing since the previous
+ * look, leaves the WAL empty, so an idle spool holds no more disk than its database needs (and a
+ * spool unwritable for a full disk gets the WAL's space back). */
 static void checkpointer_main(void *arg)
 {
     px_spool *s = arg;
+    uint64_t seen = 0; /* ck_commits at the previous look */
     pthread_mutex_lock(&s->ck_mu);
     while (!s->ck_stop) {
-        if (!s->ck_wanted) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += CHECKPOINT_EVERY_MS / 1000;
-            pthread_cond_timedwait(&s->ck_cv, &s->ck_mu, &until);
-        }
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += CHECKPOINT_EVERY_MS / 1000;
+        pthread_cond_timedwait(&s->ck_cv, &s->ck_mu, &until);
         if (s->ck_stop) {
             break;
         }
-        s->ck_wanted = 0;
-        pthread_mutex_unlock(&s->ck_mu);
-        /* PASSIVE copies what it can without waiting for the writer or readers; what it cannot
-         * copy now is copied next time. Failures (a full disk) are retried the same way. */
-        sqlite3_wal_checkpoint_v2(s->cdb, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-        pthread_mutex_lock(&s->ck_mu);
+        int idle = s->ck_commits == seen;
+        seen = s->ck_commits;
+        if (idle) {
+            pthread_mutex_unlock(&s->ck_mu);
+            checkpoint_idle(s);
+            pthread_mutex_lock(&s->ck_mu);
+        }
     }
     pthread_mutex_unlock(&s->ck_mu);
 }
@@ -1161,6 +1213,9 @@ static void writer_main(void *arg)
         if (!s->writable) {
             next_probe = mono_ms() + PROBE_INTERVAL_MS;
         }
+        pthread_mutex_unlock(&s->mu);
+        checkpoint_if_full(s);
+        pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
     counts_free(&delta);
@@ -1310,6 +1365,28 @@ static void close_handles(px_spool *s)
     uv_close((uv_handle_t *)&s->kick, on_close);
 }
 
+/* Opens cdb, the checkpoint thread's connection. A connection learns that the file is in WAL
+ * mode (and opens the WAL) only when it first reads it; until then a checkpoint through it does
+ * nothing at all and reports -1 frames. So it reads the schema once here. Then no busy handler:
+ * its checkpoints never wait for the writer or the readers (see checkpoint()). */
+static int open_checkpointer(px_spool *s, char *err, size_t errlen)
+{
+    if (sqlite3_open_v2(s->path, &s->cdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        snprintf(err, errlen, "cannot open %s for checkpoints: %s", s->path,
+                 s->cdb ? sqlite3_errmsg(s->cdb) : "out of memory");
+        return -1;
+    }
+    sqlite3_busy_timeout(s->cdb, 5000);
+    char e2[256];
+    if (exec_sql(s->cdb, "SELECT count(*) FROM sqlite_schema", e2, sizeof(e2)) != SQLITE_OK) {
+        snprintf(err, errlen, "%s: %s", s->path, e2);
+        return -1;
+    }
+    sqlite3_busy_timeout(s->cdb, 0);
+    return 0;
+}
+
 int px_spool_open(uv_loop_t *loop, const char *dir, const px_spool_options *opt, px_spool **out,
                   char *err, size_t errlen)
 {
@@ -1344,9 +1421,10 @@ int px_spool_open(uv_loop_t *loop, const char *dir, const px_spool_options *opt,
     sqlite3_busy_timeout(s->wdb, 5000);
     char sql[256];
     snprintf(sql, sizeof(sql),
-             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA journal_size_limit=67108864;"
+             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA journal_size_limit=%u;"
              "PRAGMA wal_autocheckpoint=0;",
-             opt->durability == PX_DURABILITY_FSYNC ? "FULL" : "NORMAL");
+             opt->durability == PX_DURABILITY_FSYNC ? "FULL" : "NORMAL",
+             PX_SPOOL_WAL_LIMIT_BYTES);
     char e2[256];
     if (exec_sql(s->wdb, sql, e2, sizeof(e2)) != SQLITE_OK) {
         snprintf(err, errlen, "%s: %s", s->path, e2);
@@ -1379,13 +1457,9 @@ int px_spool_open(uv_loop_t *loop, const char *dir, const px_spool_options *opt,
         }
         sqlite3_finalize(q);
     }
-    if (sqlite3_open_v2(s->path, &s->cdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
-        snprintf(err, errlen, "cannot open %s for checkpoints: %s", s->path,
-                 s->cdb ? sqlite3_errmsg(s->cdb) : "out of memory");
+    if (open_checkpointer(s, err, errlen) < 0) {
         goto fail;
     }
-    sqlite3_busy_timeout(s->cdb, 0);
     sqlite3_wal_hook(s->wdb, on_wal_commit, s);
     if (uv_async_init(loop, &s->async, on_async) != 0) {
         snprintf(err, errlen, "cannot create async handle");
@@ -1604,6 +1678,9 @@ int px_spool_dead_raw(px_spool *s, const px_spool_event *ev, const char *pipelin
     o->kind = OP_DEAD_RAW;
     o->cb = cb;
     o->arg = arg;
+    pthread_mutex_lock(&s->mu);
+    o->delivery_id = s->next_id++; /* the dead letter's id, from the deliveries' sequence */
+    pthread_mutex_unlock(&s->mu);
     enqueue(s, o);
     return 0;
 }
@@ -1941,7 +2018,7 @@ int px_spool_dlq_list(px_spool *s, const char *sink, int64_t since_ms, size_t li
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->rdb,
                            DLQ_COLS "WHERE (?1 IS NULL OR x.sink = ?1) AND x.died_at >= ?2 "
-                                    "ORDER BY x.id DESC LIMIT ?3",
+                                    "ORDER BY x.died_at DESC, x.id DESC LIMIT ?3",
                            -1, &st, NULL) != SQLITE_OK) {
         PX_LOG_ERR(LOG_MOD, "dlq list failed err=%s", sqlite3_errmsg(s->rdb));
         return PX_ESPOOL;

@@ -16,6 +16,11 @@
 
 typedef struct px_spool px_spool;
 
+/* What the write-ahead log DIR/spool.db-wal is cut back to once checkpointed. Every connection
+ * that writes to the file sets it (PRAGMA journal_size_limit): the cut is made by whichever of them
+ * commits first after the WAL is rewound. */
+#define PX_SPOOL_WAL_LIMIT_BYTES (4u << 20)
+
 typedef struct px_spool_options {
     int durability;            /* enum px_durability (config.h): NORMAL -> synchronous=NORMAL,
                                   FSYNC -> synchronous=FULL (a flush per commit) */
@@ -86,7 +91,7 @@ void px_spool_mark_done(px_spool *s, int64_t delivery_id, uint32_t attempts);
 void px_spool_mark_retry(px_spool *s, int64_t delivery_id, uint32_t attempts, int64_t next_at_ms,
                          const char *error);
 /* Moves the delivery to the dead letters with reason, its attempt count and its whole attempt
- * history. */
+ * history. The dead letter's id is the delivery's id (the one logged for the delivery). */
 void px_spool_mark_dead(px_spool *s, int64_t delivery_id, uint32_t attempts, const char *reason);
 
 /* A delivery took the process down (a plugin crashed while handling it; see crash.h): counts the
@@ -129,9 +134,11 @@ int px_spool_pending_counts(px_spool *s, void (*cb)(const char *sink, int64_t n,
  * committed. From in-memory counts (no query): cheap enough for every emit. */
 int64_t px_spool_pending(px_spool *s, const char *sink);
 
-/* Dead letters, as JSON (*out: new reference). list: an array of
+/* Dead letters, as JSON (*out: new reference). A dead letter's id is its delivery's id (a raw
+ * one's is taken from the same sequence): unique, never given again, also after a replay, a purge
+ * or a restart. list: an array of
  * {id, event_id, type, source, pipeline, sink, action, reason, attempts, died_at} (died_at in ms
- * since the epoch), newest first, filtered by sink (borrowed; NULL = all), since_ms (died_at >=
+ * since the epoch), the latest to die first, filtered by sink (borrowed; NULL = all), since_ms (died_at >=
  * since_ms; 0 = all), at most limit entries (0 = no limit). show: one record with every list field
  * plus time, payload (parsed JSON, or the raw text as a string when it is not JSON), params, meta,
  * hints and history [{attempt, at, error}]. Both return 0, PX_ENOENT (show: no such id) or

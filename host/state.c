@@ -16,6 +16,7 @@
 #include "err.h"
 #include "log.h"
 #include "mem.h"
+#include "spool.h"
 
 #define STATE_MOD "state"
 
@@ -47,13 +48,17 @@ int px_state_open(const char *dir, px_state **out)
         goto fail;
     }
     sqlite3_busy_timeout(st->db, 5000);
-    /* journal_mode=WAL is persistent in the file; setting it again is harmless. The table is
-     * created IF NOT EXISTS and user_version is left to the spool's migrations. */
-    if (sqlite3_exec(st->db,
-                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                     "CREATE TABLE IF NOT EXISTS kv(instance TEXT NOT NULL, key TEXT NOT NULL, "
-                     "value TEXT NOT NULL, PRIMARY KEY(instance, key)) WITHOUT ROWID;",
-                     NULL, NULL, NULL) != SQLITE_OK) {
+    /* journal_mode=WAL is persistent in the file; setting it again is harmless. The WAL is the
+     * spool's too: this connection cuts it back to the same size when it commits first after a
+     * rewind (see spool.h). The table is created IF NOT EXISTS and user_version is left to the
+     * spool's migrations. */
+    char sql[320];
+    snprintf(sql, sizeof(sql),
+             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA journal_size_limit=%u;"
+             "CREATE TABLE IF NOT EXISTS kv(instance TEXT NOT NULL, key TEXT NOT NULL, "
+             "value TEXT NOT NULL, PRIMARY KEY(instance, key)) WITHOUT ROWID;",
+             PX_SPOOL_WAL_LIMIT_BYTES);
+    if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
         goto fail;
     }
     if (prepare(st->db, "SELECT value FROM kv WHERE instance=?1 AND key=?2", &st->get) !=

@@ -552,6 +552,83 @@ pipelines:
     assert [x["sink"] for x in json.loads(r.stdout)] == ["out"]
 
 
+def test_dead_letter_ids_match_the_log_and_never_repeat():
+    # The id in the log's "dead letter id=N" is the one the admin API and `plexus dlq` show, and
+    # a new dead letter never gets an id seen before: not after a replay of the highest, not
+    # after a restart.
+    port = free_port()
+    cfg = config("""
+plugins:
+  src: { plugin: testsource, config: { input_file: "@TMP@/in.jsonl" } }
+  out: { plugin: testsink, config: { file: "@TMP@/out.jsonl", fail: reject,
+                                     down_file: "@TMP@/down" } }
+pipelines:
+  - { name: p, from: src, to: { sink: out } }
+""", admin=f"127.0.0.1:{port}")
+
+    def emit(*seqs, name="in.jsonl"):
+        with open(h.path(name), "a") as f:
+            for s in seqs:
+                f.write(json.dumps({"k": s}) + "\n")
+
+    def api_ids():
+        return sorted(x["id"] for x in get_json(port, "/admin/dlq")["dead_letters"])
+
+    def cli_ids():
+        r = plexus("dlq", "list", "-c", h.config)
+        assert r.returncode == 0, r.stderr
+        rows = r.stdout.splitlines()[1:]  # under the header
+        return sorted(int(line.split()[0]) for line in rows)
+
+    def logged_ids():
+        return [int(m) for m in re.findall(r"dead letter id=(\d+)", h.log())]
+
+    with Host(cfg) as h:
+        open(h.path("in.jsonl"), "w").close()
+        h.start()
+        # Delivered first, so that delivery ids and dead letter counts part ways.
+        emit(0, 1, 2)
+        wait_for(lambda: len(read_jsonl(h.path("out.jsonl"))) == 3, what="3 deliveries")
+        open(h.path("down"), "w").close()
+        emit(3, 4)
+        wait_for(lambda: len(api_ids()) == 2, what="2 dead letters")
+        wait_for(lambda: len(logged_ids()) == 2, what="2 dead letters logged")
+        assert api_ids() == sorted(logged_ids()), (api_ids(), logged_ids())
+        assert cli_ids() == api_ids()
+        seen = set(api_ids())
+
+        # Replay the highest: rejected again, it comes back under a new, higher id.
+        top = max(seen)
+        assert post_json(port, "/admin/dlq/replay", {"ids": [top]})["replayed"] == 1
+        wait_for(lambda: len(logged_ids()) == 3, what="the replayed delivery dead again")
+        again = logged_ids()[-1]
+        wait_for(lambda: again in api_ids(), what="the new dead letter listed")
+        assert again > max(seen) and top not in api_ids(), (again, seen, api_ids())
+        seen.add(again)
+        emit(5)
+        wait_for(lambda: len(logged_ids()) == 4, what="another dead letter")
+        fresh = logged_ids()[-1]
+        assert fresh > max(seen), (fresh, seen)
+        wait_for(lambda: fresh in api_ids(), what="the new dead letter listed")
+        seen.add(fresh)
+        assert cli_ids() == api_ids() == sorted(seen - {top})
+
+        # Purge the highest and restart: the next one is still above every id seen.
+        assert post_json(port, "/admin/dlq/purge", {"ids": [fresh]}) == {"purged": 1}
+        assert h.stop() == 0
+        h.write_config(cfg.replace("in.jsonl", "in2.jsonl"))  # not the same lines again
+        open(h.path("in2.jsonl"), "w").close()
+        h.start()
+        emit(6, name="in2.jsonl")
+        wait_for(lambda: len(logged_ids()) == 5, what="a dead letter after the restart")
+        last = logged_ids()[-1]
+        assert last > max(seen), (last, seen)
+        wait_for(lambda: last in api_ids(), what="the new dead letter listed")
+        assert cli_ids() == api_ids() == sorted(seen - {top, fresh} | {last})
+        assert h.stop() == 0
+    # The data directory read directly (no host running) shows the same ids.
+    assert cli_ids() == sorted(seen - {top, fresh} | {last})
+
 def test_cli_never_acts_on_another_hosts_data_dir():
     port = free_port()
     body = """

@@ -288,6 +288,65 @@ pipelines:
         subprocess.run(["umount", "-l", small], capture_output=True)
 
 
+def test_small_volume_keeps_flowing_with_a_bounded_wal():
+    # A 16 MiB data volume and a healthy sink: some 24 MB of events pass through the spool, fed
+    # in chunks so that no more than about 1 MB is ever pending. Each event is written to the
+    # spool and deleted after its delivery, so the write-ahead log sees all of it: it must be
+    # checkpointed and cut back often enough that the volume never fills (nothing refused), and
+    # shrink once the writer is idle.
+    n, chunk = 12000, 250
+    cfg = BASE.replace("data_dir: @TMP@/var", "data_dir: @TMP@/small") + """
+plugins:
+  src: { plugin: testsource, config: { input_file: "@TMP@/in.jsonl", ack_file: "@TMP@/acks" } }
+  out: { plugin: testsink, config: { file: "@TMP@/out.jsonl", delay: 1ms } }
+pipelines:
+  - { name: p, from: src, to: { sink: out } }
+"""
+    h = Host(cfg)
+    small = h.path("small")
+    if os.geteuid() != 0 or not _mount_tmpfs(small, "16m"):
+        raise AssertionError("this test needs root to mount a small tmpfs")
+    wal = os.path.join(small, "spool.db-wal")
+    wal_max = [0]
+
+    def wal_size():
+        size = os.path.getsize(wal) if os.path.exists(wal) else 0
+        wal_max[0] = max(wal_max[0], size)
+        return size
+
+    def refused():
+        return [seq for seq, st in read_acks(h.path("acks")).items() if st != 0]
+
+    def delivered_at_least(k):
+        wal_size()
+        assert not refused(), f"{len(refused())} events refused, first seq {min(refused())}"
+        return len(set(ok_seqs(h.path("out.jsonl")))) >= k
+
+    line = json.dumps({"blob": "x" * 2000}) + "\n"
+    try:
+        h.start()
+        for fed in range(chunk, n + 1, chunk):
+            with open(h.path("in.jsonl"), "a") as f:
+                f.write(line * chunk)
+            wait_for(lambda: delivered_at_least(fed - chunk), timeout=120,
+                     what=f"{fed - chunk} events delivered")
+        wait_for(lambda: delivered_at_least(n), timeout=120, what="every event delivered")
+        wait_for(lambda: len(read_acks(h.path("acks"))) == n, what="every event acknowledged")
+        assert not refused()
+        assert set(ok_seqs(h.path("out.jsonl"))) == set(range(n))
+        assert "spool unwritable" not in h.log(), h.log()[-2000:]
+        assert wal_max[0] <= 8 << 20, f"the WAL reached {wal_max[0]} bytes"
+        # Idle: the log is cut back to (almost) nothing, not left at its high-water mark.
+        wait_for(lambda: wal_size() <= 1 << 20, timeout=30,
+                 what=f"the WAL to shrink when idle (now {wal_size()} bytes)")
+        h.stop()
+    finally:
+        if h.proc:
+            h.proc.kill()
+            h.proc.wait()
+        subprocess.run(["umount", "-l", small], capture_output=True)
+
+
 def test_file_sink_cuts_a_partial_last_line_at_open():
     # What a process killed in the middle of a write leaves: two whole lines, then part of one.
     # That event was never reported done (it is delivered again), so the part is cut at open.

@@ -1100,6 +1100,215 @@ static void test_pending_accessor(void)
     PX_ASSERT_INT_EQ(fx_done(&f), 0);
 }
 
+/* Dead letter ids, highest first, into ids (at most max); returns how many. */
+static size_t dead_ids(fixture *f, int64_t *ids, size_t max)
+{
+    json_t *list = NULL;
+    if (px_spool_dlq_list(f->s, NULL, 0, 0, &list) != 0) {
+        return 0;
+    }
+    size_t n = 0, i;
+    json_t *e;
+    json_array_foreach(list, i, e) {
+        if (n < max) {
+            ids[n++] = json_integer_value(json_object_get(e, "id"));
+        }
+    }
+    json_decref(list);
+    for (size_t a = 1; a < n; a++) { /* the list is by time of death: sort by id */
+        for (size_t b = a; b > 0 && ids[b - 1] < ids[b]; b--) {
+            int64_t t = ids[b];
+            ids[b] = ids[b - 1];
+            ids[b - 1] = t;
+        }
+    }
+    return n;
+}
+
+/* A dead letter's id is its delivery's id, the one the dispatcher logs with "dead letter id=";
+ * raw dead letters take theirs from the same sequence. None is given twice: not after a replay
+ * deleted the highest, not after a reopen. */
+static void test_dead_letter_ids(void)
+{
+    fixture f;
+    PX_ASSERT_INT_EQ(fx_init(&f, NULL), 0);
+    static results r;
+    memset(&r, 0, sizeof(r));
+    put_ctx c[10];
+    for (int i = 0; i < 10; i++) {
+        c[i] = (put_ctx){&r, i};
+    }
+    for (int i = 0; i < 3; i++) { /* delivered: dead letter ids and delivery ids part ways */
+        int64_t id = put_one(&f, "e0", "b", &r, &c[i]);
+        PX_ASSERT(id > 0);
+        px_spool_mark_done(f.s, id, 1);
+    }
+    int64_t a1 = put_one(&f, "e1", "a", &r, &c[3]);
+    int64_t a2 = put_one(&f, "e2", "a", &r, &c[4]);
+    int64_t a3 = put_one(&f, "e3", "a", &r, &c[5]);
+    PX_ASSERT(a1 > 0 && a2 > a1 && a3 > a2);
+    px_spool_mark_dead(f.s, a1, 1, "rejected");
+    px_spool_mark_dead(f.s, a2, 1, "rejected");
+    int64_t ids[8];
+    PX_ASSERT_INT_EQ(dead_ids(&f, ids, 8), 2);
+    PX_ASSERT_INT_EQ(ids[0], a2);
+    PX_ASSERT_INT_EQ(ids[1], a1);
+    json_t *shown = NULL;
+    PX_ASSERT_INT_EQ(px_spool_dlq_show(f.s, a1, &shown), 0);
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(shown, "event_id")), "e1");
+    json_decref(shown);
+
+    /* replaying the highest frees its id: it is not given to the next dead letter */
+    replayed rp = {0};
+    PX_ASSERT_INT_EQ(px_spool_dlq_replay(f.s, &a2, 1, NULL, on_replay, &rp), 1);
+    PX_ASSERT_INT_EQ(rp.n, 1);
+    px_spool_mark_dead(f.s, a3, 1, "rejected");
+    PX_ASSERT_INT_EQ(dead_ids(&f, ids, 8), 2);
+    PX_ASSERT_INT_EQ(ids[0], a3);
+    PX_ASSERT(ids[0] > a2);
+    px_spool_mark_dead(f.s, rp.ids[0], 1, "rejected again");
+    PX_ASSERT_INT_EQ(dead_ids(&f, ids, 8), 3);
+    PX_ASSERT_INT_EQ(ids[0], rp.ids[0]);
+    PX_ASSERT(rp.ids[0] > a3);
+    px_spool_event raw = mk_event("raw", "src", NULL, "garbage");
+    PX_ASSERT_INT_EQ(px_spool_dead_raw(f.s, &raw, NULL, NULL, "bad", on_put, &c[6]), 0);
+    PX_ASSERT(spin_until(&f, &r.n, 7));
+    PX_ASSERT_INT_EQ(dead_ids(&f, ids, 8), 4);
+    int64_t raw_id = ids[0];
+    PX_ASSERT(raw_id > rp.ids[0]);
+
+    /* the highest replayed and purged, then a reopen: still never given again */
+    int64_t top = raw_id;
+    PX_ASSERT_INT_EQ(px_spool_dlq_purge(f.s, &top, 1, NULL, 0), 1);
+    rp = (replayed){0};
+    PX_ASSERT_INT_EQ(px_spool_dlq_replay(f.s, &ids[1], 1, NULL, on_replay, &rp), 1);
+    px_spool_mark_done(f.s, rp.ids[0], 1);
+    fx_close_spool(&f);
+    PX_ASSERT_INT_EQ(fx_open(&f, NULL), 0);
+    int64_t a4 = put_one(&f, "e4", "a", &r, &c[7]);
+    PX_ASSERT(a4 > rp.ids[0] && a4 > raw_id);
+    px_spool_mark_dead(f.s, a4, 1, "rejected");
+    PX_ASSERT_INT_EQ(dead_ids(&f, ids, 8), 3);
+    PX_ASSERT_INT_EQ(ids[0], a4);
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
+/* Dead letters stored before ids were delivery ids: renumbered to their delivery's id (raw ones
+ * above every id given so far), readable with their history; the sequence moves past them. */
+static void test_dead_letter_ids_migrated(void)
+{
+    fixture f;
+    memset(&f, 0, sizeof(f));
+    snprintf(f.dir, sizeof(f.dir), "/tmp/px_spool_XXXXXX");
+    PX_ASSERT(mkdtemp(f.dir) != NULL);
+    uv_loop_init(&f.loop);
+    char path[96];
+    snprintf(path, sizeof(path), "%s/spool.db", f.dir);
+    sqlite3 *db = NULL;
+    PX_ASSERT_INT_EQ(sqlite3_open(path, &db), SQLITE_OK);
+    PX_ASSERT_INT_EQ(exec_sql(db, migrations[0], NULL, 0), SQLITE_OK);
+    PX_ASSERT_INT_EQ(exec_sql(db, migrations[1], NULL, 0), SQLITE_OK);
+    /* schema 2: delivery 2 still pending; dead letters 1 and 2 (deliveries 6 and 9, delivery 6
+     * with two attempts) and 3 (raw) */
+    PX_ASSERT_INT_EQ(
+        exec_sql(db,
+                 "PRAGMA user_version=2;"
+                 "INSERT INTO events(eid, id, type, source, time_ms, payload, refs) VALUES"
+                 " (1, 'e2', 't', 's', 1, '{}', 1), (2, 'e6', 't', 's', 1, '{}', 1),"
+                 " (3, 'e9', 't', 's', 1, '{}', 1), (4, 'raw', 't', 's', 1, 'x', 1);"
+                 "INSERT INTO deliveries(id, event, pipeline, sink, action, params) VALUES"
+                 " (2, 1, 'p', 'a', '', '{}');"
+                 "INSERT INTO dead(id, delivery_id, event, pipeline, sink, action, params, reason,"
+                 " attempts, died_at) VALUES (1, 6, 2, 'p', 'a', '', '{}', 'no', 2, 100),"
+                 " (2, 9, 3, 'p', 'a', '', '{}', 'no', 1, 200),"
+                 " (3, 0, 4, '', '', '', '{}', 'poison', 0, 300);"
+                 "INSERT INTO attempts(delivery_id, attempt, at_ms, error) VALUES"
+                 " (6, 1, 50, 'one'), (6, 2, 100, 'two');"
+                 "INSERT INTO meta(k, v) VALUES('last_delivery_id', 9);",
+                 NULL, 0),
+        SQLITE_OK);
+    sqlite3_close(db);
+
+    PX_ASSERT_INT_EQ(fx_open(&f, NULL), 0);
+    PX_ASSERT_INT_EQ(count_rows(f.s, "PRAGMA user_version"), SCHEMA_VERSION);
+    int64_t ids[8];
+    PX_ASSERT_INT_EQ(dead_ids(&f, ids, 8), 3);
+    PX_ASSERT_INT_EQ(ids[0], 12); /* raw: above the highest id given (9) */
+    PX_ASSERT_INT_EQ(ids[1], 9);
+    PX_ASSERT_INT_EQ(ids[2], 6);
+    json_t *shown = NULL;
+    PX_ASSERT_INT_EQ(px_spool_dlq_show(f.s, 6, &shown), 0);
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(shown, "event_id")), "e6");
+    PX_ASSERT_INT_EQ(json_array_size(json_object_get(shown, "history")), 2);
+    json_decref(shown);
+    PX_ASSERT_INT_EQ(px_spool_dlq_show(f.s, 12, &shown), 0);
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(shown, "reason")), "poison");
+    json_decref(shown);
+    /* the pending delivery 2 dies under its own id, which no dead letter holds any more */
+    px_spool_mark_dead(f.s, 2, 1, "rejected");
+    PX_ASSERT_INT_EQ(dead_ids(&f, ids, 8), 4);
+    PX_ASSERT_INT_EQ(ids[3], 2);
+    static results r;
+    memset(&r, 0, sizeof(r));
+    put_ctx c = {&r, 0};
+    PX_ASSERT(put_one(&f, "e10", "a", &r, &c) > 12);
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
+static int64_t wal_bytes(const fixture *f)
+{
+    char path[96];
+    snprintf(path, sizeof(path), "%s/spool.db-wal", f->dir);
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (int64_t)sb.st_size : 0;
+}
+
+/* Some 16 MB written and deleted again in groups, as a healthy sink would: the WAL file stays
+ * near its limit instead of growing with what passed through, and once the writer is idle the
+ * checkpoint thread truncates it. */
+static void test_wal_bounded(void)
+{
+    enum { GROUP = 100, GROUPS = 40 };
+    fixture f;
+    PX_ASSERT_INT_EQ(fx_init(&f, NULL), 0);
+    static results r;
+    static char payload[4096];
+    memset(payload, 'x', sizeof(payload) - 1);
+    memcpy(payload, "{\"b\":\"", 6);
+    memcpy(payload + sizeof(payload) - 3, "\"}", 3);
+    put_ctx c[GROUP];
+    px_spool_row rows[GROUP];
+    int64_t wal_max = 0;
+    for (int g = 0; g < GROUPS; g++) {
+        memset(&r, 0, sizeof(r));
+        for (int i = 0; i < GROUP; i++) {
+            c[i] = (put_ctx){&r, i};
+            px_spool_event ev = mk_event("e", "src", NULL, payload);
+            rows[i] = mk_row("a", NULL);
+            PX_ASSERT_INT_EQ(px_spool_put(f.s, &ev, &rows[i], 1, on_put, &c[i]), 0);
+        }
+        PX_ASSERT(spin_until(&f, &r.n, GROUP));
+        for (int i = 0; i < GROUP; i++) {
+            PX_ASSERT_INT_EQ(r.status[i], PX_SPOOL_STORED);
+            px_spool_mark_done(f.s, rows[i].id, 1);
+        }
+        int64_t n = 0;
+        PX_ASSERT_INT_EQ(px_spool_dlq_count(f.s, &n), 0); /* waits for the marks */
+        int64_t w = wal_bytes(&f);
+        wal_max = w > wal_max ? w : wal_max;
+    }
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT count(*) FROM events"), 0);
+    PX_ASSERT(wal_max > 0);
+    PX_ASSERT(wal_max <= (int64_t)PX_SPOOL_WAL_LIMIT_BYTES + (2 << 20)); /* + about a group */
+    uint64_t deadline = mono_ms() + 20000;
+    while (wal_bytes(&f) > 0 && mono_ms() < deadline) {
+        uv_run(&f.loop, UV_RUN_NOWAIT);
+        usleep(10 * 1000);
+    }
+    PX_ASSERT_INT_EQ(wal_bytes(&f), 0);
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
 PX_TEST_MAIN(PX_TEST(test_put_and_load), PX_TEST(test_mark_done),
              PX_TEST(test_done_before_commit_is_elided), PX_TEST(test_mark_retry),
              PX_TEST(test_dead_letters), PX_TEST(test_replay_and_purge), PX_TEST(test_dedupe),
@@ -1108,4 +1317,5 @@ PX_TEST_MAIN(PX_TEST(test_put_and_load), PX_TEST(test_mark_done),
              PX_TEST(test_backpressure_full_disk), PX_TEST(test_bad_operation_isolated),
              PX_TEST(test_paging),
              PX_TEST(test_open_errors), PX_TEST(test_note_crash),
-             PX_TEST(test_pending_accessor))
+             PX_TEST(test_pending_accessor), PX_TEST(test_wal_bounded),
+             PX_TEST(test_dead_letter_ids), PX_TEST(test_dead_letter_ids_migrated))
