@@ -1,9 +1,10 @@
 """The host core end to end: routing, fan-out, mapping, check, plugins, graceful shutdown."""
 import os
 import signal
+import subprocess
 import time
 
-from harness import (Host, plexus, read_acks, read_jsonl, run_all, wait_for, PLUGINS,
+from harness import (Host, plexus, read_acks, read_jsonl, run_all, wait_for, PLEXUS, PLUGINS,
                      TEST_PLUGINS)
 
 BASE = """version: 1
@@ -179,14 +180,37 @@ def test_check_default_config():
 
 def test_plugins_list_and_describe():
     r = plexus("plugins", "-p", TEST_PLUGINS)
-    assert r.returncode == 0
+    # the fixtures include refused files: listed, and the exit status says so
+    assert r.returncode == 1, (r.returncode, r.stderr)
     assert "testsink" in r.stdout and "ABI 1.1" in r.stdout
     assert "refused" in r.stdout and "abi_wrong_major" in r.stdout
+    assert "refused" in r.stderr, r.stderr
+    r = plexus("plugins", "-p", PLUGINS)
+    assert r.returncode == 0 and "refused" not in r.stdout, (r.stdout, r.stderr)
     r = plexus("plugins", "-p", TEST_PLUGINS, "--describe", "testsink")
     assert r.returncode == 0
     assert "file" in r.stdout and "required" in r.stdout and "secret" in r.stdout
     r = plexus("plugins", "-p", TEST_PLUGINS, "--describe", "nope")
     assert r.returncode == 1
+
+
+def test_plugins_without_config_uses_etc_plexus_yaml():
+    """Run from a directory holding etc/plexus.yaml (a checkout), `plexus plugins` lists that
+    file's plugin path; elsewhere it says which path it searched."""
+    with Host("version: 1\n") as h:
+        os.makedirs(h.path("etc"))
+        with open(h.path("etc", "plexus.yaml"), "w") as f:
+            f.write(f"version: 1\nhost:\n  plugin_path: [{PLUGINS}]\n")
+        r = subprocess.run([PLEXUS, "plugins"], cwd=h.tmp, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        assert "webhook" in r.stdout and "file" in r.stdout, r.stdout
+        os.makedirs(h.path("empty"))
+        r = subprocess.run([PLEXUS, "plugins"], cwd=h.path("empty"), capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode in (0, 1), (r.stdout, r.stderr)
+        if "ABI" not in r.stdout:  # the built-in path holds no installed plugins here
+            assert r.stdout.startswith("no plugins found in /"), r.stdout
 
 
 def test_cli_help_and_version():
