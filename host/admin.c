@@ -581,7 +581,10 @@ static void on_status(px_http_request *req, void *arg)
 {
     px_admin *a = arg;
     if (gate(a, req, 1) == 0) {
-        reply_json(req, 200, px_admin_status_json(a));
+        /* Errors in it quote what plugins logged: masked like a log line. */
+        json_t *st = px_admin_status_json(a);
+        px_log_redact_json(st);
+        reply_json(req, 200, st);
     }
 }
 

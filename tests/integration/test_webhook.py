@@ -198,7 +198,7 @@ def test_hmac_signature():
   hook: { plugin: webhook, config: { path: /hook, hmac_secret: "hm4c-key" } }
   gh:
     plugin: webhook
-    config: { path: /gh, hmac_secret: "k2", signature_header: X-Hub-Signature-256 }
+    config: { path: /gh, hmac_secret: "k2-github-secret", signature_header: X-Hub-Signature-256 }
 """ + SINKS + """pipelines:
   - { name: p, from: hook, to: { sink: out } }
   - { name: q, from: gh, to: { sink: out } }
@@ -220,9 +220,9 @@ def test_hmac_signature():
             st, _, _ = post(port, body, hdrs)
             assert st == 401, hdrs
         # Another instance with its own key and header, on its own path.
-        st, _, _ = post(port, body, {"X-Hub-Signature-256": sign("k2", body)}, path="/gh")
+        st, _, _ = post(port, body, {"X-Hub-Signature-256": sign("k2-github-secret", body)}, path="/gh")
         assert st == 202
-        st, _, _ = post(port, body, {"X-Signature-256": sign("k2", body)}, path="/gh")
+        st, _, _ = post(port, body, {"X-Signature-256": sign("k2-github-secret", body)}, path="/gh")
         assert st == 401
         wait_for(lambda: len(events(h)) == 3, what="3 events")
         h.stop()
