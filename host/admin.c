@@ -443,8 +443,12 @@ static json_t *instance_json(const px_instance *inst)
     json_object_set_new(o, "loaded_at", gen ? iso_time(gen->loaded_at_ms) : json_null());
     json_object_set_new(o, "inflight", json_integer(gen ? (json_int_t)gen->inflight : 0));
     json_object_set_new(o, "max_inflight", json_integer(inst->max_inflight));
-    json_object_set_new(o, "last_error",
-                        inst->last_error ? json_string(inst->last_error) : json_null());
+    /* A failed load or start, else the sink's last failed delivery while it has not recovered. */
+    const char *err = inst->last_error;
+    if (!err && (inst->kind & PX_KIND_SINK) && inst->daemon) {
+        err = px_dispatch_sink_error(inst->daemon->dispatch, inst->name);
+    }
+    json_object_set_new(o, "last_error", err ? json_string(err) : json_null());
     return o;
 }
 

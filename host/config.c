@@ -2041,6 +2041,13 @@ int px_config_load(const char *path, px_config **out, char *err, size_t errlen)
     return rc;
 }
 
+void px_config_option_mark(const px_instance_conf *inst, const char *option, int *line, int *col)
+{
+    const px_ynode *n = map_get(inst->node, option);
+    *line = n ? n->line : inst->line;
+    *col = n ? n->col : inst->col;
+}
+
 const px_instance_conf *px_config_instance(const px_config *cfg, const char *name)
 {
     if (!cfg || !name) {

@@ -118,6 +118,10 @@ int px_config_parse(const char *name, const char *text, size_t len, px_config **
 int px_config_options(const px_config *cfg, const px_instance_conf *inst,
                       const px_option *options, json_t **out, char *err, size_t errlen);
 
+/* Where instance inst's option `option` (borrowed) is written, for messages about its value: the
+ * value's line and column, else (not written, no marks) the instance's. */
+void px_config_option_mark(const px_instance_conf *inst, const char *option, int *line, int *col);
+
 /* Finds an instance by name; borrowed pointer or NULL. */
 const px_instance_conf *px_config_instance(const px_config *cfg, const char *name);
 

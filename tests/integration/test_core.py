@@ -172,6 +172,50 @@ plugins:
     assert r.stderr.count("\n") == 1, r.stderr
 
 
+def test_check_finds_what_bundled_plugins_need_without_starting_them():
+    """Routes without host.http.listen, and a file sink whose directory is missing or is not a
+    directory, are reported at the configuration's line by check, before any init runs."""
+    head = """version: 1
+host:
+  data_dir: @TMP@/var
+  plugin_path: [@PLUGINS@]
+  http: { listen: null }
+  admin: { listen: null }
+plugins:
+"""
+    with Host("version: 1\n") as h:
+        with open(h.path("afile"), "w") as f:
+            f.write("a regular file\n")
+        cases = [
+            ('  hook: { plugin: webhook, config: { path: /hook } }', 'hook:',
+             'plugin instance "hook": webhook serves HTTP routes, which need host.http.listen '
+             '(not set)'),
+            ('  nt: { plugin: notification, config: { http_path: /eb } }', '/eb',
+             'plugin instance "nt": notification serves HTTP routes with http_path, which need '
+             'host.http.listen (not set)'),
+            ('  out: { plugin: file, config: { path: "@TMP@/afile/out.jsonl" } }', '"@TMP@',
+             f'plugin instance "out": option "path": cannot create or append to '
+             f'{h.tmp}/afile/out.jsonl: {h.tmp}/afile is not a directory'),
+            ('  out: { plugin: file, config: { path: "@TMP@/nodir/out.jsonl" } }', '"@TMP@',
+             f'plugin instance "out": option "path": cannot create or append to '
+             f'{h.tmp}/nodir/out.jsonl: directory {h.tmp}/nodir does not exist'),
+        ]
+        for line, at, message in cases:
+            h.write_config(head + line + "\n")
+            col = line.index(at) + 1 if at != "hook:" else 3
+            r = plexus("check", "-c", h.config)
+            assert r.returncode == 78, (line, r.stdout, r.stderr)
+            assert r.stderr == f"{h.config}:8:{col}: {message}\n", (line, r.stderr)
+        # what is fine passes: the same plugins with a listener and a writable directory
+        h.write_config(head.replace("http: { listen: null }", 'http: { listen: "127.0.0.1:0" }') +
+                       '  hook: { plugin: webhook, config: { path: /hook } }\n'
+                       '  nt: { plugin: notification, config: { host: 127.0.0.1 } }\n'
+                       '  out: { plugin: file, config: { path: "@TMP@/out.jsonl" } }\n')
+        r = plexus("check", "-c", h.config)
+        assert r.returncode == 0, r.stderr
+        assert not os.path.exists(h.path("out.jsonl")), "check created the file"
+
+
 def test_check_default_config():
     cfg = os.path.join(os.environ.get("PX_SOURCE_DIR", "."), "etc", "plexus.yaml")
     r = plexus("check", "-c", cfg, env={"PLEXUS_PLUGIN_PATH": PLUGINS})
