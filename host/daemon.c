@@ -125,9 +125,29 @@ static const struct known_need {
     {"file", "path", NEEDS_WRITABLE_FILE},
 };
 
+/* Whether two directory names are the same directory as written ("./var/" and "var" are). */
+static int same_dir(const char *a, const char *b)
+{
+    while (strncmp(a, "./", 2) == 0) {
+        a += 2;
+    }
+    while (strncmp(b, "./", 2) == 0) {
+        b += 2;
+    }
+    size_t la = strlen(a), lb = strlen(b);
+    while (la > 1 && a[la - 1] == '/') {
+        la--;
+    }
+    while (lb > 1 && b[lb - 1] == '/') {
+        lb--;
+    }
+    return la == lb && strncmp(a, b, la) == 0;
+}
+
 /* A file to append to (created if missing): its directory must exist and take new files, as the
- * user running this. On failure writes why into why. */
-static int file_writable(const char *path, char *why, size_t len)
+ * user running this; the data directory counts as existing, the host creates it before any init.
+ * On failure writes why into why. */
+static int file_writable(const px_config *cfg, const char *path, char *why, size_t len)
 {
     struct stat st;
     if (stat(path, &st) == 0) {
@@ -146,7 +166,9 @@ static int file_writable(const char *path, char *why, size_t len)
                 : slash       ? px_xasprintf("%.*s", (int)(slash - path), path)
                               : px_xstrdup(".");
     int rc = -1;
-    if (stat(dir, &st) != 0) {
+    if (stat(dir, &st) != 0 && errno == ENOENT && same_dir(dir, cfg->data_dir)) {
+        rc = 0;
+    } else if (stat(dir, &st) != 0) {
         snprintf(why, len, "directory %s %s", dir,
                  errno == ENOENT ? "does not exist" : strerror(errno));
     } else if (!S_ISDIR(st.st_mode)) {
@@ -182,7 +204,7 @@ static int check_known_needs(const px_config *cfg, const px_instance_conf *ic,
                      k->plugin, k->option ? " with " : "", k->option ? k->option : "");
             return PX_ECONFIG;
         }
-        if (k->need == NEEDS_WRITABLE_FILE && file_writable(value, why, sizeof(why)) < 0) {
+        if (k->need == NEEDS_WRITABLE_FILE && file_writable(cfg, value, why, sizeof(why)) < 0) {
             snprintf(err, errlen, "%s:%d:%d: plugin instance \"%s\": option \"%s\": cannot "
                      "create or append to %s: %s", cfg->path, line, col, ic->name, k->option,
                      value, why);

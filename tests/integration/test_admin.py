@@ -445,10 +445,10 @@ pipelines:
         assert r.returncode == 0, r.stderr
         h2cfg = h.config + ".badtoken.yaml"
         with open(h.config) as f, open(h2cfg, "w") as g:
-            g.write(f.read().replace(TOKEN, "wrong"))
+            g.write(f.read().replace(TOKEN, "wr0ng-t0ken-1"))
         r = plexus("status", "-c", h2cfg)
         assert r.returncode == 1 and "401" in r.stderr, (r.stdout, r.stderr)
-        assert "wrong" not in r.stderr
+        assert "wr0ng" not in r.stderr
         assert h.stop() == 0
     r = plexus("status", "-c", h.config)
     assert r.returncode == 1 and "nothing listens" in r.stderr, r.stderr

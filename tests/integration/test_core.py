@@ -206,14 +206,17 @@ plugins:
             r = plexus("check", "-c", h.config)
             assert r.returncode == 78, (line, r.stdout, r.stderr)
             assert r.stderr == f"{h.config}:8:{col}: {message}\n", (line, r.stderr)
-        # what is fine passes: the same plugins with a listener and a writable directory
+        # what is fine passes: the same plugins with a listener and a writable directory, or the
+        # data directory, which the host creates before any init
         h.write_config(head.replace("http: { listen: null }", 'http: { listen: "127.0.0.1:0" }') +
                        '  hook: { plugin: webhook, config: { path: /hook } }\n'
                        '  nt: { plugin: notification, config: { host: 127.0.0.1 } }\n'
-                       '  out: { plugin: file, config: { path: "@TMP@/out.jsonl" } }\n')
+                       '  out: { plugin: file, config: { path: "@TMP@/out.jsonl" } }\n'
+                       '  kept: { plugin: file, config: { path: "@TMP@/var/kept.jsonl" } }\n')
         r = plexus("check", "-c", h.config)
         assert r.returncode == 0, r.stderr
         assert not os.path.exists(h.path("out.jsonl")), "check created the file"
+        assert not os.path.exists(h.path("var")), "check created the data directory"
 
 
 def test_check_default_config():
