@@ -423,6 +423,7 @@ fail:
     px_router_box_unref(d->router);
     free(d->copy_dir);
     free(d);
+    px_config_destroy(cfg); /* stolen, even on failure */
     px_the_daemon = NULL;
     return rc;
 }
