@@ -232,11 +232,10 @@ int px_gen_start(px_plugin_ctx *gen, char *err, size_t errlen)
         char *reason = px_log_capture_end();
         if (rc < 0) {
             failure(err, errlen, rc, reason, "instance %s: start failed", gen->inst->name);
-        }
-        free(reason);
-        if (rc < 0) {
+            free(reason);
             return PX_EPLUGIN;
         }
+        free(reason);
     }
     gen->state_code = PX_GEN_RUNNING;
     return 0;
