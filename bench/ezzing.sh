@@ -84,7 +84,7 @@ plugins:
   ez:
     plugin: ezzing
     config: {{ queue_url: "{url}", region: us-east-1, endpoint: "{sqs.endpoint}",
-              access_key_id: bench, secret_access_key: bench, pollers: {POLLERS}, wait_time: 1s }}
+              access_key_id: bench-key-id, secret_access_key: bench-secret, pollers: {POLLERS}, wait_time: 1s }}
   out: {{ plugin: testsink, config: {{ file: "@TMP@/out.jsonl" }} }}
 pipelines:
   - {{ name: all, from: ez, to: {{ sink: out }} }}

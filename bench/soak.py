@@ -37,7 +37,7 @@ host:
   admin: { listen: "127.0.0.1:0" }
 plugins:
   hook: { plugin: webhook, config: { path: /hook, token: soak-token } }
-  plin: { plugin: ploomes, config: { validation_key: soak-vk, path: /ploomes } }
+  plin: { plugin: ploomes, config: { validation_key: soak-validation-key, path: /ploomes } }
   eb:
     plugin: notification
     config:
@@ -57,7 +57,7 @@ plugins:
       secret_access_key: soak-secret
       wait_time: 1s
       pollers: 2
-  crm: { plugin: ploomes, max_inflight: 8, config: { user_key: soak-uk, base_url: "%(ploomes)s",
+  crm: { plugin: ploomes, max_inflight: 8, config: { user_key: soak-user-key, base_url: "%(ploomes)s",
                                                      rate_limit: 100 } }
   steady: { plugin: testsink, max_inflight: 32, config: { file: "@TMP@/steady.jsonl" } }
   flaky:
@@ -161,7 +161,7 @@ class Traffic:
     def ploomes_hooks(self):
         while not self.stop.is_set():
             body = dict(self.plo, seq=self.next_seq("p"))
-            self.send_http("/ploomes", body, {"X-Ploomes-Validation-Key": "soak-vk"})
+            self.send_http("/ploomes", body, {"X-Ploomes-Validation-Key": "soak-validation-key"})
             time.sleep(0.2)
 
     def eventbridge_http(self):
@@ -207,7 +207,7 @@ def delivered(path):
 def main():
     import subprocess
     sqs = Fauxqs(logger=False).start()
-    fake = subprocess.Popen([sys.executable, FAKE, "--user-key", "soak-uk"],
+    fake = subprocess.Popen([sys.executable, FAKE, "--user-key", "soak-user-key"],
                             stdout=subprocess.PIPE, text=True)
     ploomes = f"http://127.0.0.1:{int(fake.stdout.readline())}"
     ok = True
@@ -265,7 +265,7 @@ def main():
             def contacts_done():
                 st = json.loads(urllib.request.urlopen(ploomes + "/_control/state",
                                                        timeout=10).read())
-                names = {c.get("Name") for c in st.get("soak-uk", {}).get("contacts", [])}
+                names = {c.get("Name") for c in st.get("soak-user-key", {}).get("contacts", [])}
                 return traffic.contacts <= names
             wait_for(contacts_done, timeout=300, interval=1, what="contacts created")
             time.sleep(2)  # let the last marks commit and memory settle

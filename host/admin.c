@@ -443,8 +443,12 @@ static json_t *instance_json(const px_instance *inst)
     json_object_set_new(o, "loaded_at", gen ? iso_time(gen->loaded_at_ms) : json_null());
     json_object_set_new(o, "inflight", json_integer(gen ? (json_int_t)gen->inflight : 0));
     json_object_set_new(o, "max_inflight", json_integer(inst->max_inflight));
-    json_object_set_new(o, "last_error",
-                        inst->last_error ? json_string(inst->last_error) : json_null());
+    /* A failed load or start, else the sink's last failed delivery while it has not recovered. */
+    const char *err = inst->last_error;
+    if (!err && (inst->kind & PX_KIND_SINK) && inst->daemon) {
+        err = px_dispatch_sink_error(inst->daemon->dispatch, inst->name);
+    }
+    json_object_set_new(o, "last_error", err ? json_string(err) : json_null());
     return o;
 }
 
@@ -586,7 +590,10 @@ static void on_status(px_http_request *req, void *arg)
 {
     px_admin *a = arg;
     if (gate(a, req, 1) == 0) {
-        reply_json(req, 200, px_admin_status_json(a));
+        /* Errors in it quote what plugins logged: masked like a log line. */
+        json_t *st = px_admin_status_json(a);
+        px_log_redact_json(st);
+        reply_json(req, 200, st);
     }
 }
 

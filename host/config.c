@@ -1200,6 +1200,28 @@ static int get_string(cctx *c, const px_ynode *n, const char *what, int secret, 
     return 0;
 }
 
+/* A secret shorter than PX_SECRET_MIN_LEN would mask the same letters in every unrelated log line:
+ * it is refused (a scalar, or each item of a list). Empty means "none" and is let through. */
+static int check_secret_length(cctx *c, const px_ynode *n, const char *what)
+{
+    if (is_null(n)) {
+        return 0;
+    }
+    if (n->type == Y_SEQ) {
+        for (size_t k = 0; k < n->n; k++) {
+            if (check_secret_length(c, n->items[k], what) < 0) {
+                return PX_ECONFIG;
+            }
+        }
+        return 0;
+    }
+    if (n->type != Y_SCALAR || !n->text[0] || strlen(n->text) >= PX_SECRET_MIN_LEN) {
+        return 0;
+    }
+    return fail(c, n, "%s: too short to be a secret (%zu characters, at least %d needed; value "
+                      "not shown)", what, strlen(n->text), PX_SECRET_MIN_LEN);
+}
+
 static int get_uint(cctx *c, const px_ynode *n, const char *what, uint64_t min, uint64_t max,
                     uint64_t *out)
 {
@@ -1515,7 +1537,8 @@ static int parse_host(cctx *c, px_config *cfg, const px_ynode *h)
             (rc = get_listen(c, map_get(admin, "listen"), "host.admin.listen",
                              &cfg->admin_listen)) < 0 ||
             (rc = get_string(c, map_get(admin, "token"), "host.admin.token", 1,
-                             &cfg->admin_token)) < 0) {
+                             &cfg->admin_token)) < 0 ||
+            (rc = check_secret_length(c, map_get(admin, "token"), "host.admin.token")) < 0) {
             return rc;
         }
         if (cfg->admin_token && !cfg->admin_token[0]) {
@@ -2057,6 +2080,13 @@ int px_config_load(const char *path, px_config **out, char *err, size_t errlen)
     return rc;
 }
 
+void px_config_option_mark(const px_instance_conf *inst, const char *option, int *line, int *col)
+{
+    const px_ynode *n = map_get(inst->node, option);
+    *line = n ? n->line : inst->line;
+    *col = n ? n->col : inst->col;
+}
+
 const px_instance_conf *px_config_instance(const px_config *cfg, const char *name)
 {
     if (!cfg || !name) {
@@ -2206,7 +2236,9 @@ int px_config_options(const px_config *cfg, const px_instance_conf *inst,
         names[k] = options[k].name;
     }
 
-    /* Register every secret first, so even a failing config never logs one. */
+    /* Register every secret the user set first, so even a failing config never logs one. A
+     * default is not a secret (it is in the plugin's documentation): masking "guest" would hide
+     * every "guest" in the log. */
     for (size_t k = 0; conf && k < conf->n; k++) {
         for (size_t o = 0; o < nopts; o++) {
             if (strcmp(conf->keys[k]->text, options[o].name) == 0 &&
@@ -2251,6 +2283,15 @@ int px_config_options(const px_config *cfg, const px_instance_conf *inst,
                 }
                 goto fail;
             }
+            if (secret) {
+                char what[256];
+                snprintf(what, sizeof(what), "plugin instance \"%s\": option \"%s\"", inst->name,
+                         opt->name);
+                if (check_secret_length(&c, n, what) < 0) {
+                    json_decref(value);
+                    goto fail;
+                }
+            }
         } else if (opt->default_value) {
             cctx dc = {.file = "", .expand = 0};
             px_ynode *d = NULL;
@@ -2277,9 +2318,6 @@ int px_config_options(const px_config *cfg, const px_instance_conf *inst,
             goto fail;
         } else {
             value = json_null();
-        }
-        if (secret && json_is_string(value)) {
-            px_log_add_secret(json_string_value(value));
         }
         json_object_set_new(result, opt->name, value);
     }

@@ -105,7 +105,8 @@ typedef struct px_config {
  * Checks: YAML syntax, version, host keys and their types, unknown keys (with "did you mean"),
  * env expansion (unset variable without default is an error), instance and pipeline structure,
  * that every `from` and `sink` names a declared instance, duplicate names. The admin token is
- * registered with px_log_add_secret(). Pure: no loop, any thread (not concurrently with setenv). */
+ * registered with px_log_add_secret(); one shorter than PX_SECRET_MIN_LEN (log.h) is refused.
+ * Pure: no loop, any thread (not concurrently with setenv). */
 int px_config_load(const char *path, px_config **out, char *err, size_t errlen);
 
 /* Same as px_config_load, from a string (borrowed); `name` is used as the file in messages. */
@@ -118,9 +119,15 @@ int px_config_parse(const char *name, const char *text, size_t len, px_config **
  * an object with every declared option (JSON null when neither given nor defaulted). On failure
  * returns PX_ECONFIG with "file:line:column: message" in err (cfg->path as the file). Uses
  * inst->node for positions (inst->config when node is NULL). The values of PX_OPT_SECRET options
- * are never put in err and are registered with px_log_add_secret(), even on failure. */
+ * are never put in err; those the config sets (not defaults) are registered with
+ * px_log_add_secret(), even on failure, and one shorter than PX_SECRET_MIN_LEN (log.h; empty
+ * excepted) is refused at its position. */
 int px_config_options(const px_config *cfg, const px_instance_conf *inst,
                       const px_option *options, json_t **out, char *err, size_t errlen);
+
+/* Where instance inst's option `option` (borrowed) is written, for messages about its value: the
+ * value's line and column, else (not written, no marks) the instance's. */
+void px_config_option_mark(const px_instance_conf *inst, const char *option, int *line, int *col);
 
 /* Finds an instance by name; borrowed pointer or NULL. */
 const px_instance_conf *px_config_instance(const px_config *cfg, const char *name);

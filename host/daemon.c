@@ -2,6 +2,7 @@
 #include "daemon.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +122,115 @@ static void log_plugin_path(const px_config *cfg)
     }
 }
 
+/* --- what bundled plugins need, known without running them ------------------------------- */
+
+enum { NEEDS_ROUTES = 1, NEEDS_WRITABLE_FILE = 2 };
+
+/* What a bundled plugin will ask of the host or the machine in its init, so that check (which
+ * starts nothing) reports it at the configuration's line rather than init's "invalid argument"
+ * at run. Keyed by the plugin's declared name; `option` NULL means always, else only when that
+ * option is a non-empty string (and it names the file). Other plugins are not second-guessed:
+ * their init says what is wrong, and the host carries its reason into the error. */
+static const struct known_need {
+    const char *plugin, *option;
+    int need;
+} known_needs[] = {
+    {"webhook", NULL, NEEDS_ROUTES},
+    {"amocrm", NULL, NEEDS_ROUTES},
+    {"ploomes", "validation_key", NEEDS_ROUTES},
+    {"notification", "http_path", NEEDS_ROUTES},
+    {"file", "path", NEEDS_WRITABLE_FILE},
+};
+
+/* Whether two directory names are the same directory as written ("./var/" and "var" are). */
+static int same_dir(const char *a, const char *b)
+{
+    while (strncmp(a, "./", 2) == 0) {
+        a += 2;
+    }
+    while (strncmp(b, "./", 2) == 0) {
+        b += 2;
+    }
+    size_t la = strlen(a), lb = strlen(b);
+    while (la > 1 && a[la - 1] == '/') {
+        la--;
+    }
+    while (lb > 1 && b[lb - 1] == '/') {
+        lb--;
+    }
+    return la == lb && strncmp(a, b, la) == 0;
+}
+
+/* A file to append to (created if missing): its directory must exist and take new files, as the
+ * user running this; the data directory counts as existing, the host creates it before any init.
+ * On failure writes why into why. */
+static int file_writable(const px_config *cfg, const char *path, char *why, size_t len)
+{
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) {
+            snprintf(why, len, "%s is a directory", path);
+            return -1;
+        }
+        if (access(path, W_OK) != 0) {
+            snprintf(why, len, "%s is not writable: %s", path, strerror(errno));
+            return -1;
+        }
+        return 0;
+    }
+    const char *slash = strrchr(path, '/');
+    char *dir = slash == path ? px_xstrdup("/")
+                : slash       ? px_xasprintf("%.*s", (int)(slash - path), path)
+                              : px_xstrdup(".");
+    int rc = -1;
+    if (stat(dir, &st) != 0 && errno == ENOENT && same_dir(dir, cfg->data_dir)) {
+        rc = 0;
+    } else if (stat(dir, &st) != 0) {
+        snprintf(why, len, "directory %s %s", dir,
+                 errno == ENOENT ? "does not exist" : strerror(errno));
+    } else if (!S_ISDIR(st.st_mode)) {
+        snprintf(why, len, "%s is not a directory", dir);
+    } else if (access(dir, W_OK | X_OK) != 0) {
+        snprintf(why, len, "directory %s is not writable: %s", dir, strerror(errno));
+    } else {
+        rc = 0;
+    }
+    free(dir);
+    return rc;
+}
+
+static int check_known_needs(const px_config *cfg, const px_instance_conf *ic,
+                             const px_plugin_desc *desc, const json_t *opts, char *err,
+                             size_t errlen)
+{
+    for (size_t i = 0; i < sizeof(known_needs) / sizeof(known_needs[0]); i++) {
+        const struct known_need *k = &known_needs[i];
+        const char *value = k->option ? json_string_value(json_object_get(opts, k->option))
+                                      : NULL;
+        if (strcmp(desc->name, k->plugin) != 0 || (k->option && (!value || !*value))) {
+            continue;
+        }
+        int line = ic->line, col = ic->col;
+        if (k->option) {
+            px_config_option_mark(ic, k->option, &line, &col);
+        }
+        char why[512];
+        if (k->need == NEEDS_ROUTES && !(cfg->http_listen && *cfg->http_listen)) {
+            snprintf(err, errlen, "%s:%d:%d: plugin instance \"%s\": %s serves HTTP routes%s%s, "
+                     "which need host.http.listen (not set)", cfg->path, line, col, ic->name,
+                     k->plugin, k->option ? " with " : "", k->option ? k->option : "");
+            return PX_ECONFIG;
+        }
+        if (k->need == NEEDS_WRITABLE_FILE && file_writable(cfg, value, why, sizeof(why)) < 0) {
+            snprintf(err, errlen, "%s:%d:%d: plugin instance \"%s\": option \"%s\": cannot "
+                     "create or append to %s: %s", cfg->path, line, col, ic->name, k->option,
+                     value, why);
+            return PX_ECONFIG;
+        }
+    }
+    return 0;
+}
+
 int px_daemon_validate_instance(const px_config *cfg, const px_instance_conf *ic,
                                 const px_host_api *api, char **file_out, json_t **opts_out,
                                 char *err, size_t errlen)
@@ -148,8 +258,12 @@ int px_daemon_validate_instance(const px_config *cfg, const px_instance_conf *ic
     }
     json_t *opts = NULL;
     rc = px_config_options(cfg, ic, lib->desc->options, &opts, err, errlen);
+    if (rc == 0) {
+        rc = check_known_needs(cfg, ic, lib->desc, opts, err, errlen);
+    }
     px_loader_close(lib);
     if (rc < 0) {
+        json_decref(opts);
         free(file);
         return rc;
     }
@@ -335,6 +449,7 @@ fail:
     px_router_box_unref(d->router);
     free(d->copy_dir);
     free(d);
+    px_config_destroy(cfg); /* stolen, even on failure */
     px_the_daemon = NULL;
     return rc;
 }

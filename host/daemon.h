@@ -93,7 +93,9 @@ void px_daemon_destroy(px_daemon *d);
 
 /* Finds instance ic's plugin on cfg's plugin path, checks its ABI and validates its options
  * without keeping it loaded. On success stores the file (owned; free) and the validated options
- * (new reference). Used by start-up and `plexus check`. */
+ * (new reference). Also reports what a bundled plugin is known to need and would only find out in
+ * its init (routes without host.http.listen, a file in a missing or read-only directory), at the
+ * option's position. Used by start-up, reload and `plexus check`. */
 int px_daemon_validate_instance(const px_config *cfg, const px_instance_conf *ic,
                                 const px_host_api *api, char **file_out, json_t **opts_out,
                                 char *err, size_t errlen);

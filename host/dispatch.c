@@ -30,6 +30,7 @@ struct px_sinkq {
     int64_t tail_id;  /* highest id ever placed in memory */
     int spilled;      /* the spool holds ids > tail_id that are not in memory */
     int failing;      /* the last outcome was a retry: one delivery at a time until one succeeds */
+    char *last_error; /* the last failed outcome, masked (owned); NULL since a success */
     size_t awaited;   /* deliveries to be added once their put commits (px_dispatch_await) */
     int commit_first; /* px_dispatch_wait_for_commits */
     int pumping, repump;
@@ -451,6 +452,17 @@ static uint64_t with_jitter(uint64_t ms, double jitter)
     return (uint64_t)((double)ms * f);
 }
 
+/* What status shows for the sink: its last failure, until a delivery succeeds. */
+static void note_outcome(px_sinkq *q, int status, const char *reason)
+{
+    free(q->last_error);
+    q->last_error = NULL;
+    if (status != PX_OK) {
+        q->last_error = px_xasprintf("%s: %s", status == PX_ERETRY ? "retry" : "rejected",
+                                     *reason ? reason : px_strerror(status));
+    }
+}
+
 static void finish_dead(px_delivery *dl, const char *reason)
 {
     px_dispatch *disp = dl->q->disp;
@@ -550,6 +562,7 @@ void px_dispatch_complete(px_dispatch *disp, px_delivery *handle, int status, co
     if (masked) {
         reason = masked;
     }
+    note_outcome(q, status, reason);
 
     if (status == PX_OK) {
         px_spool_mark_done(disp->d->spool, dl->id, dl->attempt);
@@ -636,6 +649,7 @@ static void take_back(px_sinkq *q, px_delivery *dl, const char *why, int count_a
         copy->next_at_ms = next_at;
         px_spool_mark_retry(disp->d->spool, copy->id, copy->attempt, copy->next_at_ms, why);
         q->failing = 1;
+        note_outcome(q, PX_ERETRY, why);
     }
     ready_insert(q, copy);
 }
@@ -682,6 +696,7 @@ static void on_queue_closed(uv_handle_t *h)
 {
     px_sinkq *q = h->data;
     free(q->name);
+    free(q->last_error);
     free(q);
 }
 
@@ -846,4 +861,14 @@ void px_dispatch_foreach_sink(px_dispatch *disp,
     for (px_sinkq *q = disp->queues; q; q = q->next) {
         cb(q->name, q->nready, q->ninflight, q->failing, arg);
     }
+}
+
+const char *px_dispatch_sink_error(const px_dispatch *disp, const char *sink)
+{
+    for (const px_sinkq *q = disp ? disp->queues : NULL; q; q = q->next) {
+        if (strcmp(q->name, sink) == 0) {
+            return q->last_error;
+        }
+    }
+    return NULL;
 }

@@ -107,5 +107,8 @@ void px_dispatch_foreach_sink(px_dispatch *disp,
                               void (*cb)(const char *sink, size_t ready, size_t inflight,
                                          int failing, void *arg),
                               void *arg);
+/* The last failed outcome of `sink` ("retry: REASON", "rejected: REASON", masked), borrowed until
+ * the sink's next outcome; NULL when its last delivery succeeded or none failed. */
+const char *px_dispatch_sink_error(const px_dispatch *disp, const char *sink);
 
 #endif

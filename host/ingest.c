@@ -123,46 +123,6 @@ static void dispatch_routes(px_daemon *d, pending_emit *pe, px_instance *src)
     }
 }
 
-/* Metadata a source copied from its input (request headers...) may carry a configured secret,
- * e.g. the bearer token a webhook was called with: mask it before the event is stored or handed to
- * a sink. Payloads are data and stay byte for byte. */
-static void redact_json(json_t *j, int depth)
-{
-    if (depth > 16) {
-        return;
-    }
-    if (json_is_object(j)) {
-        const char *k;
-        json_t *v;
-        json_object_foreach(j, k, v) {
-            if (json_is_string(v)) {
-                char *masked = px_log_redact(json_string_value(v));
-                if (masked) {
-                    /* a new value, not json_string_set: the old one may be shared */
-                    json_object_set_new(j, k, json_string(masked));
-                    free(masked);
-                }
-            } else {
-                redact_json(v, depth + 1);
-            }
-        }
-    } else if (json_is_array(j)) {
-        size_t i;
-        json_t *v;
-        json_array_foreach(j, i, v) {
-            if (json_is_string(v)) {
-                char *masked = px_log_redact(json_string_value(v));
-                if (masked) {
-                    json_array_set_new(j, i, json_string(masked));
-                    free(masked);
-                }
-            } else {
-                redact_json(v, depth + 1);
-            }
-        }
-    }
-}
-
 /* --- limits ------------------------------------------------------------------------------- */
 
 static const char *const LIMIT_LABELS[] = {"source", "limit", NULL};
@@ -278,7 +238,6 @@ int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_
     free(ev->source);
     ev->source = px_xstrdup(gen->inst->name);
     ev->emitted = 1;
-    redact_json(ev->meta, 0);
     const px_instance_conf *ic = d->cfg ? px_config_instance(d->cfg, gen->inst->name) : NULL;
     if (ic && ic->max_eps > 0 && !rate_allows(d, gen->inst, ic->max_eps)) {
         char detail[64];
@@ -407,12 +366,9 @@ int px_ingest_dead_letter(px_daemon *d, px_plugin_ctx *gen, const char *raw, siz
     }
     /* The id and time of a poison message are the host's: it never became an event. */
     px_event *ev = px_event_create(gen->inst->name, "poison", json_null());
+    /* The metadata is the message's, kept byte for byte; the reason is the plugin's error text,
+     * masked like a log line. */
     char *meta_text = json_is_object(meta) ? json_dumps(meta, JSON_COMPACT) : NULL;
-    char *masked = px_log_redact(meta_text);
-    if (masked) {
-        free(meta_text);
-        meta_text = masked;
-    }
     char *reason_masked = px_log_redact(reason);
     if (reason_masked) {
         reason = reason_masked;

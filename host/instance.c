@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,6 +171,24 @@ static void on_post(uv_async_t *a)
 
 static void on_drain_timeout(uv_timer_t *t);
 
+/* "<what>: <reason> (<rc>)", where reason is the last error the plugin logged during the call
+ * (the code alone says little: "invalid argument"), or "<what>: <rc>" when it logged none. */
+__attribute__((format(printf, 5, 6))) static void failure(char *err, size_t errlen, int rc,
+                                                          const char *reason, const char *fmt,
+                                                          ...)
+{
+    char what[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    if (reason) {
+        snprintf(err, errlen, "%s: %s (%s)", what, reason, px_strerror(rc));
+    } else {
+        snprintf(err, errlen, "%s: %s", what, px_strerror(rc));
+    }
+}
+
 int px_gen_load(px_instance *inst, const char *file, const char *copy_dir, int trust,
                 px_plugin_ctx **out, char *err, size_t errlen)
 {
@@ -226,17 +245,20 @@ int px_gen_load(px_instance *inst, const char *file, const char *copy_dir, int t
     void *state = NULL;
     gen->config = json_incref(inst->config);
     px_crash_frame cf;
+    px_log_capture_begin(inst->name);
     px_crash_enter(&cf, "init", inst->name, 0, NULL);
     rc = lib->desc->init(gen, gen->config, &state);
     px_crash_leave(&cf);
+    char *reason = px_log_capture_end();
     if (rc < 0) {
-        snprintf(err, errlen, "plugin %s (instance %s): init failed: %s", file, inst->name,
-                 px_strerror(rc));
+        failure(err, errlen, rc, reason, "plugin %s (instance %s): init failed", file, inst->name);
+        free(reason);
         gen->state = NULL;
         gen->init_failed = 1;
         px_gen_close(gen, NULL);
         return PX_EPLUGIN;
     }
+    free(reason);
     gen->state = state;
     inst->next_generation++;
     inst->kind = lib->desc->kind;
@@ -249,14 +271,17 @@ int px_gen_start(px_plugin_ctx *gen, char *err, size_t errlen)
     const px_plugin_desc *desc = gen->lib->desc;
     if (desc->start) {
         px_crash_frame cf;
+        px_log_capture_begin(gen->inst->name);
         px_crash_enter(&cf, "start", gen->inst->name, 0, NULL);
         int rc = desc->start(gen->state);
         px_crash_leave(&cf);
+        char *reason = px_log_capture_end();
         if (rc < 0) {
-            snprintf(err, errlen, "instance %s: start failed: %s", gen->inst->name,
-                     px_strerror(rc));
+            failure(err, errlen, rc, reason, "instance %s: start failed", gen->inst->name);
+            free(reason);
             return PX_EPLUGIN;
         }
+        free(reason);
     }
     gen->state_code = PX_GEN_RUNNING;
     return 0;

@@ -1,4 +1,4 @@
-/* Log backend: formatting, secret masking, level filter. */
+/* Log backend: formatting, secret masking, level filter, capture of a plugin's last error. */
 #include "log.h"
 
 #include <pthread.h>
@@ -17,6 +17,9 @@ static int log_format = PX_LOG_FORMAT_AUTO;
 static char **secrets;
 static size_t nsecrets;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+/* The module whose last error line is kept on this thread, and that line (owned). */
+static _Thread_local char *capture_module;
+static _Thread_local char *capture_last;
 
 static const char *level_names[] = {"error", "warn", "info", "debug"};
 
@@ -41,7 +44,7 @@ int px_log_parse_level(const char *name, int *level)
 
 void px_log_add_secret(const char *value)
 {
-    if (!value || !*value) {
+    if (!value || strlen(value) < PX_SECRET_MIN_LEN) {
         return;
     }
     pthread_mutex_lock(&log_lock);
@@ -171,6 +174,59 @@ char *px_log_redact(const char *text)
     return out;
 }
 
+void px_log_redact_json(json_t *j)
+{
+    if (json_is_object(j)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(j, k, v) {
+            char *masked = json_is_string(v) ? px_log_redact(json_string_value(v)) : NULL;
+            if (masked) {
+                json_object_set_new(j, k, json_string(masked));
+                free(masked);
+            } else {
+                px_log_redact_json(v);
+            }
+        }
+    } else if (json_is_array(j)) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(j, i, v) {
+            char *masked = json_is_string(v) ? px_log_redact(json_string_value(v)) : NULL;
+            if (masked) {
+                json_array_set_new(j, i, json_string(masked));
+                free(masked);
+            } else {
+                px_log_redact_json(v);
+            }
+        }
+    }
+}
+
+void px_log_capture_begin(const char *module)
+{
+    free(px_log_capture_end());
+    capture_module = px_xstrdup(module ? module : "");
+}
+
+char *px_log_capture_end(void)
+{
+    char *last = capture_last;
+    free(capture_module);
+    capture_module = NULL;
+    capture_last = NULL;
+    return last;
+}
+
+/* msg is masked already. */
+static void capture(int level, const char *module, const char *msg)
+{
+    if (capture_module && level == PX_LOG_ERROR && module && strcmp(module, capture_module) == 0) {
+        free(capture_last);
+        capture_last = px_xstrdup(msg);
+    }
+}
+
 static void json_escape(FILE *f, const char *s)
 {
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
@@ -242,6 +298,7 @@ void px_logv(int level, const char *module, const char *fmt, va_list ap)
     }
     fflush(stderr);
     pthread_mutex_unlock(&log_lock);
+    capture(level, module, msg);
     free(msg);
 }
 

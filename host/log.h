@@ -1,6 +1,8 @@
 /* The log backend: the only writer to stderr. One JSON object per line
  * ({"ts","level","module","msg"}) or, on a terminal, a readable line. Registered secret values are
- * replaced by "***" in every message, wherever they appear. Loop thread, or any thread for px_log
+ * replaced by "***" in every message, wherever they appear. Only text the host prints is masked
+ * (log lines, error and dead-letter reasons, status): events, their metadata and dead-lettered
+ * messages are data and are stored and shown byte for byte. Loop thread, or any thread for px_log
  * (writes are whole lines under a lock). */
 #ifndef PX_LOG_H
 #define PX_LOG_H
@@ -16,15 +18,31 @@ int px_log_get_level(void);
 void px_log_set_format(int format);            /* enum px_log_format; AUTO = TEXT on a tty */
 /* Parses "error|warn|info|debug"; returns 0 and stores the level, or PX_EINVAL. */
 int px_log_parse_level(const char *name, int *level);
-/* Registers a secret (borrowed, copied) to mask in every later line. Empty strings are ignored. */
+/* Shortest value accepted for a secret (config refuses shorter ones): a shorter one would mask the
+ * same letters in unrelated text. */
+#define PX_SECRET_MIN_LEN 8
+
+/* Registers a secret (borrowed, copied) to mask in every later line. Values shorter than
+ * PX_SECRET_MIN_LEN (empty included) are ignored. */
 void px_log_add_secret(const char *value);
 void px_log_clear_secrets(void);
-/* Text that leaves the process by another way than the log (dead-letter reasons, event metadata)
- * is cleaned the same way: returns a copy of text (borrowed) with every registered secret replaced
+/* Text the host prints by another way than the log (error and dead-letter reasons, status) is
+ * cleaned the same way: returns a copy of text (borrowed) with every registered secret replaced
  * by "***" and every byte that is not part of valid UTF-8 replaced by '?' (owned by caller;
  * free), or NULL when there is nothing to change (or text is NULL). Any thread. Log lines get the
- * same treatment. */
+ * same treatment. Never for stored data: events and their metadata are kept as they came. */
 char *px_log_redact(const char *text);
+/* px_log_redact on every string value (not key) of j (borrowed), in place, for a report the host
+ * prints (admin status). Values that change are replaced by new strings. */
+void px_log_redact_json(json_t *j);
+
+/* Keeps the last error-level line logged under `module` (borrowed, copied) on this thread until
+ * px_log_capture_end: the reason a plugin gave while the host waited for its init or start. One
+ * capture per thread at a time. */
+void px_log_capture_begin(const char *module);
+/* Ends the capture. Returns the last error-level line logged under the module (masked; owned by
+ * caller, free), or NULL when there was none. */
+char *px_log_capture_end(void);
 
 /* module: "host", "config", or an instance name (borrowed). */
 void px_log(int level, const char *module, const char *fmt, ...)

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -69,9 +70,11 @@ static const char *usage_plugins =
     "usage: plexus plugins [-c FILE] [-p DIR]... [--describe NAME]\n"
     "\n"
     "Lists the plugins on the plugin path (from -p, else from FILE's host.plugin_path, else\n"
-    "the built-in path) with version, ABI and roles; --describe prints one plugin's options.\n"
-    "A file (or its folder) that someone other than root or you may change is listed as refused\n"
-    "and never opened as code (FILE's host.plugin_trust: permissive loads it with a warning).\n";
+    "from " DEFAULT_CONFIG "'s when that file exists, else the built-in path) with version, ABI\n"
+    "and roles; --describe prints one plugin's options. A file (or its folder) that someone\n"
+    "other than root or you may change is listed as refused and never opened as code (FILE's\n"
+    "host.plugin_trust: permissive loads it with a warning). Exit status 1 when a plugin file\n"
+    "is refused (or the --describe plugin is not found).\n";
 
 typedef struct cli {
     const char *config;
@@ -307,6 +310,7 @@ static const char *roles(uint32_t kind)
 typedef struct plugins_ctx {
     const char *describe;
     int found;
+    int refused;
 } plugins_ctx;
 
 static void on_plugin(const char *file, const px_plugin_lib *lib, const char *err, void *arg)
@@ -339,7 +343,20 @@ static void on_plugin(const char *file, const px_plugin_lib *lib, const char *er
                d->abi_minor, roles(d->kind), d->description ? d->description : "");
     } else {
         printf("%-16s refused: %s\n", file, err);
+        pc->refused++;
     }
+}
+
+/* The plugin path searched, "dir1:dir2", for messages (owned by caller; free). */
+static char *joined_dirs(char *const *dirs, size_t ndirs)
+{
+    char *out = px_xstrdup("");
+    for (size_t i = 0; i < ndirs; i++) {
+        char *next = px_xasprintf("%s%s%s", out, i ? ":" : "", dirs[i]);
+        free(out);
+        out = next;
+    }
+    return out;
 }
 
 static int cmd_plugins(const cli *c)
@@ -348,9 +365,15 @@ static int cmd_plugins(const cli *c)
     char *const *dirs = c->dirs;
     size_t ndirs = c->ndirs;
     char *builtin = PX_DEFAULT_PLUGIN_PATH;
+    /* Without -c, the configuration `run` would use, when there is one: run from a checkout, its
+     * plugin path is the build's. */
+    const char *config = c->config;
+    if (!config && !ndirs && access(DEFAULT_CONFIG, F_OK) == 0) {
+        config = DEFAULT_CONFIG;
+    }
     int trust = PX_TRUST_STRICT;
-    if (c->config) {
-        if (load_config(c->config, &cfg) < 0) {
+    if (config) {
+        if (load_config(config, &cfg) < 0) {
             return EXIT_CONFIG;
         }
         trust = cfg->plugin_trust;
@@ -365,17 +388,24 @@ static int cmd_plugins(const cli *c)
     }
     px_host_api api;
     px_api_init(&api);
-    plugins_ctx pc = {c->describe, 0};
+    plugins_ctx pc = {c->describe, 0, 0};
     px_loader_scan(dirs, ndirs, &api, trust, on_plugin, &pc);
+    char *where = joined_dirs(dirs, ndirs);
     px_config_destroy(cfg);
+    int rc = 0;
     if (c->describe && !pc.found) {
-        fprintf(stderr, "plexus: plugin \"%s\" not found on the plugin path\n", c->describe);
-        return 1;
+        fprintf(stderr, "plexus: plugin \"%s\" not found on the plugin path (%s)\n", c->describe,
+                where);
+        rc = 1;
+    } else if (!c->describe && !pc.found) {
+        printf("no plugins found in %s\n", where);
+    } else if (!c->describe && pc.refused) {
+        fprintf(stderr, "plexus: %d plugin file%s refused\n", pc.refused,
+                pc.refused == 1 ? "" : "s");
+        rc = 1;
     }
-    if (!c->describe && !pc.found) {
-        printf("no plugins found\n");
-    }
-    return 0;
+    free(where);
+    return rc;
 }
 
 int main(int argc, char **argv)

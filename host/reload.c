@@ -274,6 +274,8 @@ static int reload_config(px_daemon *d, char *err, size_t errlen)
         if (rc < 0 && p->what == ADD) {
             px_instance_destroy(p->inst);
             p->inst = NULL;
+        } else if (rc < 0) {
+            set_failure(p->inst, err); /* status shows why it still runs the old generation */
         }
     }
     if (rc < 0) {

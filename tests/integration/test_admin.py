@@ -445,10 +445,10 @@ pipelines:
         assert r.returncode == 0, r.stderr
         h2cfg = h.config + ".badtoken.yaml"
         with open(h.config) as f, open(h2cfg, "w") as g:
-            g.write(f.read().replace(TOKEN, "wrong"))
+            g.write(f.read().replace(TOKEN, "wr0ng-t0ken-1"))
         r = plexus("status", "-c", h2cfg)
         assert r.returncode == 1 and "401" in r.stderr, (r.stdout, r.stderr)
-        assert "wrong" not in r.stderr
+        assert "wr0ng" not in r.stderr
         assert h.stop() == 0
     r = plexus("status", "-c", h.config)
     assert r.returncode == 1 and "nothing listens" in r.stderr, r.stderr
@@ -699,6 +699,53 @@ pipelines:
         assert h.stop() == 0
     r = plexus("reload", "--help")
     assert r.returncode == 0 and "usage: plexus reload" in r.stdout
+
+
+def test_plugin_reason_in_run_reload_and_status():
+    """A sink whose init fails names the reason it logged, not only "invalid argument": in the
+    error of `run`, of `reload` (CLI and /admin/status) and in `plexus status`; a sink whose
+    deliveries fail shows its last failure there too."""
+    port = free_port()
+    good = config("""
+plugins:
+  src: { plugin: testsource, config: { count: 1 } }
+  out: { plugin: file, config: { path: "@TMP@/out.jsonl" } }
+  flaky: { plugin: testsink, config: { file: "@TMP@/flaky.jsonl", fail: retry } }
+pipelines:
+  - { name: p, from: src, to: [{ sink: out }, { sink: flaky }],
+      retry: { attempts: 1000, backoff: 50ms, max_backoff: 200ms, jitter: 0 } }
+""", admin=f"127.0.0.1:{port}")
+    bad = good.replace('path: "@TMP@/out.jsonl" }', 'path: "@TMP@/out.jsonl", fsync: sometimes }')
+    reason = 'fsync must be never, always or interval, not "sometimes"'
+    with Host(bad) as h:
+        r = plexus("run", "-c", h.config, "--log-format", "json", timeout=120)
+        assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
+        last = json.loads(r.stderr.strip().splitlines()[-1])
+        assert "instance out): init failed: " + reason + " (invalid argument)" \
+            in last["msg"], last
+    with Host(good) as h:
+        h.start()
+        wait_for(lambda: len(read_jsonl(h.path("flaky.jsonl"))) >= 2, what="flaky retried")
+
+        def insts():
+            return {i["name"]: i for i in get_json(port, "/admin/status")["instances"]}
+        wait_for(lambda: insts()["flaky"]["last_error"] == "retry: told to retry",
+                 what="the failing sink's last error in status")
+        assert insts()["out"]["last_error"] is None and insts()["src"]["last_error"] is None
+        r = plexus("status", "-c", h.config)
+        assert re.search(r"^flaky\s.*\sretry: told to retry$", r.stdout, re.M), r.stdout
+
+        h.write_config(bad.replace("@ADMIN@", f"127.0.0.1:{port}"))
+        r = plexus("reload", "-c", h.config)
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert reason in r.stderr and "(invalid argument)" in r.stderr, r.stderr
+        out = insts()["out"]
+        assert out["state"] == "running" and out["generation"] == 1, out
+        assert reason in (out["last_error"] or ""), out
+        r = plexus("status", "-c", h.config)
+        row = next(line for line in r.stdout.splitlines() if line.startswith("out "))
+        assert "init failed: " + reason in row, row
+        assert h.stop() == 0
 
 
 def test_admin_port_taken_or_disabled():

@@ -1,9 +1,10 @@
 """The host core end to end: routing, fan-out, mapping, check, plugins, graceful shutdown."""
 import os
 import signal
+import subprocess
 import time
 
-from harness import (Host, plexus, read_acks, read_jsonl, run_all, wait_for, PLUGINS,
+from harness import (Host, plexus, read_acks, read_jsonl, run_all, wait_for, PLEXUS, PLUGINS,
                      TEST_PLUGINS)
 
 BASE = """version: 1
@@ -171,6 +172,53 @@ plugins:
     assert r.stderr.count("\n") == 1, r.stderr
 
 
+def test_check_finds_what_bundled_plugins_need_without_starting_them():
+    """Routes without host.http.listen, and a file sink whose directory is missing or is not a
+    directory, are reported at the configuration's line by check, before any init runs."""
+    head = """version: 1
+host:
+  data_dir: @TMP@/var
+  plugin_path: [@PLUGINS@]
+  http: { listen: null }
+  admin: { listen: null }
+plugins:
+"""
+    with Host("version: 1\n") as h:
+        with open(h.path("afile"), "w") as f:
+            f.write("a regular file\n")
+        cases = [
+            ('  hook: { plugin: webhook, config: { path: /hook } }', 'hook:',
+             'plugin instance "hook": webhook serves HTTP routes, which need host.http.listen '
+             '(not set)'),
+            ('  nt: { plugin: notification, config: { http_path: /eb } }', '/eb',
+             'plugin instance "nt": notification serves HTTP routes with http_path, which need '
+             'host.http.listen (not set)'),
+            ('  out: { plugin: file, config: { path: "@TMP@/afile/out.jsonl" } }', '"@TMP@',
+             f'plugin instance "out": option "path": cannot create or append to '
+             f'{h.tmp}/afile/out.jsonl: {h.tmp}/afile is not a directory'),
+            ('  out: { plugin: file, config: { path: "@TMP@/nodir/out.jsonl" } }', '"@TMP@',
+             f'plugin instance "out": option "path": cannot create or append to '
+             f'{h.tmp}/nodir/out.jsonl: directory {h.tmp}/nodir does not exist'),
+        ]
+        for line, at, message in cases:
+            h.write_config(head + line + "\n")
+            col = line.index(at) + 1 if at != "hook:" else 3
+            r = plexus("check", "-c", h.config)
+            assert r.returncode == 78, (line, r.stdout, r.stderr)
+            assert r.stderr == f"{h.config}:8:{col}: {message}\n", (line, r.stderr)
+        # what is fine passes: the same plugins with a listener and a writable directory, or the
+        # data directory, which the host creates before any init
+        h.write_config(head.replace("http: { listen: null }", 'http: { listen: "127.0.0.1:0" }') +
+                       '  hook: { plugin: webhook, config: { path: /hook } }\n'
+                       '  nt: { plugin: notification, config: { host: 127.0.0.1 } }\n'
+                       '  out: { plugin: file, config: { path: "@TMP@/out.jsonl" } }\n'
+                       '  kept: { plugin: file, config: { path: "@TMP@/var/kept.jsonl" } }\n')
+        r = plexus("check", "-c", h.config)
+        assert r.returncode == 0, r.stderr
+        assert not os.path.exists(h.path("out.jsonl")), "check created the file"
+        assert not os.path.exists(h.path("var")), "check created the data directory"
+
+
 def test_check_default_config():
     cfg = os.path.join(os.environ.get("PX_SOURCE_DIR", "."), "etc", "plexus.yaml")
     r = plexus("check", "-c", cfg, env={"PLEXUS_PLUGIN_PATH": PLUGINS})
@@ -179,14 +227,37 @@ def test_check_default_config():
 
 def test_plugins_list_and_describe():
     r = plexus("plugins", "-p", TEST_PLUGINS)
-    assert r.returncode == 0
+    # the fixtures include refused files: listed, and the exit status says so
+    assert r.returncode == 1, (r.returncode, r.stderr)
     assert "testsink" in r.stdout and "ABI 1.1" in r.stdout
     assert "refused" in r.stdout and "abi_wrong_major" in r.stdout
+    assert "refused" in r.stderr, r.stderr
+    r = plexus("plugins", "-p", PLUGINS)
+    assert r.returncode == 0 and "refused" not in r.stdout, (r.stdout, r.stderr)
     r = plexus("plugins", "-p", TEST_PLUGINS, "--describe", "testsink")
     assert r.returncode == 0
     assert "file" in r.stdout and "required" in r.stdout and "secret" in r.stdout
     r = plexus("plugins", "-p", TEST_PLUGINS, "--describe", "nope")
     assert r.returncode == 1
+
+
+def test_plugins_without_config_uses_etc_plexus_yaml():
+    """Run from a directory holding etc/plexus.yaml (a checkout), `plexus plugins` lists that
+    file's plugin path; elsewhere it says which path it searched."""
+    with Host("version: 1\n") as h:
+        os.makedirs(h.path("etc"))
+        with open(h.path("etc", "plexus.yaml"), "w") as f:
+            f.write(f"version: 1\nhost:\n  plugin_path: [{PLUGINS}]\n")
+        r = subprocess.run([PLEXUS, "plugins"], cwd=h.tmp, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        assert "webhook" in r.stdout and "file" in r.stdout, r.stdout
+        os.makedirs(h.path("empty"))
+        r = subprocess.run([PLEXUS, "plugins"], cwd=h.path("empty"), capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode in (0, 1), (r.stdout, r.stderr)
+        if "ABI" not in r.stdout:  # the built-in path holds no installed plugins here
+            assert r.stdout.startswith("no plugins found in /"), r.stdout
 
 
 def test_cli_help_and_version():

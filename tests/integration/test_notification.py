@@ -389,7 +389,7 @@ plugins:
     config:
       sqs_queue_url: "{url}"
       sqs_endpoint: "http://127.0.0.1:{fq.port}"
-      aws_access_key_id: test
+      aws_access_key_id: test-key-id
       aws_secret_access_key: test-secret
       sqs_wait: 1s
   out: {{ plugin: testsink, config: {{ file: "@TMP@/out.jsonl" }} }}

@@ -216,7 +216,7 @@ def test_full_spool_answers_503_never_200():
     cfg = BASE.replace("data_dir: @TMP@/var", "data_dir: @TMP@/small")
     cfg += """  http: { listen: "127.0.0.1:0" }
 plugins:
-  crm: { plugin: ploomes, config: { validation_key: "vk-full" } }
+  crm: { plugin: ploomes, config: { validation_key: "vk-full-key" } }
   out:
     plugin: testsink
     config: { file: "@TMP@/out.jsonl", fail: retry, down_file: "@TMP@/down" }
@@ -242,7 +242,7 @@ pipelines:
         accepted, busy = [], None
         for n in range(600):
             st, body, hdrs = post(port, "/ploomes/webhook", dict(base, n=n, pad="x" * 8000),
-                                  key("vk-full"))
+                                  key("vk-full-key"))
             if st == 200:
                 accepted.append(n)
             else:
@@ -257,7 +257,7 @@ pipelines:
         n = accepted[-1] + 1
 
         def resend():
-            st, _, _ = post(port, "/ploomes/webhook", dict(base, n=n), key("vk-full"))
+            st, _, _ = post(port, "/ploomes/webhook", dict(base, n=n), key("vk-full-key"))
             return st == 200 or time.sleep(0.2)
         wait_for(resend, timeout=30, what="a 200 once space returned")
         want = set(accepted) | {n}
@@ -277,10 +277,10 @@ pipelines:
 
 
 def test_registration_creates_only_missing_and_is_idempotent():
-    with Fake("uk-main", "uk-other") as fake:
-        fake.control("seed", {"key": "uk-main", "webhooks": [
+    with Fake("uk-main-key", "uk-other") as fake:
+        fake.control("seed", {"key": "uk-main-key", "webhooks": [
             # already right: left alone
-            {"EntityId": 1, "ActionId": 2, "CallbackUrl": CALLBACK, "ValidationKey": "vk-reg"},
+            {"EntityId": 1, "ActionId": 2, "CallbackUrl": CALLBACK, "ValidationKey": "vk-registered"},
             # right subscription, stale key: patched
             {"EntityId": 2, "ActionId": 4, "CallbackUrl": CALLBACK, "ValidationKey": "old"},
             # someone else's webhooks: never touched
@@ -292,7 +292,7 @@ def test_registration_creates_only_missing_and_is_idempotent():
              "ValidationKey": "x"},
         ]})
         fake.control("seed", {"key": "uk-other", "webhooks": [
-            {"EntityId": 1, "ActionId": 1, "CallbackUrl": CALLBACK, "ValidationKey": "vk-reg"}]})
+            {"EntityId": 1, "ActionId": 1, "CallbackUrl": CALLBACK, "ValidationKey": "vk-registered"}]})
         # The first listing fails: the pass is retried with backoff, the host keeps running.
         fake.control("fail", {"status": 500, "method": "GET", "path": "/Webhooks", "count": 1,
                               "message": "listing is down"})
@@ -301,8 +301,8 @@ plugins:
   crm:
     plugin: ploomes
     config:
-      validation_key: vk-reg
-      user_key: uk-main
+      validation_key: vk-registered
+      user_key: uk-main-key
       base_url: "{fake.url}"
       callback_url: "{CALLBACK}"
       subscriptions: [Contacts.Update, Contacts.Create, Deals.Win, Deals.Lose, Deals.Reopen, "1.3",
@@ -317,23 +317,23 @@ plugins:
             log = h.log()
             assert "webhook sync failed" in log and "listing is down" in log
             mine = lambda: sorted((w["EntityId"], w["ActionId"], w["ValidationKey"])
-                                  for w in fake.account("uk-main")["webhooks"]
+                                  for w in fake.account("uk-main-key")["webhooks"]
                                   if w["CallbackUrl"] == CALLBACK)
-            assert mine() == [(1, 1, "vk-reg"), (1, 2, "vk-reg"), (1, 3, "vk-reg"),
-                              (2, 4, "vk-reg"), (2, 5, "vk-reg"), (2, 6, "vk-reg")], mine()
-            others = [w for w in fake.account("uk-main")["webhooks"]
+            assert mine() == [(1, 1, "vk-registered"), (1, 2, "vk-registered"), (1, 3, "vk-registered"),
+                              (2, 4, "vk-registered"), (2, 5, "vk-registered"), (2, 6, "vk-registered")], mine()
+            others = [w for w in fake.account("uk-main-key")["webhooks"]
                       if w["CallbackUrl"] != CALLBACK]
             assert len(others) == 3 and all(w["ValidationKey"] == "x" for w in others)
             assert len(fake.account("uk-other")["webhooks"]) == 1
             reqs = fake.requests()
-            assert all(r["headers"].get("user-key") == "uk-main" for r in reqs), reqs
+            assert all(r["headers"].get("user-key") == "uk-main-key" for r in reqs), reqs
             posts = [r for r in reqs if r["method"] == "POST"]
             assert len(posts) == 4, posts
             assert all(r["path"] == "/Webhooks" and r["body"]["CallbackUrl"] == CALLBACK and
-                       r["body"]["ValidationKey"] == "vk-reg" and
+                       r["body"]["ValidationKey"] == "vk-registered" and
                        r["headers"]["content-type"] == "application/json" for r in posts)
             patches = [r for r in reqs if r["method"] == "PATCH"]
-            assert len(patches) == 1 and patches[0]["body"] == {"ValidationKey": "vk-reg"}
+            assert len(patches) == 1 and patches[0]["body"] == {"ValidationKey": "vk-registered"}
             lists = [(r["params"].get("$top"), r["params"].get("$skip"), r["status"])
                      for r in reqs if r["method"] == "GET" and r["path"] == "/Webhooks"]
             assert lists == [("2", "0", 500), ("2", "0", 200), ("2", "2", 200),
@@ -346,15 +346,15 @@ plugins:
             st, body, _ = post(port, "/ploomes/webhook/sync", b"", {})
             assert st == 401, (st, body)
             fake.control("reset_log", {})
-            st, body, _ = post(port, "/ploomes/webhook/sync", b"", key("vk-reg"))
+            st, body, _ = post(port, "/ploomes/webhook/sync", b"", key("vk-registered"))
             assert st == 200 and body["ok"] and body["created"] == 0 and body["updated"] == 0, body
             assert body["present"] == 6, body
             assert not [r for r in fake.requests() if r["method"] != "GET"]
-            gone = [w for w in fake.account("uk-main")["webhooks"]
+            gone = [w for w in fake.account("uk-main-key")["webhooks"]
                     if w["CallbackUrl"] == CALLBACK and w["ActionId"] == 5][0]
-            st, _ = fake.call("DELETE", f"/Webhooks({gone['Id']})", headers={"User-Key": "uk-main"})
+            st, _ = fake.call("DELETE", f"/Webhooks({gone['Id']})", headers={"User-Key": "uk-main-key"})
             assert st == 200
-            st, body, _ = post(port, "/ploomes/webhook/sync", b"", key("vk-reg"))
+            st, body, _ = post(port, "/ploomes/webhook/sync", b"", key("vk-registered"))
             assert st == 200 and body["created"] == 1 and body["present"] == 5, body
             assert len(mine()) == 6
             h.stop()
@@ -372,7 +372,7 @@ plugins:
 
 
 def test_registration_waits_out_rate_limit_and_bad_key():
-    with Fake("uk-main") as fake:
+    with Fake("uk-main-key") as fake:
         fake.control("fail", {"status": 429, "retry_after": 1, "method": "POST",
                               "path": "/Webhooks", "count": 1})
         cfg = BASE + f"""  http: {{ listen: "127.0.0.1:0" }}
@@ -380,8 +380,8 @@ plugins:
   crm:
     plugin: ploomes
     config:
-      validation_key: vk-reg
-      user_key: uk-main
+      validation_key: vk-registered
+      user_key: uk-main-key
       base_url: "{fake.url}"
       callback_url: "{CALLBACK}"
       subscriptions: [Deals.Win]
@@ -407,7 +407,7 @@ plugins:
         posts = [r for r in fake.requests() if r["method"] == "POST"]
         assert [r["status"] for r in posts] == [429, 200], posts
         assert posts[1]["t"] - posts[0]["t"] >= 0.95, "retried before the advertised Retry-After"
-        assert [(w["EntityId"], w["ActionId"]) for w in fake.account("uk-main")["webhooks"]] == \
+        assert [(w["EntityId"], w["ActionId"]) for w in fake.account("uk-main-key")["webhooks"]] == \
             [(2, 4)]
         assert "not-a-key" not in h.log()
 
@@ -421,7 +421,7 @@ SINK_CFG = BASE + """plugins:
   crm:
     plugin: ploomes
     max_inflight: 4
-    config: { user_key: uk-main, base_url: "@URL@", rate_limit: @RATE@ }
+    config: { user_key: uk-main-key, base_url: "@URL@", rate_limit: @RATE@ }
 @EXTRA@
 pipelines:
   - name: cc
@@ -489,8 +489,8 @@ def feed(h, *events):
 
 
 def test_sink_actions_against_the_fake():
-    with Fake("uk-main") as fake:
-        fake.control("seed", {"key": "uk-main",
+    with Fake("uk-main-key") as fake:
+        fake.control("seed", {"key": "uk-main-key",
                               "contacts": [{"Id": 500, "Name": "Ana", "Email": "ana@example.com"}],
                               "deals": [{"Id": 700, "Title": "Big", "StatusId": 1},
                                         {"Id": 701, "Title": "Small", "StatusId": 1}]})
@@ -512,7 +512,7 @@ def test_sink_actions_against_the_fake():
             assert not dlq(h), dlq(h)
         reqs = fake.requests()
         assert all(r["status"] == 200 for r in reqs), reqs
-        assert all(r["headers"]["user-key"] == "uk-main" and
+        assert all(r["headers"]["user-key"] == "uk-main-key" and
                    r["headers"]["accept"] == "application/json" for r in reqs)
         calls = {(r["method"], r["path"]): r for r in reqs}
         want = {
@@ -530,7 +530,7 @@ def test_sink_actions_against_the_fake():
             if body is not None:
                 assert calls[k]["headers"]["content-type"] == "application/json"
         assert calls[("GET", "/Contacts")]["params"] == {"$filter": "Email eq 'bea@example.com'"}
-        acc = fake.account("uk-main")
+        acc = fake.account("uk-main-key")
         contacts = {c["Id"]: c for c in acc["contacts"]}
         deals = {d["Id"]: d for d in acc["deals"]}
         assert contacts[500]["Name"] == "Ana Lee"
@@ -540,12 +540,12 @@ def test_sink_actions_against_the_fake():
         log = h.log()
         assert f"result=id={bea['Id']}" in log, "created id not in the delivery result"
         assert "result=id=701" in log
-        assert "uk-main" not in log
+        assert "uk-main-key" not in log
 
 
 def test_sink_retries_and_dead_letters():
-    with Fake("uk-main") as fake:
-        fake.control("seed", {"key": "uk-main", "contacts": [{"Id": 500, "Name": "Ana"}]})
+    with Fake("uk-main-key") as fake:
+        fake.control("seed", {"key": "uk-main-key", "contacts": [{"Id": 500, "Name": "Ana"}]})
         fake.control("fail", {"status": 429, "retry_after": 1, "method": "POST", "path": "/Deals",
                               "count": 1})
         fake.control("fail", {"status": 503, "method": "PATCH", "path": "/Contacts(500)",
@@ -556,10 +556,10 @@ def test_sink_retries_and_dead_letters():
                                                                     usegmt=True)})
         wrong = f"""  wrongkey:
     plugin: ploomes
-    config: {{ user_key: nope, base_url: "{fake.url}" }}
+    config: {{ user_key: nope-not-a-key, base_url: "{fake.url}" }}
   nowhere:
     plugin: ploomes
-    config: {{ user_key: uk-main, base_url: "http://127.0.0.1:9", timeout: 2s }}"""
+    config: {{ user_key: uk-main-key, base_url: "http://127.0.0.1:9", timeout: 2s }}"""
         cfg = sink_cfg(fake, wrong, attempts=4) + """  - name: badkey
     from: feed
     when: { match: { /op: badkey } }
@@ -599,26 +599,26 @@ def test_sink_retries_and_dead_letters():
         assert [r["status"] for r in deals] == [429, 200], deals
         assert deals[1]["t"] - deals[0]["t"] >= 0.95, "retried before the advertised Retry-After"
         contacts = [r for r in reqs if r["method"] == "POST" and r["path"] == "/Contacts" and
-                    r["headers"]["user-key"] == "uk-main"]
+                    r["headers"]["user-key"] == "uk-main-key"]
         assert [r["status"] for r in contacts] == [429, 400], contacts
         assert contacts[1]["t"] - contacts[0]["t"] >= 1.5, "HTTP-date Retry-After not honoured"
         patches = [r["status"] for r in reqs if r["method"] == "PATCH" and
                    r["path"] == "/Contacts(500)"]
         assert patches == [503, 503, 200], patches
-        assert fake.account("uk-main")["contacts"][0]["Name"] == "Ana B"
-        assert len(fake.account("uk-main")["deals"]) == 1
+        assert fake.account("uk-main-key")["contacts"][0]["Name"] == "Ana B"
+        assert len(fake.account("uk-main-key")["deals"]) == 1
         assert "retry" in h.log() and "rate limited" in h.log()
 
 
 def test_rate_limits_client_and_server():
-    with Fake("uk-main") as fake:
+    with Fake("uk-main-key") as fake:
         # The server allows 3 calls per 2 s; the client limiter is off: 429s, then all done.
         fake.control("config", {"rate_limit": 3, "window": 2})
         with Host(sink_cfg(fake, attempts=10)) as h:
             h.start()
             feed(h, *[{"op": "create_contact", "name": f"c{i}", "email": f"c{i}@x.io"}
                       for i in range(6)])
-            wait_for(lambda: len(fake.account("uk-main")["contacts"]) == 6, timeout=30,
+            wait_for(lambda: len(fake.account("uk-main-key")["contacts"]) == 6, timeout=30,
                      what="6 contacts despite the server's limit")
             h.stop()
             assert not dlq(h)
@@ -644,12 +644,12 @@ def test_stop_with_calls_queued_loses_nothing():
     """SIGTERM while calls wait behind a slow limiter (2 per minute): the host stops promptly and
     cleanly, a pending sync request gets 503, and the deliveries are done after a restart."""
     import threading
-    with Fake("uk-main") as fake:
+    with Fake("uk-main-key") as fake:
         extra = f"""  hooks:
     plugin: ploomes
     config:
-      validation_key: vk-stop
-      user_key: uk-main
+      validation_key: vk-stop-key
+      user_key: uk-main-key
       base_url: "{fake.url}"
       callback_url: "{CALLBACK}"
       subscriptions: [Deals.Win, Deals.Lose]
@@ -667,7 +667,7 @@ def test_stop_with_calls_queued_loses_nothing():
                      == 1, what="the first registration call")
             answer = {}
             t = threading.Thread(target=lambda: answer.update(
-                r=post(port, "/ploomes/webhook/sync", b"", key("vk-stop"))))
+                r=post(port, "/ploomes/webhook/sync", b"", key("vk-stop-key"))))
             t.start()
             wait_for(lambda: h.log().count("webhook sync requested") == 1, what="sync request")
             time.sleep(0.2)
@@ -676,17 +676,17 @@ def test_stop_with_calls_queued_loses_nothing():
             log = h.log()
             assert "drain timed out" not in log, log[-2000:]
             assert answer["r"][0] == 503, answer
-            assert len(fake.account("uk-main")["contacts"]) == 1
+            assert len(fake.account("uk-main-key")["contacts"]) == 1
             h.write_config(cfg.replace("rate_limit: 2", "rate_limit: 0"))
             os.replace(h.path("in.jsonl"), h.path("in.old"))  # the test source would re-read it
             h.start()
-            wait_for(lambda: len(fake.account("uk-main")["contacts"]) == 3, what="the rest")
+            wait_for(lambda: len(fake.account("uk-main-key")["contacts"]) == 3, what="the rest")
             wait_for(lambda: "webhooks in sync" in h.log(), what="sync after restart")
             time.sleep(0.3)
             h.stop()
-        names = sorted(c["Name"] for c in fake.account("uk-main")["contacts"])
+        names = sorted(c["Name"] for c in fake.account("uk-main-key")["contacts"])
         assert names == ["s0", "s1", "s2"], names
-        assert len(fake.account("uk-main")["webhooks"]) == 2
+        assert len(fake.account("uk-main-key")["webhooks"]) == 2
 
 
 # ------------------------------------------------------------------------------------------------

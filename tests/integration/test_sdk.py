@@ -466,14 +466,15 @@ def test_abi_compatibility():
     assert ex["loaded"] and not ex["has_later_cb"], ex
     # The real 1.1 host: a plugin that needs 1.2 is refused cleanly; one that declares it needs
     # only 1.0 loads, and its PX_HAS probe sees no later_fn.
-    r = sh([BIN, "plugins", "-p", os.path.dirname(p11)])
-    assert "refused" in r.stdout and "built for plugin ABI 1.2, newer than this host's ABI 1.1" \
+    r = sh([BIN, "plugins", "-p", os.path.dirname(p11)], check=False)
+    assert r.returncode == 1 and "refused" in r.stdout and "built for plugin ABI 1.2, newer than this host's ABI 1.1" \
         in r.stdout, r.stdout
     r = sh([BIN, "plugins", "-p", os.path.dirname(p11low)])
     assert "plugin11" in r.stdout and "refused" not in r.stdout, r.stdout
     rc, rep = kit(p11low, {"events": [{"type": "x", "expect": "ok"}]})
     assert rc == 0 and {"level": "info", "msg": "host has no later_fn"} in rep["logs"], rep
-    r = sh([BIN, "plugins", "-p", TEST_PLUGINS])
+    r = sh([BIN, "plugins", "-p", TEST_PLUGINS], check=False)
+    assert r.returncode == 1, r.stderr
     line = next(l for l in r.stdout.splitlines() if "abi_wrong_major" in l)
     assert "refused" in line and "built for plugin ABI 2.x" in line, line
 

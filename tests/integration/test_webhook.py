@@ -198,7 +198,7 @@ def test_hmac_body_signature():
   hook: { plugin: webhook, config: { path: /hook, hmac_secret: "hm4c-key", hmac_mode: hmac_body } }
   gh:
     plugin: webhook
-    config: { path: /gh, hmac_secret: "k2", hmac_mode: hmac_body,
+    config: { path: /gh, hmac_secret: "k2-github-secret", hmac_mode: hmac_body,
               signature_header: X-Hub-Signature-256 }
 """ + SINKS + """pipelines:
   - { name: p, from: hook, to: { sink: out } }
@@ -221,9 +221,9 @@ def test_hmac_body_signature():
             st, _, _ = post(port, body, hdrs)
             assert st == 401, hdrs
         # Another instance with its own key and header, on its own path.
-        st, _, _ = post(port, body, {"X-Hub-Signature-256": sign("k2", body)}, path="/gh")
+        st, _, _ = post(port, body, {"X-Hub-Signature-256": sign("k2-github-secret", body)}, path="/gh")
         assert st == 202
-        st, _, _ = post(port, body, {"X-Signature-256": sign("k2", body)}, path="/gh")
+        st, _, _ = post(port, body, {"X-Signature-256": sign("k2-github-secret", body)}, path="/gh")
         assert st == 401
         wait_for(lambda: len(events(h)) == 3, what="3 events")
         h.stop()
@@ -248,7 +248,7 @@ def test_hmac_signature_with_timestamp_refuses_replays():
   hook: { plugin: webhook, config: { path: /hook, hmac_secret: "t1me-key" } }
   slack:
     plugin: webhook
-    config: { path: /slack, hmac_secret: "k3", timestamp_header: X-Slack-Request-Timestamp,
+    config: { path: /slack, hmac_secret: "k3-slack-key", timestamp_header: X-Slack-Request-Timestamp,
               tolerance: 1m }
 """ + SINKS + """pipelines:
   - { name: p, from: hook, to: { sink: out } }
@@ -283,11 +283,11 @@ def test_hmac_signature_with_timestamp_refuses_replays():
             assert "unix seconds" in refusal(*post(port, body, hdrs)[::2]), ts
         assert "signature" in refusal(*post(port, body, {})[::2])
         # Another instance: its own timestamp header and a 1 minute tolerance.
-        hdrs = sign_at("k3", now, body)
+        hdrs = sign_at("k3-slack-key", now, body)
         hdrs["X-Slack-Request-Timestamp"] = hdrs.pop("X-Signature-Timestamp")
         st, _, resp = post(port, body, hdrs, path="/slack")
         assert st == 202, resp
-        hdrs = sign_at("k3", now - 200, body)
+        hdrs = sign_at("k3-slack-key", now - 200, body)
         hdrs["X-Slack-Request-Timestamp"] = hdrs.pop("X-Signature-Timestamp")
         assert "tolerance of 60s" in refusal(*post(port, body, hdrs, path="/slack")[::2])
         wait_for(lambda: len(events(h)) == 2, what="2 events")
@@ -298,7 +298,7 @@ def test_hmac_signature_with_timestamp_refuses_replays():
 
 def test_hmac_mode_is_checked():
     cfg = config("""plugins:
-  hook: { plugin: webhook, config: { path: /hook, hmac_secret: "x", hmac_mode: sha1 } }
+  hook: { plugin: webhook, config: { path: /hook, hmac_secret: "x-secret-key", hmac_mode: sha1 } }
 """ + SINKS + """pipelines:
   - { name: p, from: hook, to: { sink: out } }
 """)

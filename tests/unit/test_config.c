@@ -524,7 +524,7 @@ static void test_env_expansion(void)
     setenv("PX_TEST_DIR", "/srv/plexus", 1);
     setenv("PX_TEST_PORT", "9000", 1);
     setenv("PX_TEST_EMPTY", "", 1);
-    setenv("PX_TEST_TOKEN", "tok-123", 1);
+    setenv("PX_TEST_TOKEN", "tok-12345", 1);
     unsetenv("PX_TEST_UNSET");
     px_config *cfg = parse("version: 1\n"
                            "host:\n"
@@ -553,7 +553,7 @@ static void test_env_expansion(void)
     PX_ASSERT(cfg != NULL);
     PX_ASSERT_STR_EQ(cfg->data_dir, "/srv/plexus/data");
     PX_ASSERT_STR_EQ(cfg->http_listen, "127.0.0.1:9000");
-    PX_ASSERT_STR_EQ(cfg->admin_token, "tok-123");
+    PX_ASSERT_STR_EQ(cfg->admin_token, "tok-12345");
     PX_ASSERT_STR_EQ(cfg->log_level, "debug");
     const json_t *c = cfg->instances[0].config;
     PX_ASSERT(json_is_integer(json_object_get(c, "port")));
@@ -831,6 +831,84 @@ static void test_secret_options(void)
     PX_ASSERT(strstr(out, "adm1n") == NULL);
 }
 
+/* A secret shorter than PX_SECRET_MIN_LEN is refused where it is written, without showing it; an
+ * empty one means "none". */
+static void test_short_secret_refused(void)
+{
+    json_t *o = NULL;
+    PX_ASSERT_INT_EQ(options_of("version: 1\nplugins:\n  e:\n    plugin: sqs\n    config:\n"
+                                "      queue_url: q\n      secret_key: \"s\"\n",
+                                "e", &o),
+                     PX_ECONFIG);
+    PX_ASSERT_STR_EQ(errbuf, "test.yaml:7:19: plugin instance \"e\": option \"secret_key\": too "
+                             "short to be a secret (1 characters, at least 8 needed; value not "
+                             "shown)");
+    PX_ASSERT(o == NULL);
+    PX_ASSERT_INT_EQ(options_of("version: 1\nplugins:\n  e:\n    plugin: sqs\n    config:\n"
+                                "      queue_url: q\n      secret_key: \"\"\n",
+                                "e", &o),
+                     0);
+    json_decref(o);
+    o = NULL;
+    PX_ASSERT_INT_EQ(options_of("version: 1\nplugins:\n  e:\n    plugin: sqs\n    config:\n"
+                                "      queue_url: q\n      secret_key: 8chars!!\n",
+                                "e", &o),
+                     0);
+    json_decref(o);
+    EXPECT_ERR("version: 1\nhost:\n  admin: { token: guest }\n",
+               "test.yaml:3:19: host.admin.token: too short to be a secret (5 characters, at "
+               "least 8 needed; value not shown)");
+    px_log_clear_secrets();
+}
+
+static const px_option default_secret_options[] = {
+    {"password", PX_OPT_STRING, PX_OPT_SECRET, "guest-default", "password"},
+    {"token", PX_OPT_STRING, PX_OPT_SECRET, NULL, "token"},
+    {NULL, 0, 0, NULL, NULL},
+};
+
+static int default_secret_rc;
+
+static void log_with_default_secret(void)
+{
+    px_config *cfg = parse("version: 1\nplugins:\n  n:\n    plugin: nq\n    config:\n"
+                           "      token: user-set-token\n");
+    json_t *o = NULL;
+    default_secret_rc = cfg ? px_config_options(cfg, &cfg->instances[0], default_secret_options,
+                                                &o, errbuf, sizeof(errbuf))
+                            : -1;
+    if (o) {
+        PX_ASSERT_STR_EQ(json_string_value(json_object_get(o, "password")), "guest-default");
+    }
+    json_decref(o);
+    px_config_destroy(cfg);
+    PX_LOG_ERR("config", "user guest-default@example.com token user-set-token");
+}
+
+/* Only values the configuration sets are secrets: a plugin's documented default masks nothing. */
+static void test_default_secret_masks_nothing(void)
+{
+    char path[] = "/tmp/px_test_config_XXXXXX";
+    int fd = mkstemp(path);
+    PX_ASSERT(fd >= 0);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    dup2(fd, STDERR_FILENO);
+    px_log_set_format(PX_LOG_FORMAT_TEXT);
+    log_with_default_secret();
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char out[4096] = "";
+    ssize_t got = pread(fd, out, sizeof(out) - 1, 0);
+    close(fd);
+    unlink(path);
+    px_log_clear_secrets();
+    PX_ASSERT_INT_EQ(default_secret_rc, 0);
+    PX_ASSERT(got > 0);
+    PX_ASSERT_STR_HAS(out, "user guest-default@example.com token ***");
+}
+
 static void test_bad_default(void)
 {
     static const px_option bad[] = {
@@ -998,6 +1076,7 @@ PX_TEST_MAIN(PX_TEST(test_full_config), PX_TEST(test_defaults), PX_TEST(test_sca
              PX_TEST(test_plugin_trust_and_absolute_paths), PX_TEST(test_err_host),
              PX_TEST(test_err_instances), PX_TEST(test_err_pipelines), PX_TEST(test_env_expansion),
              PX_TEST(test_err_env), PX_TEST(test_aliases), PX_TEST(test_options_defaults),
-             PX_TEST(test_err_options), PX_TEST(test_secret_options), PX_TEST(test_bad_default),
+             PX_TEST(test_err_options), PX_TEST(test_secret_options),
+             PX_TEST(test_short_secret_refused), PX_TEST(test_default_secret_masks_nothing), PX_TEST(test_bad_default),
              PX_TEST(test_load_missing_file), PX_TEST(test_parse_duration),
              PX_TEST(test_parse_size), PX_TEST(test_suggest), PX_TEST(test_hardening_keys))
