@@ -61,7 +61,9 @@ static const char *usage_check =
     "\n"
     "Validates configuration FILE (default " DEFAULT_CONFIG "): YAML, host keys, pipelines, and\n"
     "each instance's plugin (found, ABI compatible) and options. Starts nothing.\n"
-    "Exit status 0 when valid, 78 with one 'file:line:column: message' line when not.\n";
+    "Exit status 0 when valid, 78 with one 'file:line:column: message' line when not. A valid\n"
+    "configuration whose admin API listens beyond loopback, or runs without authentication,\n"
+    "gets a 'file:line:column: warning: ...' line on stderr.\n";
 
 static const char *usage_plugins =
     "usage: plexus plugins [-c FILE] [-p DIR]... [--describe NAME]\n"
@@ -246,6 +248,10 @@ static int cmd_check(const cli *c)
         fprintf(stderr, "%s\n", err);
         px_config_destroy(cfg);
         return EXIT_CONFIG;
+    }
+    char warn[512];
+    if (px_config_admin_warning(cfg, warn, sizeof(warn))) {
+        fprintf(stderr, "%s\n", warn);
     }
     printf("%s: ok (%zu plugin instances, %zu pipelines)\n", path, cfg->ninstances,
            cfg->npipelines);
