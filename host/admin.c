@@ -1088,7 +1088,7 @@ void px_admin_commit(px_admin *a, px_admin_change *ch)
             PX_LOG_INFO("host", "admin listener closing address=%s port=%d", a->listen,
                         px_http_server_port(a->srv));
             a->nretiring++;
-            px_http_server_close(a->srv, on_retired_closed, a);
+            px_http_server_retire(a->srv, on_retired_closed, a);
         }
         a->srv = ch->srv;
         ch->srv = NULL;
