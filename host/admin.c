@@ -591,6 +591,11 @@ json_t *px_admin_status_json(px_admin *a)
     json_object_set_new(st, "uptime_seconds", json_real((double)(now - a->started_ms) / 1000.0));
     json_object_set_new(st, "config", json_string(d->cfg ? d->cfg->path : ""));
     json_object_set_new(st, "data_dir", json_string(a->data_dir));
+    json_t *ppath = json_array();
+    for (size_t i = 0; d->cfg && i < d->cfg->nplugin_path; i++) {
+        json_array_append_new(ppath, json_string(d->cfg->plugin_path[i]));
+    }
+    json_object_set_new(st, "plugin_path", ppath); /* absolute: as resolved at start */
     json_t *why = not_ready(a);
     json_object_set_new(st, "ready", json_boolean(json_array_size(why) == 0));
     json_object_set_new(st, "not_ready", why);

@@ -73,11 +73,47 @@ static const char *api_event_meta(const px_event *ev, const char *key)
     return json_string_value(json_object_get(ev->meta, key));
 }
 
-static const px_event *api_delivery_event(px_delivery *d) { return d ? d->event : NULL; }
-static const char *api_delivery_action(px_delivery *d) { return d ? d->action : NULL; }
-static json_t *api_delivery_params(px_delivery *d) { return d ? d->params : NULL; }
-static const char *api_delivery_pipeline(px_delivery *d) { return d ? d->pipeline : NULL; }
-static uint32_t api_delivery_attempt(px_delivery *d) { return d ? d->attempt : 0; }
+/* What deliver() gave the plugin is a handle (dispatch.h): NULL once the delivery is complete. */
+static px_delivery *open_delivery(px_delivery *handle)
+{
+    return px_the_daemon ? px_dispatch_resolve(px_the_daemon->dispatch, handle) : NULL;
+}
+
+static const px_event *api_delivery_event(px_delivery *h)
+{
+    px_delivery *d = open_delivery(h);
+    return d ? d->event : NULL;
+}
+
+static const char *api_delivery_action(px_delivery *h)
+{
+    px_delivery *d = open_delivery(h);
+    return d ? d->action : NULL;
+}
+
+static json_t *api_delivery_params(px_delivery *h)
+{
+    px_delivery *d = open_delivery(h);
+    return d ? d->params : NULL;
+}
+
+static const char *api_delivery_pipeline(px_delivery *h)
+{
+    px_delivery *d = open_delivery(h);
+    return d ? d->pipeline : NULL;
+}
+
+static uint32_t api_delivery_attempt(px_delivery *h)
+{
+    px_delivery *d = open_delivery(h);
+    return d ? d->attempt : 0;
+}
+
+static void api_complete(px_delivery *h, int status, const char *reason, uint64_t retry_after_ms)
+{
+    px_dispatch_complete(px_the_daemon ? px_the_daemon->dispatch : NULL, h, status, reason,
+                         retry_after_ms);
+}
 
 static int api_post(px_plugin_ctx *ctx, void (*cb)(void *arg), void *arg)
 {
@@ -212,7 +248,7 @@ void px_api_init(px_host_api *api)
     api->delivery_params = api_delivery_params;
     api->delivery_pipeline = api_delivery_pipeline;
     api->delivery_attempt = api_delivery_attempt;
-    api->complete = px_dispatch_complete;
+    api->complete = api_complete;
     api->post = api_post;
     api->timer_start = px_gen_timer_start;
     api->timer_stop = px_gen_timer_stop;

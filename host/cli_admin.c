@@ -485,7 +485,11 @@ static void print_status(const json_t *st)
     json_array_foreach(json_object_get(st, "not_ready"), i, v) {
         printf("  not ready: %s\n", json_string_value(v));
     }
-    printf("config    %s\ndata_dir  %s\n\n", str(st, "config"), str(st, "data_dir"));
+    printf("config    %s\ndata_dir  %s\n", str(st, "config"), str(st, "data_dir"));
+    json_array_foreach(json_object_get(st, "plugin_path"), i, v) {
+        printf("plugins   %s\n", json_string_value(v));
+    }
+    printf("\n");
 
     printf("%-16s %-14s %-10s %-11s %4s %-9s %5s  %-24s %s\n", "INSTANCE", "PLUGIN", "VERSION",
            "KIND", "GEN", "STATE", "BUSY", "LOADED", "LAST ERROR");

@@ -15,6 +15,7 @@
 
 #include "admin_token.h"
 #include "err.h"
+#include "fsutil.h"
 #include "log.h"
 #include "mem.h"
 
@@ -1445,6 +1446,30 @@ int px_config_admin_warning(const px_config *cfg, char *buf, size_t len)
     return 0;
 }
 
+/* Makes each relative plugin_path folder absolute against the working directory, once, so that
+ * what the host loads never depends on a later chdir; remembers the first one as written for
+ * `check` and the start-up log. */
+static void resolve_plugin_path(px_config *cfg, const px_ynode *n)
+{
+    if (n) {
+        cfg->plugin_path_line = n->line;
+        cfg->plugin_path_col = n->col;
+    }
+    for (size_t k = 0; k < cfg->nplugin_path; k++) {
+        if (cfg->plugin_path[k][0] == '/') {
+            continue;
+        }
+        char *abs = px_path_absolute(cfg->plugin_path[k]);
+        if (!cfg->plugin_path_relative) {
+            cfg->plugin_path_relative = cfg->plugin_path[k];
+            cfg->plugin_path_relative_at = k;
+        } else {
+            free(cfg->plugin_path[k]);
+        }
+        cfg->plugin_path[k] = abs;
+    }
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Sections                                                                                   */
 /* ------------------------------------------------------------------------------------------ */
@@ -1454,7 +1479,7 @@ static int parse_host(cctx *c, px_config *cfg, const px_ynode *h)
     static const char *const keys[] = {"data_dir",      "durability", "dedupe_window",
                                        "drain_timeout", "log",        "http",
                                        "admin",         "plugin_path", "watch_plugins",
-                                       "max_crashes"};
+                                       "max_crashes",   "plugin_trust"};
     static const char *const log_keys[] = {"level", "format"};
     static const char *const http_keys[] = {"listen", "max_body", "max_connections",
                                             "request_timeout"};
@@ -1464,6 +1489,7 @@ static int parse_host(cctx *c, px_config *cfg, const px_ynode *h)
     static const char *const levels[] = {"error", "warn", "info", "debug", NULL};
     static const char *const formats[] = {"auto", "json", "text", NULL};
     static const char *const bools[] = {"false", "true", NULL};
+    static const char *const trusts[] = {"strict", "permissive", NULL};
     int rc, idx;
     uint64_t v;
 
@@ -1490,9 +1516,12 @@ static int parse_host(cctx *c, px_config *cfg, const px_ynode *h)
         (rc = get_strlist(c, map_get(h, "plugin_path"), "host.plugin_path", &cfg->plugin_path,
                           &cfg->nplugin_path)) < 0 ||
         (rc = get_enum(c, map_get(h, "watch_plugins"), "host.watch_plugins", bools,
-                       &cfg->watch_plugins)) < 0) {
+                       &cfg->watch_plugins)) < 0 ||
+        (rc = get_enum(c, map_get(h, "plugin_trust"), "host.plugin_trust", trusts,
+                       &cfg->plugin_trust)) < 0) {
         return rc;
     }
+    resolve_plugin_path(cfg, map_get(h, "plugin_path"));
     v = cfg->max_crashes;
     if ((rc = get_uint(c, map_get(h, "max_crashes"), "host.max_crashes", 1, 1000, &v)) < 0) {
         return rc;
@@ -2391,6 +2420,7 @@ void px_config_destroy(px_config *cfg)
         free(cfg->plugin_path[k]);
     }
     free(cfg->plugin_path);
+    free(cfg->plugin_path_relative);
     free(cfg->path);
     free(cfg->data_dir);
     free(cfg->http_listen);

@@ -81,8 +81,14 @@ typedef struct px_config {
     int admin_auth;          /* enum px_admin_auth; `host.admin.auth: token|none` */
     int admin_metrics_public; /* `host.admin.metrics_public: true`: /metrics without a token */
     int admin_line, admin_col; /* where host.admin.listen (else host.admin) is, for messages */
-    char **plugin_path;      /* `plugin_path:` (a string or a list); absent => NULL, 0 */
+    char **plugin_path;      /* `plugin_path:` (a string or a list), each folder absolute: a
+                              * relative one is resolved once, when the file is read, against the
+                              * working directory; absent => NULL, 0 */
     size_t nplugin_path;
+    char *plugin_path_relative; /* the first relative entry as written (owned), or NULL */
+    size_t plugin_path_relative_at; /* its index in plugin_path */
+    int plugin_path_line, plugin_path_col; /* where `plugin_path:` is, for messages */
+    int plugin_trust;        /* enum px_plugin_trust (loader.h): `strict` or `permissive` */
     int watch_plugins;       /* `watch_plugins: true`: reload an instance when its .so changes */
     char *log_level;         /* default "info" */
     char *log_format;        /* "auto" (default), "json", "text" */

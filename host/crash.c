@@ -53,8 +53,26 @@ void px_crash_enter(px_crash_frame *f, const char *call, const char *instance,
     copy_safe(f->instance, instance);
     copy_safe(f->event, event_id);
     f->delivery_id = delivery_id;
+    f->owner = NULL;
+    f->cause = 0;
     f->prev = top;
     top = f;
+}
+
+void px_crash_set_cause(px_crash_frame *f, const void *owner, uint64_t cause)
+{
+    f->owner = owner;
+    f->cause = cause;
+}
+
+uint64_t px_crash_cause(const void *owner)
+{
+    return top && owner && top->owner == owner ? top->cause : 0;
+}
+
+const char *px_crash_instance(void)
+{
+    return top ? top->instance : "";
 }
 
 void px_crash_leave(px_crash_frame *f)

@@ -25,6 +25,8 @@ typedef struct px_crash_frame {
     char instance[PX_CRASH_NAME_MAX];
     char event[PX_CRASH_NAME_MAX];
     int64_t delivery_id;         /* 0 when the call is not a delivery */
+    const void *owner;           /* the generation called (only compared), or NULL */
+    uint64_t cause;              /* handle of the delivery the call runs for (dispatch.h), or 0 */
 } px_crash_frame;
 
 /* Pushes f for a call into instance `instance` (borrowed, copied; NULL = ""). call (static
@@ -35,6 +37,16 @@ void px_crash_enter(px_crash_frame *f, const char *call, const char *instance,
                     int64_t delivery_id, const char *event_id);
 /* Pops f (the innermost frame). */
 void px_crash_leave(px_crash_frame *f);
+/* Says that f (entered) is a call into `owner` (borrowed, only compared) made for the delivery
+ * with handle `cause` (0 = none), so that what the plugin sets up during the call (a timer, an
+ * HTTP request, a post) can be charged to that delivery when its callback runs. */
+void px_crash_set_cause(px_crash_frame *f, const void *owner, uint64_t cause);
+/* The cause of this thread's innermost frame when that frame is a call into `owner`, else 0 (also
+ * on a thread with no frame, such as a plugin's worker). Any thread. */
+uint64_t px_crash_cause(const void *owner);
+/* The instance of this thread's innermost frame (valid until it is left), or "" outside plugin
+ * calls: who is calling when a host function refuses a plugin's request. */
+const char *px_crash_instance(void);
 
 /* Installs the fatal-signal handlers (with an alternate signal stack, so a stack overflow is
  * recorded too) writing to DATA_DIR/crash.marker, data_dir borrowed and copied. Marks the

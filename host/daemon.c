@@ -104,6 +104,23 @@ static void clean_copies(const char *dir)
     closedir(dh);
 }
 
+/* The folders plugins are loaded from, as they were resolved. */
+static void log_plugin_path(const px_config *cfg)
+{
+    for (size_t i = 0; i < cfg->nplugin_path; i++) {
+        if (cfg->plugin_path_relative && i == cfg->plugin_path_relative_at) {
+            PX_LOG_INFO("host", "plugin path folder=%s given=%s (relative: resolved against the "
+                        "working directory)", cfg->plugin_path[i], cfg->plugin_path_relative);
+        } else {
+            PX_LOG_INFO("host", "plugin path folder=%s", cfg->plugin_path[i]);
+        }
+    }
+    if (cfg->plugin_trust == PX_TRUST_PERMISSIVE) {
+        PX_LOG_WARN("host", "host.plugin_trust is permissive: plugin files anyone may change are "
+                    "loaded with a warning; use it only while developing");
+    }
+}
+
 int px_daemon_validate_instance(const px_config *cfg, const px_instance_conf *ic,
                                 const px_host_api *api, char **file_out, json_t **opts_out,
                                 char *err, size_t errlen)
@@ -121,10 +138,13 @@ int px_daemon_validate_instance(const px_config *cfg, const px_instance_conf *ic
         return PX_ENOTFOUND;
     }
     px_plugin_lib *lib = NULL;
-    int rc = px_loader_open(file, ic->plugin, api, &lib, err, errlen);
+    int rc = px_loader_open(file, ic->plugin, api, cfg->plugin_trust, &lib, err, errlen);
     if (rc < 0) {
         free(file);
         return rc;
+    }
+    if (*err) {
+        PX_LOG_WARN("loader", "%s (host.plugin_trust: permissive)", err + strlen("warning: "));
     }
     json_t *opts = NULL;
     rc = px_config_options(cfg, ic, lib->desc->options, &opts, err, errlen);
@@ -146,7 +166,7 @@ static uint32_t kind_of(const px_config *cfg, const px_host_api *api, const char
     char err[256];
     px_plugin_lib *lib = NULL;
     if (ic && px_loader_find(cfg->plugin_path, cfg->nplugin_path, ic->plugin, &file) == 0 &&
-        px_loader_open(file, ic->plugin, api, &lib, err, sizeof(err)) == 0) {
+        px_loader_open(file, ic->plugin, api, cfg->plugin_trust, &lib, err, sizeof(err)) == 0) {
         kind = lib->desc->kind;
         px_loader_close(lib);
     }
@@ -252,8 +272,12 @@ int px_daemon_create(uv_loop_t *loop, px_config *cfg, px_daemon **out, char *err
     }
     px_admin_create(d, &d->admin); /* a failure is logged; the host runs without it */
     d->copy_dir = px_xasprintf("%s/plugins", cfg->data_dir);
-    mkdir(d->copy_dir, 0700);
+    rc = px_gen_copy_dir_prepare(d->copy_dir, err, errlen);
+    if (rc < 0) {
+        goto fail;
+    }
     clean_copies(d->copy_dir);
+    log_plugin_path(cfg);
 
     d->instances = px_xcalloc(cfg->ninstances ? cfg->ninstances : 1, sizeof(*d->instances));
     for (size_t i = 0; i < cfg->ninstances; i++) {
@@ -269,7 +293,8 @@ int px_daemon_create(uv_loop_t *loop, px_config *cfg, px_daemon **out, char *err
         d->instances[d->ninstances++] = inst;
         free(file);
         json_decref(opts);
-        rc = px_gen_load(inst, inst->file, d->copy_dir, &inst->gen, err, errlen);
+        rc = px_gen_load(inst, inst->file, d->copy_dir, cfg->plugin_trust, &inst->gen, err,
+                         errlen);
         if (rc < 0) {
             goto fail;
         }

@@ -2,6 +2,7 @@
 #include "clock.h"
 #include "dispatch.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -37,19 +38,124 @@ struct px_sinkq {
     px_sinkq *next;
 };
 
+/* Deliveries a plugin holds, by handle: open addressing with linear probing, at most half full. */
+typedef struct handle_table {
+    px_delivery **slot; /* cap entries (a power of two), NULL = free */
+    size_t cap, n;
+    uintptr_t last;     /* the last handle given out */
+} handle_table;
+
 struct px_dispatch {
     px_daemon *d;
     px_sinkq *queues;
     uv_timer_t sweep;
     px_delivery *orphans; /* timed-out or reclaimed deliveries their plugin still holds */
+    handle_table handles; /* every delivery handed to a plugin and not yet freed */
     px_dispatch_stats stats;
     int closing;
 };
 
 static void pump(px_sinkq *q);
 
+/* --- handles ------------------------------------------------------------------------------
+ * complete() frees the delivery, and a plugin that answers twice (or reads the delivery after
+ * answering) would otherwise use freed memory, or, once malloc has given the address to a new
+ * delivery, finish somebody else's. So a plugin never gets the address: it gets a handle, a
+ * number from a counter that never goes back (one per hand-over, so a retried delivery's old
+ * handle is dead too), passed as a pointer value the plugin cannot dereference. The deliveries
+ * handed over are found by handle in a table, and a handle not in it is refused. Keeping a
+ * tombstone per completed delivery would detect a second complete as well, but only by keeping
+ * memory for every delivery a generation ever saw; the table holds only those still open.
+ * (With a 32-bit uintptr_t the counter wraps after 2^32 hand-overs: a handle held that long
+ * could then name a newer delivery.) */
+
+static size_t handle_home(const handle_table *t, uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    return (size_t)h & (t->cap - 1);
+}
+
+static size_t handle_find(const handle_table *t, uint64_t h)
+{
+    if (!h || !t->cap) {
+        return SIZE_MAX;
+    }
+    for (size_t i = handle_home(t, h); t->slot[i]; i = (i + 1) & (t->cap - 1)) {
+        if (t->slot[i]->handle == h) {
+            return i;
+        }
+    }
+    return SIZE_MAX;
+}
+
+static void handle_insert(handle_table *t, px_delivery *dl)
+{
+    size_t i = handle_home(t, dl->handle);
+    while (t->slot[i]) {
+        i = (i + 1) & (t->cap - 1);
+    }
+    t->slot[i] = dl;
+    t->n++;
+}
+
+/* Gives dl a new handle and records it. Returns the handle. */
+static uint64_t handle_add(handle_table *t, px_delivery *dl)
+{
+    if ((t->n + 1) * 2 > t->cap) {
+        handle_table bigger = {px_xcalloc(t->cap ? t->cap * 2 : 64, sizeof(px_delivery *)),
+                               t->cap ? t->cap * 2 : 64, 0, t->last};
+        for (size_t i = 0; i < t->cap; i++) {
+            if (t->slot[i]) {
+                handle_insert(&bigger, t->slot[i]);
+            }
+        }
+        free(t->slot);
+        *t = bigger;
+    }
+    if (++t->last == 0) {
+        t->last = 1; /* 0 is NULL: never a handle */
+    }
+    dl->handle = t->last;
+    handle_insert(t, dl);
+    return dl->handle;
+}
+
+/* Forgets dl's handle: from now on it names nothing. A retried delivery is handed over again
+ * under a new one. */
+static void handle_remove(handle_table *t, px_delivery *dl)
+{
+    size_t i = handle_find(t, dl->handle);
+    dl->handle = 0;
+    if (i == SIZE_MAX) {
+        return;
+    }
+    t->slot[i] = NULL;
+    t->n--;
+    /* Close the gap: move back every entry of the run after it that may not stay behind it. */
+    size_t mask = t->cap - 1;
+    for (size_t j = (i + 1) & mask; t->slot[j]; j = (j + 1) & mask) {
+        size_t home = handle_home(t, t->slot[j]->handle);
+        int stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+        if (!stays) {
+            t->slot[i] = t->slot[j];
+            t->slot[j] = NULL;
+            i = j;
+        }
+    }
+}
+
+static px_delivery *handle_ptr(uint64_t handle)
+{
+    return (px_delivery *)(uintptr_t)handle;
+}
+
 static void delivery_free(px_delivery *dl)
 {
+    if (dl->handle) {
+        handle_remove(&dl->q->disp->handles, dl);
+    }
     px_event_unref(dl->event);
     free(dl->pipeline);
     free(dl->sink);
@@ -243,12 +349,23 @@ static void hand_over(px_sinkq *q, px_delivery *dl, px_plugin_ctx *gen)
     list_append(&q->infl_head, &q->infl_tail, dl);
     q->ninflight++;
     gen->inflight++;
-    /* Should the plugin take the process down, the crash marker names this delivery. */
+    uint64_t handle = handle_add(&q->disp->handles, dl);
+    /* Should the plugin take the process down, the crash marker names this delivery; so it does
+     * when a callback the plugin sets up now does (px_dispatch_blame). */
     px_crash_frame cf;
     px_crash_enter(&cf, "deliver", q->name, dl->id, dl->event->id);
-    gen->lib->desc->deliver(gen->state, dl);
+    px_crash_set_cause(&cf, gen, handle);
+    gen->lib->desc->deliver(gen->state, handle_ptr(handle));
     px_crash_leave(&cf);
 }
+
+/* 1 when the event's retry deadline (a source hint, e.g. Laravel's retryUntil) is before `at`. */
+static int past_deadline(const px_delivery *dl, int64_t at)
+{
+    return dl->event->deadline_ms > 0 && at > dl->event->deadline_ms;
+}
+
+static void finish_dead(px_delivery *dl, const char *reason);
 
 static void pump(px_sinkq *q)
 {
@@ -288,6 +405,12 @@ static void pump(px_sinkq *q)
             }
             list_remove(&q->ready_head, &q->ready_tail, head);
             q->nready--;
+            if (head->attempt > 0 && past_deadline(head, now)) {
+                /* a retry due after the deadline (e.g. the host was down meanwhile) */
+                px_metrics_delivery(head->pipeline, head->sink, "dead", 0);
+                finish_dead(head, "retry deadline passed before the retry started");
+                continue;
+            }
             hand_over(q, head, gen);
             if (gen->state_code != PX_GEN_RUNNING) {
                 break;
@@ -338,9 +461,67 @@ static void finish_dead(px_delivery *dl, const char *reason)
     delivery_free(dl);
 }
 
-void px_dispatch_complete(px_delivery *dl, int status, const char *reason, uint64_t retry_after_ms)
+/* Dead after a failed attempt (a retry asked for, or a timeout): the reason says which rule
+ * ended it. A delivery with attempts left dies only through an event hint: fail on timeout, or a
+ * next try that would start after the retry deadline. */
+static void finish_dead_why(px_delivery *dl, const char *error, int timed_out)
 {
+    char *why;
+    if (dl->attempt >= dl->policy.attempts) {
+        why = px_xasprintf("attempts exhausted (%u): %s", dl->attempt, error);
+    } else if (timed_out && dl->event->fail_on_timeout) {
+        why = px_xasprintf("failed on timeout (attempt %u): %s", dl->attempt, error);
+    } else {
+        why = px_xasprintf("retry deadline passed (attempt %u): %s", dl->attempt, error);
+    }
+    finish_dead(dl, why);
+    free(why);
+}
+
+px_delivery *px_dispatch_resolve(px_dispatch *disp, px_delivery *handle)
+{
+    if (!disp) {
+        return NULL;
+    }
+    size_t i = handle_find(&disp->handles, (uint64_t)(uintptr_t)handle);
+    return i == SIZE_MAX ? NULL : disp->handles.slot[i];
+}
+
+px_delivery *px_dispatch_blame(px_dispatch *disp, px_plugin_ctx *gen, uint64_t cause)
+{
+    if (cause) {
+        px_delivery *dl = px_dispatch_resolve(disp, handle_ptr(cause));
+        return dl && dl->gen == gen ? dl : NULL;
+    }
+    if (gen->inflight != 1) {
+        return NULL;
+    }
+    for (px_sinkq *q = disp->queues; q; q = q->next) {
+        if (strcmp(q->name, gen->inst->name) != 0) {
+            continue;
+        }
+        for (px_delivery *dl = q->infl_head; dl; dl = dl->next) {
+            if (dl->gen == gen) {
+                return dl;
+            }
+        }
+    }
+    for (px_delivery *dl = disp->orphans; dl; dl = dl->next) {
+        if (dl->gen == gen) {
+            return dl;
+        }
+    }
+    return NULL;
+}
+
+void px_dispatch_complete(px_dispatch *disp, px_delivery *handle, int status, const char *reason,
+                          uint64_t retry_after_ms)
+{
+    px_delivery *dl = px_dispatch_resolve(disp, handle);
     if (!dl) {
+        PX_LOG_ERR("dispatch", "complete refused: the delivery is already complete or unknown "
+                   "instance=%s handle=%llu status=%d", px_crash_instance(),
+                   (unsigned long long)(uintptr_t)handle, status);
         return;
     }
     px_plugin_ctx *gen = dl->gen;
@@ -348,7 +529,6 @@ void px_dispatch_complete(px_delivery *dl, int status, const char *reason, uint6
         gen->inflight--;
     }
     px_sinkq *q = dl->q;
-    px_dispatch *disp = q->disp;
     if (dl->orphan) {
         /* Already retried elsewhere: this late answer changes nothing. */
         list_remove(&disp->orphans, &(px_delivery *){NULL}, dl);
@@ -361,6 +541,7 @@ void px_dispatch_complete(px_delivery *dl, int status, const char *reason, uint6
     list_remove(&q->infl_head, &q->infl_tail, dl);
     q->ninflight--;
     dl->gen = NULL;
+    handle_remove(&disp->handles, dl); /* this attempt is over, even if the delivery goes on */
     if (!reason) {
         reason = "";
     }
@@ -381,23 +562,25 @@ void px_dispatch_complete(px_delivery *dl, int status, const char *reason, uint6
         delivery_free(dl);
     } else if (status == PX_ERETRY) {
         disp->stats.retried++;
-        px_metrics_delivery(dl->pipeline, dl->sink,
-                            dl->attempt >= dl->policy.attempts ? "dead" : "retry", 0);
         q->failing = 1;
-        if (dl->attempt >= dl->policy.attempts) {
-            char *why = px_xasprintf("attempts exhausted (%u): %s", dl->attempt,
-                                     *reason ? reason : "retry");
-            finish_dead(dl, why);
-            free(why);
+        const char *error = *reason ? reason : "retry";
+        uint64_t wait = 0;
+        int64_t next_at = 0;
+        if (dl->attempt < dl->policy.attempts) {
+            wait = retry_after_ms ? retry_after_ms
+                                  : with_jitter(px_dispatch_backoff(&dl->policy,
+                                                                    dl->event->backoff_ms,
+                                                                    dl->event->nbackoff,
+                                                                    dl->attempt),
+                                                dl->policy.jitter);
+            next_at = px_now_ms() + (int64_t)wait;
+        }
+        int dead = dl->attempt >= dl->policy.attempts || past_deadline(dl, next_at);
+        px_metrics_delivery(dl->pipeline, dl->sink, dead ? "dead" : "retry", 0);
+        if (dead) {
+            finish_dead_why(dl, error, 0);
         } else {
-            uint64_t wait = retry_after_ms
-                                ? retry_after_ms
-                                : with_jitter(px_dispatch_backoff(&dl->policy,
-                                                                  dl->event->backoff_ms,
-                                                                  dl->event->nbackoff,
-                                                                  dl->attempt),
-                                              dl->policy.jitter);
-            dl->next_at_ms = px_now_ms() + (int64_t)wait;
+            dl->next_at_ms = next_at;
             px_spool_mark_retry(disp->d->spool, dl->id, dl->attempt, dl->next_at_ms, reason);
             PX_LOG_INFO("dispatch", "retry id=%lld sink=%s attempt=%u in_ms=%llu reason=%s",
                         (long long)dl->id, dl->sink, dl->attempt, (unsigned long long)wait,
@@ -435,18 +618,22 @@ static void take_back(px_sinkq *q, px_delivery *dl, const char *why, int count_a
     list_append(&disp->orphans, &tail, dl);
     if (count_attempt) {
         disp->stats.timeouts++;
-        px_metrics_delivery(copy->pipeline, copy->sink,
-                            copy->attempt >= copy->policy.attempts ? "dead" : "timeout", 0);
-        if (copy->attempt >= copy->policy.attempts) {
-            char *reason = px_xasprintf("attempts exhausted (%u): %s", copy->attempt, why);
-            finish_dead(copy, reason);
-            free(reason);
+        int64_t next_at = 0;
+        if (copy->attempt < copy->policy.attempts) {
+            uint64_t wait = with_jitter(px_dispatch_backoff(&copy->policy,
+                                                            copy->event->backoff_ms,
+                                                            copy->event->nbackoff, copy->attempt),
+                                        copy->policy.jitter);
+            next_at = px_now_ms() + (int64_t)wait;
+        }
+        int dead = copy->attempt >= copy->policy.attempts || copy->event->fail_on_timeout ||
+                   past_deadline(copy, next_at);
+        px_metrics_delivery(copy->pipeline, copy->sink, dead ? "dead" : "timeout", 0);
+        if (dead) {
+            finish_dead_why(copy, why, 1);
             return;
         }
-        uint64_t wait = with_jitter(px_dispatch_backoff(&copy->policy, copy->event->backoff_ms,
-                                                        copy->event->nbackoff, copy->attempt),
-                                    copy->policy.jitter);
-        copy->next_at_ms = px_now_ms() + (int64_t)wait;
+        copy->next_at_ms = next_at;
         px_spool_mark_retry(disp->d->spool, copy->id, copy->attempt, copy->next_at_ms, why);
         q->failing = 1;
     }
@@ -527,6 +714,8 @@ void px_dispatch_close(px_dispatch *disp)
         q = next;
     }
     free_list(disp->orphans);
+    free(disp->handles.slot); /* empty now: every delivery is freed */
+    disp->handles = (handle_table){NULL, 0, 0, disp->handles.last};
     uv_close((uv_handle_t *)&disp->sweep, on_disp_closed);
 }
 

@@ -33,6 +33,7 @@ struct px_delivery {
     px_plugin_ctx *gen;     /* generation it was handed to, while in flight */
     int64_t started_ms, deadline_ms;
     int orphan;             /* timed out or generation gone: a late complete() only frees it */
+    uint64_t handle;        /* what the plugin was given for this attempt (0 = not handed over) */
     px_delivery *prev, *next;
 };
 
@@ -72,8 +73,27 @@ void px_dispatch_reclaim(px_dispatch *disp, px_plugin_ctx *gen);
 /* Frees orphaned deliveries of gen after its destroy (it can no longer complete them). */
 void px_dispatch_forget(px_dispatch *disp, px_plugin_ctx *gen);
 
-/* SDK complete(). */
-void px_dispatch_complete(px_delivery *d, int status, const char *reason, uint64_t retry_after_ms);
+/* Plugins never see a px_delivery's address: deliver() gets a handle, a pointer value that names
+ * one hand-over and is never given out again (see dispatch.c). This returns the delivery `handle`
+ * names while its plugin may still use it (until complete, or the end of its generation), else
+ * NULL: a finished delivery, or not a handle at all. */
+px_delivery *px_dispatch_resolve(px_dispatch *disp, px_delivery *handle);
+
+/* SDK complete() of `handle` (see px_dispatch_resolve). A handle that names no open delivery (a
+ * second complete, one after the generation's end) is refused with an error in the log; nothing
+ * else changes. disp NULL (the host is closing) refuses every handle. */
+void px_dispatch_complete(px_dispatch *disp, px_delivery *handle, int status, const char *reason,
+                          uint64_t retry_after_ms);
+
+/* Which delivery a plugin callback into gen runs for, so that a crash in it is charged there.
+ * cause is the handle of the delivery the callback was set up for (captured with
+ * px_crash_cause when the plugin asked for the timer, request or post), 0 when unknown:
+ * - with a cause: that delivery while gen still holds it; none once it was completed (a
+ *   finished delivery did not cause what comes after it, and guessing would charge another);
+ * - without one (set up outside any delivery, or from a plugin thread): gen's delivery in
+ *   flight when it has exactly one, the only one whose data can be at fault; none otherwise.
+ * Returns the delivery (valid until it completes) or NULL. */
+px_delivery *px_dispatch_blame(px_dispatch *disp, px_plugin_ctx *gen, uint64_t cause);
 
 /* Backoff before attempt `attempt + 1` after `attempt` failed attempts (>= 1), without jitter:
  * the event's hint list when it has one (last entry repeats), else backoff_ms * 2^(attempt-1);

@@ -140,7 +140,14 @@ int px_event_set_hint(px_event *ev, int hint, int64_t value)
     if (!ev || ev->emitted) {
         return PX_ESTATE;
     }
-    if (value < 0 || value > UINT32_MAX) {
+    if (value < 0) {
+        return PX_EINVAL;
+    }
+    if (hint == PX_HINT_DEADLINE_MS) { /* unix ms do not fit the 32-bit hints below */
+        ev->deadline_ms = value;
+        return 0;
+    }
+    if (value > UINT32_MAX) {
         return PX_EINVAL;
     }
     switch (hint) {
@@ -157,6 +164,12 @@ int px_event_set_hint(px_event *ev, int hint, int64_t value)
         }
         ev->backoff_ms = px_xrealloc(ev->backoff_ms, (ev->nbackoff + 1) * sizeof(uint32_t));
         ev->backoff_ms[ev->nbackoff++] = (uint32_t)value;
+        return 0;
+    case PX_HINT_FAIL_ON_TIMEOUT:
+        if (value > 1) {
+            return PX_EINVAL;
+        }
+        ev->fail_on_timeout = (int)value;
         return 0;
     default: return PX_EINVAL;
     }
@@ -179,7 +192,8 @@ int px_event_set_meta(px_event *ev, const char *key, const char *value)
 
 char *px_event_hints_json(const px_event *ev)
 {
-    if (!ev->max_attempts && !ev->timeout_ms && !ev->nbackoff) {
+    if (!ev->max_attempts && !ev->timeout_ms && !ev->nbackoff && !ev->deadline_ms &&
+        !ev->fail_on_timeout) {
         return NULL;
     }
     json_t *h = json_object();
@@ -195,6 +209,12 @@ char *px_event_hints_json(const px_event *ev)
             json_array_append_new(a, json_integer(ev->backoff_ms[i]));
         }
         json_object_set_new(h, "backoff_ms", a);
+    }
+    if (ev->deadline_ms) {
+        json_object_set_new(h, "deadline_ms", json_integer(ev->deadline_ms));
+    }
+    if (ev->fail_on_timeout) {
+        json_object_set_new(h, "fail_on_timeout", json_true());
     }
     char *s = json_dumps(h, JSON_COMPACT);
     json_decref(h);
@@ -219,6 +239,11 @@ void px_event_hints_parse(px_event *ev, const char *hints_json)
     if (v > 0) {
         ev->timeout_ms = (uint32_t)v;
     }
+    v = json_integer_value(json_object_get(h, "deadline_ms"));
+    if (v > 0) {
+        ev->deadline_ms = v;
+    }
+    ev->fail_on_timeout = json_is_true(json_object_get(h, "fail_on_timeout"));
     json_t *b = json_object_get(h, "backoff_ms");
     size_t i;
     json_t *x;

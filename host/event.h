@@ -26,6 +26,8 @@ struct px_event {
     uint32_t timeout_ms;    /* hint, 0 = none */
     uint32_t *backoff_ms;   /* hint list, owned; nbackoff entries */
     size_t nbackoff;
+    int64_t deadline_ms;    /* hint: unix ms after which no retry starts, 0 = none */
+    int fail_on_timeout;    /* hint: a timed-out attempt is dead at once */
     char *text;             /* owned: the payload's JSON text, NUL-terminated (the source's own,
                                or a serialisation made when first asked), or NULL */
     size_t text_len;
@@ -56,7 +58,8 @@ int px_event_set(px_event *ev, int field, const char *value);
 int px_event_set_hint(px_event *ev, int hint, int64_t value);
 int px_event_set_meta(px_event *ev, const char *key, const char *value);
 
-/* Hints as a JSON object text ({"max_attempts":..,"timeout_ms":..,"backoff_ms":[..]}), or NULL
+/* Hints as a JSON object text ({"max_attempts":..,"timeout_ms":..,"backoff_ms":[..],
+ * "deadline_ms":..,"fail_on_timeout":true}, keys present only when set), or NULL
  * when the event has none. Returns a new string (owned by caller; free). */
 char *px_event_hints_json(const px_event *ev);
 /* Applies hints from that text (borrowed) to ev. Unknown keys are ignored. */

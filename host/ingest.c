@@ -17,6 +17,7 @@ typedef struct pending_emit {
     px_event *ev;
     px_persisted_cb cb;
     void *arg;
+    uint64_t cause;        /* px_crash_cause at emit */
     px_router_box *router; /* keeps the routes' strings alive */
     px_route *routes;
     size_t nroutes;
@@ -40,7 +41,10 @@ static void finish(pending_emit *pe)
     px_plugin_ctx *gen = pe->gen;
     /* A generation destroyed after a drain timeout no longer has code to call back. */
     if (pe->cb && gen->state_code != PX_GEN_DESTROYED) {
+        px_crash_frame cf;
+        px_gen_crash_enter(&cf, gen, "persisted", pe->cause);
         pe->cb(pe->status, pe->arg);
+        px_crash_leave(&cf);
     }
     pending_free(pe);
     px_gen_emit_done(gen);
@@ -292,6 +296,7 @@ int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_
     pe->ev = ev;
     pe->cb = cb;
     pe->arg = arg;
+    pe->cause = px_crash_cause(gen);
     px_mapping_env env = {.type = ev->type, .id = ev->id, .source = ev->source,
                           .time_ms = (long long)ev->time_ms, .payload_fn = lazy_payload,
                           .payload_arg = ev};
@@ -374,6 +379,7 @@ typedef struct pending_dead {
     px_plugin_ctx *gen;
     px_persisted_cb cb;
     void *arg;
+    uint64_t cause; /* px_crash_cause at dead_letter */
 } pending_dead;
 
 static void on_dead_stored(int status, void *arg)
@@ -381,7 +387,10 @@ static void on_dead_stored(int status, void *arg)
     pending_dead *pd = arg;
     px_plugin_ctx *gen = pd->gen;
     if (pd->cb && gen->state_code != PX_GEN_DESTROYED) {
+        px_crash_frame cf;
+        px_gen_crash_enter(&cf, gen, "persisted", pd->cause);
         pd->cb(status < 0 ? PX_EBUSY : PX_OK, pd->arg);
+        px_crash_leave(&cf);
     }
     free(pd);
     px_gen_emit_done(gen);
@@ -417,6 +426,7 @@ int px_ingest_dead_letter(px_daemon *d, px_plugin_ctx *gen, const char *raw, siz
     pd->gen = gen;
     pd->cb = cb;
     pd->arg = arg;
+    pd->cause = px_crash_cause(gen);
     int rc = px_spool_dead_raw(d->spool, &sev, NULL, NULL, reason ? reason : "poison message",
                                on_dead_stored, pd);
     free(meta_text);

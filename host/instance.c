@@ -68,16 +68,51 @@ void px_instance_destroy(px_instance *inst)
     free(inst);
 }
 
+int px_gen_copy_dir_prepare(const char *dir, char *err, size_t errlen)
+{
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "plugin copies folder %s: cannot create: %s", dir, strerror(errno));
+        return PX_EPLUGIN;
+    }
+    struct stat st;
+    if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid()) {
+        snprintf(err, errlen, "plugin copies folder %s: refused: not a folder owned by the user "
+                 "running plexus (uid %u); fix: remove it, plexus creates it (mode 0700)", dir,
+                 (unsigned)geteuid());
+        return PX_EPLUGIN;
+    }
+    if ((st.st_mode & 07777) != 0700 && chmod(dir, 0700) != 0) {
+        snprintf(err, errlen, "plugin copies folder %s: cannot make it private (mode 0700): %s",
+                 dir, strerror(errno));
+        return PX_EPLUGIN;
+    }
+    return 0;
+}
+
 /* Copies the plugin file so that dlopen sees a new path for every generation: dlopen returns the
- * already-loaded library for a path it knows, and a deployer may be rewriting the original. */
-static int copy_file(const char *from, const char *to, char *err, size_t errlen)
+ * already-loaded library for a path it knows, and a deployer may be rewriting the original. The
+ * bytes copied are judged by `trust` from the open descriptor, so what is loaded is what was
+ * checked. The copy is created new (O_EXCL) and never through a symlink (O_NOFOLLOW): whatever
+ * sits at its name (a stale copy, or a link planted to make the host overwrite another file) is
+ * unlinked first, which removes a link itself and never its target. */
+static int copy_file(const char *from, const char *to, int trust, char *err, size_t errlen)
 {
     int in = open(from, O_RDONLY | O_CLOEXEC);
     if (in < 0) {
         snprintf(err, errlen, "plugin %s: cannot open: %s", from, strerror(errno));
         return PX_EPLUGIN;
     }
-    int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0700);
+    if (trust != PX_TRUST_PERMISSIVE && px_loader_check_trust(from, in, err, errlen) < 0) {
+        close(in);
+        return PX_EPLUGIN;
+    }
+    if (unlink(to) != 0 && errno != ENOENT) {
+        snprintf(err, errlen, "plugin copy %s: cannot remove what is there: %s", to,
+                 strerror(errno));
+        close(in);
+        return PX_EPLUGIN;
+    }
+    int out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0700);
     if (out < 0) {
         snprintf(err, errlen, "plugin copy %s: cannot create: %s", to, strerror(errno));
         close(in);
@@ -105,6 +140,14 @@ static int copy_file(const char *from, const char *to, char *err, size_t errlen)
     return rc;
 }
 
+void px_gen_crash_enter(px_crash_frame *f, px_plugin_ctx *gen, const char *call, uint64_t cause)
+{
+    px_dispatch *disp = gen->inst->daemon->dispatch;
+    px_delivery *dl = disp ? px_dispatch_blame(disp, gen, cause) : NULL;
+    px_crash_enter(f, call, gen->inst->name, dl ? dl->id : 0, dl ? dl->event->id : NULL);
+    px_crash_set_cause(f, gen, dl ? dl->handle : 0);
+}
+
 static void on_post(uv_async_t *a)
 {
     px_plugin_ctx *gen = a->data;
@@ -116,7 +159,7 @@ static void on_post(uv_async_t *a)
         px_post_item *next = it->next;
         if (gen->state_code != PX_GEN_DESTROYED) {
             px_crash_frame cf;
-            px_crash_enter(&cf, "post", gen->inst->name, 0, NULL);
+            px_gen_crash_enter(&cf, gen, "post", it->cause);
             it->cb(it->arg);
             px_crash_leave(&cf);
         }
@@ -127,17 +170,20 @@ static void on_post(uv_async_t *a)
 
 static void on_drain_timeout(uv_timer_t *t);
 
-int px_gen_load(px_instance *inst, const char *file, const char *copy_dir, px_plugin_ctx **out,
-                char *err, size_t errlen)
+int px_gen_load(px_instance *inst, const char *file, const char *copy_dir, int trust,
+                px_plugin_ctx **out, char *err, size_t errlen)
 {
     px_daemon *d = inst->daemon;
     uint32_t generation = inst->next_generation;
     char *copy = NULL;
     const char *path = file;
     if (copy_dir) {
-        mkdir(copy_dir, 0700);
+        int rc = px_gen_copy_dir_prepare(copy_dir, err, errlen);
+        if (rc < 0) {
+            return rc;
+        }
         copy = px_xasprintf("%s/%s.%u.%d.so", copy_dir, inst->name, generation, (int)getpid());
-        int rc = copy_file(file, copy, err, errlen);
+        rc = copy_file(file, copy, trust, err, errlen);
         if (rc < 0) {
             free(copy);
             return rc;
@@ -145,7 +191,7 @@ int px_gen_load(px_instance *inst, const char *file, const char *copy_dir, px_pl
         path = copy;
     }
     px_plugin_lib *lib = NULL;
-    int rc = px_loader_open(path, inst->plugin, &d->api, &lib, err, errlen);
+    int rc = px_loader_open(path, inst->plugin, &d->api, trust, &lib, err, errlen);
     if (rc < 0) {
         if (copy) {
             /* Name the file the operator knows, not the private copy. */
@@ -387,6 +433,7 @@ int px_gen_post(px_plugin_ctx *gen, void (*cb)(void *arg), void *arg)
     }
     it->cb = cb;
     it->arg = arg;
+    it->cause = px_crash_cause(gen); /* a frame of this thread: 0 on a plugin's own thread */
     it->next = NULL;
     pthread_mutex_lock(&gen->post_lock);
     if (gen->post_closed) {
@@ -409,7 +456,7 @@ static void on_timer(uv_timer_t *h)
 {
     px_timer *t = h->data;
     px_crash_frame cf;
-    px_crash_enter(&cf, "timer", t->gen->inst->name, 0, NULL);
+    px_gen_crash_enter(&cf, t->gen, "timer", t->cause);
     t->cb(t->arg);
     px_crash_leave(&cf);
 }
@@ -424,6 +471,7 @@ int px_gen_timer_start(px_plugin_ctx *gen, uint64_t ms, uint64_t repeat_ms, void
     t->gen = gen;
     t->cb = cb;
     t->arg = arg;
+    t->cause = px_crash_cause(gen);
     uv_timer_init(gen->inst->daemon->loop, &t->handle);
     t->handle.data = t;
     uv_timer_start(&t->handle, on_timer, ms, repeat_ms);

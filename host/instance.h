@@ -14,6 +14,7 @@
 #include <plexus/sdk.h>
 #include <uv.h>
 
+#include "crash.h"
 #include "loader.h"
 
 typedef struct px_daemon px_daemon;
@@ -30,6 +31,7 @@ enum px_gen_state {
 typedef struct px_post_item {
     void (*cb)(void *arg);
     void *arg;
+    uint64_t cause;         /* px_crash_cause when posted (0 from a plugin's thread) */
     struct px_post_item *next;
 } px_post_item;
 
@@ -38,6 +40,7 @@ struct px_timer {
     px_plugin_ctx *gen;
     void (*cb)(void *arg);
     void *arg;
+    uint64_t cause;         /* px_crash_cause when started */
     struct px_timer *prev, *next; /* the generation's live timers */
 };
 
@@ -100,12 +103,18 @@ px_instance *px_instance_create(px_daemon *d, const char *name, const char *plug
                                 const char *file, const json_t *config, uint32_t max_inflight);
 void px_instance_destroy(px_instance *inst); /* the generation must be gone */
 
+/* Makes `dir` (borrowed) the private folder of plugin copies: created mode 0700 when missing,
+ * refused unless it is a real folder (not a symlink) owned by the running user, and set to 0700.
+ * Returns 0 or PX_EPLUGIN with one line in err. */
+int px_gen_copy_dir_prepare(const char *dir, char *err, size_t errlen);
+
 /* Loads a new generation of inst from `file`: copies it to a private path under copy_dir when
- * copy_dir is non-NULL (dlopen caches by path), opens and checks it, calls init with the
- * instance's config. On success returns 0 and stores the generation in *out (not started, not
+ * copy_dir is non-NULL (dlopen caches by path; the copy is made new, never through a symlink),
+ * judging the copied bytes by `trust` (enum px_plugin_trust), opens and checks it, calls init with
+ * the instance's config. On success returns 0 and stores the generation in *out (not started, not
  * yet current). On failure returns < 0 with one line in err; nothing is left loaded. */
-int px_gen_load(px_instance *inst, const char *file, const char *copy_dir, px_plugin_ctx **out,
-                char *err, size_t errlen);
+int px_gen_load(px_instance *inst, const char *file, const char *copy_dir, int trust,
+                px_plugin_ctx **out, char *err, size_t errlen);
 int px_gen_start(px_plugin_ctx *gen, char *err, size_t errlen);
 /* Calls stop, then waits (on the loop) until deliveries and emits in flight are done and the
  * plugin reported drained, bounded by timeout_ms; then calls cb (on the loop, never inside). */
@@ -120,6 +129,13 @@ void px_gen_close(px_plugin_ctx *gen, void (*cb)(px_plugin_ctx *gen));
 /* An emit (or dead_letter) of gen has had its outcome: keeps the generation alive until its last
  * emit settled, even past destroy (its callback is then not called). */
 void px_gen_emit_done(px_plugin_ctx *gen);
+
+/* Enters crash frame f (caller's memory, left with px_crash_leave) for callback `call` (static
+ * storage, one word: it is a field of the crash marker) into gen: charged to its instance and to
+ * the delivery px_dispatch_blame names for `cause` (a px_crash_cause captured when the plugin set
+ * the callback up; 0 when unknown). Whatever the callback sets up in turn inherits that delivery.
+ * Every plugin callback the host runs outside init/start/stop/deliver/destroy goes through it. */
+void px_gen_crash_enter(px_crash_frame *f, px_plugin_ctx *gen, const char *call, uint64_t cause);
 
 /* Host table services bound to a generation. */
 int px_gen_post(px_plugin_ctx *gen, void (*cb)(void *arg), void *arg); /* any thread */

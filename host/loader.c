@@ -6,6 +6,8 @@
 #include <dlfcn.h>
 #include <elf.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +43,94 @@ static char *base_name_of(const char *file)
 
 typedef const px_plugin_desc *(*entry_fn)(const px_host_api *);
 
+/* A group write bit is harmless when the group is the owner's private one: the owner's primary
+ * group, with no other member listed (user private groups, umask 002). */
+static int group_is_owners_own(const struct stat *st)
+{
+    struct passwd pwbuf, *pw = NULL;
+    struct group grbuf, *gr = NULL;
+    char pwtext[4096], grtext[16384];
+    if (getpwuid_r(st->st_uid, &pwbuf, pwtext, sizeof(pwtext), &pw) != 0 || !pw ||
+        pw->pw_gid != st->st_gid) {
+        return 0;
+    }
+    if (getgrgid_r(st->st_gid, &grbuf, grtext, sizeof(grtext), &gr) != 0 || !gr) {
+        return 0;
+    }
+    for (char **m = gr->gr_mem; m && *m; m++) {
+        if (strcmp(*m, pw->pw_name) != 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* One rule for files and folders: owned by root or us, writable by nobody else. `what` is "plugin"
+ * or "plugin folder". */
+static int judge(const char *what, const char *path, const struct stat *st, char *err,
+                 size_t errlen)
+{
+    uid_t me = geteuid();
+    if (st->st_uid != 0 && st->st_uid != me) {
+        snprintf(err, errlen, "%s %s: refused: owned by uid %u, not by root or the user running "
+                 "plexus (uid %u), who could change the code it runs; fix: chown %u %s (or set "
+                 "host.plugin_trust: permissive while developing)", what, path,
+                 (unsigned)st->st_uid, (unsigned)me, (unsigned)me, path);
+        return PX_EPLUGIN;
+    }
+    const char *who = (st->st_mode & S_IWOTH) ? "everyone"
+                      : ((st->st_mode & S_IWGRP) && !group_is_owners_own(st)) ? "its group"
+                                                                                 : NULL;
+    if (who) {
+        snprintf(err, errlen, "%s %s: refused: writable by %s (mode %04o), who could change the "
+                 "code plexus runs; fix: chmod go-w %s (or set host.plugin_trust: permissive while "
+                 "developing)", what, path, who, (unsigned)(st->st_mode & 07777), path);
+        return PX_EPLUGIN;
+    }
+    return 0;
+}
+
+static int judge_folder_of(const char *file, char *err, size_t errlen)
+{
+    const char *slash = strrchr(file, '/');
+    char *dir = slash == file ? px_xstrdup("/")
+                : slash       ? px_xstrndup(file, (size_t)(slash - file))
+                              : px_xstrdup(".");
+    struct stat st;
+    int rc;
+    if (stat(dir, &st) != 0) {
+        snprintf(err, errlen, "plugin folder %s: cannot check: %s", dir, strerror(errno));
+        rc = PX_EPLUGIN;
+    } else {
+        rc = judge("plugin folder", dir, &st, err, errlen);
+    }
+    free(dir);
+    return rc;
+}
+
+int px_loader_check_trust(const char *file, int fd, char *err, size_t errlen)
+{
+    struct stat st;
+    if ((fd >= 0 ? fstat(fd, &st) : stat(file, &st)) != 0) {
+        snprintf(err, errlen, "plugin %s: cannot check: %s", file, strerror(errno));
+        return PX_EPLUGIN;
+    }
+    int rc = judge("plugin", file, &st, err, errlen);
+    if (rc == 0) {
+        /* Whoever may write the folder may put another file under the same name. */
+        rc = judge_folder_of(file, err, errlen);
+    }
+    struct stat lst;
+    if (rc == 0 && lstat(file, &lst) == 0 && S_ISLNK(lst.st_mode)) {
+        char *real = realpath(file, NULL);
+        if (real) {
+            rc = judge_folder_of(real, err, errlen);
+            free(real);
+        }
+    }
+    return rc;
+}
+
 /* A file still being written can be dlopen-able already (its loadable segments come first), so
  * check that it holds everything its ELF header announces before loading it. */
 static int check_complete_elf(const char *file, char *err, size_t errlen)
@@ -74,12 +164,20 @@ static int check_complete_elf(const char *file, char *err, size_t errlen)
     return 0;
 }
 
-int px_loader_open(const char *file, const char *expected_name, const px_host_api *api,
+int px_loader_open(const char *file, const char *expected_name, const px_host_api *api, int trust,
                    px_plugin_lib **out, char *err, size_t errlen)
 {
     int rc = PX_EABI;
     char *want = expected_name ? px_xstrdup(expected_name) : base_name_of(file);
     void *dl = NULL;
+    char warning[512] = "";
+    rc = px_loader_check_trust(file, -1, err, errlen);
+    if (rc < 0 && trust != PX_TRUST_PERMISSIVE) {
+        goto fail;
+    }
+    if (rc < 0) {
+        snprintf(warning, sizeof(warning), "warning: %s", err);
+    }
     rc = check_complete_elf(file, err, errlen);
     if (rc < 0) {
         goto fail;
@@ -163,6 +261,7 @@ int px_loader_open(const char *file, const char *expected_name, const px_host_ap
     lib->dl = dl;
     lib->desc = d;
     *out = lib;
+    snprintf(err, errlen, "%s", warning);
     free(want);
     return 0;
 
@@ -189,7 +288,7 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-void px_loader_scan(char *const *path, size_t n, const px_host_api *api,
+void px_loader_scan(char *const *path, size_t n, const px_host_api *api, int trust,
                     void (*cb)(const char *file, const px_plugin_lib *lib, const char *err,
                                void *arg),
                     void *arg)
@@ -214,8 +313,8 @@ void px_loader_scan(char *const *path, size_t n, const px_host_api *api,
         for (size_t f = 0; f < nfiles; f++) {
             char err[512];
             px_plugin_lib *lib = NULL;
-            if (px_loader_open(files[f], NULL, api, &lib, err, sizeof(err)) == 0) {
-                cb(files[f], lib, NULL, arg);
+            if (px_loader_open(files[f], NULL, api, trust, &lib, err, sizeof(err)) == 0) {
+                cb(files[f], lib, err, arg);
                 px_loader_close(lib);
             } else {
                 cb(files[f], NULL, err, arg);

@@ -60,16 +60,18 @@ static const char *usage_check =
     "usage: plexus check [-c FILE]\n"
     "\n"
     "Validates configuration FILE (default " DEFAULT_CONFIG "): YAML, host keys, pipelines, and\n"
-    "each instance's plugin (found, ABI compatible) and options. Starts nothing.\n"
-    "Exit status 0 when valid, 78 with one 'file:line:column: message' line when not. A valid\n"
-    "configuration whose admin API listens beyond loopback, or runs without authentication,\n"
-    "gets a 'file:line:column: warning: ...' line on stderr.\n";
+    "each instance's plugin (found, trusted, ABI compatible) and options. Starts nothing.\n"
+    "Exit status 0 when valid, 78 with one 'file:line:column: message' line when not;\n"
+    "warnings (a relative plugin_path, untrusted files under plugin_trust: permissive, an admin\n"
+    "API beyond loopback or without authentication) go to stderr and keep status 0.\n";
 
 static const char *usage_plugins =
     "usage: plexus plugins [-c FILE] [-p DIR]... [--describe NAME]\n"
     "\n"
     "Lists the plugins on the plugin path (from -p, else from FILE's host.plugin_path, else\n"
-    "the built-in path) with version, ABI and roles; --describe prints one plugin's options.\n";
+    "the built-in path) with version, ABI and roles; --describe prints one plugin's options.\n"
+    "A file (or its folder) that someone other than root or you may change is listed as refused\n"
+    "and never opened as code (FILE's host.plugin_trust: permissive loads it with a warning).\n";
 
 typedef struct cli {
     const char *config;
@@ -218,6 +220,28 @@ static int cmd_run(const cli *c)
     return exit_code;
 }
 
+/* A relative plugin_path resolves against the working directory: say so when that is not the
+ * config file's own folder, where a reader of the file would look. */
+static void warn_relative_plugin_path(const px_config *cfg)
+{
+    if (!cfg->plugin_path_relative) {
+        return;
+    }
+    const char *slash = strrchr(cfg->path, '/');
+    char *dir = slash ? px_xstrndup(cfg->path, (size_t)(slash - cfg->path + 1)) : px_xstrdup(".");
+    char *conf_dir = realpath(dir, NULL), *cwd = realpath(".", NULL);
+    if (!conf_dir || !cwd || strcmp(conf_dir, cwd) != 0) {
+        fprintf(stderr, "%s:%d:%d: warning: host.plugin_path \"%s\" is relative: it resolves "
+                "against the working directory, to %s, not against the config file's folder "
+                "(%s); use an absolute path\n", cfg->path, cfg->plugin_path_line,
+                cfg->plugin_path_col, cfg->plugin_path_relative,
+                cfg->plugin_path[cfg->plugin_path_relative_at], conf_dir ? conf_dir : dir);
+    }
+    free(conf_dir);
+    free(cwd);
+    free(dir);
+}
+
 static int cmd_check(const cli *c)
 {
     const char *path = c->config ? c->config : DEFAULT_CONFIG;
@@ -249,6 +273,7 @@ static int cmd_check(const cli *c)
         px_config_destroy(cfg);
         return EXIT_CONFIG;
     }
+    warn_relative_plugin_path(cfg);
     char warn[512];
     if (px_config_admin_warning(cfg, warn, sizeof(warn))) {
         fprintf(stderr, "%s\n", warn);
@@ -309,6 +334,9 @@ static void on_plugin(const char *file, const px_plugin_lib *lib, const char *er
         return;
     }
     pc->found++;
+    if (lib && err && *err) {
+        fprintf(stderr, "plexus: %s (host.plugin_trust: permissive)\n", err);
+    }
     if (lib) {
         const px_plugin_desc *d = lib->desc;
         printf("%-16s %-10s ABI %u.%u  %-12s %s\n", d->name, d->version, d->abi_major,
@@ -324,10 +352,14 @@ static int cmd_plugins(const cli *c)
     char *const *dirs = c->dirs;
     size_t ndirs = c->ndirs;
     char *builtin = PX_DEFAULT_PLUGIN_PATH;
-    if (!ndirs && c->config) {
+    int trust = PX_TRUST_STRICT;
+    if (c->config) {
         if (load_config(c->config, &cfg) < 0) {
             return EXIT_CONFIG;
         }
+        trust = cfg->plugin_trust;
+    }
+    if (!ndirs && cfg) {
         dirs = cfg->plugin_path;
         ndirs = cfg->nplugin_path;
     }
@@ -338,7 +370,7 @@ static int cmd_plugins(const cli *c)
     px_host_api api;
     px_api_init(&api);
     plugins_ctx pc = {c->describe, 0};
-    px_loader_scan(dirs, ndirs, &api, on_plugin, &pc);
+    px_loader_scan(dirs, ndirs, &api, trust, on_plugin, &pc);
     px_config_destroy(cfg);
     if (c->describe && !pc.found) {
         fprintf(stderr, "plexus: plugin \"%s\" not found on the plugin path\n", c->describe);

@@ -24,14 +24,34 @@ struct px_route_rec {
     struct px_route_rec *next;
 };
 
-/* Every plugin route is served through this, so a crash in a handler names its instance. */
+/* Every plugin route is served through this, so a crash in a handler names its instance (and
+ * the delivery px_dispatch_blame finds: a request comes from outside, so it names no cause). */
 static void on_route(px_http_request *req, void *arg)
 {
     struct px_route_rec *r = arg;
     px_crash_frame cf;
-    px_crash_enter(&cf, "http", r->gen->inst->name, 0, NULL);
+    px_gen_crash_enter(&cf, r->gen, "http_route", 0);
     r->cb(req, r->arg);
     px_crash_leave(&cf);
+}
+
+/* An outgoing call of a plugin: its callback runs in a crash frame charged to the delivery the
+ * plugin was handling when it made the call. */
+typedef struct call_rec {
+    px_plugin_ctx *gen;
+    px_http_response_cb cb;
+    void *arg;
+    uint64_t cause;
+} call_rec;
+
+static void on_response(int status, const px_http_response *resp, const char *error, void *arg)
+{
+    call_rec *c = arg;
+    px_crash_frame cf;
+    px_gen_crash_enter(&cf, c->gen, "http_response", c->cause);
+    c->cb(status, resp, error, c->arg);
+    px_crash_leave(&cf);
+    free(c);
 }
 
 int px_daemon_http_route(px_daemon *d, px_plugin_ctx *gen, const char *method, const char *path,
@@ -84,7 +104,17 @@ int px_daemon_http_request(px_daemon *d, px_plugin_ctx *gen, const px_http_optio
     if (gen->state_code == PX_GEN_DESTROYED) {
         return PX_ESTATE;
     }
-    return px_http_client_request_owned(d->client, gen, opt, cb, arg, out);
+    if (!cb) {
+        return px_http_client_request_owned(d->client, gen, opt, NULL, arg, out);
+    }
+    call_rec *c = px_xmalloc(sizeof(*c));
+    *c = (call_rec){gen, cb, arg, px_crash_cause(gen)};
+    /* The client calls back exactly once when it accepts the call (cancelled calls included). */
+    int rc = px_http_client_request_owned(d->client, gen, opt, on_response, c, out);
+    if (rc < 0) {
+        free(c);
+    }
+    return rc;
 }
 
 void px_daemon_http_fill(px_host_api *api)

@@ -75,13 +75,13 @@ void px_daemon_close_retiring(px_daemon *d)
 /* --- one instance -------------------------------------------------------------------------- */
 
 /* Loads and initialises a new generation of inst from `file` with `config` (borrowed), not yet
- * current. */
-static int prepare(px_daemon *d, px_instance *inst, const char *file, json_t *config,
-                   px_plugin_ctx **out, char *err, size_t errlen)
+ * current, judging the file by `cfg`'s plugin_trust (the configuration being applied). */
+static int prepare(px_daemon *d, const px_config *cfg, px_instance *inst, const char *file,
+                   json_t *config, px_plugin_ctx **out, char *err, size_t errlen)
 {
     json_t *saved = inst->config;
     inst->config = config;
-    int rc = px_gen_load(inst, file, d->copy_dir, out, err, errlen);
+    int rc = px_gen_load(inst, file, d->copy_dir, cfg->plugin_trust, out, err, errlen);
     inst->config = saved;
     return rc;
 }
@@ -159,7 +159,7 @@ static int reload_instance(px_daemon *d, const char *name, char *err, size_t err
     int rc = px_daemon_validate_instance(d->cfg, ic, &d->api, &file, &opts, err, errlen);
     if (rc == 0) {
         px_plugin_ctx *ng = NULL;
-        rc = prepare(d, inst, file, opts, &ng, err, errlen);
+        rc = prepare(d, d->cfg, inst, file, opts, &ng, err, errlen);
         if (rc == 0) {
             rc = switch_to(d, inst, ng, file, opts, ic->max_inflight, err, errlen);
         }
@@ -271,7 +271,7 @@ static int reload_config(px_daemon *d, char *err, size_t errlen)
             p->inst = px_instance_create(d, p->ic->name, p->ic->plugin, p->file, p->opts,
                                          p->ic->max_inflight);
         }
-        rc = prepare(d, p->inst, p->file, p->opts, &p->ng, err, errlen);
+        rc = prepare(d, ncfg, p->inst, p->file, p->opts, &p->ng, err, errlen);
         if (rc < 0 && p->what == ADD) {
             px_instance_destroy(p->inst);
             p->inst = NULL;

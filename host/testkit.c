@@ -577,8 +577,11 @@ static int kit_event_set_hint(px_event *ev, int hint, int64_t value)
     const char *name = hint == PX_HINT_MAX_ATTEMPTS ? "max_attempts"
                        : hint == PX_HINT_TIMEOUT_MS ? "timeout_ms"
                        : hint == PX_HINT_BACKOFF_MS ? "backoff_ms"
+                       : hint == PX_HINT_DEADLINE_MS ? "deadline_ms"
+                       : hint == PX_HINT_FAIL_ON_TIMEOUT ? "fail_on_timeout"
                                                     : NULL;
-    if (!name || value < 0 || (hint == PX_HINT_MAX_ATTEMPTS && value < 1)) {
+    if (!name || value < 0 || (hint == PX_HINT_MAX_ATTEMPTS && value < 1) ||
+        (hint == PX_HINT_FAIL_ON_TIMEOUT && value > 1)) {
         return PX_EINVAL;
     }
     if (hint == PX_HINT_BACKOFF_MS) {
@@ -1880,7 +1883,8 @@ static void check_expectations(kit *k)
 static int load(kit *k, const char *file)
 {
     char err[1024];
-    int rc = px_loader_open(file, NULL, &k->api, &k->lib, err, sizeof(err));
+    int rc = px_loader_open(file, NULL, &k->api, PX_TRUST_STRICT, &k->lib, err,
+                               sizeof(err));
     if (rc < 0) {
         failure(k, "load: %s", err);
         return rc;

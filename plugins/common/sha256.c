@@ -136,8 +136,8 @@ void px_sha256(const void *data, size_t len, uint8_t out[PX_SHA256_LEN])
     px_sha256_final(&c, out);
 }
 
-void px_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
-                    uint8_t out[PX_SHA256_LEN])
+void px_hmac_sha256_parts(const void *key, size_t keylen, const px_sha256_part *parts,
+                          size_t nparts, uint8_t out[PX_SHA256_LEN])
 {
     /* A key longer than a block is hashed first; a shorter one is padded with zeros. */
     uint8_t k[PX_SHA256_BLOCK_LEN] = {0};
@@ -155,7 +155,9 @@ void px_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len
     }
     px_sha256_init(&c);
     px_sha256_update(&c, pad, sizeof(pad));
-    px_sha256_update(&c, data, len);
+    for (size_t i = 0; i < nparts; i++) {
+        px_sha256_update(&c, parts[i].data, parts[i].len);
+    }
     px_sha256_final(&c, inner);
 
     for (int i = 0; i < PX_SHA256_BLOCK_LEN; i++) {
@@ -172,6 +174,13 @@ void px_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len
         vk[i] = 0;
         vp[i] = 0;
     }
+}
+
+void px_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
+                    uint8_t out[PX_SHA256_LEN])
+{
+    px_sha256_part part = {data, len};
+    px_hmac_sha256_parts(key, keylen, &part, 1, out);
 }
 
 void px_hex_encode(const uint8_t *in, size_t n, char *out)

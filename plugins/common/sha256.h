@@ -33,6 +33,17 @@ void px_sha256(const void *data, size_t len, uint8_t out[PX_SHA256_LEN]);
 void px_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
                     uint8_t out[PX_SHA256_LEN]);
 
+/* One piece of a message hashed in parts (data borrowed, len bytes). */
+typedef struct px_sha256_part {
+    const void *data;
+    size_t len;
+} px_sha256_part;
+
+/* HMAC-SHA256 of the concatenation of parts[0..nparts) (borrowed) under key, without joining
+ * them first; same result as px_hmac_sha256 on the joined bytes. */
+void px_hmac_sha256_parts(const void *key, size_t keylen, const px_sha256_part *parts,
+                          size_t nparts, uint8_t out[PX_SHA256_LEN]);
+
 /* Writes n bytes of in (borrowed) as 2n lowercase hex digits plus a NUL into out (caller memory,
  * at least 2n + 1 bytes). */
 void px_hex_encode(const uint8_t *in, size_t n, char *out);

@@ -152,6 +152,7 @@ int ez_envelope_parse(const char *body, size_t len, ez_envelope *e, char *why, s
     e->data = json_object_get(root, "data");
 
     const char *command = json_string_value(json_object_get(e->data, "commandName"));
+    e->class_based = !is_plain_name(job, sizeof(e->topic)) && command != NULL;
     if (is_plain_name(job, sizeof(e->topic))) {
         snprintf(e->topic, sizeof(e->topic), "%s", job);
     } else if (e->display_name && is_plain_name(e->display_name, sizeof(e->topic))) {
@@ -416,6 +417,11 @@ static const rule user[] = {
     {"company_name", V_STR, F_OPT | F_NULL}, END,
 };
 
+/* A class-based job, whatever its topic: the business fields are inside "command". */
+static const rule class_job[] = {
+    {"commandName", V_STR, 0}, {"command", V_STR, 0}, END,
+};
+
 static const struct topic {
     const char *name;
     const rule *rules;
@@ -468,7 +474,8 @@ int ez_envelope_validate(const ez_envelope *e, char *why, size_t why_len)
         say(why, why_len, "data: must be %s%s", "an object", "");
         return EZ_INVALID;
     }
-    for (const rule *r = t->rules; r->path; r++) {
+    const rule *rules = e->class_based ? class_job : t->rules;
+    for (const rule *r = rules; r->path; r++) {
         if (check_path(e->data, r->path, r, "data", why, why_len) < 0) {
             return EZ_INVALID;
         }

@@ -41,6 +41,8 @@ typedef struct ez_envelope {
     uint32_t backoff_s[EZ_MAX_BACKOFF]; /* delays in seconds, in order; last one repeats */
     size_t nbackoff;          /* 0 = null, absent or unreadable */
     json_t *data;             /* borrowed from root; NULL when absent */
+    int class_based;          /* a class-based Laravel job: "job" is a Class@method handler and
+                                 data is {"commandName", "command"} (a PHP-serialized object) */
 } ez_envelope;
 
 /* Parses `body` (borrowed, len bytes). On EZ_OK fills *e, whose root the caller must release
@@ -59,7 +61,9 @@ int ez_envelope_parse(const char *body, size_t len, ez_envelope *e, char *why, s
 void ez_envelope_deinit(ez_envelope *e);
 
 /* Checks e->data against the fields e->topic must carry. Returns EZ_VALID, EZ_UNKNOWN or
- * EZ_INVALID (with the first problem written into why, e.g. "data.id: missing"). Ids may be
+ * EZ_INVALID (with the first problem written into why, e.g. "data.id: missing"). A class-based
+ * job carries its business fields inside the serialized "command", out of reach: for it only
+ * what it really carries is checked, a string "data.commandName" and "data.command". Ids may be
  * numbers or digit strings, coordinates numbers or numeric strings, timestamps
  * "YYYY-MM-DD HH:MM:SS" or ISO 8601 "YYYY-MM-DDTHH:MM:SS[.ffffff]Z". */
 int ez_envelope_validate(const ez_envelope *e, char *why, size_t why_len);

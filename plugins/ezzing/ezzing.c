@@ -1,7 +1,7 @@
 /* ezzing: a source of Ezzing events from the AWS SQS queue Ezzing fills with Laravel job
  * messages. `pollers` long polls run at once; each received message becomes an event
- * "ezzing.<job>" (id = the job's uuid, dedupe key = the SQS MessageId, payload = the whole
- * envelope, meta = the SQS attributes) or, when it cannot be one, a dead letter. A message is
+ * "ezzing.<job>" (id and dedupe key = the SQS MessageId, payload = the whole envelope, meta =
+ * the SQS attributes and the job's uuid) or, when it cannot be one, a dead letter. A message is
  * deleted from the queue (DeleteMessageBatch) only once the host reports it persisted; anything
  * else leaves it to come back after its visibility timeout. */
 #include <stdio.h>
@@ -78,6 +78,7 @@ struct ezz {
     uint32_t rnd;
     char unknown[MAX_UNKNOWN_LOGGED][EZ_TOPIC_MAX];
     size_t nunknown;
+    int old_host_warned; /* a hint this host refused was logged */
 };
 
 static const px_option options[] = {
@@ -98,7 +99,8 @@ static const px_option options[] = {
     {"max_message_size", PX_OPT_SIZE, 0, "256KiB", "larger bodies go to the dead letters"},
     {"on_invalid", PX_OPT_STRING, 0, "dead_letter",
      "a known job missing required fields: dead_letter or emit"},
-    {"hints", PX_OPT_BOOL, 0, "true", "pass maxTries, backoff and timeout as delivery hints"},
+    {"hints", PX_OPT_BOOL, 0, "true",
+     "apply maxTries, retryUntil, maxExceptions, timeout, failOnTimeout and backoff"},
     {NULL, 0, 0, NULL, NULL},
 };
 
@@ -435,6 +437,16 @@ static void on_persisted(int status, void *arg)
     outcome(arg, status == PX_OK, status != PX_OK);
 }
 
+/* Sets a hint an older host may not know: says so once rather than failing the message. */
+static void set_hint_or_warn(ezz *z, px_event *ev, int hint, int64_t value, const char *field)
+{
+    if (host->event_set_hint(ev, hint, value) < 0 && !z->old_host_warned) {
+        z->old_host_warned = 1;
+        host->log(z->ctx, PX_LOG_WARN, "this host does not apply %s: it is kept in the payload only",
+                  field);
+    }
+}
+
 /* meta: MessageId, MD5OfBody, every system attribute, and "attr.<name>" for message attributes
  * carrying a StringValue. Returns a new object. */
 static json_t *message_meta(const px_sqs_message *m)
@@ -488,13 +500,33 @@ static void note_unknown(ezz *z, const char *topic)
     }
 }
 
+/* Laravel's attempt rules (Worker.php) as delivery hints. Every failed attempt here is a thrown
+ * exception in Laravel's terms (a sink's retry or a timeout; nothing is released without one),
+ * so maxExceptions caps the attempts too, and unlike maxTries it still does with retryUntil. */
 static void set_hints(ezz *z, px_event *ev, const ez_envelope *env)
 {
     if (!z->hints) {
         return;
     }
-    if (env->max_tries > 0) { /* 0 is Laravel's "unlimited": no narrowing */
-        host->event_set_hint(ev, PX_HINT_MAX_ATTEMPTS, env->max_tries);
+    int64_t attempts = 0; /* 0 = no narrowing */
+    if (env->retry_until < 0 && env->max_tries > 0) { /* 0 is Laravel's "unlimited" */
+        attempts = env->max_tries;
+    }
+    if (env->max_exceptions >= 0) { /* the count reaching maxExceptions fails: at least 1 */
+        int64_t cap = env->max_exceptions > 0 ? env->max_exceptions : 1;
+        attempts = attempts && attempts < cap ? attempts : cap;
+    }
+    if (attempts > 0) {
+        host->event_set_hint(ev, PX_HINT_MAX_ATTEMPTS, attempts > UINT32_MAX ? UINT32_MAX
+                                                                             : attempts);
+    }
+    if (env->retry_until >= 0) { /* replaces the tries check: retries until this second */
+        int64_t ms = env->retry_until > INT64_MAX / 1000 - 1000 ? INT64_MAX
+                                                                : env->retry_until * 1000 + 999;
+        set_hint_or_warn(z, ev, PX_HINT_DEADLINE_MS, ms, "retryUntil");
+    }
+    if (env->fail_on_timeout) {
+        set_hint_or_warn(z, ev, PX_HINT_FAIL_ON_TIMEOUT, 1, "failOnTimeout");
     }
     if (env->timeout_s > 0) {
         int64_t ms = env->timeout_s > 4000000 ? 4000000000LL : env->timeout_s * 1000;
@@ -547,13 +579,16 @@ static void handle_message(ezz *z, ez_msg *em, const px_sqs_message *m)
         outcome(em, 0, 0);
         return;
     }
-    if (env.uuid) {
-        host->event_set(ev, PX_EVENT_ID, env.uuid);
-    }
     if (*m->message_id) {
-        /* Not the uuid: Ezzing reuses uuids across different jobs. */
+        /* Id, dedupe key and subject: the SQS MessageId, one per message sent, the same on every
+         * redelivery of it. Not the uuid: Ezzing reuses uuids across different jobs, and the id
+         * travels on (e.g. as a NotificationQueue message_id consumers deduplicate on). */
+        host->event_set(ev, PX_EVENT_ID, m->message_id);
         host->event_set(ev, PX_EVENT_DEDUPE_KEY, m->message_id);
         host->event_set(ev, PX_EVENT_SUBJECT, m->message_id);
+    }
+    if (env.uuid) {
+        host->event_set_meta(ev, "uuid", env.uuid);
     }
     set_hints(z, ev, &env);
     const char *k;

@@ -246,6 +246,24 @@ static int norm_macros(const json_t *v, json_t *rec, const char *where, char *wh
     return 0;
 }
 
+/* The service's description says a queued message "contains collection ID and event name", but
+ * its payload model has no collection field (no name, place or type for one): a key invented
+ * here could make the service refuse the message. A collection key is refused with a reason
+ * that says so, not as a typo. */
+static int is_collection_key(const char *k)
+{
+    return strcmp(k, "collectionId") == 0 || strcmp(k, "collection_id") == 0 ||
+           strcmp(k, "collection") == 0;
+}
+
+static int refuse_collection(const char *where, const char *k, char *why, size_t n)
+{
+    return fail(why, n,
+                "%s.%s: a NotificationQueue message has no collection ID field (the service's "
+                "payload model defines none; see docs/plugins/notification.md)",
+                where, k);
+}
+
 static int is_recipient_key(const char *k)
 {
     static const char *const keys[] = {"tos",    "to",     "to_name", "email",  "ccs",
@@ -382,6 +400,9 @@ static int norm_notification(const json_t *v, const char *where, json_t **out, c
     json_t *x;
     json_object_foreach((json_t *)v, k, x)
     {
+        if (is_collection_key(k)) {
+            return refuse_collection(where, k, why, n);
+        }
         if (strcmp(k, "name") != 0 && strcmp(k, "recipients") != 0) {
             return fail(why, n, "%s: unknown key \"%s\" (use name and recipients)", where, k);
         }
@@ -417,6 +438,15 @@ int px_nq_build(const json_t *params, json_t **out, char *why, size_t why_len)
     }
     json_t *list = json_array();
     const json_t *full = json_object_get(params, "notification");
+    const char *key;
+    json_t *value;
+    json_object_foreach((json_t *)params, key, value)
+    {
+        if (is_collection_key(key)) {
+            refuse_collection("with", key, why, why_len);
+            goto fail;
+        }
+    }
     if (full) {
         if (json_object_size(params) != 1) {
             fail(why, why_len, "with `notification`, give no other key");

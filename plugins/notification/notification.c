@@ -353,9 +353,13 @@ static px_event *envelope_event(nq *s, json_t *env, const char *transport, char 
         json_decref(env);
         return NULL;
     }
+    /* EventBridge delivers at least once, each copy with the same id: the id is the event's id,
+     * dedupe key and subject, and stays in the metadata however the event is forwarded. */
     host->event_set(ev, PX_EVENT_ID, id);
     host->event_set(ev, PX_EVENT_DEDUPE_KEY, id);
-    host->event_set(ev, PX_EVENT_SUBJECT, dt);
+    host->event_set(ev, PX_EVENT_SUBJECT, id);
+    host->event_set_meta(ev, "eventbridge.id", id);
+    host->event_set_meta(ev, "eventbridge.detail_type", dt);
     host->event_set_meta(ev, "transport", transport);
     host->event_set_meta(ev, "eventbridge.source", src);
     if (account) {

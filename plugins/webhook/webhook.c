@@ -1,5 +1,7 @@
 /* webhook: a source that turns each JSON POST on a configured path into one event. Optional
- * bearer-token and HMAC-SHA256 signature checks; event type from a header, a JSON pointer into
+ * bearer-token and HMAC-SHA256 signature checks (the signature covers a timestamp bounded by a
+ * tolerance, so a captured request cannot be replayed, or the body alone for senders that sign
+ * only that); event type from a header, a JSON pointer into
  * the body or a fixed name; event id and dedupe key from JSON pointers. The request is answered
  * only once the host reports the event persisted (2xx), or refused (503 with Retry-After), so a
  * 2xx always means the event is safe. The body is parsed once and handed over as the payload. */
@@ -8,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <plexus/sdk.h>
 
@@ -18,6 +21,7 @@ static const px_host_api *host;
 
 #define MAX_TYPE_LEN 256
 #define MAX_KEY_LEN 512
+#define MAX_TIMESTAMP_DIGITS 12 /* unix seconds: enough for 30 000 years */
 
 typedef struct hook {
     px_plugin_ctx *ctx;
@@ -26,6 +30,9 @@ typedef struct hook {
     char *hmac_secret;      /* owned; NULL = no signature check */
     size_t hmac_secret_len;
     const char *sig_header; /* borrowed from the config, which outlives the instance */
+    int hmac_body;          /* 1: the signature covers the body only (hmac_mode: hmac_body) */
+    const char *ts_header;  /* hmac mode: header with the signature's unix time (borrowed) */
+    int64_t tolerance_s;    /* hmac mode: largest distance of that time from now */
     const char *type_header, *type_pointer, *type, *id_pointer, *dedupe_pointer;
     int require_json_ct;
     int ok_status;
@@ -50,9 +57,16 @@ static const px_option options[] = {
     {"token", PX_OPT_STRING, PX_OPT_SECRET, NULL,
      "require \"Authorization: Bearer <token>\" when set"},
     {"hmac_secret", PX_OPT_STRING, PX_OPT_SECRET, NULL,
-     "require an HMAC-SHA256 signature of the raw body under this key when set"},
+     "require an HMAC-SHA256 signature under this key when set (see hmac_mode)"},
+    {"hmac_mode", PX_OPT_STRING, 0, "hmac",
+     "hmac: the signature covers timestamp + \".\" + body and the timestamp must be within "
+     "tolerance; hmac_body: the raw body only (GitHub)"},
     {"signature_header", PX_OPT_STRING, 0, "X-Signature-256",
      "header carrying \"sha256=<hex>\" (with hmac_secret)"},
+    {"timestamp_header", PX_OPT_STRING, 0, "X-Signature-Timestamp",
+     "hmac mode: header carrying the unix time (seconds) the sender signed at"},
+    {"tolerance", PX_OPT_DURATION, 0, "5m",
+     "hmac mode: refuse a timestamp further than this from now, in the past or the future"},
     {"type_header", PX_OPT_STRING, 0, "X-Event-Type",
      "header giving the event type (\"\" = ignore headers)"},
     {"type_pointer", PX_OPT_STRING, 0, NULL,
@@ -259,27 +273,85 @@ static int check_token(hook *h, px_http_request *req)
     return px_common_consttime_eq(auth, h->token);
 }
 
-static int check_signature(hook *h, px_http_request *req, const char *body, size_t len)
+/* The "sha256=<hex>" value of header `name` (either case of hex) lowercased into given. Returns
+ * NULL when it is well formed, else the reason. */
+static const char *signature_given(px_http_request *req, const char *name,
+                                   char given[2 * PX_SHA256_LEN + 1])
 {
-    const char *sig = host->http_req_header(req, h->sig_header);
-    if (!sig || strncasecmp(sig, "sha256=", 7) != 0) {
-        return 0;
+    const char *sig = host->http_req_header(req, name);
+    if (!sig) {
+        return "no signature header";
     }
-    sig += 7;
+    if (strncasecmp(sig, "sha256=", 7) != 0 || strlen(sig + 7) != 2 * PX_SHA256_LEN) {
+        return "the signature is not sha256=<64 hex digits>";
+    }
+    for (size_t i = 0; i < 2 * PX_SHA256_LEN; i++) {
+        given[i] = (char)tolower((unsigned char)sig[7 + i]);
+    }
+    given[2 * PX_SHA256_LEN] = '\0';
+    return NULL;
+}
+
+/* The timestamp header as unix seconds in *ts. Returns NULL when present and well formed, else
+ * the reason. */
+static const char *timestamp_given(hook *h, px_http_request *req, int64_t *ts)
+{
+    const char *t = host->http_req_header(req, h->ts_header);
+    if (!t) {
+        return "no timestamp header";
+    }
+    size_t n = strlen(t);
+    if (n == 0 || n > MAX_TIMESTAMP_DIGITS || strspn(t, "0123456789") != n) {
+        return "the timestamp is not unix seconds";
+    }
+    *ts = strtoll(t, NULL, 10);
+    return NULL;
+}
+
+/* Checks the request's signature. Returns NULL when it holds, else the reason of the refusal
+ * (static text, or written into why, whylen bytes). In hmac mode the signed bytes are the
+ * timestamp header, a dot and the body; the timestamp is judged only once the signature holds,
+ * so a "too old" answer always means a genuine request replayed (or a clock far off). */
+static const char *check_signature(hook *h, px_http_request *req, const char *body, size_t len,
+                                   char *why, size_t whylen)
+{
     char given[2 * PX_SHA256_LEN + 1];
-    size_t n = strlen(sig);
-    if (n != 2 * PX_SHA256_LEN) {
-        return 0;
+    const char *bad = signature_given(req, h->sig_header, given);
+    int64_t ts = 0;
+    if (!bad && !h->hmac_body) {
+        bad = timestamp_given(h, req, &ts);
     }
-    for (size_t i = 0; i < n; i++) {
-        given[i] = (char)tolower((unsigned char)sig[i]);
+    if (bad) {
+        return bad;
     }
-    given[n] = '\0';
     uint8_t mac[PX_SHA256_LEN];
     char expect[2 * PX_SHA256_LEN + 1];
-    px_hmac_sha256(h->hmac_secret, h->hmac_secret_len, body, len, mac);
+    if (h->hmac_body) {
+        px_hmac_sha256(h->hmac_secret, h->hmac_secret_len, body, len, mac);
+    } else {
+        const char *t = host->http_req_header(req, h->ts_header);
+        px_sha256_part parts[] = {{t, strlen(t)}, {".", 1}, {body, len}};
+        px_hmac_sha256_parts(h->hmac_secret, h->hmac_secret_len, parts, 3, mac);
+    }
     px_hex_encode(mac, sizeof(mac), expect);
-    return px_common_consttime_eq(given, expect);
+    if (!px_common_consttime_eq(given, expect)) {
+        return "the signature does not match";
+    }
+    if (h->hmac_body) {
+        return NULL;
+    }
+    int64_t now = (int64_t)time(NULL);
+    if (ts < now - h->tolerance_s) {
+        snprintf(why, whylen, "the timestamp is %llds old, beyond the tolerance of %llds",
+                 (long long)(now - ts), (long long)h->tolerance_s);
+        return why;
+    }
+    if (ts > now + h->tolerance_s) {
+        snprintf(why, whylen, "the timestamp is %llds in the future, beyond the tolerance of %llds",
+                 (long long)(ts - now), (long long)h->tolerance_s);
+        return why;
+    }
+    return NULL;
 }
 
 /* ---- request path ------------------------------------------------------------------------ */
@@ -403,11 +475,15 @@ static void on_request(px_http_request *req, void *arg)
     size_t len = 0;
     const char *body = host->http_req_body(req, &len);
 
-    if ((h->token && !check_token(h, req)) ||
-        (h->hmac_secret && !check_signature(h, req, body, len))) {
+    char why[160];
+    const char *refused = h->token && !check_token(h, req) ? "" : NULL;
+    if (!refused && h->hmac_secret) {
+        refused = check_signature(h, req, body, len, why, sizeof(why));
+    }
+    if (refused) {
         host->counter_add(h->ctx, "requests_rejected_total", "reason=\"auth\"", 1);
         host->http_set_header(req, "WWW-Authenticate", h->token ? "Bearer" : "Signature");
-        respond_error(req, 401, "unauthorized", NULL);
+        respond_error(req, 401, "unauthorized", *refused ? refused : NULL);
         return;
     }
     if (h->require_json_ct && !is_json_content_type(host->http_req_header(req, "Content-Type"))) {
@@ -516,6 +592,21 @@ static int hook_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
         host->log(ctx, PX_LOG_ERROR, "hmac_secret needs a signature_header");
         goto fail;
     }
+    const char *mode = opt_str(h->config, "hmac_mode");
+    if (!mode || (strcmp(mode, "hmac") != 0 && strcmp(mode, "hmac_body") != 0)) {
+        host->log(ctx, PX_LOG_ERROR, "hmac_mode must be hmac (timestamp + \".\" + body, "
+                  "replay-safe) or hmac_body (the body only), not \"%s\"", mode ? mode : "");
+        goto fail;
+    }
+    h->hmac_body = strcmp(mode, "hmac_body") == 0;
+    h->ts_header = opt_str(h->config, "timestamp_header");
+    json_int_t tol_ms = json_integer_value(json_object_get(h->config, "tolerance"));
+    h->tolerance_s = (int64_t)(tol_ms / 1000);
+    if (h->hmac_secret && !h->hmac_body && (!h->ts_header || h->tolerance_s < 1)) {
+        host->log(ctx, PX_LOG_ERROR, "hmac_mode hmac needs a timestamp_header and a tolerance of "
+                  "at least 1s tolerance_ms=%lld", (long long)tol_ms);
+        goto fail;
+    }
     h->type_header = opt_str(h->config, "type_header");
     h->type_pointer = opt_str(h->config, "type_pointer");
     h->type = opt_str(h->config, "type");
@@ -564,7 +655,7 @@ static int hook_start(void *state)
     host->log(h->ctx, PX_LOG_INFO, "accepting path=%s auth=%s", h->path,
               h->token && h->hmac_secret ? "token+hmac"
               : h->token                 ? "token"
-              : h->hmac_secret           ? "hmac"
+              : h->hmac_secret           ? (h->hmac_body ? "hmac_body" : "hmac")
                                          : "none");
     return 0;
 }

@@ -82,11 +82,13 @@ def test_seed_examples_arrive_once_and_queue_empties():
         env = json.loads(body)
         got = by_type.get("ezzing." + job)
         assert got, f"no ezzing.{job} in {sorted(by_type)}"
-        assert got["event"] == env["uuid"], (job, got["event"])
+        assert ids.get(got["event"]) == job, (job, got["event"])  # the event id: the MessageId
         assert got["params"]["job"] == job
         assert got["params"]["data"] == env["data"], job
-    # Reused uuids (user_created/user_deleted...) did not make one of them a duplicate.
-    assert len({x["event"] for x in lines}) < 16
+    # The seed reuses uuids (user_created/user_deleted...): the event ids, which sinks pass on
+    # (a NotificationQueue message_id), are still one per message, and none was a duplicate.
+    assert len({json.loads(b)["uuid"] for b in seeds.values()}) < 16
+    assert len({x["event"] for x in lines}) == 16
     assert "ezzing.user_deleted" in by_type and "ezzing.user_created" in by_type
     assert len(ids) == 16
 
@@ -271,6 +273,81 @@ def test_example_config_checks():
         assert r.returncode == 0, (path, r.stderr)
         assert "ok" in r.stdout
     assert glob.glob(os.path.join(SOURCE, "etc", "examples", "ezzing*.yaml"))
+
+
+LARAVEL_RULES = """version: 1
+host:
+  data_dir: @TMP@/var
+  plugin_path: [@TEST_PLUGINS@, @PLUGINS@]
+  drain_timeout: 2s
+plugins:
+  ez:
+    plugin: ezzing
+    config:
+      queue_url: "{url}"
+      region: us-east-1
+      endpoint: "{endpoint}"
+      access_key_id: test-key
+      secret_access_key: test-secret
+      wait_time: 5s
+      visibility_timeout: 30s
+  slow: {{ plugin: testsink, config: {{ file: "@TMP@/slow.jsonl", stall: true }} }}
+  flaky: {{ plugin: testsink, config: {{ file: "@TMP@/flaky.jsonl", fail: retry }} }}
+pipelines:
+  - {{ name: slow, from: ez, when: {{ type: ezzing.slow_job }}, to: {{ sink: slow }} }}
+  - {{ name: flaky, from: ez, when: {{ type: ezzing.flaky_job }}, to: {{ sink: flaky }},
+      retry: {{ attempts: 20, backoff: 100ms, max_backoff: 1s }} }}
+"""
+
+
+def laravel_job(job, seq, **fields):
+    return json.dumps(dict({"uuid": f"00000000-0000-4000-8000-{seq:012d}", "displayName": job,
+                            "job": job, "maxTries": 5, "maxExceptions": None,
+                            "failOnTimeout": False, "backoff": None, "timeout": 60, "seq": seq,
+                            "data": {}}, **fields))
+
+
+def test_retry_until_fail_on_timeout_and_max_exceptions_applied():
+    """Laravel's attempt rules on the host's deliveries: failOnTimeout ends a job at its first
+    timeout, maxExceptions caps the attempts below maxTries, and retryUntil replaces maxTries
+    (here 1) with a deadline: retries go on until it, then the job is dead."""
+    url = SQS.create_queue("ezzing-laravel-rules")
+    deadline_s = int(time.time()) + 6
+    SQS.send_many(url, [
+        laravel_job("slow_job", 1, timeout=1, failOnTimeout=True),
+        laravel_job("flaky_job", 2, maxExceptions=2, backoff="0"),
+        laravel_job("flaky_job", 3, maxTries=1, retryUntil=deadline_s, backoff="1"),
+    ])
+    with Host(LARAVEL_RULES.format(url=url, endpoint=SQS.endpoint)) as h:
+        h.start()
+        wait_for(lambda: len(dlq_list(h)) == 3, timeout=40, what="three dead letters")
+        h.stop()
+    dead = {}
+    for d in dlq_list(h):
+        shown = plexus("dlq", "show", str(d["id"]), "-c", h.config)
+        assert shown.returncode == 0, shown.stderr
+        x = json.loads(shown.stdout)
+        payload = x["payload"] if isinstance(x["payload"], dict) else json.loads(x["payload"])
+        dead[payload["seq"]] = d
+    attempts = {}
+    for name in ("slow", "flaky"):
+        for line in read_jsonl(h.path(name + ".jsonl")):
+            attempts[line["seq"]] = attempts.get(line["seq"], 0) + 1
+    # failOnTimeout: one attempt, dead at its timeout although maxTries 5 leaves four.
+    assert "failed on timeout (attempt 1)" in dead[1]["reason"], dead[1]
+    assert attempts[1] == 1, attempts
+    # maxExceptions 2 < maxTries 5: two attempts.
+    assert "attempts exhausted (2)" in dead[2]["reason"], dead[2]
+    assert attempts[2] == 2, attempts
+    # retryUntil: more attempts than maxTries 1, then stopped by the deadline.
+    assert "retry deadline passed" in dead[3]["reason"], dead[3]
+    assert attempts[3] >= 2, attempts
+
+
+def dlq_list(h):
+    r = plexus("dlq", "list", "--json", "-c", h.config)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
 
 
 if __name__ == "__main__":

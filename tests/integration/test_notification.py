@@ -414,6 +414,31 @@ pipelines:
         fq.stop()
 
 
+def test_eventbridge_id_is_dedupe_key_subject_and_meta():
+    """Each of the seed's events, posted to the plugin in the test kit's host: the EventBridge id
+    is the event's id, dedupe key and subject, and the metadata `eventbridge.id`."""
+    requests = [{"method": "POST", "path": "/eb", "body": json.loads(fixture(name)),
+                 "expect_status": 200} for name in SEED]
+    scenario = {"config": {"http_path": "/eb"}, "requests": requests,
+                "expect_emits": len(SEED)}
+    path = os.path.join(BUILD, f"eb-scenario-{os.getpid()}.json")
+    with open(path, "w") as f:
+        json.dump(scenario, f)
+    try:
+        r = plexus("plugin", "test", os.path.join(PLUGINS, "notification.so"), "--scenario", path,
+                   "--compact")
+    finally:
+        os.unlink(path)
+    report = json.loads(r.stdout)
+    assert r.returncode == 0, report.get("failures") or report.get("violations") or r.stderr
+    got = {e["id"]: e for e in report["emits"]}
+    assert sorted(got) == sorted(eb_id for _, eb_id in SEED.values()), sorted(got)
+    for eb_id, e in got.items():
+        assert e.get("dedupe_key") == eb_id, e
+        assert e.get("subject") == eb_id, e
+        assert e["meta"].get("eventbridge.id") == eb_id, e["meta"]
+
+
 if __name__ == "__main__":
     try:
         run_all(globals())

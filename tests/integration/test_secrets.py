@@ -261,11 +261,13 @@ def traffic(h, fakes):
     expect_dead += 1  # its copy to `refuse`
     # hmac: a wrong signature, then a right one (its delivery is rejected into the dead letters)
     body = json.dumps({"signed": True}).encode()
-    sig = hmac.new(SECRETS["webhook_hmac"].encode(), body, hashlib.sha256).hexdigest()
-    assert request(port, "POST", "/signed", body, {"X-Signature-256": "sha256=" + "0" * 64})[0] \
-        == 401
-    assert request(port, "POST", "/signed", body, {"X-Signature-256": "sha256=" + sig})[0] in \
-        (200, 202)
+    ts = str(int(time.time()))
+    sig = hmac.new(SECRETS["webhook_hmac"].encode(), ts.encode() + b"." + body,
+                   hashlib.sha256).hexdigest()
+    assert request(port, "POST", "/signed", body, {"X-Signature-256": "sha256=" + "0" * 64,
+                                                   "X-Signature-Timestamp": ts})[0] == 401
+    assert request(port, "POST", "/signed", body, {"X-Signature-256": "sha256=" + sig,
+                                                   "X-Signature-Timestamp": ts})[0] in (200, 202)
     feed = []
     if "ploomes" in fakes:
         hook = {"Action": "Create", "Entity": "Contact", "New": {"Id": 1, "Name": "A"}}

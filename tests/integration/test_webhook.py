@@ -193,12 +193,13 @@ def sign(secret, body):
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def test_hmac_signature():
+def test_hmac_body_signature():
     cfg = config("""plugins:
-  hook: { plugin: webhook, config: { path: /hook, hmac_secret: "hm4c-key" } }
+  hook: { plugin: webhook, config: { path: /hook, hmac_secret: "hm4c-key", hmac_mode: hmac_body } }
   gh:
     plugin: webhook
-    config: { path: /gh, hmac_secret: "k2", signature_header: X-Hub-Signature-256 }
+    config: { path: /gh, hmac_secret: "k2", hmac_mode: hmac_body,
+              signature_header: X-Hub-Signature-256 }
 """ + SINKS + """pipelines:
   - { name: p, from: hook, to: { sink: out } }
   - { name: q, from: gh, to: { sink: out } }
@@ -228,6 +229,84 @@ def test_hmac_signature():
         h.stop()
         assert "hm4c-key" not in h.log()
     assert {e["source"] for e in events(h)} == {"hook", "gh"}
+
+
+def sign_at(secret, ts, body):
+    """The hmac mode's headers: the signature covers timestamp + "." + body."""
+    msg = str(ts).encode() + b"." + body
+    return {"X-Signature-Timestamp": str(ts),
+            "X-Signature-256": "sha256=" + hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()}
+
+
+def refusal(st, resp):
+    assert st == 401, (st, resp)
+    return json.loads(resp)["reason"]
+
+
+def test_hmac_signature_with_timestamp_refuses_replays():
+    cfg = config("""plugins:
+  hook: { plugin: webhook, config: { path: /hook, hmac_secret: "t1me-key" } }
+  slack:
+    plugin: webhook
+    config: { path: /slack, hmac_secret: "k3", timestamp_header: X-Slack-Request-Timestamp,
+              tolerance: 1m }
+""" + SINKS + """pipelines:
+  - { name: p, from: hook, to: { sink: out } }
+  - { name: q, from: slack, to: { sink: out } }
+""")
+    with Host(cfg) as h:
+        h.start()
+        port = h.http_port()
+        body = b'{"order": {"id": 8}}'
+        now = int(time.time())
+        st, _, resp = post(port, body, sign_at("t1me-key", now, body))
+        assert st == 202, resp
+        # A request captured and sent again later: authentic, but outside the 5 minute default.
+        old = sign_at("t1me-key", now - 301 - 60, body)
+        st, hd, resp = post(port, body, old)
+        why = refusal(st, resp)
+        assert "old" in why and "tolerance of 300s" in why, why
+        assert hd.get("www-authenticate") == "Signature"
+        st, _, resp = post(port, body, sign_at("t1me-key", now + 3600, body))
+        assert "in the future" in refusal(st, resp)
+        # The old timestamp with a fresh one swapped in: the signature no longer holds.
+        forged = dict(old, **{"X-Signature-Timestamp": str(now)})
+        assert "does not match" in refusal(*post(port, body, forged)[::2])
+        assert "does not match" in refusal(*post(port, body, sign_at("other", now, body))[::2])
+        assert "does not match" in refusal(
+            *post(port, body + b" ", sign_at("t1me-key", now, body))[::2])
+        body_only = {"X-Signature-256": sign("t1me-key", body)}  # a body-only signer
+        assert "timestamp" in refusal(*post(port, body, body_only)[::2])
+        for ts in ("", "12ab", "-5", "1" * 13):
+            hdrs = sign_at("t1me-key", now, body)
+            hdrs["X-Signature-Timestamp"] = ts
+            assert "unix seconds" in refusal(*post(port, body, hdrs)[::2]), ts
+        assert "signature" in refusal(*post(port, body, {})[::2])
+        # Another instance: its own timestamp header and a 1 minute tolerance.
+        hdrs = sign_at("k3", now, body)
+        hdrs["X-Slack-Request-Timestamp"] = hdrs.pop("X-Signature-Timestamp")
+        st, _, resp = post(port, body, hdrs, path="/slack")
+        assert st == 202, resp
+        hdrs = sign_at("k3", now - 200, body)
+        hdrs["X-Slack-Request-Timestamp"] = hdrs.pop("X-Signature-Timestamp")
+        assert "tolerance of 60s" in refusal(*post(port, body, hdrs, path="/slack")[::2])
+        wait_for(lambda: len(events(h)) == 2, what="2 events")
+        h.stop()
+        assert "t1me-key" not in h.log()
+    assert sorted(e["source"] for e in events(h)) == ["hook", "slack"]
+
+
+def test_hmac_mode_is_checked():
+    cfg = config("""plugins:
+  hook: { plugin: webhook, config: { path: /hook, hmac_secret: "x", hmac_mode: sha1 } }
+""" + SINKS + """pipelines:
+  - { name: p, from: hook, to: { sink: out } }
+""")
+    with Host(cfg) as h:
+        h.start(wait=False)
+        h.proc.wait(60)
+        assert h.proc.returncode != 0
+        assert "hmac_mode must be hmac" in h.log() and "not \\\"sha1\\\"" in h.log(), h.log()
 
 
 def test_malformed_json_and_content_type():

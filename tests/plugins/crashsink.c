@@ -1,8 +1,13 @@
 /* crashsink: a sink that takes the whole process down on deliveries whose payload has
- * "crash": true (abort() or SIGSEGV, by `mode`, or the payload's "crash_mode"), and otherwise
- * records every delivery as a JSON line in `file` ({"event","seq","attempt","outcome","pid"}),
- * like testsink. Before dying it records the attempt with outcome "crashing", so a test can count
- * how often each delivery brought the host down. */
+ * "crash": true, and otherwise records every delivery as a JSON line in `file`
+ * ({"event","seq","attempt","outcome","pid"}), like testsink. How it dies is `mode`, or the
+ * payload's "crash_mode": "abort" or "segv" inside deliver, or SIGSEGV (as a NULL dereference
+ * would raise it) in a callback the delivery set up: "http" (the response of a POST of the
+ * payload to `url`), "timer", "post" (posted from deliver) or "thread_post" (posted from a worker
+ * thread). Before dying it records the attempt with outcome "crashing", so a test can count how
+ * often each delivery brought the host down. A payload with "complete_twice": true is completed
+ * twice, the second time with PX_EREJECT, which the host must refuse. */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,11 +22,14 @@ typedef struct csink {
     px_plugin_ctx *ctx;
     FILE *out;
     char *mode;
+    const char *url; /* in cfg, kept by the host until destroy */
+    px_timer *timer;
 } csink;
 
 static const px_option options[] = {
     {"file", PX_OPT_STRING, PX_OPT_REQUIRED, NULL, "JSON lines of every delivery attempt"},
-    {"mode", PX_OPT_STRING, 0, "abort", "how to die: abort or segv"},
+    {"mode", PX_OPT_STRING, 0, "abort", "how to die: abort, segv, http, timer, post, thread_post"},
+    {"url", PX_OPT_STRING, 0, NULL, "where mode http posts the payload"},
     {NULL, 0, 0, NULL, NULL},
 };
 
@@ -43,6 +51,51 @@ static void record(csink *s, px_delivery *d, const char *outcome)
     json_decref(line);
 }
 
+static void die(void *arg)
+{
+    (void)arg;
+    raise(SIGSEGV);
+}
+
+static void on_response(int status, const px_http_response *resp, const char *error, void *arg)
+{
+    (void)status, (void)resp, (void)error;
+    die(arg);
+}
+
+static void *post_from_thread(void *arg)
+{
+    csink *s = arg;
+    host->post(s->ctx, die, s);
+    return NULL;
+}
+
+/* Sets up the callback that dies for mode `mode`; returns 0, or -1 for a mode that dies here. */
+static int arm(csink *s, px_delivery *d, const char *mode)
+{
+    if (strcmp(mode, "http") == 0) {
+        const char *text = host->event_payload_text(host->delivery_event(d), NULL);
+        px_http_options opt = {.size = sizeof(opt), .method = "POST", .url = s->url,
+                               .body = text, .body_len = strlen(text), .timeout_ms = 10000};
+        return host->http_request(s->ctx, &opt, on_response, s, NULL) < 0 ? -1 : 0;
+    }
+    if (strcmp(mode, "timer") == 0) {
+        return host->timer_start(s->ctx, 1, 0, die, s, &s->timer) < 0 ? -1 : 0;
+    }
+    if (strcmp(mode, "post") == 0) {
+        return host->post(s->ctx, die, s) < 0 ? -1 : 0;
+    }
+    if (strcmp(mode, "thread_post") == 0) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, post_from_thread, s) != 0) {
+            return -1;
+        }
+        pthread_detach(t);
+        return 0;
+    }
+    return -1;
+}
+
 static void cs_deliver(void *state, px_delivery *d)
 {
     csink *s = state;
@@ -56,10 +109,16 @@ static void cs_deliver(void *state, px_delivery *d)
         if (strcmp(mode, "segv") == 0) {
             raise(SIGSEGV);
         }
-        abort();
+        if (strcmp(mode, "abort") == 0 || arm(s, d, mode) < 0) {
+            abort();
+        }
+        return; /* the delivery stays open until the callback takes the process down */
     }
     record(s, d, "ok");
     host->complete(d, PX_OK, "recorded", 0);
+    if (json_is_true(json_object_get(payload, "complete_twice"))) {
+        host->complete(d, PX_EREJECT, "second answer", 0);
+    }
 }
 
 static int cs_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
@@ -78,6 +137,7 @@ static int cs_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
     }
     const char *mode = json_string_value(json_object_get(cfg, "mode"));
     s->mode = strdup(mode ? mode : "abort");
+    s->url = json_string_value(json_object_get(cfg, "url"));
     *state = s;
     return 0;
 }
@@ -85,6 +145,7 @@ static int cs_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
 static void cs_destroy(void *state)
 {
     csink *s = state;
+    host->timer_stop(s->timer);
     fclose(s->out);
     free(s->mode);
     free(s);

@@ -39,7 +39,7 @@ int main(int argc, char **argv)
         }
         char err[512] = "";
         px_plugin_lib *lib = NULL;
-        int rc = px_loader_open(argv[i], NULL, &api, &lib, err, sizeof(err));
+        int rc = px_loader_open(argv[i], NULL, &api, PX_TRUST_STRICT, &lib, err, sizeof(err));
         json_t *line = json_pack("{s:s,s:b,s:s}", "file", argv[i], "loaded", rc == 0, "error",
                                  err);
         if (rc == 0) {

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "../../host/loader.h"
 #include "test.h"
 
 static char errbuf[1024];
@@ -95,8 +96,16 @@ static void test_full_config(void)
     PX_ASSERT_STR_EQ(cfg->admin_listen, "127.0.0.1:0");
     PX_ASSERT_STR_EQ(cfg->admin_token, "s3cr3t-admin-token");
     PX_ASSERT_INT_EQ(cfg->nplugin_path, 2);
-    PX_ASSERT_STR_EQ(cfg->plugin_path[0], "./build/plugins");
+    /* A relative folder is resolved once, against the working directory. */
+    char cwd[4096];
+    PX_ASSERT(getcwd(cwd, sizeof(cwd)) != NULL);
+    char *want = px_xasprintf("%s/build/plugins", strcmp(cwd, "/") == 0 ? "" : cwd);
+    PX_ASSERT_STR_EQ(cfg->plugin_path[0], want);
+    free(want);
     PX_ASSERT_STR_EQ(cfg->plugin_path[1], "/usr/lib/plexus/plugins");
+    PX_ASSERT_STR_EQ(cfg->plugin_path_relative, "./build/plugins");
+    PX_ASSERT_INT_EQ(cfg->plugin_path_relative_at, 0);
+    PX_ASSERT_INT_EQ(cfg->plugin_trust, PX_TRUST_STRICT);
 
     PX_ASSERT_INT_EQ(cfg->ninstances, 2);
     const px_instance_conf *ez = px_config_instance(cfg, "ezzing");
@@ -201,7 +210,10 @@ static void test_defaults(void)
     PX_ASSERT(cfg->admin_listen == NULL);
     PX_ASSERT(cfg->admin_token == NULL);
     PX_ASSERT_INT_EQ(cfg->nplugin_path, 1);
-    PX_ASSERT_STR_EQ(cfg->plugin_path[0], "./plugins");
+    PX_ASSERT(cfg->plugin_path[0][0] == '/');
+    PX_ASSERT(strcmp(cfg->plugin_path[0] + strlen(cfg->plugin_path[0]) - 8, "/plugins") == 0);
+    PX_ASSERT_STR_EQ(cfg->plugin_path_relative, "./plugins");
+    PX_ASSERT_INT_EQ(cfg->plugin_path_line, 5);
     PX_ASSERT(cfg->instances[0].node == NULL);
     PX_ASSERT(json_is_object(cfg->instances[0].config));
     const px_retry_policy *r = &cfg->pipelines[0].retry;
@@ -316,6 +328,32 @@ static void test_err_top_level(void)
                "mapping");
 }
 
+/* plugin_trust parses; a relative folder is made absolute lexically, "." and ".." removed. */
+static void test_plugin_trust_and_absolute_paths(void)
+{
+    px_config *cfg = parse("version: 1\nhost:\n  plugin_trust: permissive\n"
+                           "  plugin_path: [/opt/p, /x/./y//z/../w]\n");
+    PX_ASSERT(cfg != NULL);
+    PX_ASSERT_INT_EQ(cfg->plugin_trust, PX_TRUST_PERMISSIVE);
+    PX_ASSERT_STR_EQ(cfg->plugin_path[1], "/x/./y//z/../w"); /* absolute: kept as written */
+    PX_ASSERT(cfg->plugin_path_relative == NULL);
+    px_config_destroy(cfg);
+
+    char *p = px_path_absolute("/a/./b//c/../d/");
+    PX_ASSERT_STR_EQ(p, "/a/b/d");
+    free(p);
+    p = px_path_absolute("/../..");
+    PX_ASSERT_STR_EQ(p, "/");
+    free(p);
+    char cwd[4096];
+    PX_ASSERT(getcwd(cwd, sizeof(cwd)) != NULL);
+    p = px_path_absolute("x/../y/.");
+    char *want = px_xasprintf("%s/y", strcmp(cwd, "/") == 0 ? "" : cwd);
+    PX_ASSERT_STR_EQ(p, want);
+    free(p);
+    free(want);
+}
+
 static void test_err_host(void)
 {
     EXPECT_ERR("version: 1\nhost:\n  dat_dir: x\n",
@@ -351,6 +389,8 @@ static void test_err_host(void)
     EXPECT_ERR("version: 1\nhost:\n  drain_timeout: soon\n",
                "test.yaml:3:18: host.drain_timeout: expected a duration like 250ms, 30s, 5m, 1h "
                "or 1d, got \"soon\"");
+    EXPECT_ERR("version: 1\nhost:\n  plugin_trust: lax\n",
+               "test.yaml:3:17: host.plugin_trust: expected strict or permissive, got \"lax\"");
     EXPECT_ERR("version: 1\nhost:\n  plugin_path: [a, {b: c}]\n",
                "test.yaml:3:20: host.plugin_path: expected a string or a list of strings, got a "
                "mapping");
@@ -1006,7 +1046,8 @@ static void test_admin_auth(void)
 }
 
 PX_TEST_MAIN(PX_TEST(test_full_config), PX_TEST(test_defaults), PX_TEST(test_scalar_typing),
-             PX_TEST(test_err_syntax), PX_TEST(test_err_top_level), PX_TEST(test_err_host),
+             PX_TEST(test_err_syntax), PX_TEST(test_err_top_level),
+             PX_TEST(test_plugin_trust_and_absolute_paths), PX_TEST(test_err_host),
              PX_TEST(test_err_instances), PX_TEST(test_err_pipelines), PX_TEST(test_env_expansion),
              PX_TEST(test_err_env), PX_TEST(test_aliases), PX_TEST(test_options_defaults),
              PX_TEST(test_err_options), PX_TEST(test_secret_options), PX_TEST(test_bad_default),

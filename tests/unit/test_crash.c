@@ -5,6 +5,7 @@
 #include "../../host/spool.c"
 
 #include <ftw.h>
+#include <pthread.h>
 #include <sys/wait.h>
 
 #include "test.h"
@@ -203,5 +204,59 @@ static void test_recover_charges_spool(void)
     rm_rf(dir);
 }
 
+/* A callback is charged to the delivery its plugin was handling when it set the callback up:
+ * that is the innermost frame's cause, and only when that frame is a call into the same
+ * generation. */
+static void test_cause_of_innermost_frame(void)
+{
+    int gen_a, gen_b; /* only their addresses matter */
+    PX_ASSERT(px_crash_cause(&gen_a) == 0);
+    PX_ASSERT_STR_EQ(px_crash_instance(), "");
+    px_crash_frame outer, inner, plain;
+    px_crash_enter(&outer, "deliver", "a", 7, "e7");
+    PX_ASSERT(px_crash_cause(&gen_a) == 0); /* entered without a cause */
+    px_crash_set_cause(&outer, &gen_a, 42);
+    PX_ASSERT(px_crash_cause(&gen_a) == 42);
+    PX_ASSERT(px_crash_cause(&gen_b) == 0);
+    PX_ASSERT(px_crash_cause(NULL) == 0);
+    /* a delivery to b inside a's call (a's complete pumping b's queue): b's own cause */
+    px_crash_enter(&inner, "deliver", "b", 8, "e8");
+    px_crash_set_cause(&inner, &gen_b, 43);
+    PX_ASSERT(px_crash_cause(&gen_a) == 0);
+    PX_ASSERT(px_crash_cause(&gen_b) == 43);
+    PX_ASSERT_STR_EQ(px_crash_instance(), "b");
+    px_crash_leave(&inner);
+    PX_ASSERT(px_crash_cause(&gen_a) == 42);
+    /* a frame entered again reuses nothing of an earlier use of its memory */
+    px_crash_enter(&plain, "timer", "a", 0, NULL);
+    PX_ASSERT(px_crash_cause(&gen_a) == 0);
+    px_crash_leave(&plain);
+    px_crash_leave(&outer);
+    PX_ASSERT(px_crash_cause(&gen_a) == 0);
+    PX_ASSERT_STR_EQ(px_crash_instance(), "");
+}
+
+/* Frames are per thread: a plugin's worker thread has no cause, whatever the loop is doing. */
+static void *cause_on_thread(void *arg)
+{
+    *(uint64_t *)arg = px_crash_cause(&test_cause_of_innermost_frame) + 1;
+    return NULL;
+}
+
+static void test_no_cause_on_other_threads(void)
+{
+    px_crash_frame f;
+    px_crash_enter(&f, "deliver", "a", 7, "e7");
+    px_crash_set_cause(&f, &test_cause_of_innermost_frame, 42);
+    uint64_t seen = 0;
+    pthread_t t;
+    PX_ASSERT_INT_EQ(pthread_create(&t, NULL, cause_on_thread, &seen), 0);
+    pthread_join(t, NULL);
+    PX_ASSERT(seen == 1);
+    PX_ASSERT(px_crash_cause(&test_cause_of_innermost_frame) == 42);
+    px_crash_leave(&f);
+}
+
 PX_TEST_MAIN(PX_TEST(test_handler_writes_marker), PX_TEST(test_parse_line),
-             PX_TEST(test_recover_charges_spool))
+             PX_TEST(test_recover_charges_spool), PX_TEST(test_cause_of_innermost_frame),
+             PX_TEST(test_no_cause_on_other_threads))

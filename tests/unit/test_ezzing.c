@@ -258,8 +258,8 @@ static void test_sqs_classify_and_backoff(void)
 struct px_event {
     char type[128], id[80], dedupe[128], subject[128];
     json_t *payload, *meta;
-    int64_t max_attempts, timeout_ms, backoff[8];
-    int nbackoff;
+    int64_t max_attempts, timeout_ms, backoff[8], deadline_ms;
+    int nbackoff, fail_on_timeout;
 };
 
 struct px_timer {
@@ -305,6 +305,7 @@ static struct {
     int drained;
     double unknown_count;
     int raw_set; /* event_set_raw calls */
+    int old_hints_only; /* event_set_hint refuses the hints after PX_HINT_BACKOFF_MS */
 } F;
 
 static void fake_reset(void)
@@ -364,7 +365,14 @@ static int f_event_set(px_event *ev, int field, const char *v)
 
 static int f_event_set_hint(px_event *ev, int hint, int64_t v)
 {
-    if (hint == PX_HINT_MAX_ATTEMPTS) {
+    if (hint > PX_HINT_BACKOFF_MS && F.old_hints_only) {
+        return PX_EINVAL; /* a host from before these hints */
+    }
+    if (hint == PX_HINT_DEADLINE_MS) {
+        ev->deadline_ms = v;
+    } else if (hint == PX_HINT_FAIL_ON_TIMEOUT) {
+        ev->fail_on_timeout = (int)v;
+    } else if (hint == PX_HINT_MAX_ATTEMPTS) {
         ev->max_attempts = v;
     } else if (hint == PX_HINT_TIMEOUT_MS) {
         ev->timeout_ms = v;
@@ -756,8 +764,10 @@ static void test_plugin_emits_dead_letters_and_deletes_after_persist(void)
     px_event *ev = F.outs[0].ev;
     PX_ASSERT(ev != NULL);
     PX_ASSERT_STR_EQ(ev->type, "ezzing.user_created");
-    PX_ASSERT_STR_EQ(ev->id, "19ee5546-a52a-410c-b834-32165c0280b7");
+    PX_ASSERT_STR_EQ(ev->id, "msg-0");
     PX_ASSERT_STR_EQ(ev->dedupe, "msg-0");
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(ev->meta, "uuid")),
+                     "19ee5546-a52a-410c-b834-32165c0280b7");
     PX_ASSERT_INT_EQ(ev->max_attempts, 5);
     PX_ASSERT_INT_EQ(ev->timeout_ms, 60000);
     PX_ASSERT_INT_EQ(ev->nbackoff, 0);
@@ -899,6 +909,160 @@ static void test_plugin_rejects_bad_options(void)
     fake_reset();
 }
 
+/* Starts the plugin and has its first poll receive `n` bodies: their outcomes are
+ * F.outs[0..n-1]. Returns the plugin's state, NULL when it did not start. */
+static void *emit_bodies(const char *const *bodies, size_t n)
+{
+    void *st = start_plugin(NULL);
+    if (st) {
+        char *ans = receive_answer(bodies, n);
+        answer(0, 200, ans, NULL);
+        free(ans);
+    }
+    return st;
+}
+
+static void finish_plugin(void *st)
+{
+    for (size_t i = 0; i < F.nouts; i++) {
+        F.outs[i].cb(PX_OK, F.outs[i].arg);
+    }
+    for (size_t i = 0; i < F.ncalls; i++) {
+        if (!F.calls[i].answered &&
+            strcmp(F.calls[i].target, "AmazonSQS.DeleteMessageBatch") == 0) {
+            json_t *req = call_body(i), *ok = json_array(), *entry;
+            size_t k;
+            json_array_foreach(json_object_get(req, "Entries"), k, entry) {
+                json_array_append_new(ok, json_pack("{s:O}", "Id", json_object_get(entry, "Id")));
+            }
+            json_t *ans = json_pack("{s:o}", "Successful", ok);
+            char *text = json_dumps(ans, JSON_COMPACT);
+            answer(i, 200, text, NULL);
+            free(text);
+            json_decref(ans);
+            json_decref(req);
+        }
+    }
+    desc.stop(st);
+    desc.drain(st);
+    answer_cancelled();
+    desc.destroy(st);
+    fake_reset();
+}
+
+static void test_event_id_is_the_message_id_not_the_reused_uuid(void)
+{
+    size_t len;
+    char *created = fixture("user_created", &len), *deleted = fixture("user_deleted", &len);
+    const char *bodies[] = {created, deleted};
+    void *st = emit_bodies(bodies, 2);
+    free(created);
+    free(deleted);
+    PX_ASSERT(st != NULL);
+    PX_ASSERT_INT_EQ(F.nouts, 2);
+    px_event *a = F.outs[0].ev, *b = F.outs[1].ev;
+    PX_ASSERT(a && b);
+    PX_ASSERT_STR_EQ(a->type, "ezzing.user_created");
+    PX_ASSERT_STR_EQ(b->type, "ezzing.user_deleted");
+    /* The seed gives both jobs one uuid: it stays as metadata, the ids differ. */
+    const char *ua = json_string_value(json_object_get(a->meta, "uuid"));
+    const char *ub = json_string_value(json_object_get(b->meta, "uuid"));
+    PX_ASSERT(ua && ub);
+    PX_ASSERT_STR_EQ(ua, ub);
+    PX_ASSERT_STR_EQ(ua, json_string_value(json_object_get(a->payload, "uuid")));
+    PX_ASSERT_STR_EQ(a->id, "msg-0");
+    PX_ASSERT_STR_EQ(b->id, "msg-1");
+    PX_ASSERT_STR_EQ(a->dedupe, "msg-0");
+    PX_ASSERT_STR_EQ(b->dedupe, "msg-1");
+    PX_ASSERT_STR_EQ(a->subject, "msg-0");
+    finish_plugin(st);
+}
+
+static void test_laravel_attempt_rules_become_hints(void)
+{
+    const char *bodies[] = {
+        /* 0: retryUntil replaces maxTries: no attempt cap, a deadline at the end of that second */
+        "{\"job\": \"x\", \"maxTries\": 5, \"retryUntil\": 1700000000}",
+        /* 1: maxExceptions below maxTries caps the attempts */
+        "{\"job\": \"x\", \"maxTries\": 5, \"maxExceptions\": 2}",
+        /* 2: maxExceptions still applies with retryUntil */
+        "{\"job\": \"x\", \"maxTries\": 5, \"maxExceptions\": 3, \"retryUntil\": \"1700000000\"}",
+        /* 3: maxTries below maxExceptions wins */
+        "{\"job\": \"x\", \"maxTries\": 2, \"maxExceptions\": 7, \"failOnTimeout\": false}",
+        /* 4: failOnTimeout; maxExceptions 0 fails at the first exception */
+        "{\"job\": \"x\", \"maxTries\": 0, \"maxExceptions\": 0, \"failOnTimeout\": true}",
+        /* 5: the seed's form: maxTries 5, nothing else */
+        "{\"job\": \"x\", \"maxTries\": 5, \"maxExceptions\": null, \"retryUntil\": null}",
+    };
+    void *st = emit_bodies(bodies, 6);
+    PX_ASSERT(st != NULL);
+    PX_ASSERT_INT_EQ(F.nouts, 6);
+    px_event *e[6];
+    for (size_t i = 0; i < 6; i++) {
+        e[i] = F.outs[i].ev;
+        PX_ASSERT(e[i] != NULL);
+    }
+    PX_ASSERT_INT_EQ(e[0]->max_attempts, 0);
+    PX_ASSERT_INT_EQ(e[0]->deadline_ms, 1700000000999LL);
+    PX_ASSERT_INT_EQ(e[1]->max_attempts, 2);
+    PX_ASSERT_INT_EQ(e[1]->deadline_ms, 0);
+    PX_ASSERT_INT_EQ(e[2]->max_attempts, 3);
+    PX_ASSERT_INT_EQ(e[2]->deadline_ms, 1700000000999LL);
+    PX_ASSERT_INT_EQ(e[3]->max_attempts, 2);
+    PX_ASSERT_INT_EQ(e[3]->fail_on_timeout, 0);
+    PX_ASSERT_INT_EQ(e[4]->max_attempts, 1);
+    PX_ASSERT_INT_EQ(e[4]->fail_on_timeout, 1);
+    PX_ASSERT_INT_EQ(e[5]->max_attempts, 5);
+    PX_ASSERT_INT_EQ(e[5]->deadline_ms, 0);
+    PX_ASSERT_INT_EQ(e[5]->fail_on_timeout, 0);
+    finish_plugin(st);
+
+    /* A host that does not know the new hints: the events still go, and it is said once. */
+    F.old_hints_only = 1;
+    st = start_plugin(NULL);
+    F.old_hints_only = 1;
+    char *ans = receive_answer(bodies, 6);
+    answer(0, 200, ans, NULL);
+    free(ans);
+    PX_ASSERT_INT_EQ(F.nouts, 6);
+    PX_ASSERT(F.outs[0].ev && F.outs[4].ev);
+    PX_ASSERT_INT_EQ(logs_with("this host does not apply"), 1);
+    finish_plugin(st);
+}
+
+static void test_class_based_jobs_check_what_they_carry(void)
+{
+    ez_envelope e;
+    char why[256];
+    /* Laravel's object payload: the business fields are inside the serialized command. */
+    const char *object_job =
+        "{\"uuid\": \"6f1c\", \"displayName\": \"App\\\\Jobs\\\\UserCreated\", "
+        "\"job\": \"Illuminate\\\\Queue\\\\CallQueuedHandler@call\", \"maxTries\": 5, "
+        "\"data\": {\"commandName\": \"App\\\\Jobs\\\\UserCreated\", "
+        "\"command\": \"O:20:\\\"App\\\\Jobs\\\\UserCreated\\\":1:{s:5:\\\"email\\\";}\"}}";
+    PX_ASSERT_INT_EQ(parse_str(object_job, &e, why, sizeof(why)), EZ_OK);
+    PX_ASSERT_STR_EQ(e.topic, "user_created");
+    PX_ASSERT(e.class_based);
+    PX_ASSERT_INT_EQ(ez_envelope_validate(&e, why, sizeof(why)), EZ_VALID);
+    ez_envelope_deinit(&e);
+    /* ... and one without its command is still refused, naming the field. */
+    PX_ASSERT_INT_EQ(parse_str("{\"job\": \"Illuminate\\\\Queue\\\\CallQueuedHandler@call\", "
+                               "\"data\": {\"commandName\": \"App\\\\Jobs\\\\UserDeleted\"}}",
+                               &e, why, sizeof(why)), EZ_OK);
+    PX_ASSERT_INT_EQ(ez_envelope_validate(&e, why, sizeof(why)), EZ_INVALID);
+    PX_ASSERT_STR_EQ(why, "data.command: missing");
+    ez_envelope_deinit(&e);
+    /* A string job (Queue::push('Class@method', $data)) carries its data as is: checked. */
+    PX_ASSERT_INT_EQ(parse_str("{\"job\": \"App\\\\Jobs\\\\UserCreated@handle\", "
+                               "\"displayName\": \"App\\\\Jobs\\\\UserCreated\", "
+                               "\"data\": {\"name\": \"n\"}}", &e, why, sizeof(why)), EZ_OK);
+    PX_ASSERT_STR_EQ(e.topic, "user_created");
+    PX_ASSERT(!e.class_based);
+    PX_ASSERT_INT_EQ(ez_envelope_validate(&e, why, sizeof(why)), EZ_INVALID);
+    PX_ASSERT_STR_EQ(why, "data.email: missing");
+    ez_envelope_deinit(&e);
+}
+
 PX_TEST_MAIN(PX_TEST(test_every_seed_example_parses_and_validates),
              PX_TEST(test_quirks_are_accepted),
              PX_TEST(test_missing_or_wrong_fields_are_invalid),
@@ -909,4 +1073,7 @@ PX_TEST_MAIN(PX_TEST(test_every_seed_example_parses_and_validates),
              PX_TEST(test_sqs_delete_batch_partial_failure),
              PX_TEST(test_plugin_emits_dead_letters_and_deletes_after_persist),
              PX_TEST(test_plugin_logs_once_per_health_change_and_backs_off),
-             PX_TEST(test_plugin_rejects_bad_options))
+             PX_TEST(test_plugin_rejects_bad_options),
+             PX_TEST(test_event_id_is_the_message_id_not_the_reused_uuid),
+             PX_TEST(test_laravel_attempt_rules_become_hints),
+             PX_TEST(test_class_based_jobs_check_what_they_carry))

@@ -2,7 +2,10 @@
  * loads; PX_HAS reads only what a struct's size covers. */
 #include "../../host/loader.c"
 
+#include <fcntl.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "test.h"
 
@@ -20,7 +23,7 @@ static int refused(const char *name, int rc_want, const char *n1, const char *n2
     char *file = fixture(name);
     char err[512] = "";
     px_plugin_lib *lib = NULL;
-    int rc = px_loader_open(file, NULL, &api, &lib, err, sizeof(err));
+    int rc = px_loader_open(file, NULL, &api, PX_TRUST_STRICT, &lib, err, sizeof(err));
     int ok = rc == rc_want && lib == NULL && strstr(err, file) && strchr(err, '\n') == NULL &&
              (!n1 || strstr(err, n1)) && (!n2 || strstr(err, n2)) && (!n3 || strstr(err, n3));
     if (!ok) {
@@ -35,7 +38,7 @@ static void test_loads_good_plugin(void)
     char *file = fixture("abi_ok");
     char err[512] = "";
     px_plugin_lib *lib = NULL;
-    int rc = px_loader_open(file, NULL, &api, &lib, err, sizeof(err));
+    int rc = px_loader_open(file, NULL, &api, PX_TRUST_STRICT, &lib, err, sizeof(err));
     free(file);
     PX_ASSERT_INT_EQ(rc, 0);
     PX_ASSERT(lib != NULL);
@@ -93,18 +96,90 @@ static void test_refuses_missing_callback(void)
 
 static void test_refuses_unloadable_file(void)
 {
-    char path[] = "/tmp/px-loader-XXXXXX";
-    int fd = mkstemp(path);
+    char dir[] = "/tmp/px-loader-XXXXXX"; /* /tmp itself is writable by everyone */
+    PX_ASSERT(mkdtemp(dir) != NULL);
+    char *path = px_xasprintf("%s/x.so", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
     PX_ASSERT(fd >= 0);
     PX_ASSERT(write(fd, "not an ELF file", 15) == 15);
     close(fd);
     char err[512] = "";
     px_plugin_lib *lib = NULL;
-    int rc = px_loader_open(path, "x", &api, &lib, err, sizeof(err));
+    int rc = px_loader_open(path, "x", &api, PX_TRUST_STRICT, &lib, err, sizeof(err));
     unlink(path);
+    rmdir(dir);
     PX_ASSERT_INT_EQ(rc, PX_EPLUGIN);
     PX_ASSERT_STR_HAS(err, "cannot load");
     PX_ASSERT_STR_HAS(err, path);
+    free(path);
+}
+
+/* A copy of fixture abi_ok in a new private folder dir (a mkdtemp template); stores the file in
+ * *file (owned by caller). */
+static void private_copy_of_ok(char *dir, char **file)
+{
+    PX_ASSERT(mkdtemp(dir) != NULL);
+    char *src = fixture("abi_ok");
+    char *dst = px_xasprintf("%s/abi_ok.so", dir);
+    int in = open(src, O_RDONLY), out = open(dst, O_WRONLY | O_CREAT | O_EXCL, 0755);
+    PX_ASSERT(in >= 0 && out >= 0);
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(in, buf, sizeof(buf))) > 0) {
+        PX_ASSERT(write(out, buf, (size_t)n) == n);
+    }
+    close(in);
+    close(out);
+    free(src);
+    *file = dst;
+}
+
+/* A file or folder anyone may write is refused before dlopen, with the fix in the line;
+ * permissive trust loads it and hands the refusal back as a warning. */
+static void test_trust_refuses_writable_file_and_folder(void)
+{
+    char dir[] = "/tmp/px-trust-XXXXXX";
+    char *file = NULL;
+    private_copy_of_ok(dir, &file);
+    PX_ASSERT(file != NULL);
+    char err[768] = "";
+    px_plugin_lib *lib = NULL;
+    PX_ASSERT_INT_EQ(px_loader_open(file, NULL, &api, PX_TRUST_STRICT, &lib, err, sizeof(err)), 0);
+    PX_ASSERT_STR_EQ(err, "");
+    px_loader_close(lib);
+    lib = NULL;
+
+    PX_ASSERT(chmod(file, 0777) == 0);
+    PX_ASSERT_INT_EQ(px_loader_open(file, NULL, &api, PX_TRUST_STRICT, &lib, err, sizeof(err)),
+                     PX_EPLUGIN);
+    PX_ASSERT(lib == NULL);
+    PX_ASSERT_STR_HAS(err, file);
+    PX_ASSERT_STR_HAS(err, "writable by everyone (mode 0777)");
+    PX_ASSERT_STR_HAS(err, "fix: chmod go-w");
+    PX_ASSERT(strchr(err, '\n') == NULL);
+
+    PX_ASSERT_INT_EQ(px_loader_open(file, NULL, &api, PX_TRUST_PERMISSIVE, &lib, err,
+                                    sizeof(err)), 0);
+    PX_ASSERT(lib != NULL);
+    PX_ASSERT(strncmp(err, "warning: plugin ", 16) == 0);
+    px_loader_close(lib);
+    lib = NULL;
+
+    PX_ASSERT(chmod(file, 0755) == 0 && chmod(dir, 0777) == 0);
+    PX_ASSERT_INT_EQ(px_loader_open(file, NULL, &api, PX_TRUST_STRICT, &lib, err, sizeof(err)),
+                     PX_EPLUGIN);
+    PX_ASSERT_STR_HAS(err, "plugin folder");
+    PX_ASSERT_STR_HAS(err, "writable by everyone");
+
+    if (geteuid() == 0) { /* only root can give a file away */
+        PX_ASSERT(chmod(dir, 0700) == 0 && chown(file, 65534, (gid_t)-1) == 0);
+        PX_ASSERT_INT_EQ(px_loader_open(file, NULL, &api, PX_TRUST_STRICT, &lib, err,
+                                        sizeof(err)), PX_EPLUGIN);
+        PX_ASSERT_STR_HAS(err, "owned by uid 65534");
+    }
+    unlink(file);
+    rmdir(dir);
+    free(file);
 }
 
 static void test_find_on_path(void)
@@ -133,7 +208,7 @@ static void test_scan_lists_and_refuses(void)
 {
     char *dirs[] = {PX_TEST_PLUGIN_DIR};
     scanned = scanned_refused = 0;
-    px_loader_scan(dirs, 1, &api, on_scan, NULL);
+    px_loader_scan(dirs, 1, &api, PX_TRUST_STRICT, on_scan, NULL);
     PX_ASSERT(scanned >= 3);          /* abi_ok, abi_init_fails, testsink, testsource */
     PX_ASSERT(scanned_refused >= 7);  /* every broken fixture */
 }
@@ -164,5 +239,6 @@ PX_TEST_MAIN(PX_TEST(test_loads_good_plugin), PX_TEST(test_refuses_other_major_s
              PX_TEST(test_refuses_small_struct), PX_TEST(test_refuses_other_jansson),
              PX_TEST(test_refuses_wrong_name), PX_TEST(test_refuses_missing_entry),
              PX_TEST(test_refuses_missing_callback), PX_TEST(test_refuses_unloadable_file),
+             PX_TEST(test_trust_refuses_writable_file_and_folder),
              PX_TEST(test_find_on_path), PX_TEST(test_scan_lists_and_refuses),
              PX_TEST(test_px_has_respects_size))

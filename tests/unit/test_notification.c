@@ -220,7 +220,25 @@ static void test_envelope_rejections(void)
     PX_ASSERT_STR_EQ(type, "notification.Order_Placed.v1");
 }
 
+/* The seed's queue description mentions a collection ID its payload model has no field for: the
+ * key is refused with that reason, in either form, not as a typo. */
+static void test_collection_id_is_refused_with_the_reason(void)
+{
+    const char *why = "has no collection ID field";
+    expect_reject("{\"name\":\"N\",\"to\":\"a@example.com\",\"collectionId\":\"775\"}",
+                  "with.collectionId: a NotificationQueue message has no collection ID field");
+    expect_reject("{\"name\":\"N\",\"to\":\"a@example.com\",\"collection_id\":775}", why);
+    expect_reject("{\"name\":\"N\",\"recipients\":[{\"pushId\":\"p\"}],\"collectionId\":7}",
+                  why);
+    expect_reject("{\"notification\":{\"name\":\"A\",\"collectionId\":775,"
+                  "\"recipients\":[{\"pushId\":\"p\"}]}}",
+                  "notification.collectionId: a NotificationQueue message has no collection");
+    expect_reject("{\"notification\":{\"name\":\"A\",\"recipients\":[{\"pushId\":\"p\"}]},"
+                  "\"collectionId\":775}", why);
+}
+
 PX_TEST_MAIN(PX_TEST(test_short_form_user_invite), PX_TEST(test_short_form_all_channels),
              PX_TEST(test_full_form_passes_through), PX_TEST(test_rejections_name_the_place),
              PX_TEST(test_email_check), PX_TEST(test_seed_envelopes),
-             PX_TEST(test_envelope_rejections))
+             PX_TEST(test_envelope_rejections),
+             PX_TEST(test_collection_id_is_refused_with_the_reason))

@@ -122,5 +122,23 @@ static void test_hmac_rfc4231(void)
     PX_ASSERT_STR_EQ(hex, "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
 }
 
+/* A message given in parts signs as the joined bytes (the webhook's timestamp + "." + body). */
+static void test_hmac_parts(void)
+{
+    const char *ts = "1700000000", *body = "{\"order\":{\"id\":7}}";
+    px_sha256_part parts[] = {{ts, strlen(ts)}, {".", 1}, {body, strlen(body)}};
+    uint8_t d[PX_SHA256_LEN];
+    char hex[2 * PX_SHA256_LEN + 1], joined_hex[2 * PX_SHA256_LEN + 1];
+    px_hmac_sha256_parts("whsec", 5, parts, 3, d);
+    hex_of(d, hex);
+    hmac_hex("whsec", 5, "1700000000.{\"order\":{\"id\":7}}", 29, joined_hex);
+    PX_ASSERT_STR_EQ(hex, joined_hex);
+    px_hmac_sha256_parts("Jefe", 4, NULL, 0, d); /* no parts: the empty message */
+    hex_of(d, hex);
+    hmac_hex("Jefe", 4, "", 0, joined_hex);
+    PX_ASSERT_STR_EQ(hex, joined_hex);
+}
+
 PX_TEST_MAIN(PX_TEST(test_sha256_vectors), PX_TEST(test_sha256_million_a_incremental),
-             PX_TEST(test_sha256_padding_boundaries), PX_TEST(test_hmac_rfc4231))
+             PX_TEST(test_sha256_padding_boundaries), PX_TEST(test_hmac_rfc4231),
+             PX_TEST(test_hmac_parts))

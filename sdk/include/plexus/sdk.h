@@ -90,11 +90,18 @@ enum px_event_field {
     PX_EVENT_SUBJECT = 3,    /* free text for logs and status, e.g. an upstream message id */
 };
 
-/* Delivery hints a source attaches; they can only narrow the pipeline's retry policy. */
+/* Delivery hints a source attaches; they can only narrow the pipeline's retry policy. A host
+ * that does not know a hint returns PX_EINVAL from event_set_hint (the event is still valid). */
 enum px_event_hint {
     PX_HINT_MAX_ATTEMPTS = 1, /* value: attempts, >= 1 */
     PX_HINT_TIMEOUT_MS = 2,   /* value: per-attempt timeout */
-    PX_HINT_BACKOFF_MS = 3,   /* value: appends one step to the backoff list; last repeats */
+    PX_HINT_BACKOFF_MS = 3,   /* value: appends one step to the backoff list (capped by the
+                                 pipeline's max_backoff); last repeats */
+    PX_HINT_DEADLINE_MS = 4,  /* value: unix ms after which no retry starts: a failed attempt
+                                 whose next try would start later goes to the dead letters. The
+                                 first attempt always runs. */
+    PX_HINT_FAIL_ON_TIMEOUT = 5, /* value: 1 = an attempt that times out goes to the dead letters
+                                    at once, whatever attempts are left; 0 = retried (default) */
 };
 
 /* Runs once, on the loop, after emit() (never inside it). status == PX_OK: the spool holds the
@@ -176,7 +183,8 @@ typedef struct px_host_api {
     uint32_t (*delivery_attempt)(px_delivery *d);     /* 1 for the first attempt */
     /* Finishes a delivery: PX_OK, PX_ERETRY (after retry_after_ms, 0 = policy backoff) or
      * PX_EREJECT. reason (borrowed) is kept in logs and the dead letters; on PX_OK it may carry
-     * the result, e.g. "id=1234". d is invalid after the call. */
+     * the result, e.g. "id=1234". d is invalid after the call: a second complete is refused
+     * (logged, nothing changes) and the getters return NULL. */
     void (*complete)(px_delivery *d, int status, const char *reason, uint64_t retry_after_ms);
 
     /* --- Loop services ------------------------------------------------------------------ */
