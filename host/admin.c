@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "admin_token.h"
 #include "daemon.h"
 #include "err.h"
 #include "http_server.h"
@@ -29,13 +30,22 @@
 
 #define DLQ_DEFAULT_LIMIT 1000
 #define DATA_DIR_HEADER "X-Plexus-Data-Dir"
+#define REFUSAL_LOG_MS 1000 /* at most one log line per second about refused requests */
 
 struct px_admin {
     px_daemon *d;
-    px_http_server *srv;
+    px_http_server *srv; /* owned; NULL while no listener runs */
+    char *listen;        /* the host.admin.listen srv was made for (owned; NULL = none) */
+    char *token;         /* the bearer token in force (owned; secret); NULL with auth: none */
+    size_t nretiring;    /* listeners replaced by a reload, still finishing their requests */
+    int closing;         /* px_admin_close was called: free once every listener is closed */
+    int srv_closing;     /* srv's close is under way */
     int64_t started_ms;
+    int64_t refusal_logged_ms;
+    uint64_t refusals_unlogged;
     char *data_dir;  /* realpath of the data directory, for the CLI's check (owned) */
     struct {
+        px_metric *unauthorized;
         px_metric *unrouted, *duplicate, *refused, *mapping_errors, *pending, *dead, *inflight,
             *commits, *rows, *elided, *last_batch, *max_batch, *commit_last, *commit_max, *writable,
             *queued, *write_errors, *busy, *generation, *up, *http_requests, *http_conns,
@@ -96,16 +106,40 @@ static int token_equal(const char *given, size_t glen, const char *want)
     return diff == 0;
 }
 
-/* 1 when no token is configured or the request carries it. */
-static int has_token(px_admin *a, px_http_request *req)
+/* 1 when the query string carries a credential. It is refused even beside a right header: a
+ * token in a URL ends up in proxy logs, shell history and Referer headers. */
+static int token_in_query(px_http_request *req)
 {
-    const char *token = a->d->cfg ? a->d->cfg->admin_token : NULL;
-    if (!token || !*token) {
-        return 1;
+    const char *q = px_http_req_query(req);
+    while (q && *q) {
+        const char *end = strchr(q, '&');
+        size_t len = end ? (size_t)(end - q) : strlen(q);
+        const char *eq = memchr(q, '=', len);
+        size_t klen = eq ? (size_t)(eq - q) : len;
+        if ((klen == 12 && strncasecmp(q, "access_token", 12) == 0) ||
+            (klen == 5 && strncasecmp(q, "token", 5) == 0)) {
+            return 1;
+        }
+        q = end ? end + 1 : NULL;
+    }
+    return 0;
+}
+
+/* Why req is not let through: NULL when it may go on, else "missing", "invalid" or "query". */
+static const char *refusal(px_admin *a, px_http_request *req)
+{
+    if (a->d->cfg && a->d->cfg->admin_auth == PX_ADMIN_AUTH_NONE) {
+        return NULL;
+    }
+    if (token_in_query(req)) {
+        return "query";
     }
     const char *auth = px_http_req_header(req, "Authorization");
-    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0) {
-        return 0;
+    if (!auth) {
+        return "missing";
+    }
+    if (strncasecmp(auth, "Bearer ", 7) != 0 || !a->token) {
+        return "invalid";
     }
     const char *t = auth + 7;
     while (*t == ' ') {
@@ -115,19 +149,49 @@ static int has_token(px_admin *a, px_http_request *req)
     while (len && t[len - 1] == ' ') {
         len--;
     }
-    return token_equal(t, len, token);
+    return token_equal(t, len, a->token) ? NULL : "invalid";
 }
 
-/* 0 when the request may go on; otherwise it has been answered. */
-static int gate(px_admin *a, px_http_request *req, int need_token)
+/* Counts every refusal and logs them, never what was presented, at most once a second. */
+static void note_refusal(px_admin *a, px_http_request *req, const char *why)
 {
-    int authed = has_token(a, req);
-    if (need_token && !authed) {
-        const char *auth = px_http_req_header(req, "Authorization");
+    px_series_add(px_metric_at(a->m.unauthorized, &why), 1);
+    int64_t now = px_now_ms();
+    if (a->refusal_logged_ms && now - a->refusal_logged_ms < REFUSAL_LOG_MS) {
+        a->refusals_unlogged++;
+        return;
+    }
+    PX_LOG_WARN("admin", "request refused reason=%s method=%s path=%s peer=%s "
+                "refused_unlogged=%llu", why, px_http_req_method(req), px_http_req_path(req),
+                px_http_req_remote(req), (unsigned long long)a->refusals_unlogged);
+    a->refusal_logged_ms = now;
+    a->refusals_unlogged = 0;
+}
+
+/* Who may call a route: anyone (probes), anyone when host.admin.metrics_public (/metrics), or
+ * a token holder. */
+enum access { ACCESS_OPEN, ACCESS_METRICS, ACCESS_TOKEN };
+
+/* 0 when the request may go on; otherwise it has been answered. */
+static int gate(px_admin *a, px_http_request *req, enum access access)
+{
+    const char *why = refusal(a, req);
+    int need_token = access == ACCESS_TOKEN ||
+                     (access == ACCESS_METRICS && !(a->d->cfg && a->d->cfg->admin_metrics_public));
+    if (why && (need_token || strcmp(why, "query") == 0)) {
+        note_refusal(a, req, why);
+        if (strcmp(why, "query") == 0) {
+            px_http_set_header(req, "WWW-Authenticate",
+                               "Bearer realm=\"plexus\", error=\"invalid_request\"");
+            reply_error(req, 400, "a token in the query string is refused: send it in the "
+                        "Authorization: Bearer header");
+            return -1;
+        }
+        int missing = strcmp(why, "missing") == 0;
         px_http_set_header(req, "WWW-Authenticate",
-                           auth ? "Bearer realm=\"plexus\", error=\"invalid_token\""
-                                : "Bearer realm=\"plexus\"");
-        reply_error(req, 401, auth ? "invalid token" : "a bearer token is required");
+                           missing ? "Bearer realm=\"plexus\""
+                                   : "Bearer realm=\"plexus\", error=\"invalid_token\"");
+        reply_error(req, 401, missing ? "a bearer token is required" : "invalid token");
         return -1;
     }
     /* The CLI names the data directory it means; a host serving another one says so rather
@@ -135,7 +199,7 @@ static int gate(px_admin *a, px_http_request *req, int need_token)
     const char *dir = px_http_req_header(req, DATA_DIR_HEADER);
     if (dir && strcmp(dir, a->data_dir) != 0) {
         json_t *body = json_pack("{ss}", "error", "this host serves another data_dir");
-        if (authed) {
+        if (!why) {
             json_object_set_new(body, "data_dir", json_string(a->data_dir));
         }
         reply_json(req, 421, body);
@@ -200,7 +264,7 @@ static const char *gen_state_name(int code)
 
 static void on_healthz(px_http_request *req, void *arg)
 {
-    if (gate(arg, req, 0) == 0) {
+    if (gate(arg, req, ACCESS_OPEN) == 0) {
         px_http_respond(req, 200, "text/plain; charset=utf-8", "ok\n", 3);
     }
 }
@@ -231,7 +295,7 @@ static json_t *not_ready(px_admin *a)
 static void on_readyz(px_http_request *req, void *arg)
 {
     px_admin *a = arg;
-    if (gate(a, req, 1) < 0) {
+    if (gate(a, req, ACCESS_OPEN) < 0) {
         return;
     }
     json_t *why = not_ready(a);
@@ -250,6 +314,13 @@ static void define_metrics(px_admin *a)
     a->m.field = px_metrics_family(m, PX_METRIC_COUNTER, name, help, labels, NULL, 0)
 #define G(field, name, help, labels)                                                          \
     a->m.field = px_metrics_family(m, PX_METRIC_GAUGE, name, help, labels, NULL, 0)
+    C(unauthorized, "plexus_admin_unauthorized_total",
+      "Admin API requests refused for a missing or wrong token, or one in the query string.",
+      ((const char *[]){"reason", NULL}));
+    static const char *const reasons[] = {"missing", "invalid", "query"};
+    for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++) {
+        px_metric_at(a->m.unauthorized, &reasons[i]);
+    }
     C(unrouted, "plexus_events_unrouted_total", "Events no pipeline took.", NULL);
     C(duplicate, "plexus_events_duplicate_total",
       "Events dropped as repeats of a dedupe key within the window.", NULL);
@@ -405,7 +476,7 @@ void px_admin_collect_metrics(px_admin *a)
 static void on_metrics(px_http_request *req, void *arg)
 {
     px_admin *a = arg;
-    if (gate(a, req, 1) < 0) {
+    if (gate(a, req, ACCESS_METRICS) < 0) {
         return;
     }
     px_admin_collect_metrics(a);
@@ -579,9 +650,12 @@ json_t *px_admin_status_json(px_admin *a)
                                       "connections",
                                       (json_int_t)px_http_server_connections(d->http)));
     }
-    json_object_set_new(http, "admin",
-                        json_pack("{si sI}", "port", px_http_server_port(a->srv), "connections",
-                                  (json_int_t)px_http_server_connections(a->srv)));
+    if (a->srv) {
+        json_object_set_new(http, "admin",
+                            json_pack("{si sI}", "port", px_http_server_port(a->srv),
+                                      "connections",
+                                      (json_int_t)px_http_server_connections(a->srv)));
+    }
     json_object_set_new(st, "http", http);
     return st;
 }
@@ -589,7 +663,7 @@ json_t *px_admin_status_json(px_admin *a)
 static void on_status(px_http_request *req, void *arg)
 {
     px_admin *a = arg;
-    if (gate(a, req, 1) == 0) {
+    if (gate(a, req, ACCESS_TOKEN) == 0) {
         /* Errors in it quote what plugins logged: masked like a log line. */
         json_t *st = px_admin_status_json(a);
         px_log_redact_json(st);
@@ -602,7 +676,7 @@ static void on_status(px_http_request *req, void *arg)
 static void on_dlq_list(px_http_request *req, void *arg)
 {
     px_admin *a = arg;
-    if (gate(a, req, 1) < 0) {
+    if (gate(a, req, ACCESS_TOKEN) < 0) {
         return;
     }
     char sink[256], buf[64];
@@ -628,7 +702,7 @@ static void on_dlq_list(px_http_request *req, void *arg)
 static void on_dlq_show(px_http_request *req, void *arg)
 {
     px_admin *a = arg;
-    if (gate(a, req, 1) < 0) {
+    if (gate(a, req, ACCESS_TOKEN) < 0) {
         return;
     }
     const char *path = px_http_req_path(req);
@@ -726,7 +800,7 @@ static void on_replayed(int64_t id, const char *sink, void *arg)
 /* The gate and the selection of a dead-letter write: 0, or < 0 when req was answered. */
 static int open_selection(px_admin *a, px_http_request *req, selection *sel)
 {
-    if (gate(a, req, 1) < 0) {
+    if (gate(a, req, ACCESS_TOKEN) < 0) {
         return -1;
     }
     const char *why = NULL;
@@ -789,7 +863,7 @@ static void on_dlq_purge(px_http_request *req, void *arg)
 static void on_reload(px_http_request *req, void *arg)
 {
     px_admin *a = arg;
-    if (gate(a, req, 1) < 0) {
+    if (gate(a, req, ACCESS_TOKEN) < 0) {
         return;
     }
     char inst[256];
@@ -817,35 +891,35 @@ static void on_reload(px_http_request *req, void *arg)
 
 /* --- lifecycle --------------------------------------------------------------------------- */
 
-static int is_loopback(const char *listen)
-{
-    return strncmp(listen, "127.", 4) == 0 || strncmp(listen, "[::1]", 5) == 0 ||
-           strncmp(listen, "localhost", 9) == 0;
-}
-
-int px_admin_create(px_daemon *d, px_admin **out)
+/* The token cfg asks for: host.admin.token, else the token file in data_dir (borrowed; the one
+ * the host runs on, which only a restart changes), made on first use; NULL in *out with auth:
+ * none. 0, or < 0 with one line in err. */
+static int resolve_token(const px_config *cfg, const char *data_dir, char **out, char *err,
+                         size_t errlen)
 {
     *out = NULL;
-    const px_config *cfg = d->cfg;
-    if (!cfg || !cfg->admin_listen || !*cfg->admin_listen) {
+    if (cfg->admin_auth == PX_ADMIN_AUTH_NONE) {
         return 0;
     }
-    px_http_server_options ho = {.listen = cfg->admin_listen, .max_connections = 64};
-    px_http_server *srv = NULL;
-    char herr[256];
-    int rc = px_http_server_create(d->loop, &ho, &srv, herr, sizeof(herr));
+    if (cfg->admin_token) {
+        *out = px_xstrdup(cfg->admin_token);
+        return 0;
+    }
+    int created = 0;
+    int rc = px_admin_token_load(data_dir, 1, out, &created, err, errlen);
     if (rc < 0) {
-        PX_LOG_ERR("host", "admin listener failed address=%s error=\"%s\"; running without the "
-                   "admin API", cfg->admin_listen, herr);
         return rc;
     }
-    px_admin *a = px_xcalloc(1, sizeof(*a));
-    a->d = d;
-    a->srv = srv;
-    a->started_ms = px_now_ms();
-    char real[PATH_MAX];
-    a->data_dir = px_xstrdup(realpath(cfg->data_dir, real) ? real : cfg->data_dir);
-    define_metrics(a);
+    px_log_add_secret(*out);
+    if (created) {
+        PX_LOG_INFO("host", "admin token created file=%s/%s mode=0600", data_dir,
+                    PX_ADMIN_TOKEN_FILE);
+    }
+    return 0;
+}
+
+static void add_routes(px_admin *a, px_http_server *srv)
+{
     static const struct {
         const char *method, *path;
         unsigned flags;
@@ -865,26 +939,189 @@ int px_admin_create(px_daemon *d, px_admin **out)
         px_http_server_route(srv, routes[i].method, routes[i].path, routes[i].flags,
                              routes[i].cb, a, a);
     }
-    PX_LOG_INFO("host", "admin listening address=%s port=%d", cfg->admin_listen,
-                px_http_server_port(srv));
-    if (!is_loopback(cfg->admin_listen) && !(cfg->admin_token && *cfg->admin_token)) {
-        PX_LOG_WARN("host", "admin API listens beyond loopback without host.admin.token "
-                    "address=%s", cfg->admin_listen);
+}
+
+static int bind_listener(px_daemon *d, const char *listen, px_http_server **out, char *err,
+                         size_t errlen)
+{
+    px_http_server_options ho = {.listen = listen, .max_connections = 64};
+    return px_http_server_create(d->loop, &ho, out, err, errlen);
+}
+
+/* The listening line names where the token comes from (never the token itself). */
+static void log_listening(px_admin *a, const px_config *cfg)
+{
+    const char *source = cfg->admin_auth == PX_ADMIN_AUTH_NONE ? "auth=none"
+                         : cfg->admin_token                    ? "auth=token source=config"
+                                                               : NULL;
+    if (source) {
+        PX_LOG_INFO("host", "admin listening address=%s port=%d %s", a->listen,
+                    px_http_server_port(a->srv), source);
+    } else {
+        PX_LOG_INFO("host", "admin listening address=%s port=%d auth=token source=file "
+                    "file=%s/%s", a->listen, px_http_server_port(a->srv), a->data_dir,
+                    PX_ADMIN_TOKEN_FILE);
     }
+    char warn[512];
+    if (px_config_admin_warning(cfg, warn, sizeof(warn))) {
+        PX_LOG_WARN("host", "%s", warn);
+    }
+}
+
+int px_admin_create(px_daemon *d, px_admin **out)
+{
+    *out = NULL;
+    const px_config *cfg = d->cfg;
+    if (!cfg) {
+        return 0;
+    }
+    px_admin *a = px_xcalloc(1, sizeof(*a));
+    a->d = d;
+    a->started_ms = px_now_ms();
+    char real[PATH_MAX];
+    a->data_dir = px_xstrdup(realpath(cfg->data_dir, real) ? real : cfg->data_dir);
+    define_metrics(a);
     *out = a;
+    if (!cfg->admin_listen || !*cfg->admin_listen) {
+        return 0;
+    }
+    a->listen = px_xstrdup(cfg->admin_listen);
+    char err[1024];
+    int rc = resolve_token(cfg, cfg->data_dir, &a->token, err, sizeof(err));
+    if (rc < 0) {
+        PX_LOG_ERR("host", "admin API not started: %s", err);
+        return rc;
+    }
+    rc = bind_listener(d, cfg->admin_listen, &a->srv, err, sizeof(err));
+    if (rc < 0) {
+        PX_LOG_ERR("host", "admin listener failed address=%s error=\"%s\"; running without the "
+                   "admin API", cfg->admin_listen, err);
+        return rc;
+    }
+    add_routes(a, a->srv);
+    log_listening(a, cfg);
     return 0;
 }
 
 int px_admin_port(const px_admin *a)
 {
-    return a ? px_http_server_port(a->srv) : 0;
+    return a && a->srv ? px_http_server_port(a->srv) : 0;
+}
+
+struct px_admin_change {
+    char *token;          /* owned */
+    int rebind;           /* the listener changes (to srv, or to none) */
+    char *listen;         /* owned; NULL = none */
+    px_http_server *srv;  /* owned until committed */
+};
+
+static int same_listen(const char *x, const char *y)
+{
+    return strcmp(x ? x : "", y ? y : "") == 0;
+}
+
+int px_admin_prepare(px_admin *a, const px_config *ncfg, px_admin_change **out, char *err,
+                     size_t errlen)
+{
+    *out = NULL;
+    if (!a) {
+        return 0;
+    }
+    const char *listen = ncfg->admin_listen && *ncfg->admin_listen ? ncfg->admin_listen : NULL;
+    px_admin_change *ch = px_xcalloc(1, sizeof(*ch));
+    char e[768];
+    int rc = listen ? resolve_token(ncfg, a->d->cfg->data_dir, &ch->token, e, sizeof(e)) : 0;
+    if (rc < 0) {
+        snprintf(err, errlen, "admin token: %s", e);
+        px_admin_abort(ch);
+        return rc;
+    }
+    int changed = !same_listen(listen, a->listen);
+    if (changed || (listen && !a->srv)) {
+        ch->rebind = 1;
+        ch->listen = listen ? px_xstrdup(listen) : NULL;
+        rc = listen ? bind_listener(a->d, listen, &ch->srv, e, sizeof(e)) : 0;
+        if (rc < 0 && changed) {
+            snprintf(err, errlen, "host.admin.listen %s: %s; the admin API stays at %s (a "
+                     "restart applies an address the running listener holds)", listen, e,
+                     a->listen && a->srv ? a->listen : "none");
+            px_admin_abort(ch);
+            return PX_ECONFIG;
+        }
+        if (rc < 0) {
+            PX_LOG_WARN("reload", "admin listener still failing address=%s error=\"%s\"",
+                        listen, e);
+            ch->rebind = 0;
+        }
+    }
+    *out = ch;
+    return 0;
+}
+
+void px_admin_abort(px_admin_change *ch)
+{
+    if (!ch) {
+        return;
+    }
+    px_http_server_close(ch->srv, NULL, NULL);
+    free(ch->listen);
+    free(ch->token);
+    free(ch);
+}
+
+static void admin_free(px_admin *a)
+{
+    free(a->data_dir);
+    free(a->listen);
+    free(a->token);
+    free(a);
+}
+
+static void on_retired_closed(void *arg)
+{
+    px_admin *a = arg;
+    a->nretiring--;
+    if (a->closing && !a->srv_closing && a->nretiring == 0) {
+        admin_free(a);
+    }
+}
+
+void px_admin_commit(px_admin *a, px_admin_change *ch)
+{
+    if (!a || !ch) {
+        return;
+    }
+    free(a->token);
+    a->token = ch->token;
+    ch->token = NULL;
+    if (ch->rebind) {
+        if (a->srv) {
+            /* The old listener stops accepting now; requests it took are answered first. */
+            PX_LOG_INFO("host", "admin listener closing address=%s port=%d", a->listen,
+                        px_http_server_port(a->srv));
+            a->nretiring++;
+            px_http_server_retire(a->srv, on_retired_closed, a);
+        }
+        a->srv = ch->srv;
+        ch->srv = NULL;
+        free(a->listen);
+        a->listen = ch->listen;
+        ch->listen = NULL;
+        if (a->srv) {
+            add_routes(a, a->srv);
+            log_listening(a, a->d->cfg);
+        }
+    }
+    px_admin_abort(ch);
 }
 
 static void on_srv_closed(void *arg)
 {
     px_admin *a = arg;
-    free(a->data_dir);
-    free(a);
+    a->srv_closing = 0;
+    if (a->nretiring == 0) {
+        admin_free(a);
+    }
 }
 
 void px_admin_close(px_admin *a)
@@ -892,5 +1129,13 @@ void px_admin_close(px_admin *a)
     if (!a) {
         return;
     }
-    px_http_server_close(a->srv, on_srv_closed, a);
+    a->closing = 1;
+    if (!a->srv) {
+        on_srv_closed(a);
+        return;
+    }
+    a->srv_closing = 1;
+    px_http_server *srv = a->srv;
+    a->srv = NULL;
+    px_http_server_close(srv, on_srv_closed, a);
 }

@@ -13,6 +13,7 @@
 #include <curl/curl.h>
 #include <uv.h>
 
+#include "admin_token.h"
 #include "config.h"
 #include "err.h"
 #include "mem.h"
@@ -21,6 +22,8 @@ struct px_cli_admin {
     char *base;      /* "http://127.0.0.1:8081", or NULL when there is no address to call */
     char *why_none;  /* why base is NULL (owned) */
     char *token;     /* owned, or NULL */
+    char *no_token;  /* why there is no token to send (owned; NULL when there is one or none is
+                        needed), told when the host answers 401 */
     char *data_dir;  /* resolved data directory (owned) */
     int check_dir;   /* send data_dir: the host must serve it (not with an explicit --admin) */
     CURL *curl;
@@ -31,8 +34,9 @@ static const char *usage_status =
     "\n"
     "Prints the running host's status: instances (plugin, version, generation, state), pipelines,\n"
     "spool and dead-letter figures, delivery counts. It asks the admin API at FILE's\n"
-    "host.admin.listen (default 127.0.0.1:8081) with host.admin.token, and refuses an answer\n"
-    "from a host that serves another data_dir than FILE's.\n"
+    "host.admin.listen (default 127.0.0.1:8081) with host.admin.token, or without one with the\n"
+    "token the host keeps in FILE's data_dir/admin.token, and refuses an answer from a host\n"
+    "that serves another data_dir than FILE's.\n"
     "  -c, --config FILE   configuration file (default etc/plexus.yaml)\n"
     "  --admin ADDR        ask the host at HOST:PORT or http://HOST:PORT instead, whatever its\n"
     "                      data_dir (also $PLEXUS_ADMIN, which keeps the data_dir check)\n"
@@ -76,6 +80,23 @@ static char *base_from_listen(const char *listen, char **why)
     return px_xasprintf("http://%s:%s", host, colon + 1);
 }
 
+/* host.admin.token, else the token file the host made in the config's data_dir. Without one, a
+ * request goes out bare, and a 401 tells why there was no token. */
+static void load_token(px_cli_admin *c, const px_config *cfg)
+{
+    if (cfg->admin_token) {
+        c->token = px_xstrdup(cfg->admin_token);
+        return;
+    }
+    if (cfg->admin_auth == PX_ADMIN_AUTH_NONE) {
+        return;
+    }
+    char err[768];
+    if (px_admin_token_load(c->data_dir, 0, &c->token, NULL, err, sizeof(err)) < 0) {
+        c->no_token = px_xstrdup(err);
+    }
+}
+
 int px_cli_admin_open(const char *config, const char *addr, px_cli_admin **out)
 {
     px_config *cfg = NULL;
@@ -104,9 +125,9 @@ int px_cli_admin_open(const char *config, const char *addr, px_cli_admin **out)
     } else {
         c->why_none = px_xstrdup("the admin API is disabled (host.admin.listen is null)");
     }
-    c->token = cfg->admin_token ? px_xstrdup(cfg->admin_token) : NULL;
     char real[PATH_MAX];
     c->data_dir = px_xstrdup(realpath(cfg->data_dir, real) ? real : cfg->data_dir);
+    load_token(c, cfg);
     px_config_destroy(cfg);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     c->curl = curl_easy_init();
@@ -126,6 +147,7 @@ void px_cli_admin_close(px_cli_admin *c)
     free(c->base);
     free(c->why_none);
     free(c->token);
+    free(c->no_token);
     free(c->data_dir);
     free(c);
 }
@@ -220,9 +242,13 @@ int px_cli_admin_call(px_cli_admin *c, const char *method, const char *path, con
 static void print_refusal(px_cli_admin *c, long status, const json_t *body)
 {
     const char *msg = json_string_value(json_object_get(body, "error"));
-    if (status == 401) {
+    if (status == 401 && c->no_token) {
+        fprintf(stderr, "plexus: the admin API at %s refused the request (401): no token to "
+                "send: %s\n", c->base, c->no_token);
+    } else if (status == 401) {
         fprintf(stderr, "plexus: the admin API at %s refused the request (401): %s; check "
-                "host.admin.token\n", c->base, msg ? msg : "unauthorized");
+                "host.admin.token, or %s/%s when the config sets none\n", c->base,
+                msg ? msg : "unauthorized", c->data_dir, PX_ADMIN_TOKEN_FILE);
     } else if (status == 421) {
         const char *dir = json_string_value(json_object_get(body, "data_dir"));
         fprintf(stderr, "plexus: the host at %s serves data_dir %s, not %s\n", c->base,

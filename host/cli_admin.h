@@ -1,6 +1,7 @@
 /* The command line's side of the admin API: `plexus status`, `plexus reload`, and the calls
  * `plexus dlq` makes when a host is running. Blocking libcurl requests to the address in the
- * config's host.admin.listen (or --admin / $PLEXUS_ADMIN), with its token. CLI process only. */
+ * config's host.admin.listen (or --admin / $PLEXUS_ADMIN), with host.admin.token or else the token
+ * file in the config's data_dir (admin_token.h). CLI process only. */
 #ifndef PX_CLI_ADMIN_H
 #define PX_CLI_ADMIN_H
 

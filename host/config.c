@@ -13,6 +13,7 @@
 
 #include <yaml.h>
 
+#include "admin_token.h"
 #include "err.h"
 #include "fsutil.h"
 #include "log.h"
@@ -1392,6 +1393,81 @@ static int get_listen(cctx *c, const px_ynode *n, const char *what, char **out)
     return 0;
 }
 
+int px_listen_is_loopback(const char *listen)
+{
+    char host[64];
+    unsigned char addr[16];
+    if (listen[0] == '[') {
+        const char *close = strchr(listen, ']');
+        if (!close || (size_t)(close - listen - 1) >= sizeof(host)) {
+            return 0;
+        }
+        snprintf(host, sizeof(host), "%.*s", (int)(close - listen - 1), listen + 1);
+        if (inet_pton(AF_INET6, host, addr) != 1) {
+            return 0;
+        }
+        static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(addr, v4mapped, sizeof(v4mapped)) == 0) {
+            return addr[12] == 127;
+        }
+        static const unsigned char one[16] = {[15] = 1};
+        return memcmp(addr, one, sizeof(one)) == 0;
+    }
+    const char *colon = strrchr(listen, ':');
+    if (!colon || (size_t)(colon - listen) >= sizeof(host)) {
+        return 0;
+    }
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - listen), listen);
+    return inet_pton(AF_INET, host, addr) == 1 && addr[0] == 127;
+}
+
+/* Turning authentication off is said in so many words, and only where no one else can reach. */
+static int check_admin_auth(cctx *c, const px_config *cfg, const px_ynode *admin)
+{
+    const px_ynode *tok = map_get(admin, "token");
+    if (cfg->admin_token && !px_admin_token_valid(cfg->admin_token)) {
+        return fail(c, tok, "host.admin.token: not usable as a bearer token (value not shown: "
+                    "secret): use 1 to 512 letters, digits or - . _ ~ + / (= at the end)");
+    }
+    if (cfg->admin_auth != PX_ADMIN_AUTH_NONE) {
+        return 0;
+    }
+    if (cfg->admin_token) {
+        return fail(c, tok, "host.admin.token: set while host.admin.auth is none; remove one of "
+                    "them");
+    }
+    if (cfg->admin_listen && !px_listen_is_loopback(cfg->admin_listen)) {
+        return fail(c, map_get(admin, "auth"),
+                    "host.admin.auth: none is refused with host.admin.listen %s, beyond "
+                    "loopback: anyone reaching it could read, replay and purge dead letters; "
+                    "keep auth: token (the default) or listen on 127.0.0.1",
+                    cfg->admin_listen);
+    }
+    return 0;
+}
+
+int px_config_admin_warning(const px_config *cfg, char *buf, size_t len)
+{
+    const char *listen = cfg->admin_listen;
+    if (!listen || !*listen) {
+        return 0;
+    }
+    int line = cfg->admin_line ? cfg->admin_line : 1, col = cfg->admin_col ? cfg->admin_col : 1;
+    if (cfg->admin_auth == PX_ADMIN_AUTH_NONE) {
+        snprintf(buf, len, "%s:%d:%d: warning: host.admin.auth is none: every local user can "
+                 "read, replay and purge dead letters and reload the host through %s", cfg->path,
+                 line, col, listen);
+        return 1;
+    }
+    if (!px_listen_is_loopback(listen)) {
+        snprintf(buf, len, "%s:%d:%d: warning: host.admin.listen %s is beyond loopback: the "
+                 "admin token crosses the network in clear text unless TLS is terminated in "
+                 "front (see docs/operations.md, Security)", cfg->path, line, col, listen);
+        return 1;
+    }
+    return 0;
+}
+
 /* Makes each relative plugin_path folder absolute against the working directory, once, so that
  * what the host loads never depends on a later chdir; remembers the first one as written for
  * `check` and the start-up log. */
@@ -1429,7 +1505,8 @@ static int parse_host(cctx *c, px_config *cfg, const px_ynode *h)
     static const char *const log_keys[] = {"level", "format"};
     static const char *const http_keys[] = {"listen", "max_body", "max_connections",
                                             "request_timeout"};
-    static const char *const admin_keys[] = {"listen", "token"};
+    static const char *const admin_keys[] = {"listen", "token", "auth", "metrics_public"};
+    static const char *const auths[] = {"token", "none", NULL};
     static const char *const durabilities[] = {"normal", "fsync", NULL};
     static const char *const levels[] = {"error", "warn", "info", "debug", NULL};
     static const char *const formats[] = {"auto", "json", "text", NULL};
@@ -1538,12 +1615,22 @@ static int parse_host(cctx *c, px_config *cfg, const px_ynode *h)
                              &cfg->admin_listen)) < 0 ||
             (rc = get_string(c, map_get(admin, "token"), "host.admin.token", 1,
                              &cfg->admin_token)) < 0 ||
-            (rc = check_secret_length(c, map_get(admin, "token"), "host.admin.token")) < 0) {
+            (rc = check_secret_length(c, map_get(admin, "token"), "host.admin.token")) < 0 ||
+            (rc = get_enum(c, map_get(admin, "auth"), "host.admin.auth", auths,
+                           &cfg->admin_auth)) < 0 ||
+            (rc = get_enum(c, map_get(admin, "metrics_public"), "host.admin.metrics_public",
+                           bools, &cfg->admin_metrics_public)) < 0) {
             return rc;
         }
         if (cfg->admin_token && !cfg->admin_token[0]) {
             free(cfg->admin_token);
             cfg->admin_token = NULL;
+        }
+        const px_ynode *at = map_get(admin, "listen") ? map_get(admin, "listen") : admin;
+        cfg->admin_line = at->line;
+        cfg->admin_col = at->col;
+        if ((rc = check_admin_auth(c, cfg, admin)) < 0) {
+            return rc;
         }
     }
     return 0;

@@ -15,6 +15,7 @@
 typedef struct px_ynode px_ynode; /* parsed YAML node with its marks; private to config.c */
 
 enum px_durability { PX_DURABILITY_NORMAL = 0, PX_DURABILITY_FSYNC = 1 };
+enum px_admin_auth { PX_ADMIN_AUTH_TOKEN = 0, PX_ADMIN_AUTH_NONE = 1 };
 
 typedef struct px_retry_policy {
     uint32_t attempts;       /* total attempts incl. the first; default 10 */
@@ -76,7 +77,10 @@ typedef struct px_config {
     uint32_t http_max_conns; /* default 1024 */
     uint64_t http_request_timeout_ms; /* `http.request_timeout:`, whole request in, default 30s */
     char *admin_listen;      /* default "127.0.0.1:8081"; NULL/"" = none */
-    char *admin_token;       /* NULL = no token (secret) */
+    char *admin_token;       /* NULL = the token file data_dir/admin.token (secret) */
+    int admin_auth;          /* enum px_admin_auth; `host.admin.auth: token|none` */
+    int admin_metrics_public; /* `host.admin.metrics_public: true`: /metrics without a token */
+    int admin_line, admin_col; /* where host.admin.listen (else host.admin) is, for messages */
     char **plugin_path;      /* `plugin_path:` (a string or a list), each folder absolute: a
                               * relative one is resolved once, when the file is read, against the
                               * working directory; absent => NULL, 0 */
@@ -128,6 +132,15 @@ int px_config_options(const px_config *cfg, const px_instance_conf *inst,
 /* Where instance inst's option `option` (borrowed) is written, for messages about its value: the
  * value's line and column, else (not written, no marks) the instance's. */
 void px_config_option_mark(const px_instance_conf *inst, const char *option, int *line, int *col);
+
+/* 1 when `listen` (borrowed; "127.0.0.1:8081", "[::1]:8081") is a loopback address. */
+int px_listen_is_loopback(const char *listen);
+
+/* The warning `plexus check` prints and the host logs about the admin API of cfg: a listener
+ * beyond loopback (the token crosses the network in clear text unless TLS is terminated in
+ * front), or authentication turned off. Returns 1 with one "file:line:column: warning: ..." line
+ * in buf, or 0 when there is nothing to say. */
+int px_config_admin_warning(const px_config *cfg, char *buf, size_t len);
 
 /* Finds an instance by name; borrowed pointer or NULL. */
 const px_instance_conf *px_config_instance(const px_config *cfg, const char *name);

@@ -42,7 +42,7 @@ struct px_daemon {
     px_dispatch *dispatch;      /* owned */
     struct px_http_server *http;   /* owned: plugin routes; NULL without host.http.listen */
     struct px_http_client *client; /* owned: plugins' outgoing requests */
-    struct px_admin *admin;        /* owned: admin API; NULL without host.admin.listen */
+    struct px_admin *admin;        /* owned: admin API (its listener may be absent) */
     px_instance **instances;    /* owned */
     size_t ninstances;
     px_host_api api;            /* the table handed to plugins */

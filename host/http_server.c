@@ -1465,7 +1465,9 @@ static void on_close_timeout(uv_timer_t *t)
     }
 }
 
-void px_http_server_close(px_http_server *srv, px_http_server_close_cb cb, void *arg)
+/* keep_partial: a request whose first bytes arrived may finish arriving (see retire). */
+static void server_close(px_http_server *srv, px_http_server_close_cb cb, void *arg,
+                         int keep_partial)
 {
     if (!srv || srv->closing) {
         return;
@@ -1476,10 +1478,22 @@ void px_http_server_close(px_http_server *srv, px_http_server_close_cb cb, void 
     uv_close((uv_handle_t *)&srv->listener, on_listener_closed);
     for (conn *c = srv->conns, *next; c; c = next) {
         next = c->next;
-        if (!c->closing && c->handles && c->state != CS_HANDLER && c->state != CS_WRITING) {
+        int partial = c->state == CS_HEAD || c->state == CS_BODY;
+        if (!c->closing && c->handles && c->state != CS_HANDLER && c->state != CS_WRITING &&
+            !(keep_partial && partial)) {
             conn_close(c);
         }
     }
     uv_timer_start(&srv->close_timer, on_close_timeout, srv->opt.shutdown_timeout_ms, 0);
     server_maybe_finish(srv);
+}
+
+void px_http_server_close(px_http_server *srv, px_http_server_close_cb cb, void *arg)
+{
+    server_close(srv, cb, arg, 0);
+}
+
+void px_http_server_retire(px_http_server *srv, px_http_server_close_cb cb, void *arg)
+{
+    server_close(srv, cb, arg, 1);
 }

@@ -90,6 +90,11 @@ size_t px_http_server_connections(const px_http_server *srv);
 typedef void (*px_http_server_close_cb)(void *arg);
 void px_http_server_close(px_http_server *srv, px_http_server_close_cb cb, void *arg);
 
+/* As px_http_server_close, for a listener another one replaces (a reload moving an address):
+ * a request whose first bytes have arrived may also finish arriving and is answered (with
+ * "Connection: close"), within its request timeout and shutdown_timeout_ms. */
+void px_http_server_retire(px_http_server *srv, px_http_server_close_cb cb, void *arg);
+
 /* --- Requests: exactly the SDK's px_host_api signatures (see <plexus/sdk.h>) -------------------
  * A request is valid from its handler call until px_http_respond on it, even if the client has
  * disconnected meanwhile. Every string returned is valid until then. */

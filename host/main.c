@@ -63,8 +63,8 @@ static const char *usage_check =
     "Validates configuration FILE (default " DEFAULT_CONFIG "): YAML, host keys, pipelines, and\n"
     "each instance's plugin (found, trusted, ABI compatible) and options. Starts nothing.\n"
     "Exit status 0 when valid, 78 with one 'file:line:column: message' line when not;\n"
-    "warnings (a relative plugin_path, untrusted files under plugin_trust: permissive) go to\n"
-    "stderr and keep status 0.\n";
+    "warnings (a relative plugin_path, untrusted files under plugin_trust: permissive, an admin\n"
+    "API beyond loopback or without authentication) go to stderr and keep status 0.\n";
 
 static const char *usage_plugins =
     "usage: plexus plugins [-c FILE] [-p DIR]... [--describe NAME]\n"
@@ -277,6 +277,10 @@ static int cmd_check(const cli *c)
         return EXIT_CONFIG;
     }
     warn_relative_plugin_path(cfg);
+    char warn[512];
+    if (px_config_admin_warning(cfg, warn, sizeof(warn))) {
+        fprintf(stderr, "%s\n", warn);
+    }
     printf("%s: ok (%zu plugin instances, %zu pipelines)\n", path, cfg->ninstances,
            cfg->npipelines);
     px_router_destroy(router);

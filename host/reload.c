@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "admin.h"
 #include "clock.h"
 #include "daemon.h"
 #include "err.h"
@@ -278,6 +279,11 @@ static int reload_config(px_daemon *d, char *err, size_t errlen)
             set_failure(p->inst, err); /* status shows why it still runs the old generation */
         }
     }
+    /* The admin token and address are applied, or the reload is refused: never ignored. */
+    px_admin_change *admin_change = NULL;
+    if (rc == 0) {
+        rc = px_admin_prepare(d->admin, ncfg, &admin_change, err, errlen);
+    }
     if (rc < 0) {
         for (size_t i = 0; i < nplan; i++) {
             if (!plan[i].ng) {
@@ -370,6 +376,7 @@ static int reload_config(px_daemon *d, char *err, size_t errlen)
         }
     }
     d->cfg = ncfg;
+    px_admin_commit(d->admin, admin_change);
     px_config_destroy(old);
     px_dispatch_pump_all(d->dispatch);
     plan_free(plan, nplan);

@@ -81,14 +81,16 @@ class Host:
             f.write(text)
         os.replace(self.config + ".new", self.config)
 
-    def start(self, wait=True, env=None, args=()):
+    def start(self, wait=True, env=None, args=(), prefix=()):
+        """prefix: a command that runs plexus (e.g. ["ip", "netns", "exec", NAME])."""
         e = dict(os.environ)
         e.update(env or {})
         self.logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([PLEXUS, "run", "-c", self.config, "--log-format", "json",
-                                     *args], stdout=self.logf, stderr=self.logf, env=e)
+        before = self.logf.tell()  # a restart appends: wait for this run's line
+        self.proc = subprocess.Popen([*prefix, PLEXUS, "run", "-c", self.config, "--log-format",
+                                      "json", *args], stdout=self.logf, stderr=self.logf, env=e)
         if wait:
-            wait_for(lambda: "\"started" in self.log() or self.proc.poll() is not None,
+            wait_for(lambda: "\"started" in self.log()[before:] or self.proc.poll() is not None,
                      what="host start")
             if self.proc.poll() is not None:
                 raise AssertionError(f"host exited with {self.proc.returncode}:\n{self.log()}")
@@ -102,10 +104,35 @@ class Host:
         return int(m.group(1))
 
     def admin_port(self):
+        """The port of the admin listener serving now (the latest one after a reload)."""
         import re
-        m = re.search(r"admin listening address=\S+ port=(\d+)", self.log())
+        m = re.findall(r"admin listening address=\S+ port=(\d+)", self.log())
         assert m, "no admin listener in the log"
-        return int(m.group(1))
+        return int(m[-1])
+
+    def admin_token(self):
+        """The admin API's bearer token when the host took it from its token file
+        (data_dir/admin.token, named in the start-up log); None when the config sets
+        host.admin.token (the test knows it) or host.admin.auth: none."""
+        import re
+        m = re.findall(r"admin listening address=\S+ port=\d+ auth=(\w+)(?: source=(\w+))?"
+                       r"(?: file=([^\s\"]+))?", self.log())
+        assert m, "no admin listener in the log"
+        auth, source, path = m[-1]
+        if auth != "token" or source != "file":
+            return None
+        with open(path) as f:
+            return f.read().strip()
+
+    def admin_request(self, method, path, token=None, body=None, headers=None):
+        """A urllib request to the admin API with the bearer token (token, else admin_token())."""
+        import urllib.request
+        token = token or self.admin_token()
+        h = dict(headers or {})
+        if token:
+            h["Authorization"] = "Bearer " + token
+        return urllib.request.Request(f"http://127.0.0.1:{self.admin_port()}{path}",
+                                      data=body, headers=h, method=method)
 
     def log(self):
         with open(self.log_path, errors="replace") as f:

@@ -11,7 +11,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 
+import harness
 from harness import Host, plexus, read_jsonl, run_all, wait_for
 
 TOKEN = "adm-t0ken-4f9c2e"
@@ -24,6 +26,24 @@ host:
   admin: { listen: "@ADMIN@", token: "%s" }
 """ % TOKEN
 
+# No token in the configuration: the host makes data_dir/admin.token.
+FILE_BASE = """version: 1
+host:
+  data_dir: @TMP@/var
+  plugin_path: [@TEST_PLUGINS@, @PLUGINS@]
+  drain_timeout: 3s
+  admin: { listen: "@ADMIN@"@ADMIN_MORE@ }
+plugins:
+  src: { plugin: testsource, config: { count: 2 } }
+  out: { plugin: testsink, config: { file: "@TMP@/out.jsonl", fail: reject } }
+pipelines:
+  - { name: p, from: src, to: { sink: out } }
+"""
+
+PROTECTED = [("GET", "/metrics"), ("GET", "/admin/status"), ("GET", "/admin/dlq"),
+             ("GET", "/admin/dlq/1"), ("POST", "/admin/dlq/replay"),
+             ("POST", "/admin/dlq/purge"), ("POST", "/admin/reload")]
+
 
 def free_port():
     with socket.socket() as s:
@@ -33,6 +53,27 @@ def free_port():
 
 def config(body, admin="127.0.0.1:0"):
     return (BASE + body).replace("@ADMIN@", admin)
+
+
+def file_config(admin="127.0.0.1:0", more=""):
+    return FILE_BASE.replace("@ADMIN@", admin).replace("@ADMIN_MORE@", more)
+
+
+def unauthorized(port, token, reason):
+    """plexus_admin_unauthorized_total{reason}."""
+    return sample(scrape_with(port, token)[1], "plexus_admin_unauthorized_total", reason=reason)
+
+
+def scrape_with(port, token):
+    st, _, text = call(port, "GET", "/metrics", token=token)
+    assert st == 200, (st, text)
+    return text, check_exposition(text)
+
+
+def netns_available():
+    """A network namespace can be made here (root and iproute2): the test that needs one must
+    then run, not skip."""
+    return os.geteuid() == 0 and shutil.which("ip") is not None
 
 
 def call(port, method, path, token=TOKEN, body=None, headers=None):
@@ -251,7 +292,7 @@ def test_checker_rejects_bad_expositions():
         raise AssertionError("checker accepted:\n" + text)
 
 
-def test_token_required_except_healthz():
+def test_token_required_except_healthz_and_readyz():
     cfg = config("""
 plugins:
   src: { plugin: testsource, config: { count: 0 } }
@@ -264,7 +305,9 @@ pipelines:
         port = h.admin_port()
         st, _, body = call(port, "GET", "/healthz", token=None)
         assert (st, body) == (200, "ok\n")
-        endpoints = [("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/admin/status"),
+        st, _, body = call(port, "GET", "/readyz", token="nope")
+        assert st == 200 and json.loads(body)["ready"] is True, (st, body)
+        endpoints = [("GET", "/metrics"), ("GET", "/admin/status"),
                      ("GET", "/admin/dlq"), ("GET", "/admin/dlq/1"),
                      ("POST", "/admin/dlq/replay"), ("POST", "/admin/dlq/purge"),
                      ("POST", "/admin/reload")]
@@ -774,6 +817,315 @@ pipelines:
         assert r.returncode == 0 and "no dead letters" in r.stdout, r.stderr
         r = plexus("status", "-c", h.config)
         assert r.returncode == 1 and "disabled" in r.stderr, r.stderr
+        assert h.stop() == 0
+
+
+# --- authentication, as an attacker would try it --------------------------------------------
+
+def test_no_token_is_refused_on_every_route_but_the_probes():
+    with Host(file_config()) as h:
+        h.start()
+        port = h.admin_port()
+        token = h.admin_token()
+        assert re.fullmatch(r"[0-9a-f]{64}", token), "token file: 32 random bytes in hex"
+        for method, path in [("GET", "/healthz"), ("GET", "/readyz")]:
+            st, _, body = call(port, method, path, token=None)
+            assert st == 200, (path, st, body)
+        for method, path in PROTECTED:
+            body = {"all": True} if method == "POST" else None
+            st, hdrs, text = call(port, method, path, token=None, body=body)
+            assert st == 401, (method, path, st, text)
+            assert hdrs.get("www-authenticate", "").startswith("Bearer realm="), hdrs
+            assert json.loads(text)["error"]
+        # The file token opens them.
+        assert call(port, "GET", "/admin/status", token=token)[0] == 200
+        assert unauthorized(port, token, "missing") == len(PROTECTED)
+        assert h.stop() == 0
+
+
+def test_wrong_token_is_counted_and_never_logged():
+    guesses = ["Gu3ss-0ne-" + "a" * 54, "wr0ng-t0ken-zz9", "x"]
+    with Host(file_config()) as h:
+        h.start()
+        port = h.admin_port()
+        token = h.admin_token()
+        for g in guesses + [token[:-1], token + "0", token.upper()]:
+            st, hdrs, text = call(port, "GET", "/admin/status", token=g)
+            assert st == 401, (g, st)
+            assert 'error="invalid_token"' in hdrs["www-authenticate"], hdrs
+        st, _, _ = call(port, "POST", "/admin/dlq/purge", token=None, body={"all": True},
+                        headers={"Authorization": "Basic " + token})
+        assert st == 401
+        assert unauthorized(port, token, "invalid") == len(guesses) + 4
+        assert "request refused reason=invalid method=GET path=/admin/status" in h.log()
+        assert h.stop() == 0
+        log = h.log()
+        for g in guesses[:2]:
+            assert g not in log, "a presented token reached the log"
+        assert token not in log, "the admin token reached the log"
+
+
+def test_token_in_query_string_is_refused():
+    with Host(file_config()) as h:
+        h.start()
+        port = h.admin_port()
+        token = h.admin_token()
+        for path in ["/admin/status?access_token=" + token, "/metrics?token=" + token,
+                     "/admin/dlq?limit=1&access_token=" + token,
+                     "/admin/reload?ACCESS_TOKEN=" + token]:
+            method = "POST" if path.startswith("/admin/reload") else "GET"
+            st, hdrs, text = call(port, method, path, token=None)
+            assert st in (400, 401), (path, st, text)
+            assert "www-authenticate" in hdrs
+            # Even beside the right header: a URL with a token in it is never accepted.
+            st, _, text = call(port, method, path, token=token)
+            assert st in (400, 401), (path, st, text)
+        assert unauthorized(port, token, "query") == 8
+        assert h.stop() == 0
+        assert token not in h.log()
+
+
+def test_token_file_is_private_reused_and_enough_for_the_cli():
+    port = free_port()
+    with Host(file_config(admin=f"127.0.0.1:{port}")) as h:
+        path = h.path("var", "admin.token")
+        h.start()
+        st = os.lstat(path)
+        assert st.st_mode & 0o777 == 0o600 and st.st_uid == os.geteuid(), oct(st.st_mode)
+        assert "admin token created file=" in h.log()
+        first = h.admin_token()
+        wait_for(lambda: len(get_json(port, "/admin/dlq", token=first)["dead_letters"]) == 2,
+                 what="dead letters")
+        # One command each, with nothing but the config: the CLI reads the token file.
+        r = plexus("status", "-c", h.config)
+        assert r.returncode == 0 and "ready" in r.stdout, (r.stdout, r.stderr)
+        r = plexus("dlq", "list", "--json", "-c", h.config)
+        assert r.returncode == 0 and len(json.loads(r.stdout)) == 2, r.stderr
+        r = plexus("reload", "-c", h.config)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        assert h.stop() == 0
+        with open(path) as f:
+            assert f.read().strip() == first
+        h.start()
+        assert h.admin_token() == first, "a restart keeps the token"
+        assert h.log().count("admin token created") == 1
+        assert plexus("status", "-c", h.config).returncode == 0
+        assert h.stop() == 0
+        # A token file others can read is refused, by the host and by the CLI.
+        os.chmod(path, 0o644)
+        h.start()
+        assert "admin API not started" in h.log() and "chmod 600" in h.log(), h.log()[-2000:]
+        assert h.stop() == 0
+        os.chmod(path, 0o600)
+        # A symbolic link planted in its place is not followed.
+        os.unlink(path)
+        os.symlink(h.path("planted"), path)
+        h.start()
+        assert "a symbolic link" in h.log(), h.log()[-2000:]
+        assert not os.path.exists(h.path("planted"))
+        assert h.stop() == 0
+    r = plexus("status", "-c", h.config)
+    assert r.returncode == 1
+
+
+def test_metrics_public_only_when_configured():
+    with Host(file_config()) as h:
+        h.start()
+        assert call(h.admin_port(), "GET", "/metrics", token=None)[0] == 401
+        assert h.stop() == 0
+        h.write_config(file_config(more=", metrics_public: true"))
+        h.start()
+        port = h.admin_port()
+        st, _, text = call(port, "GET", "/metrics", token=None)
+        assert st == 200 and "plexus_admin_unauthorized_total" in text, st
+        assert call(port, "GET", "/admin/status", token=None)[0] == 401
+        assert call(port, "GET", "/admin/dlq", token=None)[0] == 401
+        assert h.stop() == 0
+
+
+def test_auth_none_only_on_loopback_and_said_out_loud():
+    with Host(file_config(admin="0.0.0.0:0", more=", auth: none")) as h:
+        r = plexus("check", "-c", h.config)
+        assert r.returncode == 78, (r.stdout, r.stderr)
+        assert re.match(re.escape(h.config) + r":6:\d+: host.admin.auth: none is refused",
+                        r.stderr), r.stderr
+        h.start(wait=False)
+        assert h.proc.wait(60) == 78
+        h.proc = None
+        h.logf.close()
+        assert "host.admin.auth: none is refused" in h.log()
+        for addr in ("[::]:0", "10.1.2.3:0", "[::ffff:10.0.0.1]:0"):
+            h.write_config(file_config(admin=addr, more=", auth: none"))
+            assert plexus("check", "-c", h.config).returncode == 78, addr
+        # A token beside auth: none is a contradiction, not a choice.
+        h.write_config(file_config(more=', auth: none, token: "abc"'))
+        r = plexus("check", "-c", h.config)
+        assert r.returncode == 78 and "host.admin.token" in r.stderr and "abc" not in r.stderr
+        # On loopback it runs, with a warning in check and in the log.
+        h.write_config(file_config(more=", auth: none"))
+        r = plexus("check", "-c", h.config)
+        assert r.returncode == 0 and ": ok" in r.stdout, r.stderr
+        assert re.match(re.escape(h.config) + r":6:\d+: warning: host.admin.auth is none",
+                        r.stderr), r.stderr
+        h.start()
+        assert "warning: host.admin.auth is none" in h.log()
+        port = h.admin_port()
+        assert call(port, "GET", "/admin/status", token=None)[0] == 200
+        assert not os.path.exists(h.path("var", "admin.token"))
+        assert plexus("status", "-c", h.config).returncode == 1  # port 0: nothing to call
+        r = plexus("status", "-c", h.config, "--admin", f"127.0.0.1:{port}")
+        assert r.returncode == 0, r.stderr
+        assert h.stop() == 0
+        # A token beyond loopback is allowed, with a warning about TLS.
+        h.write_config(file_config(admin="0.0.0.0:0"))
+        r = plexus("check", "-c", h.config)
+        assert r.returncode == 0, r.stderr
+        assert re.match(re.escape(h.config) + r":6:\d+: warning: host.admin.listen 0.0.0.0:0 "
+                        r"is beyond loopback", r.stderr), r.stderr
+        h.write_config(file_config(admin="[::1]:0"))
+        r = plexus("check", "-c", h.config)
+        assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+
+
+def test_api_on_a_non_loopback_address_of_a_namespace():
+    if not netns_available():
+        print("skip: no network namespace here (needs root and iproute2)")
+        return
+    ns = "pxauth%d" % os.getpid()
+    addr = "10.213.0.1"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        inside = ["ip", "netns", "exec", ns]
+        subprocess.run(inside + ["ip", "link", "set", "lo", "up"], check=True)
+        # An address outside 127/8 on the namespace's own device: not loopback to the host,
+        # and nothing outside the namespace can reach it.
+        subprocess.run(inside + ["ip", "addr", "add", addr + "/32", "dev", "lo"], check=True)
+        with Host(file_config(admin=f"{addr}:8081")) as h:
+            r = plexus("check", "-c", h.config)
+            assert r.returncode == 0 and "is beyond loopback" in r.stderr, r.stderr
+            h.start(prefix=inside)
+            assert f"admin listening address={addr}:8081" in h.log()
+            assert "warning: host.admin.listen" in h.log()
+            probe = ("import http.client,sys\n"
+                     "c=http.client.HTTPConnection(sys.argv[1],8081,timeout=10)\n"
+                     "h={'Authorization':'Bearer '+sys.argv[3]} if len(sys.argv)>3 else {}\n"
+                     "c.request('GET',sys.argv[2],headers=h)\n"
+                     "print(c.getresponse().status)\n")
+
+            def status(path, *token):
+                r = subprocess.run(inside + [sys.executable, "-c", probe, addr, path, *token],
+                                   capture_output=True, text=True, timeout=30)
+                assert r.returncode == 0, r.stderr
+                return int(r.stdout)
+
+            assert status("/healthz") == 200
+            for _, path in [p for p in PROTECTED if p[0] == "GET"]:
+                assert status(path) == 401, path
+                assert status(path, "wrong") == 401, path
+            assert status("/admin/status", h.admin_token()) == 200
+            # The CLI inside the namespace, with the token file alone.
+            r = subprocess.run(inside + [harness.PLEXUS, "status", "-c", h.config],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+            assert h.stop() == 0
+            # Turning authentication off there is refused.
+            h.write_config(file_config(admin=f"{addr}:8081", more=", auth: none"))
+            h.start(wait=False, prefix=inside)
+            assert h.proc.wait(60) == 78
+            h.proc = None
+            h.logf.close()
+    finally:
+        subprocess.run(["ip", "netns", "delete", ns])
+
+
+def test_reload_applies_a_changed_token_and_never_opens_the_api():
+    port = free_port()
+    cfg = config("plugins: {}\npipelines: []\n", admin=f"127.0.0.1:{port}")
+    with Host(cfg) as h:
+        h.start()
+        new = "n3w-t0ken-after-reload"
+        h.write_config(cfg.replace(TOKEN, new))
+        assert call(port, "POST", "/admin/reload")[0] == 200
+        assert call(port, "GET", "/admin/status")[0] == 401, "the old token still works"
+        assert call(port, "GET", "/admin/status", token=new)[0] == 200
+        # Removing the token from the config falls back to the token file: never open.
+        h.write_config(cfg.replace(', token: "%s"' % TOKEN, ""))
+        h.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: call(port, "GET", "/admin/status", token=new)[0] == 401,
+                 what="the reload dropping the config token")
+        assert call(port, "GET", "/admin/status", token=None)[0] == 401
+        with open(h.path("var", "admin.token")) as f:
+            file_token = f.read().strip()
+        assert call(port, "GET", "/admin/status", token=file_token)[0] == 200
+        # Rotation: delete the file and reload; the old file token is refused.
+        os.unlink(h.path("var", "admin.token"))
+        st, _, text = call(port, "POST", "/admin/reload", token=file_token)
+        assert st == 200, text
+        with open(h.path("var", "admin.token")) as f:
+            rotated = f.read().strip()
+        assert rotated != file_token
+        assert call(port, "GET", "/admin/status", token=file_token)[0] == 401
+        assert call(port, "GET", "/admin/status", token=rotated)[0] == 200
+        # Or edit it in place.
+        with open(h.path("var", "admin.token"), "w") as f:
+            f.write("edited-by-hand-0123\n")
+        r = plexus("reload", "-c", h.config)  # the CLI sends the edited one: not in force yet
+        assert r.returncode == 1 and "401" in r.stderr, (r.stdout, r.stderr)
+        assert call(port, "POST", "/admin/reload", token=rotated)[0] == 200
+        assert call(port, "GET", "/admin/status", token="edited-by-hand-0123")[0] == 200
+        assert plexus("status", "-c", h.config).returncode == 0
+        # A token file made unusable fails the reload, and the token in force stays.
+        os.chmod(h.path("var", "admin.token"), 0o640)
+        st, _, text = call(port, "POST", "/admin/reload", token="edited-by-hand-0123")
+        assert st == 409 and "chmod 600" in json.loads(text)["error"], (st, text)
+        assert call(port, "GET", "/admin/status", token="edited-by-hand-0123")[0] == 200
+        assert h.stop() == 0
+
+
+def test_reload_applies_a_changed_admin_listen():
+    old_port, new_port = free_port(), free_port()
+    cfg = config("plugins: {}\npipelines: []\n", admin=f"127.0.0.1:{old_port}")
+    with Host(cfg) as h, socket.socket() as busy:
+        h.start()
+        # An address that cannot be bound fails the reload; the API stays where it was.
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        h.write_config(cfg.replace(str(old_port), str(busy.getsockname()[1])))
+        st, _, text = call(old_port, "POST", "/admin/reload")
+        assert st == 409 and "host.admin.listen" in json.loads(text)["error"], (st, text)
+        assert call(old_port, "GET", "/admin/status")[0] == 200
+        # A free one: the new listener answers, the old one is gone.
+        h.write_config(cfg.replace(str(old_port), str(new_port)))
+        # A request on the old listener, headers sent and body not yet, spans the reload.
+        slow = socket.create_connection(("127.0.0.1", old_port), timeout=30)
+        body = json.dumps({"ids": [12345]}).encode()
+        slow.sendall(("POST /admin/dlq/purge HTTP/1.1\r\nHost: x\r\n"
+                      "Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
+                      "Content-Length: %d\r\n\r\n" % (TOKEN, len(body))).encode())
+        slow.sendall(body[:3])
+        st, hdrs, text = call(old_port, "POST", "/admin/reload")
+        assert st == 200, text
+        assert h.admin_port() == new_port
+        assert call(new_port, "GET", "/admin/status")[0] == 200
+        slow.sendall(body[3:])
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = slow.recv(4096)
+            assert chunk, "the in-flight request was dropped: %r" % answer
+            answer += chunk
+        slow.close()
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+
+        def old_closed():
+            try:
+                call(old_port, "GET", "/healthz", token=None)
+                return False
+            except ConnectionError:
+                return True
+
+        wait_for(old_closed, what="the old admin listener to close")
+        r = plexus("status", "-c", h.config)
+        assert r.returncode == 0, r.stderr
         assert h.stop() == 0
 
 

@@ -179,8 +179,7 @@ class Env:
         return p
 
     def metrics(self):
-        url = "http://127.0.0.1:%d/metrics" % self.host.admin_port()
-        with urllib.request.urlopen(url, timeout=10) as r:
+        with urllib.request.urlopen(self.host.admin_request("GET", "/metrics"), timeout=10) as r:
             return r.read().decode()
 
     def leads(self):

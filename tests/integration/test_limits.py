@@ -19,7 +19,7 @@ host:
 
 
 def metrics(h):
-    with urllib.request.urlopen(f"http://127.0.0.1:{h.admin_port()}/metrics", timeout=10) as r:
+    with urllib.request.urlopen(h.admin_request("GET", "/metrics"), timeout=10) as r:
         return r.read().decode()
 
 

@@ -131,14 +131,12 @@ def test_webhook_keep_alive_requests_survive_binary_swaps():
         for t in threads:
             t.start()
         builds = ["testsink_build_b", "testsink"]
-        admin = h.admin_port()
         for k in range(20):
             install(h, builds[k % 2])
             h.proc.send_signal(signal.SIGHUP)
             wait_for(lambda: serving(h, "out") >= k + 1, what=f"reload {k + 1}")
             # The webhook source itself gets a new generation too: its route is repointed.
-            req = urllib.request.Request(f"http://127.0.0.1:{admin}/admin/reload?instance=hook",
-                                         method="POST")
+            req = h.admin_request("POST", "/admin/reload?instance=hook")
             with urllib.request.urlopen(req, timeout=10) as r:
                 assert r.status == 200
             time.sleep(0.05)

@@ -1071,6 +1071,58 @@ static void test_hardening_keys(void)
                "mean \"max_pending\"?");
 }
 
+/* Admin authentication: on by default, off only when said, and never beyond loopback. */
+static void test_admin_auth(void)
+{
+    px_config *cfg = parse("version: 1\n");
+    PX_ASSERT(cfg != NULL);
+    PX_ASSERT_INT_EQ(cfg->admin_auth, PX_ADMIN_AUTH_TOKEN);
+    PX_ASSERT_INT_EQ(cfg->admin_metrics_public, 0);
+    char warn[512];
+    PX_ASSERT_INT_EQ(px_config_admin_warning(cfg, warn, sizeof(warn)), 0);
+    px_config_destroy(cfg);
+
+    cfg = parse("version: 1\nhost:\n  admin: { listen: \"127.0.0.2:9\", auth: none,\n"
+                "    metrics_public: true }\n");
+    PX_ASSERT(cfg != NULL);
+    PX_ASSERT_INT_EQ(cfg->admin_auth, PX_ADMIN_AUTH_NONE);
+    PX_ASSERT_INT_EQ(cfg->admin_metrics_public, 1);
+    PX_ASSERT_INT_EQ(px_config_admin_warning(cfg, warn, sizeof(warn)), 1);
+    PX_ASSERT(strstr(warn, "test.yaml:3:20: warning: host.admin.auth is none") == warn);
+    px_config_destroy(cfg);
+
+    cfg = parse("version: 1\nhost:\n  admin: { listen: \"[::]:8081\" }\n");
+    PX_ASSERT(cfg != NULL);
+    PX_ASSERT_INT_EQ(px_config_admin_warning(cfg, warn, sizeof(warn)), 1);
+    PX_ASSERT(strstr(warn, "test.yaml:3:20: warning: host.admin.listen [::]:8081 is beyond "
+                           "loopback") == warn);
+    px_config_destroy(cfg);
+
+    EXPECT_ERR("version: 1\nhost:\n  admin: { listen: \"0.0.0.0:8081\", auth: none }\n",
+               "test.yaml:3:42: host.admin.auth: none is refused with host.admin.listen "
+               "0.0.0.0:8081, beyond loopback: anyone reaching it could read, replay and purge "
+               "dead letters; keep auth: token (the default) or listen on 127.0.0.1");
+    EXPECT_ERR("version: 1\nhost:\n  admin: { auth: off }\n",
+               "test.yaml:3:18: host.admin.auth: expected token or none, got \"off\"");
+    EXPECT_ERR("version: 1\nhost:\n  admin: { auth: none, token: s3cret-token }\n",
+               "test.yaml:3:31: host.admin.token: set while host.admin.auth is none; remove one "
+               "of them");
+    EXPECT_ERR("version: 1\nhost:\n  admin: { token: \"two words\" }\n",
+               "test.yaml:3:19: host.admin.token: not usable as a bearer token (value not shown: "
+               "secret): use 1 to 512 letters, digits or - . _ ~ + / (= at the end)");
+
+    static const struct {
+        const char *listen;
+        int loopback;
+    } cases[] = {{"127.0.0.1:8081", 1}, {"127.9.9.9:1", 1}, {"[::1]:8081", 1},
+                 {"[::ffff:127.0.0.1]:1", 1}, {"0.0.0.0:8081", 0}, {"[::]:8081", 0},
+                 {"10.0.0.1:80", 0}, {"128.0.0.1:80", 0}, {"[::ffff:10.0.0.1]:1", 0},
+                 {"[::2]:1", 0}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        PX_ASSERT_INT_EQ(px_listen_is_loopback(cases[i].listen), cases[i].loopback);
+    }
+}
+
 PX_TEST_MAIN(PX_TEST(test_full_config), PX_TEST(test_defaults), PX_TEST(test_scalar_typing),
              PX_TEST(test_err_syntax), PX_TEST(test_err_top_level),
              PX_TEST(test_plugin_trust_and_absolute_paths), PX_TEST(test_err_host),
@@ -1079,4 +1131,5 @@ PX_TEST_MAIN(PX_TEST(test_full_config), PX_TEST(test_defaults), PX_TEST(test_sca
              PX_TEST(test_err_options), PX_TEST(test_secret_options),
              PX_TEST(test_short_secret_refused), PX_TEST(test_default_secret_masks_nothing), PX_TEST(test_bad_default),
              PX_TEST(test_load_missing_file), PX_TEST(test_parse_duration),
-             PX_TEST(test_parse_size), PX_TEST(test_suggest), PX_TEST(test_hardening_keys))
+             PX_TEST(test_parse_size), PX_TEST(test_suggest), PX_TEST(test_hardening_keys),
+             PX_TEST(test_admin_auth))
