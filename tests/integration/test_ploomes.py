@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 
-from harness import BUILD, PLUGINS, SOURCE, Host, plexus, read_jsonl, run_all, wait_for
+from harness import (BUILD, PLUGINS, SOURCE, Host, plexus, read_jsonl, require_plugin, run_all,
+                     wait_for)
 
 FIXTURES = os.path.join(SOURCE, "tests", "fixtures", "ploomes")
 FAKE = os.path.join(SOURCE, "tests", "fakes", "ploomes_fake.py")
@@ -698,10 +699,11 @@ def test_example_configs_check():
     r = plexus("check", "-c", os.path.join(SOURCE, "etc", "examples", "ploomes.yaml"), env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ok" in r.stdout + r.stderr
-    if all(os.path.exists(os.path.join(PLUGINS, p + ".so")) for p in ("ezzing", "notification")):
-        r = plexus("check", "-c", os.path.join(SOURCE, "etc", "examples", "ploomes-ezzing.yaml"),
-                   env=env)
-        assert r.returncode == 0, r.stdout + r.stderr
+    require_plugin("ezzing")
+    require_plugin("notification")
+    r = plexus("check", "-c", os.path.join(SOURCE, "etc", "examples", "ploomes-ezzing.yaml"),
+               env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
     # A mistake in the plugin's options is caught by check too.
     bad = os.path.join(BUILD, "ploomes-bad-example.yaml")
     with open(os.path.join(SOURCE, "etc", "examples", "ploomes.yaml")) as f:
