@@ -8,9 +8,11 @@ peer is a failure, not a skip (scripts/deps.sh installs every peer).
 
 Waits poll for a condition with a deadline (wait_for); every deadline is multiplied by
 PX_TEST_TIMEOUT_SCALE (default 1) for machines slower than usual, e.g. under stress-ng."""
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -80,6 +82,17 @@ def read_jsonl(path):
                     except ValueError:
                         at = line.rfind("{\"", 0, at)
     return out
+
+
+def spool_pending(db_path):
+    """Deliveries the spool at db_path (e.g. h.path("var", "spool.db")) has not marked done, as
+    committed, read beside the running host; None while the file cannot be read."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True,
+                                                timeout=5)) as db:
+            return db.execute("SELECT count(*) FROM deliveries").fetchone()[0]
+    except sqlite3.Error:
+        return None
 
 
 def read_acks(path):
