@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds (normal and ASan+UBSan), runs every test in both builds, and
-# ends with one line "N passed, N failed".
+# ends with one line "N passed, N failed, N skipped".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test || exit 1

@@ -1,13 +1,14 @@
-"""Reads meson test logs and prints one closing line: "N passed, N failed".
+"""Reads meson test logs and prints one closing line: "N passed, N failed, N skipped".
 
-A test program that prints its own "N passed, N failed" line contributes its case counts;
-any other test counts as one case. An argument that is not a meson JSON log (e.g. the output of
-fuzz/run.sh) contributes its last "N passed, N failed" line, or one failure when it has none."""
+A test program that prints its own "N passed, N failed[, N skipped]" line contributes its case
+counts; any other test counts as one case (a meson SKIP as one skipped). An argument that is not a
+meson JSON log (e.g. the output of fuzz/run.sh) contributes its last such line, or one failure
+when it has none."""
 import json
 import re
 import sys
 
-LINE = re.compile(r"^(\d+) passed, (\d+) failed", re.M)
+LINE = re.compile(r"^(\d+) passed, (\d+) failed(?:, (\d+) skipped)?", re.M)
 passed = failed = skipped = 0
 for path in sys.argv[1:]:
     build = path.split("/")[0]
@@ -20,6 +21,7 @@ for path in sys.argv[1:]:
         if counts:
             passed += int(counts[-1][0])
             failed += int(counts[-1][1])
+            skipped += int(counts[-1][2] or 0)
         else:
             failed += 1
             print(f"failed: no result line in {path}")
@@ -38,9 +40,10 @@ for path in sys.argv[1:]:
             skipped += 1
             continue
         if counts:
-            p, f_ = map(int, counts[-1])
+            p, f_, s_ = (int(c or 0) for c in counts[-1])
             passed += p
             failed += f_
+            skipped += s_
             if not ok and f_ == 0:
                 failed += 1  # crashed or timed out after its last report
         elif ok:
@@ -49,5 +52,4 @@ for path in sys.argv[1:]:
             failed += 1
         if not ok:
             print(f"failed: {build} {r['name']} ({r['result']})")
-tail = f", {skipped} skipped" if skipped else ""
-print(f"{passed} passed, {failed} failed{tail}")
+print(f"{passed} passed, {failed} failed, {skipped} skipped")

@@ -241,6 +241,9 @@ static void pump(plm *p)
         list_remove(&p->queue_head, &p->queue_tail, c);
         list_push(&p->active, NULL, c);
         p->next_start_us = p->rate_limit > 0 ? now + 60000000 / p->rate_limit : now;
+        /* The limiter's schedule as it decided it (monotonic clock), for tests and debugging. */
+        host->log(p->ctx, PX_LOG_DEBUG, "ploomes call start method=%s at_us=%lld next_us=%lld",
+                  c->method, (long long)now, (long long)p->next_start_us);
         start_call(p, c);
     }
 }

@@ -11,6 +11,8 @@ import time
 import urllib.error
 import urllib.request
 
+from harness import scaled
+
 SOURCE = os.environ.get("PX_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../.."))
 PEERS = os.path.abspath(os.path.join(SOURCE, "tests", "peers"))
 
@@ -49,25 +51,32 @@ class Fauxqs:
     def endpoint(self):
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout=30):
+    def start(self, timeout=90):
+        """Starts the emulator and waits until it answers; on any failure stops it and raises."""
         ensure_installed()
         env = dict(os.environ, FAUXQS_PORT=str(self.port))
         if not self.logger:
             env["FAUXQS_LOGGER"] = "false"
         self.logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            ["node", os.path.join(PEERS, "node_modules", ".bin", "fauxqs")], cwd=PEERS, env=env,
-            stdout=self.logf, stderr=self.logf, start_new_session=True)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"fauxqs exited {self.proc.returncode}: {self.log()[-2000:]}")
-            if (self.logger and "Server listening" in self.log()) or \
-                    (not self.logger and self._answers()):
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise AssertionError("fauxqs did not start: " + self.log()[-2000:])
+        try:
+            self.proc = subprocess.Popen(
+                ["node", os.path.join(PEERS, "node_modules", ".bin", "fauxqs")], cwd=PEERS,
+                env=env, stdout=self.logf, stderr=self.logf, start_new_session=True)
+            deadline = time.monotonic() + scaled(timeout)
+            while True:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"fauxqs exited {self.proc.returncode}: "
+                                         f"{self.log()[-2000:]}")
+                if (self.logger and "Server listening" in self.log()) or \
+                        (not self.logger and self._answers()):
+                    return self
+                if time.monotonic() >= deadline:
+                    raise AssertionError(f"fauxqs did not start within {scaled(timeout):g}s: "
+                                         + self.log()[-2000:])
+                time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
 
     def _answers(self):
         try:
@@ -81,19 +90,21 @@ class Fauxqs:
             return f.read()
 
     def stop(self):
-        if not self.proc:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        self.logf.close()
-        self.proc = None
+        """Stops the whole process group; safe after a failed start and more than once."""
+        if self.proc:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(scaled(30))
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            self.proc = None
+        if getattr(self, "logf", None):
+            self.logf.close()
+            self.logf = None
 
     # --- SQS JSON protocol ---------------------------------------------------------------------
 

@@ -2,10 +2,17 @@
 directory, with the test plugins, and reads what the test sink recorded.
 
 Each test module defines functions named test_*; run_all() runs them in order and ends with the
-line "N passed, N failed"."""
+line "N passed, N failed, N skipped". A test that cannot run here (e.g. no ::1 on this machine)
+raises Skip("why"): it is reported as skipped, never as passed. A missing bundled plugin or test
+peer is a failure, not a skip (scripts/deps.sh installs every peer).
+
+Waits poll for a condition with a deadline (wait_for); every deadline is multiplied by
+PX_TEST_TIMEOUT_SCALE (default 1) for machines slower than usual, e.g. under stress-ng."""
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -21,14 +28,37 @@ SANITIZED = os.environ.get("PX_BUILD_OPTIONS", "none") not in ("", "none") or \
     os.path.basename(os.path.normpath(BUILD)).endswith("-san")
 
 
+TIMEOUT_SCALE = float(os.environ.get("PX_TEST_TIMEOUT_SCALE") or 1)
+
+
+class Skip(Exception):
+    """Raised by a test that cannot run on this machine; run_all counts it as skipped."""
+
+
+def scaled(seconds):
+    """A deadline in seconds, stretched by PX_TEST_TIMEOUT_SCALE."""
+    return seconds * TIMEOUT_SCALE
+
+
 def wait_for(pred, timeout=20.0, interval=0.02, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    """Polls pred until it returns a true value (returned) or the deadline passes (fails)."""
+    timeout = scaled(timeout)
+    deadline = time.monotonic() + timeout
+    while True:
         v = pred()
         if v:
             return v
+        if time.monotonic() >= deadline:
+            break
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def require_plugin(name):
+    """Fails unless the bundled plugin name was built (every bundled plugin always is)."""
+    path = os.path.join(PLUGINS, name + ".so")
+    assert os.path.exists(path), f"bundled plugin {name} was not built: {path} is missing"
+    return path
 
 
 def read_jsonl(path):
@@ -47,6 +77,17 @@ def read_jsonl(path):
             except ValueError:
                 raise AssertionError(f"{path}:{n}: not a JSON line: {line[:300]!r}") from None
     return out
+
+
+def spool_pending(db_path):
+    """Deliveries the spool at db_path (e.g. h.path("var", "spool.db")) has not marked done, as
+    committed, read beside the running host; None while the file cannot be read."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True,
+                                                timeout=5)) as db:
+            return db.execute("SELECT count(*) FROM deliveries").fetchone()[0]
+    except sqlite3.Error:
+        return None
 
 
 def read_acks(path):
@@ -90,10 +131,14 @@ class Host:
         self.proc = subprocess.Popen([*prefix, PLEXUS, "run", "-c", self.config, "--log-format",
                                       "json", *args], stdout=self.logf, stderr=self.logf, env=e)
         if wait:
-            wait_for(lambda: "\"started" in self.log()[before:] or self.proc.poll() is not None,
-                     what="host start")
-            if self.proc.poll() is not None:
-                raise AssertionError(f"host exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                wait_for(lambda: "\"started" in self.log()[before:] or self.proc.poll() is not None,
+                         timeout=60, what="host start")
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"host exited with {self.proc.returncode}:\n{self.log()}")
+            except BaseException:
+                self._kill()
+                raise
         return self
 
     def http_port(self):
@@ -143,7 +188,7 @@ class Host:
             return None
         self.proc.send_signal(sig)
         try:
-            rc = self.proc.wait(timeout)
+            rc = self.proc.wait(scaled(timeout))
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -167,36 +212,43 @@ class Host:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def _kill(self):
         if self.proc:
             self.proc.kill()
             self.proc.wait()
             self.logf.close()
+            self.proc = None
+
+    def __exit__(self, *exc):
+        self._kill()
 
 
 def plexus(*args, env=None, timeout=60):
     e = dict(os.environ)
     e.update(env or {})
     return subprocess.run([PLEXUS, *args], capture_output=True, text=True, env=e,
-                          timeout=timeout)
+                          timeout=scaled(timeout))
 
 
 def run_all(module_globals):
     tests = [(n, f) for n, f in module_globals.items() if n.startswith("test_") and callable(f)]
     only = sys.argv[1:]
-    passed = failed = 0
+    passed = failed = skipped = 0
     for name, fn in tests:
         if only and name not in only:
             continue
-        t0 = time.time()
+        t0 = time.monotonic()
         try:
             fn()
             passed += 1
-            print(f"ok   {name} ({time.time() - t0:.1f}s)", flush=True)
+            print(f"ok   {name} ({time.monotonic() - t0:.1f}s)", flush=True)
+        except Skip as e:
+            skipped += 1
+            print(f"skip {name}: {e}", flush=True)
         except Exception:
             failed += 1
             print(f"FAIL {name}", flush=True)
             traceback.print_exc()
             sys.stdout.flush()
-    print(f"{passed} passed, {failed} failed", flush=True)
+    print(f"{passed} passed, {failed} failed, {skipped} skipped", flush=True)
     sys.exit(1 if failed else 0)

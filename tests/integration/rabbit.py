@@ -5,7 +5,9 @@ node name, data directory and epmd port, so it never meets another node on this 
         r.url            # amqp://guest:guest@127.0.0.1:<port>/
         r.stop_app()     # the broker goes down (listener closed, connections dropped)
         r.start_app()    # and comes back, with its durable queues and persistent messages
-"""
+
+Every wait polls with a deadline stretched by PX_TEST_TIMEOUT_SCALE (harness.scaled); a broker
+that does not boot in time is stopped before the error is raised, so none is left running."""
 import os
 import shutil
 import signal
@@ -13,6 +15,8 @@ import socket
 import subprocess
 import tempfile
 import time
+
+from harness import scaled, wait_for
 
 
 def free_port():
@@ -52,83 +56,100 @@ class Rabbit:
         })
         self.proc = None
 
-    def start(self, timeout=60):
-        os.makedirs(os.path.join(self.dir, "mnesia"), exist_ok=True)
-        os.makedirs(os.path.join(self.dir, "log"), exist_ok=True)
-        with open(os.path.join(self.dir, "enabled_plugins"), "w") as f:
-            f.write("[].\n")
-        subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", self.dir], check=True)
-        self.out = open(os.path.join(self.dir, "server.out"), "wb")
-        self.proc = subprocess.Popen(["rabbitmq-server"], env=self.env, stdout=self.out,
-                                     stderr=subprocess.STDOUT, cwd=self.dir)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if listening(self.port):
-                return self
-            if self.proc.poll() is not None or b"BOOT FAILED" in self.output():
-                break
-            time.sleep(0.2)
-        raise AssertionError("rabbitmq did not start:\n" + self.output().decode()[-3000:])
+    def start(self, timeout=180):
+        """Boots the broker and waits until it listens; on any failure stops it and raises."""
+        try:
+            os.makedirs(os.path.join(self.dir, "mnesia"), exist_ok=True)
+            os.makedirs(os.path.join(self.dir, "log"), exist_ok=True)
+            with open(os.path.join(self.dir, "enabled_plugins"), "w") as f:
+                f.write("[].\n")
+            subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", self.dir], check=True)
+            self.out = open(os.path.join(self.dir, "server.out"), "wb")
+            self.proc = subprocess.Popen(["rabbitmq-server"], env=self.env, stdout=self.out,
+                                         stderr=subprocess.STDOUT, cwd=self.dir)
+            deadline = time.monotonic() + scaled(timeout)
+            while not listening(self.port):
+                if self.proc.poll() is not None or b"BOOT FAILED" in self.output():
+                    raise AssertionError("rabbitmq did not start:\n" +
+                                         self.output().decode(errors="replace")[-3000:])
+                if time.monotonic() >= deadline:
+                    raise AssertionError(f"rabbitmq did not listen within {scaled(timeout):g}s:\n"
+                                         + self.output().decode(errors="replace")[-3000:])
+                time.sleep(0.2)
+            return self
+        except BaseException:
+            self.stop()
+            raise
 
     def output(self):
         with open(os.path.join(self.dir, "server.out"), "rb") as f:
             return f.read()
 
-    def ctl(self, *args, timeout=60):
+    def ctl(self, *args, timeout=120):
         r = subprocess.run(["rabbitmqctl", "-n", self.node, *args], env=self.env,
-                           capture_output=True, text=True, timeout=timeout)
+                           capture_output=True, text=True, timeout=scaled(timeout))
         if r.returncode != 0:
             raise AssertionError(f"rabbitmqctl {' '.join(args)}: {r.stderr}{r.stdout}")
         return r.stdout
 
     def stop_app(self):
         self.ctl("stop_app")
-        assert not listening(self.port), "broker still listening after stop_app"
+        wait_for(lambda: not listening(self.port), timeout=60, interval=0.1,
+                 what="the broker to close its listener after stop_app")
 
     def start_app(self):
         self.ctl("start_app")
-        deadline = time.time() + 30
-        while not listening(self.port):
-            assert time.time() < deadline, "broker did not listen again after start_app"
-            time.sleep(0.1)
+        wait_for(lambda: listening(self.port), timeout=120, interval=0.1,
+                 what="the broker to listen again after start_app")
 
-    def _epmd_pids(self):
-        """epmd daemons started with this node's private epmd port (found by their environment)."""
+    def _node_pids(self):
+        """Processes of this node: the broker (beam), its epmd and the shells around them, found
+        by this node's name or epmd port in their environment. `su` runs the broker in a session
+        of its own, so killing the process started here does not reach them."""
+        marks = (f"RABBITMQ_NODENAME={self.node}".encode(),
+                 f"ERL_EPMD_PORT={self.epmd_port}".encode())
         pids = []
         for p in os.listdir("/proc"):
-            if not p.isdigit():
+            if not p.isdigit() or int(p) == os.getpid():
                 continue
             try:
-                with open(f"/proc/{p}/comm") as f:
-                    if f.read().strip() != "epmd":
-                        continue
                 with open(f"/proc/{p}/environ", "rb") as f:
                     env = f.read().split(b"\0")
             except OSError:
                 continue
-            if f"ERL_EPMD_PORT={self.epmd_port}".encode() in env:
+            if any(m in env for m in marks):
                 pids.append(int(p))
         return pids
 
+    def _signal_node(self, sig):
+        for pid in self._node_pids():
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+
     def stop(self):
+        """Stops the node and everything it started, and removes its directory. Safe to call
+        after a failed or partial start, and more than once."""
         if self.proc and self.proc.poll() is None:
             try:
                 self.ctl("stop", timeout=60)
             except Exception:
+                pass  # not up (yet): the signals below end it
+        self._signal_node(signal.SIGTERM)
+        try:
+            wait_for(lambda: not self._node_pids(), timeout=30, interval=0.1,
+                     what="the broker's processes to exit")
+        except AssertionError:
+            self._signal_node(signal.SIGKILL)
+        if self.proc:
+            if self.proc.poll() is None:
                 self.proc.kill()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for pid in self._epmd_pids():
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except OSError:
-                pass
+            self.proc.wait()
         self.proc = None
         if getattr(self, "out", None):
             self.out.close()
+            self.out = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self):

@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 
-from harness import Host, plexus, read_acks, read_jsonl, run_all, wait_for
+from harness import Host, plexus, read_acks, read_jsonl, run_all, scaled, wait_for
 
 # The crashes are deliberate: no core files from them.
 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -57,10 +57,10 @@ def supervise(h, done, want_signal, max_runs=8, timeout=60):
     """Runs the host, restarting it whenever it dies, until done() holds while it runs. Returns
     the exit statuses of the runs that died."""
     deaths = []
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    deadline = time.monotonic() + scaled(timeout)
+    while time.monotonic() < deadline:
         h.start(wait=False)
-        while time.time() < deadline:
+        while time.monotonic() < deadline:
             rc = h.proc.poll()
             if rc is not None:
                 h.logf.close()

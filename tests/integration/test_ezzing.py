@@ -12,7 +12,7 @@ import time
 import urllib.request
 
 from fauxqs import Fauxqs
-from harness import PLUGINS, SOURCE, Host, plexus, read_jsonl, run_all, wait_for
+from harness import PLUGINS, SOURCE, Host, plexus, read_jsonl, run_all, spool_pending, wait_for
 
 FIXTURES = os.path.join(SOURCE, "tests", "fixtures", "ezzing")
 SQS = None  # the emulator shared by the tests
@@ -177,7 +177,8 @@ def test_kill9_between_receive_persist_and_delete_delivers_once():
             proxy.hold_receives = True
             SQS.send_many(url, [envelope("user_created", i) for i in range(5, 10)])
             wait_for(lambda: SQS.counts(url) == (0, 10), what="all ten in flight")
-            time.sleep(0.5)  # the spool commits the sink's done marks
+            wait_for(lambda: spool_pending(h.path("var", "spool.db")) == 0,
+                     what="the spool to commit the sink's done marks")
             assert len(ok_lines(h)) == 5, "a held message reached the sink"
             h.kill9()
             proxy.release.set()
@@ -251,7 +252,8 @@ def test_emulator_outage_backoff_one_line_per_state_and_resume():
         wait_for(lambda: queue_empty(url), what="deleted before the outage")
         port = SQS.port
         SQS.stop()
-        time.sleep(10)
+        wait_for(lambda: "sqs unreachable" in h.log(), what="the outage noticed")
+        time.sleep(10)  # the outage itself: its length is the scenario, nothing waits on it
         assert h.log().count("sqs unreachable") == 1, h.log()[-3000:]
         SQS = Fauxqs(port).start()
         assert SQS.create_queue("ezzing-outage") == url
@@ -263,7 +265,9 @@ def test_emulator_outage_backoff_one_line_per_state_and_resume():
     assert log.count("sqs unreachable") == 1, log
     assert log.count("sqs reachable again") == 1, log
     m = re.search(r"sqs reachable again down_ms=(\d+) failed_requests=(\d+)", log)
-    assert m and int(m.group(1)) >= 9000 and int(m.group(2)) >= 10, m and m.group(0)
+    # At least the outage's length; attempts every second at most (max_backoff 1s), fewer when
+    # the machine is busy: a handful proves retries were summed into one line.
+    assert m and int(m.group(1)) >= 9000 and int(m.group(2)) >= 4, m and m.group(0)
     assert sorted(x["params"]["seq"] for x in ok_lines(h)) == list(range(6))
 
 

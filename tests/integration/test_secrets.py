@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.parse
 
-from harness import PLUGINS, SOURCE, Host, plexus, read_jsonl, run_all, wait_for
+from harness import SOURCE, Host, plexus, read_jsonl, require_plugin, run_all, wait_for
 
 FAKES = os.path.join(SOURCE, "tests", "fakes")
 FIXTURES = os.path.join(SOURCE, "tests", "fixtures")
@@ -41,10 +41,6 @@ SECRETS = {
 }
 AMO_CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 AMO_REDIRECT = "https://quiz.example.com/amocrm/webhook/create"
-
-
-def plugin_exists(name):
-    return os.path.exists(os.path.join(PLUGINS, name + ".so"))
 
 
 def assert_clean(what, text):
@@ -163,8 +159,7 @@ def build_config(fakes):
     to: { sink: amo, action: create_lead, with: { quiz_id: 777, answers: {} } }
     retry: { attempts: 2, backoff: 100ms, jitter: 0 }
 """
-    if plugin_exists("notification"):
-        plugins += f"""  nt-url:
+    plugins += f"""  nt-url:
     plugin: notification
     config:
       url: "amqp://guest:{SECRETS['notification_url_password']}@127.0.0.1:1/"
@@ -188,7 +183,7 @@ def build_config(fakes):
       aws_access_key_id: AKIAEXAMPLE
       aws_secret_access_key: "{SECRETS['notification_aws_secret']}"
 """
-        pipes += """  - { name: nt-events-in, from: nt-events, to: { sink: rec } }
+    pipes += """  - { name: nt-events-in, from: nt-events, to: { sink: rec } }
   - name: nt-send-url
     from: feed
     when: { match: { /op: nt } }
@@ -222,19 +217,23 @@ def admin_get(port, path, token):
 
 
 def start_fakes():
+    """Every peer the instances talk to; those started are stopped again when one fails."""
+    for name in ("ploomes", "amocrm", "ezzing", "notification"):
+        require_plugin(name)  # every bundled plugin is built: a missing one fails, not skips
+    from fauxqs import Fauxqs
     fakes = {}
-    if plugin_exists("ploomes") and os.path.exists(os.path.join(FAKES, "ploomes_fake.py")):
+    try:
         fakes["ploomes"] = Proc(os.path.join(FAKES, "ploomes_fake.py"), "--user-key",
                                 SECRETS["ploomes_user_key"])
-    if plugin_exists("amocrm") and os.path.exists(os.path.join(FAKES, "amocrm_fake.py")):
         fakes["amocrm"] = Proc(os.path.join(FAKES, "amocrm_fake.py"),
                                os.path.join(FIXTURES, "amocrm", "amocrm_data.json"),
                                AMO_CLIENT_ID, SECRETS["amocrm_client_secret"], AMO_REDIRECT)
-    if plugin_exists("ezzing"):
-        from fauxqs import Fauxqs
-        sqs = Fauxqs(logger=False).start()
-        fakes["sqs"] = sqs
-        fakes["queue_url"] = sqs.create_queue("ezzing-secrets")
+        fakes["sqs"] = Fauxqs(logger=False)
+        fakes["sqs"].start()
+        fakes["queue_url"] = fakes["sqs"].create_queue("ezzing-secrets")
+    except BaseException:
+        stop_fakes(fakes)
+        raise
     return fakes
 
 
@@ -296,11 +295,10 @@ def traffic(h, fakes):
         assert st in (400, 401, 404)
         feed.append({"op": "amo"})  # no rule for the quiz: rejected
         expect_dead += 1
-    if plugin_exists("notification"):
-        assert request(port, "POST", "/eventbridge", {"detail-type": "x"},
-                       {"x-api-key": "nope"})[0] in (401, 403)
-        feed.append({"op": "nt"})  # no broker: retried, then dead (two sinks)
-        expect_dead += 2
+    assert request(port, "POST", "/eventbridge", {"detail-type": "x"},
+                   {"x-api-key": "nope"})[0] in (401, 403)
+    feed.append({"op": "nt"})  # no broker: retried, then dead (two sinks)
+    expect_dead += 2
     if "sqs" in fakes:
         fakes["sqs"].send(fakes["queue_url"], "this is not json")  # poison: dead letter
         expect_dead += 1
@@ -439,8 +437,8 @@ def test_check_errors_never_echo_secrets():
             assert_clean(f"plexus check ({name})", r.stdout + r.stderr)
             tried += 1
         for name, body, plugin in check_cases():
-            if plugin and not plugin_exists(plugin):
-                continue
+            if plugin:
+                require_plugin(plugin)
             h.write_config(CHECK_HEAD + body)
             r = plexus("check", "-c", h.config)
             assert r.returncode == 78, (name, r.stdout, r.stderr)

@@ -1,5 +1,6 @@
 /* Minimal unit-test kit: cases are `static void test_<what>(void)` listed in a table;
- * PX_ASSERT* report file:line and mark the case failed, then return from it. */
+ * PX_ASSERT* report file:line and mark the case failed, then return from it. A case that cannot
+ * run on this machine calls PX_SKIP("why"): it is counted as skipped, never as passed. */
 #ifndef PX_TEST_H
 #define PX_TEST_H
 
@@ -7,6 +8,14 @@
 #include <string.h>
 
 static int px_test_failed;
+static const char *px_test_skipped; /* why the current case was skipped, or NULL */
+
+/* Ends the current case as skipped, with a reason (a string literal). */
+#define PX_SKIP(why)                                                                          \
+    do {                                                                                      \
+        px_test_skipped = (why);                                                              \
+        return;                                                                               \
+    } while (0)
 
 #define PX_ASSERT(c)                                                                          \
     do {                                                                                      \
@@ -58,11 +67,11 @@ typedef struct px_test_case {
 
 #define PX_TEST(fn) {#fn, fn}
 
-/* Runs every case (or only those named in argv), prints one line per case, returns the exit
- * status for meson: 0 when all passed. */
+/* Runs every case (or only those named in argv), prints one line per case and the closing
+ * "N passed, N failed, N skipped", returns the exit status for meson: 0 when none failed. */
 static inline int px_test_run(const px_test_case *cases, size_t n, int argc, char **argv)
 {
-    int failed = 0, passed = 0;
+    int failed = 0, passed = 0, skipped = 0;
     for (size_t i = 0; i < n; i++) {
         if (argc > 1) {
             int want = 0;
@@ -74,16 +83,21 @@ static inline int px_test_run(const px_test_case *cases, size_t n, int argc, cha
             }
         }
         px_test_failed = 0;
+        px_test_skipped = NULL;
         cases[i].fn();
-        printf("%s %s\n", px_test_failed ? "FAIL" : "ok  ", cases[i].name);
-        fflush(stdout);
         if (px_test_failed) {
+            printf("FAIL %s\n", cases[i].name);
             failed++;
+        } else if (px_test_skipped) {
+            printf("skip %s: %s\n", cases[i].name, px_test_skipped);
+            skipped++;
         } else {
+            printf("ok   %s\n", cases[i].name);
             passed++;
         }
+        fflush(stdout);
     }
-    printf("%d passed, %d failed\n", passed, failed);
+    printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
     return failed ? 1 : 0;
 }
 

@@ -956,8 +956,7 @@ static void test_ipv6(void)
     o.listen = "[::1]:0";
     int rc = fx_start(&o);
     if (rc == UV_EADDRNOTAVAIL || rc == UV_EAFNOSUPPORT) {
-        printf("skip test_ipv6: no ::1 on this machine\n");
-        return;
+        PX_SKIP("no ::1 on this machine");
     }
     PX_ASSERT_INT_EQ(rc, 0);
     PX_ASSERT_INT_EQ(cli_open_family(&C, AF_INET6, fx.port), 0);

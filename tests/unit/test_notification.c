@@ -2,6 +2,7 @@
  * validation, e-mail checks, EventBridge envelope recognition (with the seed's seven events). */
 #include "../../plugins/notification/message.c"
 
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "test.h"
@@ -237,8 +238,270 @@ static void test_collection_id_is_refused_with_the_reason(void)
                   "\"collectionId\":775}", why);
 }
 
+/* --- px_nq_body against jansson ------------------------------------------------------------ */
+
+/* A fixed-seed generator (xorshift64*), so a failing case can be replayed. */
+static uint64_t rnd(uint64_t *s)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ULL;
+}
+
+static size_t rnd_below(uint64_t *s, size_t n)
+{
+    return (size_t)(rnd(s) % n);
+}
+
+/* Appends code point cp as UTF-8 to out; returns the bytes written (1 to 4). */
+static size_t put_utf8(char *out, uint32_t cp)
+{
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    } else if (cp < 0x800) {
+        out[0] = (char)(0xc0 | cp >> 6);
+        out[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    } else if (cp < 0x10000) {
+        out[0] = (char)(0xe0 | cp >> 12);
+        out[1] = (char)(0x80 | (cp >> 6 & 0x3f));
+        out[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    out[0] = (char)(0xf0 | cp >> 18);
+    out[1] = (char)(0x80 | (cp >> 12 & 0x3f));
+    out[2] = (char)(0x80 | (cp >> 6 & 0x3f));
+    out[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/* One random code point: control characters (NUL too when nul_ok), the characters JSON escapes,
+ * '/', DEL, plain ASCII and 2-, 3- and 4-byte UTF-8 (never a surrogate). */
+static uint32_t rnd_code_point(uint64_t *s, int nul_ok)
+{
+    static const char special[] = "\"\\/\b\f\n\r\t\x7f";
+    switch (rnd_below(s, 7)) {
+    case 0:
+        return (uint32_t)(nul_ok ? rnd_below(s, 0x20) : 1 + rnd_below(s, 0x1f));
+    case 1:
+        return (uint32_t)(unsigned char)special[rnd_below(s, sizeof(special) - 1)];
+    case 2:
+    case 3:
+        return (uint32_t)(0x20 + rnd_below(s, 0x5f));
+    case 4:
+        return (uint32_t)(0x80 + rnd_below(s, 0x800 - 0x80));
+    case 5: {
+        uint32_t cp = (uint32_t)(0x800 + rnd_below(s, 0x10000 - 0x800));
+        return cp >= 0xd800 && cp <= 0xdfff ? 0xfffd : cp;
+    }
+    default:
+        return (uint32_t)(0x10000 + rnd_below(s, 0x110000 - 0x10000));
+    }
+}
+
+/* A random valid UTF-8 text of up to max_cp code points into buf (at least 4 * max_cp + 1 bytes);
+ * returns its length in bytes. Mostly short, sometimes long (beyond the plugin's 2 KiB buffer). */
+static size_t rnd_text(uint64_t *s, char *buf, size_t max_cp, int nul_ok)
+{
+    size_t cps = rnd_below(s, 8) == 0 ? rnd_below(s, max_cp + 1) : rnd_below(s, 24);
+    size_t len = 0;
+    for (size_t i = 0; i < cps; i++) {
+        len += put_utf8(buf + len, rnd_code_point(s, nul_ok));
+    }
+    buf[len] = '\0';
+    return len;
+}
+
+#define RND_MAX_CP 1200
+static char rnd_buf[4 * RND_MAX_CP + 1];
+
+static json_t *rnd_string(uint64_t *s)
+{
+    size_t n = rnd_text(s, rnd_buf, RND_MAX_CP, 1);
+    return json_stringn(rnd_buf, n);
+}
+
+/* A random value: nested objects and lists down to depth, strings, integers, true, false, null. */
+static json_t *rnd_value(uint64_t *s, int depth)
+{
+    static const json_int_t ints[] = {0, -1, 1, 9007199254740993LL, INT64_MAX, INT64_MIN};
+    switch (rnd_below(s, depth > 0 ? 8 : 6)) {
+    case 0:
+    case 1:
+        return rnd_string(s);
+    case 2:
+        return json_integer(rnd_below(s, 2) ? ints[rnd_below(s, 6)] : (json_int_t)rnd(s));
+    case 3:
+        return json_true();
+    case 4:
+        return json_false();
+    case 5:
+        return json_null();
+    case 6: {
+        json_t *a = json_array();
+        for (size_t i = rnd_below(s, 5); i > 0; i--) {
+            json_array_append_new(a, rnd_value(s, depth - 1));
+        }
+        return a;
+    }
+    default: {
+        json_t *o = json_object();
+        for (size_t i = rnd_below(s, 5); i > 0; i--) {
+            rnd_text(s, rnd_buf, 40, 0); /* object keys never hold NUL */
+            json_object_set_new(o, rnd_buf, rnd_value(s, depth - 1));
+        }
+        return o;
+    }
+    }
+}
+
+/* px_nq_body writes msg exactly as json_dumps(msg, JSON_COMPACT) does, whole and cut short to a
+ * random size (it then reports the whole length and holds the prefix). */
+static int body_matches_jansson(uint64_t *s, const json_t *msg)
+{
+    char *want = json_dumps(msg, JSON_COMPACT | JSON_ENCODE_ANY);
+    size_t n = want ? strlen(want) : 0, cut = n ? rnd_below(s, n) : 0;
+    char *got = malloc(n + 1), *part = malloc(cut + 1);
+    int same = want && got && part && px_nq_body(msg, NULL, 0) == n &&
+               px_nq_body(msg, got, n + 1) == n && memcmp(got, want, n) == 0 &&
+               px_nq_body(msg, part, cut) == n && memcmp(part, want, cut) == 0;
+    if (!same) {
+        char *text = json_dumps(msg, JSON_COMPACT | JSON_ENCODE_ANY | JSON_ENSURE_ASCII);
+        fprintf(stderr, "px_nq_body differs from json_dumps for %.2000s\n",
+                text ? text : "(undumpable)");
+        free(text);
+    }
+    free(want);
+    free(got);
+    free(part);
+    return same;
+}
+
+/* Random values of every kind, with strings of control characters, escapes, unicode and long
+ * runs: byte for byte what jansson writes. */
+static void test_body_matches_jansson_on_random_values(void)
+{
+    uint64_t seed = 0x6a09e667f3bcc908ULL;
+    for (int round = 0; round < 3000; round++) {
+        json_t *v = rnd_value(&seed, 4);
+        int same = body_matches_jansson(&seed, v);
+        json_decref(v);
+        PX_ASSERT(same);
+    }
+    /* A real number is left to jansson: 0 means "not mine". */
+    json_t *real = parse("{\"a\":[1,{\"b\":1.5}]}");
+    size_t n = px_nq_body(real, NULL, 0);
+    json_decref(real);
+    PX_ASSERT_INT_EQ(n, 0);
+}
+
+/* Sets key of o to a random text, never empty (no NUL: the plugin's fields are C strings). */
+static void set_rnd_text(uint64_t *s, json_t *o, const char *key, size_t max_cp)
+{
+    if (rnd_text(s, rnd_buf, max_cp, 0) == 0) {
+        strcpy(rnd_buf, "x");
+    }
+    json_object_set_new(o, key, json_string(rnd_buf));
+}
+
+/* Short-form parameters with the recipient fields chosen by the bits of mask (tos with to_name,
+ * ccs, bccs, phone, pushId, macros, locale), values random where the plugin allows any text. */
+static json_t *rnd_short_form(uint64_t *s, unsigned mask)
+{
+    json_t *p = json_object();
+    set_rnd_text(s, p, "name", 60);
+    if (mask & 1) {
+        json_object_set_new(p, "tos", json_pack("[s,{s:s,s:s}]", "a@example.com", "email",
+                                                "b@example.org", "name", "B \"b\" \\ \x01"));
+        set_rnd_text(s, p, "to_name", 300);
+    }
+    if (mask & 2) {
+        json_object_set_new(p, "ccs", json_string("c@example.com"));
+    }
+    if (mask & 4) {
+        json_object_set_new(p, "bccs", json_pack("[{s:s}]", "email", "d@example.net"));
+    }
+    if (mask & 8) {
+        json_object_set_new(p, "phone", json_string("+1 409-685-4167"));
+    }
+    if (mask & 16) {
+        set_rnd_text(s, p, "pushId", 200);
+    }
+    if (mask & 32) {
+        json_t *m = json_object();
+        for (size_t i = 1 + rnd_below(s, 6); i > 0; i--) {
+            rnd_text(s, rnd_buf, 30, 0);
+            char key[4 * 30 + 1];
+            memcpy(key, rnd_buf, strlen(rnd_buf) + 1);
+            json_t *v = rnd_below(s, 3) ? json_string((rnd_text(s, rnd_buf, 600, 0), rnd_buf))
+                        : rnd_below(s, 2) ? json_integer((json_int_t)rnd(s))
+                                          : json_boolean(rnd_below(s, 2));
+            json_object_set_new(m, key, v);
+        }
+        json_object_set_new(p, "macros", m);
+    }
+    if (mask & 64) {
+        set_rnd_text(s, p, "locale", 20);
+    }
+    return p;
+}
+
+/* Every combination of recipient fields, many times over with random texts, and the full form
+ * with several notifications and recipients: the body of each message built is jansson's. */
+static void test_body_matches_jansson_on_every_field_combination(void)
+{
+    uint64_t seed = 0xbb67ae8584caa73bULL;
+    int built = 0;
+    for (int round = 0; round < 20; round++) {
+        for (unsigned mask = 0; mask < 128; mask++) {
+            json_t *p = rnd_short_form(&seed, mask), *msg = NULL;
+            char why[300] = "";
+            int rc = px_nq_build(p, &msg, why, sizeof(why));
+            json_decref(p);
+            if (!(mask & (1 | 8 | 16))) {
+                PX_ASSERT_INT_EQ(rc, -1); /* no tos, phone or pushId: nothing to send to */
+                continue;
+            }
+            if (rc < 0) {
+                fprintf(stderr, "mask %u: %s\n", mask, why);
+            }
+            PX_ASSERT_INT_EQ(rc, 0);
+            int same = body_matches_jansson(&seed, msg);
+            json_decref(msg);
+            PX_ASSERT(same);
+            built++;
+        }
+        /* The full form: two notifications, the second with two recipients. */
+        json_t *a = rnd_short_form(&seed, 1 | 32 | 64), *b = rnd_short_form(&seed, 16 | 64);
+        json_t *c = rnd_short_form(&seed, 8 | 32);
+        json_t *name_a = json_incref(json_object_get(a, "name"));
+        json_t *name_b = json_incref(json_object_get(b, "name"));
+        json_object_del(a, "name");
+        json_object_del(b, "name");
+        json_object_del(c, "name");
+        json_t *p = json_pack("{s:[{s:o,s:[o]},{s:o,s:[o,o]}]}", "notification", "name", name_a,
+                              "recipients", a, "name", name_b, "recipients", b, c);
+        json_t *msg = NULL;
+        char why[300] = "";
+        int rc = px_nq_build(p, &msg, why, sizeof(why));
+        json_decref(p);
+        if (rc < 0) {
+            fprintf(stderr, "full form: %s\n", why);
+        }
+        PX_ASSERT_INT_EQ(rc, 0);
+        int same = body_matches_jansson(&seed, msg);
+        json_decref(msg);
+        PX_ASSERT(same);
+    }
+    PX_ASSERT_INT_EQ(built, 20 * 112);
+}
+
 PX_TEST_MAIN(PX_TEST(test_short_form_user_invite), PX_TEST(test_short_form_all_channels),
              PX_TEST(test_full_form_passes_through), PX_TEST(test_rejections_name_the_place),
              PX_TEST(test_email_check), PX_TEST(test_seed_envelopes),
              PX_TEST(test_envelope_rejections),
-             PX_TEST(test_collection_id_is_refused_with_the_reason))
+             PX_TEST(test_collection_id_is_refused_with_the_reason),
+             PX_TEST(test_body_matches_jansson_on_random_values),
+             PX_TEST(test_body_matches_jansson_on_every_field_combination))

@@ -1,7 +1,11 @@
-/* SHA-256 against the FIPS 180-2 example vectors, HMAC-SHA256 against RFC 4231. */
+/* SHA-256 against the FIPS 180-2 example vectors, HMAC-SHA256 against RFC 4231, and both against
+ * OpenSSL's libcrypto, an independent implementation, at every length up to 300 bytes. */
 #include "../../plugins/common/sha256.c"
 
 #include <stdlib.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "test.h"
 
@@ -139,6 +143,117 @@ static void test_hmac_parts(void)
     PX_ASSERT_STR_EQ(hex, joined_hex);
 }
 
+/* A fixed-seed generator (xorshift64*), so a failing length and content can be replayed. */
+static uint64_t rnd_next(uint64_t *s)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ULL;
+}
+
+static void rnd_fill(uint64_t *s, uint8_t *buf, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        buf[i] = (uint8_t)(rnd_next(s) >> 56);
+    }
+}
+
+/* OpenSSL's SHA-256 of data (len bytes) into out. */
+static int openssl_sha256(const void *data, size_t len, uint8_t out[PX_SHA256_LEN])
+{
+    unsigned int n = 0;
+    return EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) == 1 && n == PX_SHA256_LEN;
+}
+
+/* Our digest of data, fed in pieces whose sizes come from *s (1 to 70 bytes). */
+static void sha256_in_pieces(uint64_t *s, const uint8_t *data, size_t len,
+                             uint8_t out[PX_SHA256_LEN])
+{
+    px_sha256_ctx c;
+    px_sha256_init(&c);
+    size_t off = 0;
+    while (off < len) {
+        size_t n = 1 + (size_t)(rnd_next(s) % 70);
+        n = n < len - off ? n : len - off;
+        px_sha256_update(&c, data + off, n);
+        off += n;
+    }
+    px_sha256_final(&c, out);
+}
+
+/* Every length 0..300 (all padding cases, up to four blocks and a bit), random bytes, one-shot
+ * and in random pieces: the same digest as OpenSSL's. */
+static void test_sha256_matches_openssl_every_length(void)
+{
+    uint64_t seed = 0x9e3779b97f4a7c15ULL;
+    uint8_t data[300];
+    for (size_t len = 0; len <= sizeof(data); len++) {
+        for (int round = 0; round < 4; round++) {
+            rnd_fill(&seed, data, len);
+            uint8_t ours[PX_SHA256_LEN], pieces[PX_SHA256_LEN], theirs[PX_SHA256_LEN];
+            px_sha256(data, len, ours);
+            sha256_in_pieces(&seed, data, len, pieces);
+            PX_ASSERT(openssl_sha256(data, len, theirs));
+            if (memcmp(ours, theirs, PX_SHA256_LEN) != 0 ||
+                memcmp(pieces, theirs, PX_SHA256_LEN) != 0) {
+                fprintf(stderr, "sha256 differs from OpenSSL at length %zu round %d\n", len,
+                        round);
+            }
+            PX_ASSERT(memcmp(ours, theirs, PX_SHA256_LEN) == 0);
+            PX_ASSERT(memcmp(pieces, theirs, PX_SHA256_LEN) == 0);
+        }
+    }
+}
+
+/* Longer random messages (up to 64 KiB) in random pieces. */
+static void test_sha256_matches_openssl_long_messages(void)
+{
+    uint64_t seed = 0x2545f4914f6cdd1dULL;
+    size_t cap = 65536;
+    uint8_t *data = malloc(cap);
+    PX_ASSERT(data);
+    int same = 1;
+    for (int round = 0; round < 40 && same; round++) {
+        size_t len = (size_t)(rnd_next(&seed) % (cap + 1));
+        rnd_fill(&seed, data, len);
+        uint8_t ours[PX_SHA256_LEN], theirs[PX_SHA256_LEN];
+        sha256_in_pieces(&seed, data, len, ours);
+        same = openssl_sha256(data, len, theirs) && memcmp(ours, theirs, PX_SHA256_LEN) == 0;
+        if (!same) {
+            fprintf(stderr, "sha256 differs from OpenSSL at length %zu\n", len);
+        }
+    }
+    free(data);
+    PX_ASSERT(same);
+}
+
+/* HMAC-SHA256 against OpenSSL's HMAC: keys of 0..200 bytes (shorter than, equal to and longer
+ * than a block) with messages of random length and content. */
+static void test_hmac_matches_openssl(void)
+{
+    uint64_t seed = 0x853c49e6748fea9bULL;
+    uint8_t key[200], msg[300];
+    for (size_t klen = 0; klen <= sizeof(key); klen++) {
+        size_t mlen = (size_t)(rnd_next(&seed) % (sizeof(msg) + 1));
+        rnd_fill(&seed, key, klen);
+        rnd_fill(&seed, msg, mlen);
+        uint8_t ours[PX_SHA256_LEN], theirs[PX_SHA256_LEN];
+        unsigned int n = 0;
+        px_hmac_sha256(key, klen, msg, mlen, ours);
+        PX_ASSERT(HMAC(EVP_sha256(), key, (int)klen, msg, mlen, theirs, &n) != NULL);
+        PX_ASSERT_INT_EQ(n, PX_SHA256_LEN);
+        if (memcmp(ours, theirs, PX_SHA256_LEN) != 0) {
+            fprintf(stderr, "hmac differs from OpenSSL: key %zu bytes, message %zu\n", klen,
+                    mlen);
+        }
+        PX_ASSERT(memcmp(ours, theirs, PX_SHA256_LEN) == 0);
+    }
+}
+
 PX_TEST_MAIN(PX_TEST(test_sha256_vectors), PX_TEST(test_sha256_million_a_incremental),
              PX_TEST(test_sha256_padding_boundaries), PX_TEST(test_hmac_rfc4231),
-             PX_TEST(test_hmac_parts))
+             PX_TEST(test_hmac_parts),
+             PX_TEST(test_sha256_matches_openssl_every_length),
+             PX_TEST(test_sha256_matches_openssl_long_messages),
+             PX_TEST(test_hmac_matches_openssl))
