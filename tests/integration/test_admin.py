@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import harness
-from harness import Host, plexus, read_jsonl, run_all, wait_for
+from harness import Host, Skip, plexus, read_jsonl, run_all, wait_for
 
 TOKEN = "adm-t0ken-4f9c2e"
 
@@ -995,8 +995,7 @@ def test_auth_none_only_on_loopback_and_said_out_loud():
 
 def test_api_on_a_non_loopback_address_of_a_namespace():
     if not netns_available():
-        print("skip: no network namespace here (needs root and iproute2)")
-        return
+        raise Skip("no network namespace here (needs root and iproute2)")
     ns = "pxauth%d" % os.getpid()
     addr = "10.213.0.1"
     subprocess.run(["ip", "netns", "add", ns], check=True)
