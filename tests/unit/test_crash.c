@@ -209,7 +209,7 @@ static void test_recover_charges_spool(void)
  * generation. */
 static void test_cause_of_innermost_frame(void)
 {
-    int gen_a, gen_b; /* only their addresses matter */
+    int gen_a = 0, gen_b = 0; /* only their addresses matter */
     PX_ASSERT(px_crash_cause(&gen_a) == 0);
     PX_ASSERT_STR_EQ(px_crash_instance(), "");
     px_crash_frame outer, inner, plain;
