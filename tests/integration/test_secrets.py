@@ -504,7 +504,7 @@ def test_stored_data_is_kept_byte_for_byte_while_the_log_is_masked():
     the log line that prints the secret shows it masked; the notification plugin's default
     password (guest, not set by the config) masks nothing."""
     for name in ("webhook", "ezzing", "notification"):
-        assert plugin_exists(name), f"{name}.so is not built"
+        require_plugin(name)
     from fauxqs import Fauxqs
     sqs = Fauxqs(logger=False).start()
     try:

@@ -81,14 +81,15 @@ def test_world_writable_plugin_is_refused_everywhere_with_one_line():
     assert "writable by everyone (mode 0757)" in lines[0] and f"chmod go-w {so}" in lines[0], \
         lines[0]
     r = plexus("plugins", "-p", d)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1 and "1 plugin file refused" in r.stderr, (r.returncode, r.stderr)
     assert len(refusal_lines(r.stdout, so)) == 1 and "writable by everyone" in r.stdout, r.stdout
     assert "webhook" not in r.stdout.replace(so, ""), "its descriptor was never read"
     with h:
         h.start(wait=False)
         assert h.proc.wait(60) == 1, h.log()
         assert "chmod go-w " + so in h.log()
-    assert not os.path.exists(h.path("var", "plugins", "hook.1.%d.so" % h.proc.pid))
+        pid = h.proc.pid
+    assert not os.path.exists(h.path("var", "plugins", "hook.1.%d.so" % pid))
 
 
 def test_permissive_trust_loads_it_with_a_warning():
