@@ -34,7 +34,7 @@ cflags="-g -O1 -std=c11 -D_GNU_SOURCE -fno-omit-frame-pointer \
  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
  -Wall -Wextra -Wno-unused-parameter -Ihost -Isdk/include -Ifuzz $(pkg-config --cflags $pkgs)"
 libs="$(pkg-config --libs $pkgs) -lhttp_parser -lpthread -ldl -lm"
-base="host/log.c host/mem.c host/err.c"
+base="host/log.c host/mem.c host/err.c host/fsutil.c host/admin_token.c"
 
 # target name -> sources, extra flags
 declare -A srcs flags
