@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "admin_token.h"
-#include "daemon.h"
+#include "runtime.h"
 #include "err.h"
 #include "http_server.h"
 #include "log.h"
@@ -33,7 +33,9 @@
 #define REFUSAL_LOG_MS 1000 /* at most one log line per second about refused requests */
 
 struct px_admin {
-    px_daemon *d;
+    px_runtime *d;
+    px_admin_reload_fn reload; /* what POST /admin/reload runs */
+    void *reload_arg;
     px_http_server *srv; /* owned; NULL while no listener runs */
     char *listen;        /* the host.admin.listen srv was made for (owned; NULL = none) */
     char *token;         /* the bearer token in force (owned; secret); NULL with auth: none */
@@ -272,7 +274,7 @@ static void on_healthz(px_http_request *req, void *arg)
 /* Reasons the host is not ready, as a JSON array (new reference). */
 static json_t *not_ready(px_admin *a)
 {
-    px_daemon *d = a->d;
+    px_runtime *d = a->d;
     json_t *why = json_array();
     if (d->stopping) {
         json_array_append_new(why, json_string("host is stopping"));
@@ -402,7 +404,7 @@ static void on_http_stat(const char *route, int status, uint64_t count, void *ar
 
 void px_admin_collect_metrics(px_admin *a)
 {
-    px_daemon *d = a->d;
+    px_runtime *d = a->d;
     set1(a->m.unrouted, (double)d->events_unrouted);
     set1(a->m.duplicate, (double)d->events_duplicate);
     set1(a->m.refused, (double)d->events_refused);
@@ -499,7 +501,7 @@ static const char *kind_name(uint32_t kind)
     return (kind & PX_KIND_SINK) ? "sink" : "";
 }
 
-static json_t *instance_json(const px_instance *inst)
+static json_t *instance_json(const px_instance *inst, px_dispatch *disp)
 {
     const px_plugin_ctx *gen = inst->gen;
     const px_plugin_desc *desc = gen && gen->lib ? gen->lib->desc : NULL;
@@ -516,8 +518,8 @@ static json_t *instance_json(const px_instance *inst)
     json_object_set_new(o, "max_inflight", json_integer(inst->max_inflight));
     /* A failed load or start, else the sink's last failed delivery while it has not recovered. */
     const char *err = inst->last_error;
-    if (!err && (inst->kind & PX_KIND_SINK) && inst->daemon) {
-        err = px_dispatch_sink_error(inst->daemon->dispatch, inst->name);
+    if (!err && (inst->kind & PX_KIND_SINK) && disp) {
+        err = px_dispatch_sink_error(disp, inst->name);
     }
     json_object_set_new(o, "last_error", err ? json_string(err) : json_null());
     return o;
@@ -585,7 +587,7 @@ static json_t *spool_json(px_spool *sp)
 
 json_t *px_admin_status_json(px_admin *a)
 {
-    px_daemon *d = a->d;
+    px_runtime *d = a->d;
     int64_t now = px_now_ms();
     json_t *st = json_object();
     json_object_set_new(st, "version", json_string(PX_VERSION));
@@ -607,7 +609,7 @@ json_t *px_admin_status_json(px_admin *a)
 
     json_t *insts = json_array();
     for (size_t i = 0; i < d->ninstances; i++) {
-        json_array_append_new(insts, instance_json(d->instances[i]));
+        json_array_append_new(insts, instance_json(d->instances[i], d->dispatch));
     }
     json_object_set_new(st, "instances", insts);
     json_t *pipes = json_array();
@@ -869,7 +871,7 @@ static void on_reload(px_http_request *req, void *arg)
     char inst[256];
     int has = query_get(req, "instance", inst, sizeof(inst)) && inst[0];
     char err[1024] = "";
-    int rc = px_daemon_reload(a->d, has ? inst : NULL, err, sizeof(err));
+    int rc = a->reload(a->reload_arg, has ? inst : NULL, err, sizeof(err));
     json_t *body = json_object();
     json_object_set_new(body, "instance", has ? json_string(inst) : json_null());
     if (rc == 0) {
@@ -941,7 +943,7 @@ static void add_routes(px_admin *a, px_http_server *srv)
     }
 }
 
-static int bind_listener(px_daemon *d, const char *listen, px_http_server **out, char *err,
+static int bind_listener(px_runtime *d, const char *listen, px_http_server **out, char *err,
                          size_t errlen)
 {
     px_http_server_options ho = {.listen = listen, .max_connections = 64};
@@ -968,7 +970,7 @@ static void log_listening(px_admin *a, const px_config *cfg)
     }
 }
 
-int px_admin_create(px_daemon *d, px_admin **out)
+int px_admin_create(px_runtime *d, px_admin_reload_fn reload, void *reload_arg, px_admin **out)
 {
     *out = NULL;
     const px_config *cfg = d->cfg;
@@ -977,6 +979,8 @@ int px_admin_create(px_daemon *d, px_admin **out)
     }
     px_admin *a = px_xcalloc(1, sizeof(*a));
     a->d = d;
+    a->reload = reload;
+    a->reload_arg = reload_arg;
     a->started_ms = px_now_ms();
     char real[PATH_MAX];
     a->data_dir = px_xstrdup(realpath(cfg->data_dir, real) ? real : cfg->data_dir);

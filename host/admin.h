@@ -11,18 +11,23 @@
 
 #include <jansson.h>
 
-typedef struct px_daemon px_daemon;
+typedef struct px_runtime px_runtime;
 typedef struct px_admin px_admin;
 typedef struct px_config px_config;
 
-/* Makes the admin API of d (borrowed; must outlive it): reads or creates its token, starts
- * listening on d->cfg->admin_listen (no listener when it is NULL or "") and logs
+/* Reloads instance `instance` (NULL: the whole configuration); 0 or < 0 with one line in err. */
+typedef int (*px_admin_reload_fn)(void *arg, const char *instance, char *err, size_t errlen);
+
+/* Makes the admin API of runtime rt (borrowed; must outlive it), POST /admin/reload running
+ * reload(reload_arg, ...): reads or creates its token, starts
+ * listening on rt->cfg->admin_listen (no listener when it is NULL or "") and logs
  * "admin listening address=... port=... auth=...". A listener that cannot bind, or a token file
  * that is refused, is logged as an error and the host runs without the admin API (a reload may
  * start it): ingestion matters more than its management interface. Stores the admin (owned by
- * caller; px_admin_close) in *out, NULL only when d has no config. Returns 0, or the error after
+ * caller; px_admin_close) in *out, NULL only when rt has no config. Returns 0, or the error after
  * logging it. */
-int px_admin_create(px_daemon *d, px_admin **out);
+int px_admin_create(px_runtime *rt, px_admin_reload_fn reload, void *reload_arg,
+                    px_admin **out);
 
 /* The bound TCP port (useful with port 0); 0 without a listener. */
 int px_admin_port(const px_admin *a);
@@ -42,7 +47,7 @@ typedef struct px_admin_change px_admin_change;
 int px_admin_prepare(px_admin *a, const px_config *ncfg, px_admin_change **out, char *err,
                      size_t errlen);
 
-/* Applies ch (stolen; NULL is a no-op) once the daemon's config is the new one: the new token
+/* Applies ch (stolen; NULL is a no-op) once the runtime's config is the new one: the new token
  * from the next request on; the new listener takes connections and the old one stops listening,
  * answering the requests it already took before it closes. */
 void px_admin_commit(px_admin *a, px_admin_change *ch);

@@ -1,11 +1,14 @@
-/* The px_host_api table handed to plugins: thin adapters onto the host modules. Every function
- * checks its handle, so a plugin's mistake is an error code, not a crash of the host. */
+/* The px_host_api table handed to plugins: thin adapters onto the runtime's modules, found
+ * through the context each call names (see api.h). Every function checks its handle, so a
+ * plugin's mistake is an error code, not a crash of the host. */
+#include "api.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon.h"
+#include "dispatch.h"
 #include "err.h"
 #include "event.h"
 #include "ingest.h"
@@ -13,8 +16,8 @@
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
-
-px_daemon *px_the_daemon;
+#include "net.h"
+#include "runtime.h"
 
 static void api_log(px_plugin_ctx *ctx, int level, const char *fmt, ...)
 {
@@ -36,11 +39,11 @@ static px_event *api_event_create(px_plugin_ctx *ctx, const char *type, json_t *
 
 static int api_emit(px_plugin_ctx *ctx, px_event *ev, px_persisted_cb cb, void *arg)
 {
-    if (!ctx || !px_the_daemon) {
+    if (!ctx) {
         px_event_unref(ev);
         return PX_EINVAL;
     }
-    return px_ingest_emit(px_the_daemon, ctx, ev, cb, arg);
+    return px_ingest_emit(px_runtime_of(ctx), ctx, ev, cb, arg);
 }
 
 static void api_event_discard(px_event *ev)
@@ -76,7 +79,7 @@ static const char *api_event_meta(const px_event *ev, const char *key)
 /* What deliver() gave the plugin is a handle (dispatch.h): NULL once the delivery is complete. */
 static px_delivery *open_delivery(px_delivery *handle)
 {
-    return px_the_daemon ? px_dispatch_resolve(px_the_daemon->dispatch, handle) : NULL;
+    return px_dispatch_resolve(handle);
 }
 
 static const px_event *api_delivery_event(px_delivery *h)
@@ -111,8 +114,7 @@ static uint32_t api_delivery_attempt(px_delivery *h)
 
 static void api_complete(px_delivery *h, int status, const char *reason, uint64_t retry_after_ms)
 {
-    px_dispatch_complete(px_the_daemon ? px_the_daemon->dispatch : NULL, h, status, reason,
-                         retry_after_ms);
+    px_dispatch_complete(h, status, reason, retry_after_ms);
 }
 
 static int api_post(px_plugin_ctx *ctx, void (*cb)(void *arg), void *arg)
@@ -122,18 +124,20 @@ static int api_post(px_plugin_ctx *ctx, void (*cb)(void *arg), void *arg)
 
 static json_t *api_kv_get(px_plugin_ctx *ctx, const char *key)
 {
-    if (!ctx || !key || !px_the_daemon || !px_the_daemon->state) {
+    px_state *state = ctx ? px_runtime_of(ctx)->state : NULL;
+    if (!key || !state) {
         return NULL;
     }
-    return px_state_get(px_the_daemon->state, ctx->inst->name, key);
+    return px_state_get(state, ctx->inst->name, key);
 }
 
 static int api_kv_set(px_plugin_ctx *ctx, const char *key, const json_t *value)
 {
-    if (!ctx || !key || !px_the_daemon || !px_the_daemon->state) {
+    px_state *state = ctx ? px_runtime_of(ctx)->state : NULL;
+    if (!key || !state) {
         return PX_EINVAL;
     }
-    return px_state_set(px_the_daemon->state, ctx->inst->name, key, value);
+    return px_state_set(state, ctx->inst->name, key, value);
 }
 
 static void api_counter_add(px_plugin_ctx *ctx, const char *name, const char *labels,
@@ -159,22 +163,22 @@ static void api_drained(px_plugin_ctx *ctx)
 static int api_dead_letter(px_plugin_ctx *ctx, const char *raw, size_t len, const json_t *meta,
                            const char *reason, px_persisted_cb cb, void *arg)
 {
-    if (!ctx || !px_the_daemon) {
+    if (!ctx) {
         return PX_EINVAL;
     }
-    return px_ingest_dead_letter(px_the_daemon, ctx, raw, len, meta, reason, cb, arg);
+    return px_ingest_dead_letter(px_runtime_of(ctx), ctx, raw, len, meta, reason, cb, arg);
 }
 
 static int api_http_route(px_plugin_ctx *ctx, const char *method, const char *path,
                           uint32_t flags, px_http_handler cb, void *arg)
 {
-    return px_daemon_http_route(px_the_daemon, ctx, method, path, flags, cb, arg);
+    return px_net_route(ctx ? px_runtime_of(ctx)->http : NULL, ctx, method, path, flags, cb, arg);
 }
 
 static int api_http_request(px_plugin_ctx *ctx, const px_http_options *opt,
                             px_http_response_cb cb, void *arg, px_http_call **out)
 {
-    return px_daemon_http_request(px_the_daemon, ctx, opt, cb, arg, out);
+    return px_net_request(ctx ? px_runtime_of(ctx)->client : NULL, ctx, opt, cb, arg, out);
 }
 
 static int api_event_set_raw(px_event *ev, const char *json, size_t len)
@@ -254,7 +258,7 @@ void px_api_init(px_host_api *api)
     api->timer_stop = px_gen_timer_stop;
     api->http_route = api_http_route;
     api->http_request = api_http_request;
-    px_daemon_http_fill(api);
+    px_net_fill_api(api);
     api->kv_get = api_kv_get;
     api->kv_set = api_kv_set;
     api->counter_add = api_counter_add;

@@ -8,7 +8,6 @@
 #include <sys/time.h>
 
 #include "crash.h"
-#include "daemon.h"
 #include "err.h"
 #include "log.h"
 #include "mem.h"
@@ -47,11 +46,12 @@ typedef struct handle_table {
 } handle_table;
 
 struct px_dispatch {
-    px_daemon *d;
+    uv_loop_t *loop;
+    px_spool *spool;
+    px_sink_directory dir;
     px_sinkq *queues;
     uv_timer_t sweep;
     px_delivery *orphans; /* timed-out or reclaimed deliveries their plugin still holds */
-    handle_table handles; /* every delivery handed to a plugin and not yet freed */
     px_dispatch_stats stats;
     int closing;
 };
@@ -68,7 +68,12 @@ static void pump(px_sinkq *q);
  * tombstone per completed delivery would detect a second complete as well, but only by keeping
  * memory for every delivery a generation ever saw; the table holds only those still open.
  * (With a 32-bit uintptr_t the counter wraps after 2^32 hand-overs: a handle held that long
- * could then name a newer delivery.) */
+ * could then name a newer delivery.) The SDK's complete() names a delivery by its handle alone, so
+ * the table is the process's: a handle leads to its delivery, and the delivery to its dispatcher.
+ */
+
+/* Every delivery handed to a plugin and not yet freed. */
+static handle_table open_handles;
 
 static size_t handle_home(const handle_table *t, uint64_t h)
 {
@@ -155,7 +160,7 @@ static px_delivery *handle_ptr(uint64_t handle)
 static void delivery_free(px_delivery *dl)
 {
     if (dl->handle) {
-        handle_remove(&dl->q->disp->handles, dl);
+        handle_remove(&open_handles, dl);
     }
     px_event_unref(dl->event);
     free(dl->pipeline);
@@ -235,7 +240,7 @@ static px_sinkq *queue_get(px_dispatch *disp, const char *sink)
     px_sinkq *q = px_xcalloc(1, sizeof(*q));
     q->name = px_xstrdup(sink);
     q->disp = disp;
-    uv_timer_init(disp->d->loop, &q->wake);
+    uv_timer_init(disp->loop, &q->wake);
     q->wake.data = q;
     q->next = disp->queues;
     disp->queues = q;
@@ -304,7 +309,7 @@ static void on_loaded(const px_spool_loaded *row, void *arg)
     if (!params) {
         params = json_object();
     }
-    const px_retry_policy *pol = px_daemon_policy(q->disp->d, row->pipeline);
+    const px_retry_policy *pol = q->disp->dir.policy(q->disp->dir.owner, row->pipeline);
     px_delivery *dl = delivery_new(q, row->id, ev, row->pipeline, row->action, params, pol);
     dl->attempt = row->attempts;
     dl->next_at_ms = row->next_at_ms;
@@ -314,7 +319,7 @@ static void on_loaded(const px_spool_loaded *row, void *arg)
 
 static void refill(px_sinkq *q)
 {
-    px_spool *sp = q->disp->d->spool;
+    px_spool *sp = q->disp->spool;
     size_t want = WINDOW_MAX - q->nready;
     refill_ctx rc = {q, 0};
     int n = px_spool_load(sp, q->name, q->tail_id, want, on_loaded, &rc);
@@ -331,7 +336,7 @@ static void refill(px_sinkq *q)
 
 static px_plugin_ctx *sink_gen(px_sinkq *q, uint32_t *max_inflight)
 {
-    px_instance *inst = px_daemon_instance(q->disp->d, q->name);
+    px_instance *inst = q->disp->dir.instance(q->disp->dir.owner, q->name);
     if (!inst || !inst->gen || inst->gen->state_code != PX_GEN_RUNNING ||
         !(inst->kind & PX_KIND_SINK)) {
         return NULL;
@@ -350,7 +355,7 @@ static void hand_over(px_sinkq *q, px_delivery *dl, px_plugin_ctx *gen)
     list_append(&q->infl_head, &q->infl_tail, dl);
     q->ninflight++;
     gen->inflight++;
-    uint64_t handle = handle_add(&q->disp->handles, dl);
+    uint64_t handle = handle_add(&open_handles, dl);
     /* Should the plugin take the process down, the crash marker names this delivery; so it does
      * when a callback the plugin sets up now does (px_dispatch_blame). */
     px_crash_frame cf;
@@ -466,7 +471,7 @@ static void note_outcome(px_sinkq *q, int status, const char *reason)
 static void finish_dead(px_delivery *dl, const char *reason)
 {
     px_dispatch *disp = dl->q->disp;
-    px_spool_mark_dead(disp->d->spool, dl->id, dl->attempt, reason);
+    px_spool_mark_dead(disp->spool, dl->id, dl->attempt, reason);
     disp->stats.dead++;
     PX_LOG_WARN("dispatch", "dead letter id=%lld sink=%s pipeline=%s event=%s reason=%s",
                 (long long)dl->id, dl->sink, dl->pipeline, dl->event->id, reason);
@@ -490,19 +495,16 @@ static void finish_dead_why(px_delivery *dl, const char *error, int timed_out)
     free(why);
 }
 
-px_delivery *px_dispatch_resolve(px_dispatch *disp, px_delivery *handle)
+px_delivery *px_dispatch_resolve(px_delivery *handle)
 {
-    if (!disp) {
-        return NULL;
-    }
-    size_t i = handle_find(&disp->handles, (uint64_t)(uintptr_t)handle);
-    return i == SIZE_MAX ? NULL : disp->handles.slot[i];
+    size_t i = handle_find(&open_handles, (uint64_t)(uintptr_t)handle);
+    return i == SIZE_MAX ? NULL : open_handles.slot[i];
 }
 
 px_delivery *px_dispatch_blame(px_dispatch *disp, px_plugin_ctx *gen, uint64_t cause)
 {
     if (cause) {
-        px_delivery *dl = px_dispatch_resolve(disp, handle_ptr(cause));
+        px_delivery *dl = px_dispatch_resolve(handle_ptr(cause));
         return dl && dl->gen == gen ? dl : NULL;
     }
     if (gen->inflight != 1) {
@@ -526,21 +528,30 @@ px_delivery *px_dispatch_blame(px_dispatch *disp, px_plugin_ctx *gen, uint64_t c
     return NULL;
 }
 
-void px_dispatch_complete(px_dispatch *disp, px_delivery *handle, int status, const char *reason,
+void px_dispatch_crash_enter(px_dispatch *disp, px_crash_frame *f, px_plugin_ctx *gen,
+                             const char *call, uint64_t cause)
+{
+    px_delivery *dl = disp ? px_dispatch_blame(disp, gen, cause) : NULL;
+    px_crash_enter(f, call, gen->inst->name, dl ? dl->id : 0, dl ? dl->event->id : NULL);
+    px_crash_set_cause(f, gen, dl ? dl->handle : 0);
+}
+
+void px_dispatch_complete(px_delivery *handle, int status, const char *reason,
                           uint64_t retry_after_ms)
 {
-    px_delivery *dl = px_dispatch_resolve(disp, handle);
+    px_delivery *dl = px_dispatch_resolve(handle);
     if (!dl) {
         PX_LOG_ERR("dispatch", "complete refused: the delivery is already complete or unknown "
                    "instance=%s handle=%llu status=%d", px_crash_instance(),
                    (unsigned long long)(uintptr_t)handle, status);
         return;
     }
+    px_sinkq *q = dl->q;
+    px_dispatch *disp = q->disp;
     px_plugin_ctx *gen = dl->gen;
     if (gen && gen->inflight > 0) {
         gen->inflight--;
     }
-    px_sinkq *q = dl->q;
     if (dl->orphan) {
         /* Already retried elsewhere: this late answer changes nothing. */
         list_remove(&disp->orphans, &(px_delivery *){NULL}, dl);
@@ -553,7 +564,7 @@ void px_dispatch_complete(px_dispatch *disp, px_delivery *handle, int status, co
     list_remove(&q->infl_head, &q->infl_tail, dl);
     q->ninflight--;
     dl->gen = NULL;
-    handle_remove(&disp->handles, dl); /* this attempt is over, even if the delivery goes on */
+    handle_remove(&open_handles, dl); /* this attempt is over, even if the delivery goes on */
     if (!reason) {
         reason = "";
     }
@@ -565,7 +576,7 @@ void px_dispatch_complete(px_dispatch *disp, px_delivery *handle, int status, co
     note_outcome(q, status, reason);
 
     if (status == PX_OK) {
-        px_spool_mark_done(disp->d->spool, dl->id, dl->attempt);
+        px_spool_mark_done(disp->spool, dl->id, dl->attempt);
         disp->stats.delivered++;
         px_metrics_delivery(dl->pipeline, dl->sink, "done", dl->event->time_ms);
         q->failing = 0;
@@ -594,7 +605,7 @@ void px_dispatch_complete(px_dispatch *disp, px_delivery *handle, int status, co
             finish_dead_why(dl, error, 0);
         } else {
             dl->next_at_ms = next_at;
-            px_spool_mark_retry(disp->d->spool, dl->id, dl->attempt, dl->next_at_ms, reason);
+            px_spool_mark_retry(disp->spool, dl->id, dl->attempt, dl->next_at_ms, reason);
             PX_LOG_INFO("dispatch", "retry id=%lld sink=%s attempt=%u in_ms=%llu reason=%s",
                         (long long)dl->id, dl->sink, dl->attempt, (unsigned long long)wait,
                         reason);
@@ -647,7 +658,7 @@ static void take_back(px_sinkq *q, px_delivery *dl, const char *why, int count_a
             return;
         }
         copy->next_at_ms = next_at;
-        px_spool_mark_retry(disp->d->spool, copy->id, copy->attempt, copy->next_at_ms, why);
+        px_spool_mark_retry(disp->spool, copy->id, copy->attempt, copy->next_at_ms, why);
         q->failing = 1;
         note_outcome(q, PX_ERETRY, why);
     }
@@ -680,11 +691,14 @@ static void on_sweep(uv_timer_t *t)
     }
 }
 
-int px_dispatch_create(px_daemon *d, px_dispatch **out)
+int px_dispatch_create(uv_loop_t *loop, px_spool *spool, const px_sink_directory *dir,
+                       px_dispatch **out)
 {
     px_dispatch *disp = px_xcalloc(1, sizeof(*disp));
-    disp->d = d;
-    uv_timer_init(d->loop, &disp->sweep);
+    disp->loop = loop;
+    disp->spool = spool;
+    disp->dir = *dir;
+    uv_timer_init(loop, &disp->sweep);
     disp->sweep.data = disp;
     uv_timer_start(&disp->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
     uv_unref((uv_handle_t *)&disp->sweep);
@@ -729,8 +743,10 @@ void px_dispatch_close(px_dispatch *disp)
         q = next;
     }
     free_list(disp->orphans);
-    free(disp->handles.slot); /* empty now: every delivery is freed */
-    disp->handles = (handle_table){NULL, 0, 0, disp->handles.last};
+    if (open_handles.n == 0) { /* every delivery of disp is freed: release the table */
+        free(open_handles.slot);
+        open_handles = (handle_table){NULL, 0, 0, open_handles.last};
+    }
     uv_close((uv_handle_t *)&disp->sweep, on_disp_closed);
 }
 

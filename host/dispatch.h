@@ -15,9 +15,11 @@
 #include <plexus/sdk.h>
 
 #include "config.h"
+#include "crash.h"
 #include "event.h"
+#include "instance.h"
+#include "spool.h"
 
-typedef struct px_daemon px_daemon;
 typedef struct px_dispatch px_dispatch;
 typedef struct px_sinkq px_sinkq;
 
@@ -41,7 +43,18 @@ typedef struct px_dispatch_stats {
     uint64_t delivered, retried, dead, rejected, timeouts;
 } px_dispatch_stats;
 
-int px_dispatch_create(px_daemon *d, px_dispatch **out);
+/* Where the dispatcher finds sinks and pipelines, filled in by the runtime; both return borrowed
+ * values (owner is passed back). */
+typedef struct px_sink_directory {
+    void *owner;
+    px_instance *(*instance)(void *owner, const char *name); /* NULL when unknown */
+    const px_retry_policy *(*policy)(void *owner, const char *pipeline); /* never NULL */
+} px_sink_directory;
+
+/* A dispatcher on loop delivering what spool (borrowed; outlives it) holds, finding sinks and
+ * policies through dir (copied). */
+int px_dispatch_create(uv_loop_t *loop, px_spool *spool, const px_sink_directory *dir,
+                       px_dispatch **out);
 /* Frees every delivery in memory (they are all in the spool). Timers closed; the loop must run
  * once more. */
 void px_dispatch_close(px_dispatch *disp);
@@ -74,15 +87,15 @@ void px_dispatch_reclaim(px_dispatch *disp, px_plugin_ctx *gen);
 void px_dispatch_forget(px_dispatch *disp, px_plugin_ctx *gen);
 
 /* Plugins never see a px_delivery's address: deliver() gets a handle, a pointer value that names
- * one hand-over and is never given out again (see dispatch.c). This returns the delivery `handle`
- * names while its plugin may still use it (until complete, or the end of its generation), else
- * NULL: a finished delivery, or not a handle at all. */
-px_delivery *px_dispatch_resolve(px_dispatch *disp, px_delivery *handle);
+ * one hand-over in this process and is never given out again (see dispatch.c). This returns the
+ * delivery `handle` names while its plugin may still use it (until complete, or the end of its
+ * generation), else NULL: a finished delivery, one of a closed dispatcher, or not a handle. */
+px_delivery *px_dispatch_resolve(px_delivery *handle);
 
 /* SDK complete() of `handle` (see px_dispatch_resolve). A handle that names no open delivery (a
- * second complete, one after the generation's end) is refused with an error in the log; nothing
- * else changes. disp NULL (the host is closing) refuses every handle. */
-void px_dispatch_complete(px_dispatch *disp, px_delivery *handle, int status, const char *reason,
+ * second complete, one after the generation's end or the dispatcher's close) is refused with an
+ * error in the log; nothing else changes. */
+void px_dispatch_complete(px_delivery *handle, int status, const char *reason,
                           uint64_t retry_after_ms);
 
 /* Which delivery a plugin callback into gen runs for, so that a crash in it is charged there.
@@ -94,6 +107,10 @@ void px_dispatch_complete(px_dispatch *disp, px_delivery *handle, int status, co
  *   flight when it has exactly one, the only one whose data can be at fault; none otherwise.
  * Returns the delivery (valid until it completes) or NULL. */
 px_delivery *px_dispatch_blame(px_dispatch *disp, px_plugin_ctx *gen, uint64_t cause);
+/* Enters crash frame f for callback `call` into gen, charged to the delivery px_dispatch_blame
+ * names (none with disp NULL): what px_gen_crash_enter does through the runtime's hook. */
+void px_dispatch_crash_enter(px_dispatch *disp, px_crash_frame *f, px_plugin_ctx *gen,
+                             const char *call, uint64_t cause);
 
 /* Backoff before attempt `attempt + 1` after `attempt` failed attempts (>= 1), without jitter:
  * the event's hint list when it has one (last entry repeats), else backoff_ms * 2^(attempt-1);

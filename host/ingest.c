@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon.h"
+#include "runtime.h"
 #include "err.h"
 #include "event.h"
 #include "log.h"
@@ -12,7 +12,7 @@
 #include "metrics.h"
 
 typedef struct pending_emit {
-    px_daemon *d;
+    px_runtime *rt;
     px_plugin_ctx *gen;
     px_event *ev;
     px_persisted_cb cb;
@@ -58,14 +58,14 @@ static void on_deferred(void *arg)
 static void on_committed(int status, void *arg)
 {
     pending_emit *pe = arg;
-    px_daemon *d = pe->d;
+    px_runtime *rt = pe->rt;
     if (status == PX_SPOOL_DUPLICATE) {
-        d->events_duplicate++;
+        rt->events_duplicate++;
         PX_LOG_DEBUG("ingest", "duplicate dropped source=%s event=%s key=%s", pe->ev->source,
                      pe->ev->id, pe->ev->dedupe_key ? pe->ev->dedupe_key : "");
         pe->status = PX_OK;
     } else if (status < 0) {
-        d->events_refused++;
+        rt->events_refused++;
         pe->status = PX_EBUSY;
     } else {
         pe->status = PX_OK;
@@ -74,17 +74,17 @@ static void on_committed(int status, void *arg)
         px_route *r = &pe->routes[i];
         if (r->error) {
             if (status == PX_SPOOL_STORED) {
-                px_spool_mark_dead(d->spool, pe->rows[i].id, 0, r->error);
+                px_spool_mark_dead(rt->spool, pe->rows[i].id, 0, r->error);
             }
         } else if (pe->early[i]) {
             if (status < 0) {
                 /* the sink may have it already; the source is told to retry (at-least-once) */
-                px_dispatch_cancel(d->dispatch, r->sink, pe->rows[i].id);
+                px_dispatch_cancel(rt->dispatch, r->sink, pe->rows[i].id);
             }
         } else {
-            px_dispatch_await(d->dispatch, r->sink, -1);
+            px_dispatch_await(rt->dispatch, r->sink, -1);
             if (status == PX_SPOOL_STORED) {
-                px_dispatch_add(d->dispatch, pe->rows[i].id, pe->ev, r->pipeline, r->sink,
+                px_dispatch_add(rt->dispatch, pe->rows[i].id, pe->ev, r->pipeline, r->sink,
                                 r->action, r->params, r->retry);
             }
         }
@@ -99,7 +99,7 @@ static void on_committed(int status, void *arg)
  * which at-least-once allows. Not for events with a dedupe key (a duplicate is known only at the
  * commit), nor while an older delivery of the same sink waits for its commit (it would be
  * overtaken), nor to the emitting instance itself (its deliver would run inside its emit). */
-static void dispatch_routes(px_daemon *d, pending_emit *pe, px_instance *src)
+static void dispatch_routes(px_runtime *rt, pending_emit *pe, px_instance *src)
 {
     px_event *ev = pe->ev;
     for (size_t i = 0; i < pe->nroutes; i++) {
@@ -108,16 +108,16 @@ static void dispatch_routes(px_daemon *d, pending_emit *pe, px_instance *src)
             continue;
         }
         if (!ev->dedupe_key && strcmp(r->sink, src->name) != 0 &&
-            px_dispatch_await(d->dispatch, r->sink, 0)) {
+            px_dispatch_await(rt->dispatch, r->sink, 0)) {
             pe->early[i] = 1;
         } else {
-            px_dispatch_await(d->dispatch, r->sink, 1);
+            px_dispatch_await(rt->dispatch, r->sink, 1);
         }
     }
     for (size_t i = 0; i < pe->nroutes; i++) {
         px_route *r = &pe->routes[i];
         if (pe->early[i]) {
-            px_dispatch_add(d->dispatch, pe->rows[i].id, ev, r->pipeline, r->sink, r->action,
+            px_dispatch_add(rt->dispatch, pe->rows[i].id, ev, r->pipeline, r->sink, r->action,
                             r->params, r->retry);
         }
     }
@@ -133,7 +133,7 @@ static const char *const LIMIT_LABELS[] = {"source", "limit", NULL};
  * the source starts being refused, at most every LIMIT_LOG_EVERY_MS (a source at its rate limit
  * flips between refused and accepted all the time), and when it is accepted again after a logged
  * refusal (see limits_clear). */
-static void limited(px_daemon *d, px_instance *src, const char *limit, const char *detail)
+static void limited(px_runtime *rt, px_instance *src, const char *limit, const char *detail)
 {
     px_metric *f = px_metrics_family(px_metrics_global(), PX_METRIC_COUNTER,
                                      "plexus_events_limited_total",
@@ -143,7 +143,7 @@ static void limited(px_daemon *d, px_instance *src, const char *limit, const cha
                                      LIMIT_LABELS, NULL, 0);
     const char *values[] = {src->name, limit};
     px_series_add(px_metric_at(f, values), 1);
-    uint64_t now = uv_now(d->loop);
+    uint64_t now = uv_now(rt->loop);
     if (!src->limited && (!src->limit_log_ms || now - src->limit_log_ms >= LIMIT_LOG_EVERY_MS)) {
         src->limit_logged = 1;
         src->limit_log_ms = now ? now : 1;
@@ -174,9 +174,9 @@ static void limit_gauge(const char *name, const char *help, const char *label, c
 }
 
 /* max_events_per_second: a token bucket holding one second of events. */
-static int rate_allows(px_daemon *d, px_instance *src, double eps)
+static int rate_allows(px_runtime *rt, px_instance *src, double eps)
 {
-    uint64_t now = uv_now(d->loop);
+    uint64_t now = uv_now(rt->loop);
     double cap = eps < 1 ? 1 : eps;
     if (src->rate_at_ms == 0) {
         src->rate_tokens = cap;
@@ -197,20 +197,20 @@ static int rate_allows(px_daemon *d, px_instance *src, double eps)
 }
 
 /* max_pending: 0 when every sink the event goes to is under its cap; else the first full one. */
-static const char *full_sink(px_daemon *d, const px_route *routes, size_t n, int64_t *pending,
+static const char *full_sink(px_runtime *rt, const px_route *routes, size_t n, int64_t *pending,
                              uint64_t *cap)
 {
     for (size_t i = 0; i < n; i++) {
         if (routes[i].error) {
             continue;
         }
-        const px_instance_conf *ic = px_config_instance(d->cfg, routes[i].sink);
+        const px_instance_conf *ic = px_config_instance(rt->cfg, routes[i].sink);
         if (!ic || !ic->max_pending) {
             continue;
         }
         limit_gauge("plexus_sink_max_pending", "Configured max_pending of a sink.", "sink",
                     ic->name, (double)ic->max_pending);
-        int64_t p = px_spool_pending(d->spool, routes[i].sink);
+        int64_t p = px_spool_pending(rt->spool, routes[i].sink);
         if (p >= (int64_t)ic->max_pending) {
             *pending = p;
             *cap = ic->max_pending;
@@ -226,31 +226,31 @@ static const json_t *lazy_payload(void *ev)
     return px_event_payload(ev);
 }
 
-int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_cb cb, void *arg)
+int px_ingest_emit(px_runtime *rt, px_plugin_ctx *gen, px_event *ev, px_persisted_cb cb, void *arg)
 {
     if (!ev) {
         return PX_EINVAL;
     }
-    if (!gen || gen->state_code == PX_GEN_DESTROYED || d->stopping > 1) {
+    if (!gen || gen->state_code == PX_GEN_DESTROYED || rt->stopping > 1) {
         px_event_unref(ev);
         return PX_ESTATE;
     }
     free(ev->source);
     ev->source = px_xstrdup(gen->inst->name);
     ev->emitted = 1;
-    const px_instance_conf *ic = d->cfg ? px_config_instance(d->cfg, gen->inst->name) : NULL;
-    if (ic && ic->max_eps > 0 && !rate_allows(d, gen->inst, ic->max_eps)) {
+    const px_instance_conf *ic = rt->cfg ? px_config_instance(rt->cfg, gen->inst->name) : NULL;
+    if (ic && ic->max_eps > 0 && !rate_allows(rt, gen->inst, ic->max_eps)) {
         char detail[64];
         snprintf(detail, sizeof(detail), "max_events_per_second=%g", ic->max_eps);
-        limited(d, gen->inst, "max_events_per_second", detail);
+        limited(rt, gen->inst, "max_events_per_second", detail);
         px_event_unref(ev);
         return PX_EBUSY;
     }
-    d->events_in++;
+    rt->events_in++;
     px_metrics_event_received(ev->source);
 
     pending_emit *pe = px_xcalloc(1, sizeof(*pe));
-    pe->d = d;
+    pe->rt = rt;
     pe->gen = gen;
     pe->ev = ev;
     pe->cb = cb;
@@ -259,16 +259,16 @@ int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_
     px_mapping_env env = {.type = ev->type, .id = ev->id, .source = ev->source,
                           .time_ms = (long long)ev->time_ms, .payload_fn = lazy_payload,
                           .payload_arg = ev};
-    pe->router = px_router_box_ref(d->router);
+    pe->router = px_router_box_ref(rt->router);
     pe->nroutes = px_router_route(pe->router->router, ev->source, &env, &pe->routes);
     int64_t pending = 0;
     uint64_t cap = 0;
-    const char *full = pe->nroutes ? full_sink(d, pe->routes, pe->nroutes, &pending, &cap) : NULL;
+    const char *full = pe->nroutes ? full_sink(rt, pe->routes, pe->nroutes, &pending, &cap) : NULL;
     if (full) {
         char detail[320];
         snprintf(detail, sizeof(detail), "sink=%s pending=%lld max_pending=%llu", full,
                  (long long)pending, (unsigned long long)cap);
-        limited(d, gen->inst, "max_pending", detail);
+        limited(rt, gen->inst, "max_pending", detail);
         pe->ev = NULL;
         pending_free(pe);
         px_event_unref(ev);
@@ -277,12 +277,12 @@ int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_
     limits_clear(gen->inst);
 
     if (pe->nroutes == 0 && !ev->dedupe_key) {
-        d->events_unrouted++;
+        rt->events_unrouted++;
         PX_LOG_DEBUG("ingest", "no pipeline source=%s type=%s event=%s", ev->source, ev->type,
                      ev->id);
         pe->status = PX_OK;
         gen->pending_emits++;
-        px_daemon_defer(d, on_deferred, pe);
+        px_defer_push(&rt->defer, on_deferred, pe);
         return 0;
     }
 
@@ -306,7 +306,7 @@ int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_
     for (size_t i = 0; i < pe->nroutes; i++) {
         px_route *r = &pe->routes[i];
         if (r->error) {
-            d->mapping_errors++;
+            rt->mapping_errors++;
         }
         /* no `with`: nothing to store ("{}" is read back) */
         params_text[i] = json_object_size(r->params) ? json_dumps(r->params, JSON_COMPACT) : NULL;
@@ -315,7 +315,7 @@ int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_
             .params = params_text[i], .params_len = params_text[i] ? strlen(params_text[i]) : 0,
         };
     }
-    int rc = px_spool_put(d->spool, &sev, pe->rows, pe->nroutes, on_committed, pe);
+    int rc = px_spool_put(rt->spool, &sev, pe->rows, pe->nroutes, on_committed, pe);
     for (size_t i = 0; i < pe->nroutes; i++) {
         free(params_text[i]);
     }
@@ -323,14 +323,14 @@ int px_ingest_emit(px_daemon *d, px_plugin_ctx *gen, px_event *ev, px_persisted_
     free(meta);
     free(hints);
     if (rc < 0) {
-        d->events_refused++;
+        rt->events_refused++;
         pe->ev = NULL;
         pending_free(pe);
         px_event_unref(ev);
         return rc;
     }
     gen->pending_emits++;
-    dispatch_routes(d, pe, gen->inst);
+    dispatch_routes(rt, pe, gen->inst);
     return 0;
 }
 
@@ -355,10 +355,10 @@ static void on_dead_stored(int status, void *arg)
     px_gen_emit_done(gen);
 }
 
-int px_ingest_dead_letter(px_daemon *d, px_plugin_ctx *gen, const char *raw, size_t len,
+int px_ingest_dead_letter(px_runtime *rt, px_plugin_ctx *gen, const char *raw, size_t len,
                           const json_t *meta, const char *reason, px_persisted_cb cb, void *arg)
 {
-    if (!gen || gen->state_code == PX_GEN_DESTROYED || d->stopping > 1) {
+    if (!gen || gen->state_code == PX_GEN_DESTROYED || rt->stopping > 1) {
         return PX_ESTATE;
     }
     if (!raw && len) {
@@ -383,7 +383,7 @@ int px_ingest_dead_letter(px_daemon *d, px_plugin_ctx *gen, const char *raw, siz
     pd->cb = cb;
     pd->arg = arg;
     pd->cause = px_crash_cause(gen);
-    int rc = px_spool_dead_raw(d->spool, &sev, NULL, NULL, reason ? reason : "poison message",
+    int rc = px_spool_dead_raw(rt->spool, &sev, NULL, NULL, reason ? reason : "poison message",
                                on_dead_stored, pd);
     free(meta_text);
     free(type);

@@ -13,16 +13,15 @@
 #include <unistd.h>
 
 #include "crash.h"
-#include "daemon.h"
 #include "err.h"
 #include "log.h"
 #include "mem.h"
 
-px_instance *px_instance_create(px_daemon *d, const char *name, const char *plugin,
+px_instance *px_instance_create(px_gen_host *host, const char *name, const char *plugin,
                                 const char *file, const json_t *config, uint32_t max_inflight)
 {
     px_instance *inst = px_xcalloc(1, sizeof(*inst));
-    inst->daemon = d;
+    inst->host = host;
     inst->name = px_xstrdup(name);
     inst->plugin = px_xstrdup(plugin);
     inst->file = px_xstrdup(file);
@@ -143,10 +142,8 @@ static int copy_file(const char *from, const char *to, int trust, char *err, siz
 
 void px_gen_crash_enter(px_crash_frame *f, px_plugin_ctx *gen, const char *call, uint64_t cause)
 {
-    px_dispatch *disp = gen->inst->daemon->dispatch;
-    px_delivery *dl = disp ? px_dispatch_blame(disp, gen, cause) : NULL;
-    px_crash_enter(f, call, gen->inst->name, dl ? dl->id : 0, dl ? dl->event->id : NULL);
-    px_crash_set_cause(f, gen, dl ? dl->handle : 0);
+    px_gen_host *host = gen->inst->host;
+    host->crash_enter(host->owner, f, gen, call, cause);
 }
 
 static void on_post(uv_async_t *a)
@@ -192,7 +189,7 @@ __attribute__((format(printf, 5, 6))) static void failure(char *err, size_t errl
 int px_gen_load(px_instance *inst, const char *file, const char *copy_dir, int trust,
                 px_plugin_ctx **out, char *err, size_t errlen)
 {
-    px_daemon *d = inst->daemon;
+    px_gen_host *host = inst->host;
     uint32_t generation = inst->next_generation;
     char *copy = NULL;
     const char *path = file;
@@ -210,7 +207,7 @@ int px_gen_load(px_instance *inst, const char *file, const char *copy_dir, int t
         path = copy;
     }
     px_plugin_lib *lib = NULL;
-    int rc = px_loader_open(path, inst->plugin, &d->api, trust, &lib, err, errlen);
+    int rc = px_loader_open(path, inst->plugin, host->api, trust, &lib, err, errlen);
     if (rc < 0) {
         if (copy) {
             /* Name the file the operator knows, not the private copy. */
@@ -234,13 +231,13 @@ int px_gen_load(px_instance *inst, const char *file, const char *copy_dir, int t
     gen->loaded_at_ms = px_now_ms();
     gen->state_code = PX_GEN_LOADED;
     pthread_mutex_init(&gen->post_lock, NULL);
-    uv_async_init(d->loop, &gen->post_async, on_post);
+    uv_async_init(host->loop, &gen->post_async, on_post);
     gen->post_async.data = gen;
     uv_unref((uv_handle_t *)&gen->post_async);
-    uv_timer_init(d->loop, &gen->drain_timer);
+    uv_timer_init(host->loop, &gen->drain_timer);
     gen->drain_timer.data = gen;
     gen->handles_open = 2;
-    d->gens_open++;
+    host->gens_open++;
 
     void *state = NULL;
     gen->config = json_incref(inst->config);
@@ -317,7 +314,7 @@ void px_gen_check_drained(px_plugin_ctx *gen)
     if (gen->inflight == 0 && gen->pending_emits == 0 && gen->drain_reported) {
         /* Never finish inside the plugin's own call (complete, drained...). */
         gen->drain_deferred = 1;
-        px_daemon_defer(gen->inst->daemon, on_drained_deferred, gen);
+        px_defer_push(gen->inst->host->defer, on_drained_deferred, gen);
     }
 }
 
@@ -358,7 +355,7 @@ void px_gen_stop(px_plugin_ctx *gen, uint64_t timeout_ms,
 /* Frees a generation once its handles are closed and no emit of it waits for the spool. */
 static void gen_free(px_plugin_ctx *gen)
 {
-    px_daemon *d = gen->inst->daemon;
+    px_gen_host *host = gen->inst->host;
     void (*cb)(px_plugin_ctx *) = gen->on_closed;
     /* Posts still queued are dropped: their callbacks live in the library being unloaded. */
     px_post_item *it = gen->post_head;
@@ -378,7 +375,7 @@ static void gen_free(px_plugin_ctx *gen)
         free(gen->copy_path);
     }
     free(gen);
-    d->gens_open--;
+    host->gens_open--;
 }
 
 static void on_gen_handle_closed(uv_handle_t *h)
@@ -414,16 +411,14 @@ static void on_timer_closed(uv_handle_t *h)
 
 void px_gen_close(px_plugin_ctx *gen, void (*cb)(px_plugin_ctx *gen))
 {
-    px_daemon *d = gen->inst->daemon;
+    px_gen_host *host = gen->inst->host;
     gen->on_closed = cb;
     /* Run posts already queued while the plugin still exists, then refuse new ones. */
     on_post(&gen->post_async);
-    if (d->dispatch) {
-        px_dispatch_reclaim(d->dispatch, gen);
-    }
-    /* Routes, unanswered requests and outgoing calls go first, while the plugin still exists:
-     * a cancelled call's callback runs now, into live plugin state, never after destroy. */
-    px_daemon_release_gen(d, gen);
+    /* Deliveries in flight, routes, unanswered requests and outgoing calls go first, while the
+     * plugin still exists: a cancelled call's callback runs now, into live plugin state, never
+     * after destroy. */
+    host->closing(host->owner, gen);
     const px_plugin_desc *desc = gen->lib->desc;
     if (!gen->init_failed && desc->destroy) {
         px_crash_frame cf;
@@ -435,11 +430,8 @@ void px_gen_close(px_plugin_ctx *gen, void (*cb)(px_plugin_ctx *gen))
     pthread_mutex_lock(&gen->post_lock);
     gen->post_closed = 1;
     pthread_mutex_unlock(&gen->post_lock);
-    if (d->dispatch) {
-        px_dispatch_forget(d->dispatch, gen);
-    }
-    /* And whatever the plugin registered during destroy. */
-    px_daemon_release_gen(d, gen);
+    /* Orphaned deliveries, and whatever the plugin registered during destroy. */
+    host->destroyed(host->owner, gen);
     while (gen->timers) {
         px_gen_timer_stop(gen->timers);
     }
@@ -497,7 +489,7 @@ int px_gen_timer_start(px_plugin_ctx *gen, uint64_t ms, uint64_t repeat_ms, void
     t->cb = cb;
     t->arg = arg;
     t->cause = px_crash_cause(gen);
-    uv_timer_init(gen->inst->daemon->loop, &t->handle);
+    uv_timer_init(gen->inst->host->loop, &t->handle);
     t->handle.data = t;
     uv_timer_start(&t->handle, on_timer, ms, repeat_ms);
     t->next = gen->timers;

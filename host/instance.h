@@ -15,10 +15,27 @@
 #include <uv.h>
 
 #include "crash.h"
+#include "defer.h"
 #include "loader.h"
 
-typedef struct px_daemon px_daemon;
 typedef struct px_instance px_instance;
+
+/* What generations need from the runtime that holds them: filled in by the runtime before the
+ * first instance is created, and outliving every generation. The hooks run on the loop thread. */
+typedef struct px_gen_host {
+    uv_loop_t *loop;
+    const px_host_api *api;   /* the table handed to plugins */
+    px_defer *defer;          /* drain checks run from here, never inside a plugin's call */
+    void *owner;              /* the runtime, passed to the hooks (and found by the host API) */
+    /* Enters crash frame f for a callback into gen (see px_gen_crash_enter). */
+    void (*crash_enter)(void *owner, px_crash_frame *f, px_plugin_ctx *gen, const char *call,
+                        uint64_t cause);
+    /* gen is about to be destroyed: take back its deliveries, routes, requests and calls. */
+    void (*closing)(void *owner, px_plugin_ctx *gen);
+    /* gen was destroyed: forget what it still held, and whatever destroy registered. */
+    void (*destroyed)(void *owner, px_plugin_ctx *gen);
+    size_t gens_open;         /* generations not yet freed */
+} px_gen_host;
 
 enum px_gen_state {
     PX_GEN_LOADED = 0, /* init done, not started */
@@ -73,7 +90,7 @@ struct px_plugin_ctx {
 };
 
 struct px_instance {
-    px_daemon *daemon;
+    px_gen_host *host;      /* borrowed: the runtime's */
     char *name;             /* owned */
     char *plugin;           /* plugin name (owned) */
     char *file;             /* resolved plugin file (owned) */
@@ -99,7 +116,7 @@ void px_instance_note_file(px_instance *inst);
 int px_instance_file_changed(const px_instance *inst);
 
 /* Creates an instance record (nothing loaded). Strings and config borrowed (copied/increfed). */
-px_instance *px_instance_create(px_daemon *d, const char *name, const char *plugin,
+px_instance *px_instance_create(px_gen_host *host, const char *name, const char *plugin,
                                 const char *file, const json_t *config, uint32_t max_inflight);
 void px_instance_destroy(px_instance *inst); /* the generation must be gone */
 

@@ -14,14 +14,16 @@
 #include "cli_dlq.h"
 #include "cli_plugin.h"
 #include "config.h"
+#include "api.h"
 #include "crash.h"
-#include "daemon.h"
-#include "dispatch.h"
 #include "err.h"
 #include "loader.h"
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
+#include "plugin_check.h"
+#include "router.h"
+#include "run.h"
 
 #ifndef PX_VERSION
 #define PX_VERSION "0.0.0"
@@ -168,14 +170,6 @@ static int apply_log_settings(const px_config *cfg, const cli *c)
     return 0;
 }
 
-/* The previous run crashed in a delivery made before its commit: make that sink wait for
- * commits, so that a crash on the same input again is charged to a stored delivery. */
-static void on_unstored_crash(const char *instance, void *arg)
-{
-    px_daemon *d = arg;
-    px_dispatch_wait_for_commits(d->dispatch, instance);
-}
-
 static int cmd_run(const cli *c)
 {
     px_config *cfg = NULL;
@@ -193,28 +187,15 @@ static int cmd_run(const cli *c)
     mallopt(M_MXFAST, 0);
     uv_loop_t loop;
     uv_loop_init(&loop);
-    char err[1024];
-    px_daemon *d = NULL;
     /* A plugin that kills the process leaves a crash marker naming what it was doing. */
     px_crash_install(cfg->data_dir);
-    int rc = px_daemon_create(&loop, cfg, &d, err, sizeof(err));
-    if (rc < 0) {
-        PX_LOG_ERR("host", "%s", err);
+    int exit_code = px_run(&loop, cfg);
+    if (exit_code < 0) {
         px_crash_uninstall();
         uv_loop_close(&loop);
-        return rc == PX_ECONFIG ? EXIT_CONFIG : 1;
+        return exit_code == PX_ECONFIG ? EXIT_CONFIG : 1;
     }
-    int exit_code = 0;
-    /* Before any delivery is read back: charge the previous run's crash to its delivery. */
-    px_crash_recover(d->spool, d->cfg->data_dir, d->cfg->max_crashes, on_unstored_crash, d);
-    if (px_daemon_start(d, err, sizeof(err)) < 0) {
-        PX_LOG_ERR("host", "%s", err);
-        exit_code = 1;
-        px_daemon_shutdown(d);
-    }
-    uv_run(&loop, UV_RUN_DEFAULT);
     px_crash_uninstall();
-    px_daemon_destroy(d);
     px_metrics_global_free();
     if (uv_loop_close(&loop) != 0) {
         PX_LOG_WARN("host", "loop closed with handles still open");
@@ -259,14 +240,14 @@ static int cmd_check(const cli *c)
     for (size_t i = 0; i < cfg->ninstances && rc == 0; i++) {
         char *file = NULL;
         json_t *opts = NULL;
-        rc = px_daemon_validate_instance(cfg, &cfg->instances[i], &api, &file, &opts, err,
-                                         sizeof(err));
+        rc = px_plugin_check_instance(cfg, &cfg->instances[i], &api, &file, &opts, err,
+                                      sizeof(err));
         free(file);
         json_decref(opts);
     }
     px_router *router = NULL;
     if (rc == 0) {
-        rc = px_daemon_check_roles(cfg, &api, err, sizeof(err));
+        rc = px_plugin_check_roles(cfg, &api, err, sizeof(err));
     }
     if (rc == 0) {
         rc = px_router_create(cfg, &router, err, sizeof(err));

@@ -1,19 +1,14 @@
-/* Network glue between plugin generations and the host's HTTP server and client: routes and
- * calls are tagged with the generation that made them, so a generation that goes away takes
- * exactly its own with it. A generation that is not yet its instance's current one (a reload in
- * progress) records its routes without taking them over; px_daemon_apply_routes switches them
- * in one step when the generation becomes current, and can switch an old one's back. */
+/* Routes and calls of plugin generations (see net.h). */
+#include "net.h"
+
 #include <stdlib.h>
 #include <string.h>
 
-#include "mem.h"
-
 #include "crash.h"
-#include "daemon.h"
 #include "err.h"
-#include "http_client.h"
-#include "http_server.h"
+#include "instance.h"
 #include "log.h"
+#include "mem.h"
 
 struct px_route_rec {
     char *method, *path;
@@ -54,13 +49,13 @@ static void on_response(int status, const px_http_response *resp, const char *er
     free(c);
 }
 
-int px_daemon_http_route(px_daemon *d, px_plugin_ctx *gen, const char *method, const char *path,
-                         uint32_t flags, px_http_handler cb, void *arg)
+int px_net_route(px_http_server *http, px_plugin_ctx *gen, const char *method, const char *path,
+                 uint32_t flags, px_http_handler cb, void *arg)
 {
-    if (!d || !gen || !path || !cb || path[0] != '/') {
+    if (!gen || !path || !cb || path[0] != '/') {
         return PX_EINVAL;
     }
-    if (!d->http) {
+    if (!http) {
         PX_LOG_WARN(gen->inst->name, "route %s needs host.http.listen, which is not set", path);
         return PX_ESTATE;
     }
@@ -72,7 +67,7 @@ int px_daemon_http_route(px_daemon *d, px_plugin_ctx *gen, const char *method, c
     r->arg = arg;
     r->gen = gen;
     if (gen == gen->inst->gen) {
-        int rc = px_http_server_route(d->http, method, path, flags, on_route, r, gen);
+        int rc = px_http_server_route(http, method, path, flags, on_route, r, gen);
         if (rc < 0) {
             free(r->method);
             free(r->path);
@@ -85,39 +80,39 @@ int px_daemon_http_route(px_daemon *d, px_plugin_ctx *gen, const char *method, c
     return 0;
 }
 
-void px_daemon_apply_routes(px_daemon *d, px_plugin_ctx *gen)
+void px_net_apply_routes(px_http_server *http, px_plugin_ctx *gen)
 {
-    if (!d->http) {
+    if (!http) {
         return;
     }
     for (struct px_route_rec *r = gen->routes; r; r = r->next) {
-        px_http_server_route(d->http, r->method, r->path, r->flags, on_route, r, gen);
+        px_http_server_route(http, r->method, r->path, r->flags, on_route, r, gen);
     }
 }
 
-int px_daemon_http_request(px_daemon *d, px_plugin_ctx *gen, const px_http_options *opt,
-                           px_http_response_cb cb, void *arg, px_http_call **out)
+int px_net_request(px_http_client *client, px_plugin_ctx *gen, const px_http_options *opt,
+                   px_http_response_cb cb, void *arg, px_http_call **out)
 {
-    if (!d || !gen || !d->client) {
+    if (!gen || !client) {
         return PX_ESTATE;
     }
     if (gen->state_code == PX_GEN_DESTROYED) {
         return PX_ESTATE;
     }
     if (!cb) {
-        return px_http_client_request_owned(d->client, gen, opt, NULL, arg, out);
+        return px_http_client_request_owned(client, gen, opt, NULL, arg, out);
     }
     call_rec *c = px_xmalloc(sizeof(*c));
     *c = (call_rec){gen, cb, arg, px_crash_cause(gen)};
     /* The client calls back exactly once when it accepts the call (cancelled calls included). */
-    int rc = px_http_client_request_owned(d->client, gen, opt, on_response, c, out);
+    int rc = px_http_client_request_owned(client, gen, opt, on_response, c, out);
     if (rc < 0) {
         free(c);
     }
     return rc;
 }
 
-void px_daemon_http_fill(px_host_api *api)
+void px_net_fill_api(px_host_api *api)
 {
     api->http_req_method = px_http_req_method;
     api->http_req_path = px_http_req_path;
@@ -131,7 +126,7 @@ void px_daemon_http_fill(px_host_api *api)
     api->http_resp_body = px_http_resp_body;
 }
 
-void px_daemon_release_gen(px_daemon *d, px_plugin_ctx *gen)
+void px_net_release_gen(px_http_server *http, px_http_client *client, px_plugin_ctx *gen)
 {
     while (gen->routes) {
         struct px_route_rec *r = gen->routes;
@@ -140,15 +135,15 @@ void px_daemon_release_gen(px_daemon *d, px_plugin_ctx *gen)
         free(r->path);
         free(r);
     }
-    if (d->http) {
-        px_http_server_unroute_owner(d->http, gen);
-        size_t n = px_http_server_fail_owner(d->http, gen, 503);
+    if (http) {
+        px_http_server_unroute_owner(http, gen);
+        size_t n = px_http_server_fail_owner(http, gen, 503);
         if (n) {
             PX_LOG_WARN(gen->inst->name, "answered %zu unanswered requests with 503 at unload",
                         n);
         }
     }
-    if (d->client) {
-        px_http_client_cancel_owner(d->client, gen);
+    if (client) {
+        px_http_client_cancel_owner(client, gen);
     }
 }

@@ -1,5 +1,5 @@
 /* Hot reload: new generations of plugin instances and configuration changes applied to a
- * running host without losing an event (see daemon.h, px_daemon_reload).
+ * running host without losing an event (see reload.h).
  *
  * A new generation is loaded from a private copy of the plugin file and initialised while the
  * old one keeps serving; only then does it become current (its HTTP routes take over the old
@@ -12,83 +12,33 @@
 #include <string.h>
 #include <sys/time.h>
 
-#include "admin.h"
+#include "reload.h"
+
 #include "clock.h"
-#include "daemon.h"
 #include "err.h"
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
-
-#define WATCH_DEBOUNCE_MS 300
-#define WATCH_RETRY_MS 2000
-
-/* --- old generations --------------------------------------------------------------------- */
-
-static void on_retired_gen_closed(px_plugin_ctx *gen)
-{
-    px_daemon *d = gen->inst->daemon;
-    px_instance *inst = gen->inst;
-    /* A removed instance goes once its last generation is gone. */
-    for (size_t i = 0; i < d->nretired; i++) {
-        if (d->retired[i] == inst && !inst->gen) {
-            d->retired[i] = d->retired[--d->nretired];
-            px_instance_destroy(inst);
-            break;
-        }
-    }
-}
-
-static void on_old_drained(px_plugin_ctx *gen, void *arg)
-{
-    px_daemon *d = arg;
-    for (size_t i = 0; i < d->nretiring; i++) {
-        if (d->retiring[i] == gen) {
-            d->retiring[i] = d->retiring[--d->nretiring];
-            break;
-        }
-    }
-    PX_LOG_INFO(gen->inst->name, "generation %u drained, unloading", gen->generation);
-    px_gen_close(gen, on_retired_gen_closed);
-    if (d->dispatch) {
-        px_dispatch_pump_all(d->dispatch);
-    }
-}
-
-static void retire_gen(px_daemon *d, px_plugin_ctx *old)
-{
-    d->retiring = px_xrealloc(d->retiring, (d->nretiring + 1) * sizeof(*d->retiring));
-    d->retiring[d->nretiring++] = old;
-    px_gen_stop(old, d->cfg->drain_timeout_ms, on_old_drained, d);
-}
-
-void px_daemon_close_retiring(px_daemon *d)
-{
-    while (d->nretiring) {
-        px_plugin_ctx *gen = d->retiring[--d->nretiring];
-        px_gen_close(gen, on_retired_gen_closed);
-    }
-    free(d->retiring);
-    d->retiring = NULL;
-}
+#include "net.h"
+#include "plugin_check.h"
 
 /* --- one instance -------------------------------------------------------------------------- */
 
 /* Loads and initialises a new generation of inst from `file` with `config` (borrowed), not yet
  * current, judging the file by `cfg`'s plugin_trust (the configuration being applied). */
-static int prepare(px_daemon *d, const px_config *cfg, px_instance *inst, const char *file,
+static int prepare(px_runtime *rt, const px_config *cfg, px_instance *inst, const char *file,
                    json_t *config, px_plugin_ctx **out, char *err, size_t errlen)
 {
     json_t *saved = inst->config;
     inst->config = config;
-    int rc = px_gen_load(inst, file, d->copy_dir, cfg->plugin_trust, out, err, errlen);
+    int rc = px_gen_load(inst, file, rt->copy_dir, cfg->plugin_trust, out, err, errlen);
     inst->config = saved;
     return rc;
 }
 
 /* Makes ng (prepared from file/config) inst's current generation and starts it; on failure the
  * old generation is current again, serving as before. */
-static int switch_to(px_daemon *d, px_instance *inst, px_plugin_ctx *ng, const char *file,
+static int switch_to(px_runtime *rt, px_instance *inst, px_plugin_ctx *ng, const char *file,
                      json_t *config, uint32_t max_inflight, char *err, size_t errlen)
 {
     px_plugin_ctx *old = inst->gen;
@@ -107,13 +57,13 @@ static int switch_to(px_daemon *d, px_instance *inst, px_plugin_ctx *ng, const c
     }
     inst->gen = ng;
     inst->kind = nd->kind;
-    px_daemon_apply_routes(d, ng);
+    px_net_apply_routes(rt->http, ng);
     int rc = px_gen_start(ng, err, errlen);
     if (rc < 0) {
         inst->gen = old;
         inst->kind = old_kind;
         if (old) {
-            px_daemon_apply_routes(d, old);
+            px_net_apply_routes(rt->http, old);
         }
         px_gen_close(ng, NULL);
         return rc;
@@ -133,9 +83,9 @@ static int switch_to(px_daemon *d, px_instance *inst, px_plugin_ctx *ng, const c
     PX_LOG_INFO(inst->name, "generation %u serving (plugin %s %s)%s", ng->generation,
                 inst->plugin, nd->version, old ? ", previous generation draining" : "");
     if (old) {
-        retire_gen(d, old);
+        px_runtime_retire_gen(rt, old);
     }
-    px_dispatch_pump_all(d->dispatch);
+    px_dispatch_pump_all(rt->dispatch);
     return 0;
 }
 
@@ -145,10 +95,10 @@ static void set_failure(px_instance *inst, const char *err)
     inst->last_error = px_xstrdup(err);
 }
 
-static int reload_instance(px_daemon *d, const char *name, char *err, size_t errlen)
+static int reload_instance(px_runtime *rt, const char *name, char *err, size_t errlen)
 {
-    px_instance *inst = px_daemon_instance(d, name);
-    const px_instance_conf *ic = px_config_instance(d->cfg, name);
+    px_instance *inst = px_runtime_instance(rt, name);
+    const px_instance_conf *ic = px_config_instance(rt->cfg, name);
     if (!inst || !ic) {
         snprintf(err, errlen, "no instance \"%s\"", name);
         return PX_ENOENT;
@@ -156,12 +106,12 @@ static int reload_instance(px_daemon *d, const char *name, char *err, size_t err
     /* The new binary may declare other options: validate the config against it. */
     char *file = NULL;
     json_t *opts = NULL;
-    int rc = px_daemon_validate_instance(d->cfg, ic, &d->api, &file, &opts, err, errlen);
+    int rc = px_plugin_check_instance(rt->cfg, ic, &rt->api, &file, &opts, err, errlen);
     if (rc == 0) {
         px_plugin_ctx *ng = NULL;
-        rc = prepare(d, d->cfg, inst, file, opts, &ng, err, errlen);
+        rc = prepare(rt, rt->cfg, inst, file, opts, &ng, err, errlen);
         if (rc == 0) {
-            rc = switch_to(d, inst, ng, file, opts, ic->max_inflight, err, errlen);
+            rc = switch_to(rt, inst, ng, file, opts, ic->max_inflight, err, errlen);
         }
     }
     if (rc < 0) {
@@ -199,33 +149,33 @@ static int is_pure_sink_kind(uint32_t kind)
     return !(kind & PX_KIND_SOURCE);
 }
 
-static int reload_config(px_daemon *d, char *err, size_t errlen)
+static int reload_config(px_runtime *rt, px_admin *admin, char *err, size_t errlen)
 {
     px_config *ncfg = NULL;
-    int rc = px_config_load(d->cfg->path, &ncfg, err, errlen);
+    int rc = px_config_load(rt->cfg->path, &ncfg, err, errlen);
     if (rc < 0) {
         return rc;
     }
     if (ncfg->nplugin_path == 0) {
         /* The built-in path the running config got at start. */
-        ncfg->plugin_path = px_xcalloc(d->cfg->nplugin_path, sizeof(char *));
-        for (size_t i = 0; i < d->cfg->nplugin_path; i++) {
-            ncfg->plugin_path[i] = px_xstrdup(d->cfg->plugin_path[i]);
+        ncfg->plugin_path = px_xcalloc(rt->cfg->nplugin_path, sizeof(char *));
+        for (size_t i = 0; i < rt->cfg->nplugin_path; i++) {
+            ncfg->plugin_path[i] = px_xstrdup(rt->cfg->plugin_path[i]);
         }
-        ncfg->nplugin_path = d->cfg->nplugin_path;
+        ncfg->nplugin_path = rt->cfg->nplugin_path;
     }
     const char *restart_only[4] = {0};
     size_t nrestart = 0;
-    if (strcmp(ncfg->data_dir, d->cfg->data_dir) != 0) {
+    if (strcmp(ncfg->data_dir, rt->cfg->data_dir) != 0) {
         restart_only[nrestart++] = "host.data_dir";
     }
     if ((ncfg->http_listen ? ncfg->http_listen : "")[0] !=
-            (d->cfg->http_listen ? d->cfg->http_listen : "")[0] ||
-        (ncfg->http_listen && d->cfg->http_listen &&
-         strcmp(ncfg->http_listen, d->cfg->http_listen) != 0)) {
+            (rt->cfg->http_listen ? rt->cfg->http_listen : "")[0] ||
+        (ncfg->http_listen && rt->cfg->http_listen &&
+         strcmp(ncfg->http_listen, rt->cfg->http_listen) != 0)) {
         restart_only[nrestart++] = "host.http.listen";
     }
-    if (ncfg->durability != d->cfg->durability) {
+    if (ncfg->durability != rt->cfg->durability) {
         restart_only[nrestart++] = "host.durability";
     }
 
@@ -236,8 +186,8 @@ static int reload_config(px_daemon *d, char *err, size_t errlen)
     for (size_t i = 0; i < nplan && rc == 0; i++) {
         plan_item *p = &plan[i];
         p->ic = &ncfg->instances[i];
-        p->inst = px_daemon_instance(d, p->ic->name);
-        rc = px_daemon_validate_instance(ncfg, p->ic, &d->api, &p->file, &p->opts, err, errlen);
+        p->inst = px_runtime_instance(rt, p->ic->name);
+        rc = px_plugin_check_instance(ncfg, p->ic, &rt->api, &p->file, &p->opts, err, errlen);
         if (rc < 0) {
             break;
         }
@@ -256,7 +206,7 @@ static int reload_config(px_daemon *d, char *err, size_t errlen)
         }
     }
     if (rc == 0) {
-        rc = px_daemon_check_roles(ncfg, &d->api, err, errlen);
+        rc = px_plugin_check_roles(ncfg, &rt->api, err, errlen);
     }
     if (rc == 0) {
         rc = px_router_create(ncfg, &router, err, errlen);
@@ -268,10 +218,10 @@ static int reload_config(px_daemon *d, char *err, size_t errlen)
             continue;
         }
         if (p->what == ADD) {
-            p->inst = px_instance_create(d, p->ic->name, p->ic->plugin, p->file, p->opts,
+            p->inst = px_instance_create(&rt->gens, p->ic->name, p->ic->plugin, p->file, p->opts,
                                          p->ic->max_inflight);
         }
-        rc = prepare(d, ncfg, p->inst, p->file, p->opts, &p->ng, err, errlen);
+        rc = prepare(rt, ncfg, p->inst, p->file, p->opts, &p->ng, err, errlen);
         if (rc < 0 && p->what == ADD) {
             px_instance_destroy(p->inst);
             p->inst = NULL;
@@ -282,7 +232,7 @@ static int reload_config(px_daemon *d, char *err, size_t errlen)
     /* The admin token and address are applied, or the reload is refused: never ignored. */
     px_admin_change *admin_change = NULL;
     if (rc == 0) {
-        rc = px_admin_prepare(d->admin, ncfg, &admin_change, err, errlen);
+        rc = px_admin_prepare(admin, ncfg, &admin_change, err, errlen);
     }
     if (rc < 0) {
         for (size_t i = 0; i < nplan; i++) {
@@ -291,10 +241,9 @@ static int reload_config(px_daemon *d, char *err, size_t errlen)
             }
             if (plan[i].what == ADD) {
                 /* Its generation holds the record until it closes. */
-                d->retired = px_xrealloc(d->retired, (d->nretired + 1) * sizeof(*d->retired));
-                d->retired[d->nretired++] = plan[i].inst;
+                px_runtime_retire_instance(rt, plan[i].inst);
             }
-            px_gen_close(plan[i].ng, on_retired_gen_closed);
+            px_gen_close(plan[i].ng, px_runtime_on_retired_gen_closed);
         }
         px_router_destroy(router);
         plan_free(plan, nplan);
@@ -314,12 +263,12 @@ static int reload_config(px_daemon *d, char *err, size_t errlen)
                 continue;
             }
             if (p->what == ADD) {
-                d->instances = px_xrealloc(d->instances,
-                                           (d->ninstances + 1) * sizeof(*d->instances));
-                d->instances[d->ninstances++] = p->inst;
+                rt->instances = px_xrealloc(rt->instances,
+                                           (rt->ninstances + 1) * sizeof(*rt->instances));
+                rt->instances[rt->ninstances++] = p->inst;
             }
             char e[512];
-            if (switch_to(d, p->inst, p->ng, p->file, p->opts, p->ic->max_inflight, e,
+            if (switch_to(rt, p->inst, p->ng, p->file, p->opts, p->ic->max_inflight, e,
                           sizeof(e)) < 0) {
                 set_failure(p->inst, e);
                 if (!failed) {
@@ -334,19 +283,18 @@ static int reload_config(px_daemon *d, char *err, size_t errlen)
         }
     }
     /* Removed instances: stop and drain; their pending deliveries stay in the spool. */
-    for (size_t i = 0; i < d->ninstances;) {
-        px_instance *inst = d->instances[i];
+    for (size_t i = 0; i < rt->ninstances;) {
+        px_instance *inst = rt->instances[i];
         if (px_config_instance(ncfg, inst->name)) {
             i++;
             continue;
         }
-        d->instances[i] = d->instances[--d->ninstances];
-        d->retired = px_xrealloc(d->retired, (d->nretired + 1) * sizeof(*d->retired));
-        d->retired[d->nretired++] = inst;
+        rt->instances[i] = rt->instances[--rt->ninstances];
+        px_runtime_retire_instance(rt, inst);
         px_plugin_ctx *gen = inst->gen;
         inst->gen = NULL;
         if (gen) {
-            retire_gen(d, gen);
+            px_runtime_retire_gen(rt, gen);
         }
         removed++;
         PX_LOG_INFO("reload", "instance %s removed; its pending deliveries stay in the spool",
@@ -357,12 +305,9 @@ static int reload_config(px_daemon *d, char *err, size_t errlen)
     }
 
     /* 3. Pipelines: the new router and config take effect for the next event. */
-    px_router_box *box = px_xcalloc(1, sizeof(*box));
-    box->router = router;
-    box->refs = 1;
-    px_router_box_unref(d->router);
-    d->router = box;
-    px_config *old = d->cfg;
+    px_router_box_unref(rt->router);
+    rt->router = px_router_box_new(router);
+    px_config *old = rt->cfg;
     /* Settings that only a restart can change keep their running values. */
     if (nrestart) {
         free(ncfg->data_dir);
@@ -375,13 +320,13 @@ static int reload_config(px_daemon *d, char *err, size_t errlen)
                         restart_only[i]);
         }
     }
-    d->cfg = ncfg;
-    px_admin_commit(d->admin, admin_change);
+    rt->cfg = ncfg;
+    px_admin_commit(admin, admin_change);
     px_config_destroy(old);
-    px_dispatch_pump_all(d->dispatch);
+    px_dispatch_pump_all(rt->dispatch);
     plan_free(plan, nplan);
     PX_LOG_INFO("reload", "configuration applied changed=%zu added=%zu removed=%zu "
-                "unchanged=%zu pipelines=%zu", changed, added, removed, kept, d->cfg->npipelines);
+                "unchanged=%zu pipelines=%zu", changed, added, removed, kept, rt->cfg->npipelines);
     if (failed) {
         snprintf(err, errlen, "%s", first_err);
         return PX_EPLUGIN;
@@ -389,24 +334,25 @@ static int reload_config(px_daemon *d, char *err, size_t errlen)
     return 0;
 }
 
-int px_daemon_reload(px_daemon *d, const char *instance, char *err, size_t errlen)
+int px_reload(px_runtime *rt, px_admin *admin, const char *instance, char *err, size_t errlen)
 {
-    if (d->stopping) {
+    if (rt->stopping) {
         snprintf(err, errlen, "the host is stopping");
         return PX_ESTATE;
     }
     err[0] = '\0';
-    int rc = instance ? reload_instance(d, instance, err, errlen) : reload_config(d, err, errlen);
-    d->last_reload_ms = px_now_ms();
-    free(d->last_reload_error);
-    d->last_reload_error = NULL;
+    int rc = instance ? reload_instance(rt, instance, err, errlen)
+                      : reload_config(rt, admin, err, errlen);
+    rt->last_reload_ms = px_now_ms();
+    free(rt->last_reload_error);
+    rt->last_reload_error = NULL;
     if (rc < 0) {
-        d->reloads_failed++;
-        d->last_reload_error = px_xstrdup(err);
+        rt->reloads_failed++;
+        rt->last_reload_error = px_xstrdup(err);
         PX_LOG_ERR("reload", "reload%s%s failed, still running the previous one: %s",
                    instance ? " of " : "", instance ? instance : "", err);
     } else {
-        d->reloads_ok++;
+        rt->reloads_ok++;
     }
     px_metrics_reload(rc < 0 ? "failed" : "ok");
     return rc;
@@ -414,88 +360,94 @@ int px_daemon_reload(px_daemon *d, const char *instance, char *err, size_t errle
 
 /* --- watching the plugin path ------------------------------------------------------------- */
 
+#define WATCH_DEBOUNCE_MS 300
+#define WATCH_RETRY_MS 2000
+
 static void on_watch_timer(uv_timer_t *t)
 {
-    px_daemon *d = t->data;
-    if (d->stopping) {
+    px_plugin_watch *w = t->data;
+    px_runtime *rt = w->rt;
+    if (rt->stopping) {
         return;
     }
     int retry = 0;
-    for (size_t i = 0; i < d->ninstances; i++) {
-        px_instance *inst = d->instances[i];
+    for (size_t i = 0; i < rt->ninstances; i++) {
+        px_instance *inst = rt->instances[i];
         if (!px_instance_file_changed(inst)) {
             continue;
         }
         char err[512];
         PX_LOG_INFO("reload", "plugin file changed instance=%s file=%s", inst->name,
                     inst->file);
-        if (px_daemon_reload(d, inst->name, err, sizeof(err)) < 0) {
+        if (px_reload(rt, w->admin, inst->name, err, sizeof(err)) < 0) {
             retry = 1; /* maybe still being written: try again later */
         }
     }
     if (retry) {
-        uv_timer_start(&d->watch_timer, on_watch_timer, WATCH_RETRY_MS, 0);
+        uv_timer_start(&w->timer, on_watch_timer, WATCH_RETRY_MS, 0);
     }
 }
 
 static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
 {
-    px_daemon *d = h->data;
+    px_plugin_watch *w = h->data;
     (void)events;
     if (status < 0 || !filename) {
         return;
     }
     size_t len = strlen(filename);
     if (len > 3 && strcmp(filename + len - 3, ".so") == 0) {
-        uv_timer_start(&d->watch_timer, on_watch_timer, WATCH_DEBOUNCE_MS, 0);
+        uv_timer_start(&w->timer, on_watch_timer, WATCH_DEBOUNCE_MS, 0);
     }
 }
 
-void px_daemon_watch_start(px_daemon *d)
+void px_plugin_watch_start(px_plugin_watch *w, px_runtime *rt, px_admin *admin)
 {
-    if (!d->cfg->watch_plugins || d->watchers) {
+    const px_config *cfg = rt->cfg;
+    if (!cfg->watch_plugins || w->watchers) {
         return;
     }
-    uv_timer_init(d->loop, &d->watch_timer);
-    d->watch_timer.data = d;
-    d->watch_timer_open = 1;
-    d->watchers = px_xcalloc(d->cfg->nplugin_path, sizeof(*d->watchers));
-    for (size_t i = 0; i < d->cfg->nplugin_path; i++) {
-        uv_fs_event_init(d->loop, &d->watchers[i]);
-        d->watchers[i].data = d;
-        int rc = uv_fs_event_start(&d->watchers[i], on_fs_event, d->cfg->plugin_path[i], 0);
+    w->rt = rt;
+    w->admin = admin;
+    uv_timer_init(rt->loop, &w->timer);
+    w->timer.data = w;
+    w->timer_open = 1;
+    w->watchers = px_xcalloc(cfg->nplugin_path, sizeof(*w->watchers));
+    for (size_t i = 0; i < cfg->nplugin_path; i++) {
+        uv_fs_event_init(rt->loop, &w->watchers[i]);
+        w->watchers[i].data = w;
+        int rc = uv_fs_event_start(&w->watchers[i], on_fs_event, cfg->plugin_path[i], 0);
         if (rc < 0) {
-            PX_LOG_WARN("reload", "cannot watch %s: %s", d->cfg->plugin_path[i],
-                        uv_strerror(rc));
+            PX_LOG_WARN("reload", "cannot watch %s: %s", cfg->plugin_path[i], uv_strerror(rc));
         }
-        d->nwatchers++;
+        w->nwatchers++;
     }
     PX_LOG_INFO("reload", "watching the plugin path for new builds");
 }
 
 static void on_watch_closed(uv_handle_t *h)
 {
-    px_daemon *d = h->data;
-    if (h == (uv_handle_t *)&d->watch_timer) {
+    px_plugin_watch *w = h->data;
+    if (h == (uv_handle_t *)&w->timer) {
         return;
     }
-    if (--d->nwatchers == 0) {
-        free(d->watchers);
-        d->watchers = NULL;
+    if (--w->nwatchers == 0) {
+        free(w->watchers);
+        w->watchers = NULL;
     }
 }
 
-void px_daemon_watch_stop(px_daemon *d)
+void px_plugin_watch_stop(px_plugin_watch *w)
 {
-    if (!d->watchers) {
+    if (!w->watchers) {
         return;
     }
-    size_t n = d->nwatchers;
+    size_t n = w->nwatchers;
     for (size_t i = 0; i < n; i++) {
-        uv_close((uv_handle_t *)&d->watchers[i], on_watch_closed);
+        uv_close((uv_handle_t *)&w->watchers[i], on_watch_closed);
     }
-    if (d->watch_timer_open) {
-        uv_close((uv_handle_t *)&d->watch_timer, on_watch_closed);
-        d->watch_timer_open = 0;
+    if (w->timer_open) {
+        uv_close((uv_handle_t *)&w->timer, on_watch_closed);
+        w->timer_open = 0;
     }
 }

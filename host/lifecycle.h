@@ -1,0 +1,28 @@
+/* The runtime's life (runtime.h): built from a config, started, stopped gracefully. Loop thread
+ * only. */
+#ifndef PX_LIFECYCLE_H
+#define PX_LIFECYCLE_H
+
+#include <stddef.h>
+
+#include <uv.h>
+
+#include "config.h"
+#include "runtime.h"
+
+/* Builds the runtime from cfg (stolen): opens the spool and state in data_dir, the HTTP server
+ * and client, loads every instance (options validated) and compiles the pipelines. Nothing is
+ * started. Returns 0 or < 0 with one line in err; on failure everything created is released
+ * (the loop is run until it is). */
+int px_runtime_create(uv_loop_t *loop, px_config *cfg, px_runtime **out, char *err,
+                      size_t errlen);
+/* Starts sinks, then sources, and resumes the deliveries the spool holds. */
+int px_runtime_start(px_runtime *rt, char *err, size_t errlen);
+/* Graceful stop: sources stop and finish their emits, then sinks finish in-flight deliveries
+ * (bounded by drain_timeout), then everything closes (rt->on_close first); uv_run returns when
+ * all is closed. A second call does nothing. */
+void px_runtime_shutdown(px_runtime *rt);
+/* Frees what is left after uv_run returned. NULL is a no-op. */
+void px_runtime_destroy(px_runtime *rt);
+
+#endif
