@@ -8,7 +8,9 @@
 #include <string.h>
 #include <sys/random.h>
 
-#include "amocrm.h"
+#include "account.h"
+#include "cache.h"
+#include "client.h"
 #include "sha256.h"
 #include "common.h"
 

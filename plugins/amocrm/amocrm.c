@@ -3,16 +3,16 @@
  * serves the admin API of the quiz integration (account connection through OAuth2, cached amoCRM
  * lists, rules) on the host's HTTP listener. This file holds the descriptor, the life cycle and
  * the sink. */
-#include <ctype.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "amocrm.h"
-
-const px_host_api *amo_host;
+#include "account.h"
+#include "api.h"
+#include "cache.h"
+#include "client.h"
+#include "lead.h"
+#include "rules.h"
 
 static const px_option options[] = {
     {"client_id", PX_OPT_STRING, PX_OPT_REQUIRED, NULL, "integration ID (OAuth client_id)"},
@@ -45,64 +45,6 @@ static const px_option options[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 
-/* --- util ---------------------------------------------------------------------------------- */
-
-int64_t amo_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t amo_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int amo_json_int(const json_t *v, int64_t *out)
-{
-    if (json_is_integer(v)) {
-        *out = json_integer_value(v);
-        return 0;
-    }
-    const char *s = json_string_value(v);
-    if (!s || !*s) {
-        return -1;
-    }
-    char *end = NULL;
-    errno = 0;
-    long long n = strtoll(s, &end, 10);
-    if (errno || *end || !(isdigit((unsigned char)s[0]) || s[0] == '-')) {
-        return -1;
-    }
-    *out = n;
-    return 0;
-}
-
-void amo_iso_time(int64_t ms, char *buf, size_t len)
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-void amo_respond_json(px_http_request *req, int status, const json_t *body)
-{
-    char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
-    amo_host->http_respond(req, status, "application/json", text, text ? strlen(text) : 0);
-    free(text);
-}
-
-void amo_respond_msg(px_http_request *req, int status, const char *msg)
-{
-    json_t *s = json_string(msg);
-    amo_respond_json(req, status, s);
-    json_decref(s);
-}
-
 /* --- sink ---------------------------------------------------------------------------------- */
 
 typedef struct lead_job {
@@ -110,7 +52,8 @@ typedef struct lead_job {
     int64_t quiz;
 } lead_job;
 
-void amo_delivery_done(amo *a)
+/* A delivery finished: reports drained once the last one did during drain. */
+static void delivery_done(amo *a)
 {
     if (a->deliveries > 0) {
         a->deliveries--;
@@ -124,7 +67,7 @@ void amo_delivery_done(amo *a)
 static void finish(amo *a, px_delivery *d, int status, const char *reason, uint64_t after)
 {
     amo_host->complete(d, status, reason, after);
-    amo_delivery_done(a);
+    delivery_done(a);
 }
 
 /* amoCRM's problem+json, with its validation errors, as one line. */

@@ -2,83 +2,13 @@
  * endpoints. Everything but amoCRM's own callbacks (/webhook/create, /webhook/delete) needs
  * "Authorization: Bearer <api_token>". Message bodies are JSON strings, as the seed says. */
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "amocrm.h"
+#include "api.h"
+#include "account.h"
+#include "cache.h"
+#include "rules.h"
 #include "common.h"
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
-static char *decode(const char *s, size_t n)
-{
-    char *out = malloc(n + 1);
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '+') {
-            out[o++] = ' ';
-        } else if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 &&
-                   hexval(s[i + 2]) >= 0) {
-            out[o++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
-            i += 2;
-        } else {
-            out[o++] = s[i];
-        }
-    }
-    out[o] = '\0';
-    return out;
-}
-
-char *amo_query_get(const char *query, const char *name)
-{
-    size_t nlen = strlen(name);
-    const char *p = query;
-    while (p && *p) {
-        const char *end = strchr(p, '&');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        const char *eq = memchr(p, '=', len);
-        size_t klen = eq ? (size_t)(eq - p) : len;
-        char *key = decode(p, klen);
-        int hit = strlen(key) == nlen && memcmp(key, name, nlen) == 0;
-        free(key);
-        if (hit) {
-            return eq ? decode(eq + 1, len - klen - 1) : strdup("");
-        }
-        p = end ? end + 1 : NULL;
-    }
-    return NULL;
-}
-
-void amo_url_encode(const char *s, char *buf, size_t len, size_t *o)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    for (; *s && *o + 4 < len; s++) {
-        unsigned char c = (unsigned char)*s;
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-            c == '-' || c == '_' || c == '.' || c == '~') {
-            buf[(*o)++] = (char)c;
-        } else {
-            buf[(*o)++] = '%';
-            buf[(*o)++] = hex[c >> 4];
-            buf[(*o)++] = hex[c & 15];
-        }
-    }
-    if (*o < len) {
-        buf[*o] = '\0';
-    }
-}
 
 static int authorized(amo *a, px_http_request *req)
 {
@@ -159,59 +89,6 @@ static void on_request(px_http_request *req, void *arg)
         return;
     }
     amo_respond_msg(req, 404, "Not Found");
-}
-
-static void hold_unlink(amo *a, amo_hold *h)
-{
-    if (h->prev) {
-        h->prev->next = h->next;
-    } else if (a->holds == h) {
-        a->holds = h->next;
-    }
-    if (h->next) {
-        h->next->prev = h->prev;
-    }
-    h->prev = h->next = NULL;
-}
-
-amo_hold *amo_hold_req(amo *a, px_http_request *req)
-{
-    amo_hold *h = calloc(1, sizeof(*h));
-    h->req = req;
-    h->next = a->holds;
-    if (a->holds) {
-        a->holds->prev = h;
-    }
-    a->holds = h;
-    return h;
-}
-
-void amo_hold_answer(amo *a, amo_hold *h, int status, const char *msg)
-{
-    if (h->req) {
-        hold_unlink(a, h);
-        amo_respond_msg(h->req, status, msg);
-    }
-    free(h);
-}
-
-void amo_hold_drop(amo *a, amo_hold *h)
-{
-    if (h->req) {
-        hold_unlink(a, h);
-    }
-    free(h);
-}
-
-void amo_hold_release_all(amo *a)
-{
-    while (a->holds) {
-        amo_hold *h = a->holds;
-        hold_unlink(a, h);
-        px_http_request *req = h->req;
-        h->req = NULL;
-        amo_respond_msg(req, 503, "shutting down: try again");
-    }
 }
 
 int amo_api_register(amo *a)

@@ -6,7 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "amocrm.h"
+#include "cache.h"
+#include "client.h"
 
 static const char *const cache_key[AMO_C_COUNT] = {"cache.users", "cache.pipelines",
                                                    "cache.steps", "cache.fields", "cache.tags"};

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "amocrm.h"
+#include "client.h"
 
 struct amo_http {
     amo *a; /* NULL once the instance is destroyed: the callback then only frees this */
@@ -144,7 +144,8 @@ void amo_gauges(amo *a)
     amo_host->gauge_set(a->ctx, "amocrm_account_stale", NULL, live && amo_is_stale(a) ? 1 : 0);
 }
 
-void amo_set_stale(amo *a, int stale)
+/* Marks the account stale or fresh: kv, gauge, and queued calls. */
+static void set_stale(amo *a, int stale)
 {
     if (a->account) {
         json_object_set_new(a->account, "stale", json_boolean(stale));
@@ -289,7 +290,7 @@ static void on_refresh(amo *a, int status, const px_http_response *resp, const c
             amo_host->log(a->ctx, PX_LOG_WARN,
                           "refresh refused status=%d hint=%s; account stale until reconnected",
                           status, hint ? hint : "-");
-            amo_set_stale(a, 1);
+            set_stale(a, 1);
         }
     } else {
         amo_host->counter_add(a->ctx, "amocrm_token_refreshes", "result=\"error\"", 1);
@@ -548,18 +549,6 @@ void amo_call_start(amo *a, const char *method, const char *path, const char *bo
     }
     a->q_tail = c;
     pump_later(a, 0); /* never answer inside amo_call_start */
-}
-
-size_t amo_client_busy(amo *a)
-{
-    size_t n = 0;
-    for (amo_call *c = a->q_head; c; c = c->next) {
-        n++;
-    }
-    for (amo_http *h = a->http; h; h = h->next) {
-        n++;
-    }
-    return n;
 }
 
 void amo_client_stop(amo *a)

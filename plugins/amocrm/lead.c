@@ -8,7 +8,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "amocrm.h"
+#include "lead.h"
+#include "cache.h"
 
 #define MAX_CF 40 /* amoCRM's limit of custom field values per entity */
 

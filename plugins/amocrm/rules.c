@@ -7,7 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "amocrm.h"
+#include "rules.h"
+#include "cache.h"
 
 static const char *const entities[4] = {"lead", "contact", "company", "customer"};
 static const char *const entities_cap[4] = {"Lead", "Contact", "Company", "Customer"};
