@@ -7,13 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include <plexus/sdk.h>
 
-#include "ploomes.h"
+#include "ploomes_api.h"
+#include "ploomes_hooks.h"
 
-const px_host_api *px__ploomes_host;
 #define host px__ploomes_host
 
 static const px_option options[] = {
@@ -35,31 +34,6 @@ static const px_option options[] = {
     {"timeout", PX_OPT_DURATION, 0, "30s", "limit on one API request"},
     {NULL, 0, 0, NULL, NULL},
 };
-
-int64_t px__ploomes_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-void *px__ploomes_xcalloc(size_t n, size_t size)
-{
-    void *m = calloc(n ? n : 1, size ? size : 1);
-    if (!m) {
-        fprintf(stderr, "ploomes: out of memory\n");
-        abort();
-    }
-    return m;
-}
-
-char *px__ploomes_xstrdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = px__ploomes_xcalloc(1, n);
-    memcpy(d, s, n);
-    return d;
-}
 
 /* A non-empty string option as an owned copy, or NULL. */
 static char *opt_str(const json_t *cfg, const char *key)
@@ -170,10 +144,20 @@ static void plm_free(plm *p)
     free(p);
 }
 
+/* Reports drained to the host once no work is left during drain; installed as call_ended. */
+static void check_drained(plm *p)
+{
+    if (p->draining && !p->drained_sent && px__ploomes_api_idle(p)) {
+        p->drained_sent = 1;
+        host->drained(p->ctx);
+    }
+}
+
 static int ploomes_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
 {
     plm *p = px__ploomes_xcalloc(1, sizeof(*p));
     p->ctx = ctx;
+    p->call_ended = check_drained;
     p->path = opt_str(cfg, "path");
     p->validation_key = opt_str(cfg, "validation_key");
     p->user_key = opt_str(cfg, "user_key");
@@ -260,20 +244,12 @@ static void ploomes_stop(void *state)
     px__ploomes_api_stop(p);
 }
 
-void px__ploomes_check_drained(plm *p)
-{
-    if (p->draining && !p->drained_sent && px__ploomes_api_idle(p)) {
-        p->drained_sent = 1;
-        host->drained(p->ctx);
-    }
-}
-
 static void ploomes_drain(void *state)
 {
     plm *p = state;
     ploomes_stop(p);
     p->draining = 1;
-    px__ploomes_check_drained(p);
+    check_drained(p);
 }
 
 static void ploomes_destroy(void *state)

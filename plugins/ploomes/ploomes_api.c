@@ -10,7 +10,7 @@
 
 #include <plexus/sdk.h>
 
-#include "ploomes.h"
+#include "ploomes_api.h"
 
 #define host px__ploomes_host
 
@@ -326,7 +326,7 @@ static void end_call(plm_call *c, int status, const px_http_response *resp, cons
     if (p->queue_head && !p->pump) {
         wake(p, 0);
     }
-    px__ploomes_check_drained(p);
+    p->call_ended(p);
 }
 
 static void on_http(int status, const px_http_response *resp, const char *error, void *arg)

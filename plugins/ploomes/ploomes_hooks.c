@@ -12,7 +12,8 @@
 #include <plexus/sdk.h>
 
 #include "common.h"
-#include "ploomes.h"
+#include "ploomes_api.h"
+#include "ploomes_hooks.h"
 
 #define host px__ploomes_host
 #define MAX_TOKEN 64
