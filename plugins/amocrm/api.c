@@ -10,9 +10,9 @@
 #include "rules.h"
 #include "common.h"
 
-static int authorized(amo *a, px_http_request *req)
+static int authorized(amocrm *a, px_http_request *req)
 {
-    const char *h = amo_host->http_req_header(req, "Authorization");
+    const char *h = amocrm_host->http_req_header(req, "Authorization");
     if (!h || strncmp(h, "Bearer ", 7) != 0) {
         return 0;
     }
@@ -32,8 +32,8 @@ static int method_in(px_http_request *req, const char *method, const char *allow
             return 1;
         }
     }
-    amo_host->http_set_header(req, "Allow", allow);
-    amo_respond_msg(req, 405, "Method Not Allowed");
+    amocrm_host->http_set_header(req, "Allow", allow);
+    amocrm_respond_msg(req, 405, "Method Not Allowed");
     return 0;
 }
 
@@ -41,59 +41,59 @@ static const struct {
     const char *path;
     int c;
 } lists[] = {
-    {"/users", AMO_C_USERS}, {"/pipelines", AMO_C_PIPELINES}, {"/steps", AMO_C_STEPS},
-    {"/fields", AMO_C_FIELDS}, {"/tags", AMO_C_TAGS},
+    {"/users", AMOCRM_C_USERS}, {"/pipelines", AMOCRM_C_PIPELINES}, {"/steps", AMOCRM_C_STEPS},
+    {"/fields", AMOCRM_C_FIELDS}, {"/tags", AMOCRM_C_TAGS},
 };
 
 static void on_request(px_http_request *req, void *arg)
 {
-    amo *a = arg;
-    const char *path = amo_host->http_req_path(req);
-    const char *method = amo_host->http_req_method(req);
+    amocrm *a = arg;
+    const char *path = amocrm_host->http_req_path(req);
+    const char *method = amocrm_host->http_req_method(req);
     const char *rest = path + strlen(a->prefix);
     if (strcmp(rest, "/webhook/create") == 0) {
         if (method_in(req, method, "GET")) {
-            amo_api_webhook_create(a, req);
+            amocrm_api_webhook_create(a, req);
         }
         return;
     }
     if (strcmp(rest, "/webhook/delete") == 0) {
         if (method_in(req, method, "GET")) {
-            amo_api_webhook_delete(a, req);
+            amocrm_api_webhook_delete(a, req);
         }
         return;
     }
     if (!authorized(a, req)) {
-        amo_host->http_set_header(req, "WWW-Authenticate", "Bearer");
-        amo_respond_msg(req, 401, "Unauthorized");
+        amocrm_host->http_set_header(req, "WWW-Authenticate", "Bearer");
+        amocrm_respond_msg(req, 401, "Unauthorized");
         return;
     }
     if (strcmp(rest, "/account") == 0) {
         if (method_in(req, method, "GET, POST, DELETE")) {
-            amo_api_account(a, req, method);
+            amocrm_api_account(a, req, method);
         }
         return;
     }
     for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
         if (strcmp(rest, lists[i].path) == 0) {
             if (method_in(req, method, "GET, PATCH")) {
-                amo_api_list(a, req, method, lists[i].c);
+                amocrm_api_list(a, req, method, lists[i].c);
             }
             return;
         }
     }
     if (strncmp(rest, "/rules/", 7) == 0 && rest[7] && !strchr(rest + 7, '/')) {
         if (method_in(req, method, "GET, POST, PATCH")) {
-            amo_api_rules(a, req, method, rest + 7);
+            amocrm_api_rules(a, req, method, rest + 7);
         }
         return;
     }
-    amo_respond_msg(req, 404, "Not Found");
+    amocrm_respond_msg(req, 404, "Not Found");
 }
 
-int amo_api_register(amo *a)
+int amocrm_api_register(amocrm *a)
 {
     /* The root prefix is "": its route is "/", which matches every path under it. */
-    return amo_host->http_route(a->ctx, NULL, a->prefix[0] ? a->prefix : "/", PX_ROUTE_PREFIX,
-                                on_request, a);
+    return amocrm_host->http_route(a->ctx, NULL, a->prefix[0] ? a->prefix : "/", PX_ROUTE_PREFIX,
+                                   on_request, a);
 }

@@ -9,25 +9,25 @@
 
 #include "core.h"
 
-const px_host_api *amo_host;
+const px_host_api *amocrm_host;
 
 /* --- helpers ---------------------------------------------------------------------------------- */
 
-int64_t amo_now_ms(void)
+int64_t amocrm_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int64_t amo_mono_ms(void)
+int64_t amocrm_mono_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int amo_json_int(const json_t *v, int64_t *out)
+int amocrm_json_int(const json_t *v, int64_t *out)
 {
     if (json_is_integer(v)) {
         *out = json_integer_value(v);
@@ -47,7 +47,7 @@ int amo_json_int(const json_t *v, int64_t *out)
     return 0;
 }
 
-void amo_iso_time(int64_t ms, char *buf, size_t len)
+void amocrm_iso_time(int64_t ms, char *buf, size_t len)
 {
     time_t t = (time_t)(ms / 1000);
     struct tm tm;
@@ -55,17 +55,17 @@ void amo_iso_time(int64_t ms, char *buf, size_t len)
     strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-void amo_respond_json(px_http_request *req, int status, const json_t *body)
+void amocrm_respond_json(px_http_request *req, int status, const json_t *body)
 {
     char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
-    amo_host->http_respond(req, status, "application/json", text, text ? strlen(text) : 0);
+    amocrm_host->http_respond(req, status, "application/json", text, text ? strlen(text) : 0);
     free(text);
 }
 
-void amo_respond_msg(px_http_request *req, int status, const char *msg)
+void amocrm_respond_msg(px_http_request *req, int status, const char *msg)
 {
     json_t *s = json_string(msg);
-    amo_respond_json(req, status, s);
+    amocrm_respond_json(req, status, s);
     json_decref(s);
 }
 
@@ -104,7 +104,7 @@ static char *decode(const char *s, size_t n)
     return out;
 }
 
-char *amo_query_get(const char *query, const char *name)
+char *amocrm_query_get(const char *query, const char *name)
 {
     size_t nlen = strlen(name);
     const char *p = query;
@@ -124,7 +124,7 @@ char *amo_query_get(const char *query, const char *name)
     return NULL;
 }
 
-void amo_url_encode(const char *s, char *buf, size_t len, size_t *o)
+void amocrm_url_encode(const char *s, char *buf, size_t len, size_t *o)
 {
     static const char hex[] = "0123456789ABCDEF";
     for (; *s && *o + 4 < len; s++) {
@@ -145,7 +145,7 @@ void amo_url_encode(const char *s, char *buf, size_t len, size_t *o)
 
 /* --- held admin requests ---------------------------------------------------------------------- */
 
-static void hold_unlink(amo *a, amo_hold *h)
+static void hold_unlink(amocrm *a, amocrm_hold *h)
 {
     if (h->prev) {
         h->prev->next = h->next;
@@ -158,9 +158,9 @@ static void hold_unlink(amo *a, amo_hold *h)
     h->prev = h->next = NULL;
 }
 
-amo_hold *amo_hold_req(amo *a, px_http_request *req)
+amocrm_hold *amocrm_hold_req(amocrm *a, px_http_request *req)
 {
-    amo_hold *h = calloc(1, sizeof(*h));
+    amocrm_hold *h = calloc(1, sizeof(*h));
     h->req = req;
     h->next = a->holds;
     if (a->holds) {
@@ -170,16 +170,16 @@ amo_hold *amo_hold_req(amo *a, px_http_request *req)
     return h;
 }
 
-void amo_hold_answer(amo *a, amo_hold *h, int status, const char *msg)
+void amocrm_hold_answer(amocrm *a, amocrm_hold *h, int status, const char *msg)
 {
     if (h->req) {
         hold_unlink(a, h);
-        amo_respond_msg(h->req, status, msg);
+        amocrm_respond_msg(h->req, status, msg);
     }
     free(h);
 }
 
-void amo_hold_drop(amo *a, amo_hold *h)
+void amocrm_hold_drop(amocrm *a, amocrm_hold *h)
 {
     if (h->req) {
         hold_unlink(a, h);
@@ -187,13 +187,13 @@ void amo_hold_drop(amo *a, amo_hold *h)
     free(h);
 }
 
-void amo_hold_release_all(amo *a)
+void amocrm_hold_release_all(amocrm *a)
 {
     while (a->holds) {
-        amo_hold *h = a->holds;
+        amocrm_hold *h = a->holds;
         hold_unlink(a, h);
         px_http_request *req = h->req;
         h->req = NULL;
-        amo_respond_msg(req, 503, "shutting down: try again");
+        amocrm_respond_msg(req, 503, "shutting down: try again");
     }
 }

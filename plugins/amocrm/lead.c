@@ -142,9 +142,9 @@ static json_t *field_values(const json_t *field, const json_t *answer)
     return values;
 }
 
-static void add_field(amo *a, json_t *cfv, const char *entity, int64_t fid, const json_t *answer)
+static void add_field(amocrm *a, json_t *cfv, const char *entity, int64_t fid, const json_t *answer)
 {
-    json_t *field = amo_cache_find(a, AMO_C_FIELDS, fid, 0, entity);
+    json_t *field = amocrm_cache_find(a, AMOCRM_C_FIELDS, fid, 0, entity);
     json_t *values = field_values(field, answer);
     if (values) {
         json_array_append_new(cfv, json_pack("{s:I, s:o}", "field_id", (json_int_t)fid, "values",
@@ -178,7 +178,7 @@ static json_t *answers_map(const json_t *in)
         json_t *v = json_object_get(it, "answer");
         v = v ? v : json_object_get(it, "value");
         int64_t qid = 0;
-        if (v && amo_json_int(q, &qid) == 0) {
+        if (v && amocrm_json_int(q, &qid) == 0) {
             char key[32];
             snprintf(key, sizeof(key), "%lld", (long long)qid);
             json_object_set(out, key, v);
@@ -187,7 +187,7 @@ static json_t *answers_map(const json_t *in)
     return out;
 }
 
-static void add_questions(amo *a, json_t *cfv, const char *entity, const json_t *qmap,
+static void add_questions(amocrm *a, json_t *cfv, const char *entity, const json_t *qmap,
                           const json_t *answers)
 {
     const char *qid;
@@ -200,13 +200,13 @@ static void add_questions(amo *a, json_t *cfv, const char *entity, const json_t 
     }
 }
 
-static json_t *tag_list(amo *a, const json_t *ids)
+static json_t *tag_list(amocrm *a, const json_t *ids)
 {
     json_t *out = json_array();
     size_t i;
     json_t *id;
     json_array_foreach(ids, i, id) {
-        json_t *tag = amo_cache_find_own(a, AMO_C_TAGS, json_integer_value(id));
+        json_t *tag = amocrm_cache_find_own(a, AMOCRM_C_TAGS, json_integer_value(id));
         if (tag) {
             json_array_append_new(out, json_pack("{s:O}", "id", json_object_get(tag, "AmoID")));
         }
@@ -230,8 +230,8 @@ static const char *str(const json_t *o, const char *k)
     return s && *s ? s : NULL;
 }
 
-json_t *amo_lead_build(amo *a, const json_t *rule, const json_t *params, const char *request_id,
-                       char *why, size_t whylen)
+json_t *amocrm_lead_build(amocrm *a, const json_t *rule, const json_t *params,
+                          const char *request_id, char *why, size_t whylen)
 {
     json_t *fr = json_object_get(rule, "FieldsRule");
     json_t *tags = json_object_get(rule, "TagsToAdd");

@@ -6,16 +6,16 @@
 
 #include "ploomes_core.h"
 
-const px_host_api *px__ploomes_host;
+const px_host_api *ploomes_host;
 
-int64_t px__ploomes_now_us(void)
+int64_t ploomes_now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-void *px__ploomes_xcalloc(size_t n, size_t size)
+void *ploomes_xcalloc(size_t n, size_t size)
 {
     void *m = calloc(n ? n : 1, size ? size : 1);
     if (!m) {
@@ -25,10 +25,10 @@ void *px__ploomes_xcalloc(size_t n, size_t size)
     return m;
 }
 
-char *px__ploomes_xstrdup(const char *s)
+char *ploomes_xstrdup(const char *s)
 {
     size_t n = strlen(s) + 1;
-    char *d = px__ploomes_xcalloc(1, n);
+    char *d = ploomes_xcalloc(1, n);
     memcpy(d, s, n);
     return d;
 }

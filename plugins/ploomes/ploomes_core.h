@@ -7,30 +7,30 @@
  *   ploomes_core.c   this header: the state, clock and allocation
  *
  * Everything here runs on the host loop thread. */
-#ifndef PX_PLUGIN_PLOOMES_CORE_H
-#define PX_PLUGIN_PLOOMES_CORE_H
+#ifndef PLOOMES_CORE_H
+#define PLOOMES_CORE_H
 
 #include <stdint.h>
 
 #include <plexus/sdk.h>
 
-extern const px_host_api *px__ploomes_host;
+extern const px_host_api *ploomes_host;
 
-typedef struct plm plm;
-typedef struct plm_call plm_call;
-typedef struct plm_ack plm_ack;
-typedef struct plm_waiter plm_waiter;
+typedef struct ploomes ploomes;
+typedef struct ploomes_call ploomes_call;
+typedef struct ploomes_ack ploomes_ack;
+typedef struct ploomes_waiter ploomes_waiter;
 
 /* One subscription from `subscriptions:`, e.g. "Contacts.Update". */
-typedef struct plm_sub {
+typedef struct ploomes_sub {
     char *text;        /* owned: as configured */
     char *action;      /* owned: the action part, resolved to an id during a sync */
     int64_t entity_id; /* resolved at init */
     int64_t action_id; /* 0 until resolved */
-} plm_sub;
+} ploomes_sub;
 
 /* A webhook registration pass (see ploomes_hooks.c). */
-typedef struct plm_sync {
+typedef struct ploomes_sync {
     int running;
     int again;          /* another pass was asked for while this one ran */
     unsigned failures;  /* consecutive failed passes: backoff exponent */
@@ -40,12 +40,12 @@ typedef struct plm_sync {
     size_t idx;         /* next subscription to reconcile */
     int created, updated, present, unresolved;
     uint64_t retry_hint_ms; /* Retry-After of a 429 that ended the pass */
-    plm_waiter *waiting;    /* sync requests answered when this pass ends */
-    plm_waiter *next_waiting; /* sync requests that came during this pass: after the next one */
-    px_timer *retry;        /* owned by the host; the next pass after a failure */
-} plm_sync;
+    ploomes_waiter *waiting;      /* sync requests answered when this pass ends */
+    ploomes_waiter *next_waiting; /* sync requests that came during this pass: after the next one */
+    px_timer *retry;              /* owned by the host; the next pass after a failure */
+} ploomes_sync;
 
-struct plm {
+struct ploomes {
     px_plugin_ctx *ctx; /* borrowed from the host, valid until destroy */
     /* options */
     char *path, *sync_path;      /* owned */
@@ -54,27 +54,27 @@ struct plm {
     char *base_url;              /* owned, without a trailing '/' */
     char *callback_url;          /* owned; NULL = no registration */
     json_t *entity_ids, *action_ids; /* owned: configured name -> id maps (objects) */
-    plm_sub *subs;               /* owned array */
+    ploomes_sub *subs;           /* owned array */
     size_t nsubs;
     int64_t max_body, timeout_ms, retry_after_ms, sync_retry_ms, page_size, rate_limit;
     /* lifecycle */
     int started, stopping, draining, drained_sent;
-    void (*call_ended)(plm *p); /* set by ploomes.c: runs after each API call ended (drain) */
+    void (*call_ended)(ploomes *p); /* set by ploomes.c: runs after each API call ended (drain) */
     /* API calls: queued (waiting for the rate limiter) then active */
-    plm_call *queue_head, *queue_tail, *active;
+    ploomes_call *queue_head, *queue_tail, *active;
     int64_t next_start_us;   /* monotonic: earliest start of the next call */
     int64_t paused_until_us; /* monotonic: after a 429, no call starts before this */
     px_timer *pump;          /* owned by the host: wakes the queue */
     /* webhooks waiting for the spool */
-    plm_ack *acks;
-    plm_sync sync;
+    ploomes_ack *acks;
+    ploomes_sync sync;
 };
 
 /* Monotonic clock in microseconds. */
-int64_t px__ploomes_now_us(void);
+int64_t ploomes_now_us(void);
 
 /* Allocation that aborts on failure, as the host's own allocator does. */
-void *px__ploomes_xcalloc(size_t n, size_t size);
-char *px__ploomes_xstrdup(const char *s);
+void *ploomes_xcalloc(size_t n, size_t size);
+char *ploomes_xstrdup(const char *s);
 
 #endif
