@@ -8,42 +8,44 @@
 #include <string.h>
 #include <sys/random.h>
 
-#include "amocrm.h"
+#include "account.h"
+#include "cache.h"
+#include "client.h"
 #include "sha256.h"
 #include "common.h"
 
 #define STATE_TTL_MS (3600 * 1000)
 #define STATE_MAX 16
 
-void amo_account_load(amo *a)
+void amocrm_account_load(amocrm *a)
 {
-    a->account = amo_host->kv_get(a->ctx, "account");
+    a->account = amocrm_host->kv_get(a->ctx, "account");
     if (a->account && !json_is_object(a->account)) {
         json_decref(a->account);
         a->account = NULL;
     }
-    a->tokens = amo_host->kv_get(a->ctx, "tokens");
+    a->tokens = amocrm_host->kv_get(a->ctx, "tokens");
     if (a->tokens && !json_is_object(a->tokens)) {
         json_decref(a->tokens);
         a->tokens = NULL;
     }
 }
 
-static int account_live(amo *a)
+static int account_live(amocrm *a)
 {
     return a->account && !json_is_true(json_object_get(a->account, "deleted"));
 }
 
-static void soft_delete(amo *a, const char *why)
+static void soft_delete(amocrm *a, const char *why)
 {
     json_object_set_new(a->account, "deleted", json_true());
     json_object_set_new(a->account, "stale", json_false());
-    if (amo_host->kv_set(a->ctx, "account", a->account) < 0) {
-        amo_host->log(a->ctx, PX_LOG_ERROR, "cannot store the deleted account");
+    if (amocrm_host->kv_set(a->ctx, "account", a->account) < 0) {
+        amocrm_host->log(a->ctx, PX_LOG_ERROR, "cannot store the deleted account");
     }
-    amo_host->log(a->ctx, PX_LOG_INFO, "account deleted amo_id=%lld by=%s",
-                  (long long)json_integer_value(json_object_get(a->account, "amoID")), why);
-    amo_tokens_drop(a);
+    amocrm_host->log(a->ctx, PX_LOG_INFO, "account deleted amo_id=%lld by=%s",
+                     (long long)json_integer_value(json_object_get(a->account, "amoID")), why);
+    amocrm_tokens_drop(a);
 }
 
 /* --- POST/GET/DELETE /account -------------------------------------------------------------- */
@@ -60,12 +62,12 @@ static void new_state(char out[33])
     }
 }
 
-static void connect_link(amo *a, px_http_request *req)
+static void connect_link(amocrm *a, px_http_request *req)
 {
     char state[33];
     new_state(state);
-    int64_t now = amo_now_ms();
-    json_t *old = amo_host->kv_get(a->ctx, "oauth_states");
+    int64_t now = amocrm_now_ms();
+    json_t *old = amocrm_host->kv_get(a->ctx, "oauth_states");
     json_t *states = json_array();
     size_t i;
     json_t *s;
@@ -79,46 +81,46 @@ static void connect_link(amo *a, px_http_request *req)
         json_array_remove(states, 0);
     }
     json_array_append_new(states, json_pack("{s:s, s:I}", "state", state, "at", (json_int_t)now));
-    int rc = amo_host->kv_set(a->ctx, "oauth_states", states);
+    int rc = amocrm_host->kv_set(a->ctx, "oauth_states", states);
     json_decref(states);
     if (rc < 0) {
-        amo_respond_msg(req, 500, "cannot store the authorisation state");
+        amocrm_respond_msg(req, 500, "cannot store the authorisation state");
         return;
     }
     size_t cap = strlen(a->auth_url) + 3 * strlen(a->client_id) + 96;
     char *link = malloc(cap);
     size_t o = (size_t)snprintf(link, cap, "%s%sclient_id=", a->auth_url,
                                 strchr(a->auth_url, '?') ? "&" : "?");
-    amo_url_encode(a->client_id, link, cap, &o);
+    amocrm_url_encode(a->client_id, link, cap, &o);
     snprintf(link + o, cap - o, "&state=%s&mode=post_message", state);
     json_t *body = json_pack("{s:s}", "link", link);
-    amo_respond_json(req, 200, body);
+    amocrm_respond_json(req, 200, body);
     json_decref(body);
     free(link);
 }
 
-void amo_api_account(amo *a, px_http_request *req, const char *method)
+void amocrm_api_account(amocrm *a, px_http_request *req, const char *method)
 {
     if (strcmp(method, "POST") == 0) {
         connect_link(a, req);
     } else if (strcmp(method, "GET") == 0) {
         if (!account_live(a)) {
-            amo_respond_msg(req, 404, "no amoCRM account connected");
+            amocrm_respond_msg(req, 404, "no amoCRM account connected");
             return;
         }
-        amo_respond_json(req, 200, a->account);
+        amocrm_respond_json(req, 200, a->account);
     } else {
         if (account_live(a)) {
             soft_delete(a, "api");
         }
-        amo_respond_msg(req, 200, "Success");
+        amocrm_respond_msg(req, 200, "Success");
     }
 }
 
 /* --- /webhook/create: the OAuth redirect ------------------------------------------------- */
 
 typedef struct connect_ctx {
-    amo_hold *hold;
+    amocrm_hold *hold;
     char *host;
 } connect_ctx;
 
@@ -129,16 +131,16 @@ static void connect_free(connect_ctx *c)
 }
 
 /* Answers the callback's request and frees c. */
-static void connect_end(amo *a, connect_ctx *c, int status, const char *msg)
+static void connect_end(amocrm *a, connect_ctx *c, int status, const char *msg)
 {
-    amo_hold_answer(a, c->hold, status, msg);
+    amocrm_hold_answer(a, c->hold, status, msg);
     connect_free(c);
 }
 
-static int take_state(amo *a, const char *state)
+static int take_state(amocrm *a, const char *state)
 {
-    json_t *states = amo_host->kv_get(a->ctx, "oauth_states");
-    int64_t now = amo_now_ms();
+    json_t *states = amocrm_host->kv_get(a->ctx, "oauth_states");
+    int64_t now = amocrm_now_ms();
     size_t i;
     json_t *s;
     int found = 0;
@@ -152,13 +154,13 @@ static int take_state(amo *a, const char *state)
         }
     }
     if (found) {
-        amo_host->kv_set(a->ctx, "oauth_states", states); /* single use */
+        amocrm_host->kv_set(a->ctx, "oauth_states", states); /* single use */
     }
     json_decref(states);
     return found;
 }
 
-static int host_allowed(amo *a, const char *host)
+static int host_allowed(amocrm *a, const char *host)
 {
     if (!*host || strlen(host) > 253) {
         return 0;
@@ -180,20 +182,20 @@ static int host_allowed(amo *a, const char *host)
     return 0;
 }
 
-static void on_account_info(amo *a, int status, json_t *body, uint64_t ra, const char *err,
+static void on_account_info(amocrm *a, int status, json_t *body, uint64_t ra, const char *err,
                             void *arg)
 {
     (void)ra;
     connect_ctx *c = arg;
-    if (status == AMO_ESTOP) {
-        amo_hold_drop(a, c->hold);
+    if (status == AMOCRM_ESTOP) {
+        amocrm_hold_drop(a, c->hold);
         connect_free(c);
         return;
     }
     int64_t amo_id = 0;
-    if (status != 200 || amo_json_int(json_object_get(body, "id"), &amo_id) < 0) {
-        amo_host->log(a->ctx, PX_LOG_WARN, "cannot read the amoCRM account status=%d err=%s",
-                      status, err ? err : "-");
+    if (status != 200 || amocrm_json_int(json_object_get(body, "id"), &amo_id) < 0) {
+        amocrm_host->log(a->ctx, PX_LOG_WARN, "cannot read the amoCRM account status=%d err=%s",
+                         status, err ? err : "-");
         connect_end(a, c, 500, "cannot read the amoCRM account");
         return;
     }
@@ -205,7 +207,7 @@ static void on_account_info(amo *a, int status, json_t *body, uint64_t ra, const
     int same = acc && json_integer_value(json_object_get(acc, "amoID")) == amo_id;
     if (acc && !(same && account_live(a))) {
         /* A new account record: keep the old one in the history. */
-        json_t *hist = amo_host->kv_get(a->ctx, "accounts.history");
+        json_t *hist = amocrm_host->kv_get(a->ctx, "accounts.history");
         if (!json_is_array(hist)) {
             json_decref(hist);
             hist = json_array();
@@ -213,23 +215,23 @@ static void on_account_info(amo *a, int status, json_t *body, uint64_t ra, const
         json_t *old = json_deep_copy(acc);
         json_object_set_new(old, "deleted", json_true());
         json_array_append_new(hist, old);
-        amo_host->kv_set(a->ctx, "accounts.history", hist);
+        amocrm_host->kv_set(a->ctx, "accounts.history", hist);
         json_decref(hist);
         int64_t next = json_integer_value(json_object_get(acc, "id")) + 1;
         if (!same) {
-            amo_cache_clear(a); /* rules stay: each belongs to its AccountID */
+            amocrm_cache_clear(a); /* rules stay: each belongs to its AccountID */
         }
         a->account = NULL;
         json_decref(acc);
         acc = NULL;
         char when[32];
-        amo_iso_time(amo_now_ms(), when, sizeof(when));
+        amocrm_iso_time(amocrm_now_ms(), when, sizeof(when));
         a->account = json_pack("{s:I, s:s, s:I, s:s, s:b, s:s}", "id", (json_int_t)next,
                                "accountID", a->account_ref, "amoID", (json_int_t)amo_id,
                                "name", "", "deleted", 0, "createdAt", when);
     } else if (!acc) {
         char when[32];
-        amo_iso_time(amo_now_ms(), when, sizeof(when));
+        amocrm_iso_time(amocrm_now_ms(), when, sizeof(when));
         a->account = json_pack("{s:I, s:s, s:I, s:s, s:b, s:s}", "id", (json_int_t)1,
                                "accountID", a->account_ref, "amoID", (json_int_t)amo_id,
                                "name", "", "deleted", 0, "createdAt", when);
@@ -241,38 +243,38 @@ static void on_account_info(amo *a, int status, json_t *body, uint64_t ra, const
     json_object_set_new(acc, "driveURL", json_string(drive ? drive : ""));
     json_object_set_new(acc, "deleted", json_false());
     json_object_set_new(acc, "stale", json_false());
-    if (amo_host->kv_set(a->ctx, "account", acc) < 0) {
+    if (amocrm_host->kv_set(a->ctx, "account", acc) < 0) {
         connect_end(a, c, 500, "cannot store the account");
         return;
     }
-    amo_host->log(a->ctx, PX_LOG_INFO, "account connected amo_id=%lld subdomain=%s host=%s",
-                  (long long)amo_id, sub ? sub : "-", c->host);
-    amo_gauges(a);
-    amo_refresh_schedule(a);
+    amocrm_host->log(a->ctx, PX_LOG_INFO, "account connected amo_id=%lld subdomain=%s host=%s",
+                     (long long)amo_id, sub ? sub : "-", c->host);
+    amocrm_gauges(a);
+    amocrm_refresh_schedule(a);
     connect_end(a, c, 200, "Success");
     if (a->sync_on_connect) {
-        amo_sync_start(a, AMO_SYNC_ALL, NULL, NULL);
+        amocrm_sync_start(a, AMOCRM_SYNC_ALL, NULL, NULL);
     }
 }
 
-static void on_code_exchange(amo *a, int status, const px_http_response *resp, const char *err,
+static void on_code_exchange(amocrm *a, int status, const px_http_response *resp, const char *err,
                              void *arg)
 {
     connect_ctx *c = arg;
-    if (status == AMO_ESTOP) {
-        amo_hold_drop(a, c->hold);
+    if (status == AMOCRM_ESTOP) {
+        amocrm_hold_drop(a, c->hold);
         connect_free(c);
         return;
     }
     json_t *body = NULL;
     if (resp) {
         size_t len = 0;
-        const char *text = amo_host->http_resp_body(resp, &len);
+        const char *text = amocrm_host->http_resp_body(resp, &len);
         body = len ? json_loadb(text, len, 0, NULL) : NULL;
     }
-    if (status != 200 || amo_tokens_set(a, body, c->host) < 0) {
-        amo_host->log(a->ctx, PX_LOG_WARN, "code exchange failed status=%d host=%s err=%s",
-                      status, c->host, err ? err : "-");
+    if (status != 200 || amocrm_tokens_set(a, body, c->host) < 0) {
+        amocrm_host->log(a->ctx, PX_LOG_WARN, "code exchange failed status=%d host=%s err=%s",
+                         status, c->host, err ? err : "-");
         int refused = status >= 400 && status < 500;
         json_decref(body);
         connect_end(a, c, refused ? 400 : 500,
@@ -281,16 +283,16 @@ static void on_code_exchange(amo *a, int status, const px_http_response *resp, c
         return;
     }
     json_decref(body);
-    amo_call_start(a, "GET", "/api/v4/account?with=drive_url", NULL, 1, on_account_info, c);
+    amocrm_call_start(a, "GET", "/api/v4/account?with=drive_url", NULL, 1, on_account_info, c);
 }
 
-void amo_api_webhook_create(amo *a, px_http_request *req)
+void amocrm_api_webhook_create(amocrm *a, px_http_request *req)
 {
-    const char *q = amo_host->http_req_query(req);
-    char *code = amo_query_get(q, "code");
-    char *referer = amo_query_get(q, "referer");
-    char *state = amo_query_get(q, "state");
-    char *cid = amo_query_get(q, "client_id");
+    const char *q = amocrm_host->http_req_query(req);
+    char *code = amocrm_query_get(q, "code");
+    char *referer = amocrm_query_get(q, "referer");
+    char *state = amocrm_query_get(q, "state");
+    char *cid = amocrm_query_get(q, "client_id");
     const char *bad = NULL;
     if (!code || !*code || !referer || !*referer) {
         bad = "code and referer are required";
@@ -302,8 +304,8 @@ void amo_api_webhook_create(amo *a, px_http_request *req)
         bad = "referer is not an allowed amoCRM host";
     }
     if (bad) {
-        amo_host->log(a->ctx, PX_LOG_WARN, "oauth callback refused: %s", bad);
-        amo_respond_msg(req, 400, bad);
+        amocrm_host->log(a->ctx, PX_LOG_WARN, "oauth callback refused: %s", bad);
+        amocrm_respond_msg(req, 400, bad);
         goto out;
     }
     json_t *rq = json_pack("{s:s, s:s, s:s, s:s, s:s}", "client_id", a->client_id,
@@ -311,16 +313,16 @@ void amo_api_webhook_create(amo *a, px_http_request *req)
                            "code", code, "redirect_uri", a->redirect_uri);
     char *body = json_dumps(rq, JSON_COMPACT);
     json_decref(rq);
-    char *base = amo_base_url(a, referer);
+    char *base = amocrm_base_url(a, referer);
     size_t ulen = strlen(base) + 32;
     char *url = malloc(ulen);
     snprintf(url, ulen, "%s/oauth2/access_token", base);
     static const char *const headers[] = {"Content-Type: application/json",
                                           "Accept: application/json", NULL};
     connect_ctx *c = calloc(1, sizeof(*c));
-    c->hold = amo_hold_req(a, req);
+    c->hold = amocrm_hold_req(a, req);
     c->host = strdup(referer);
-    if (amo_http_start(a, "POST", url, headers, body, on_code_exchange, c) < 0) {
+    if (amocrm_http_start(a, "POST", url, headers, body, on_code_exchange, c) < 0) {
         connect_end(a, c, 500, "cannot reach amoCRM");
     }
     free(url);
@@ -335,18 +337,18 @@ out:
 
 /* --- /webhook/delete: amoCRM's disconnect hook ------------------------------------------- */
 
-void amo_api_webhook_delete(amo *a, px_http_request *req)
+void amocrm_api_webhook_delete(amocrm *a, px_http_request *req)
 {
-    const char *q = amo_host->http_req_query(req);
-    char *acc_id = amo_query_get(q, "account_id");
-    char *uuid = amo_query_get(q, "client_uuid");
-    char *sig = amo_query_get(q, "signature");
+    const char *q = amocrm_host->http_req_query(req);
+    char *acc_id = amocrm_query_get(q, "account_id");
+    char *uuid = amocrm_query_get(q, "client_uuid");
+    char *sig = amocrm_query_get(q, "signature");
     int64_t id = 0;
     json_t *jid = acc_id ? json_string(acc_id) : NULL;
-    int bad_id = !jid || amo_json_int(jid, &id) < 0;
+    int bad_id = !jid || amocrm_json_int(jid, &id) < 0;
     json_decref(jid);
     if (bad_id || !uuid || !sig) {
-        amo_respond_msg(req, 400, "account_id, client_uuid and signature are required");
+        amocrm_respond_msg(req, 400, "account_id, client_uuid and signature are required");
         goto out;
     }
     size_t mlen = strlen(uuid) + strlen(acc_id) + 2;
@@ -363,17 +365,17 @@ void amo_api_webhook_delete(amo *a, px_http_request *req)
         }
     }
     if (strcmp(uuid, a->client_id) != 0 || !px_common_consttime_eq(sig, want)) {
-        amo_host->log(a->ctx, PX_LOG_WARN, "disconnect hook with a bad signature account_id=%s",
-                      acc_id);
-        amo_respond_msg(req, 401, "Unauthorized");
+        amocrm_host->log(a->ctx, PX_LOG_WARN, "disconnect hook with a bad signature account_id=%s",
+                         acc_id);
+        amocrm_respond_msg(req, 401, "Unauthorized");
         goto out;
     }
     if (!account_live(a) || json_integer_value(json_object_get(a->account, "amoID")) != id) {
-        amo_respond_msg(req, 404, "no such account");
+        amocrm_respond_msg(req, 404, "no such account");
         goto out;
     }
     soft_delete(a, "disconnect hook");
-    amo_respond_msg(req, 200, "Success");
+    amocrm_respond_msg(req, 200, "Success");
 out:
     free(acc_id);
     free(uuid);

@@ -3,16 +3,16 @@
  * serves the admin API of the quiz integration (account connection through OAuth2, cached amoCRM
  * lists, rules) on the host's HTTP listener. This file holds the descriptor, the life cycle and
  * the sink. */
-#include <ctype.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "amocrm.h"
-
-const px_host_api *amo_host;
+#include "account.h"
+#include "api.h"
+#include "cache.h"
+#include "client.h"
+#include "lead.h"
+#include "rules.h"
 
 static const px_option options[] = {
     {"client_id", PX_OPT_STRING, PX_OPT_REQUIRED, NULL, "integration ID (OAuth client_id)"},
@@ -45,64 +45,6 @@ static const px_option options[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 
-/* --- util ---------------------------------------------------------------------------------- */
-
-int64_t amo_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t amo_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int amo_json_int(const json_t *v, int64_t *out)
-{
-    if (json_is_integer(v)) {
-        *out = json_integer_value(v);
-        return 0;
-    }
-    const char *s = json_string_value(v);
-    if (!s || !*s) {
-        return -1;
-    }
-    char *end = NULL;
-    errno = 0;
-    long long n = strtoll(s, &end, 10);
-    if (errno || *end || !(isdigit((unsigned char)s[0]) || s[0] == '-')) {
-        return -1;
-    }
-    *out = n;
-    return 0;
-}
-
-void amo_iso_time(int64_t ms, char *buf, size_t len)
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-void amo_respond_json(px_http_request *req, int status, const json_t *body)
-{
-    char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
-    amo_host->http_respond(req, status, "application/json", text, text ? strlen(text) : 0);
-    free(text);
-}
-
-void amo_respond_msg(px_http_request *req, int status, const char *msg)
-{
-    json_t *s = json_string(msg);
-    amo_respond_json(req, status, s);
-    json_decref(s);
-}
-
 /* --- sink ---------------------------------------------------------------------------------- */
 
 typedef struct lead_job {
@@ -110,21 +52,22 @@ typedef struct lead_job {
     int64_t quiz;
 } lead_job;
 
-void amo_delivery_done(amo *a)
+/* A delivery finished: reports drained once the last one did during drain. */
+static void delivery_done(amocrm *a)
 {
     if (a->deliveries > 0) {
         a->deliveries--;
     }
     if (a->draining && a->deliveries == 0) {
         a->draining = 0;
-        amo_host->drained(a->ctx);
+        amocrm_host->drained(a->ctx);
     }
 }
 
-static void finish(amo *a, px_delivery *d, int status, const char *reason, uint64_t after)
+static void finish(amocrm *a, px_delivery *d, int status, const char *reason, uint64_t after)
 {
-    amo_host->complete(d, status, reason, after);
-    amo_delivery_done(a);
+    amocrm_host->complete(d, status, reason, after);
+    delivery_done(a);
 }
 
 /* amoCRM's problem+json, with its validation errors, as one line. */
@@ -151,14 +94,14 @@ static void problem_text(int status, const json_t *body, char *out, size_t len)
     }
 }
 
-static void on_lead(amo *a, int status, json_t *body, uint64_t retry_after, const char *err,
+static void on_lead(amocrm *a, int status, json_t *body, uint64_t retry_after, const char *err,
                     void *arg)
 {
     lead_job *j = arg;
     px_delivery *d = j->d;
     int64_t quiz = j->quiz;
     free(j);
-    if (status == AMO_ESTOP) {
+    if (status == AMOCRM_ESTOP) {
         return; /* the host takes the delivery back */
     }
     char reason[1600];
@@ -168,12 +111,13 @@ static void on_lead(amo *a, int status, json_t *body, uint64_t retry_after, cons
                  (long long)json_integer_value(json_object_get(first, "id")),
                  (long long)json_integer_value(json_object_get(first, "contact_id")),
                  (long long)json_integer_value(json_object_get(first, "company_id")));
-        amo_host->counter_add(a->ctx, "amocrm_leads_created", NULL, 1);
-        amo_host->log(a->ctx, PX_LOG_DEBUG, "lead created quiz=%lld %s", (long long)quiz, reason);
+        amocrm_host->counter_add(a->ctx, "amocrm_leads_created", NULL, 1);
+        amocrm_host->log(a->ctx, PX_LOG_DEBUG, "lead created quiz=%lld %s", (long long)quiz,
+                         reason);
         finish(a, d, PX_OK, reason, 0);
     } else if (status == 429) {
         finish(a, d, PX_ERETRY, "amocrm 429 too many requests", retry_after);
-    } else if (status == AMO_ESTALE || status == AMO_ENOACCOUNT) {
+    } else if (status == AMOCRM_ESTALE || status == AMOCRM_ENOACCOUNT) {
         finish(a, d, PX_ERETRY, err, (uint64_t)a->stale_retry_ms);
     } else if (status < 0) {
         snprintf(reason, sizeof(reason), "amocrm unreachable: %s", err ? err : "-");
@@ -182,11 +126,11 @@ static void on_lead(amo *a, int status, json_t *body, uint64_t retry_after, cons
         finish(a, d, PX_ERETRY, "amocrm 401 even after a token refresh", 0);
     } else if (status == 402 || status == 403) {
         problem_text(status, body, reason, sizeof(reason));
-        amo_host->log(a->ctx, PX_LOG_WARN, "amocrm refuses access status=%d", status);
+        amocrm_host->log(a->ctx, PX_LOG_WARN, "amocrm refuses access status=%d", status);
         finish(a, d, PX_ERETRY, reason, (uint64_t)a->stale_retry_ms);
     } else if (status >= 400 && status < 500) {
         problem_text(status, body, reason, sizeof(reason));
-        amo_host->counter_add(a->ctx, "amocrm_leads_rejected", NULL, 1);
+        amocrm_host->counter_add(a->ctx, "amocrm_leads_rejected", NULL, 1);
         finish(a, d, PX_EREJECT, reason, 0);
     } else {
         problem_text(status, body, reason, sizeof(reason));
@@ -194,39 +138,39 @@ static void on_lead(amo *a, int status, json_t *body, uint64_t retry_after, cons
     }
 }
 
-static void amo_deliver(void *state, px_delivery *d)
+static void amocrm_deliver(void *state, px_delivery *d)
 {
-    amo *a = state;
+    amocrm *a = state;
     a->deliveries++;
     char why[512];
-    const char *action = amo_host->delivery_action(d);
+    const char *action = amocrm_host->delivery_action(d);
     if (action && *action && strcmp(action, "create_lead") != 0) {
         snprintf(why, sizeof(why), "unknown action \"%s\" (amocrm knows create_lead)", action);
         finish(a, d, PX_EREJECT, why, 0);
         return;
     }
-    json_t *params = amo_host->delivery_params(d);
+    json_t *params = amocrm_host->delivery_params(d);
     int64_t quiz = 0;
-    if (amo_json_int(json_object_get(params, "quiz_id"), &quiz) < 0) {
+    if (amocrm_json_int(json_object_get(params, "quiz_id"), &quiz) < 0) {
         finish(a, d, PX_EREJECT, "with.quiz_id: expected a quiz id (integer)", 0);
         return;
     }
     /* Without a usable account nothing can be decided (rules belong to an account): wait. */
-    if (!amo_connected(a)) {
+    if (!amocrm_connected(a)) {
         finish(a, d, PX_ERETRY,
-               amo_is_stale(a) && a->tokens ? "amoCRM account is stale: reconnect it"
-                                            : "no amoCRM account connected",
+               amocrm_is_stale(a) && a->tokens ? "amoCRM account is stale: reconnect it"
+                                               : "no amoCRM account connected",
                (uint64_t)a->stale_retry_ms);
         return;
     }
-    json_t *rule = amo_rule_get(a, quiz);
+    json_t *rule = amocrm_rule_get(a, quiz);
     if (!rule) {
         snprintf(why, sizeof(why), "no rule for quiz %lld", (long long)quiz);
         finish(a, d, PX_EREJECT, why, 0);
         return;
     }
-    const px_event *ev = amo_host->delivery_event(d);
-    json_t *body = amo_lead_build(a, rule, params, amo_host->event_id(ev), why, sizeof(why));
+    const px_event *ev = amocrm_host->delivery_event(d);
+    json_t *body = amocrm_lead_build(a, rule, params, amocrm_host->event_id(ev), why, sizeof(why));
     if (!body) {
         finish(a, d, PX_EREJECT, why, 0);
         return;
@@ -236,7 +180,7 @@ static void amo_deliver(void *state, px_delivery *d)
     lead_job *j = calloc(1, sizeof(*j));
     j->d = d;
     j->quiz = quiz;
-    amo_call_start(a, "POST", "/api/v4/leads/complex", text, 0, on_lead, j);
+    amocrm_call_start(a, "POST", "/api/v4/leads/complex", text, 0, on_lead, j);
     free(text);
 }
 
@@ -272,7 +216,7 @@ static char *prefix_normalise(const char *in)
     return out;
 }
 
-static void amo_free(amo *a)
+static void amocrm_free(amocrm *a)
 {
     free(a->client_id);
     free(a->client_secret);
@@ -285,16 +229,16 @@ static void amo_free(amo *a)
     json_decref(a->allowed_hosts);
     json_decref(a->account);
     json_decref(a->tokens);
-    for (int c = 0; c < AMO_C_COUNT; c++) {
+    for (int c = 0; c < AMOCRM_C_COUNT; c++) {
         json_decref(a->cache[c]);
     }
     json_decref(a->rules);
     free(a);
 }
 
-static int amo_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
+static int amocrm_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
 {
-    amo *a = calloc(1, sizeof(*a));
+    amocrm *a = calloc(1, sizeof(*a));
     if (!a) {
         return PX_EINVAL;
     }
@@ -309,7 +253,7 @@ static int amo_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
     a->base_url = opt_str(cfg, "base_url");
     a->account_ref = opt_str(cfg, "account_id");
     if (!a->account_ref) {
-        a->account_ref = strdup(amo_host->instance_name(ctx));
+        a->account_ref = strdup(amocrm_host->instance_name(ctx));
     }
     a->allowed_hosts = json_incref(json_object_get(cfg, "allowed_hosts"));
     a->rate = json_number_value(json_object_get(cfg, "rate_limit"));
@@ -331,55 +275,55 @@ static int amo_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
         bad = "timeout and queue_timeout must be positive";
     }
     if (bad) {
-        amo_host->log(ctx, PX_LOG_ERROR, "%s", bad);
-        amo_free(a);
+        amocrm_host->log(ctx, PX_LOG_ERROR, "%s", bad);
+        amocrm_free(a);
         return PX_EINVAL;
     }
-    amo_account_load(a);
-    amo_cache_load(a);
-    amo_rules_load(a);
-    if (amo_api_register(a) < 0) {
-        amo_host->log(ctx, PX_LOG_WARN, "admin API not served (host.http.listen is needed to "
-                      "connect an account) prefix=%s", a->prefix[0] ? a->prefix : "/");
+    amocrm_account_load(a);
+    amocrm_cache_load(a);
+    amocrm_rules_load(a);
+    if (amocrm_api_register(a) < 0) {
+        amocrm_host->log(ctx, PX_LOG_WARN, "admin API not served (host.http.listen is needed "
+                         "to connect an account) prefix=%s", a->prefix[0] ? a->prefix : "/");
     }
     *state = a;
     return 0;
 }
 
-static int amo_start(void *state)
+static int amocrm_start(void *state)
 {
-    amo *a = state;
-    amo_gauges(a);
-    if (amo_connected(a)) {
-        amo_refresh_schedule(a);
+    amocrm *a = state;
+    amocrm_gauges(a);
+    if (amocrm_connected(a)) {
+        amocrm_refresh_schedule(a);
     }
     return 0;
 }
 
-static void amo_stop(void *state)
+static void amocrm_stop(void *state)
 {
-    amo *a = state;
+    amocrm *a = state;
     a->stopping = 1;
-    amo_client_stop(a);
-    amo_hold_release_all(a);
+    amocrm_client_stop(a);
+    amocrm_hold_release_all(a);
 }
 
-static void amo_drain(void *state)
+static void amocrm_drain(void *state)
 {
-    amo *a = state;
+    amocrm *a = state;
     if (a->deliveries == 0) {
-        amo_host->drained(a->ctx);
+        amocrm_host->drained(a->ctx);
     } else {
         a->draining = 1;
     }
 }
 
-static void amo_destroy(void *state)
+static void amocrm_destroy(void *state)
 {
-    amo *a = state;
-    amo_client_destroy(a);
-    amo_sync_destroy(a);
-    amo_free(a);
+    amocrm *a = state;
+    amocrm_client_destroy(a);
+    amocrm_sync_destroy(a);
+    amocrm_free(a);
 }
 
 static const px_plugin_desc desc = {
@@ -389,16 +333,16 @@ static const px_plugin_desc desc = {
     .version = "1.0.0",
     .description = "quiz results become amoCRM leads; OAuth2 accounts, cached lists, rules",
     .options = options,
-    .init = amo_init,
-    .start = amo_start,
-    .deliver = amo_deliver,
-    .stop = amo_stop,
-    .drain = amo_drain,
-    .destroy = amo_destroy,
+    .init = amocrm_init,
+    .start = amocrm_start,
+    .deliver = amocrm_deliver,
+    .stop = amocrm_stop,
+    .drain = amocrm_drain,
+    .destroy = amocrm_destroy,
 };
 
 PX_SDK_EXPORT const px_plugin_desc *PX_PLUGIN_ENTRY(const px_host_api *h)
 {
-    amo_host = h;
+    amocrm_host = h;
     return &desc;
 }

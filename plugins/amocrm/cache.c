@@ -6,10 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "amocrm.h"
+#include "cache.h"
+#include "client.h"
 
-static const char *const cache_key[AMO_C_COUNT] = {"cache.users", "cache.pipelines",
-                                                   "cache.steps", "cache.fields", "cache.tags"};
+static const char *const cache_key[AMOCRM_C_COUNT] = {"cache.users", "cache.pipelines",
+                                                      "cache.steps", "cache.fields", "cache.tags"};
 
 enum { RAW_USERS, RAW_PIPELINES, RAW_FIELDS, RAW_TAGS, RAW_COUNT };
 
@@ -32,23 +33,23 @@ static const struct source {
 #define NSOURCES (sizeof(sources) / sizeof(sources[0]))
 #define MAX_PAGES 1000
 
-struct amo_sync {
-    amo *a;
+struct amocrm_sync {
+    amocrm *a;
     int mask;
     size_t src;
     int64_t page;
     int retries;
     json_t *raw[RAW_COUNT];
     px_timer *timer;
-    amo_sync_cb cb;
+    amocrm_sync_cb cb;
     void *arg;
-    amo_sync *next;
+    amocrm_sync *next;
 };
 
-void amo_cache_load(amo *a)
+void amocrm_cache_load(amocrm *a)
 {
-    for (int c = 0; c < AMO_C_COUNT; c++) {
-        json_t *v = amo_host->kv_get(a->ctx, cache_key[c]);
+    for (int c = 0; c < AMOCRM_C_COUNT; c++) {
+        json_t *v = amocrm_host->kv_get(a->ctx, cache_key[c]);
         if (!json_is_array(json_object_get(v, "items"))) {
             json_decref(v);
             v = json_pack("{s:i, s:[]}", "next_id", 1, "items");
@@ -57,23 +58,23 @@ void amo_cache_load(amo *a)
     }
 }
 
-void amo_cache_clear(amo *a)
+void amocrm_cache_clear(amocrm *a)
 {
-    for (int c = 0; c < AMO_C_COUNT; c++) {
+    for (int c = 0; c < AMOCRM_C_COUNT; c++) {
         json_decref(a->cache[c]);
         a->cache[c] = json_pack("{s:i, s:[]}", "next_id", 1, "items");
-        amo_host->kv_set(a->ctx, cache_key[c], NULL);
+        amocrm_host->kv_set(a->ctx, cache_key[c], NULL);
     }
 }
 
 static const char *id_key(int c)
 {
-    return c == AMO_C_USERS ? "id" : "ID";
+    return c == AMOCRM_C_USERS ? "id" : "ID";
 }
 
 static int is_deleted(int c, const json_t *it)
 {
-    return json_is_true(json_object_get(it, c == AMO_C_USERS ? "deleted" : "Deleted"));
+    return json_is_true(json_object_get(it, c == AMOCRM_C_USERS ? "deleted" : "Deleted"));
 }
 
 static int64_t jint(const json_t *o, const char *k)
@@ -81,16 +82,16 @@ static int64_t jint(const json_t *o, const char *k)
     return json_integer_value(json_object_get(o, k));
 }
 
-json_t *amo_cache_find(amo *a, int c, int64_t amo_id, int64_t pipeline_id, const char *entity)
+json_t *amocrm_cache_find(amocrm *a, int c, int64_t amo_id, int64_t pipeline_id, const char *entity)
 {
-    const char *ent_key = c == AMO_C_FIELDS ? "EntityType" : "Entity";
+    const char *ent_key = c == AMOCRM_C_FIELDS ? "EntityType" : "Entity";
     size_t i;
     json_t *it;
     json_array_foreach(json_object_get(a->cache[c], "items"), i, it) {
-        if (is_deleted(c, it) || jint(it, c == AMO_C_USERS ? "amoUserID" : "AmoID") != amo_id) {
+        if (is_deleted(c, it) || jint(it, c == AMOCRM_C_USERS ? "amoUserID" : "AmoID") != amo_id) {
             continue;
         }
-        if (c == AMO_C_STEPS && jint(it, "PipelineID") != pipeline_id) {
+        if (c == AMOCRM_C_STEPS && jint(it, "PipelineID") != pipeline_id) {
             continue;
         }
         const char *e = json_string_value(json_object_get(it, ent_key));
@@ -102,7 +103,7 @@ json_t *amo_cache_find(amo *a, int c, int64_t amo_id, int64_t pipeline_id, const
     return NULL;
 }
 
-json_t *amo_cache_find_own(amo *a, int c, int64_t id)
+json_t *amocrm_cache_find_own(amocrm *a, int c, int64_t id)
 {
     size_t i;
     json_t *it;
@@ -119,19 +120,19 @@ json_t *amo_cache_find_own(amo *a, int c, int64_t id)
 static void item_key(int c, const json_t *it, char *buf, size_t len)
 {
     switch (c) {
-    case AMO_C_USERS:
+    case AMOCRM_C_USERS:
         snprintf(buf, len, "%lld", (long long)jint(it, "amoUserID"));
         break;
-    case AMO_C_STEPS:
+    case AMOCRM_C_STEPS:
         snprintf(buf, len, "%lld:%lld", (long long)jint(it, "PipelineID"),
                  (long long)jint(it, "AmoID"));
         break;
-    case AMO_C_FIELDS:
-    case AMO_C_TAGS:
-        snprintf(buf, len, "%s:%lld",
-                 json_string_value(json_object_get(it, c == AMO_C_FIELDS ? "EntityType"
-                                                                          : "Entity")),
-                 (long long)jint(it, "AmoID"));
+    case AMOCRM_C_FIELDS:
+    case AMOCRM_C_TAGS:
+        snprintf(
+            buf, len, "%s:%lld",
+            json_string_value(json_object_get(it, c == AMOCRM_C_FIELDS ? "EntityType" : "Entity")),
+            (long long)jint(it, "AmoID"));
         break;
     default:
         snprintf(buf, len, "%lld", (long long)jint(it, "AmoID"));
@@ -145,7 +146,7 @@ static const char *str_or(const json_t *o, const char *k, const char *dflt)
 }
 
 /* fresh: items in our model without ID/Deleted/CreatedAt (steals). */
-static void merge(amo *a, int c, json_t *fresh)
+static void merge(amocrm *a, int c, json_t *fresh)
 {
     json_t *old = a->cache[c];
     int64_t next_id = jint(old, "next_id");
@@ -160,17 +161,17 @@ static void merge(amo *a, int c, json_t *fresh)
         item_key(c, it, key, sizeof(key));
         json_object_set(by_key, key, it);
     }
-    int64_t now = amo_now_ms();
+    int64_t now = amocrm_now_ms();
     char iso[32];
-    amo_iso_time(now, iso, sizeof(iso));
+    amocrm_iso_time(now, iso, sizeof(iso));
     json_t *items = json_array();
     json_array_foreach(fresh, i, it) {
         item_key(c, it, key, sizeof(key));
         json_t *was = json_object_get(by_key, key);
-        json_t *created = c == AMO_C_USERS ? json_string(iso) : json_integer(now / 1000);
+        json_t *created = c == AMOCRM_C_USERS ? json_string(iso) : json_integer(now / 1000);
         if (was) {
             json_object_set(it, id_key(c), json_object_get(was, id_key(c)));
-            json_t *wc = json_object_get(was, c == AMO_C_USERS ? "createdAt" : "CreatedAt");
+            json_t *wc = json_object_get(was, c == AMOCRM_C_USERS ? "createdAt" : "CreatedAt");
             if (wc) {
                 json_decref(created);
                 created = json_incref(wc);
@@ -179,15 +180,15 @@ static void merge(amo *a, int c, json_t *fresh)
         } else {
             json_object_set_new(it, id_key(c), json_integer(next_id++));
         }
-        json_object_set_new(it, c == AMO_C_USERS ? "deleted" : "Deleted", json_false());
-        json_object_set_new(it, c == AMO_C_USERS ? "createdAt" : "CreatedAt", created);
+        json_object_set_new(it, c == AMOCRM_C_USERS ? "deleted" : "Deleted", json_false());
+        json_object_set_new(it, c == AMOCRM_C_USERS ? "createdAt" : "CreatedAt", created);
         json_array_append(items, it);
     }
     json_array_foreach(json_object_get(old, "items"), i, it) {
         item_key(c, it, key, sizeof(key));
         if (json_object_get(by_key, key)) { /* gone from amoCRM */
             json_t *gone = json_deep_copy(it);
-            json_object_set_new(gone, c == AMO_C_USERS ? "deleted" : "Deleted", json_true());
+            json_object_set_new(gone, c == AMOCRM_C_USERS ? "deleted" : "Deleted", json_true());
             json_array_append_new(items, gone);
         }
     }
@@ -195,19 +196,19 @@ static void merge(amo *a, int c, json_t *fresh)
     json_decref(fresh);
     json_t *nc = json_pack("{s:I, s:I, s:o}", "next_id", (json_int_t)next_id, "synced_at",
                            (json_int_t)now, "items", items);
-    if (amo_host->kv_set(a->ctx, cache_key[c], nc) < 0) {
-        amo_host->log(a->ctx, PX_LOG_ERROR, "cannot store cache key=%s", cache_key[c]);
+    if (amocrm_host->kv_set(a->ctx, cache_key[c], nc) < 0) {
+        amocrm_host->log(a->ctx, PX_LOG_ERROR, "cannot store cache key=%s", cache_key[c]);
     }
     json_decref(a->cache[c]);
     a->cache[c] = nc;
 }
 
-static void merge_raw(amo *a, amo_sync *s)
+static void merge_raw(amocrm *a, amocrm_sync *s)
 {
     int64_t acc = jint(a->account, "amoID");
     size_t i, j;
     json_t *r, *st;
-    if (s->mask & AMO_SYNC_USERS) {
+    if (s->mask & AMOCRM_SYNC_USERS) {
         json_t *fresh = json_array();
         json_array_foreach(s->raw[RAW_USERS], i, r) {
             json_t *rights = json_object_get(r, "rights");
@@ -218,9 +219,9 @@ static void merge_raw(amo *a, amo_sync *s)
                                  (json_int_t)jint(rights, "role_id"), "group",
                                  (json_int_t)jint(rights, "group_id")));
         }
-        merge(a, AMO_C_USERS, fresh);
+        merge(a, AMOCRM_C_USERS, fresh);
     }
-    if (s->mask & AMO_SYNC_PIPELINES) {
+    if (s->mask & AMOCRM_SYNC_PIPELINES) {
         json_t *pipes = json_array(), *steps = json_array();
         json_array_foreach(s->raw[RAW_PIPELINES], i, r) {
             json_array_append_new(
@@ -237,10 +238,10 @@ static void merge_raw(amo *a, amo_sync *s)
                                      str_or(st, "color", "")));
             }
         }
-        merge(a, AMO_C_PIPELINES, pipes);
-        merge(a, AMO_C_STEPS, steps);
+        merge(a, AMOCRM_C_PIPELINES, pipes);
+        merge(a, AMOCRM_C_STEPS, steps);
     }
-    if (s->mask & AMO_SYNC_FIELDS) {
+    if (s->mask & AMOCRM_SYNC_FIELDS) {
         json_t *fresh = json_array();
         json_array_foreach(s->raw[RAW_FIELDS], i, r) {
             json_t *enums = json_array();
@@ -256,9 +257,9 @@ static void merge_raw(amo *a, amo_sync *s)
                                  "EntityType", str_or(r, "_entity", ""), "Type",
                                  str_or(r, "type", ""), "Enums", enums));
         }
-        merge(a, AMO_C_FIELDS, fresh);
+        merge(a, AMOCRM_C_FIELDS, fresh);
     }
-    if (s->mask & AMO_SYNC_TAGS) {
+    if (s->mask & AMOCRM_SYNC_TAGS) {
         json_t *fresh = json_array();
         json_array_foreach(s->raw[RAW_TAGS], i, r) {
             json_array_append_new(
@@ -267,22 +268,22 @@ static void merge_raw(amo *a, amo_sync *s)
                                  "Name", str_or(r, "name", ""), "Color",
                                  str_or(r, "color", "")));
         }
-        merge(a, AMO_C_TAGS, fresh);
+        merge(a, AMOCRM_C_TAGS, fresh);
     }
 }
 
 /* --- sync jobs ----------------------------------------------------------------------------- */
 
-static int wanted(const amo_sync *s, size_t i)
+static int wanted(const amocrm_sync *s, size_t i)
 {
-    static const int bit[RAW_COUNT] = {AMO_SYNC_USERS, AMO_SYNC_PIPELINES, AMO_SYNC_FIELDS,
-                                       AMO_SYNC_TAGS};
+    static const int bit[RAW_COUNT] = {AMOCRM_SYNC_USERS, AMOCRM_SYNC_PIPELINES, AMOCRM_SYNC_FIELDS,
+                                       AMOCRM_SYNC_TAGS};
     return (s->mask & bit[sources[i].raw]) != 0;
 }
 
-static void sync_free(amo *a, amo_sync *s)
+static void sync_free(amocrm *a, amocrm_sync *s)
 {
-    for (amo_sync **pp = &a->syncs; *pp; pp = &(*pp)->next) {
+    for (amocrm_sync **pp = &a->syncs; *pp; pp = &(*pp)->next) {
         if (*pp == s) {
             *pp = s->next;
             break;
@@ -292,20 +293,20 @@ static void sync_free(amo *a, amo_sync *s)
         json_decref(s->raw[r]);
     }
     if (s->timer) {
-        amo_host->timer_stop(s->timer);
+        amocrm_host->timer_stop(s->timer);
     }
     free(s);
 }
 
-static void sync_end(amo *a, amo_sync *s, int status, int ok, const char *why)
+static void sync_end(amocrm *a, amocrm_sync *s, int status, int ok, const char *why)
 {
-    amo_sync_cb cb = s->cb;
+    amocrm_sync_cb cb = s->cb;
     void *arg = s->arg;
     if (ok) {
         merge_raw(a, s);
-        amo_host->log(a->ctx, PX_LOG_INFO, "cache refreshed mask=%d", s->mask);
-    } else if (status != AMO_ESTOP) {
-        amo_host->log(a->ctx, PX_LOG_WARN, "cache refresh failed mask=%d why=%s", s->mask, why);
+        amocrm_host->log(a->ctx, PX_LOG_INFO, "cache refreshed mask=%d", s->mask);
+    } else if (status != AMOCRM_ESTOP) {
+        amocrm_host->log(a->ctx, PX_LOG_WARN, "cache refresh failed mask=%d why=%s", s->mask, why);
     }
     sync_free(a, s);
     if (cb) {
@@ -313,23 +314,23 @@ static void sync_end(amo *a, amo_sync *s, int status, int ok, const char *why)
     }
 }
 
-static void sync_step(amo *a, amo_sync *s);
+static void sync_step(amocrm *a, amocrm_sync *s);
 
 static void on_retry(void *arg)
 {
-    amo_sync *s = arg;
-    amo_host->timer_stop(s->timer);
+    amocrm_sync *s = arg;
+    amocrm_host->timer_stop(s->timer);
     s->timer = NULL;
     sync_step(s->a, s);
 }
 
-static void on_page(amo *a, int status, json_t *body, uint64_t ra, const char *err, void *arg)
+static void on_page(amocrm *a, int status, json_t *body, uint64_t ra, const char *err, void *arg)
 {
-    amo_sync *s = arg;
+    amocrm_sync *s = arg;
     const struct source *src = &sources[s->src];
     char why[256];
-    if (status == AMO_ESTOP) {
-        sync_end(a, s, AMO_ESTOP, 0, "stopping");
+    if (status == AMOCRM_ESTOP) {
+        sync_end(a, s, AMOCRM_ESTOP, 0, "stopping");
         return;
     }
     if (status == 200) {
@@ -363,7 +364,7 @@ static void on_page(amo *a, int status, json_t *body, uint64_t ra, const char *e
     }
     if (status == 429 && s->retries < 5) {
         s->retries++; /* same page again once amoCRM lets us */
-        amo_host->timer_start(a->ctx, ra ? ra : 1000, 0, on_retry, s, &s->timer);
+        amocrm_host->timer_start(a->ctx, ra ? ra : 1000, 0, on_retry, s, &s->timer);
         return;
     }
     if (status < 0) {
@@ -376,7 +377,7 @@ static void on_page(amo *a, int status, json_t *body, uint64_t ra, const char *e
     sync_end(a, s, status, 0, why);
 }
 
-static void sync_step(amo *a, amo_sync *s)
+static void sync_step(amocrm *a, amocrm_sync *s)
 {
     while (s->src < NSOURCES && !wanted(s, s->src)) {
         s->src++;
@@ -388,12 +389,12 @@ static void sync_step(amo *a, amo_sync *s)
     char path[256];
     snprintf(path, sizeof(path), "%s?page=%lld&limit=%lld", sources[s->src].path,
              (long long)s->page, (long long)a->page_limit);
-    amo_call_start(a, "GET", path, NULL, 0, on_page, s);
+    amocrm_call_start(a, "GET", path, NULL, 0, on_page, s);
 }
 
-void amo_sync_start(amo *a, int mask, amo_sync_cb cb, void *arg)
+void amocrm_sync_start(amocrm *a, int mask, amocrm_sync_cb cb, void *arg)
 {
-    amo_sync *s = calloc(1, sizeof(*s));
+    amocrm_sync *s = calloc(1, sizeof(*s));
     s->a = a;
     s->mask = mask;
     s->page = 1;
@@ -407,65 +408,67 @@ void amo_sync_start(amo *a, int mask, amo_sync_cb cb, void *arg)
     sync_step(a, s);
 }
 
-void amo_sync_destroy(amo *a)
+void amocrm_sync_destroy(amocrm *a)
 {
     while (a->syncs) {
-        sync_end(a, a->syncs, AMO_ESTOP, 0, "stopping");
+        sync_end(a, a->syncs, AMOCRM_ESTOP, 0, "stopping");
     }
 }
 
 /* --- GET (a page of the cache) and PATCH (refresh from amoCRM) ------------------------------ */
 
-static void on_patch_done(amo *a, int status, int ok, const char *why, void *arg)
+static void on_patch_done(amocrm *a, int status, int ok, const char *why, void *arg)
 {
-    amo_hold *h = arg;
-    if (status == AMO_ESTOP) {
-        amo_hold_drop(a, h);
+    amocrm_hold *h = arg;
+    if (status == AMOCRM_ESTOP) {
+        amocrm_hold_drop(a, h);
     } else if (ok) {
-        amo_hold_answer(a, h, 200, "Success");
+        amocrm_hold_answer(a, h, 200, "Success");
     } else {
-        amo_hold_answer(a, h, 500, why ? why : "refresh failed");
+        amocrm_hold_answer(a, h, 500, why ? why : "refresh failed");
     }
 }
 
 /* Reads an optional positive integer query parameter; -1 when malformed. */
 static int64_t query_int(const char *query, const char *name, int64_t dflt)
 {
-    char *v = amo_query_get(query, name);
+    char *v = amocrm_query_get(query, name);
     if (!v) {
         return dflt;
     }
     json_t *j = json_string(v);
     int64_t n = 0;
-    int bad = !j || amo_json_int(j, &n) < 0 || n < 1;
+    int bad = !j || amocrm_json_int(j, &n) < 0 || n < 1;
     json_decref(j);
     free(v);
     return bad ? -1 : n;
 }
 
-void amo_api_list(amo *a, px_http_request *req, const char *method, int c)
+void amocrm_api_list(amocrm *a, px_http_request *req, const char *method, int c)
 {
     if (strcmp(method, "PATCH") == 0) {
-        if (!amo_connected(a)) {
-            amo_respond_msg(req, 500, amo_is_stale(a) ? "amoCRM account is stale: reconnect it"
-                                                      : "no amoCRM account connected");
+        if (!amocrm_connected(a)) {
+            amocrm_respond_msg(req, 500,
+                               amocrm_is_stale(a) ? "amoCRM account is stale: reconnect it"
+                                                  : "no amoCRM account connected");
             return;
         }
-        static const int mask[AMO_C_COUNT] = {AMO_SYNC_USERS, AMO_SYNC_PIPELINES,
-                                              AMO_SYNC_PIPELINES, AMO_SYNC_FIELDS, AMO_SYNC_TAGS};
-        amo_sync_start(a, mask[c], on_patch_done, amo_hold_req(a, req));
+        static const int mask[AMOCRM_C_COUNT] = {AMOCRM_SYNC_USERS, AMOCRM_SYNC_PIPELINES,
+                                                 AMOCRM_SYNC_PIPELINES, AMOCRM_SYNC_FIELDS,
+                                                 AMOCRM_SYNC_TAGS};
+        amocrm_sync_start(a, mask[c], on_patch_done, amocrm_hold_req(a, req));
         return;
     }
-    const char *q = amo_host->http_req_query(req);
+    const char *q = amocrm_host->http_req_query(req);
     int64_t page = query_int(q, "page", 1);
     int64_t size = query_int(q, "size", 25);
-    int64_t pipeline = c == AMO_C_STEPS ? query_int(q, "pipelineID", 0) : 0;
+    int64_t pipeline = c == AMOCRM_C_STEPS ? query_int(q, "pipelineID", 0) : 0;
     if (page < 0 || size < 0 || size > 1000) {
-        amo_respond_msg(req, 400, "page and size must be positive integers (size up to 1000)");
+        amocrm_respond_msg(req, 400, "page and size must be positive integers (size up to 1000)");
         return;
     }
-    if (c == AMO_C_STEPS && pipeline <= 0) {
-        amo_respond_msg(req, 400, "pipelineID is required");
+    if (c == AMOCRM_C_STEPS && pipeline <= 0) {
+        amocrm_respond_msg(req, 400, "pipelineID is required");
         return;
     }
     json_t *items = json_array();
@@ -473,7 +476,7 @@ void amo_api_list(amo *a, px_http_request *req, const char *method, int c)
     size_t i;
     json_t *it;
     json_array_foreach(json_object_get(a->cache[c], "items"), i, it) {
-        if (is_deleted(c, it) || (c == AMO_C_STEPS && jint(it, "PipelineID") != pipeline)) {
+        if (is_deleted(c, it) || (c == AMOCRM_C_STEPS && jint(it, "PipelineID") != pipeline)) {
             continue;
         }
         if (count >= from && count < from + size) {
@@ -483,6 +486,6 @@ void amo_api_list(amo *a, px_http_request *req, const char *method, int c)
         count++;
     }
     json_t *body = json_pack("{s:I, s:o}", "count", (json_int_t)count, "items", items);
-    amo_respond_json(req, 200, body);
+    amocrm_respond_json(req, 200, body);
     json_decref(body);
 }

@@ -8,40 +8,40 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "amocrm.h"
+#include "client.h"
 
-struct amo_http {
-    amo *a; /* NULL once the instance is destroyed: the callback then only frees this */
-    amo_http_cb cb;
+struct amocrm_http {
+    amocrm *a; /* NULL once the instance is destroyed: the callback then only frees this */
+    amocrm_http_cb cb;
     void *arg;
     px_http_call *call;
-    amo_http *prev, *next;
+    amocrm_http *prev, *next;
 };
 
-struct amo_call {
-    amo *a;
+struct amocrm_call {
+    amocrm *a;
     char *method, *path, *body;
     int connecting, retried;
     uint64_t gen; /* token generation the request was sent with */
     int64_t queued_ms;
-    amo_call_cb cb;
+    amocrm_call_cb cb;
     void *arg;
-    amo_call *next;
+    amocrm_call *next;
 };
 
 typedef struct refresh_ctx {
     char *used; /* the refresh token sent */
 } refresh_ctx;
 
-static void pump(amo *a);
-static void refresh_start(amo *a, const char *why);
+static void pump(amocrm *a);
+static void refresh_start(amocrm *a, const char *why);
 
 /* --- raw HTTP ------------------------------------------------------------------------------ */
 
 static void on_http(int status, const px_http_response *resp, const char *err, void *arg)
 {
-    amo_http *h = arg;
-    amo *a = h->a;
+    amocrm_http *h = arg;
+    amocrm *a = h->a;
     if (!a) {
         free(h);
         return;
@@ -54,7 +54,7 @@ static void on_http(int status, const px_http_response *resp, const char *err, v
     if (h->next) {
         h->next->prev = h->prev;
     }
-    amo_http_cb cb = h->cb;
+    amocrm_http_cb cb = h->cb;
     void *cbarg = h->arg;
     free(h);
     if (status < 0 && a->stopping) {
@@ -63,10 +63,10 @@ static void on_http(int status, const px_http_response *resp, const char *err, v
     cb(a, status, resp, err, cbarg);
 }
 
-int amo_http_start(amo *a, const char *method, const char *url, const char *const *headers,
-                   const char *body, amo_http_cb cb, void *arg)
+int amocrm_http_start(amocrm *a, const char *method, const char *url, const char *const *headers,
+                      const char *body, amocrm_http_cb cb, void *arg)
 {
-    amo_http *h = calloc(1, sizeof(*h));
+    amocrm_http *h = calloc(1, sizeof(*h));
     if (!h) {
         return PX_EINVAL;
     }
@@ -82,7 +82,7 @@ int amo_http_start(amo *a, const char *method, const char *url, const char *cons
         .body_len = body ? strlen(body) : 0,
         .timeout_ms = (uint32_t)a->timeout_ms,
     };
-    int rc = amo_host->http_request(a->ctx, &o, on_http, h, &h->call);
+    int rc = amocrm_host->http_request(a->ctx, &o, on_http, h, &h->call);
     if (rc < 0) {
         free(h);
         return rc;
@@ -95,7 +95,7 @@ int amo_http_start(amo *a, const char *method, const char *url, const char *cons
     return 0;
 }
 
-char *amo_base_url(amo *a, const char *host)
+char *amocrm_base_url(amocrm *a, const char *host)
 {
     char sub[256];
     size_t n = strcspn(host, ".");
@@ -126,63 +126,65 @@ char *amo_base_url(amo *a, const char *host)
 
 /* --- account state ------------------------------------------------------------------------- */
 
-int amo_is_stale(amo *a)
+int amocrm_is_stale(amocrm *a)
 {
     return a->account && json_is_true(json_object_get(a->account, "stale"));
 }
 
-int amo_connected(amo *a)
+int amocrm_connected(amocrm *a)
 {
     return a->tokens && a->account && !json_is_true(json_object_get(a->account, "deleted")) &&
-           !amo_is_stale(a);
+           !amocrm_is_stale(a);
 }
 
-void amo_gauges(amo *a)
+void amocrm_gauges(amocrm *a)
 {
     int live = a->account && !json_is_true(json_object_get(a->account, "deleted"));
-    amo_host->gauge_set(a->ctx, "amocrm_account_connected", NULL, live && a->tokens ? 1 : 0);
-    amo_host->gauge_set(a->ctx, "amocrm_account_stale", NULL, live && amo_is_stale(a) ? 1 : 0);
+    amocrm_host->gauge_set(a->ctx, "amocrm_account_connected", NULL, live && a->tokens ? 1 : 0);
+    amocrm_host->gauge_set(a->ctx, "amocrm_account_stale", NULL,
+                           live && amocrm_is_stale(a) ? 1 : 0);
 }
 
-void amo_set_stale(amo *a, int stale)
+/* Marks the account stale or fresh: kv, gauge, and queued calls. */
+static void set_stale(amocrm *a, int stale)
 {
     if (a->account) {
         json_object_set_new(a->account, "stale", json_boolean(stale));
-        if (amo_host->kv_set(a->ctx, "account", a->account) < 0) {
-            amo_host->log(a->ctx, PX_LOG_ERROR, "cannot store account state stale=%d", stale);
+        if (amocrm_host->kv_set(a->ctx, "account", a->account) < 0) {
+            amocrm_host->log(a->ctx, PX_LOG_ERROR, "cannot store account state stale=%d", stale);
         }
     }
     if (stale && a->refresh_timer) {
-        amo_host->timer_stop(a->refresh_timer);
+        amocrm_host->timer_stop(a->refresh_timer);
         a->refresh_timer = NULL;
     }
-    amo_gauges(a);
+    amocrm_gauges(a);
     pump(a);
 }
 
-static int64_t tokens_expire_at(amo *a)
+static int64_t tokens_expire_at(amocrm *a)
 {
     return a->tokens ? json_integer_value(json_object_get(a->tokens, "expires_at")) : 0;
 }
 
-int amo_tokens_set(amo *a, const json_t *tok, const char *host)
+int amocrm_tokens_set(amocrm *a, const json_t *tok, const char *host)
 {
     const char *access = json_string_value(json_object_get(tok, "access_token"));
     const char *refresh = json_string_value(json_object_get(tok, "refresh_token"));
     int64_t expires_in = 0;
     if (!access || !refresh || !*access || !*refresh || !host ||
-        amo_json_int(json_object_get(tok, "expires_in"), &expires_in) < 0 || expires_in <= 0) {
+        amocrm_json_int(json_object_get(tok, "expires_in"), &expires_in) < 0 || expires_in <= 0) {
         return PX_EINVAL;
     }
-    int64_t now = amo_now_ms();
+    int64_t now = amocrm_now_ms();
     json_t *t = json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "access_token", access,
                           "refresh_token", refresh, "token_type", "Bearer", "expires_at",
                           (json_int_t)(now + expires_in * 1000), "updated_at", (json_int_t)now,
                           "host", host);
     /* One kv_set of one object: the pair is replaced atomically, and stored before any use. */
-    int rc = amo_host->kv_set(a->ctx, "tokens", t);
+    int rc = amocrm_host->kv_set(a->ctx, "tokens", t);
     if (rc < 0) {
-        amo_host->log(a->ctx, PX_LOG_ERROR, "cannot store the new token pair rc=%d", rc);
+        amocrm_host->log(a->ctx, PX_LOG_ERROR, "cannot store the new token pair rc=%d", rc);
     }
     json_decref(a->tokens);
     a->tokens = t;
@@ -191,17 +193,17 @@ int amo_tokens_set(amo *a, const json_t *tok, const char *host)
     return 0;
 }
 
-void amo_tokens_drop(amo *a)
+void amocrm_tokens_drop(amocrm *a)
 {
-    amo_host->kv_set(a->ctx, "tokens", NULL);
+    amocrm_host->kv_set(a->ctx, "tokens", NULL);
     json_decref(a->tokens);
     a->tokens = NULL;
     a->token_gen++;
     if (a->refresh_timer) {
-        amo_host->timer_stop(a->refresh_timer);
+        amocrm_host->timer_stop(a->refresh_timer);
         a->refresh_timer = NULL;
     }
-    amo_gauges(a);
+    amocrm_gauges(a);
     pump(a);
 }
 
@@ -209,27 +211,27 @@ void amo_tokens_drop(amo *a)
 
 static void on_refresh_timer(void *arg)
 {
-    amo *a = arg;
-    amo_host->timer_stop(a->refresh_timer);
+    amocrm *a = arg;
+    amocrm_host->timer_stop(a->refresh_timer);
     a->refresh_timer = NULL;
     refresh_start(a, "before expiry");
     pump(a);
 }
 
-static void refresh_in(amo *a, int64_t ms)
+static void refresh_in(amocrm *a, int64_t ms)
 {
     if (a->refresh_timer) {
-        amo_host->timer_stop(a->refresh_timer);
+        amocrm_host->timer_stop(a->refresh_timer);
         a->refresh_timer = NULL;
     }
-    if (a->stopping || a->destroying || !a->tokens || amo_is_stale(a)) {
+    if (a->stopping || a->destroying || !a->tokens || amocrm_is_stale(a)) {
         return;
     }
-    amo_host->timer_start(a->ctx, (uint64_t)(ms > 0 ? ms : 1), 0, on_refresh_timer, a,
-                          &a->refresh_timer);
+    amocrm_host->timer_start(a->ctx, (uint64_t)(ms > 0 ? ms : 1), 0, on_refresh_timer, a,
+                             &a->refresh_timer);
 }
 
-void amo_refresh_schedule(amo *a)
+void amocrm_refresh_schedule(amocrm *a)
 {
     /* Never more than half the token's lifetime early, or short-lived tokens would loop. */
     int64_t expires = tokens_expire_at(a);
@@ -238,14 +240,14 @@ void amo_refresh_schedule(amo *a)
     if (life > 0 && lead > life / 2) {
         lead = life / 2;
     }
-    refresh_in(a, expires - lead - amo_now_ms());
+    refresh_in(a, expires - lead - amocrm_now_ms());
 }
 
 /* Takes the stored pair when another generation (a reload) rotated it meanwhile. Returns 1 when
  * it did. */
-static int adopt_stored(amo *a, const char *than)
+static int adopt_stored(amocrm *a, const char *than)
 {
-    json_t *kv = amo_host->kv_get(a->ctx, "tokens");
+    json_t *kv = amocrm_host->kv_get(a->ctx, "tokens");
     const char *rt = json_string_value(json_object_get(kv, "refresh_token"));
     if (!rt || (than && strcmp(rt, than) == 0)) {
         json_decref(kv);
@@ -257,11 +259,11 @@ static int adopt_stored(amo *a, const char *than)
     return 1;
 }
 
-static void on_refresh(amo *a, int status, const px_http_response *resp, const char *err,
+static void on_refresh(amocrm *a, int status, const px_http_response *resp, const char *err,
                        void *arg)
 {
     refresh_ctx *r = arg;
-    if (status == AMO_ESTOP) {
+    if (status == AMOCRM_ESTOP) {
         free(r->used);
         free(r);
         return;
@@ -270,34 +272,34 @@ static void on_refresh(amo *a, int status, const px_http_response *resp, const c
     json_t *body = NULL;
     if (resp) {
         size_t len = 0;
-        const char *text = amo_host->http_resp_body(resp, &len);
+        const char *text = amocrm_host->http_resp_body(resp, &len);
         body = len ? json_loadb(text, len, 0, NULL) : NULL;
     }
     const char *host = json_string_value(json_object_get(a->tokens, "host"));
-    if (status == 200 && host && amo_tokens_set(a, body, host) == 0) {
-        amo_host->counter_add(a->ctx, "amocrm_token_refreshes", "result=\"ok\"", 1);
-        amo_host->log(a->ctx, PX_LOG_INFO, "access token refreshed expires_in=%lld",
-                      (long long)json_integer_value(json_object_get(body, "expires_in")));
-        amo_refresh_schedule(a);
+    if (status == 200 && host && amocrm_tokens_set(a, body, host) == 0) {
+        amocrm_host->counter_add(a->ctx, "amocrm_token_refreshes", "result=\"ok\"", 1);
+        amocrm_host->log(a->ctx, PX_LOG_INFO, "access token refreshed expires_in=%lld",
+                         (long long)json_integer_value(json_object_get(body, "expires_in")));
+        amocrm_refresh_schedule(a);
     } else if (status == 400 || status == 401 || status == 403) {
-        amo_host->counter_add(a->ctx, "amocrm_token_refreshes", "result=\"refused\"", 1);
+        amocrm_host->counter_add(a->ctx, "amocrm_token_refreshes", "result=\"refused\"", 1);
         if (adopt_stored(a, r->used)) {
-            amo_host->log(a->ctx, PX_LOG_INFO, "token pair was rotated elsewhere; using it");
-            amo_refresh_schedule(a);
+            amocrm_host->log(a->ctx, PX_LOG_INFO, "token pair was rotated elsewhere; using it");
+            amocrm_refresh_schedule(a);
         } else {
             const char *hint = json_string_value(json_object_get(body, "hint"));
-            amo_host->log(a->ctx, PX_LOG_WARN,
-                          "refresh refused status=%d hint=%s; account stale until reconnected",
-                          status, hint ? hint : "-");
-            amo_set_stale(a, 1);
+            amocrm_host->log(a->ctx, PX_LOG_WARN,
+                             "refresh refused status=%d hint=%s; account stale until reconnected",
+                             status, hint ? hint : "-");
+            set_stale(a, 1);
         }
     } else {
-        amo_host->counter_add(a->ctx, "amocrm_token_refreshes", "result=\"error\"", 1);
+        amocrm_host->counter_add(a->ctx, "amocrm_token_refreshes", "result=\"error\"", 1);
         a->refresh_failures++;
         int shift = a->refresh_failures < 6 ? a->refresh_failures : 6;
         int64_t wait = (int64_t)1000 << shift;
-        amo_host->log(a->ctx, PX_LOG_WARN, "refresh failed status=%d err=%s retry_in_ms=%lld",
-                      status, err ? err : "-", (long long)(wait < 60000 ? wait : 60000));
+        amocrm_host->log(a->ctx, PX_LOG_WARN, "refresh failed status=%d err=%s retry_in_ms=%lld",
+                         status, err ? err : "-", (long long)(wait < 60000 ? wait : 60000));
         refresh_in(a, wait < 60000 ? wait : 60000);
     }
     json_decref(body);
@@ -306,14 +308,14 @@ static void on_refresh(amo *a, int status, const px_http_response *resp, const c
     pump(a);
 }
 
-static void refresh_start(amo *a, const char *why)
+static void refresh_start(amocrm *a, const char *why)
 {
-    if (a->refreshing || !a->tokens || amo_is_stale(a) || a->destroying) {
+    if (a->refreshing || !a->tokens || amocrm_is_stale(a) || a->destroying) {
         return;
     }
     const char *before = json_string_value(json_object_get(a->tokens, "refresh_token"));
-    if (adopt_stored(a, before) && tokens_expire_at(a) - a->refresh_before_ms > amo_now_ms()) {
-        amo_refresh_schedule(a); /* the caller pumps */
+    if (adopt_stored(a, before) && tokens_expire_at(a) - a->refresh_before_ms > amocrm_now_ms()) {
+        amocrm_refresh_schedule(a); /* the caller pumps */
         return;
     }
     const char *host = json_string_value(json_object_get(a->tokens, "host"));
@@ -326,7 +328,7 @@ static void refresh_start(amo *a, const char *why)
                             "refresh_token", rt, "redirect_uri", a->redirect_uri);
     char *body = json_dumps(req, JSON_COMPACT);
     json_decref(req);
-    char *base = amo_base_url(a, host);
+    char *base = amocrm_base_url(a, host);
     size_t ulen = strlen(base) + 32;
     char *url = malloc(ulen);
     snprintf(url, ulen, "%s/oauth2/access_token", base);
@@ -334,9 +336,9 @@ static void refresh_start(amo *a, const char *why)
                                           "Accept: application/json", NULL};
     refresh_ctx *r = calloc(1, sizeof(*r));
     r->used = strdup(rt);
-    amo_host->log(a->ctx, PX_LOG_INFO, "refreshing access token reason=%s", why);
+    amocrm_host->log(a->ctx, PX_LOG_INFO, "refreshing access token reason=%s", why);
     a->refreshing = 1;
-    if (amo_http_start(a, "POST", url, headers, body, on_refresh, r) < 0) {
+    if (amocrm_http_start(a, "POST", url, headers, body, on_refresh, r) < 0) {
         a->refreshing = 0;
         free(r->used);
         free(r);
@@ -350,7 +352,7 @@ static void refresh_start(amo *a, const char *why)
 
 /* --- rate-limited API calls --------------------------------------------------------------- */
 
-static void call_free(amo_call *c)
+static void call_free(amocrm_call *c)
 {
     free(c->method);
     free(c->path);
@@ -358,7 +360,7 @@ static void call_free(amo_call *c)
     free(c);
 }
 
-static void call_finish(amo *a, amo_call *c, int status, json_t *body, uint64_t retry_after,
+static void call_finish(amocrm *a, amocrm_call *c, int status, json_t *body, uint64_t retry_after,
                         const char *err)
 {
     c->cb(a, status, body, retry_after, err, c->arg);
@@ -367,24 +369,24 @@ static void call_finish(amo *a, amo_call *c, int status, json_t *body, uint64_t 
 
 static void on_pump_timer(void *arg)
 {
-    amo *a = arg;
-    amo_host->timer_stop(a->pump_timer);
+    amocrm *a = arg;
+    amocrm_host->timer_stop(a->pump_timer);
     a->pump_timer = NULL;
     pump(a);
 }
 
-static void pump_later(amo *a, int64_t ms)
+static void pump_later(amocrm *a, int64_t ms)
 {
     if (a->pump_timer || a->destroying) {
         return; /* one pending wake-up is enough: pump reschedules itself */
     }
-    amo_host->timer_start(a->ctx, (uint64_t)(ms > 0 ? ms : 0), 0, on_pump_timer, a,
-                          &a->pump_timer);
+    amocrm_host->timer_start(a->ctx, (uint64_t)(ms > 0 ? ms : 0), 0, on_pump_timer, a,
+                             &a->pump_timer);
 }
 
 static uint64_t retry_after_ms(const px_http_response *resp)
 {
-    const char *ra = resp ? amo_host->http_resp_header(resp, "Retry-After") : NULL;
+    const char *ra = resp ? amocrm_host->http_resp_header(resp, "Retry-After") : NULL;
     char *end = NULL;
     long long s = ra ? strtoll(ra, &end, 10) : 0;
     if (!ra || end == ra || s <= 0) {
@@ -393,22 +395,22 @@ static uint64_t retry_after_ms(const px_http_response *resp)
     return (uint64_t)(s > 3600 ? 3600 : s) * 1000;
 }
 
-static void on_call(amo *a, int status, const px_http_response *resp, const char *err, void *arg)
+static void on_call(amocrm *a, int status, const px_http_response *resp, const char *err, void *arg)
 {
-    amo_call *c = arg;
-    if (status == AMO_ESTOP) {
-        call_finish(a, c, AMO_ESTOP, NULL, 0, "stopping");
+    amocrm_call *c = arg;
+    if (status == AMOCRM_ESTOP) {
+        call_finish(a, c, AMOCRM_ESTOP, NULL, 0, "stopping");
         return;
     }
     if (status < 0) {
-        call_finish(a, c, AMO_ENET, NULL, 0, err ? err : "no answer");
+        call_finish(a, c, AMOCRM_ENET, NULL, 0, err ? err : "no answer");
         pump(a);
         return;
     }
-    const char *rid = amo_host->http_resp_header(resp, "X-Request-Id");
+    const char *rid = amocrm_host->http_resp_header(resp, "X-Request-Id");
     if (status >= 300) {
-        amo_host->log(a->ctx, PX_LOG_DEBUG, "amocrm answered status=%d method=%s path=%s "
-                      "request_id=%s", status, c->method, c->path, rid ? rid : "-");
+        amocrm_host->log(a->ctx, PX_LOG_DEBUG, "amocrm answered status=%d method=%s path=%s "
+                         "request_id=%s", status, c->method, c->path, rid ? rid : "-");
     }
     if (status == 401 && !c->retried) {
         /* Refresh once (unless someone already did since this was sent) and send it again. */
@@ -427,25 +429,25 @@ static void on_call(amo *a, int status, const px_http_response *resp, const char
     uint64_t ra = 0;
     if (status == 429) {
         ra = retry_after_ms(resp);
-        a->paused_until_ms = amo_mono_ms() + (int64_t)ra;
+        a->paused_until_ms = amocrm_mono_ms() + (int64_t)ra;
     }
     size_t len = 0;
-    const char *text = amo_host->http_resp_body(resp, &len);
+    const char *text = amocrm_host->http_resp_body(resp, &len);
     json_t *body = len ? json_loadb(text, len, 0, NULL) : NULL;
     call_finish(a, c, status, body, ra, NULL);
     json_decref(body);
     pump(a);
 }
 
-static void call_send(amo *a, amo_call *c)
+static void call_send(amocrm *a, amocrm_call *c)
 {
     const char *host = json_string_value(json_object_get(a->tokens, "host"));
     const char *tok = json_string_value(json_object_get(a->tokens, "access_token"));
     if (!host || !tok) {
-        call_finish(a, c, AMO_ENOACCOUNT, NULL, 0, "no token");
+        call_finish(a, c, AMOCRM_ENOACCOUNT, NULL, 0, "no token");
         return;
     }
-    char *base = amo_base_url(a, host);
+    char *base = amocrm_base_url(a, host);
     size_t ulen = strlen(base) + strlen(c->path) + 1;
     char *url = malloc(ulen);
     snprintf(url, ulen, "%s%s", base, c->path);
@@ -455,9 +457,9 @@ static void call_send(amo *a, amo_call *c)
     const char *headers[] = {auth, "Content-Type: application/json", "Accept: application/json",
                              NULL};
     c->gen = a->token_gen;
-    amo_host->counter_add(a->ctx, "amocrm_api_requests", NULL, 1);
-    if (amo_http_start(a, c->method, url, headers, c->body, on_call, c) < 0) {
-        call_finish(a, c, AMO_ENET, NULL, 0, "request not started");
+    amocrm_host->counter_add(a->ctx, "amocrm_api_requests", NULL, 1);
+    if (amocrm_http_start(a, c->method, url, headers, c->body, on_call, c) < 0) {
+        call_finish(a, c, AMOCRM_ENET, NULL, 0, "request not started");
     }
     memset(auth, 0, alen);
     free(auth);
@@ -465,9 +467,9 @@ static void call_send(amo *a, amo_call *c)
     free(base);
 }
 
-static amo_call *pop(amo *a)
+static amocrm_call *pop(amocrm *a)
 {
-    amo_call *c = a->q_head;
+    amocrm_call *c = a->q_head;
     a->q_head = c->next;
     if (!a->q_head) {
         a->q_tail = NULL;
@@ -476,25 +478,25 @@ static amo_call *pop(amo *a)
     return c;
 }
 
-static void pump(amo *a)
+static void pump(amocrm *a)
 {
     if (a->destroying) {
         return;
     }
     while (a->closing && a->q_head) {
-        call_finish(a, pop(a), AMO_ENET, NULL, 0, "instance unloading");
+        call_finish(a, pop(a), AMOCRM_ENET, NULL, 0, "instance unloading");
     }
     int64_t interval = a->rate > 0 ? (int64_t)ceil(1000.0 / a->rate) : 0;
     while (a->q_head) {
-        amo_call *c = a->q_head;
-        int64_t now = amo_mono_ms();
+        amocrm_call *c = a->q_head;
+        int64_t now = amocrm_mono_ms();
         if (!a->tokens) {
-            call_finish(a, pop(a), AMO_ENOACCOUNT, NULL, 0, "no amoCRM account connected");
+            call_finish(a, pop(a), AMOCRM_ENOACCOUNT, NULL, 0, "no amoCRM account connected");
             continue;
         }
-        if (!c->connecting && !amo_connected(a)) {
-            int stale = amo_is_stale(a);
-            call_finish(a, pop(a), stale ? AMO_ESTALE : AMO_ENOACCOUNT, NULL, 0,
+        if (!c->connecting && !amocrm_connected(a)) {
+            int stale = amocrm_is_stale(a);
+            call_finish(a, pop(a), stale ? AMOCRM_ESTALE : AMOCRM_ENOACCOUNT, NULL, 0,
                         stale ? "amoCRM account is stale: reconnect it"
                               : "no amoCRM account connected");
             continue;
@@ -502,21 +504,21 @@ static void pump(amo *a)
         if (a->refreshing) {
             return; /* the refresh's answer pumps again */
         }
-        if (tokens_expire_at(a) <= amo_now_ms()) {
+        if (tokens_expire_at(a) <= amocrm_now_ms()) {
             if (a->refresh_failures == 0) {
                 refresh_start(a, "expired");
                 if (a->refreshing) {
                     return;
                 }
-                if (tokens_expire_at(a) > amo_now_ms()) {
+                if (tokens_expire_at(a) > amocrm_now_ms()) {
                     continue; /* adopted a pair stored by another generation */
                 }
             }
-            call_finish(a, pop(a), AMO_ENET, NULL, 0, "access token expired, refresh failing");
+            call_finish(a, pop(a), AMOCRM_ENET, NULL, 0, "access token expired, refresh failing");
             continue;
         }
         if (now - c->queued_ms > a->queue_timeout_ms) {
-            call_finish(a, pop(a), AMO_EQUEUE, NULL, 0, "waited too long for a rate-limit slot");
+            call_finish(a, pop(a), AMOCRM_EQUEUE, NULL, 0, "waited too long for a rate-limit slot");
             continue;
         }
         int64_t at = a->next_send_ms > a->paused_until_ms ? a->next_send_ms : a->paused_until_ms;
@@ -529,16 +531,16 @@ static void pump(amo *a)
     }
 }
 
-void amo_call_start(amo *a, const char *method, const char *path, const char *body,
-                    int connecting, amo_call_cb cb, void *arg)
+void amocrm_call_start(amocrm *a, const char *method, const char *path, const char *body,
+                       int connecting, amocrm_call_cb cb, void *arg)
 {
-    amo_call *c = calloc(1, sizeof(*c));
+    amocrm_call *c = calloc(1, sizeof(*c));
     c->a = a;
     c->method = strdup(method);
     c->path = strdup(path);
     c->body = body ? strdup(body) : NULL;
     c->connecting = connecting;
-    c->queued_ms = amo_mono_ms();
+    c->queued_ms = amocrm_mono_ms();
     c->cb = cb;
     c->arg = arg;
     if (a->q_tail) {
@@ -547,46 +549,34 @@ void amo_call_start(amo *a, const char *method, const char *path, const char *bo
         a->q_head = c;
     }
     a->q_tail = c;
-    pump_later(a, 0); /* never answer inside amo_call_start */
+    pump_later(a, 0); /* never answer inside amocrm_call_start */
 }
 
-size_t amo_client_busy(amo *a)
-{
-    size_t n = 0;
-    for (amo_call *c = a->q_head; c; c = c->next) {
-        n++;
-    }
-    for (amo_http *h = a->http; h; h = h->next) {
-        n++;
-    }
-    return n;
-}
-
-void amo_client_stop(amo *a)
+void amocrm_client_stop(amocrm *a)
 {
     if (a->refresh_timer) {
-        amo_host->timer_stop(a->refresh_timer);
+        amocrm_host->timer_stop(a->refresh_timer);
         a->refresh_timer = NULL;
     }
 }
 
-void amo_client_destroy(amo *a)
+void amocrm_client_destroy(amocrm *a)
 {
     a->destroying = 1;
-    amo_client_stop(a);
+    amocrm_client_stop(a);
     if (a->pump_timer) {
-        amo_host->timer_stop(a->pump_timer);
+        amocrm_host->timer_stop(a->pump_timer);
         a->pump_timer = NULL;
     }
     while (a->q_head) {
-        call_finish(a, pop(a), AMO_ESTOP, NULL, 0, "stopping");
+        call_finish(a, pop(a), AMOCRM_ESTOP, NULL, 0, "stopping");
     }
     while (a->http) {
-        amo_http *h = a->http;
+        amocrm_http *h = a->http;
         a->http = h->next;
         /* The host cancels the call after destroy and runs on_http then: keep h until that. */
         h->a = NULL;
-        h->cb(a, AMO_ESTOP, NULL, "stopping", h->arg);
-        amo_host->http_cancel(h->call);
+        h->cb(a, AMOCRM_ESTOP, NULL, "stopping", h->arg);
+        amocrm_host->http_cancel(h->call);
     }
 }

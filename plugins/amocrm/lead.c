@@ -8,7 +8,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "amocrm.h"
+#include "lead.h"
+#include "cache.h"
 
 #define MAX_CF 40 /* amoCRM's limit of custom field values per entity */
 
@@ -141,9 +142,9 @@ static json_t *field_values(const json_t *field, const json_t *answer)
     return values;
 }
 
-static void add_field(amo *a, json_t *cfv, const char *entity, int64_t fid, const json_t *answer)
+static void add_field(amocrm *a, json_t *cfv, const char *entity, int64_t fid, const json_t *answer)
 {
-    json_t *field = amo_cache_find(a, AMO_C_FIELDS, fid, 0, entity);
+    json_t *field = amocrm_cache_find(a, AMOCRM_C_FIELDS, fid, 0, entity);
     json_t *values = field_values(field, answer);
     if (values) {
         json_array_append_new(cfv, json_pack("{s:I, s:o}", "field_id", (json_int_t)fid, "values",
@@ -177,7 +178,7 @@ static json_t *answers_map(const json_t *in)
         json_t *v = json_object_get(it, "answer");
         v = v ? v : json_object_get(it, "value");
         int64_t qid = 0;
-        if (v && amo_json_int(q, &qid) == 0) {
+        if (v && amocrm_json_int(q, &qid) == 0) {
             char key[32];
             snprintf(key, sizeof(key), "%lld", (long long)qid);
             json_object_set(out, key, v);
@@ -186,7 +187,7 @@ static json_t *answers_map(const json_t *in)
     return out;
 }
 
-static void add_questions(amo *a, json_t *cfv, const char *entity, const json_t *qmap,
+static void add_questions(amocrm *a, json_t *cfv, const char *entity, const json_t *qmap,
                           const json_t *answers)
 {
     const char *qid;
@@ -199,13 +200,13 @@ static void add_questions(amo *a, json_t *cfv, const char *entity, const json_t 
     }
 }
 
-static json_t *tag_list(amo *a, const json_t *ids)
+static json_t *tag_list(amocrm *a, const json_t *ids)
 {
     json_t *out = json_array();
     size_t i;
     json_t *id;
     json_array_foreach(ids, i, id) {
-        json_t *tag = amo_cache_find_own(a, AMO_C_TAGS, json_integer_value(id));
+        json_t *tag = amocrm_cache_find_own(a, AMOCRM_C_TAGS, json_integer_value(id));
         if (tag) {
             json_array_append_new(out, json_pack("{s:O}", "id", json_object_get(tag, "AmoID")));
         }
@@ -229,25 +230,22 @@ static const char *str(const json_t *o, const char *k)
     return s && *s ? s : NULL;
 }
 
-json_t *amo_lead_build(amo *a, const json_t *rule, const json_t *params, const char *request_id,
-                       char *why, size_t whylen)
-{
-    json_t *fr = json_object_get(rule, "FieldsRule");
-    json_t *tags = json_object_get(rule, "TagsToAdd");
-    json_t *contact = json_object_get(params, "contact");
-    json_t *company = json_object_get(params, "company");
-    json_t *utm = json_object_get(params, "utm");
-    if ((contact && !json_is_object(contact) && !json_is_null(contact)) ||
-        (company && !json_is_object(company) && !json_is_null(company))) {
-        snprintf(why, whylen, "with.contact and with.company must be objects");
-        return NULL;
-    }
-    json_t *answers = answers_map(json_object_get(params, "answers"));
-    int64_t perf = json_integer_value(json_object_get(rule, "PerformerID"));
-    json_t *lead = json_object();
-    json_t *emb = json_object();
-    json_t *out = NULL;
+/* What the parts of one lead's body are built from (all borrowed). */
+typedef struct lead_src {
+    amocrm *a;
+    const json_t *fields_rule; /* the rule's FieldsRule */
+    const json_t *tags;        /* the rule's TagsToAdd */
+    const json_t *answers;     /* {"<question id>": answer} */
+    int64_t performer;         /* the rule's PerformerID; 0 = none */
+    char *why;                 /* where a refusal is explained */
+    size_t whylen;
+} lead_src;
 
+/* The lead itself: name (or "Quiz <id>"), price, pipeline, step and responsible user. New
+ * reference. */
+static json_t *lead_new(const json_t *rule, const json_t *params, int64_t performer)
+{
+    json_t *lead = json_object();
     const char *name = str(params, "name");
     char dflt[64];
     snprintf(dflt, sizeof(dflt), "Quiz %lld",
@@ -259,14 +257,15 @@ json_t *amo_lead_build(amo *a, const json_t *rule, const json_t *params, const c
     }
     json_object_set(lead, "pipeline_id", json_object_get(rule, "PipelineID"));
     json_object_set(lead, "status_id", json_object_get(rule, "StepID"));
-    if (perf) {
-        json_object_set_new(lead, "responsible_user_id", json_integer(perf));
+    if (performer) {
+        json_object_set_new(lead, "responsible_user_id", json_integer(performer));
     }
+    return lead;
+}
 
-    /* lead fields: answers, then UTM marks by field code */
-    json_t *cfv = json_array();
-    add_questions(a, cfv, "leads", json_object_get(json_object_get(fr, "lead"), "QuestionID"),
-                  answers);
+/* UTM marks of `utm` (borrowed) to amoCRM's tracking fields, by field code (UTM_SOURCE...). */
+static void add_utm(json_t *cfv, const json_t *utm)
+{
     for (int i = 0; utm_keys[i]; i++) {
         char buf[64], code[32];
         const char *v = text_of(json_object_get(utm, utm_keys[i]), buf, sizeof(buf));
@@ -277,44 +276,74 @@ json_t *amo_lead_build(amo *a, const json_t *rule, const json_t *params, const c
         code[k] = '\0';
         add_code(cfv, code, v, NULL);
     }
-    if (too_many(cfv, "the lead", why, whylen)) {
+}
+
+/* The rule's tags for `entity` ("Lead", "Contact", "Company") by amoCRM id: a new reference, or
+ * NULL when there are none. */
+static json_t *rule_tags(const lead_src *s, const char *entity)
+{
+    json_t *tags = tag_list(s->a, json_object_get(s->tags, entity));
+    if (json_array_size(tags)) {
+        return tags;
+    }
+    json_decref(tags);
+    return NULL;
+}
+
+/* The lead's custom fields (answers, then UTM marks) and its tags. 0, or -1 with why when there
+ * are too many fields. */
+static int lead_fields(const lead_src *s, json_t *lead, json_t *emb, const json_t *utm)
+{
+    json_t *cfv = json_array();
+    add_questions(s->a, cfv, "leads",
+                  json_object_get(json_object_get(s->fields_rule, "lead"), "QuestionID"),
+                  s->answers);
+    add_utm(cfv, utm);
+    if (too_many(cfv, "the lead", s->why, s->whylen)) {
         json_decref(cfv);
-        goto done;
+        return -1;
     }
     if (json_array_size(cfv)) {
         json_object_set_new(lead, "custom_fields_values", cfv);
     } else {
         json_decref(cfv);
     }
-    json_t *lt = tag_list(a, json_object_get(tags, "Lead"));
-    if (json_array_size(lt)) {
-        json_object_set_new(emb, "tags", lt);
-    } else {
-        json_decref(lt);
+    json_t *tags = rule_tags(s, "Lead");
+    if (tags) {
+        json_object_set_new(emb, "tags", tags);
     }
+    return 0;
+}
 
-    /* the contact: name, phone/email (system fields unless the rule maps them), mapped data */
-    json_t *crule = json_object_get(fr, "contact");
+/* What an embedded contact or company carries besides its own data: the responsible user, its
+ * custom field values `cfv` (borrowed) and the rule's tags for `tag_entity`. */
+static void entity_finish(const lead_src *s, json_t *entity, json_t *cfv, const char *tag_entity)
+{
+    if (s->performer) {
+        json_object_set_new(entity, "responsible_user_id", json_integer(s->performer));
+    }
+    if (json_array_size(cfv)) {
+        json_object_set(entity, "custom_fields_values", cfv);
+    }
+    json_t *tags = rule_tags(s, tag_entity);
+    if (tags) {
+        json_object_set_new(entity, "_embedded", json_pack("{s:o}", "tags", tags));
+    }
+}
+
+/* The contact's custom field values: phone and email as the system fields PHONE and EMAIL unless
+ * the rule maps them, the contact data the rule maps to fields, then mapped answers. New
+ * reference. */
+static json_t *contact_fields(const lead_src *s, const json_t *crule, const json_t *contact)
+{
     json_t *cmap = json_object_get(crule, "ContactRuleMap");
-    json_t *ccfv = json_array();
-    json_t *c = json_object();
-    const char *cname = str(contact, "name");
-    const char *first = str(contact, "first_name"), *last = str(contact, "last_name");
-    if (cname) {
-        json_object_set_new(c, "name", json_string(cname));
-    }
-    if (first) {
-        json_object_set_new(c, "first_name", json_string(first));
-    }
-    if (last) {
-        json_object_set_new(c, "last_name", json_string(last));
-    }
+    json_t *cfv = json_array();
     static const char *const sys[2][2] = {{"phone", "PHONE"}, {"email", "EMAIL"}};
     for (int i = 0; i < 2; i++) {
         json_t *v = json_object_get(contact, sys[i][0]);
         if (!json_object_get(cmap, sys[i][0])) {
             char buf[64];
-            add_code(ccfv, sys[i][1], text_of(v, buf, sizeof(buf)), "WORK");
+            add_code(cfv, sys[i][1], text_of(v, buf, sizeof(buf)), "WORK");
         }
     }
     const char *key;
@@ -322,69 +351,93 @@ json_t *amo_lead_build(amo *a, const json_t *rule, const json_t *params, const c
     json_object_foreach(cmap, key, fid) {
         json_t *v = json_object_get(contact, key);
         if (v) {
-            add_field(a, ccfv, "contacts", json_integer_value(fid), v);
+            add_field(s->a, cfv, "contacts", json_integer_value(fid), v);
         }
     }
-    add_questions(a, ccfv, "contacts", json_object_get(crule, "QuestionID"), answers);
-    if (too_many(ccfv, "the contact", why, whylen)) {
-        json_decref(ccfv);
-        json_decref(c);
-        goto done;
+    add_questions(s->a, cfv, "contacts", json_object_get(crule, "QuestionID"), s->answers);
+    return cfv;
+}
+
+/* The embedded contact (name, first and last name, custom fields), unless it would be empty. 0,
+ * or -1 with why when there are too many fields. */
+static int add_contact(const lead_src *s, json_t *emb, const json_t *contact)
+{
+    json_t *cfv = contact_fields(s, json_object_get(s->fields_rule, "contact"), contact);
+    json_t *c = json_object();
+    static const char *const names[] = {"name", "first_name", "last_name"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        const char *v = str(contact, names[i]);
+        if (v) {
+            json_object_set_new(c, names[i], json_string(v));
+        }
     }
-    if (json_object_size(c) || json_array_size(ccfv)) {
-        if (perf) {
-            json_object_set_new(c, "responsible_user_id", json_integer(perf));
-        }
-        if (json_array_size(ccfv)) {
-            json_object_set(c, "custom_fields_values", ccfv);
-        }
-        json_t *ct = tag_list(a, json_object_get(tags, "Contact"));
-        if (json_array_size(ct)) {
-            json_object_set_new(c, "_embedded", json_pack("{s:o}", "tags", ct));
-        } else {
-            json_decref(ct);
-        }
+    int rc = 0;
+    if (too_many(cfv, "the contact", s->why, s->whylen)) {
+        rc = -1;
+    } else if (json_object_size(c) || json_array_size(cfv)) {
+        entity_finish(s, c, cfv, "Contact");
         json_object_set_new(emb, "contacts", json_pack("[O]", c));
     }
     json_decref(c);
-    json_decref(ccfv);
+    json_decref(cfv);
+    return rc;
+}
 
-    /* the company: its name and mapped answers */
-    json_t *mcfv = json_array();
-    add_questions(a, mcfv, "companies",
-                  json_object_get(json_object_get(fr, "company"), "QuestionID"), answers);
-    if (too_many(mcfv, "the company", why, whylen)) {
-        json_decref(mcfv);
-        goto done;
-    }
-    const char *mname = str(company, "name");
-    if (mname || json_array_size(mcfv)) {
+/* The embedded company (its name and mapped answers), unless it would be empty. 0, or -1 with
+ * why when there are too many fields. */
+static int add_company(const lead_src *s, json_t *emb, const json_t *company)
+{
+    json_t *cfv = json_array();
+    add_questions(s->a, cfv, "companies",
+                  json_object_get(json_object_get(s->fields_rule, "company"), "QuestionID"),
+                  s->answers);
+    const char *name = str(company, "name");
+    int rc = 0;
+    if (too_many(cfv, "the company", s->why, s->whylen)) {
+        rc = -1;
+    } else if (name || json_array_size(cfv)) {
         json_t *m = json_object();
-        json_object_set_new(m, "name", json_string(mname ? mname : ""));
-        if (perf) {
-            json_object_set_new(m, "responsible_user_id", json_integer(perf));
-        }
-        if (json_array_size(mcfv)) {
-            json_object_set(m, "custom_fields_values", mcfv);
-        }
-        json_t *mt = tag_list(a, json_object_get(tags, "Company"));
-        if (json_array_size(mt)) {
-            json_object_set_new(m, "_embedded", json_pack("{s:o}", "tags", mt));
-        } else {
-            json_decref(mt);
-        }
+        json_object_set_new(m, "name", json_string(name ? name : ""));
+        entity_finish(s, m, cfv, "Company");
         json_object_set_new(emb, "companies", json_pack("[o]", m));
     }
-    json_decref(mcfv);
+    json_decref(cfv);
+    return rc;
+}
 
-    if (json_object_size(emb)) {
-        json_object_set(lead, "_embedded", emb);
+json_t *amocrm_lead_build(amocrm *a, const json_t *rule, const json_t *params,
+                          const char *request_id, char *why, size_t whylen)
+{
+    json_t *contact = json_object_get(params, "contact");
+    json_t *company = json_object_get(params, "company");
+    if ((contact && !json_is_object(contact) && !json_is_null(contact)) ||
+        (company && !json_is_object(company) && !json_is_null(company))) {
+        snprintf(why, whylen, "with.contact and with.company must be objects");
+        return NULL;
     }
-    if (request_id) {
-        json_object_set_new(lead, "request_id", json_string(request_id));
+    json_t *answers = answers_map(json_object_get(params, "answers"));
+    lead_src s = {
+        .a = a,
+        .fields_rule = json_object_get(rule, "FieldsRule"),
+        .tags = json_object_get(rule, "TagsToAdd"),
+        .answers = answers,
+        .performer = json_integer_value(json_object_get(rule, "PerformerID")),
+        .why = why,
+        .whylen = whylen,
+    };
+    json_t *lead = lead_new(rule, params, s.performer);
+    json_t *emb = json_object();
+    json_t *out = NULL;
+    if (lead_fields(&s, lead, emb, json_object_get(params, "utm")) == 0 &&
+        add_contact(&s, emb, contact) == 0 && add_company(&s, emb, company) == 0) {
+        if (json_object_size(emb)) {
+            json_object_set(lead, "_embedded", emb);
+        }
+        if (request_id) {
+            json_object_set_new(lead, "request_id", json_string(request_id));
+        }
+        out = json_pack("[O]", lead);
     }
-    out = json_pack("[O]", lead);
-done:
     json_decref(emb);
     json_decref(lead);
     json_decref(answers);

@@ -7,7 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "amocrm.h"
+#include "rules.h"
+#include "cache.h"
 
 static const char *const entities[4] = {"lead", "contact", "company", "customer"};
 static const char *const entities_cap[4] = {"Lead", "Contact", "Company", "Customer"};
@@ -45,7 +46,7 @@ static int64_t legacy_owner(const char *key, const json_t *rule)
  * reference: `rules` (borrowed) with each of those moved to the key of the account its AccountID
  * names (a rule already stored there wins); one that names no account cannot be given to any and
  * was never served: it stays where it is, unused. *moved counts the rules moved. */
-static json_t *rules_migrate(amo *a, const json_t *rules, size_t *moved)
+static json_t *rules_migrate(amocrm *a, const json_t *rules, size_t *moved)
 {
     json_t *out = json_object();
     const char *k;
@@ -56,7 +57,7 @@ static json_t *rules_migrate(amo *a, const json_t *rules, size_t *moved)
             continue;
         }
         if (digits(k)) {
-            amo_host->log(a->ctx, PX_LOG_WARN, "rule without an account kept unused quiz=%s", k);
+            amocrm_host->log(a->ctx, PX_LOG_WARN, "rule without an account kept unused quiz=%s", k);
         }
         json_object_set(out, k, v);
     }
@@ -74,9 +75,9 @@ static json_t *rules_migrate(amo *a, const json_t *rules, size_t *moved)
     return out;
 }
 
-void amo_rules_load(amo *a)
+void amocrm_rules_load(amocrm *a)
 {
-    json_t *stored = amo_host->kv_get(a->ctx, "rules");
+    json_t *stored = amocrm_host->kv_get(a->ctx, "rules");
     if (!json_is_object(stored)) {
         json_decref(stored);
         stored = json_object();
@@ -88,13 +89,13 @@ void amo_rules_load(amo *a)
         return;
     }
     /* Unstored, the move is redone at the next load; a saved rule stores it with the rest. */
-    int rc = amo_host->kv_set(a->ctx, "rules", a->rules);
-    amo_host->log(a->ctx, rc < 0 ? PX_LOG_WARN : PX_LOG_INFO,
-                  "rules migrated to account keys count=%zu stored=%s", moved,
-                  rc < 0 ? "no" : "yes");
+    int rc = amocrm_host->kv_set(a->ctx, "rules", a->rules);
+    amocrm_host->log(a->ctx, rc < 0 ? PX_LOG_WARN : PX_LOG_INFO,
+                     "rules migrated to account keys count=%zu stored=%s", moved,
+                     rc < 0 ? "no" : "yes");
 }
 
-static int64_t account_amo_id(amo *a)
+static int64_t account_amo_id(amocrm *a)
 {
     if (!a->account || json_is_true(json_object_get(a->account, "deleted"))) {
         return -1;
@@ -102,7 +103,7 @@ static int64_t account_amo_id(amo *a)
     return json_integer_value(json_object_get(a->account, "amoID"));
 }
 
-json_t *amo_rule_get(amo *a, int64_t quiz_id)
+json_t *amocrm_rule_get(amocrm *a, int64_t quiz_id)
 {
     int64_t account = account_amo_id(a);
     if (account < 0) {
@@ -131,7 +132,7 @@ static int question_map(const json_t *in, json_t *out, const char *where, char *
     json_t *v;
     json_object_foreach((json_t *)in, k, v) {
         int64_t fid = 0;
-        if (!digits(k) || amo_json_int(v, &fid) < 0 || fid <= 0) {
+        if (!digits(k) || amocrm_json_int(v, &fid) < 0 || fid <= 0) {
             snprintf(why, len, "%s: \"%s\" must map a question id to a field id", where, k);
             return -1;
         }
@@ -163,7 +164,7 @@ static json_t *parse_field_rule(const json_t *in, int contact, const char *where
             json_t *cv;
             json_object_foreach(v, ck, cv) {
                 int64_t fid = 0;
-                if (amo_json_int(cv, &fid) < 0 || fid <= 0) {
+                if (amocrm_json_int(cv, &fid) < 0 || fid <= 0) {
                     snprintf(why, len, "%s.ContactRuleMap.%s must be a field id", where, ck);
                     goto done;
                 }
@@ -204,7 +205,7 @@ static int apply(json_t *rule, const json_t *in, int create, char *why, size_t l
             }
             continue;
         }
-        if (amo_json_int(v, &n) < 0 || n < 0) {
+        if (amocrm_json_int(v, &n) < 0 || n < 0) {
             snprintf(why, len, "%s must be an integer", ints[i]);
             return -1;
         }
@@ -249,7 +250,7 @@ static int apply(json_t *rule, const json_t *in, int create, char *why, size_t l
         json_t *t;
         json_array_foreach(v, i, t) {
             int64_t id = 0;
-            if (amo_json_int(t, &id) < 0) {
+            if (amocrm_json_int(t, &id) < 0) {
                 snprintf(why, len, "TagsToAdd.%s[%zu] must be a tag id", entities_cap[e], i);
                 json_decref(ids);
                 return -1;
@@ -261,17 +262,17 @@ static int apply(json_t *rule, const json_t *in, int create, char *why, size_t l
     return 0;
 }
 
-static int validate(amo *a, const json_t *rule, char *why, size_t len)
+static int validate(amocrm *a, const json_t *rule, char *why, size_t len)
 {
     int64_t perf = json_integer_value(json_object_get(rule, "PerformerID"));
     int64_t pipe = json_integer_value(json_object_get(rule, "PipelineID"));
     int64_t step = json_integer_value(json_object_get(rule, "StepID"));
-    if (perf && !amo_cache_find(a, AMO_C_USERS, perf, 0, NULL)) {
+    if (perf && !amocrm_cache_find(a, AMOCRM_C_USERS, perf, 0, NULL)) {
         snprintf(why, len, "unknown PerformerID %lld: not a cached user (PATCH /users)",
                  (long long)perf);
         return -1;
     }
-    json_t *p = amo_cache_find(a, AMO_C_PIPELINES, pipe, 0, NULL);
+    json_t *p = amocrm_cache_find(a, AMOCRM_C_PIPELINES, pipe, 0, NULL);
     if (!p) {
         snprintf(why, len, "unknown PipelineID %lld: not a cached pipeline (PATCH /pipelines)",
                  (long long)pipe);
@@ -281,7 +282,7 @@ static int validate(amo *a, const json_t *rule, char *why, size_t len)
         snprintf(why, len, "PipelineID %lld is archived", (long long)pipe);
         return -1;
     }
-    if (!amo_cache_find(a, AMO_C_STEPS, step, pipe, NULL)) {
+    if (!amocrm_cache_find(a, AMOCRM_C_STEPS, step, pipe, NULL)) {
         snprintf(why, len, "unknown StepID %lld in pipeline %lld", (long long)step,
                  (long long)pipe);
         return -1;
@@ -295,7 +296,7 @@ static int validate(amo *a, const json_t *rule, char *why, size_t len)
             json_object_foreach(json_object_get(er, part ? "ContactRuleMap" : "QuestionID"), k,
                                 v) {
                 int64_t fid = json_integer_value(v);
-                if (!amo_cache_find(a, AMO_C_FIELDS, fid, 0, entities_amo[e])) {
+                if (!amocrm_cache_find(a, AMOCRM_C_FIELDS, fid, 0, entities_amo[e])) {
                     snprintf(why, len, "unknown field %lld for %s (FieldsRule.%s.%s)",
                              (long long)fid, entities_amo[e], entities[e], k);
                     return -1;
@@ -308,7 +309,7 @@ static int validate(amo *a, const json_t *rule, char *why, size_t len)
         size_t i;
         json_t *t;
         json_array_foreach(json_object_get(tags, entities_cap[e]), i, t) {
-            json_t *tag = amo_cache_find_own(a, AMO_C_TAGS, json_integer_value(t));
+            json_t *tag = amocrm_cache_find_own(a, AMOCRM_C_TAGS, json_integer_value(t));
             const char *ent = tag ? json_string_value(json_object_get(tag, "Entity")) : NULL;
             if (!ent || strcmp(ent, entities_amo[e]) != 0) {
                 snprintf(why, len, "unknown tag %lld for %s (TagsToAdd.%s)",
@@ -320,13 +321,13 @@ static int validate(amo *a, const json_t *rule, char *why, size_t len)
     return 0;
 }
 
-static json_t *empty_rule(amo *a, int64_t quiz)
+static json_t *empty_rule(amocrm *a, int64_t quiz)
 {
-    json_t *id = amo_host->kv_get(a->ctx, "rules.next_id");
+    json_t *id = amocrm_host->kv_get(a->ctx, "rules.next_id");
     int64_t next = json_integer_value(id) > 0 ? json_integer_value(id) : 1;
     json_decref(id);
     json_t *n = json_integer(next + 1);
-    amo_host->kv_set(a->ctx, "rules.next_id", n);
+    amocrm_host->kv_set(a->ctx, "rules.next_id", n);
     json_decref(n);
     json_t *fr = json_pack("{s:{s:{}}, s:{s:{}, s:{}}, s:{s:{}}, s:{s:{}}}", "lead", "QuestionID",
                            "contact", "ContactRuleMap", "QuestionID", "company", "QuestionID",
@@ -336,72 +337,72 @@ static json_t *empty_rule(amo *a, int64_t quiz)
                      "AccountID", (json_int_t)account_amo_id(a), "QuizID", (json_int_t)quiz,
                      "PerformerID", 0, "PipelineID", 0, "StepID", 0, "FieldsRule", fr,
                      "TagsToAdd", tags, "Deleted", 0, "CreatedAt",
-                     (json_int_t)(amo_now_ms() / 1000));
+                     (json_int_t)(amocrm_now_ms() / 1000));
 }
 
-static void emit_saved(amo *a, const json_t *rule, int created)
+static void emit_saved(amocrm *a, const json_t *rule, int created)
 {
     json_t *payload = json_pack("{s:O, s:O, s:b, s:O}", "quiz_id", json_object_get(rule, "QuizID"),
                                 "account_id", json_object_get(rule, "AccountID"), "created",
                                 created, "rule", rule);
-    px_event *ev = amo_host->event_create(a->ctx, "amocrm.rule.saved", payload);
-    if (!ev || amo_host->emit(a->ctx, ev, NULL, NULL) < 0) {
-        amo_host->log(a->ctx, PX_LOG_WARN, "cannot emit amocrm.rule.saved quiz=%lld",
-                      (long long)json_integer_value(json_object_get(rule, "QuizID")));
+    px_event *ev = amocrm_host->event_create(a->ctx, "amocrm.rule.saved", payload);
+    if (!ev || amocrm_host->emit(a->ctx, ev, NULL, NULL) < 0) {
+        amocrm_host->log(a->ctx, PX_LOG_WARN, "cannot emit amocrm.rule.saved quiz=%lld",
+                         (long long)json_integer_value(json_object_get(rule, "QuizID")));
     }
 }
 
-void amo_api_rules(amo *a, px_http_request *req, const char *method, const char *quiz_text)
+void amocrm_api_rules(amocrm *a, px_http_request *req, const char *method, const char *quiz_text)
 {
     json_t *jq = json_string(quiz_text);
     int64_t quiz = 0;
-    int bad = !jq || amo_json_int(jq, &quiz) < 0 || quiz < 0;
+    int bad = !jq || amocrm_json_int(jq, &quiz) < 0 || quiz < 0;
     json_decref(jq);
     if (bad) {
-        amo_respond_msg(req, 400, "quizID must be an integer");
+        amocrm_respond_msg(req, 400, "quizID must be an integer");
         return;
     }
     char why[320];
-    json_t *cur = amo_rule_get(a, quiz);
+    json_t *cur = amocrm_rule_get(a, quiz);
     if (strcmp(method, "GET") == 0) {
         if (!cur) {
             snprintf(why, sizeof(why), "no rule for quiz %lld", (long long)quiz);
-            amo_respond_msg(req, 404, why);
+            amocrm_respond_msg(req, 404, why);
         } else {
-            amo_respond_json(req, 200, cur);
+            amocrm_respond_json(req, 200, cur);
         }
         return;
     }
     int create = strcmp(method, "POST") == 0;
     if (account_amo_id(a) < 0) {
-        amo_respond_msg(req, 404, "no amoCRM account connected");
+        amocrm_respond_msg(req, 404, "no amoCRM account connected");
         return;
     }
     if (!create && !cur) {
         snprintf(why, sizeof(why), "no rule for quiz %lld", (long long)quiz);
-        amo_respond_msg(req, 404, why);
+        amocrm_respond_msg(req, 404, why);
         return;
     }
     if (create && cur) {
         snprintf(why, sizeof(why), "quiz %lld already has a rule: change it with PATCH",
                  (long long)quiz);
-        amo_respond_msg(req, 400, why);
+        amocrm_respond_msg(req, 400, why);
         return;
     }
     size_t blen = 0;
-    const char *text = amo_host->http_req_body(req, &blen);
+    const char *text = amocrm_host->http_req_body(req, &blen);
     json_error_t jerr;
     json_t *in = json_loadb(text, blen, 0, &jerr);
     if (!json_is_object(in)) {
         json_decref(in);
-        amo_respond_msg(req, 400, "body must be a JSON object (RulesReq)");
+        amocrm_respond_msg(req, 400, "body must be a JSON object (RulesReq)");
         return;
     }
     json_t *rule = create ? empty_rule(a, quiz) : json_deep_copy(cur);
     if (apply(rule, in, create, why, sizeof(why)) < 0 || validate(a, rule, why, sizeof(why)) < 0) {
         json_decref(in);
         json_decref(rule);
-        amo_respond_msg(req, 400, why);
+        amocrm_respond_msg(req, 400, why);
         return;
     }
     json_decref(in);
@@ -409,19 +410,19 @@ void amo_api_rules(amo *a, px_http_request *req, const char *method, const char 
     rule_key(account_amo_id(a), quiz, key, sizeof(key));
     json_t *all = json_deep_copy(a->rules);
     json_object_set(all, key, rule);
-    if (amo_host->kv_set(a->ctx, "rules", all) < 0) {
+    if (amocrm_host->kv_set(a->ctx, "rules", all) < 0) {
         json_decref(all);
         json_decref(rule);
-        amo_respond_msg(req, 500, "cannot store the rule");
+        amocrm_respond_msg(req, 500, "cannot store the rule");
         return;
     }
     json_decref(a->rules);
     a->rules = all;
-    amo_host->log(a->ctx, PX_LOG_INFO, "rule saved quiz=%lld pipeline=%lld step=%lld",
-                  (long long)quiz,
-                  (long long)json_integer_value(json_object_get(rule, "PipelineID")),
-                  (long long)json_integer_value(json_object_get(rule, "StepID")));
+    amocrm_host->log(a->ctx, PX_LOG_INFO, "rule saved quiz=%lld pipeline=%lld step=%lld",
+                     (long long)quiz,
+                     (long long)json_integer_value(json_object_get(rule, "PipelineID")),
+                     (long long)json_integer_value(json_object_get(rule, "StepID")));
     emit_saved(a, rule, create);
     json_decref(rule);
-    amo_respond_msg(req, 200, "Success");
+    amocrm_respond_msg(req, 200, "Success");
 }

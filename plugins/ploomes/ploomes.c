@@ -7,14 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include <plexus/sdk.h>
 
-#include "ploomes.h"
+#include "ploomes_api.h"
+#include "ploomes_hooks.h"
 
-const px_host_api *px__ploomes_host;
-#define host px__ploomes_host
+#define host ploomes_host
 
 static const px_option options[] = {
     {"path", PX_OPT_STRING, 0, "/ploomes/webhook", "webhook route on the host HTTP listener"},
@@ -36,36 +35,11 @@ static const px_option options[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 
-int64_t px__ploomes_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-void *px__ploomes_xcalloc(size_t n, size_t size)
-{
-    void *m = calloc(n ? n : 1, size ? size : 1);
-    if (!m) {
-        fprintf(stderr, "ploomes: out of memory\n");
-        abort();
-    }
-    return m;
-}
-
-char *px__ploomes_xstrdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = px__ploomes_xcalloc(1, n);
-    memcpy(d, s, n);
-    return d;
-}
-
 /* A non-empty string option as an owned copy, or NULL. */
 static char *opt_str(const json_t *cfg, const char *key)
 {
     const char *v = json_string_value(json_object_get(cfg, key));
-    return v && *v ? px__ploomes_xstrdup(v) : NULL;
+    return v && *v ? ploomes_xstrdup(v) : NULL;
 }
 
 static int64_t opt_int(const json_t *cfg, const char *key)
@@ -90,7 +64,7 @@ static int64_t parse_id(const char *s, size_t len)
 }
 
 /* Id of an entity name: configured map first, then the ids the Ploomes documentation gives. */
-static int64_t entity_id(plm *p, const char *name, size_t len)
+static int64_t entity_id(ploomes *p, const char *name, size_t len)
 {
     int64_t id = parse_id(name, len);
     if (id) {
@@ -116,10 +90,10 @@ static int64_t entity_id(plm *p, const char *name, size_t len)
     return 0;
 }
 
-static int parse_subs(plm *p, const json_t *list)
+static int parse_subs(ploomes *p, const json_t *list)
 {
     size_t n = json_array_size(list);
-    p->subs = px__ploomes_xcalloc(n, sizeof(*p->subs));
+    p->subs = ploomes_xcalloc(n, sizeof(*p->subs));
     for (size_t i = 0; i < n; i++) {
         const char *text = json_string_value(json_array_get(list, i));
         const char *dot = text ? strchr(text, '.') : NULL;
@@ -144,15 +118,15 @@ static int parse_subs(plm *p, const json_t *list)
         if (dup) {
             continue;
         }
-        plm_sub *s = &p->subs[p->nsubs++];
-        s->text = px__ploomes_xstrdup(text);
-        s->action = px__ploomes_xstrdup(dot + 1);
+        ploomes_sub *s = &p->subs[p->nsubs++];
+        s->text = ploomes_xstrdup(text);
+        s->action = ploomes_xstrdup(dot + 1);
         s->entity_id = eid;
     }
     return 0;
 }
 
-static void plm_free(plm *p)
+static void ploomes_free(ploomes *p)
 {
     for (size_t i = 0; i < p->nsubs; i++) {
         free(p->subs[i].text);
@@ -170,10 +144,20 @@ static void plm_free(plm *p)
     free(p);
 }
 
+/* Reports drained to the host once no work is left during drain; installed as call_ended. */
+static void check_drained(ploomes *p)
+{
+    if (p->draining && !p->drained_sent && ploomes_api_idle(p)) {
+        p->drained_sent = 1;
+        host->drained(p->ctx);
+    }
+}
+
 static int ploomes_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
 {
-    plm *p = px__ploomes_xcalloc(1, sizeof(*p));
+    ploomes *p = ploomes_xcalloc(1, sizeof(*p));
     p->ctx = ctx;
+    p->call_ended = check_drained;
     p->path = opt_str(cfg, "path");
     p->validation_key = opt_str(cfg, "validation_key");
     p->user_key = opt_str(cfg, "user_key");
@@ -198,7 +182,7 @@ static int ploomes_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
     while (pl > 1 && p->path[pl - 1] == '/') {
         p->path[--pl] = '\0';
     }
-    p->sync_path = px__ploomes_xcalloc(1, pl + sizeof("/sync"));
+    p->sync_path = ploomes_xcalloc(1, pl + sizeof("/sync"));
     snprintf(p->sync_path, pl + sizeof("/sync"), "%s/sync", p->path);
     if (!p->base_url || (strncmp(p->base_url, "http://", 7) != 0 &&
                          strncmp(p->base_url, "https://", 8) != 0)) {
@@ -229,60 +213,52 @@ static int ploomes_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
                   "subscriptions need callback_url, user_key and validation_key");
         goto fail;
     }
-    if (p->validation_key && px__ploomes_hooks_route(p) < 0) {
+    if (p->validation_key && ploomes_hooks_route(p) < 0) {
         goto fail;
     }
     *state = p;
     return 0;
 fail:
-    plm_free(p);
+    ploomes_free(p);
     return PX_EINVAL;
 }
 
 static int ploomes_start(void *state)
 {
-    plm *p = state;
+    ploomes *p = state;
     p->started = 1;
     if (p->nsubs > 0) {
-        px__ploomes_sync_start(p);
+        ploomes_sync_start(p);
     }
     return 0;
 }
 
 static void ploomes_stop(void *state)
 {
-    plm *p = state;
+    ploomes *p = state;
     if (p->stopping) {
         return;
     }
     p->stopping = 1;
-    px__ploomes_hooks_stop(p);
-    px__ploomes_api_stop(p);
-}
-
-void px__ploomes_check_drained(plm *p)
-{
-    if (p->draining && !p->drained_sent && px__ploomes_api_idle(p)) {
-        p->drained_sent = 1;
-        host->drained(p->ctx);
-    }
+    ploomes_hooks_stop(p);
+    ploomes_api_stop(p);
 }
 
 static void ploomes_drain(void *state)
 {
-    plm *p = state;
+    ploomes *p = state;
     ploomes_stop(p);
     p->draining = 1;
-    px__ploomes_check_drained(p);
+    check_drained(p);
 }
 
 static void ploomes_destroy(void *state)
 {
-    plm *p = state;
+    ploomes *p = state;
     ploomes_stop(p);
-    px__ploomes_hooks_destroy(p);
-    px__ploomes_api_destroy(p);
-    plm_free(p);
+    ploomes_hooks_destroy(p);
+    ploomes_api_destroy(p);
+    ploomes_free(p);
 }
 
 static const px_plugin_desc desc = {
@@ -294,7 +270,7 @@ static const px_plugin_desc desc = {
     .options = options,
     .init = ploomes_init,
     .start = ploomes_start,
-    .deliver = px__ploomes_deliver,
+    .deliver = ploomes_deliver,
     .stop = ploomes_stop,
     .drain = ploomes_drain,
     .destroy = ploomes_destroy,
@@ -302,6 +278,6 @@ static const px_plugin_desc desc = {
 
 PX_SDK_EXPORT const px_plugin_desc *PX_PLUGIN_ENTRY(const px_host_api *h)
 {
-    px__ploomes_host = h;
+    ploomes_host = h;
     return &desc;
 }

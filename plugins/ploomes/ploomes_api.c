@@ -10,26 +10,26 @@
 
 #include <plexus/sdk.h>
 
-#include "ploomes.h"
+#include "ploomes_api.h"
 
-#define host px__ploomes_host
+#define host ploomes_host
 
-struct plm_call {
-    plm *p;             /* borrowed; NULL once the instance is gone (the callback only frees) */
+struct ploomes_call {
+    ploomes *p;         /* borrowed; NULL once the instance is gone (the callback only frees) */
     char *method;       /* owned */
     char *url;          /* owned */
     char *body;         /* owned; NULL = none */
-    plm_call_cb cb;     /* API users other than the sink */
+    ploomes_call_cb cb; /* API users other than the sink */
     void *arg;
     px_delivery *d;     /* sink calls: the delivery to complete, NULL otherwise */
     const char *action; /* sink calls: static action name, for logs */
     int64_t id;         /* sink calls: the entity id in the path, 0 = none */
     uint64_t retry_ms;  /* after a 429: the wait it asked for */
     px_http_call *hc;   /* owned by the host while active */
-    plm_call *prev, *next;
+    ploomes_call *prev, *next;
 };
 
-static void call_free(plm_call *c)
+static void call_free(ploomes_call *c)
 {
     free(c->method);
     free(c->url);
@@ -38,7 +38,7 @@ static void call_free(plm_call *c)
 }
 
 /* Appends c to a list with a tail pointer, or pushes it in front when tail is NULL. */
-static void list_push(plm_call **head, plm_call **tail, plm_call *c)
+static void list_push(ploomes_call **head, ploomes_call **tail, ploomes_call *c)
 {
     if (tail) {
         c->next = NULL;
@@ -59,7 +59,7 @@ static void list_push(plm_call **head, plm_call **tail, plm_call *c)
     *head = c;
 }
 
-static void list_remove(plm_call **head, plm_call **tail, plm_call *c)
+static void list_remove(ploomes_call **head, ploomes_call **tail, ploomes_call *c)
 {
     if (c->prev) {
         c->prev->next = c->next;
@@ -77,7 +77,7 @@ static void list_remove(plm_call **head, plm_call **tail, plm_call *c)
 /* --------------------------------------------------------------------------------------- */
 /* Response helpers */
 
-uint64_t px__ploomes_retry_after(const char *value)
+uint64_t ploomes_retry_after(const char *value)
 {
     if (!value) {
         return 0;
@@ -118,17 +118,17 @@ static char *clean_text(const char *s, size_t len, size_t max)
     if (len > max) {
         len = max;
     }
-    char *out = px__ploomes_xcalloc(1, len + 1);
+    char *out = ploomes_xcalloc(1, len + 1);
     for (size_t i = 0; i < len; i++) {
         out[i] = (unsigned char)s[i] < 0x20 ? ' ' : s[i];
     }
     return out;
 }
 
-char *px__ploomes_error_message(const char *body, size_t len)
+char *ploomes_error_message(const char *body, size_t len)
 {
     if (!body || len == 0) {
-        return px__ploomes_xstrdup("(empty body)");
+        return ploomes_xstrdup("(empty body)");
     }
     json_t *j = json_loadb(body, len, 0, NULL);
     const char *msg = NULL;
@@ -176,18 +176,18 @@ static int64_t response_id(const px_http_response *resp)
 /* --------------------------------------------------------------------------------------- */
 /* Queue and rate limiter */
 
-static void pump(plm *p);
+static void pump(ploomes *p);
 
 static void on_pump(void *arg)
 {
-    plm *p = arg;
+    ploomes *p = arg;
     host->timer_stop(p->pump);
     p->pump = NULL;
     pump(p);
 }
 
 /* Wakes the queue in `us` microseconds (sooner wins over a later wake-up already set). */
-static void wake(plm *p, int64_t us)
+static void wake(ploomes *p, int64_t us)
 {
     if (p->pump) {
         host->timer_stop(p->pump);
@@ -201,12 +201,12 @@ static void wake(plm *p, int64_t us)
 
 static void on_http(int status, const px_http_response *resp, const char *error, void *arg);
 
-static void end_call(plm_call *c, int status, const px_http_response *resp, const char *error);
+static void end_call(ploomes_call *c, int status, const px_http_response *resp, const char *error);
 
-static void start_call(plm *p, plm_call *c)
+static void start_call(ploomes *p, ploomes_call *c)
 {
     size_t klen = strlen(p->user_key) + sizeof("User-Key: ");
-    char *key_header = px__ploomes_xcalloc(1, klen);
+    char *key_header = ploomes_xcalloc(1, klen);
     snprintf(key_header, klen, "User-Key: %s", p->user_key);
     const char *headers[] = {key_header, "Accept: application/json",
                              c->body ? "Content-Type: application/json" : NULL, NULL};
@@ -228,16 +228,16 @@ static void start_call(plm *p, plm_call *c)
     }
 }
 
-static void pump(plm *p)
+static void pump(ploomes *p)
 {
     while (p->queue_head) {
-        int64_t now = px__ploomes_now_us();
+        int64_t now = ploomes_now_us();
         int64_t at = p->next_start_us > p->paused_until_us ? p->next_start_us : p->paused_until_us;
         if (now < at) {
             wake(p, at - now);
             return;
         }
-        plm_call *c = p->queue_head;
+        ploomes_call *c = p->queue_head;
         list_remove(&p->queue_head, &p->queue_tail, c);
         list_push(&p->active, NULL, c);
         p->next_start_us = p->rate_limit > 0 ? now + 60000000 / p->rate_limit : now;
@@ -248,13 +248,13 @@ static void pump(plm *p)
     }
 }
 
-static plm_call *call_new(plm *p, const char *method, const char *path, const json_t *body)
+static ploomes_call *call_new(ploomes *p, const char *method, const char *path, const json_t *body)
 {
-    plm_call *c = px__ploomes_xcalloc(1, sizeof(*c));
+    ploomes_call *c = ploomes_xcalloc(1, sizeof(*c));
     c->p = p;
-    c->method = px__ploomes_xstrdup(method);
+    c->method = ploomes_xstrdup(method);
     size_t n = strlen(p->base_url) + strlen(path) + 1;
-    c->url = px__ploomes_xcalloc(1, n);
+    c->url = ploomes_xcalloc(1, n);
     snprintf(c->url, n, "%s%s", p->base_url, path);
     if (body) {
         c->body = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
@@ -262,7 +262,7 @@ static plm_call *call_new(plm *p, const char *method, const char *path, const js
     return c;
 }
 
-static void enqueue(plm *p, plm_call *c)
+static void enqueue(ploomes *p, ploomes_call *c)
 {
     list_push(&p->queue_head, &p->queue_tail, c);
     if (!p->pump) {
@@ -270,13 +270,13 @@ static void enqueue(plm *p, plm_call *c)
     }
 }
 
-int px__ploomes_call(plm *p, const char *method, const char *path, const json_t *body,
-                     plm_call_cb cb, void *arg)
+int ploomes_call_start(ploomes *p, const char *method, const char *path, const json_t *body,
+                       ploomes_call_cb cb, void *arg)
 {
     if (!p->user_key || p->stopping) {
         return PX_ESTATE;
     }
-    plm_call *c = call_new(p, method, path, body);
+    ploomes_call *c = call_new(p, method, path, body);
     c->cb = cb;
     c->arg = arg;
     enqueue(p, c);
@@ -297,20 +297,20 @@ static const char *status_class(int status)
     return "status=\"5xx\"";
 }
 
-static void finish_delivery(plm *p, plm_call *c, int status, const px_http_response *resp,
+static void finish_delivery(ploomes *p, ploomes_call *c, int status, const px_http_response *resp,
                             const char *error);
 
-static void end_call(plm_call *c, int status, const px_http_response *resp, const char *error)
+static void end_call(ploomes_call *c, int status, const px_http_response *resp, const char *error)
 {
-    plm *p = c->p;
+    ploomes *p = c->p;
     list_remove(&p->active, NULL, c);
     host->counter_add(p->ctx, "api_requests", status_class(status), 1);
     if (status == 429) {
-        c->retry_ms = px__ploomes_retry_after(host->http_resp_header(resp, "Retry-After"));
+        c->retry_ms = ploomes_retry_after(host->http_resp_header(resp, "Retry-After"));
         if (!c->retry_ms) {
             c->retry_ms = p->retry_after_ms > 0 ? (uint64_t)p->retry_after_ms : 1000;
         }
-        int64_t until = px__ploomes_now_us() + (int64_t)c->retry_ms * 1000;
+        int64_t until = ploomes_now_us() + (int64_t)c->retry_ms * 1000;
         if (until > p->paused_until_us) {
             p->paused_until_us = until;
         }
@@ -326,12 +326,12 @@ static void end_call(plm_call *c, int status, const px_http_response *resp, cons
     if (p->queue_head && !p->pump) {
         wake(p, 0);
     }
-    px__ploomes_check_drained(p);
+    p->call_ended(p);
 }
 
 static void on_http(int status, const px_http_response *resp, const char *error, void *arg)
 {
-    plm_call *c = arg;
+    ploomes_call *c = arg;
     c->hc = NULL;
     if (!c->p) {
         call_free(c); /* the instance went away while this call was in flight */
@@ -340,16 +340,16 @@ static void on_http(int status, const px_http_response *resp, const char *error,
     end_call(c, status, resp, error ? error : "no answer");
 }
 
-void px__ploomes_api_stop(plm *p)
+void ploomes_api_stop(ploomes *p)
 {
     /* Calls in flight finish (drain waits for deliveries; registration calls are cancelled).
      * Calls still waiting for the rate limiter are given back now: with a slow limit they could
      * wait longer than any drain, and the host keeps the deliveries for the next generation.
      * A pause the server asked for (429) goes with them; the limiter's own spacing does not. */
-    int64_t now = px__ploomes_now_us();
+    int64_t now = ploomes_now_us();
     int64_t at = p->paused_until_us;
     uint64_t wait_ms = at > now ? (uint64_t)((at - now + 999) / 1000) : 0;
-    plm_call *c;
+    ploomes_call *c;
     while ((c = p->queue_head)) {
         list_remove(&p->queue_head, &p->queue_tail, c);
         if (c->d) {
@@ -370,19 +370,19 @@ void px__ploomes_api_stop(plm *p)
     }
 }
 
-int px__ploomes_api_idle(plm *p)
+int ploomes_api_idle(ploomes *p)
 {
     return !p->queue_head && !p->active;
 }
 
-void px__ploomes_api_destroy(plm *p)
+void ploomes_api_destroy(ploomes *p)
 {
     if (p->pump) {
         host->timer_stop(p->pump);
         p->pump = NULL;
     }
     while (p->queue_head) {
-        plm_call *c = p->queue_head;
+        ploomes_call *c = p->queue_head;
         list_remove(&p->queue_head, &p->queue_tail, c);
         if (c->d) {
             host->complete(c->d, PX_ERETRY, "instance stopped before the call", 0);
@@ -390,7 +390,7 @@ void px__ploomes_api_destroy(plm *p)
         call_free(c);
     }
     while (p->active) {
-        plm_call *c = p->active;
+        ploomes_call *c = p->active;
         list_remove(&p->active, NULL, c);
         if (c->d) {
             host->complete(c->d, PX_ERETRY, "instance stopped during the call", 0);
@@ -426,7 +426,7 @@ static const action_def actions[] = {
     {"reopen_deal", "POST", "Deals", 1, "/Reopen"},
 };
 
-static void finish_delivery(plm *p, plm_call *c, int status, const px_http_response *resp,
+static void finish_delivery(ploomes *p, ploomes_call *c, int status, const px_http_response *resp,
                             const char *error)
 {
     char reason[512];
@@ -460,7 +460,7 @@ static void finish_delivery(plm *p, plm_call *c, int status, const px_http_respo
     }
     size_t len = 0;
     const char *body = host->http_resp_body(resp, &len);
-    char *msg = px__ploomes_error_message(body, len);
+    char *msg = ploomes_error_message(body, len);
     if (status == 401) {
         snprintf(reason, sizeof(reason), "user key refused (http 401): %s", msg);
         host->log(p->ctx, PX_LOG_ERROR, "ploomes refused the user key action=%s", c->action);
@@ -505,7 +505,7 @@ static char *request_path(const char *in)
         return NULL;
     }
     size_t n = strlen(in);
-    char *out = px__ploomes_xcalloc(1, n * 3 + 1), *o = out;
+    char *out = ploomes_xcalloc(1, n * 3 + 1), *o = out;
     static const char hex[] = "0123456789ABCDEF";
     for (const unsigned char *s = (const unsigned char *)in; *s; s++) {
         if (*s < 0x20 || *s == 0x7f) {
@@ -534,9 +534,9 @@ static int method_ok(const char *m)
     return 0;
 }
 
-void px__ploomes_deliver(void *state, px_delivery *d)
+void ploomes_deliver(void *state, px_delivery *d)
 {
-    plm *p = state;
+    ploomes *p = state;
     const char *action = host->delivery_action(d);
     json_t *params = host->delivery_params(d);
     char reason[256];
@@ -573,7 +573,7 @@ void px__ploomes_deliver(void *state, px_delivery *d)
         } else {
             snprintf(path, sizeof(path), "/%s", a->entity);
         }
-        plm_call *c = call_new(p, a->method, path, body);
+        ploomes_call *c = call_new(p, a->method, path, body);
         json_decref(body);
         c->d = d;
         c->action = a->name;
@@ -599,7 +599,7 @@ void px__ploomes_deliver(void *state, px_delivery *d)
                            0);
             return;
         }
-        plm_call *c = call_new(p, method, path, body);
+        ploomes_call *c = call_new(p, method, path, body);
         free(path);
         c->d = d;
         c->action = "request";

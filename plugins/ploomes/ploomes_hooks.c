@@ -12,24 +12,25 @@
 #include <plexus/sdk.h>
 
 #include "common.h"
-#include "ploomes.h"
+#include "ploomes_api.h"
+#include "ploomes_hooks.h"
 
-#define host px__ploomes_host
+#define host ploomes_host
 #define MAX_TOKEN 64
 #define BUSY_RETRY_AFTER "5"
 #define MAX_SYNC_BACKOFF_MS (10 * 60 * 1000)
 
 /* A webhook waiting for the spool. */
-struct plm_ack {
-    plm *p;                /* borrowed; NULL once the instance is gone (the callback only frees) */
+struct ploomes_ack {
+    ploomes *p;            /* borrowed; NULL once the instance is gone (the callback only frees) */
     px_http_request *req;  /* valid until answered */
-    plm_ack *prev, *next;
+    ploomes_ack *prev, *next;
 };
 
 /* A sync request waiting for the end of a pass. */
-struct plm_waiter {
+struct ploomes_waiter {
     px_http_request *req;
-    plm_waiter *next;
+    ploomes_waiter *next;
 };
 
 static void respond_json(px_http_request *req, int status, const char *fmt, const char *arg)
@@ -53,7 +54,7 @@ static void respond_error(px_http_request *req, int status, const char *msg)
 }
 
 /* Checks the validation key header; answers 401 and returns 0 when it is missing or wrong. */
-static int authorized(plm *p, px_http_request *req, const char *what)
+static int authorized(ploomes *p, px_http_request *req, const char *what)
 {
     const char *got = host->http_req_header(req, "X-Ploomes-Validation-Key");
     const char *why = NULL;
@@ -75,7 +76,7 @@ static int authorized(plm *p, px_http_request *req, const char *what)
     return 0;
 }
 
-static void refuse(plm *p, px_http_request *req, int status, const char *why, const char *msg)
+static void refuse(ploomes *p, px_http_request *req, int status, const char *why, const char *msg)
 {
     char labels[64];
     snprintf(labels, sizeof(labels), "reason=\"%s\"", why);
@@ -98,8 +99,8 @@ static int token_ok(const char *s)
 
 static void on_persisted(int status, void *arg)
 {
-    plm_ack *a = arg;
-    plm *p = a->p;
+    ploomes_ack *a = arg;
+    ploomes *p = a->p;
     if (!p) {
         free(a); /* the host already answered the request when the instance went away */
         return;
@@ -150,7 +151,7 @@ static void set_meta_int(px_event *ev, const char *key, const json_t *v)
 
 static void on_webhook(px_http_request *req, void *arg)
 {
-    plm *p = arg;
+    ploomes *p = arg;
     if (!authorized(p, req, "webhook")) {
         return;
     }
@@ -201,7 +202,7 @@ static void on_webhook(px_http_request *req, void *arg)
     set_meta_int(ev, "account_id", json_object_get(j, "AccountId"));
     set_meta_int(ev, "action_user_id", json_object_get(j, "ActionUserId"));
     json_decref(j);
-    plm_ack *a = px__ploomes_xcalloc(1, sizeof(*a));
+    ploomes_ack *a = ploomes_xcalloc(1, sizeof(*a));
     a->p = p;
     a->req = req;
     a->next = p->acks;
@@ -219,25 +220,25 @@ static void on_webhook(px_http_request *req, void *arg)
 /* --------------------------------------------------------------------------------------- */
 /* Registration */
 
-static void sync_step(plm *p);
-static void sync_end(plm *p, int ok, const char *why);
-static void list_page(plm *p);
+static void sync_step(ploomes *p);
+static void sync_end(ploomes *p, int ok, const char *why);
+static void list_page(ploomes *p);
 
 /* Queues a call of the pass; ends the pass when it cannot be queued. */
-static void sync_call(plm *p, const char *method, const char *path, const json_t *body,
-                      plm_call_cb cb, void *arg)
+static void sync_call(ploomes *p, const char *method, const char *path, const json_t *body,
+                      ploomes_call_cb cb, void *arg)
 {
-    if (px__ploomes_call(p, method, path, body, cb, arg) < 0) {
+    if (ploomes_call_start(p, method, path, body, cb, arg) < 0) {
         sync_end(p, 0, "cannot call the API now");
     }
 }
 
-static void answer_waiters(plm_waiter **list, int status, const char *body)
+static void answer_waiters(ploomes_waiter **list, int status, const char *body)
 {
-    plm_waiter *w = *list;
+    ploomes_waiter *w = *list;
     *list = NULL;
     while (w) {
-        plm_waiter *next = w->next;
+        ploomes_waiter *next = w->next;
         host->http_respond(w->req, status, NULL, body, strlen(body));
         free(w);
         w = next;
@@ -246,16 +247,16 @@ static void answer_waiters(plm_waiter **list, int status, const char *body)
 
 static void on_retry_timer(void *arg)
 {
-    plm *p = arg;
+    ploomes *p = arg;
     host->timer_stop(p->sync.retry);
     p->sync.retry = NULL;
-    px__ploomes_sync_start(p);
+    ploomes_sync_start(p);
 }
 
 /* Ends the running pass: ok, or failed because of `why` (then retried with backoff). */
-static void sync_end(plm *p, int ok, const char *why)
+static void sync_end(ploomes *p, int ok, const char *why)
 {
-    plm_sync *s = &p->sync;
+    ploomes_sync *s = &p->sync;
     s->running = 0;
     json_decref(s->hooks);
     s->hooks = NULL;
@@ -305,12 +306,12 @@ static void sync_end(plm *p, int ok, const char *why)
         s->again = 0;
         s->waiting = s->next_waiting;
         s->next_waiting = NULL;
-        px__ploomes_sync_start(p);
+        ploomes_sync_start(p);
     }
 }
 
 /* Fails the pass on a non-2xx answer. Returns 1 when the answer was a success. */
-static int call_ok(plm *p, const char *step, int status, const px_http_response *resp,
+static int call_ok(ploomes *p, const char *step, int status, const px_http_response *resp,
                    const char *error)
 {
     if (status >= 200 && status < 300) {
@@ -322,12 +323,12 @@ static int call_ok(plm *p, const char *step, int status, const px_http_response 
     } else {
         size_t len = 0;
         const char *body = host->http_resp_body(resp, &len);
-        char *msg = px__ploomes_error_message(body, len);
+        char *msg = ploomes_error_message(body, len);
         snprintf(why, sizeof(why), "%s: http %d: %s", step, status, msg);
         free(msg);
         if (status == 429) {
             p->sync.retry_hint_ms =
-                px__ploomes_retry_after(host->http_resp_header(resp, "Retry-After"));
+                ploomes_retry_after(host->http_resp_header(resp, "Retry-After"));
         }
     }
     sync_end(p, 0, why);
@@ -350,14 +351,14 @@ static void lower_copy(char *dst, size_t cap, const char *src)
     dst[i] = '\0';
 }
 
-static void on_actions(plm *p, int status, const px_http_response *resp, const char *error,
+static void on_actions(ploomes *p, int status, const px_http_response *resp, const char *error,
                        void *arg)
 {
     if (p->stopping) {
         sync_end(p, 0, "stopped");
         return;
     }
-    plm_sync *s = &p->sync;
+    ploomes_sync *s = &p->sync;
     if (status == 404 || status == 400 || status == 405) {
         /* No lookup on this server: the documented ids will do. */
         s->actions = json_object();
@@ -386,7 +387,7 @@ static void on_actions(plm *p, int status, const px_http_response *resp, const c
 
 /* Id of a subscription's action: configured action_ids, then /Webhooks@Actions, then the
  * documented ids (Create 1, Update 2, Delete 3, Win 4, Lose 5). 0 = unknown. */
-static int64_t action_id(plm *p, const char *name)
+static int64_t action_id(ploomes *p, const char *name)
 {
     char *end;
     long long v = strtoll(name, &end, 10);
@@ -416,7 +417,7 @@ static int64_t action_id(plm *p, const char *name)
 }
 
 /* True when some subscription's action is a name that the configuration does not map. */
-static int needs_lookup(plm *p)
+static int needs_lookup(ploomes *p)
 {
     for (size_t i = 0; i < p->nsubs; i++) {
         const char *name = p->subs[i].action;
@@ -436,7 +437,7 @@ static int needs_lookup(plm *p)
     return 0;
 }
 
-static void on_list(plm *p, int status, const px_http_response *resp, const char *error,
+static void on_list(ploomes *p, int status, const px_http_response *resp, const char *error,
                     void *arg)
 {
     if (p->stopping) {
@@ -446,7 +447,7 @@ static void on_list(plm *p, int status, const px_http_response *resp, const char
     if (!call_ok(p, "list webhooks", status, resp, error)) {
         return;
     }
-    plm_sync *s = &p->sync;
+    ploomes_sync *s = &p->sync;
     json_t *j = response_json(resp);
     json_t *list = json_is_array(json_object_get(j, "value")) ? json_object_get(j, "value") : j;
     if (!json_is_array(list)) {
@@ -466,7 +467,7 @@ static void on_list(plm *p, int status, const px_http_response *resp, const char
     sync_step(p);
 }
 
-static void list_page(plm *p)
+static void list_page(ploomes *p)
 {
     char path[96];
     /* OData options with '$' percent-encoded, as the API expects in a query string. */
@@ -475,15 +476,15 @@ static void list_page(plm *p)
     sync_call(p, "GET", path, NULL, on_list, NULL);
 }
 
-static void on_written(plm *p, int status, const px_http_response *resp, const char *error,
+static void on_written(ploomes *p, int status, const px_http_response *resp, const char *error,
                        void *arg)
 {
     if (p->stopping) {
         sync_end(p, 0, "stopped");
         return;
     }
-    plm_sync *s = &p->sync;
-    plm_sub *sub = &p->subs[s->idx];
+    ploomes_sync *s = &p->sync;
+    ploomes_sub *sub = &p->subs[s->idx];
     int created = arg != NULL;
     char step[160];
     snprintf(step, sizeof(step), "%s webhook %s", created ? "create" : "update", sub->text);
@@ -508,11 +509,11 @@ static int int_eq(const json_t *v, int64_t want)
 }
 
 /* Reconciles subscriptions from s->idx on; at most one write in flight. */
-static void sync_step(plm *p)
+static void sync_step(ploomes *p)
 {
-    plm_sync *s = &p->sync;
+    ploomes_sync *s = &p->sync;
     for (; s->idx < p->nsubs; s->idx++) {
-        plm_sub *sub = &p->subs[s->idx];
+        ploomes_sub *sub = &p->subs[s->idx];
         sub->action_id = action_id(p, sub->action);
         if (!sub->action_id) {
             s->unresolved++;
@@ -560,9 +561,9 @@ static void sync_step(plm *p)
     sync_end(p, 1, NULL);
 }
 
-void px__ploomes_sync_start(plm *p)
+void ploomes_sync_start(ploomes *p)
 {
-    plm_sync *s = &p->sync;
+    ploomes_sync *s = &p->sync;
     if (p->stopping || p->nsubs == 0) {
         return;
     }
@@ -588,7 +589,7 @@ void px__ploomes_sync_start(plm *p)
 
 static void on_sync_request(px_http_request *req, void *arg)
 {
-    plm *p = arg;
+    ploomes *p = arg;
     if (!authorized(p, req, "sync request")) {
         return;
     }
@@ -600,16 +601,16 @@ static void on_sync_request(px_http_request *req, void *arg)
         respond_error(req, 503, "stopping");
         return;
     }
-    plm_waiter *w = px__ploomes_xcalloc(1, sizeof(*w));
+    ploomes_waiter *w = ploomes_xcalloc(1, sizeof(*w));
     w->req = req;
-    plm_waiter **list = p->sync.running ? &p->sync.next_waiting : &p->sync.waiting;
+    ploomes_waiter **list = p->sync.running ? &p->sync.next_waiting : &p->sync.waiting;
     w->next = *list;
     *list = w;
     host->log(p->ctx, PX_LOG_INFO, "webhook sync requested");
-    px__ploomes_sync_start(p);
+    ploomes_sync_start(p);
 }
 
-int px__ploomes_hooks_route(plm *p)
+int ploomes_hooks_route(ploomes *p)
 {
     int rc = host->http_route(p->ctx, "POST", p->path, 0, on_webhook, p);
     if (rc == 0) {
@@ -622,9 +623,9 @@ int px__ploomes_hooks_route(plm *p)
     return rc;
 }
 
-void px__ploomes_hooks_stop(plm *p)
+void ploomes_hooks_stop(ploomes *p)
 {
-    plm_sync *s = &p->sync;
+    ploomes_sync *s = &p->sync;
     if (s->retry) {
         host->timer_stop(s->retry);
         s->retry = NULL;
@@ -636,16 +637,16 @@ void px__ploomes_hooks_stop(plm *p)
     }
 }
 
-void px__ploomes_hooks_destroy(plm *p)
+void ploomes_hooks_destroy(ploomes *p)
 {
-    plm_sync *s = &p->sync;
+    ploomes_sync *s = &p->sync;
     answer_waiters(&s->waiting, 503, "{\"error\":\"stopping\"}");
     answer_waiters(&s->next_waiting, 503, "{\"error\":\"stopping\"}");
     json_decref(s->hooks);
     s->hooks = NULL;
     json_decref(s->actions);
     s->actions = NULL;
-    for (plm_ack *a = p->acks; a; a = a->next) {
+    for (ploomes_ack *a = p->acks; a; a = a->next) {
         a->p = NULL;
     }
     p->acks = NULL;

@@ -1,0 +1,199 @@
+/* amocrm core: small helpers every layer of the plugin uses (clocks, JSON integers, answers and
+ * query strings of admin requests) and the list of admin requests held for a later answer. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core.h"
+
+const px_host_api *amocrm_host;
+
+/* --- helpers ---------------------------------------------------------------------------------- */
+
+int64_t amocrm_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t amocrm_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int amocrm_json_int(const json_t *v, int64_t *out)
+{
+    if (json_is_integer(v)) {
+        *out = json_integer_value(v);
+        return 0;
+    }
+    const char *s = json_string_value(v);
+    if (!s || !*s) {
+        return -1;
+    }
+    char *end = NULL;
+    errno = 0;
+    long long n = strtoll(s, &end, 10);
+    if (errno || *end || !(isdigit((unsigned char)s[0]) || s[0] == '-')) {
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
+void amocrm_iso_time(int64_t ms, char *buf, size_t len)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void amocrm_respond_json(px_http_request *req, int status, const json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    amocrm_host->http_respond(req, status, "application/json", text, text ? strlen(text) : 0);
+    free(text);
+}
+
+void amocrm_respond_msg(px_http_request *req, int status, const char *msg)
+{
+    json_t *s = json_string(msg);
+    amocrm_respond_json(req, status, s);
+    json_decref(s);
+}
+
+/* --- query strings ---------------------------------------------------------------------------- */
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+static char *decode(const char *s, size_t n)
+{
+    char *out = malloc(n + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '+') {
+            out[o++] = ' ';
+        } else if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 &&
+                   hexval(s[i + 2]) >= 0) {
+            out[o++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+            i += 2;
+        } else {
+            out[o++] = s[i];
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+char *amocrm_query_get(const char *query, const char *name)
+{
+    size_t nlen = strlen(name);
+    const char *p = query;
+    while (p && *p) {
+        const char *end = strchr(p, '&');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *eq = memchr(p, '=', len);
+        size_t klen = eq ? (size_t)(eq - p) : len;
+        char *key = decode(p, klen);
+        int hit = strlen(key) == nlen && memcmp(key, name, nlen) == 0;
+        free(key);
+        if (hit) {
+            return eq ? decode(eq + 1, len - klen - 1) : strdup("");
+        }
+        p = end ? end + 1 : NULL;
+    }
+    return NULL;
+}
+
+void amocrm_url_encode(const char *s, char *buf, size_t len, size_t *o)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (; *s && *o + 4 < len; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '_' || c == '.' || c == '~') {
+            buf[(*o)++] = (char)c;
+        } else {
+            buf[(*o)++] = '%';
+            buf[(*o)++] = hex[c >> 4];
+            buf[(*o)++] = hex[c & 15];
+        }
+    }
+    if (*o < len) {
+        buf[*o] = '\0';
+    }
+}
+
+/* --- held admin requests ---------------------------------------------------------------------- */
+
+static void hold_unlink(amocrm *a, amocrm_hold *h)
+{
+    if (h->prev) {
+        h->prev->next = h->next;
+    } else if (a->holds == h) {
+        a->holds = h->next;
+    }
+    if (h->next) {
+        h->next->prev = h->prev;
+    }
+    h->prev = h->next = NULL;
+}
+
+amocrm_hold *amocrm_hold_req(amocrm *a, px_http_request *req)
+{
+    amocrm_hold *h = calloc(1, sizeof(*h));
+    h->req = req;
+    h->next = a->holds;
+    if (a->holds) {
+        a->holds->prev = h;
+    }
+    a->holds = h;
+    return h;
+}
+
+void amocrm_hold_answer(amocrm *a, amocrm_hold *h, int status, const char *msg)
+{
+    if (h->req) {
+        hold_unlink(a, h);
+        amocrm_respond_msg(h->req, status, msg);
+    }
+    free(h);
+}
+
+void amocrm_hold_drop(amocrm *a, amocrm_hold *h)
+{
+    if (h->req) {
+        hold_unlink(a, h);
+    }
+    free(h);
+}
+
+void amocrm_hold_release_all(amocrm *a)
+{
+    while (a->holds) {
+        amocrm_hold *h = a->holds;
+        hold_unlink(a, h);
+        px_http_request *req = h->req;
+        h->req = NULL;
+        amocrm_respond_msg(req, 503, "shutting down: try again");
+    }
+}
