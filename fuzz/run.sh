@@ -36,7 +36,7 @@ cflags="-g -O1 -std=c11 -D_GNU_SOURCE -fno-omit-frame-pointer \
 libs="$(pkg-config --libs $pkgs) -lhttp_parser -lpthread -ldl -lm"
 util=""
 for f in util/*.c; do util="$util $f"; done
-base="host/log.c host/err.c$util"
+base="host/log.c host/err.c host/fsutil.c host/admin_token.c$util"
 
 # target name -> sources, extra flags
 declare -A srcs flags

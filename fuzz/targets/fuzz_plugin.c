@@ -33,12 +33,12 @@ typedef struct scenario {
 #if defined(FUZZ_PLOOMES)
 static const scenario sc = {
     "ploomes",
-    "{\"validation_key\":\"vk-1\",\"path\":\"/ploomes\",\"user_key\":\"uk-1\","
+    "{\"validation_key\":\"vk-fuzz-1\",\"path\":\"/ploomes\",\"user_key\":\"uk-fuzz-1\","
     "\"base_url\":\"http://127.0.0.1:9\",\"rate_limit\":0,\"callback_url\":"
     "\"https://plexus.example.com/ploomes\",\"subscriptions\":[\"Contact.Create\","
     "\"Deal.Win\"]}",
     NULL,
-    {"X-Ploomes-Validation-Key: vk-1", "Content-Type: application/json", NULL},
+    {"X-Ploomes-Validation-Key: vk-fuzz-1", "Content-Type: application/json", NULL},
     {"POST /ploomes", "POST /ploomes/sync", NULL},
     {"create_contact {\"Name\":\"A\",\"Email\":\"a@example.com\"}",
      "update_contact {\"id\":500,\"Name\":\"B\"}",
@@ -52,8 +52,8 @@ static const scenario sc = {
 static const scenario sc = {
     "ezzing",
     "{\"queue_url\":\"http://127.0.0.1:9/000000000000/ezzing\",\"endpoint\":"
-    "\"http://127.0.0.1:9\",\"access_key_id\":\"AKIDFUZZ\",\"secret_access_key\":\"sk\","
-    "\"pollers\":1,\"wait_time\":1000}",
+    "\"http://127.0.0.1:9\",\"access_key_id\":\"AKIDFUZZ\","
+    "\"secret_access_key\":\"sk-fuzz-secret\",\"pollers\":1,\"wait_time\":1000}",
     NULL,
     {NULL},
     {NULL},
@@ -63,11 +63,12 @@ static const scenario sc = {
 #elif defined(FUZZ_NOTIFICATION)
 static const scenario sc = {
     "notification",
-    "{\"http_path\":\"/eventbridge\",\"api_key\":\"key-1\",\"sqs_queue_url\":"
+    "{\"http_path\":\"/eventbridge\",\"api_key\":\"key-fuzz-1\",\"sqs_queue_url\":"
     "\"http://127.0.0.1:9/000000000000/events\",\"sqs_endpoint\":\"http://127.0.0.1:9\","
-    "\"aws_access_key_id\":\"AKIDFUZZ\",\"aws_secret_access_key\":\"sk\",\"sqs_wait\":1000}",
+    "\"aws_access_key_id\":\"AKIDFUZZ\",\"aws_secret_access_key\":\"sk-fuzz-secret\","
+    "\"sqs_wait\":1000}",
     NULL,
-    {"x-api-key: key-1", "Content-Type: application/json", NULL},
+    {"x-api-key: key-fuzz-1", "Content-Type: application/json", NULL},
     {"POST /eventbridge", NULL},
     {NULL},
     {200, 200, 200, 400, 403, 500, 503, -1},
@@ -75,14 +76,14 @@ static const scenario sc = {
 #elif defined(FUZZ_AMOCRM)
 static const scenario sc = {
     "amocrm",
-    "{\"client_id\":\"cid\",\"client_secret\":\"csecret\",\"redirect_uri\":"
-    "\"https://quiz.example.com/amocrm/webhook/create\",\"api_token\":\"tok\",\"base_url\":"
+    "{\"client_id\":\"cid\",\"client_secret\":\"csecret-fuzz\",\"redirect_uri\":"
+    "\"https://quiz.example.com/amocrm/webhook/create\",\"api_token\":\"tok-fuzz-1\",\"base_url\":"
     "\"http://127.0.0.1:9\",\"rate_limit\":0,\"sync_on_connect\":false}",
     "{\"tokens\":{\"access_token\":\"acc\",\"refresh_token\":\"ref\",\"token_type\":\"Bearer\","
     "\"expires_at\":4102444800000,\"updated_at\":1700000000000,\"host\":\"example.amocrm.ru\"},"
     "\"account\":{\"id\":1,\"accountID\":\"fuzzed\",\"amoID\":123,\"name\":\"A\","
     "\"deleted\":false,\"stale\":false,\"subdomain\":\"example\"}}",
-    {"Authorization: Bearer tok", "Content-Type: application/json", NULL},
+    {"Authorization: Bearer tok-fuzz-1", "Content-Type: application/json", NULL},
     {"PATCH /amocrm/users", "PATCH /amocrm/pipelines", "PATCH /amocrm/fields",
      "PATCH /amocrm/tags", "POST /amocrm/rules/42", "PATCH /amocrm/rules/42",
      "GET /amocrm/webhook/delete", "POST /amocrm/account"},
