@@ -29,12 +29,14 @@ if [ -z "$cc" ]; then
 fi
 mkdir -p "$out/obj" "$out/artifacts" "$out/logs"
 
-pkgs="libuv jansson yaml-0.1 libcurl sqlite3"
+pkgs="libuv jansson yaml-0.1 libcurl sqlite3 libcrypto"
 cflags="-g -O1 -std=c11 -D_GNU_SOURCE -fno-omit-frame-pointer \
  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
- -Wall -Wextra -Wno-unused-parameter -Ihost -Isdk/include -Ifuzz $(pkg-config --cflags $pkgs)"
+ -Wall -Wextra -Wno-unused-parameter -Ihost -Iutil -Isdk/include -Ifuzz $(pkg-config --cflags $pkgs)"
 libs="$(pkg-config --libs $pkgs) -lhttp_parser -lpthread -ldl -lm"
-base="host/log.c host/mem.c host/err.c host/fsutil.c host/admin_token.c"
+util=""
+for f in util/*.c; do util="$util $f"; done
+base="host/log.c host/err.c host/fsutil.c host/admin_token.c$util"
 
 # target name -> sources, extra flags
 declare -A srcs flags
@@ -44,11 +46,11 @@ add fuzz_mapping "fuzz/targets/fuzz_mapping.c host/mapping.c $base"
 add fuzz_http "fuzz/targets/fuzz_http.c host/http_server.c $base"
 add fuzz_json_check "fuzz/targets/fuzz_json_check.c host/json_check.c $base"
 if [ -f plugins/ezzing/envelope.c ]; then
-    add fuzz_ezzing_envelope "fuzz/targets/fuzz_ezzing_envelope.c plugins/ezzing/envelope.c" \
+    add fuzz_ezzing_envelope "fuzz/targets/fuzz_ezzing_envelope.c plugins/ezzing/envelope.c$util" \
         "-Iplugins/ezzing"
 fi
 if [ -f plugins/notification/message.c ]; then
-    add fuzz_eventbridge "fuzz/targets/fuzz_eventbridge.c plugins/notification/message.c" \
+    add fuzz_eventbridge "fuzz/targets/fuzz_eventbridge.c plugins/notification/message.c$util" \
         "-Iplugins/notification"
 fi
 common=""
@@ -77,7 +79,7 @@ failed=0
 build_one() {
     local t=$1 bin="$out/$t"
     local newest
-    newest=$(ls -t ${srcs[$t]} fuzz/fakehost.h fuzz/run.sh host/*.h plugins/*/*.h 2>/dev/null | head -1)
+    newest=$(ls -t ${srcs[$t]} fuzz/fakehost.h fuzz/run.sh host/*.h util/*.h plugins/*/*.h 2>/dev/null | head -1)
     if [ -x "$bin" ] && [ "$bin" -nt "$newest" ]; then
         return 0
     fi

@@ -5,7 +5,6 @@
 #include "clock.h"
 #include "admin.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -17,12 +16,14 @@
 #include <unistd.h>
 
 #include "admin_token.h"
+#include "consttime.h"
 #include "runtime.h"
 #include "err.h"
 #include "http_server.h"
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
+#include "url.h"
 
 #ifndef PX_VERSION
 #define PX_VERSION "0.0.0"
@@ -95,19 +96,6 @@ static void reply_error(px_http_request *req, int status, const char *msg)
 
 /* --- access ------------------------------------------------------------------------------ */
 
-/* Compares without an early exit, so the time taken does not tell how much of a guess was
- * right (only, at most, its length). */
-static int token_equal(const char *given, size_t glen, const char *want)
-{
-    size_t wlen = strlen(want);
-    volatile unsigned char diff = (unsigned char)(glen != wlen);
-    for (size_t i = 0; i < wlen; i++) {
-        unsigned char g = i < glen ? (unsigned char)given[i] : 0;
-        diff |= (unsigned char)(g ^ (unsigned char)want[i]);
-    }
-    return diff == 0;
-}
-
 /* 1 when the query string carries a credential. It is refused even beside a right header: a
  * token in a URL ends up in proxy logs, shell history and Referer headers. */
 static int token_in_query(px_http_request *req)
@@ -151,7 +139,7 @@ static const char *refusal(px_admin *a, px_http_request *req)
     while (len && t[len - 1] == ' ') {
         len--;
     }
-    return token_equal(t, len, a->token) ? NULL : "invalid";
+    return px_ct_equal(t, len, a->token, strlen(a->token)) ? NULL : "invalid";
 }
 
 /* Counts every refusal and logs them, never what was presented, at most once a second. */
@@ -220,18 +208,7 @@ static int query_get(px_http_request *req, const char *key, char *buf, size_t bu
         size_t len = end ? (size_t)(end - q) : strlen(q);
         if (len >= klen && strncmp(q, key, klen) == 0 && (len == klen || q[klen] == '=')) {
             const char *v = len == klen ? q + len : q + klen + 1;
-            size_t o = 0;
-            for (const char *p = v; p < q + len && o + 1 < buflen; p++) {
-                if (*p == '%' && p + 2 < q + len && isxdigit((unsigned char)p[1]) &&
-                    isxdigit((unsigned char)p[2])) {
-                    char hex[3] = {p[1], p[2], '\0'};
-                    buf[o++] = (char)strtol(hex, NULL, 16);
-                    p += 2;
-                } else {
-                    buf[o++] = *p == '+' ? ' ' : *p;
-                }
-            }
-            buf[o] = '\0';
+            px_url_decode(v, (size_t)(q + len - v), buf, buflen);
             return 1;
         }
         q = end ? end + 1 : NULL;

@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +19,7 @@
 #include <http_parser.h>
 
 #include "err.h"
+#include "errbuf.h"
 #include "log.h"
 #include "mem.h"
 
@@ -211,17 +211,6 @@ static void gbuf_free(gbuf *b)
     free(b->p);
     b->p = NULL;
     b->len = b->cap = 0;
-}
-
-__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen,
-                                                          const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
 }
 
 /* ---- metrics ------------------------------------------------------------------------------ */
@@ -1347,7 +1336,7 @@ static int parse_listen(const char *s, struct sockaddr_storage *ss, char *err, s
     }
     return 0;
 bad:
-    set_err(err, errlen, "invalid listen address '%s' (want IPv4:port or [IPv6]:port)", s);
+    px_errf(err, errlen, "invalid listen address '%s' (want IPv4:port or [IPv6]:port)", s);
     return PX_EINVAL;
 }
 
@@ -1364,7 +1353,7 @@ int px_http_server_create(uv_loop_t *loop, const px_http_server_options *opt,
     struct sockaddr_storage ss;
     int fd = -1, rc;
     if (!loop || !opt || !out || !opt->listen) {
-        set_err(err, errlen, "missing listen address");
+        px_errf(err, errlen, "missing listen address");
         return PX_EINVAL;
     }
     if ((rc = parse_listen(opt->listen, &ss, err, errlen)) != 0) {
@@ -1430,7 +1419,7 @@ int px_http_server_create(uv_loop_t *loop, const px_http_server_options *opt,
     }
     if (rc != 0) {
         /* Cannot happen for a socket that is already listening; release it the async way. */
-        set_err(err, errlen, "listen %s failed: %s", opt->listen, uv_strerror(rc));
+        px_errf(err, errlen, "listen %s failed: %s", opt->listen, uv_strerror(rc));
         if (fd >= 0) {
             close(fd);
         }
@@ -1442,7 +1431,7 @@ int px_http_server_create(uv_loop_t *loop, const px_http_server_options *opt,
     return 0;
 
 fail:
-    set_err(err, errlen, "listen %s failed: %s", opt->listen, uv_strerror(rc));
+    px_errf(err, errlen, "listen %s failed: %s", opt->listen, uv_strerror(rc));
     if (fd >= 0) {
         close(fd);
     }

@@ -12,6 +12,8 @@
 
 #include <jansson.h>
 
+#include "utf8.h"
+
 #define MAX_DEPTH 512       /* jansson's own limit is 2048 (counting scalars too) */
 #define MAX_INT_DIGITS 18   /* < 10^18 always fits in int64 */
 #define MAX_MANTISSA 100    /* with <= 2 exponent digits a real stays far from overflow */
@@ -45,31 +47,6 @@ static ptr skip_ws(ptr p, ptr end)
         p++;
     }
     return p;
-}
-
-/* Length (2..4) of the well-formed UTF-8 sequence at p (p[0] >= 0x80), or 0. */
-static size_t utf8_len(ptr p, ptr end)
-{
-    unsigned c = p[0];
-    size_t n = c >= 0xC2 && c <= 0xDF   ? 2
-               : c >= 0xE0 && c <= 0xEF ? 3
-               : c >= 0xF0 && c <= 0xF4 ? 4
-                                        : 0; /* 0x80..0xC1, 0xF5..0xFF never start one */
-    if (n == 0 || (size_t)(end - p) < n) {
-        return 0;
-    }
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xC0) != 0x80) {
-            return 0;
-        }
-    }
-    if ((c == 0xE0 && p[1] < 0xA0) || (c == 0xF0 && p[1] < 0x90)) {
-        return 0; /* overlong */
-    }
-    if ((c == 0xED && p[1] >= 0xA0) || (c == 0xF4 && p[1] >= 0x90)) {
-        return 0; /* a surrogate, or above U+10FFFF */
-    }
-    return n;
 }
 
 /* The value of the 4 hex digits at p, or -1. */
@@ -107,7 +84,7 @@ static ptr scan_string(ptr p, ptr end, int *escaped)
             return p + 1;
         }
         if (*p >= 0x80) {
-            size_t n = utf8_len(p, end);
+            size_t n = px_utf8_len(p, (size_t)(end - p));
             if (n == 0) {
                 return NULL;
             }

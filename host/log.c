@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "mem.h"
+#include "utf8.h"
 
 static int log_level = PX_LOG_INFO;
 static int log_format = PX_LOG_FORMAT_AUTO;
@@ -88,67 +89,23 @@ static char *mask_secrets(char *msg)
     return msg;
 }
 
-/* Length of the valid UTF-8 sequence at p (1..4), or 0 when the byte there starts none. */
-static size_t utf8_len(const unsigned char *p)
-{
-    unsigned char c = p[0];
-    size_t n;
-    uint32_t cp;
-    if (c < 0x80) {
-        return 1;
-    } else if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xc0) != 0x80) {
-            return 0;
-        }
-        cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff)) {
-        return 0; /* overlong, out of range or a surrogate */
-    }
-    return n;
-}
-
 /* Replaces (in place) every byte that is not part of valid UTF-8 by '?'. Returns 1 if any. */
 static int fix_utf8(char *s)
 {
     int changed = 0;
     unsigned char *p = (unsigned char *)s;
-    while (*p) {
-        size_t n = utf8_len(p);
+    size_t left = strlen(s);
+    while (left > 0) {
+        size_t n = px_utf8_len(p, left);
         if (n == 0) {
-            *p++ = '?';
+            *p = '?';
+            n = 1;
             changed = 1;
-        } else {
-            p += n;
-        }
-    }
-    return changed;
-}
-
-static int valid_utf8(const char *s)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        size_t n = utf8_len(p);
-        if (n == 0) {
-            return 0;
         }
         p += n;
+        left -= n;
     }
-    return 1;
+    return changed;
 }
 
 char *px_log_redact(const char *text)
@@ -165,7 +122,7 @@ char *px_log_redact(const char *text)
         }
     }
     pthread_mutex_unlock(&log_lock);
-    if (!out && !valid_utf8(text)) {
+    if (!out && !px_utf8_valid(text, strlen(text))) {
         out = px_xstrdup(text);
     }
     if (out) {

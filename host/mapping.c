@@ -5,12 +5,12 @@
 #include "mapping.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "err.h"
+#include "errbuf.h"
 #include "mem.h"
 
 /* Fields of the event reachable through /$event/<field>. */
@@ -57,20 +57,6 @@ struct px_mapping {
     node root;
     int has_refs;
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* jansson constructors return NULL only when out of memory; the host's policy is to die then
  * (see mem.h). */
@@ -210,11 +196,11 @@ static int pointer_compile(const char *text, size_t n, px_pointer **out, char *e
                            size_t errlen)
 {
     if (memchr(text, '\0', n)) {
-        set_err(err, errlen, "pointer contains a NUL character");
+        px_errf(err, errlen, "pointer contains a NUL character");
         return PX_EINVAL;
     }
     if (n > 0 && text[0] != '/') {
-        set_err(err, errlen, "pointer must start with '/' (got \"%.*s\")", (int)n, text);
+        px_errf(err, errlen, "pointer must start with '/' (got \"%.*s\")", (int)n, text);
         return PX_EINVAL;
     }
     px_pointer *p = px_xcalloc(1, sizeof(*p));
@@ -234,7 +220,7 @@ static int pointer_compile(const char *text, size_t n, px_pointer **out, char *e
         long dl = decode_token(s, len, t->key);
         if (dl < 0) {
             free(t->key);
-            set_err(err, errlen, "bad escape in pointer %s ('~' must be followed by 0 or 1)",
+            px_errf(err, errlen, "bad escape in pointer %s ('~' must be followed by 0 or 1)",
                     p->text);
             goto fail;
         }
@@ -257,7 +243,7 @@ static int pointer_compile(const char *text, size_t n, px_pointer **out, char *e
             }
         }
         if (!field) {
-            set_err(err, errlen,
+            px_errf(err, errlen,
                     "unknown event field %s (use /$event/type, /$event/id, /$event/source or "
                     "/$event/time)",
                     p->text);
@@ -275,7 +261,7 @@ fail:
 int px_pointer_compile(const char *pointer, px_pointer **out, char *err, size_t errlen)
 {
     if (!pointer || !out) {
-        set_err(err, errlen, "no pointer");
+        px_errf(err, errlen, "no pointer");
         return PX_EINVAL;
     }
     return pointer_compile(pointer, strlen(pointer), out, err, errlen);
@@ -436,7 +422,7 @@ static int compile_string(const char *s, size_t len, const char *path, node *n, 
             close++;
         }
         if (close + 1 >= len) {
-            set_err(err, errlen, "%s: '{{' without '}}'", path);
+            px_errf(err, errlen, "%s: '{{' without '}}'", path);
             goto fail;
         }
         size_t a = start, b = close;
@@ -457,7 +443,7 @@ static int compile_string(const char *s, size_t len, const char *path, node *n, 
         char perr[256];
         px_pointer *ptr;
         if (pointer_compile(s + a, b - a, &ptr, perr, sizeof(perr)) != 0) {
-            set_err(err, errlen, "%s: %s", path, perr);
+            px_errf(err, errlen, "%s: %s", path, perr);
             goto fail;
         }
         flush_lit(n, &cap, &lit);
@@ -541,7 +527,7 @@ static int compile_node(const json_t *v, const char *path, node *n, int *has_ref
 int px_mapping_compile(const json_t *tmpl, px_mapping **out, char *err, size_t errlen)
 {
     if (!tmpl || !out) {
-        set_err(err, errlen, "with: no template");
+        px_errf(err, errlen, "with: no template");
         return PX_EINVAL;
     }
     px_mapping *m = px_xcalloc(1, sizeof(*m));
@@ -665,7 +651,7 @@ static int apply_node(const node *n, const px_mapping_env *env, sbuf *b, json_t 
         json_t *v = px_pointer_eval(n->ptr, env);
         if (!v) {
             if (!n->optional) {
-                set_err(err, errlen, "%s: missing %s", n->path, shown(n->ptr));
+                px_errf(err, errlen, "%s: missing %s", n->path, shown(n->ptr));
                 return PX_ENOENT;
             }
             v = json_null();
@@ -680,7 +666,7 @@ static int apply_node(const node *n, const px_mapping_env *env, sbuf *b, json_t 
             if (tp->lit) {
                 sbuf_add(b, tp->lit, tp->litlen);
             } else if (render_ref(b, tp->ptr, env) != 0 && !tp->optional) {
-                set_err(err, errlen, "%s: missing %s", n->path, shown(tp->ptr));
+                px_errf(err, errlen, "%s: missing %s", n->path, shown(tp->ptr));
                 return PX_ENOENT;
             }
         }
@@ -716,7 +702,7 @@ static int apply_node(const node *n, const px_mapping_env *env, sbuf *b, json_t 
         return 0;
     }
     default:
-        set_err(err, errlen, "%s: bad mapping node", n->path ? n->path : "with");
+        px_errf(err, errlen, "%s: bad mapping node", n->path ? n->path : "with");
         return PX_EINVAL;
     }
 }

@@ -13,6 +13,7 @@
 #include "err.h"
 #include "log.h"
 #include "mem.h"
+#include "utf8.h"
 
 #define MAX_PLUGIN_LABELS 16
 #define MAX_PLUGIN_FAMILIES 256
@@ -135,39 +136,6 @@ int px_metrics_valid_label(const char *name)
     return 1;
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 when it is not one. */
-static size_t utf8_len(const unsigned char *s, size_t left)
-{
-    if (s[0] < 0x80) {
-        return 1;
-    }
-    size_t n;
-    uint32_t cp;
-    if ((s[0] & 0xE0) == 0xC0) {
-        n = 2, cp = s[0] & 0x1F;
-    } else if ((s[0] & 0xF0) == 0xE0) {
-        n = 3, cp = s[0] & 0x0F;
-    } else if ((s[0] & 0xF8) == 0xF0) {
-        n = 4, cp = s[0] & 0x07;
-    } else {
-        return 0;
-    }
-    if (n > left) {
-        return 0;
-    }
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80) {
-            return 0;
-        }
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < min_cp[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
-        return 0;
-    }
-    return n;
-}
-
 /* Appends label value v escaped (\\, \", \n); bytes that are not UTF-8 become '?'. Returns 0,
  * or -1 when it does not fit in cap bytes (out[*len] stays within cap, NUL not written). */
 static int escape_value(char *out, size_t *len, size_t cap, const char *v)
@@ -178,7 +146,7 @@ static int escape_value(char *out, size_t *len, size_t cap, const char *v)
         char esc[2];
         const char *put;
         size_t k;
-        size_t u = utf8_len(s + i, n - i);
+        size_t u = px_utf8_len(s + i, n - i);
         if (s[i] == '\\' || s[i] == '"' || s[i] == '\n') {
             esc[0] = '\\';
             esc[1] = s[i] == '\n' ? 'n' : (char)s[i];
@@ -636,7 +604,7 @@ static int parse_pairs(const char *text, label_pair *pairs, size_t max, const ch
                 p += 2;
                 continue;
             }
-            size_t u = utf8_len((const unsigned char *)p, strlen(p));
+            size_t u = px_utf8_len((const unsigned char *)p, strlen(p));
             if (!u) {
                 free(v.p);
                 *why = "label value is not UTF-8";

@@ -3,13 +3,13 @@
  * then target order; the result array is the one allocation routing itself makes. */
 #include "router.h"
 
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "err.h"
+#include "errbuf.h"
 #include "mem.h"
 
 typedef struct rcond {
@@ -41,20 +41,6 @@ struct px_router {
     rpipe *pipes;
     size_t npipes;
 };
-
-static void router_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void router_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 int px_glob_match(const char *pattern, const char *s)
 {
@@ -120,35 +106,35 @@ static int cond_copy(const char *file, const px_pipeline_conf *pc, const px_cond
     const char *ptr = c->pointer ? c->pointer : "";
     char perr[256];
     if (px_pointer_compile(ptr, &rc->ptr, perr, sizeof(perr)) != 0) {
-        router_err(err, errlen, "%s: pipeline %s: when.match %s: %s", file, pc->name, ptr, perr);
+        px_errf(err, errlen, "%s: pipeline %s: when.match %s: %s", file, pc->name, ptr, perr);
         return PX_ECONFIG;
     }
     rc->op = c->op;
     switch (c->op) {
     case PX_COND_EQUALS:
         if (!c->value) {
-            router_err(err, errlen, "%s: pipeline %s: when.match %s: equals needs a value", file,
-                    pc->name, ptr);
+            px_errf(err, errlen, "%s: pipeline %s: when.match %s: equals needs a value", file,
+                 pc->name, ptr);
             return PX_ECONFIG;
         }
         break;
     case PX_COND_IN:
         if (!json_is_array(c->value)) {
-            router_err(err, errlen, "%s: pipeline %s: when.match %s: in needs a list", file,
-                    pc->name, ptr);
+            px_errf(err, errlen, "%s: pipeline %s: when.match %s: in needs a list", file,
+                 pc->name, ptr);
             return PX_ECONFIG;
         }
         break;
     case PX_COND_EXISTS:
         if (!json_is_boolean(c->value)) {
-            router_err(err, errlen, "%s: pipeline %s: when.match %s: exists needs true or false",
-                    file, pc->name, ptr);
+            px_errf(err, errlen, "%s: pipeline %s: when.match %s: exists needs true or false",
+                 file, pc->name, ptr);
             return PX_ECONFIG;
         }
         break;
     default:
-        router_err(err, errlen, "%s: pipeline %s: when.match %s: unknown condition %d", file,
-                pc->name, ptr, c->op);
+        px_errf(err, errlen, "%s: pipeline %s: when.match %s: unknown condition %d", file,
+             pc->name, ptr, c->op);
         return PX_ECONFIG;
     }
     rc->value = json_deep_copy(c->value);
@@ -193,8 +179,8 @@ static int pipe_copy(const char *file, const px_pipeline_conf *pc, rpipe *p, cha
         int rc = px_mapping_compile(tmpl, &rt->map, merr, sizeof(merr));
         json_decref(empty);
         if (rc != 0) {
-            router_err(err, errlen, "%s:%d:%d: pipeline %s, sink %s: %s", file, t->line, t->col,
-                    p->name, rt->sink, merr);
+            px_errf(err, errlen, "%s:%d:%d: pipeline %s, sink %s: %s", file, t->line, t->col,
+                 p->name, rt->sink, merr);
             return PX_ECONFIG;
         }
     }

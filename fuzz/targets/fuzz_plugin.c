@@ -52,8 +52,8 @@ static const scenario sc = {
 static const scenario sc = {
     "ezzing",
     "{\"queue_url\":\"http://127.0.0.1:9/000000000000/ezzing\",\"endpoint\":"
-    "\"http://127.0.0.1:9\",\"access_key_id\":\"AKIDFUZZ\",\"secret_access_key\":\"sk-fuzz-secret\","
-    "\"pollers\":1,\"wait_time\":1000}",
+    "\"http://127.0.0.1:9\",\"access_key_id\":\"AKIDFUZZ\","
+    "\"secret_access_key\":\"sk-fuzz-secret\",\"pollers\":1,\"wait_time\":1000}",
     NULL,
     {NULL},
     {NULL},
@@ -65,7 +65,8 @@ static const scenario sc = {
     "notification",
     "{\"http_path\":\"/eventbridge\",\"api_key\":\"key-fuzz-1\",\"sqs_queue_url\":"
     "\"http://127.0.0.1:9/000000000000/events\",\"sqs_endpoint\":\"http://127.0.0.1:9\","
-    "\"aws_access_key_id\":\"AKIDFUZZ\",\"aws_secret_access_key\":\"sk-fuzz-secret\",\"sqs_wait\":1000}",
+    "\"aws_access_key_id\":\"AKIDFUZZ\",\"aws_secret_access_key\":\"sk-fuzz-secret\","
+    "\"sqs_wait\":1000}",
     NULL,
     {"x-api-key: key-fuzz-1", "Content-Type: application/json", NULL},
     {"POST /eventbridge", NULL},

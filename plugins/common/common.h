@@ -1,9 +1,11 @@
-/* Small helpers shared by the bundled plugins; linked statically, never exported. */
+/* The constant-time compare the bundled plugins used to share from here now lives in pxutil
+ * (util/consttime.h, px_ct_streq), one copy for the host and the plugins. */
 #ifndef PX_PLUGINS_COMMON_H
 #define PX_PLUGINS_COMMON_H
 
-/* Compares a secret `a` (e.g. a header value; borrowed) with the expected `b` (borrowed) in time
- * that depends only on b's length. Returns 1 when equal, 0 otherwise or when either is NULL. */
-int px_common_consttime_eq(const char *a, const char *b);
+#include "consttime.h"
+
+/* Former name of px_ct_streq, for the plugins that still call it so; to be removed with them. */
+#define px_common_consttime_eq(a, b) px_ct_streq((a), (b))
 
 #endif

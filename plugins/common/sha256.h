@@ -1,5 +1,7 @@
-/* SHA-256 (FIPS 180-4) and HMAC-SHA256 (RFC 2104) for plugins that check webhook signatures
- * without linking a crypto library. Pure functions on caller memory; any thread. */
+/* SHA-256 and HMAC-SHA256 for plugins that check webhook signatures, computed by libcrypto
+ * (OpenSSL's EVP interfaces; the host process loads it already, through libcurl). The digests are
+ * OpenSSL's own; this header only keeps the small API the plugins call. Any thread. libcrypto
+ * fails these calls only when memory runs out, and then they abort, as px_x* do (util/mem.h). */
 #ifndef PX_PLUGINS_SHA256_H
 #define PX_PLUGINS_SHA256_H
 
@@ -9,27 +11,27 @@
 #define PX_SHA256_LEN 32       /* digest bytes */
 #define PX_SHA256_BLOCK_LEN 64 /* block bytes */
 
-/* Incremental state; caller memory, no resources to release. */
+struct evp_md_ctx_st; /* OpenSSL's EVP_MD_CTX */
+
+/* Incremental state in caller memory. px_sha256_init takes a libcrypto context that
+ * px_sha256_final releases: every digest started must be finished. */
 typedef struct px_sha256_ctx {
-    uint32_t h[8];
-    uint64_t bytes;                      /* message length so far */
-    uint8_t buf[PX_SHA256_BLOCK_LEN];    /* partial block */
-    size_t nbuf;
+    struct evp_md_ctx_st *md; /* owned */
 } px_sha256_ctx;
 
 /* Starts a digest in c (caller memory). */
 void px_sha256_init(px_sha256_ctx *c);
 /* Adds len bytes of data (borrowed; may be NULL when len is 0). */
 void px_sha256_update(px_sha256_ctx *c, const void *data, size_t len);
-/* Writes the digest to out (caller memory, PX_SHA256_LEN bytes). c must be initialised again
- * before reuse. */
+/* Writes the digest to out (caller memory, PX_SHA256_LEN bytes) and releases what
+ * px_sha256_init took. c must be initialised again before reuse. */
 void px_sha256_final(px_sha256_ctx *c, uint8_t out[PX_SHA256_LEN]);
 
 /* One-shot digest of data (borrowed, len bytes) into out (caller memory). */
 void px_sha256(const void *data, size_t len, uint8_t out[PX_SHA256_LEN]);
 
-/* HMAC-SHA256 of data (borrowed, len bytes) under key (borrowed, keylen bytes, any length) into
- * out (caller memory, PX_SHA256_LEN bytes). */
+/* HMAC-SHA256 of data (borrowed, len bytes) under key (borrowed, keylen bytes, any length, 0
+ * included) into out (caller memory, PX_SHA256_LEN bytes). */
 void px_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
                     uint8_t out[PX_SHA256_LEN]);
 

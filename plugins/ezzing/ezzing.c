@@ -12,6 +12,7 @@
 #include <plexus/sdk.h>
 
 #include "envelope.h"
+#include "mem.h"
 #include "../common/sqs.h"
 
 static const px_host_api *host;
@@ -124,16 +125,6 @@ static uint64_t backoff(ezz *z, uint32_t attempt)
 {
     return px_sqs_backoff_ms(attempt, (uint64_t)z->backoff_ms, (uint64_t)z->max_backoff_ms,
                              next_rand(z));
-}
-
-static char *xstrdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (!d) {
-        abort();
-    }
-    return memcpy(d, s, n);
 }
 
 /* --- Health: one log line per change of state, never one per attempt ----------------------- */
@@ -646,7 +637,7 @@ static void on_received(const px_sqs_error *err, const px_sqs_message *msgs, siz
         z->open_batches++;
         for (size_t i = 0; i < n; i++) {
             m[i].b = b;
-            m[i].handle = xstrdup(msgs[i].receipt_handle);
+            m[i].handle = px_xstrdup(msgs[i].receipt_handle);
             handle_message(z, &m[i], &msgs[i]);
         }
         if (--b->waiting == 0) {
@@ -717,7 +708,7 @@ static int ez_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
         return PX_EINVAL;
     }
     z->ctx = ctx;
-    z->queue_url = xstrdup(json_string_value(json_object_get(cfg, "queue_url")));
+    z->queue_url = px_xstrdup(json_string_value(json_object_get(cfg, "queue_url")));
     z->npollers = int_opt(cfg, "pollers");
     int64_t wait_ms = int_opt(cfg, "wait_time");
     z->max_messages = int_opt(cfg, "max_messages");

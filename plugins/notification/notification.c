@@ -12,7 +12,7 @@
 #include <amqp.h>
 #include <plexus/sdk.h>
 
-#include "common.h"
+#include "consttime.h"
 #include "message.h"
 #include "publisher.h"
 #include "sqs.h"
@@ -413,8 +413,7 @@ static void on_http(px_http_request *req, void *arg)
         respond_json(req, 405, "error", "use POST");
         return;
     }
-    if (s->api_key && !px_common_consttime_eq(host->http_req_header(req, s->api_key_header),
-                                              s->api_key)) {
+    if (s->api_key && !px_ct_streq(host->http_req_header(req, s->api_key_header), s->api_key)) {
         host->counter_add(s->ctx, "unauthorized", NULL, 1);
         respond_json(req, 401, "error", "missing or wrong API key");
         return;

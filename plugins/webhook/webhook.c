@@ -14,7 +14,7 @@
 
 #include <plexus/sdk.h>
 
-#include "common.h"
+#include "consttime.h"
 #include "sha256.h"
 
 static const px_host_api *host;
@@ -270,7 +270,7 @@ static int check_token(hook *h, px_http_request *req)
     while (*auth == ' ') {
         auth++;
     }
-    return px_common_consttime_eq(auth, h->token);
+    return px_ct_streq(auth, h->token);
 }
 
 /* The "sha256=<hex>" value of header `name` (either case of hex) lowercased into given. Returns
@@ -334,7 +334,7 @@ static const char *check_signature(hook *h, px_http_request *req, const char *bo
         px_hmac_sha256_parts(h->hmac_secret, h->hmac_secret_len, parts, 3, mac);
     }
     px_hex_encode(mac, sizeof(mac), expect);
-    if (!px_common_consttime_eq(given, expect)) {
+    if (!px_ct_streq(given, expect)) {
         return "the signature does not match";
     }
     if (h->hmac_body) {

@@ -1,6 +1,7 @@
 /* Allocation policy of the host: px_x* allocate or die. Running out of memory in an integration
  * host has no graceful answer that keeps promises, so these print file:line and abort; the spool
- * on disk keeps what was acknowledged. Plugins allocate on their own. */
+ * on disk keeps what was acknowledged. Plugins allocate on their own; those that choose the same
+ * policy use these too (part of pxutil, see util/meson.build). */
 #ifndef PX_MEM_H
 #define PX_MEM_H
 
