@@ -4,7 +4,8 @@
  * everything queued since its last commit in one transaction (group commit); completion callbacks
  * come back to the loop thread through a uv_async_t and run there in queue order. Reads run
  * synchronously on the loop thread through a second, read-only connection.
- * Every function here is for the loop thread only (the thread of `loop` given to px_spool_open). */
+ * Every function here is for the loop thread only (the thread of `loop` given to px_spool_open).
+ * The runtime reaches it through the store interface (store.h, store_sqlite.c), never directly. */
 #ifndef PX_SPOOL_H
 #define PX_SPOOL_H
 
