@@ -265,7 +265,7 @@ static json_t *not_ready(px_admin *a)
                                                         : "not loaded"));
         }
     }
-    if (!d->spool || !px_spool_writable(d->spool)) {
+    if (!d->store || !px_store_writable(d->store)) {
         json_array_append_new(why, json_string("spool is not writable"));
     }
     return why;
@@ -410,14 +410,14 @@ void px_admin_collect_metrics(px_admin *a)
             px_series_set(px_metric_at(a->m.generation, labels), gen->generation);
         }
     }
-    if (d->spool) {
-        px_spool_pending_counts(d->spool, on_pending_count, a);
+    if (d->store) {
+        px_store_pending_counts(d->store, on_pending_count, a);
         int64_t dead = 0;
-        if (px_spool_dlq_count(d->spool, &dead) == 0) {
+        if (px_store_dlq_count(d->store, &dead) == 0) {
             set1(a->m.dead, (double)dead);
         }
-        px_spool_stats st;
-        px_spool_get_stats(d->spool, &st);
+        px_store_stats st;
+        px_store_get_stats(d->store, &st);
         set1(a->m.commits, (double)st.commits);
         set1(a->m.rows, (double)st.rows_committed);
         set1(a->m.elided, (double)st.elided);
@@ -529,15 +529,15 @@ static void on_sink_json(const char *sink, size_t ready, size_t inflight, int fa
                                          "failing", failing));
 }
 
-static json_t *spool_json(px_spool *sp)
+static json_t *spool_json(px_store *sp)
 {
     if (!sp) {
         return json_null();
     }
-    px_spool_stats st;
-    px_spool_get_stats(sp, &st);
+    px_store_stats st;
+    px_store_get_stats(sp, &st);
     json_t *pending = json_object();
-    px_spool_pending_counts(sp, on_pending_json, pending);
+    px_store_pending_counts(sp, on_pending_json, pending);
     json_int_t total = 0;
     const char *k;
     json_t *v;
@@ -556,7 +556,7 @@ static json_t *spool_json(px_spool *sp)
                           (json_int_t)st.write_errors, "elided", (json_int_t)st.elided);
     json_object_set_new(o, "pending", pending);
     json_object_set_new(o, "pending_total", json_integer(total));
-    json_object_set_new(o, "dead_letters", px_spool_dlq_count(sp, &dead) == 0
+    json_object_set_new(o, "dead_letters", px_store_dlq_count(sp, &dead) == 0
                                                ? json_integer(dead)
                                                : json_null());
     return o;
@@ -600,7 +600,7 @@ json_t *px_admin_status_json(px_admin *a)
                                   (json_int_t)d->events_duplicate, "refused",
                                   (json_int_t)d->events_refused, "mapping_errors",
                                   (json_int_t)d->mapping_errors));
-    json_object_set_new(st, "spool", spool_json(d->spool));
+    json_object_set_new(st, "spool", spool_json(d->store));
     if (d->dispatch) {
         px_dispatch_stats ds;
         px_dispatch_get_stats(d->dispatch, &ds);
@@ -670,7 +670,7 @@ static void on_dlq_list(px_http_request *req, void *arg)
         return;
     }
     json_t *list = NULL;
-    int rc = px_spool_dlq_list(a->d->spool, has_sink ? sink : NULL, since, (size_t)limit, &list);
+    int rc = px_store_dlq_list(a->d->store, has_sink ? sink : NULL, since, (size_t)limit, &list);
     if (rc < 0) {
         reply_error(req, 500, px_strerror(rc));
         return;
@@ -692,7 +692,7 @@ static void on_dlq_show(px_http_request *req, void *arg)
         return;
     }
     json_t *rec = NULL;
-    int rc = px_spool_dlq_show(a->d->spool, id, &rec);
+    int rc = px_store_dlq_show(a->d->store, id, &rec);
     if (rc == PX_ENOENT) {
         reply_error(req, 404, "no such dead letter");
     } else if (rc < 0) {
@@ -799,7 +799,7 @@ static void on_dlq_replay(px_http_request *req, void *arg)
         return;
     }
     replay_ctx rc = {0};
-    int n = px_spool_dlq_replay(a->d->spool, sel.ids, sel.nids, sel.sink, on_replayed, &rc);
+    int n = px_store_dlq_replay(a->d->store, sel.ids, sel.nids, sel.sink, on_replayed, &rc);
     selection_free(&sel);
     json_t *sinks = json_array();
     for (size_t i = 0; i < rc.nsinks; i++) {
@@ -827,7 +827,7 @@ static void on_dlq_purge(px_http_request *req, void *arg)
     if (open_selection(a, req, &sel) < 0) {
         return;
     }
-    int n = px_spool_dlq_purge(a->d->spool, sel.ids, sel.nids, sel.sink, sel.before_ms);
+    int n = px_store_dlq_purge(a->d->store, sel.ids, sel.nids, sel.sink, sel.before_ms);
     selection_free(&sel);
     if (n < 0) {
         reply_error(req, n == PX_EBUSY ? 503 : 500, px_strerror(n));

@@ -124,20 +124,20 @@ static int api_post(px_plugin_ctx *ctx, void (*cb)(void *arg), void *arg)
 
 static json_t *api_kv_get(px_plugin_ctx *ctx, const char *key)
 {
-    px_state *state = ctx ? px_runtime_of(ctx)->state : NULL;
-    if (!key || !state) {
+    px_store *store = ctx ? px_runtime_of(ctx)->store : NULL;
+    if (!key || !store) {
         return NULL;
     }
-    return px_state_get(state, ctx->inst->name, key);
+    return px_store_kv_get(store, ctx->inst->name, key);
 }
 
 static int api_kv_set(px_plugin_ctx *ctx, const char *key, const json_t *value)
 {
-    px_state *state = ctx ? px_runtime_of(ctx)->state : NULL;
-    if (!key || !state) {
+    px_store *store = ctx ? px_runtime_of(ctx)->store : NULL;
+    if (!key || !store) {
         return PX_EINVAL;
     }
-    return px_state_set(state, ctx->inst->name, key, value);
+    return px_store_kv_set(store, ctx->inst->name, key, value);
 }
 
 static void api_counter_add(px_plugin_ctx *ctx, const char *name, const char *labels,

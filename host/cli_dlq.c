@@ -18,7 +18,7 @@
 #include "err.h"
 #include "log.h"
 #include "mem.h"
-#include "spool.h"
+#include "store.h"
 
 static const char *usage =
     "usage: plexus dlq list    [-c FILE] [--sink S] [--since T] [--limit N] [--json]\n"
@@ -77,7 +77,7 @@ typedef struct dlq_args {
     size_t nids;
 } dlq_args;
 
-static int open_spool(const dlq_args *a, uv_loop_t *loop, px_spool **sp)
+static int open_store(const dlq_args *a, uv_loop_t *loop, px_store **sp)
 {
     char err[1024];
     px_config *cfg = NULL;
@@ -85,9 +85,9 @@ static int open_spool(const dlq_args *a, uv_loop_t *loop, px_spool **sp)
         fprintf(stderr, "%s\n", err);
         return 78;
     }
-    px_spool_options so = {.durability = cfg->durability,
+    px_store_options so = {.durability = cfg->durability,
                            .dedupe_window_ms = cfg->dedupe_window_ms};
-    int rc = px_spool_open(loop, cfg->data_dir, &so, sp, err, sizeof(err));
+    int rc = px_store_open_sqlite(loop, cfg->data_dir, &so, sp, err, sizeof(err));
     px_config_destroy(cfg);
     if (rc < 0) {
         fprintf(stderr, "plexus: %s\n", err);
@@ -96,7 +96,7 @@ static int open_spool(const dlq_args *a, uv_loop_t *loop, px_spool **sp)
     return 0;
 }
 
-static int do_list(px_spool *sp, const dlq_args *a)
+static int do_list(px_store *sp, const dlq_args *a)
 {
     int64_t since = 0;
     if (a->since && parse_time(a->since, &since) < 0) {
@@ -106,7 +106,7 @@ static int do_list(px_spool *sp, const dlq_args *a)
     json_t *list = NULL;
     size_t limit = a->limit > 0 ? (size_t)a->limit : 0;
     int rc = remote ? px_cli_admin_dlq_list(remote, a->sink, since, limit, &list)
-                    : px_spool_dlq_list(sp, a->sink, since, limit, &list);
+                    : px_store_dlq_list(sp, a->sink, since, limit, &list);
     if (rc < 0) {
         fprintf(stderr, "plexus: cannot read dead letters: %s\n", px_strerror(rc));
         return 1;
@@ -138,7 +138,7 @@ static int do_list(px_spool *sp, const dlq_args *a)
     return 0;
 }
 
-static int do_show(px_spool *sp, const dlq_args *a)
+static int do_show(px_store *sp, const dlq_args *a)
 {
     if (a->nids != 1) {
         fprintf(stderr, "plexus: dlq show takes exactly one ID\n");
@@ -146,7 +146,7 @@ static int do_show(px_spool *sp, const dlq_args *a)
     }
     json_t *rec = NULL;
     int rc = remote ? px_cli_admin_dlq_show(remote, a->ids[0], &rec)
-                    : px_spool_dlq_show(sp, a->ids[0], &rec);
+                    : px_store_dlq_show(sp, a->ids[0], &rec);
     if (rc == PX_ENOENT) {
         fprintf(stderr, "plexus: no dead letter %lld\n", (long long)a->ids[0]);
         return 1;
@@ -162,7 +162,7 @@ static int do_show(px_spool *sp, const dlq_args *a)
     return 0;
 }
 
-static int do_replay_purge(px_spool *sp, const dlq_args *a, int replay)
+static int do_replay_purge(px_store *sp, const dlq_args *a, int replay)
 {
     if (!a->nids && !a->all) {
         fprintf(stderr, "plexus: give dead letter IDs, or --all (with --sink to narrow it)\n");
@@ -175,8 +175,8 @@ static int do_replay_purge(px_spool *sp, const dlq_args *a, int replay)
     }
     int n = remote && replay ? px_cli_admin_dlq_replay(remote, a->ids, a->nids, a->sink)
             : remote         ? px_cli_admin_dlq_purge(remote, a->ids, a->nids, a->sink, before)
-            : replay         ? px_spool_dlq_replay(sp, a->ids, a->nids, a->sink, NULL, NULL)
-                             : px_spool_dlq_purge(sp, a->ids, a->nids, a->sink, before);
+            : replay         ? px_store_dlq_replay(sp, a->ids, a->nids, a->sink, NULL, NULL)
+                             : px_store_dlq_purge(sp, a->ids, a->nids, a->sink, before);
     if (n < 0) {
         fprintf(stderr, "plexus: %s failed: %s\n", replay ? "replay" : "purge", px_strerror(n));
         return 1;
@@ -241,15 +241,15 @@ int px_cli_dlq(int argc, char **argv, const char *default_config)
     int probe = px_cli_admin_probe(a.config, &remote);
     uv_loop_t loop;
     uv_loop_init(&loop);
-    px_spool *sp = NULL;
-    status = probe < 0 ? 1 : probe > 0 ? 0 : open_spool(&a, &loop, &sp);
+    px_store *sp = NULL;
+    status = probe < 0 ? 1 : probe > 0 ? 0 : open_store(&a, &loop, &sp);
     if (status == 0) {
         switch (which) {
         case 1: status = do_list(sp, &a); break;
         case 2: status = do_show(sp, &a); break;
         default: status = do_replay_purge(sp, &a, which == 3); break;
         }
-        px_spool_close(sp);
+        px_store_close(sp);
     }
     px_cli_admin_close(remote);
     remote = NULL;

@@ -15,7 +15,7 @@
 #include "err.h"
 #include "log.h"
 #include "mem.h"
-#include "spool.h"
+#include "store.h"
 
 #define DEFAULT_MAX_CRASHES 3
 #define ALT_STACK_SIZE (64 * 1024)
@@ -339,7 +339,7 @@ char *px_crash_reason(const px_crash_record *r)
 }
 
 /* Logs one record and charges its delivery. Returns 0, or < 0 when the spool could not take it. */
-static int handle_record(px_spool *s, const px_crash_record *r, uint32_t max_crashes,
+static int handle_record(px_store *s, const px_crash_record *r, uint32_t max_crashes,
                          void (*unstored)(const char *instance, void *arg), void *arg)
 {
     int rc = 0;
@@ -360,7 +360,7 @@ static int handle_record(px_spool *s, const px_crash_record *r, uint32_t max_cra
     PX_LOG_ERR("host", "previous run died signal=%s pid=%lld in plugin call=%s instance=%s "
                "delivery=%lld event=%s", px_crash_signame(r->signo), (long long)r->pid, r->call,
                r->instance, (long long)r->delivery_id, r->event);
-    int n = px_spool_note_crash(s, r->delivery_id, reason, max_crashes);
+    int n = px_store_note_crash(s, r->delivery_id, reason, max_crashes);
     if (n == PX_ENOENT) {
         PX_LOG_WARN("host", "crashing delivery id=%lld is not in the spool (done, or tried before "
                     "its commit); deliveries to instance=%s now wait for their commit",
@@ -384,7 +384,7 @@ static int handle_record(px_spool *s, const px_crash_record *r, uint32_t max_cra
     return rc;
 }
 
-int px_crash_recover(px_spool *s, const char *data_dir, uint32_t max_crashes,
+int px_crash_recover(px_store *s, const char *data_dir, uint32_t max_crashes,
                      void (*unstored)(const char *instance, void *arg), void *arg)
 {
     if (max_crashes == 0) {

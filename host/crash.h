@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct px_spool px_spool;
+typedef struct px_store px_store;
 
 #define PX_CRASH_NAME_MAX 96 /* instance names and event ids are cut to this (NUL included) */
 #define PX_CRASH_MARKER "crash.marker"
@@ -79,13 +79,13 @@ char *px_crash_reason(const px_crash_record *r);
 
 /* At start-up, before any delivery is read back: reads DATA_DIR/crash.marker (data_dir
  * borrowed) when it exists, logs each record (instance, call, delivery, signal), charges each
- * delivery crash to the spool with px_spool_note_crash (dead letter after max_crashes, 0 = 3),
+ * delivery crash to the store with px_store_note_crash (dead letter after max_crashes, 0 = 3),
  * then removes the marker. A crash in a delivery the spool does not hold (a first attempt made
  * before its event was committed) cannot be charged: unstored(instance (valid during the call),
  * arg) is called instead (may be NULL), so the host can make that sink wait for commits and
  * charge the next crash. Returns the number of records handled (0 when there was no marker), or
  * < 0 when the marker could not be read or charged (it is kept then, for the next start). */
-int px_crash_recover(px_spool *s, const char *data_dir, uint32_t max_crashes,
+int px_crash_recover(px_store *s, const char *data_dir, uint32_t max_crashes,
                      void (*unstored)(const char *instance, void *arg), void *arg);
 
 #endif

@@ -47,7 +47,7 @@ typedef struct handle_table {
 
 struct px_dispatch {
     uv_loop_t *loop;
-    px_spool *spool;
+    px_store *store;
     px_sink_directory dir;
     px_sinkq *queues;
     uv_timer_t sweep;
@@ -283,7 +283,7 @@ typedef struct refill_ctx {
     size_t n;
 } refill_ctx;
 
-static void on_loaded(const px_spool_loaded *row, void *arg)
+static void on_loaded(const px_store_delivery *row, void *arg)
 {
     refill_ctx *rc = arg;
     px_sinkq *q = rc->q;
@@ -319,10 +319,9 @@ static void on_loaded(const px_spool_loaded *row, void *arg)
 
 static void refill(px_sinkq *q)
 {
-    px_spool *sp = q->disp->spool;
     size_t want = WINDOW_MAX - q->nready;
     refill_ctx rc = {q, 0};
-    int n = px_spool_load(sp, q->name, q->tail_id, want, on_loaded, &rc);
+    int n = px_store_claim(q->disp->store, q->name, q->tail_id, want, on_loaded, &rc);
     if (n < 0) {
         PX_LOG_WARN("dispatch", "spool read failed sink=%s: %s", q->name, px_strerror(n));
         return;
@@ -471,7 +470,7 @@ static void note_outcome(px_sinkq *q, int status, const char *reason)
 static void finish_dead(px_delivery *dl, const char *reason)
 {
     px_dispatch *disp = dl->q->disp;
-    px_spool_mark_dead(disp->spool, dl->id, dl->attempt, reason);
+    px_store_mark_dead(disp->store, dl->id, dl->attempt, reason);
     disp->stats.dead++;
     PX_LOG_WARN("dispatch", "dead letter id=%lld sink=%s pipeline=%s event=%s reason=%s",
                 (long long)dl->id, dl->sink, dl->pipeline, dl->event->id, reason);
@@ -576,7 +575,7 @@ void px_dispatch_complete(px_delivery *handle, int status, const char *reason,
     note_outcome(q, status, reason);
 
     if (status == PX_OK) {
-        px_spool_mark_done(disp->spool, dl->id, dl->attempt);
+        px_store_mark_done(disp->store, dl->id, dl->attempt);
         disp->stats.delivered++;
         px_metrics_delivery(dl->pipeline, dl->sink, "done", dl->event->time_ms);
         q->failing = 0;
@@ -605,7 +604,7 @@ void px_dispatch_complete(px_delivery *handle, int status, const char *reason,
             finish_dead_why(dl, error, 0);
         } else {
             dl->next_at_ms = next_at;
-            px_spool_mark_retry(disp->spool, dl->id, dl->attempt, dl->next_at_ms, reason);
+            px_store_mark_retry(disp->store, dl->id, dl->attempt, dl->next_at_ms, reason);
             PX_LOG_INFO("dispatch", "retry id=%lld sink=%s attempt=%u in_ms=%llu reason=%s",
                         (long long)dl->id, dl->sink, dl->attempt, (unsigned long long)wait,
                         reason);
@@ -658,7 +657,7 @@ static void take_back(px_sinkq *q, px_delivery *dl, const char *why, int count_a
             return;
         }
         copy->next_at_ms = next_at;
-        px_spool_mark_retry(disp->spool, copy->id, copy->attempt, copy->next_at_ms, why);
+        px_store_mark_retry(disp->store, copy->id, copy->attempt, copy->next_at_ms, why);
         q->failing = 1;
         note_outcome(q, PX_ERETRY, why);
     }
@@ -691,12 +690,12 @@ static void on_sweep(uv_timer_t *t)
     }
 }
 
-int px_dispatch_create(uv_loop_t *loop, px_spool *spool, const px_sink_directory *dir,
+int px_dispatch_create(uv_loop_t *loop, px_store *store, const px_sink_directory *dir,
                        px_dispatch **out)
 {
     px_dispatch *disp = px_xcalloc(1, sizeof(*disp));
     disp->loop = loop;
-    disp->spool = spool;
+    disp->store = store;
     disp->dir = *dir;
     uv_timer_init(loop, &disp->sweep);
     disp->sweep.data = disp;

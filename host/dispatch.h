@@ -18,7 +18,7 @@
 #include "crash.h"
 #include "event.h"
 #include "instance.h"
-#include "spool.h"
+#include "store.h"
 
 typedef struct px_dispatch px_dispatch;
 typedef struct px_sinkq px_sinkq;
@@ -51,9 +51,9 @@ typedef struct px_sink_directory {
     const px_retry_policy *(*policy)(void *owner, const char *pipeline); /* never NULL */
 } px_sink_directory;
 
-/* A dispatcher on loop delivering what spool (borrowed; outlives it) holds, finding sinks and
+/* A dispatcher on loop delivering what store (borrowed; outlives it) holds, finding sinks and
  * policies through dir (copied). */
-int px_dispatch_create(uv_loop_t *loop, px_spool *spool, const px_sink_directory *dir,
+int px_dispatch_create(uv_loop_t *loop, px_store *store, const px_sink_directory *dir,
                        px_dispatch **out);
 /* Frees every delivery in memory (they are all in the spool). Timers closed; the loop must run
  * once more. */

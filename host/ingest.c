@@ -21,7 +21,7 @@ typedef struct pending_emit {
     px_router_box *router; /* keeps the routes' strings alive */
     px_route *routes;
     size_t nroutes;
-    px_spool_row *rows;
+    px_store_row *rows;
     unsigned char *early; /* per route: handed to the dispatcher before the commit */
     int status;
 } pending_emit;
@@ -59,7 +59,7 @@ static void on_committed(int status, void *arg)
 {
     pending_emit *pe = arg;
     px_runtime *rt = pe->rt;
-    if (status == PX_SPOOL_DUPLICATE) {
+    if (status == PX_STORE_DUPLICATE) {
         rt->events_duplicate++;
         PX_LOG_DEBUG("ingest", "duplicate dropped source=%s event=%s key=%s", pe->ev->source,
                      pe->ev->id, pe->ev->dedupe_key ? pe->ev->dedupe_key : "");
@@ -73,8 +73,8 @@ static void on_committed(int status, void *arg)
     for (size_t i = 0; i < pe->nroutes; i++) {
         px_route *r = &pe->routes[i];
         if (r->error) {
-            if (status == PX_SPOOL_STORED) {
-                px_spool_mark_dead(rt->spool, pe->rows[i].id, 0, r->error);
+            if (status == PX_STORE_STORED) {
+                px_store_mark_dead(rt->store, pe->rows[i].id, 0, r->error);
             }
         } else if (pe->early[i]) {
             if (status < 0) {
@@ -83,7 +83,7 @@ static void on_committed(int status, void *arg)
             }
         } else {
             px_dispatch_await(rt->dispatch, r->sink, -1);
-            if (status == PX_SPOOL_STORED) {
+            if (status == PX_STORE_STORED) {
                 px_dispatch_add(rt->dispatch, pe->rows[i].id, pe->ev, r->pipeline, r->sink,
                                 r->action, r->params, r->retry);
             }
@@ -93,7 +93,7 @@ static void on_committed(int status, void *arg)
 }
 
 /* The first attempt of a delivery does not wait for the commit of its put: when the sink
- * finishes it before the writer reaches the put, the spool never writes it (px_spool_mark_done).
+ * finishes it before the writer reaches the put, the spool never writes it (px_store_mark_done).
  * The source is still told "persisted" only after the commit, so nothing it acknowledges can be
  * lost; a put that then fails is retried by the source and the sink may see the event twice,
  * which at-least-once allows. Not for events with a dedupe key (a duplicate is known only at the
@@ -210,7 +210,7 @@ static const char *full_sink(px_runtime *rt, const px_route *routes, size_t n, i
         }
         limit_gauge("plexus_sink_max_pending", "Configured max_pending of a sink.", "sink",
                     ic->name, (double)ic->max_pending);
-        int64_t p = px_spool_pending(rt->spool, routes[i].sink);
+        int64_t p = px_store_pending(rt->store, routes[i].sink);
         if (p >= (int64_t)ic->max_pending) {
             *pending = p;
             *cap = ic->max_pending;
@@ -292,7 +292,7 @@ int px_ingest_emit(px_runtime *rt, px_plugin_ctx *gen, px_event *ev, px_persiste
     const char *payload = px_event_text(ev, &payload_len);
     char *meta = ev->meta ? json_dumps(ev->meta, JSON_COMPACT) : NULL;
     char *hints = px_event_hints_json(ev);
-    px_spool_event sev = {
+    px_store_event sev = {
         .id = ev->id, .type = ev->type, .source = ev->source, .dedupe_key = ev->dedupe_key,
         .time_ms = ev->time_ms, .payload = payload, .payload_len = payload_len,
         .meta = meta, .hints = hints,
@@ -310,12 +310,12 @@ int px_ingest_emit(px_runtime *rt, px_plugin_ctx *gen, px_event *ev, px_persiste
         }
         /* no `with`: nothing to store ("{}" is read back) */
         params_text[i] = json_object_size(r->params) ? json_dumps(r->params, JSON_COMPACT) : NULL;
-        pe->rows[i] = (px_spool_row){
+        pe->rows[i] = (px_store_row){
             .pipeline = r->pipeline, .sink = r->sink, .action = r->action,
             .params = params_text[i], .params_len = params_text[i] ? strlen(params_text[i]) : 0,
         };
     }
-    int rc = px_spool_put(rt->spool, &sev, pe->rows, pe->nroutes, on_committed, pe);
+    int rc = px_store_put(rt->store, &sev, pe->rows, pe->nroutes, on_committed, pe);
     for (size_t i = 0; i < pe->nroutes; i++) {
         free(params_text[i]);
     }
@@ -374,7 +374,7 @@ int px_ingest_dead_letter(px_runtime *rt, px_plugin_ctx *gen, const char *raw, s
         reason = reason_masked;
     }
     char *type = px_xasprintf("%s.poison", gen->inst->plugin);
-    px_spool_event sev = {
+    px_store_event sev = {
         .id = ev->id, .type = type, .source = gen->inst->name, .time_ms = ev->time_ms,
         .payload = raw ? raw : "", .payload_len = len, .meta = meta_text,
     };
@@ -383,7 +383,7 @@ int px_ingest_dead_letter(px_runtime *rt, px_plugin_ctx *gen, const char *raw, s
     pd->cb = cb;
     pd->arg = arg;
     pd->cause = px_crash_cause(gen);
-    int rc = px_spool_dead_raw(rt->spool, &sev, NULL, NULL, reason ? reason : "poison message",
+    int rc = px_store_dead_raw(rt->store, &sev, NULL, NULL, reason ? reason : "poison message",
                                on_dead_stored, pd);
     free(meta_text);
     free(type);

@@ -62,10 +62,8 @@ static void close_services(px_runtime *rt)
         px_http_client_close(rt->client, NULL, NULL);
         rt->client = NULL;
     }
-    px_spool_close(rt->spool);
-    rt->spool = NULL;
-    px_state_close(rt->state);
-    rt->state = NULL;
+    px_store_close(rt->store);
+    rt->store = NULL;
 }
 
 static int open_services(px_runtime *rt, char *err, size_t errlen)
@@ -77,19 +75,14 @@ static int open_services(px_runtime *rt, char *err, size_t errlen)
         return rc;
     }
     rt->router = px_router_box_new(router);
-    px_spool_options so = {.durability = cfg->durability,
+    px_store_options so = {.durability = cfg->durability,
                            .dedupe_window_ms = cfg->dedupe_window_ms};
-    rc = px_spool_open(rt->loop, cfg->data_dir, &so, &rt->spool, err, errlen);
+    rc = px_store_open_sqlite(rt->loop, cfg->data_dir, &so, &rt->store, err, errlen);
     if (rc < 0) {
-        return rc;
-    }
-    rc = px_state_open(cfg->data_dir, &rt->state);
-    if (rc < 0) {
-        snprintf(err, errlen, "state store in %s: %s", cfg->data_dir, px_strerror(rc));
         return rc;
     }
     px_sink_directory dir = px_runtime_directory(rt);
-    px_dispatch_create(rt->loop, rt->spool, &dir, &rt->dispatch);
+    px_dispatch_create(rt->loop, rt->store, &dir, &rt->dispatch);
     rc = px_http_client_create(rt->loop, &rt->client);
     if (rc < 0) {
         snprintf(err, errlen, "http client: %s", px_strerror(rc));
@@ -223,7 +216,7 @@ int px_runtime_start(px_runtime *rt, char *err, size_t errlen)
         }
     }
     /* Deliveries left pending by an earlier run (crash, stop, sink down) resume. */
-    px_spool_pending_counts(rt->spool, on_pending_sink, rt);
+    px_store_pending_counts(rt->store, on_pending_sink, rt);
     PX_LOG_INFO("host", "started instances=%zu pipelines=%zu data_dir=%s", rt->ninstances,
                 rt->cfg->npipelines, rt->cfg->data_dir);
     return 0;

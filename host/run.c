@@ -97,7 +97,7 @@ int px_run(uv_loop_t *loop, px_config *cfg)
     px_admin_create(rt, reload_for_admin, &r, &r.admin); /* a failure is logged; runs without */
     int exit_code = 0;
     /* Before any delivery is read back: charge the previous run's crash to its delivery. */
-    px_crash_recover(rt->spool, rt->cfg->data_dir, rt->cfg->max_crashes, on_unstored_crash, rt);
+    px_crash_recover(rt->store, rt->cfg->data_dir, rt->cfg->max_crashes, on_unstored_crash, rt);
     if (px_runtime_start(rt, err, sizeof(err)) < 0) {
         PX_LOG_ERR("host", "%s", err);
         exit_code = 1;

@@ -1,4 +1,4 @@
-/* The runtime: the loop services plugins run on (spool, state, dispatcher, HTTP server and
+/* The runtime: the loop services plugins run on (store, dispatcher, HTTP server and
  * client), the plugin instances and the router in force, with the figures the admin API shows.
  * Its modules (instances, ingest, dispatch, the host API) reach it through the hooks and owner
  * pointer it fills in, never through a global. lifecycle.h builds, starts and stops it; reload.h
@@ -19,15 +19,13 @@
 #include "http_server.h"
 #include "instance.h"
 #include "router_box.h"
-#include "spool.h"
-#include "state.h"
+#include "store.h"
 
 typedef struct px_runtime {
     uv_loop_t *loop;
     px_config *cfg;             /* owned: the config in force */
     px_router_box *router;      /* one reference owned */
-    px_spool *spool;            /* owned */
-    px_state *state;            /* owned */
+    px_store *store;            /* owned: spool and state (store.h) */
     px_dispatch *dispatch;      /* owned */
     px_http_server *http;       /* owned: plugin routes; NULL without host.http.listen */
     px_http_client *client;     /* owned: plugins' outgoing requests */

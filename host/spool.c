@@ -1945,7 +1945,7 @@ int64_t px_spool_pending(px_spool *s, const char *sink)
     return n;
 }
 
-static json_t *json_or_text(const char *p, size_t len)
+json_t *px__store_json_or_text(const char *p, size_t len)
 {
     if (!p) {
         return json_null();
@@ -2063,14 +2063,15 @@ int px_spool_dlq_show(px_spool *s, int64_t id, json_t **out)
     }
     o = dlq_row(st);
     json_object_set_new(o, "time", json_integer(sqlite3_column_int64(st, 10)));
-    json_object_set_new(o, "payload", json_or_text((const char *)sqlite3_column_blob(st, 11),
-                                                   (size_t)sqlite3_column_bytes(st, 11)));
+    json_object_set_new(o, "payload",
+                        px__store_json_or_text((const char *)sqlite3_column_blob(st, 11),
+                                               (size_t)sqlite3_column_bytes(st, 11)));
     const char *t = col_text(st, 12);
-    json_object_set_new(o, "params", json_or_text(t, t ? strlen(t) : 0));
+    json_object_set_new(o, "params", px__store_json_or_text(t, t ? strlen(t) : 0));
     t = col_text(st, 13);
-    json_object_set_new(o, "meta", json_or_text(t, t ? strlen(t) : 0));
+    json_object_set_new(o, "meta", px__store_json_or_text(t, t ? strlen(t) : 0));
     t = col_text(st, 14);
-    json_object_set_new(o, "hints", json_or_text(t, t ? strlen(t) : 0));
+    json_object_set_new(o, "hints", px__store_json_or_text(t, t ? strlen(t) : 0));
     int64_t delivery_id = sqlite3_column_int64(st, 15);
     json_t *hist = json_array();
     json_object_set_new(o, "history", hist);

@@ -4,7 +4,8 @@
  * everything queued since its last commit in one transaction (group commit); completion callbacks
  * come back to the loop thread through a uv_async_t and run there in queue order. Reads run
  * synchronously on the loop thread through a second, read-only connection.
- * Every function here is for the loop thread only (the thread of `loop` given to px_spool_open). */
+ * Every function here is for the loop thread only (the thread of `loop` given to px_spool_open).
+ * The runtime reaches it through the store interface (store.h, store_sqlite.c), never directly. */
 #ifndef PX_SPOOL_H
 #define PX_SPOOL_H
 
@@ -13,6 +14,8 @@
 
 #include <jansson.h>
 #include <uv.h>
+
+#include "store.h"
 
 typedef struct px_spool px_spool;
 
@@ -44,27 +47,12 @@ int px_spool_open(uv_loop_t *loop, const char *dir, const px_spool_options *opt,
  * this call. NULL is a no-op. */
 void px_spool_close(px_spool *s);
 
-/* An event as the spool stores it. Every pointer is borrowed for the call and copied. */
-typedef struct px_spool_event {
-    const char *id, *type, *source; /* NUL-terminated; NULL is stored as "" */
-    const char *dedupe_key;         /* NULL = none; a repeat (same source + key) within the window
-                                       is a duplicate */
-    int64_t time_ms;                /* event time, ms since the epoch */
-    const char *payload;            /* JSON text, payload_len bytes (kept byte for byte) */
-    size_t payload_len;
-    const char *meta;               /* JSON object text or NULL */
-    const char *hints;              /* JSON object text or NULL */
-} px_spool_event;
+/* The values the spool stores are the store's (store.h). */
+typedef px_store_event px_spool_event;
 
-/* One delivery of an event to a sink. Strings borrowed for the call and copied. */
-typedef struct px_spool_row {
-    const char *pipeline, *sink, *action; /* NULL is stored as "" */
-    const char *params;                   /* JSON text, params_len bytes; NULL = "{}" */
-    size_t params_len;
-    int64_t id; /* OUT: assigned by px_spool_put before it returns (monotonic across restarts) */
-} px_spool_row;
+typedef px_store_row px_spool_row;
 
-enum { PX_SPOOL_STORED = 0, PX_SPOOL_DUPLICATE = 1 };
+enum { PX_SPOOL_STORED = PX_STORE_STORED, PX_SPOOL_DUPLICATE = PX_STORE_DUPLICATE };
 
 /* Completion of a put or dead_raw: PX_SPOOL_STORED (committed), PX_SPOOL_DUPLICATE (dropped as a
  * repeat; nothing stored), or < 0, nothing stored: PX_EBUSY (disk full, database locked, spool
@@ -104,18 +92,8 @@ void px_spool_mark_dead(px_spool *s, int64_t delivery_id, uint32_t attempts, con
 int px_spool_note_crash(px_spool *s, int64_t delivery_id, const char *reason,
                         uint32_t max_crashes);
 
-/* A pending delivery read back, for retries and recovery after a restart. Every pointer is valid
- * only during the callback. ev.dedupe_key is NULL; ev.meta / ev.hints are NULL when absent.
- * ev.payload is NUL-terminated in addition to payload_len. */
-typedef struct px_spool_loaded {
-    int64_t id;
-    const char *pipeline, *sink, *action;
-    const char *params;        /* JSON text, NUL-terminated */
-    uint32_t attempts;         /* attempts made so far (0 for a fresh delivery) */
-    int64_t next_at_ms;        /* earliest time for the next attempt, ms since the epoch; 0 = now */
-    const char *last_error;    /* error of the latest attempt, or NULL */
-    px_spool_event ev;
-} px_spool_loaded;
+/* A pending delivery read back, for retries and recovery after a restart (store.h). */
+typedef px_store_delivery px_spool_loaded;
 
 /* Synchronous: calls cb for up to `max` pending deliveries of `sink` (borrowed) with
  * id > after_id, ordered by id. Returns the number loaded or < 0 (PX_ESPOOL). Only committed rows
@@ -168,20 +146,7 @@ int px_spool_dlq_purge(px_spool *s, const int64_t *ids, size_t n, const char *si
 int px_spool_dead_raw(px_spool *s, const px_spool_event *ev, const char *pipeline,
                       const char *sink, const char *reason, px_spool_put_cb cb, void *arg);
 
-typedef struct px_spool_stats {
-    uint64_t commits;        /* transactions committed */
-    uint64_t rows_committed; /* operations (puts, marks...) committed */
-    uint64_t last_batch;     /* operations in the latest commit */
-    uint64_t max_batch;      /* largest commit so far */
-    double commit_ms_last, commit_ms_max; /* wall time of a commit incl. its statements */
-    uint64_t duplicates;     /* puts dropped as duplicates */
-    uint64_t elided;         /* deliveries done before the writer reached their put: their rows
-                                (and the event, when all of its rows were) were never written */
-    uint64_t busy_refusals;  /* puts refused or failed with PX_EBUSY */
-    uint64_t write_errors;   /* batches rolled back */
-    int writable;            /* 1 while writes succeed */
-    size_t queued;           /* operations waiting for the writer */
-} px_spool_stats;
+typedef px_store_stats px_spool_stats;
 
 /* Fills *st (caller's memory) with a snapshot. */
 void px_spool_get_stats(px_spool *s, px_spool_stats *st);

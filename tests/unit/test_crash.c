@@ -3,6 +3,8 @@
 #define _XOPEN_SOURCE 700
 #include "../../host/crash.c"
 #include "../../host/spool.c"
+#include "../../host/state.c"
+#include "../../host/store_sqlite.c"
 
 #include <ftw.h>
 #include <pthread.h>
@@ -142,14 +144,14 @@ static void test_recover_charges_spool(void)
     PX_ASSERT(mkdtemp(dir) != NULL);
     uv_loop_t loop;
     uv_loop_init(&loop);
-    px_spool *s = NULL;
+    px_store *s = NULL;
     char err[256];
-    PX_ASSERT_INT_EQ(px_spool_open(&loop, dir, NULL, &s, err, sizeof(err)), 0);
-    px_spool_event ev = {.id = "e1", .type = "t", .source = "src", .payload = "{}",
+    PX_ASSERT_INT_EQ(px_store_open_sqlite(&loop, dir, NULL, &s, err, sizeof(err)), 0);
+    px_store_event ev = {.id = "e1", .type = "t", .source = "src", .payload = "{}",
                          .payload_len = 2};
-    px_spool_row row = {.pipeline = "p", .sink = "out"};
+    px_store_row row = {.pipeline = "p", .sink = "out"};
     int done = 0;
-    PX_ASSERT_INT_EQ(px_spool_put(s, &ev, &row, 1, on_put, &done), 0);
+    PX_ASSERT_INT_EQ(px_store_put(s, &ev, &row, 1, on_put, &done), 0);
     while (!done) {
         uv_run(&loop, UV_RUN_ONCE);
     }
@@ -170,7 +172,7 @@ static void test_recover_charges_spool(void)
     PX_ASSERT_INT_EQ(px_crash_recover(s, dir, 2, NULL, NULL), 2);
     PX_ASSERT(access(path, F_OK) != 0); /* removed once handled */
     json_t *list = NULL;
-    PX_ASSERT_INT_EQ(px_spool_dlq_list(s, NULL, 0, 0, &list), 0);
+    PX_ASSERT_INT_EQ(px_store_dlq_list(s, NULL, 0, 0, &list), 0);
     PX_ASSERT_INT_EQ(json_array_size(list), 0);
     json_decref(list);
 
@@ -181,7 +183,7 @@ static void test_recover_charges_spool(void)
                "delivery=%lld event=e1\n", (long long)row.id);
     fclose(f);
     PX_ASSERT_INT_EQ(px_crash_recover(s, dir, 2, NULL, NULL), 1);
-    PX_ASSERT_INT_EQ(px_spool_dlq_list(s, NULL, 0, 0, &list), 0);
+    PX_ASSERT_INT_EQ(px_store_dlq_list(s, NULL, 0, 0, &list), 0);
     PX_ASSERT_INT_EQ(json_array_size(list), 1);
     PX_ASSERT_STR_EQ(json_string_value(json_object_get(json_array_get(list, 0), "reason")),
                      "crashed the host 2 times; last: crash: SIGSEGV in deliver of instance out");
@@ -198,7 +200,7 @@ static void test_recover_charges_spool(void)
     PX_ASSERT_INT_EQ(px_crash_recover(s, dir, 2, note_unstored, unstored), 1);
     PX_ASSERT_STR_EQ(unstored, "out");
     PX_ASSERT(access(path, F_OK) != 0);
-    px_spool_close(s);
+    px_store_close(s);
     uv_run(&loop, UV_RUN_DEFAULT);
     PX_ASSERT_INT_EQ(uv_loop_close(&loop), 0);
     rm_rf(dir);
