@@ -12,7 +12,8 @@
 #include "cache.h"
 #include "client.h"
 #include "sha256.h"
-#include "common.h"
+#include "consttime.h"
+#include "url.h"
 
 #define STATE_TTL_MS (3600 * 1000)
 #define STATE_MAX 16
@@ -91,7 +92,8 @@ static void connect_link(amocrm *a, px_http_request *req)
     char *link = malloc(cap);
     size_t o = (size_t)snprintf(link, cap, "%s%sclient_id=", a->auth_url,
                                 strchr(a->auth_url, '?') ? "&" : "?");
-    amocrm_url_encode(a->client_id, link, cap, &o);
+    /* cap holds the whole encoding (3 bytes per byte at most) and the rest: nothing is cut */
+    o += px_url_encode(a->client_id, NULL, link + o, cap - o);
     snprintf(link + o, cap - o, "&state=%s&mode=post_message", state);
     json_t *body = json_pack("{s:s}", "link", link);
     amocrm_respond_json(req, 200, body);
@@ -146,7 +148,7 @@ static int take_state(amocrm *a, const char *state)
     int found = 0;
     json_array_foreach(states, i, s) {
         const char *v = json_string_value(json_object_get(s, "state"));
-        if (v && px_common_consttime_eq(state, v) &&
+        if (v && px_ct_streq(state, v) &&
             json_integer_value(json_object_get(s, "at")) + STATE_TTL_MS > now) {
             json_array_remove(states, i);
             found = 1;
@@ -364,7 +366,7 @@ void amocrm_api_webhook_delete(amocrm *a, px_http_request *req)
             *p = (char)(*p - 'A' + 'a');
         }
     }
-    if (strcmp(uuid, a->client_id) != 0 || !px_common_consttime_eq(sig, want)) {
+    if (strcmp(uuid, a->client_id) != 0 || !px_ct_streq(sig, want)) {
         amocrm_host->log(a->ctx, PX_LOG_WARN, "disconnect hook with a bad signature account_id=%s",
                          acc_id);
         amocrm_respond_msg(req, 401, "Unauthorized");

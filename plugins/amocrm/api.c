@@ -8,7 +8,7 @@
 #include "account.h"
 #include "cache.h"
 #include "rules.h"
-#include "common.h"
+#include "consttime.h"
 
 static int authorized(amocrm *a, px_http_request *req)
 {
@@ -20,7 +20,7 @@ static int authorized(amocrm *a, px_http_request *req)
     while (*h == ' ') {
         h++;
     }
-    return px_common_consttime_eq(h, a->api_token);
+    return px_ct_streq(h, a->api_token);
 }
 
 static int method_in(px_http_request *req, const char *method, const char *allow)

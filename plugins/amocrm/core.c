@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "core.h"
+#include "url.h"
 
 const px_host_api *amocrm_host;
 
@@ -71,36 +72,11 @@ void amocrm_respond_msg(px_http_request *req, int status, const char *msg)
 
 /* --- query strings ---------------------------------------------------------------------------- */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
+/* Decodes n bytes of s (borrowed) into a new string (owned by caller; free). */
 static char *decode(const char *s, size_t n)
 {
     char *out = malloc(n + 1);
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '+') {
-            out[o++] = ' ';
-        } else if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 &&
-                   hexval(s[i + 2]) >= 0) {
-            out[o++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
-            i += 2;
-        } else {
-            out[o++] = s[i];
-        }
-    }
-    out[o] = '\0';
+    px_url_decode(s, n, out, n + 1);
     return out;
 }
 
@@ -122,25 +98,6 @@ char *amocrm_query_get(const char *query, const char *name)
         p = end ? end + 1 : NULL;
     }
     return NULL;
-}
-
-void amocrm_url_encode(const char *s, char *buf, size_t len, size_t *o)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    for (; *s && *o + 4 < len; s++) {
-        unsigned char c = (unsigned char)*s;
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-            c == '-' || c == '_' || c == '.' || c == '~') {
-            buf[(*o)++] = (char)c;
-        } else {
-            buf[(*o)++] = '%';
-            buf[(*o)++] = hex[c >> 4];
-            buf[(*o)++] = hex[c & 15];
-        }
-    }
-    if (*o < len) {
-        buf[*o] = '\0';
-    }
 }
 
 /* --- held admin requests ---------------------------------------------------------------------- */

@@ -103,8 +103,6 @@ void amocrm_respond_json(px_http_request *req, int status, const json_t *body);
 /* Value of `name` (borrowed) in the query string `query` (borrowed), percent-decoded, as a new
  * string (owned by caller; free), or NULL when absent. */
 char *amocrm_query_get(const char *query, const char *name);
-/* Appends `s` (borrowed) percent-encoded (RFC 3986 unreserved kept) to buf at *o (bounded). */
-void amocrm_url_encode(const char *s, char *buf, size_t len, size_t *o);
 
 /* --- held admin requests (core.c) ----------------------------------------------------------- */
 /* Holds req (borrowed until answered) for a later answer; returns the hold, owned by the caller
