@@ -39,7 +39,7 @@ static const px_option options[] = {
 static char *opt_str(const json_t *cfg, const char *key)
 {
     const char *v = json_string_value(json_object_get(cfg, key));
-    return v && *v ? ploomes_xstrdup(v) : NULL;
+    return v && *v ? px_xstrdup(v) : NULL;
 }
 
 static int64_t opt_int(const json_t *cfg, const char *key)
@@ -93,7 +93,7 @@ static int64_t entity_id(ploomes *p, const char *name, size_t len)
 static int parse_subs(ploomes *p, const json_t *list)
 {
     size_t n = json_array_size(list);
-    p->subs = ploomes_xcalloc(n, sizeof(*p->subs));
+    p->subs = px_xcalloc(n, sizeof(*p->subs));
     for (size_t i = 0; i < n; i++) {
         const char *text = json_string_value(json_array_get(list, i));
         const char *dot = text ? strchr(text, '.') : NULL;
@@ -119,8 +119,8 @@ static int parse_subs(ploomes *p, const json_t *list)
             continue;
         }
         ploomes_sub *s = &p->subs[p->nsubs++];
-        s->text = ploomes_xstrdup(text);
-        s->action = ploomes_xstrdup(dot + 1);
+        s->text = px_xstrdup(text);
+        s->action = px_xstrdup(dot + 1);
         s->entity_id = eid;
     }
     return 0;
@@ -155,7 +155,7 @@ static void check_drained(ploomes *p)
 
 static int ploomes_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
 {
-    ploomes *p = ploomes_xcalloc(1, sizeof(*p));
+    ploomes *p = px_xcalloc(1, sizeof(*p));
     p->ctx = ctx;
     p->call_ended = check_drained;
     p->path = opt_str(cfg, "path");
@@ -182,7 +182,7 @@ static int ploomes_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
     while (pl > 1 && p->path[pl - 1] == '/') {
         p->path[--pl] = '\0';
     }
-    p->sync_path = ploomes_xcalloc(1, pl + sizeof("/sync"));
+    p->sync_path = px_xcalloc(1, pl + sizeof("/sync"));
     snprintf(p->sync_path, pl + sizeof("/sync"), "%s/sync", p->path);
     if (!p->base_url || (strncmp(p->base_url, "http://", 7) != 0 &&
                          strncmp(p->base_url, "https://", 8) != 0)) {

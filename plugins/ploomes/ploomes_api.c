@@ -11,6 +11,7 @@
 #include <plexus/sdk.h>
 
 #include "ploomes_api.h"
+#include "url.h"
 
 #define host ploomes_host
 
@@ -118,7 +119,7 @@ static char *clean_text(const char *s, size_t len, size_t max)
     if (len > max) {
         len = max;
     }
-    char *out = ploomes_xcalloc(1, len + 1);
+    char *out = px_xcalloc(1, len + 1);
     for (size_t i = 0; i < len; i++) {
         out[i] = (unsigned char)s[i] < 0x20 ? ' ' : s[i];
     }
@@ -128,7 +129,7 @@ static char *clean_text(const char *s, size_t len, size_t max)
 char *ploomes_error_message(const char *body, size_t len)
 {
     if (!body || len == 0) {
-        return ploomes_xstrdup("(empty body)");
+        return px_xstrdup("(empty body)");
     }
     json_t *j = json_loadb(body, len, 0, NULL);
     const char *msg = NULL;
@@ -206,7 +207,7 @@ static void end_call(ploomes_call *c, int status, const px_http_response *resp, 
 static void start_call(ploomes *p, ploomes_call *c)
 {
     size_t klen = strlen(p->user_key) + sizeof("User-Key: ");
-    char *key_header = ploomes_xcalloc(1, klen);
+    char *key_header = px_xcalloc(1, klen);
     snprintf(key_header, klen, "User-Key: %s", p->user_key);
     const char *headers[] = {key_header, "Accept: application/json",
                              c->body ? "Content-Type: application/json" : NULL, NULL};
@@ -250,11 +251,11 @@ static void pump(ploomes *p)
 
 static ploomes_call *call_new(ploomes *p, const char *method, const char *path, const json_t *body)
 {
-    ploomes_call *c = ploomes_xcalloc(1, sizeof(*c));
+    ploomes_call *c = px_xcalloc(1, sizeof(*c));
     c->p = p;
-    c->method = ploomes_xstrdup(method);
+    c->method = px_xstrdup(method);
     size_t n = strlen(p->base_url) + strlen(path) + 1;
-    c->url = ploomes_xcalloc(1, n);
+    c->url = px_xcalloc(1, n);
     snprintf(c->url, n, "%s%s", p->base_url, path);
     if (body) {
         c->body = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
@@ -504,22 +505,16 @@ static char *request_path(const char *in)
     if (!in || in[0] != '/' || in[1] == '/') {
         return NULL;
     }
-    size_t n = strlen(in);
-    char *out = ploomes_xcalloc(1, n * 3 + 1), *o = out;
-    static const char hex[] = "0123456789ABCDEF";
     for (const unsigned char *s = (const unsigned char *)in; *s; s++) {
         if (*s < 0x20 || *s == 0x7f) {
-            free(out);
             return NULL;
         }
-        if (*s == ' ' || *s >= 0x80 || strchr("\"<>\\^`{|}", *s)) {
-            *o++ = '%';
-            *o++ = hex[*s >> 4];
-            *o++ = hex[*s & 15];
-        } else {
-            *o++ = (char)*s;
-        }
     }
+    /* Kept: the unreserved set and the reserved characters of RFC 3986, and '%' so that a path
+     * already encoded stays as it is. Encoded: blanks, bytes >= 0x80 and " < > \ ^ ` { | } */
+    size_t n = strlen(in);
+    char *out = px_xcalloc(1, n * 3 + 1);
+    px_url_encode(in, "!#$%&'()*+,/:;=?@[]", out, n * 3 + 1);
     return out;
 }
 

@@ -4,7 +4,7 @@
  *   ploomes.c        options, life cycle, the descriptor
  *   ploomes_hooks.c  incoming webhooks and the registration of subscriptions
  *   ploomes_api.c    outgoing REST calls (User-Key, client-side rate limit), sink actions
- *   ploomes_core.c   this header: the state, clock and allocation
+ *   ploomes_core.c   this header: the state and clock
  *
  * Everything here runs on the host loop thread. */
 #ifndef PLOOMES_CORE_H
@@ -13,6 +13,8 @@
 #include <stdint.h>
 
 #include <plexus/sdk.h>
+
+#include "mem.h" /* px_xcalloc, px_xstrdup: allocation that aborts on failure */
 
 extern const px_host_api *ploomes_host;
 
@@ -72,9 +74,5 @@ struct ploomes {
 
 /* Monotonic clock in microseconds. */
 int64_t ploomes_now_us(void);
-
-/* Allocation that aborts on failure, as the host's own allocator does. */
-void *ploomes_xcalloc(size_t n, size_t size);
-char *ploomes_xstrdup(const char *s);
 
 #endif

@@ -11,7 +11,7 @@
 
 #include <plexus/sdk.h>
 
-#include "common.h"
+#include "consttime.h"
 #include "ploomes_api.h"
 #include "ploomes_hooks.h"
 
@@ -60,7 +60,7 @@ static int authorized(ploomes *p, px_http_request *req, const char *what)
     const char *why = NULL;
     if (!got) {
         why = "missing_key";
-    } else if (!px_common_consttime_eq(got, p->validation_key)) {
+    } else if (!px_ct_streq(got, p->validation_key)) {
         why = "wrong_key";
     }
     if (!why) {
@@ -202,7 +202,7 @@ static void on_webhook(px_http_request *req, void *arg)
     set_meta_int(ev, "account_id", json_object_get(j, "AccountId"));
     set_meta_int(ev, "action_user_id", json_object_get(j, "ActionUserId"));
     json_decref(j);
-    ploomes_ack *a = ploomes_xcalloc(1, sizeof(*a));
+    ploomes_ack *a = px_xcalloc(1, sizeof(*a));
     a->p = p;
     a->req = req;
     a->next = p->acks;
@@ -601,7 +601,7 @@ static void on_sync_request(px_http_request *req, void *arg)
         respond_error(req, 503, "stopping");
         return;
     }
-    ploomes_waiter *w = ploomes_xcalloc(1, sizeof(*w));
+    ploomes_waiter *w = px_xcalloc(1, sizeof(*w));
     w->req = req;
     ploomes_waiter **list = p->sync.running ? &p->sync.next_waiting : &p->sync.waiting;
     w->next = *list;
