@@ -32,19 +32,20 @@ mkdir -p "$out/obj" "$out/artifacts" "$out/logs"
 pkgs="libuv jansson yaml-0.1 libcurl sqlite3 libcrypto"
 cflags="-g -O1 -std=c11 -D_GNU_SOURCE -fno-omit-frame-pointer \
  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
- -Wall -Wextra -Wno-unused-parameter -Ihost -Iutil -Isdk/include -Ifuzz $(pkg-config --cflags $pkgs)"
+ -Wall -Wextra -Wno-unused-parameter -Ihost/base -Ihost/core -Ihost/http -Iutil -Isdk/include -Ifuzz \
+ $(pkg-config --cflags $pkgs)"
 libs="$(pkg-config --libs $pkgs) -lhttp_parser -lpthread -ldl -lm"
 util=""
 for f in util/*.c; do util="$util $f"; done
-base="host/log.c host/err.c host/fsutil.c host/admin_token.c$util"
+base="host/base/log.c host/base/err.c host/base/fsutil.c host/base/admin_token.c$util"
 
 # target name -> sources, extra flags
 declare -A srcs flags
 add() { srcs[$1]=$2; flags[$1]=${3:-}; }
-add fuzz_config "fuzz/targets/fuzz_config.c host/config.c $base"
-add fuzz_mapping "fuzz/targets/fuzz_mapping.c host/mapping.c $base"
-add fuzz_http "fuzz/targets/fuzz_http.c host/http_server.c $base"
-add fuzz_json_check "fuzz/targets/fuzz_json_check.c host/json_check.c $base"
+add fuzz_config "fuzz/targets/fuzz_config.c host/core/config.c $base"
+add fuzz_mapping "fuzz/targets/fuzz_mapping.c host/core/mapping.c $base"
+add fuzz_http "fuzz/targets/fuzz_http.c host/http/http_server.c $base"
+add fuzz_json_check "fuzz/targets/fuzz_json_check.c host/core/json_check.c $base"
 if [ -f plugins/ezzing/envelope.c ]; then
     add fuzz_ezzing_envelope "fuzz/targets/fuzz_ezzing_envelope.c plugins/ezzing/envelope.c$util" \
         "-Iplugins/ezzing"
@@ -65,7 +66,7 @@ for p in webhook ezzing ploomes amocrm notification; do
     if [ "$p" = notification ]; then
         extra="$extra $(pkg-config --cflags --libs librabbitmq)"
     fi
-    add "fuzz_plugin_$p" "fuzz/targets/fuzz_plugin.c fuzz/fakehost.c host/config.c $base$common$psrc" \
+    add "fuzz_plugin_$p" "fuzz/targets/fuzz_plugin.c fuzz/fakehost.c host/core/config.c $base$common$psrc" \
         "$extra"
 done
 
@@ -79,7 +80,7 @@ failed=0
 build_one() {
     local t=$1 bin="$out/$t"
     local newest
-    newest=$(ls -t ${srcs[$t]} fuzz/fakehost.h fuzz/run.sh host/*.h util/*.h plugins/*/*.h 2>/dev/null | head -1)
+    newest=$(ls -t ${srcs[$t]} fuzz/fakehost.h fuzz/run.sh host/*/*.h util/*.h plugins/*/*.h 2>/dev/null | head -1)
     if [ -x "$bin" ] && [ "$bin" -nt "$newest" ]; then
         return 0
     fi

@@ -435,9 +435,10 @@ def test_abi_compatibility():
     # Built like the fixtures it loads: a sanitized build's plugins need the sanitizer runtime.
     san = ["-fsanitize=address,undefined"] if harness.SANITIZED else []
     sh(["cc", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", *san, "-I" + inc11,
-        "-I" + os.path.join(SOURCE, "host"), "-o", host11,
+        "-I" + os.path.join(SOURCE, "host", "runtime"), "-I" + os.path.join(SOURCE, "host", "base"),
+        "-I" + os.path.join(SOURCE, "util"), "-o", host11,
         os.path.join(SOURCE, "tests", "sdk", "abi_host11.c"),
-        os.path.join(SOURCE, "host", "mem.c"), "-ljansson", "-ldl"])
+        os.path.join(SOURCE, "util", "mem.c"), "-ljansson", "-ldl"])
     src11 = os.path.join(SOURCE, "tests", "sdk", "plugin11.c")
     p11 = build_fixture(src11, os.path.join(TMP, "p11", "plugin11.so"), include=inc11)
     p11low = build_fixture(src11, os.path.join(TMP, "p11low", "plugin11.so"),

@@ -1,12 +1,12 @@
-/* Unit tests of host/config.c: a full valid configuration, defaults, every class of mistake with
- * its exact "file:line:column: message", ${VAR} expansion, plugin option validation, durations
+/* Unit tests of host/core/config.c: a full valid configuration, defaults, every class of mistake
+ * with its exact "file:line:column: message", ${VAR} expansion, plugin option validation, durations
  * and sizes, and secret handling. */
-#include "../../host/config.c"
+#include "../../host/core/config.c"
 
 #include <fcntl.h>
 #include <unistd.h>
 
-#include "../../host/loader.h"
+#include "../../host/runtime/loader.h"
 #include "test.h"
 
 static char errbuf[1024];

@@ -1,10 +1,10 @@
 /* Crash marker tests: the handler in a child process that dies (abort, SIGSEGV, nested frames,
  * no frame), parsing of marker lines, and start-up recovery charging a spool. */
 #define _XOPEN_SOURCE 700
-#include "../../host/crash.c"
-#include "../../host/spool.c"
-#include "../../host/state.c"
-#include "../../host/store_sqlite.c"
+#include "../../host/store/crash.c"
+#include "../../host/store/spool.c"
+#include "../../host/store/state.c"
+#include "../../host/store/store_sqlite.c"
 
 #include <ftw.h>
 #include <pthread.h>

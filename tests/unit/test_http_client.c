@@ -1,7 +1,7 @@
-/* Tests of host/http_client.c against peers on 127.0.0.1: a small HTTP/1.1 keep-alive server
+/* Tests of host/http/http_client.c against peers on 127.0.0.1: a small HTTP/1.1 keep-alive server
  * written here on the same uv loop (it counts TCP connections), and tests/peers/sigv4_peer.py,
  * which recomputes AWS Signature V4 signatures. */
-#include "../../host/http_client.c"
+#include "../../host/http/http_client.c"
 
 #include <signal.h>
 

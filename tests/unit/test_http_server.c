@@ -1,7 +1,7 @@
 /* HTTP server tests: the server runs on a uv loop in a background thread, listening on loopback
  * port 0; the test acts as the client with plain blocking sockets from the main thread. Work on
  * the loop (route changes, counters) goes through a uv_async_t and waits on a semaphore. */
-#include "../../host/http_server.c"
+#include "../../host/http/http_server.c"
 
 #include <netinet/in.h>
 #include <poll.h>

@@ -1,7 +1,7 @@
 /* JSON validator tests: the fixtures and the bench payload take the fast path (PX_JSON_OK), every
  * rule rejects what jansson rejects, tricky valid texts pass, and a differential run over
  * mutated and random inputs checks that PX_JSON_OK always means json_loadb accepts. */
-#include "../../host/json_check.c"
+#include "../../host/core/json_check.c"
 
 #include <dirent.h>
 #include <stdint.h>

@@ -1,6 +1,6 @@
 /* Loader: every ABI refusal gives one line naming the file and both versions; a good plugin
  * loads; PX_HAS reads only what a struct's size covers. */
-#include "../../host/loader.c"
+#include "../../host/runtime/loader.c"
 
 #include <fcntl.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 /* Log tests: text the host prints besides the log (dead-letter reasons, status) is cleaned like
  * log lines: registered secrets masked, bytes that are not valid UTF-8 replaced; a plugin's last
  * error line is captured while the host waits for its init. */
-#include "../../host/log.c"
+#include "../../host/base/log.c"
 
 #include <unistd.h>
 

@@ -1,7 +1,7 @@
-/* Unit tests of the mapping language (host/mapping.c): whole-value and text references of every
- * JSON type, nesting, escapes, RFC 6901 corner cases, optional references, /$event/ fields, and
+/* Unit tests of the mapping language (host/core/mapping.c): whole-value and text references of
+ * every JSON type, nesting, escapes, RFC 6901 corner cases, optional references, /$event/ fields, and
  * the exact text of compile and missing-pointer errors. */
-#include "../../host/mapping.c"
+#include "../../host/core/mapping.c"
 
 #include "test.h"
 

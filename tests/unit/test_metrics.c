@@ -1,6 +1,6 @@
 /* Unit tests of the metrics registry: rendering, escaping, histograms, validation, plugin
  * metrics. */
-#include "../../host/metrics.c"
+#include "../../host/core/metrics.c"
 
 #include <stdlib.h>
 

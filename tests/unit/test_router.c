@@ -1,8 +1,8 @@
-/* Unit tests of the router (host/router.c): type globs, conditions, `from`, fan-out order, per
+/* Unit tests of the router (host/core/router.c): type globs, conditions, `from`, fan-out order, per
  * target mapping errors, and that a router outlives the config it was built from. Configs are
  * built by hand here, independent of the YAML loader. */
-#include "../../host/mapping.c"
-#include "../../host/router.c"
+#include "../../host/core/mapping.c"
+#include "../../host/core/router.c"
 
 #include "test.h"
 

@@ -2,7 +2,7 @@
  * group commit, back-pressure on a full database, paging. Each case runs its own uv loop in a
  * fresh temporary directory and checks that every handle was closed. */
 #define _XOPEN_SOURCE 700
-#include "../../host/spool.c"
+#include "../../host/store/spool.c"
 
 #include <ftw.h>
 #include <sys/wait.h>

@@ -1,8 +1,8 @@
 /* State store tests: set/get/overwrite/delete, persistence across reopen, isolation between
  * instances, and sharing the database file with the spool in either opening order. */
 #define _XOPEN_SOURCE 700
-#include "../../host/spool.c"
-#include "../../host/state.c"
+#include "../../host/store/spool.c"
+#include "../../host/store/state.c"
 
 #include <ftw.h>
 #include <unistd.h>

@@ -3,10 +3,10 @@
  * dead letters listed, shown, replayed and purged with ids never given twice, dedupe, per-instance
  * state, counts; and, for the backends that keep data, persistence across a reopen. */
 #define _XOPEN_SOURCE 700
-#include "../../host/spool.c"
-#include "../../host/state.c"
-#include "../../host/store_memory.c"
-#include "../../host/store_sqlite.c"
+#include "../../host/store/spool.c"
+#include "../../host/store/state.c"
+#include "../../host/store/store_memory.c"
+#include "../../host/store/store_sqlite.c"
 
 #include <ftw.h>
 #include <unistd.h>
