@@ -10,23 +10,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    ez_envelope e;
+    ezzing_envelope e;
     char why[256];
     memset(&e, 0, sizeof(e));
-    if (ez_envelope_parse((const char *)data, size, &e, why, sizeof(why)) == EZ_OK) {
-        (void)ez_envelope_validate(&e, why, sizeof(why));
+    if (ezzing_envelope_parse((const char *)data, size, &e, why, sizeof(why)) == EZZING_OK) {
+        (void)ezzing_envelope_validate(&e, why, sizeof(why));
         if (json_is_object(e.data)) {
             const char *k;
             json_t *v;
             json_object_foreach(e.data, k, v) {
                 if (json_is_string(v)) {
-                    (void)ez_is_timestamp(json_string_value(v));
+                    (void)ezzing_is_timestamp(json_string_value(v));
                 }
             }
         }
-        ez_envelope_deinit(&e);
+        ezzing_envelope_deinit(&e);
     }
     const char *const *names = NULL;
-    (void)ez_known_topics(&names);
+    (void)ezzing_known_topics(&names);
     return 0;
 }

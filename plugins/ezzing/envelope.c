@@ -81,7 +81,7 @@ static int64_t loose_int(json_t *v)
     return -1;
 }
 
-static void parse_backoff(ez_envelope *e, json_t *v)
+static void parse_backoff(ezzing_envelope *e, json_t *v)
 {
     e->nbackoff = 0;
     if (json_is_number(v)) {
@@ -94,14 +94,14 @@ static void parse_backoff(ez_envelope *e, json_t *v)
         json_t *x;
         json_array_foreach(v, i, x) {
             int64_t s = loose_int(x);
-            if (s < 0 || e->nbackoff == EZ_MAX_BACKOFF) {
+            if (s < 0 || e->nbackoff == EZZING_MAX_BACKOFF) {
                 break;
             }
             e->backoff_s[e->nbackoff++] = (uint32_t)(s > UINT32_MAX ? UINT32_MAX : s);
         }
     } else if (json_is_string(v)) {
         const char *p = json_string_value(v);
-        while (*p && e->nbackoff < EZ_MAX_BACKOFF) {
+        while (*p && e->nbackoff < EZZING_MAX_BACKOFF) {
             while (*p == ' ' || *p == ',') {
                 p++;
             }
@@ -121,7 +121,8 @@ static void parse_backoff(ez_envelope *e, json_t *v)
     }
 }
 
-int ez_envelope_parse(const char *body, size_t len, ez_envelope *e, char *why, size_t why_len)
+int ezzing_envelope_parse(const char *body, size_t len, ezzing_envelope *e, char *why,
+                          size_t why_len)
 {
     memset(e, 0, sizeof(*e));
     json_error_t jerr;
@@ -131,18 +132,18 @@ int ez_envelope_parse(const char *body, size_t len, ez_envelope *e, char *why, s
             snprintf(why, why_len, "not JSON: %s at line %d column %d", jerr.text, jerr.line,
                      jerr.column);
         }
-        return EZ_ENOTJSON;
+        return EZZING_ENOTJSON;
     }
     if (!json_is_object(root)) {
         say(why, why_len, "not a JSON object%s%s", "", "");
         json_decref(root);
-        return EZ_ENOTJSON;
+        return EZZING_ENOTJSON;
     }
     const char *job = json_string_value(json_object_get(root, "job"));
     if (!job || !*job) {
         say(why, why_len, "no job%s%s", "", "");
         json_decref(root);
-        return EZ_ENOJOB;
+        return EZZING_ENOJOB;
     }
     e->root = root;
     e->job = job;
@@ -162,7 +163,7 @@ int ez_envelope_parse(const char *body, size_t len, ez_envelope *e, char *why, s
         say(why, why_len, "job \"%.80s\" names no topic%s", job, "");
         memset(e, 0, sizeof(*e));
         json_decref(root);
-        return EZ_EBADJOB;
+        return EZZING_EBADJOB;
     }
 
     e->max_tries = loose_int(json_object_get(root, "maxTries"));
@@ -172,10 +173,10 @@ int ez_envelope_parse(const char *body, size_t len, ez_envelope *e, char *why, s
     json_t *fot = json_object_get(root, "failOnTimeout");
     e->fail_on_timeout = json_is_true(fot) || (json_is_integer(fot) && json_integer_value(fot));
     parse_backoff(e, json_object_get(root, "backoff"));
-    return EZ_OK;
+    return EZZING_OK;
 }
 
-void ez_envelope_deinit(ez_envelope *e)
+void ezzing_envelope_deinit(ezzing_envelope *e)
 {
     if (e) {
         json_decref(e->root);
@@ -205,7 +206,7 @@ static int digits(const char *s, size_t n)
     return 1;
 }
 
-int ez_is_timestamp(const char *s)
+int ezzing_is_timestamp(const char *s)
 {
     /* YYYY-MM-DD?HH:MM:SS with ? = ' ' or 'T' */
     if (!s || strlen(s) < 19 || !digits(s, 4) || s[4] != '-' || !digits(s + 5, 2) ||
@@ -287,7 +288,7 @@ static int type_ok(json_t *v, enum vtype t)
     switch (t) {
     case V_ID: return is_id(v);
     case V_STR: return json_is_string(v);
-    case V_TS: return ez_is_timestamp(json_string_value(v));
+    case V_TS: return ezzing_is_timestamp(json_string_value(v));
     case V_COORD: return is_coord(v);
     case V_OBJ: return json_is_object(v);
     case V_ARR: return json_is_array(v);
@@ -446,7 +447,7 @@ static const struct topic {
 
 #define NTOPICS (sizeof(topics) / sizeof(topics[0]))
 
-size_t ez_known_topics(const char *const **names)
+size_t ezzing_known_topics(const char *const **names)
 {
     static const char *list[NTOPICS + 1];
     if (!list[0]) {
@@ -458,7 +459,7 @@ size_t ez_known_topics(const char *const **names)
     return NTOPICS;
 }
 
-int ez_envelope_validate(const ez_envelope *e, char *why, size_t why_len)
+int ezzing_envelope_validate(const ezzing_envelope *e, char *why, size_t why_len)
 {
     const struct topic *t = NULL;
     for (size_t i = 0; i < NTOPICS; i++) {
@@ -468,17 +469,17 @@ int ez_envelope_validate(const ez_envelope *e, char *why, size_t why_len)
         }
     }
     if (!t) {
-        return EZ_UNKNOWN;
+        return EZZING_UNKNOWN;
     }
     if (!json_is_object(e->data)) {
         say(why, why_len, "data: must be %s%s", "an object", "");
-        return EZ_INVALID;
+        return EZZING_INVALID;
     }
     const rule *rules = e->class_based ? class_job : t->rules;
     for (const rule *r = rules; r->path; r++) {
         if (check_path(e->data, r->path, r, "data", why, why_len) < 0) {
-            return EZ_INVALID;
+            return EZZING_INVALID;
         }
     }
-    return EZ_VALID;
+    return EZZING_VALID;
 }

@@ -23,33 +23,33 @@ static const px_host_api *host;
 enum health { H_OK, H_DOWN, H_THROTTLED, H_SERVER, H_REFUSED };
 
 typedef struct ezz ezz;
-typedef struct ez_batch ez_batch;
+typedef struct ezzing_batch ezzing_batch;
 
-typedef struct ez_msg {
-    ez_batch *b;
+typedef struct ezzing_msg {
+    ezzing_batch *b;
     char *handle;     /* receipt handle, owned */
     int ok;           /* persisted (or dead-lettered): delete it */
-} ez_msg;
+} ezzing_msg;
 
-struct ez_batch {
+struct ezzing_batch {
     ezz *z;
     size_t n;
     size_t waiting; /* outcomes still to come */
     int busy;       /* the host refused something: slow down */
-    ez_msg *m;      /* n entries */
-    ez_batch *prev, *next;
+    ezzing_msg *m;  /* n entries */
+    ezzing_batch *prev, *next;
 };
 
-typedef struct ez_poller {
+typedef struct ezzing_poller {
     ezz *z;
     px_sqs_call *call;  /* ReceiveMessage in flight */
     px_timer *timer;    /* waiting before the next poll */
     uint32_t failures;  /* consecutive failed receives */
     uint64_t not_before;
     int blocked;        /* waiting for a batch to finish */
-} ez_poller;
+} ezzing_poller;
 
-typedef struct ez_delete {
+typedef struct ezzing_delete {
     ezz *z;
     char *handles[PX_SQS_MAX_BATCH];
     size_t n;
@@ -57,8 +57,8 @@ typedef struct ez_delete {
     uint64_t first_ms;
     px_sqs_call *call;
     px_timer *timer;
-    struct ez_delete *prev, *next;
-} ez_delete;
+    struct ezzing_delete *prev, *next;
+} ezzing_delete;
 
 struct ezz {
     px_plugin_ctx *ctx;
@@ -66,10 +66,10 @@ struct ezz {
     char *queue_url;
     int64_t npollers, wait_s, max_messages, visibility_s, backoff_ms, max_backoff_ms, max_size;
     int hints, emit_invalid;
-    ez_poller *pollers;
-    ez_batch *batches;
+    ezzing_poller *pollers;
+    ezzing_batch *batches;
     size_t open_batches;
-    ez_delete *deletes;
+    ezzing_delete *deletes;
     int stopped, draining, drained_sent;
     uint64_t pause_until; /* back-pressure from the host */
     uint32_t busy_failures;
@@ -77,7 +77,7 @@ struct ezz {
     char health_code[96];
     uint64_t down_since, failed_requests;
     uint32_t rnd;
-    char unknown[MAX_UNKNOWN_LOGGED][EZ_TOPIC_MAX];
+    char unknown[MAX_UNKNOWN_LOGGED][EZZING_TOPIC_MAX];
     size_t nunknown;
     int old_host_warned; /* a hint this host refused was logged */
 };
@@ -200,9 +200,9 @@ static void check_drained(ezz *z)
 
 /* --- Deletes ------------------------------------------------------------------------------- */
 
-static void delete_send(ez_delete *d);
+static void delete_send(ezzing_delete *d);
 
-static void delete_free(ez_delete *d)
+static void delete_free(ezzing_delete *d)
 {
     ezz *z = d->z;
     if (d->prev) {
@@ -224,7 +224,7 @@ static void delete_free(ez_delete *d)
 
 static void on_delete_timer(void *arg)
 {
-    ez_delete *d = arg;
+    ezzing_delete *d = arg;
     host->timer_stop(d->timer);
     d->timer = NULL;
     delete_send(d);
@@ -232,7 +232,7 @@ static void on_delete_timer(void *arg)
 
 /* Tries again later, unless it is no longer worth it: once the visibility timeout has passed
  * the message is back in the queue anyway, and its next copy is dropped by the dedupe key. */
-static void delete_retry(ez_delete *d, const char *why)
+static void delete_retry(ezzing_delete *d, const char *why)
 {
     ezz *z = d->z;
     uint64_t limit = z->visibility_s > 0 ? (uint64_t)z->visibility_s * 1000u : 30000u;
@@ -256,7 +256,7 @@ static void delete_retry(ez_delete *d, const char *why)
 static void on_deleted(const px_sqs_error *err, const px_sqs_batch_failure *failed,
                        size_t nfailed, void *arg)
 {
-    ez_delete *d = arg;
+    ezzing_delete *d = arg;
     ezz *z = d->z;
     d->call = NULL;
     if (err->kind == PX_SQS_ECANCELLED) {
@@ -311,7 +311,7 @@ static void on_deleted(const px_sqs_error *err, const px_sqs_batch_failure *fail
     delete_retry(d, code);
 }
 
-static void delete_send(ez_delete *d)
+static void delete_send(ezzing_delete *d)
 {
     ezz *z = d->z;
     int rc = px_sqs_delete_batch(z->sqs, z->queue_url, (const char *const *)d->handles, d->n,
@@ -326,7 +326,7 @@ static void delete_send(ez_delete *d)
 /* Takes the handles (owned) of a finished batch. */
 static void delete_start(ezz *z, char **handles, size_t n)
 {
-    ez_delete *d = calloc(1, sizeof(*d));
+    ezzing_delete *d = calloc(1, sizeof(*d));
     if (!d) {
         abort();
     }
@@ -344,11 +344,11 @@ static void delete_start(ezz *z, char **handles, size_t n)
 
 /* --- Polling ------------------------------------------------------------------------------- */
 
-static void poll_next(ez_poller *p);
+static void poll_next(ezzing_poller *p);
 
 static void on_poll_timer(void *arg)
 {
-    ez_poller *p = arg;
+    ezzing_poller *p = arg;
     host->timer_stop(p->timer);
     p->timer = NULL;
     /* The wait is over: host timers never fire early, so no need to look at the clock. */
@@ -369,7 +369,7 @@ static void wake_pollers(ezz *z)
     }
 }
 
-static void batch_finish(ez_batch *b)
+static void batch_finish(ezzing_batch *b)
 {
     ezz *z = b->z;
     char *handles[PX_SQS_MAX_BATCH];
@@ -411,9 +411,9 @@ static void batch_finish(ez_batch *b)
     check_drained(z);
 }
 
-static void outcome(ez_msg *m, int ok, int busy)
+static void outcome(ezzing_msg *m, int ok, int busy)
 {
-    ez_batch *b = m->b;
+    ezzing_batch *b = m->b;
     m->ok = ok;
     if (busy) {
         b->busy = 1;
@@ -465,7 +465,7 @@ static json_t *message_meta(const px_sqs_message *m)
     return meta;
 }
 
-static void poison(ezz *z, ez_msg *em, const px_sqs_message *m, const json_t *meta,
+static void poison(ezz *z, ezzing_msg *em, const px_sqs_message *m, const json_t *meta,
                    const char *reason)
 {
     host->counter_add(z->ctx, "dead_lettered", NULL, 1);
@@ -477,7 +477,7 @@ static void poison(ezz *z, ez_msg *em, const px_sqs_message *m, const json_t *me
 
 static void note_unknown(ezz *z, const char *topic)
 {
-    char labels[EZ_TOPIC_MAX + 16];
+    char labels[EZZING_TOPIC_MAX + 16];
     snprintf(labels, sizeof(labels), "job=\"%s\"", topic);
     host->counter_add(z->ctx, "unknown_jobs", labels, 1);
     for (size_t i = 0; i < z->nunknown; i++) {
@@ -486,7 +486,7 @@ static void note_unknown(ezz *z, const char *topic)
         }
     }
     if (z->nunknown < MAX_UNKNOWN_LOGGED) {
-        snprintf(z->unknown[z->nunknown++], EZ_TOPIC_MAX, "%s", topic);
+        snprintf(z->unknown[z->nunknown++], EZZING_TOPIC_MAX, "%s", topic);
         host->log(z->ctx, PX_LOG_INFO, "unknown job emitted as is job=%s", topic);
     }
 }
@@ -494,7 +494,7 @@ static void note_unknown(ezz *z, const char *topic)
 /* Laravel's attempt rules (Worker.php) as delivery hints. Every failed attempt here is a thrown
  * exception in Laravel's terms (a sink's retry or a timeout; nothing is released without one),
  * so maxExceptions caps the attempts too, and unlike maxTries it still does with retryUntil. */
-static void set_hints(ezz *z, px_event *ev, const ez_envelope *env)
+static void set_hints(ezz *z, px_event *ev, const ezzing_envelope *env)
 {
     if (!z->hints) {
         return;
@@ -528,7 +528,7 @@ static void set_hints(ezz *z, px_event *ev, const ez_envelope *env)
     }
 }
 
-static void handle_message(ezz *z, ez_msg *em, const px_sqs_message *m)
+static void handle_message(ezz *z, ezzing_msg *em, const px_sqs_message *m)
 {
     char why[256];
     json_t *meta = message_meta(m);
@@ -539,33 +539,33 @@ static void handle_message(ezz *z, ez_msg *em, const px_sqs_message *m)
         json_decref(meta);
         return;
     }
-    ez_envelope env;
-    if (ez_envelope_parse(m->body, m->body_len, &env, why, sizeof(why)) < 0) {
+    ezzing_envelope env;
+    if (ezzing_envelope_parse(m->body, m->body_len, &env, why, sizeof(why)) < 0) {
         poison(z, em, m, meta, why);
         json_decref(meta);
         return;
     }
     char vwhy[200];
-    int v = ez_envelope_validate(&env, vwhy, sizeof(vwhy));
-    if (v == EZ_UNKNOWN) {
+    int v = ezzing_envelope_validate(&env, vwhy, sizeof(vwhy));
+    if (v == EZZING_UNKNOWN) {
         note_unknown(z, env.topic);
-    } else if (v == EZ_INVALID) {
+    } else if (v == EZZING_INVALID) {
         host->counter_add(z->ctx, "invalid", NULL, 1);
         snprintf(why, sizeof(why), "invalid %s: %s", env.topic, vwhy);
         if (!z->emit_invalid) {
             poison(z, em, m, meta, why);
-            ez_envelope_deinit(&env);
+            ezzing_envelope_deinit(&env);
             json_decref(meta);
             return;
         }
         host->log(z->ctx, PX_LOG_WARN, "emitting an invalid message message_id=%s %s",
                   m->message_id, why);
     }
-    char type[EZ_TOPIC_MAX + 8];
+    char type[EZZING_TOPIC_MAX + 8];
     snprintf(type, sizeof(type), "ezzing.%s", env.topic);
     px_event *ev = host->event_create(z->ctx, type, json_incref(env.root));
     if (!ev) {
-        ez_envelope_deinit(&env);
+        ezzing_envelope_deinit(&env);
         json_decref(meta);
         outcome(em, 0, 0);
         return;
@@ -587,7 +587,7 @@ static void handle_message(ezz *z, ez_msg *em, const px_sqs_message *m)
     json_object_foreach(meta, k, x) {
         host->event_set_meta(ev, k, json_string_value(x));
     }
-    ez_envelope_deinit(&env);
+    ezzing_envelope_deinit(&env);
     json_decref(meta);
     /* The payload is the message body as received: the host stores that text as it is. */
     if (PX_HAS(px_host_api, host, event_set_raw)) {
@@ -601,7 +601,7 @@ static void handle_message(ezz *z, ez_msg *em, const px_sqs_message *m)
 
 static void on_received(const px_sqs_error *err, const px_sqs_message *msgs, size_t n, void *arg)
 {
-    ez_poller *p = arg;
+    ezzing_poller *p = arg;
     ezz *z = p->z;
     p->call = NULL;
     note_result(z, err);
@@ -620,8 +620,8 @@ static void on_received(const px_sqs_error *err, const px_sqs_message *msgs, siz
     p->not_before = (n == 0 && z->wait_s == 0) ? now_ms() + EMPTY_POLL_PAUSE_MS : 0;
     if (n > 0) {
         host->counter_add(z->ctx, "received", NULL, (double)n);
-        ez_batch *b = calloc(1, sizeof(*b));
-        ez_msg *m = calloc(n, sizeof(*m));
+        ezzing_batch *b = calloc(1, sizeof(*b));
+        ezzing_msg *m = calloc(n, sizeof(*m));
         if (!b || !m) {
             abort();
         }
@@ -650,7 +650,7 @@ static void on_received(const px_sqs_error *err, const px_sqs_message *msgs, siz
 
 /* Starts the poller's next receive, now or when it may: after its error backoff, after the
  * host's back-pressure pause, and only while fewer than 2 x pollers batches await the host. */
-static void poll_next(ez_poller *p)
+static void poll_next(ezzing_poller *p)
 {
     ezz *z = p->z;
     if (z->stopped || p->call || p->timer) {
@@ -699,9 +699,9 @@ static int64_t int_opt(const json_t *cfg, const char *key)
     return (int64_t)json_integer_value(json_object_get(cfg, key));
 }
 
-static void ez_destroy(void *state);
+static void ezzing_destroy(void *state);
 
-static int ez_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
+static int ezzing_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
 {
     ezz *z = calloc(1, sizeof(*z));
     if (!z) {
@@ -774,11 +774,11 @@ static int ez_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
     return 0;
 
 fail:
-    ez_destroy(z);
+    ezzing_destroy(z);
     return PX_EINVAL;
 }
 
-static int ez_start(void *state)
+static int ezzing_start(void *state)
 {
     ezz *z = state;
     host->log(z->ctx, PX_LOG_INFO, "polling queue=%s endpoint=%s pollers=%lld", z->queue_url,
@@ -789,7 +789,7 @@ static int ez_start(void *state)
     return 0;
 }
 
-static void ez_stop(void *state)
+static void ezzing_stop(void *state)
 {
     ezz *z = state;
     if (z->stopped) {
@@ -797,7 +797,7 @@ static void ez_stop(void *state)
     }
     z->stopped = 1;
     for (int64_t i = 0; i < z->npollers; i++) {
-        ez_poller *p = &z->pollers[i];
+        ezzing_poller *p = &z->pollers[i];
         if (p->timer) {
             host->timer_stop(p->timer);
             p->timer = NULL;
@@ -808,7 +808,7 @@ static void ez_stop(void *state)
         p->blocked = 0;
     }
     /* Deletes waiting to retry get one last try now. */
-    for (ez_delete *d = z->deletes, *next; d; d = next) {
+    for (ezzing_delete *d = z->deletes, *next; d; d = next) {
         next = d->next;
         if (d->timer) {
             host->timer_stop(d->timer);
@@ -818,29 +818,29 @@ static void ez_stop(void *state)
     }
 }
 
-static void ez_drain(void *state)
+static void ezzing_drain(void *state)
 {
     ezz *z = state;
-    ez_stop(z);
+    ezzing_stop(z);
     z->draining = 1;
     check_drained(z);
 }
 
-static void ez_destroy(void *state)
+static void ezzing_destroy(void *state)
 {
     ezz *z = state;
     if (!z) {
         return;
     }
     if (z->pollers) {
-        ez_stop(z);
+        ezzing_stop(z);
     }
     px_sqs_destroy(z->sqs); /* calls in flight are dropped without callbacks */
     while (z->deletes) {
         delete_free(z->deletes);
     }
     while (z->batches) {
-        ez_batch *b = z->batches;
+        ezzing_batch *b = z->batches;
         z->batches = b->next;
         for (size_t i = 0; i < b->n; i++) {
             free(b->m[i].handle);
@@ -860,11 +860,11 @@ static const px_plugin_desc desc = {
     .version = "1.0.0",
     .description = "Ezzing events (Laravel jobs) from an AWS SQS queue",
     .options = options,
-    .init = ez_init,
-    .start = ez_start,
-    .stop = ez_stop,
-    .drain = ez_drain,
-    .destroy = ez_destroy,
+    .init = ezzing_init,
+    .start = ezzing_start,
+    .stop = ezzing_stop,
+    .drain = ezzing_drain,
+    .destroy = ezzing_destroy,
 };
 
 PX_SDK_EXPORT const px_plugin_desc *PX_PLUGIN_ENTRY(const px_host_api *h)

@@ -36,9 +36,9 @@ static char *fixture(const char *topic, size_t *len)
     return slurp(path, len);
 }
 
-static int parse_str(const char *s, ez_envelope *e, char *why, size_t n)
+static int parse_str(const char *s, ezzing_envelope *e, char *why, size_t n)
 {
-    return ez_envelope_parse(s, strlen(s), e, why, n);
+    return ezzing_envelope_parse(s, strlen(s), e, why, n);
 }
 
 /* --- Envelope ------------------------------------------------------------------------------ */
@@ -46,20 +46,20 @@ static int parse_str(const char *s, ez_envelope *e, char *why, size_t n)
 static void test_every_seed_example_parses_and_validates(void)
 {
     const char *const *names;
-    size_t n = ez_known_topics(&names);
+    size_t n = ezzing_known_topics(&names);
     PX_ASSERT_INT_EQ(n, 16);
     for (size_t i = 0; i < n; i++) {
         size_t len;
         char *body = fixture(names[i], &len);
         PX_ASSERT(body != NULL);
-        ez_envelope e;
+        ezzing_envelope e;
         char why[256] = "";
-        int rc = ez_envelope_parse(body, len, &e, why, sizeof(why));
+        int rc = ezzing_envelope_parse(body, len, &e, why, sizeof(why));
         free(body);
-        if (rc != EZ_OK) {
+        if (rc != EZZING_OK) {
             fprintf(stderr, "%s: %s\n", names[i], why);
         }
-        PX_ASSERT_INT_EQ(rc, EZ_OK);
+        PX_ASSERT_INT_EQ(rc, EZZING_OK);
         PX_ASSERT_STR_EQ(e.topic, names[i]);
         PX_ASSERT(e.uuid && strlen(e.uuid) == 36);
         PX_ASSERT_INT_EQ(e.max_tries, 5);
@@ -69,12 +69,12 @@ static void test_every_seed_example_parses_and_validates(void)
         PX_ASSERT_INT_EQ(e.retry_until, -1);
         PX_ASSERT_INT_EQ(e.fail_on_timeout, strncmp(names[i], "user_", 5) != 0);
         PX_ASSERT(json_is_object(e.data));
-        rc = ez_envelope_validate(&e, why, sizeof(why));
-        if (rc != EZ_VALID) {
+        rc = ezzing_envelope_validate(&e, why, sizeof(why));
+        if (rc != EZZING_VALID) {
             fprintf(stderr, "%s: %s\n", names[i], why);
         }
-        ez_envelope_deinit(&e);
-        PX_ASSERT_INT_EQ(rc, EZ_VALID);
+        ezzing_envelope_deinit(&e);
+        PX_ASSERT_INT_EQ(rc, EZZING_VALID);
     }
 }
 
@@ -94,14 +94,14 @@ static int validate_with(const char *topic, const char *key, const char *value, 
     }
     char *text = json_dumps(root, 0);
     json_decref(root);
-    ez_envelope e;
+    ezzing_envelope e;
     int rc = parse_str(text, &e, why, n);
     free(text);
-    if (rc != EZ_OK) {
+    if (rc != EZZING_OK) {
         return 100 + rc;
     }
-    rc = ez_envelope_validate(&e, why, n);
-    ez_envelope_deinit(&e);
+    rc = ezzing_envelope_validate(&e, why, n);
+    ezzing_envelope_deinit(&e);
     return rc;
 }
 
@@ -109,97 +109,98 @@ static void test_quirks_are_accepted(void)
 {
     char why[256];
     /* ids: numbers or digit strings */
-    PX_ASSERT_INT_EQ(validate_with("offer_created", "opportunity_id", "19", why, 256), EZ_VALID);
+    PX_ASSERT_INT_EQ(validate_with("offer_created", "opportunity_id", "19", why, 256),
+                     EZZING_VALID);
     PX_ASSERT_INT_EQ(validate_with("offer_created", "opportunity_id", "\"19\"", why, 256),
-                     EZ_VALID);
+                     EZZING_VALID);
     /* coordinates: numbers or numeric strings, or null */
     PX_ASSERT_INT_EQ(validate_with("opportunity_created", "latitude", "\"55.86222400\"", why,
-                                   256), EZ_VALID);
+                                   256), EZZING_VALID);
     PX_ASSERT_INT_EQ(validate_with("opportunity_status_opened", "latitude", "0.82", why, 256),
-                     EZ_VALID);
+                     EZZING_VALID);
     PX_ASSERT_INT_EQ(validate_with("lead_has_been_registered", "longitude", "null", why, 256),
-                     EZ_VALID);
+                     EZZING_VALID);
     /* both timestamp formats */
     PX_ASSERT_INT_EQ(validate_with("incidence_created", "created_at", "\"2022-11-12 12:54:51\"",
-                                   why, 256), EZ_VALID);
+                                   why, 256), EZZING_VALID);
     PX_ASSERT_INT_EQ(validate_with("offer_created", "created_at",
-                                   "\"2021-03-24T15:44:38.000000Z\"", why, 256), EZ_VALID);
-    PX_ASSERT(ez_is_timestamp("2021-03-24 15:44:38"));
-    PX_ASSERT(ez_is_timestamp("2022-11-15T12:54:51.000000Z"));
-    PX_ASSERT(ez_is_timestamp("2022-11-15T12:54:51+02:00"));
-    PX_ASSERT(!ez_is_timestamp("2022-11-15"));
-    PX_ASSERT(!ez_is_timestamp("2022-13-15 12:54:51"));
-    PX_ASSERT(!ez_is_timestamp("2022-11-15 12:54:51Z"));
-    PX_ASSERT(!ez_is_timestamp("yesterday at noon!!"));
+                                   "\"2021-03-24T15:44:38.000000Z\"", why, 256), EZZING_VALID);
+    PX_ASSERT(ezzing_is_timestamp("2021-03-24 15:44:38"));
+    PX_ASSERT(ezzing_is_timestamp("2022-11-15T12:54:51.000000Z"));
+    PX_ASSERT(ezzing_is_timestamp("2022-11-15T12:54:51+02:00"));
+    PX_ASSERT(!ezzing_is_timestamp("2022-11-15"));
+    PX_ASSERT(!ezzing_is_timestamp("2022-13-15 12:54:51"));
+    PX_ASSERT(!ezzing_is_timestamp("2022-11-15 12:54:51Z"));
+    PX_ASSERT(!ezzing_is_timestamp("yesterday at noon!!"));
 }
 
 static void test_missing_or_wrong_fields_are_invalid(void)
 {
     char why[256];
-    PX_ASSERT_INT_EQ(validate_with("offer_created", "id", NULL, why, 256), EZ_INVALID);
+    PX_ASSERT_INT_EQ(validate_with("offer_created", "id", NULL, why, 256), EZZING_INVALID);
     PX_ASSERT_STR_EQ(why, "data.id: missing");
-    PX_ASSERT_INT_EQ(validate_with("offer_created", "id", "\"14a\"", why, 256), EZ_INVALID);
+    PX_ASSERT_INT_EQ(validate_with("offer_created", "id", "\"14a\"", why, 256), EZZING_INVALID);
     PX_ASSERT_STR_HAS(why, "data.id: must be an id");
     PX_ASSERT_INT_EQ(validate_with("opportunity_updated", "longitude", "\"east\"", why, 256),
-                     EZ_INVALID);
+                     EZZING_INVALID);
     PX_ASSERT_INT_EQ(validate_with("incidence_updated", "updated_at", "\"12/11/2022\"", why, 256),
-                     EZ_INVALID);
+                     EZZING_INVALID);
     PX_ASSERT_STR_HAS(why, "data.updated_at: must be a timestamp");
-    PX_ASSERT_INT_EQ(validate_with("user_created", "email", "42", why, 256), EZ_INVALID);
+    PX_ASSERT_INT_EQ(validate_with("user_created", "email", "42", why, 256), EZZING_INVALID);
     PX_ASSERT_INT_EQ(validate_with("opportunity_status_closed", "closed_status", NULL, why, 256),
-                     EZ_INVALID);
+                     EZZING_INVALID);
     PX_ASSERT_STR_EQ(why, "data.closed_status: missing");
     PX_ASSERT_INT_EQ(validate_with("generated_reports", "files",
                                    "[{\"file_id\": 1, \"file_name\": \"a.pdf\"}, {\"file_id\": "
-                                   "\"x\", \"file_name\": \"b.pdf\"}]", why, 256), EZ_INVALID);
+                                   "\"x\", \"file_name\": \"b.pdf\"}]", why, 256), EZZING_INVALID);
     PX_ASSERT_STR_EQ(why, "data.files[1].file_id: must be an id (number or digit string)");
     PX_ASSERT_INT_EQ(validate_with("incidence_status_opened", "opened_status",
                                    "{\"slug\": \"open\", \"action\": \"opened\"}", why, 256),
-                     EZ_INVALID);
+                     EZZING_INVALID);
     PX_ASSERT_STR_EQ(why, "data.opened_status.incidence_status_id: missing");
 }
 
 static void test_bad_bodies_and_job_names(void)
 {
-    ez_envelope e;
+    ezzing_envelope e;
     char why[256];
-    PX_ASSERT_INT_EQ(parse_str("hello, not json", &e, why, sizeof(why)), EZ_ENOTJSON);
+    PX_ASSERT_INT_EQ(parse_str("hello, not json", &e, why, sizeof(why)), EZZING_ENOTJSON);
     PX_ASSERT_STR_HAS(why, "not JSON");
-    PX_ASSERT_INT_EQ(parse_str("[1, 2]", &e, why, sizeof(why)), EZ_ENOTJSON);
-    PX_ASSERT_INT_EQ(parse_str("", &e, why, sizeof(why)), EZ_ENOTJSON);
+    PX_ASSERT_INT_EQ(parse_str("[1, 2]", &e, why, sizeof(why)), EZZING_ENOTJSON);
+    PX_ASSERT_INT_EQ(parse_str("", &e, why, sizeof(why)), EZZING_ENOTJSON);
     PX_ASSERT_INT_EQ(parse_str("{\"uuid\": \"x\", \"data\": {}}", &e, why, sizeof(why)),
-                     EZ_ENOJOB);
+                     EZZING_ENOJOB);
     PX_ASSERT_STR_EQ(why, "no job");
-    PX_ASSERT_INT_EQ(parse_str("{\"job\": \"\"}", &e, why, sizeof(why)), EZ_ENOJOB);
-    PX_ASSERT_INT_EQ(parse_str("{\"job\": 12}", &e, why, sizeof(why)), EZ_ENOJOB);
+    PX_ASSERT_INT_EQ(parse_str("{\"job\": \"\"}", &e, why, sizeof(why)), EZZING_ENOJOB);
+    PX_ASSERT_INT_EQ(parse_str("{\"job\": 12}", &e, why, sizeof(why)), EZZING_ENOJOB);
     /* Class-based Laravel jobs: the topic comes from displayName, else data.commandName. */
     PX_ASSERT_INT_EQ(parse_str("{\"job\": \"Illuminate\\\\Queue\\\\CallQueuedHandler@call\", "
                                "\"displayName\": \"App\\\\Jobs\\\\LeadHasBeenRegistered\"}",
-                               &e, why, sizeof(why)), EZ_OK);
+                               &e, why, sizeof(why)), EZZING_OK);
     PX_ASSERT_STR_EQ(e.topic, "lead_has_been_registered");
-    ez_envelope_deinit(&e);
+    ezzing_envelope_deinit(&e);
     PX_ASSERT_INT_EQ(parse_str("{\"job\": \"Illuminate\\\\Queue\\\\CallQueuedHandler@call\", "
                                "\"data\": {\"commandName\": \"App\\\\Jobs\\\\UserDeleted\"}}",
-                               &e, why, sizeof(why)), EZ_OK);
+                               &e, why, sizeof(why)), EZZING_OK);
     PX_ASSERT_STR_EQ(e.topic, "user_deleted");
-    ez_envelope_deinit(&e);
+    ezzing_envelope_deinit(&e);
     PX_ASSERT_INT_EQ(parse_str("{\"job\": \"a job with spaces\"}", &e, why, sizeof(why)),
-                     EZ_EBADJOB);
+                     EZZING_EBADJOB);
     PX_ASSERT_STR_HAS(why, "names no topic");
     /* An unknown plain job is fine for the parser and reported by the validator. */
     PX_ASSERT_INT_EQ(parse_str("{\"job\": \"invoice_paid\", \"uuid\": 7}", &e, why, sizeof(why)),
-                     EZ_OK);
+                     EZZING_OK);
     PX_ASSERT(e.uuid == NULL);
-    PX_ASSERT_INT_EQ(ez_envelope_validate(&e, why, sizeof(why)), EZ_UNKNOWN);
-    ez_envelope_deinit(&e);
+    PX_ASSERT_INT_EQ(ezzing_envelope_validate(&e, why, sizeof(why)), EZZING_UNKNOWN);
+    ezzing_envelope_deinit(&e);
 }
 
 static void test_retry_fields(void)
 {
-    ez_envelope e;
+    ezzing_envelope e;
     PX_ASSERT_INT_EQ(parse_str("{\"job\": \"x\", \"backoff\": \"1,5, 10\", \"maxTries\": \"3\", "
                                "\"maxExceptions\": 2, \"timeout\": 120.0, \"retryUntil\": "
-                               "1700000000, \"failOnTimeout\": true}", &e, NULL, 0), EZ_OK);
+                               "1700000000, \"failOnTimeout\": true}", &e, NULL, 0), EZZING_OK);
     PX_ASSERT_INT_EQ(e.nbackoff, 3);
     PX_ASSERT_INT_EQ(e.backoff_s[0], 1);
     PX_ASSERT_INT_EQ(e.backoff_s[1], 5);
@@ -209,23 +210,23 @@ static void test_retry_fields(void)
     PX_ASSERT_INT_EQ(e.timeout_s, 120);
     PX_ASSERT_INT_EQ(e.retry_until, 1700000000);
     PX_ASSERT_INT_EQ(e.fail_on_timeout, 1);
-    ez_envelope_deinit(&e);
-    PX_ASSERT_INT_EQ(parse_str("{\"job\": \"x\", \"backoff\": 30}", &e, NULL, 0), EZ_OK);
+    ezzing_envelope_deinit(&e);
+    PX_ASSERT_INT_EQ(parse_str("{\"job\": \"x\", \"backoff\": 30}", &e, NULL, 0), EZZING_OK);
     PX_ASSERT_INT_EQ(e.nbackoff, 1);
     PX_ASSERT_INT_EQ(e.backoff_s[0], 30);
     PX_ASSERT_INT_EQ(e.max_tries, -1);
     PX_ASSERT_INT_EQ(e.fail_on_timeout, 0);
-    ez_envelope_deinit(&e);
-    PX_ASSERT_INT_EQ(parse_str("{\"job\": \"x\", \"backoff\": [2, 4]}", &e, NULL, 0), EZ_OK);
+    ezzing_envelope_deinit(&e);
+    PX_ASSERT_INT_EQ(parse_str("{\"job\": \"x\", \"backoff\": [2, 4]}", &e, NULL, 0), EZZING_OK);
     PX_ASSERT_INT_EQ(e.nbackoff, 2);
     PX_ASSERT_INT_EQ(e.backoff_s[1], 4);
-    ez_envelope_deinit(&e);
-    PX_ASSERT_INT_EQ(parse_str("{\"job\": \"x\", \"backoff\": \"soon\"}", &e, NULL, 0), EZ_OK);
+    ezzing_envelope_deinit(&e);
+    PX_ASSERT_INT_EQ(parse_str("{\"job\": \"x\", \"backoff\": \"soon\"}", &e, NULL, 0), EZZING_OK);
     PX_ASSERT_INT_EQ(e.nbackoff, 0);
-    ez_envelope_deinit(&e);
-    PX_ASSERT_INT_EQ(parse_str("{\"job\": \"x\", \"backoff\": null}", &e, NULL, 0), EZ_OK);
+    ezzing_envelope_deinit(&e);
+    PX_ASSERT_INT_EQ(parse_str("{\"job\": \"x\", \"backoff\": null}", &e, NULL, 0), EZZING_OK);
     PX_ASSERT_INT_EQ(e.nbackoff, 0);
-    ez_envelope_deinit(&e);
+    ezzing_envelope_deinit(&e);
 }
 
 /* --- SQS helpers --------------------------------------------------------------------------- */
@@ -1032,7 +1033,7 @@ static void test_laravel_attempt_rules_become_hints(void)
 
 static void test_class_based_jobs_check_what_they_carry(void)
 {
-    ez_envelope e;
+    ezzing_envelope e;
     char why[256];
     /* Laravel's object payload: the business fields are inside the serialized command. */
     const char *object_job =
@@ -1040,27 +1041,27 @@ static void test_class_based_jobs_check_what_they_carry(void)
         "\"job\": \"Illuminate\\\\Queue\\\\CallQueuedHandler@call\", \"maxTries\": 5, "
         "\"data\": {\"commandName\": \"App\\\\Jobs\\\\UserCreated\", "
         "\"command\": \"O:20:\\\"App\\\\Jobs\\\\UserCreated\\\":1:{s:5:\\\"email\\\";}\"}}";
-    PX_ASSERT_INT_EQ(parse_str(object_job, &e, why, sizeof(why)), EZ_OK);
+    PX_ASSERT_INT_EQ(parse_str(object_job, &e, why, sizeof(why)), EZZING_OK);
     PX_ASSERT_STR_EQ(e.topic, "user_created");
     PX_ASSERT(e.class_based);
-    PX_ASSERT_INT_EQ(ez_envelope_validate(&e, why, sizeof(why)), EZ_VALID);
-    ez_envelope_deinit(&e);
+    PX_ASSERT_INT_EQ(ezzing_envelope_validate(&e, why, sizeof(why)), EZZING_VALID);
+    ezzing_envelope_deinit(&e);
     /* ... and one without its command is still refused, naming the field. */
     PX_ASSERT_INT_EQ(parse_str("{\"job\": \"Illuminate\\\\Queue\\\\CallQueuedHandler@call\", "
                                "\"data\": {\"commandName\": \"App\\\\Jobs\\\\UserDeleted\"}}",
-                               &e, why, sizeof(why)), EZ_OK);
-    PX_ASSERT_INT_EQ(ez_envelope_validate(&e, why, sizeof(why)), EZ_INVALID);
+                               &e, why, sizeof(why)), EZZING_OK);
+    PX_ASSERT_INT_EQ(ezzing_envelope_validate(&e, why, sizeof(why)), EZZING_INVALID);
     PX_ASSERT_STR_EQ(why, "data.command: missing");
-    ez_envelope_deinit(&e);
+    ezzing_envelope_deinit(&e);
     /* A string job (Queue::push('Class@method', $data)) carries its data as is: checked. */
     PX_ASSERT_INT_EQ(parse_str("{\"job\": \"App\\\\Jobs\\\\UserCreated@handle\", "
                                "\"displayName\": \"App\\\\Jobs\\\\UserCreated\", "
-                               "\"data\": {\"name\": \"n\"}}", &e, why, sizeof(why)), EZ_OK);
+                               "\"data\": {\"name\": \"n\"}}", &e, why, sizeof(why)), EZZING_OK);
     PX_ASSERT_STR_EQ(e.topic, "user_created");
     PX_ASSERT(!e.class_based);
-    PX_ASSERT_INT_EQ(ez_envelope_validate(&e, why, sizeof(why)), EZ_INVALID);
+    PX_ASSERT_INT_EQ(ezzing_envelope_validate(&e, why, sizeof(why)), EZZING_INVALID);
     PX_ASSERT_STR_EQ(why, "data.email: missing");
-    ez_envelope_deinit(&e);
+    ezzing_envelope_deinit(&e);
 }
 
 PX_TEST_MAIN(PX_TEST(test_every_seed_example_parses_and_validates),
