@@ -1,7 +1,7 @@
-/* The cost of writing a NotificationQueue body: the plugin's own writer (px_nq_body) against
- * jansson's (json_dumpb, JSON_COMPACT) on the same message, built by px_nq_build from parameters
- * shaped like the seed's send event (docs/plugins/notification.md). Both write into a reused
- * buffer, as the sink does. Prints ns per message for each and their ratio (jansson / own).
+/* The cost of writing a NotificationQueue body: the plugin's own writer (notification_body) against
+ * jansson's (json_dumpb, JSON_COMPACT) on the same message, built by notification_build from
+ * parameters shaped like the seed's send event (docs/plugins/notification.md). Both write into a
+ * reused buffer, as the sink does. Prints ns per message for each and their ratio (jansson / own).
  *
  *   nq_body [COUNT] [ROUNDS]   (default 200000 messages, best of 5 rounds) */
 #include <stdio.h>
@@ -27,7 +27,7 @@ static double per_msg_own(const json_t *msg, char *buf, size_t size, long n)
 {
     double t0 = now_ns();
     for (long i = 0; i < n; i++) {
-        sink += px_nq_body(msg, buf, size);
+        sink += notification_body(msg, buf, size);
     }
     return (now_ns() - t0) / (double)n;
 }
@@ -57,13 +57,13 @@ int main(int argc, char **argv)
                                 0, &jerr);
     json_t *msg = NULL;
     char why[256];
-    if (!params || px_nq_build(params, &msg, why, sizeof(why)) < 0) {
+    if (!params || notification_build(params, &msg, why, sizeof(why)) < 0) {
         fprintf(stderr, "nq_body: cannot build the message: %s\n", params ? why : jerr.text);
         return 1;
     }
     char own[2048], theirs[2048];
-    size_t a = px_nq_body(msg, own, sizeof(own)), b = json_dumpb(msg, theirs, sizeof(theirs),
-                                                                 JSON_COMPACT);
+    size_t a = notification_body(msg, own, sizeof(own)), b = json_dumpb(msg, theirs, sizeof(theirs),
+                                                                        JSON_COMPACT);
     if (a != b || a > sizeof(own) || memcmp(own, theirs, a) != 0) {
         fprintf(stderr, "nq_body: the two writers disagree\n");
         return 1;
@@ -76,9 +76,9 @@ int main(int argc, char **argv)
         best_jansson = r == 0 || j < best_jansson ? j : best_jansson;
     }
     printf("nq_body bytes=%zu messages=%ld rounds=%d\n", a, n, rounds);
-    printf("px_nq_body  : %.0f ns/message\n", best_own);
+    printf("notification_body  : %.0f ns/message\n", best_own);
     printf("json_dumpb  : %.0f ns/message\n", best_jansson);
-    printf("ratio       : %.2fx (json_dumpb / px_nq_body)\n", best_jansson / best_own);
+    printf("ratio       : %.2fx (json_dumpb / notification_body)\n", best_jansson / best_own);
     json_decref(msg);
     json_decref(params);
     return 0;

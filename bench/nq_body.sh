@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# NotificationQueue body writer: the notification plugin's own (px_nq_body) against jansson's
+# NotificationQueue body writer: the notification plugin's own (notification_body) against jansson's
 # json_dumpb on the same seed-shaped message, in one process, alternating. Prints ns per message
 # for both and the ratio; the plugin keeps its writer only while the ratio stays well above 1.5
 # (see "Body" in plugins/notification/message.c).

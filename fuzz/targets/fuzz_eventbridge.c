@@ -14,15 +14,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     char type[256], why[256];
-    (void)px_nq_envelope_type(j, type, sizeof(type), why, sizeof(why));
+    (void)notification_envelope_type(j, type, sizeof(type), why, sizeof(why));
     json_t *out = NULL;
-    if (px_nq_build(j, &out, why, sizeof(why)) == 0) {
+    if (notification_build(j, &out, why, sizeof(why)) == 0) {
         char *text = json_dumps(out, JSON_COMPACT);
         free(text);
         json_decref(out);
     }
     if (json_is_string(j)) {
-        (void)px_nq_email_ok(json_string_value(j));
+        (void)notification_email_ok(json_string_value(j));
     }
     json_decref(j);
     return 0;

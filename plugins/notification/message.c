@@ -16,7 +16,7 @@ static int is_blank(const json_t *v)
     return !v || json_is_null(v) || (json_is_string(v) && json_string_length(v) == 0);
 }
 
-int px_nq_email_ok(const char *s)
+int notification_email_ok(const char *s)
 {
     if (!s) {
         return 0;
@@ -118,7 +118,7 @@ static int add_address(json_t *list, const json_t *v, const char *where, const c
         return px_errf(why, n, "%s: expected an e-mail address",
                        place(at, sizeof(at), where, key, i));
     }
-    if (!px_nq_email_ok(email)) {
+    if (!notification_email_ok(email)) {
         return px_errf(why, n, "%s: \"%.100s\" is not an e-mail address",
                        place(at, sizeof(at), where, key, i), email);
     }
@@ -421,7 +421,7 @@ static int norm_notification(const json_t *v, const char *where, json_t **out, c
     return 0;
 }
 
-int px_nq_build(const json_t *params, json_t **out, char *why, size_t why_len)
+int notification_build(const json_t *params, json_t **out, char *why, size_t why_len)
 {
     if (!json_is_object(params) || json_object_size(params) == 0) {
         return px_errf(why, why_len, "no parameters: the pipeline target needs a `with:` mapping");
@@ -639,14 +639,14 @@ static int put_value(body_out *o, const json_t *v)
     }
 }
 
-size_t px_nq_body(const json_t *msg, char *buf, size_t size)
+size_t notification_body(const json_t *msg, char *buf, size_t size)
 {
     body_out o = {buf, buf ? size : 0, 0};
     return msg && put_value(&o, msg) == 0 ? o.len : 0;
 }
 
-int px_nq_envelope_type(const json_t *env, char *type, size_t type_len, char *why,
-                        size_t why_len)
+int notification_envelope_type(const json_t *env, char *type, size_t type_len, char *why,
+                               size_t why_len)
 {
     if (!json_is_object(env)) {
         return px_errf(why, why_len, "not an EventBridge event: expected a JSON object");

@@ -17,24 +17,24 @@
  * references work. On success returns 0 and stores a new reference in *out. On a message that can
  * never be sent returns -1 with a one-line reason in why (why_len bytes, always NUL-terminated)
  * and leaves *out untouched. */
-int px_nq_build(const json_t *params, json_t **out, char *why, size_t why_len);
+int notification_build(const json_t *params, json_t **out, char *why, size_t why_len);
 
-/* Writes `msg` (borrowed; a message from px_nq_build) as compact JSON into buf (size bytes, may be
- * NULL when size is 0), like json_dumpb: returns the body's length, which is more than size when
- * it did not fit (buf then holds a truncated body), or 0 when msg holds a value no message has
- * (a real number), for which json_dumpb is the way. Not NUL-terminated. */
-size_t px_nq_body(const json_t *msg, char *buf, size_t size);
+/* Writes `msg` (borrowed; a message from notification_build) as compact JSON into buf (size
+ * bytes, may be NULL when size is 0), like json_dumpb: returns the body's length, which is more
+ * than size when it did not fit (buf then holds a truncated body), or 0 when msg holds a value no
+ * message has (a real number), for which json_dumpb is the way. Not NUL-terminated. */
+size_t notification_body(const json_t *msg, char *buf, size_t size);
 
 /* 1 when `s` (borrowed) looks like an e-mail address: one '@', a plausible local part, and a
  * domain of at least two dot-separated labels of letters, digits and '-'. 0 otherwise. */
-int px_nq_email_ok(const char *s);
+int notification_email_ok(const char *s);
 
 /* Checks that `env` (borrowed) is an EventBridge envelope: an object with non-empty string `id`,
  * `detail-type` and `source`, and an object `detail`. On success returns 0 and writes the event
  * type into type (type_len bytes): "notification." + the detail-type without the
  * "notificationservice/" prefix, '/' turned into '.', e.g. "notification.action.create". On
  * failure returns -1 with the reason in why (why_len bytes). */
-int px_nq_envelope_type(const json_t *env, char *type, size_t type_len, char *why,
-                        size_t why_len);
+int notification_envelope_type(const json_t *env, char *type, size_t type_len, char *why,
+                               size_t why_len);
 
 #endif

@@ -44,10 +44,10 @@ struct nq {
     json_t *cfg; /* keeps the option strings below alive */
 
     /* Sink. */
-    px_nq_pub_config pc;
+    notification_pub_config pc;
     char *url_copy; /* amqp_parse_url writes into it; pc's strings may point here */
-    px_nq_pub *pub; /* created at the first delivery */
-    px_nq_job *batch, *batch_tail; /* built this loop turn, handed over with one wake-up */
+    notification_pub *pub; /* created at the first delivery */
+    notification_job *batch, *batch_tail; /* built this loop turn, handed over with one wake-up */
     size_t batch_len, outstanding;
     int in_results; /* inside on_pub_results: it hands the batch over, in chunks */
     int draining, drained_sent, stopped;
@@ -134,7 +134,7 @@ static void check_drained(nq *s)
     if (s->draining && !s->drained_sent && s->outstanding == 0) {
         s->drained_sent = 1;
         if (s->pub) {
-            px_nq_pub_stop(s->pub); /* joined in destroy */
+            notification_pub_stop(s->pub); /* joined in destroy */
         }
         host->drained(s->ctx);
     }
@@ -143,26 +143,26 @@ static void check_drained(nq *s)
 static void on_flush_batch(void *arg)
 {
     nq *s = arg;
-    px_nq_job *jobs = s->batch;
+    notification_job *jobs = s->batch;
     s->batch = s->batch_tail = NULL;
     s->batch_len = 0;
-    px_nq_pub_submit(s->pub, jobs);
+    notification_pub_submit(s->pub, jobs);
 }
 
 static void on_pub_results(void *arg)
 {
     nq *s = arg;
-    px_nq_job *j = px_nq_pub_take(s->pub);
+    notification_job *j = notification_pub_take(s->pub);
     /* Completions free slots: the deliveries they bring are handed over in chunks, and the rest
      * at the end. */
     s->in_results = 1;
     double published = 0, failed = 0;
     while (j) {
-        px_nq_job *next = j->next;
+        notification_job *next = j->next;
         if (!j->tag) {
             host->log(s->ctx, j->level, "%s", j->reason);
-            if (j->state != PX_NQ_STATE_SAME) {
-                host->gauge_set(s->ctx, "connected", NULL, j->state == PX_NQ_STATE_UP);
+            if (j->state != NOTIFICATION_STATE_SAME) {
+                host->gauge_set(s->ctx, "connected", NULL, j->state == NOTIFICATION_STATE_UP);
             }
         } else {
             px_delivery *d = j->tag;
@@ -175,7 +175,7 @@ static void on_pub_results(void *arg)
             }
             s->outstanding--;
         }
-        px_nq_job_free(j);
+        notification_job_free(j);
         j = next;
     }
     s->in_results = 0;
@@ -200,10 +200,10 @@ static void on_pub_notify(void *arg)
 
 /* The job publishing msg (borrowed) for d, its body written straight into the job (through a
  * stack buffer when it fits). NULL when out of memory. */
-static px_nq_job *body_job(px_delivery *d, const json_t *msg, const char *message_id)
+static notification_job *body_job(px_delivery *d, const json_t *msg, const char *message_id)
 {
     char buf[2048];
-    size_t len = px_nq_body(msg, buf, sizeof(buf));
+    size_t len = notification_body(msg, buf, sizeof(buf));
     int ours = len > 0;
     if (!ours) {
         len = json_dumpb(msg, NULL, 0, JSON_COMPACT); /* a value only jansson formats */
@@ -211,7 +211,7 @@ static px_nq_job *body_job(px_delivery *d, const json_t *msg, const char *messag
             return NULL;
         }
     }
-    px_nq_job *job = px_nq_job_create(d, len, message_id);
+    notification_job *job = notification_job_create(d, len, message_id);
     if (!job) {
         return NULL;
     }
@@ -220,7 +220,7 @@ static px_nq_job *body_job(px_delivery *d, const json_t *msg, const char *messag
     } else if (len <= sizeof(buf)) {
         memcpy(job->body, buf, len);
     } else {
-        px_nq_body(msg, job->body, len);
+        notification_body(msg, job->body, len);
     }
     return job;
 }
@@ -241,13 +241,13 @@ static void nq_deliver(void *state, px_delivery *d)
     }
     char why[300];
     json_t *msg;
-    if (px_nq_build(host->delivery_params(d), &msg, why, sizeof(why)) < 0) {
+    if (notification_build(host->delivery_params(d), &msg, why, sizeof(why)) < 0) {
         host->counter_add(s->ctx, "rejected", NULL, 1);
         host->complete(d, PX_EREJECT, why, 0);
         return;
     }
     if (!s->pub) {
-        int rc = px_nq_pub_create(&s->pc, on_pub_notify, s, &s->pub);
+        int rc = notification_pub_create(&s->pc, on_pub_notify, s, &s->pub);
         if (rc < 0) {
             json_decref(msg);
             host->log(s->ctx, PX_LOG_ERROR, "cannot start the publisher thread rc=%d", rc);
@@ -255,7 +255,7 @@ static void nq_deliver(void *state, px_delivery *d)
             return;
         }
     }
-    px_nq_job *job = body_job(d, msg, host->event_id(host->delivery_event(d)));
+    notification_job *job = body_job(d, msg, host->event_id(host->delivery_event(d)));
     json_decref(msg);
     if (!job) {
         host->complete(d, PX_ERETRY, "out of memory", 0);
@@ -281,7 +281,7 @@ static void nq_deliver(void *state, px_delivery *d)
 
 static int sink_config(nq *s, const json_t *cfg)
 {
-    px_nq_pub_config *pc = &s->pc;
+    notification_pub_config *pc = &s->pc;
     pc->host = opt_str(cfg, "host");
     pc->port = (int)opt_int(cfg, "port");
     pc->vhost = opt_str(cfg, "vhost");
@@ -337,7 +337,7 @@ static px_event *envelope_event(nq *s, json_t *env, const char *transport, char 
                                 size_t why_len)
 {
     char type[256];
-    if (px_nq_envelope_type(env, type, sizeof(type), why, why_len) < 0) {
+    if (notification_envelope_type(env, type, sizeof(type), why, why_len) < 0) {
         json_decref(env);
         return NULL;
     }
@@ -729,10 +729,10 @@ static void nq_destroy(void *state)
     nq *s = state;
     nq_stop(s);
     /* Deliveries still held were taken back by the host: they are dropped, not completed. */
-    px_nq_pub_destroy(s->pub);
+    notification_pub_destroy(s->pub);
     while (s->batch) {
-        px_nq_job *next = s->batch->next;
-        px_nq_job_free(s->batch);
+        notification_job *next = s->batch->next;
+        notification_job_free(s->batch);
         s->batch = next;
     }
     px_sqs_destroy(s->sqs);

@@ -32,10 +32,10 @@
 #define JOIN_GRACE_MS 3000
 
 typedef struct job_list {
-    px_nq_job *head, *tail;
+    notification_job *head, *tail;
 } job_list;
 
-struct px_nq_pub {
+struct notification_pub {
     /* Settings (immutable after create). */
     char *host, *vhost, *user, *password, *ca_cert, *exchange, *routing_key, *queue;
     int port, tls, tls_verify, declare, heartbeat_s;
@@ -75,7 +75,7 @@ static struct timeval tv_ms(uint32_t ms)
     return tv;
 }
 
-static void list_push(job_list *l, px_nq_job *j)
+static void list_push(job_list *l, notification_job *j)
 {
     j->next = NULL;
     if (l->tail) {
@@ -102,18 +102,18 @@ static void list_concat(job_list *l, job_list *more)
 
 static void list_free(job_list *l)
 {
-    px_nq_job *j = l->head;
+    notification_job *j = l->head;
     while (j) {
-        px_nq_job *next = j->next;
-        px_nq_job_free(j);
+        notification_job *next = j->next;
+        notification_job_free(j);
         j = next;
     }
     l->head = l->tail = NULL;
 }
 
-px_nq_job *px_nq_job_create(void *tag, size_t len, const char *message_id)
+notification_job *notification_job_create(void *tag, size_t len, const char *message_id)
 {
-    px_nq_job *j = malloc(sizeof(*j) + len);
+    notification_job *j = malloc(sizeof(*j) + len);
     if (!j) {
         return NULL;
     }
@@ -125,12 +125,12 @@ px_nq_job *px_nq_job_create(void *tag, size_t len, const char *message_id)
     return j;
 }
 
-void px_nq_job_free(px_nq_job *job)
+void notification_job_free(notification_job *job)
 {
     free(job);
 }
 
-static void wake(px_nq_pub *p)
+static void wake(notification_pub *p)
 {
     char c = 1;
     /* A full pipe already means "wake up"; nothing to do on EAGAIN. */
@@ -139,7 +139,7 @@ static void wake(px_nq_pub *p)
     }
 }
 
-static void drain_wake(px_nq_pub *p)
+static void drain_wake(notification_pub *p)
 {
     char buf[64];
     while (read(p->wake_rd, buf, sizeof(buf)) > 0) {
@@ -148,7 +148,7 @@ static void drain_wake(px_nq_pub *p)
 
 /* --- Results handed to the loop ------------------------------------------------------------ */
 
-static void finish(px_nq_pub *p, px_nq_job *j, int status, const char *reason)
+static void finish(notification_pub *p, notification_job *j, int status, const char *reason)
 {
     j->status = status;
     if (!reason) {
@@ -162,9 +162,9 @@ static void finish(px_nq_pub *p, px_nq_job *j, int status, const char *reason)
 #if defined(__GNUC__)
 __attribute__((format(printf, 4, 5)))
 #endif
-static void note(px_nq_pub *p, int level, int state, const char *fmt, ...)
+static void note(notification_pub *p, int level, int state, const char *fmt, ...)
 {
-    px_nq_job *j = calloc(1, sizeof(*j));
+    notification_job *j = calloc(1, sizeof(*j));
     if (!j) {
         return;
     }
@@ -177,7 +177,7 @@ static void note(px_nq_pub *p, int level, int state, const char *fmt, ...)
     list_push(&p->finished, j);
 }
 
-static void flush_finished(px_nq_pub *p)
+static void flush_finished(notification_pub *p)
 {
     if (!p->finished.head) {
         return;
@@ -192,12 +192,12 @@ static void flush_finished(px_nq_pub *p)
     }
 }
 
-static void fail_list(px_nq_pub *p, job_list *l, const char *reason)
+static void fail_list(notification_pub *p, job_list *l, const char *reason)
 {
-    px_nq_job *j = l->head;
+    notification_job *j = l->head;
     l->head = l->tail = NULL;
     while (j) {
-        px_nq_job *next = j->next;
+        notification_job *next = j->next;
         finish(p, j, PX_ERETRY, reason);
         j = next;
     }
@@ -236,7 +236,7 @@ static void describe_reply(amqp_rpc_reply_t r, const char *what, char *buf, size
     }
 }
 
-static void drop_connection(px_nq_pub *p, int graceful)
+static void drop_connection(notification_pub *p, int graceful)
 {
     if (!p->conn) {
         return;
@@ -253,18 +253,18 @@ static void drop_connection(px_nq_pub *p, int graceful)
 }
 
 /* The connection broke: every unconfirmed job is retried, and the next job reconnects. */
-static void lose_connection(px_nq_pub *p, const char *why)
+static void lose_connection(notification_pub *p, const char *why)
 {
     char reason[256];
     snprintf(reason, sizeof(reason), "connection lost: %s", why);
     fail_list(p, &p->unconfirmed, reason);
     drop_connection(p, 0);
-    note(p, PX_LOG_WARN, PX_NQ_STATE_DOWN, "broker connection lost reason=\"%s\"", why);
+    note(p, PX_LOG_WARN, NOTIFICATION_STATE_DOWN, "broker connection lost reason=\"%s\"", why);
     snprintf(p->last_error, sizeof(p->last_error), "%s", why);
     p->next_connect_ms = now_ms();
 }
 
-static int connect_broker(px_nq_pub *p, char *err, size_t errlen)
+static int connect_broker(notification_pub *p, char *err, size_t errlen)
 {
     struct timeval tv = tv_ms(p->connect_timeout_ms);
     amqp_rpc_reply_t r;
@@ -332,7 +332,7 @@ fail:
 }
 
 /* Connects if the backoff allows; returns 0 when connected. */
-static int ensure_connected(px_nq_pub *p)
+static int ensure_connected(notification_pub *p)
 {
     if (p->conn) {
         return 0;
@@ -343,11 +343,11 @@ static int ensure_connected(px_nq_pub *p)
     char err[200];
     if (connect_broker(p, err, sizeof(err)) == 0) {
         if (p->failures) {
-            note(p, PX_LOG_INFO, PX_NQ_STATE_UP,
+            note(p, PX_LOG_INFO, NOTIFICATION_STATE_UP,
                  "broker connected host=%s port=%d queue=%s after_failures=%u", p->host, p->port,
                  p->queue, p->failures);
         } else {
-            note(p, PX_LOG_INFO, PX_NQ_STATE_UP, "broker connected host=%s port=%d queue=%s",
+            note(p, PX_LOG_INFO, NOTIFICATION_STATE_UP, "broker connected host=%s port=%d queue=%s",
                  p->host, p->port, p->queue);
         }
         p->failures = 0;
@@ -362,7 +362,7 @@ static int ensure_connected(px_nq_pub *p)
     p->next_connect_ms = now_ms() + p->backoff_ms;
     snprintf(p->last_error, sizeof(p->last_error), "%s", err);
     /* The first failure is news; the following ones only while debugging. */
-    note(p, p->failures == 1 ? PX_LOG_WARN : PX_LOG_DEBUG, PX_NQ_STATE_DOWN,
+    note(p, p->failures == 1 ? PX_LOG_WARN : PX_LOG_DEBUG, NOTIFICATION_STATE_DOWN,
          "broker connect failed attempt=%u retry_in_ms=%u reason=\"%s\"", p->failures,
          p->backoff_ms, err);
     return -1;
@@ -373,7 +373,7 @@ static int ensure_connected(px_nq_pub *p)
 /* Holds back partial TCP segments while a batch is being published (rabbitmq-c sends every frame
  * on its own), so the batch leaves in full segments and the broker reads it in a few wake-ups;
  * uncorking sends the rest at once. Best effort: without it every publish is its own segment. */
-static void cork(px_nq_pub *p, int on)
+static void cork(notification_pub *p, int on)
 {
 #ifdef TCP_CORK
     if (p->conn) {
@@ -385,7 +385,7 @@ static void cork(px_nq_pub *p, int on)
 #endif
 }
 
-static int publish(px_nq_pub *p, px_nq_job *j)
+static int publish(notification_pub *p, notification_job *j)
 {
     amqp_basic_properties_t props;
     memset(&props, 0, sizeof(props));
@@ -414,11 +414,11 @@ static int publish(px_nq_pub *p, px_nq_job *j)
 
 /* Finishes the unconfirmed jobs that tag (and, with multiple, every earlier tag) covers. The list
  * is in tag order, so a multiple ack takes a prefix and the walk stops past tag. */
-static void settle(px_nq_pub *p, uint64_t tag, int multiple, int status, const char *reason)
+static void settle(notification_pub *p, uint64_t tag, int multiple, int status, const char *reason)
 {
-    px_nq_job *prev = NULL, *j = p->unconfirmed.head;
+    notification_job *prev = NULL, *j = p->unconfirmed.head;
     while (j && j->seq <= tag) {
-        px_nq_job *next = j->next;
+        notification_job *next = j->next;
         if (j->seq == tag || multiple) {
             if (prev) {
                 prev->next = next;
@@ -441,7 +441,7 @@ static void settle(px_nq_pub *p, uint64_t tag, int multiple, int status, const c
 }
 
 /* A mandatory message no queue accepted comes back (basic.return, then its ack): mark its job. */
-static int on_return(px_nq_pub *p, amqp_channel_t channel, const amqp_basic_return_t *m)
+static int on_return(notification_pub *p, amqp_channel_t channel, const amqp_basic_return_t *m)
 {
     char why[200];
     snprintf(why, sizeof(why), "unroutable: %u %.*s (does the queue exist?)",
@@ -456,7 +456,7 @@ static int on_return(px_nq_pub *p, amqp_channel_t channel, const amqp_basic_retu
     }
     amqp_bytes_t id = msg.properties.message_id;
     int has_id = (msg.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG) != 0;
-    for (px_nq_job *j = p->unconfirmed.head; j; j = j->next) {
+    for (notification_job *j = p->unconfirmed.head; j; j = j->next) {
         if (!j->returned && has_id && id.len == strlen(j->message_id) &&
             memcmp(id.bytes, j->message_id, id.len) == 0) {
             j->returned = 1;
@@ -468,7 +468,7 @@ static int on_return(px_nq_pub *p, amqp_channel_t channel, const amqp_basic_retu
     return 0;
 }
 
-static int on_frame(px_nq_pub *p, const amqp_frame_t *f)
+static int on_frame(notification_pub *p, const amqp_frame_t *f)
 {
     if (f->frame_type != AMQP_FRAME_METHOD) {
         return 0;
@@ -509,7 +509,7 @@ static int on_frame(px_nq_pub *p, const amqp_frame_t *f)
 
 /* Waits up to wait_ms for broker frames or a wake-up, then handles every frame available.
  * Returns < 0 when the connection was lost. */
-static int service(px_nq_pub *p, int wait_ms)
+static int service(notification_pub *p, int wait_ms)
 {
     if (!amqp_frames_enqueued(p->conn) && !amqp_data_in_buffer(p->conn)) {
         struct pollfd fds[2] = {{.fd = amqp_get_sockfd(p->conn), .events = POLLIN},
@@ -546,7 +546,7 @@ static int service(px_nq_pub *p, int wait_ms)
     return 0;
 }
 
-static void wait_wake(px_nq_pub *p, int ms)
+static void wait_wake(notification_pub *p, int ms)
 {
     struct pollfd fd = {.fd = p->wake_rd, .events = POLLIN};
     if (poll(&fd, 1, ms) > 0) {
@@ -556,7 +556,7 @@ static void wait_wake(px_nq_pub *p, int ms)
 
 static void *worker_main(void *arg)
 {
-    px_nq_pub *p = arg;
+    notification_pub *p = arg;
     for (;;) {
         pthread_mutex_lock(&p->lock);
         int stop = p->stop;
@@ -580,7 +580,7 @@ static void *worker_main(void *arg)
             cork(p, 1);
         }
         while (batch.head && p->conn) {
-            px_nq_job *j = batch.head;
+            notification_job *j = batch.head;
             batch.head = j->next;
             if (!batch.head) {
                 batch.tail = NULL;
@@ -626,7 +626,7 @@ static char *dup_or_null(const char *s)
     return s ? strdup(s) : NULL;
 }
 
-static void free_settings(px_nq_pub *p)
+static void free_settings(notification_pub *p)
 {
     free(p->host);
     free(p->vhost);
@@ -641,10 +641,10 @@ static void free_settings(px_nq_pub *p)
     free(p->queue);
 }
 
-int px_nq_pub_create(const px_nq_pub_config *cfg, void (*notify)(void *arg), void *arg,
-                     px_nq_pub **out)
+int notification_pub_create(const notification_pub_config *cfg, void (*notify)(void *arg),
+                            void *arg, notification_pub **out)
 {
-    px_nq_pub *p = calloc(1, sizeof(*p));
+    notification_pub *p = calloc(1, sizeof(*p));
     if (!p) {
         return -ENOMEM;
     }
@@ -692,7 +692,7 @@ int px_nq_pub_create(const px_nq_pub_config *cfg, void (*notify)(void *arg), voi
     return 0;
 }
 
-void px_nq_pub_submit(px_nq_pub *p, px_nq_job *jobs)
+void notification_pub_submit(notification_pub *p, notification_job *jobs)
 {
     if (!jobs) {
         return;
@@ -710,17 +710,17 @@ void px_nq_pub_submit(px_nq_pub *p, px_nq_job *jobs)
     }
 }
 
-px_nq_job *px_nq_pub_take(px_nq_pub *p)
+notification_job *notification_pub_take(notification_pub *p)
 {
     pthread_mutex_lock(&p->lock);
-    px_nq_job *list = p->done.head;
+    notification_job *list = p->done.head;
     p->done.head = p->done.tail = NULL;
     p->notified = 0;
     pthread_mutex_unlock(&p->lock);
     return list;
 }
 
-void px_nq_pub_stop(px_nq_pub *p)
+void notification_pub_stop(notification_pub *p)
 {
     pthread_mutex_lock(&p->lock);
     p->stop = 1;
@@ -728,12 +728,12 @@ void px_nq_pub_stop(px_nq_pub *p)
     wake(p);
 }
 
-void px_nq_pub_destroy(px_nq_pub *p)
+void notification_pub_destroy(notification_pub *p)
 {
     if (!p) {
         return;
     }
-    px_nq_pub_stop(p);
+    notification_pub_stop(p);
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += JOIN_GRACE_MS / 1000;

@@ -22,7 +22,7 @@ static json_t *parse(const char *text)
 static char *build(const char *params, char *why, size_t n)
 {
     json_t *p = parse(params), *out = NULL;
-    int rc = px_nq_build(p, &out, why, n);
+    int rc = notification_build(p, &out, why, n);
     json_decref(p);
     if (rc < 0) {
         return NULL;
@@ -131,18 +131,18 @@ static void test_email_check(void)
                                       "a@-b.com",   "a@b-.com",    "a@b..com",     "a@b.123",
                                       "a<b>@c.com", "a@b.com,c@d.com"};
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-        if (!px_nq_email_ok(good[i])) {
+        if (!notification_email_ok(good[i])) {
             fprintf(stderr, "refused %s\n", good[i]);
         }
-        PX_ASSERT(px_nq_email_ok(good[i]));
+        PX_ASSERT(notification_email_ok(good[i]));
     }
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        if (px_nq_email_ok(bad[i])) {
+        if (notification_email_ok(bad[i])) {
             fprintf(stderr, "accepted %s\n", bad[i]);
         }
-        PX_ASSERT(!px_nq_email_ok(bad[i]));
+        PX_ASSERT(!notification_email_ok(bad[i]));
     }
-    PX_ASSERT(!px_nq_email_ok(NULL));
+    PX_ASSERT(!notification_email_ok(NULL));
 }
 
 static json_t *load_fixture(const char *name)
@@ -179,7 +179,7 @@ static void test_seed_envelopes(void)
         json_t *env = load_fixture(cases[i][0]);
         PX_ASSERT(env != NULL);
         char type[128], why[200] = "";
-        int rc = px_nq_envelope_type(env, type, sizeof(type), why, sizeof(why));
+        int rc = notification_envelope_type(env, type, sizeof(type), why, sizeof(why));
         const char *id = json_string_value(json_object_get(env, "id"));
         int id_ok = id && strcmp(id, cases[i][2]) == 0;
         json_decref(env);
@@ -207,7 +207,7 @@ static void test_envelope_rejections(void)
         json_t *env = json_loads(cases[i][0], JSON_DECODE_ANY, NULL);
         PX_ASSERT(env != NULL);
         char type[64], why[200] = "";
-        int rc = px_nq_envelope_type(env, type, sizeof(type), why, sizeof(why));
+        int rc = notification_envelope_type(env, type, sizeof(type), why, sizeof(why));
         json_decref(env);
         PX_ASSERT_INT_EQ(rc, -1);
         PX_ASSERT_STR_HAS(why, cases[i][1]);
@@ -216,7 +216,7 @@ static void test_envelope_rejections(void)
     json_t *env = parse("{\"id\":\"1\",\"detail-type\":\"Order Placed/v1\",\"source\":\"shop\","
                         "\"detail\":{}}");
     char type[64], why[200];
-    PX_ASSERT_INT_EQ(px_nq_envelope_type(env, type, sizeof(type), why, sizeof(why)), 0);
+    PX_ASSERT_INT_EQ(notification_envelope_type(env, type, sizeof(type), why, sizeof(why)), 0);
     json_decref(env);
     PX_ASSERT_STR_EQ(type, "notification.Order_Placed.v1");
 }
@@ -238,7 +238,7 @@ static void test_collection_id_is_refused_with_the_reason(void)
                   "\"collectionId\":775}", why);
 }
 
-/* --- px_nq_body against jansson ------------------------------------------------------------ */
+/* --- notification_body against jansson ----------------------------------------------------- */
 
 /* A fixed-seed generator (xorshift64*), so a failing case can be replayed. */
 static uint64_t rnd(uint64_t *s)
@@ -357,19 +357,19 @@ static json_t *rnd_value(uint64_t *s, int depth)
     }
 }
 
-/* px_nq_body writes msg exactly as json_dumps(msg, JSON_COMPACT) does, whole and cut short to a
- * random size (it then reports the whole length and holds the prefix). */
+/* notification_body writes msg exactly as json_dumps(msg, JSON_COMPACT) does, whole and cut short
+ * to a random size (it then reports the whole length and holds the prefix). */
 static int body_matches_jansson(uint64_t *s, const json_t *msg)
 {
     char *want = json_dumps(msg, JSON_COMPACT | JSON_ENCODE_ANY);
     size_t n = want ? strlen(want) : 0, cut = n ? rnd_below(s, n) : 0;
     char *got = malloc(n + 1), *part = malloc(cut + 1);
-    int same = want && got && part && px_nq_body(msg, NULL, 0) == n &&
-               px_nq_body(msg, got, n + 1) == n && memcmp(got, want, n) == 0 &&
-               px_nq_body(msg, part, cut) == n && memcmp(part, want, cut) == 0;
+    int same = want && got && part && notification_body(msg, NULL, 0) == n &&
+               notification_body(msg, got, n + 1) == n && memcmp(got, want, n) == 0 &&
+               notification_body(msg, part, cut) == n && memcmp(part, want, cut) == 0;
     if (!same) {
         char *text = json_dumps(msg, JSON_COMPACT | JSON_ENCODE_ANY | JSON_ENSURE_ASCII);
-        fprintf(stderr, "px_nq_body differs from json_dumps for %.2000s\n",
+        fprintf(stderr, "notification_body differs from json_dumps for %.2000s\n",
                 text ? text : "(undumpable)");
         free(text);
     }
@@ -392,7 +392,7 @@ static void test_body_matches_jansson_on_random_values(void)
     }
     /* A real number is left to jansson: 0 means "not mine". */
     json_t *real = parse("{\"a\":[1,{\"b\":1.5}]}");
-    size_t n = px_nq_body(real, NULL, 0);
+    size_t n = notification_body(real, NULL, 0);
     json_decref(real);
     PX_ASSERT_INT_EQ(n, 0);
 }
@@ -458,7 +458,7 @@ static void test_body_matches_jansson_on_every_field_combination(void)
         for (unsigned mask = 0; mask < 128; mask++) {
             json_t *p = rnd_short_form(&seed, mask), *msg = NULL;
             char why[300] = "";
-            int rc = px_nq_build(p, &msg, why, sizeof(why));
+            int rc = notification_build(p, &msg, why, sizeof(why));
             json_decref(p);
             if (!(mask & (1 | 8 | 16))) {
                 PX_ASSERT_INT_EQ(rc, -1); /* no tos, phone or pushId: nothing to send to */
@@ -485,7 +485,7 @@ static void test_body_matches_jansson_on_every_field_combination(void)
                               "recipients", a, "name", name_b, "recipients", b, c);
         json_t *msg = NULL;
         char why[300] = "";
-        int rc = px_nq_build(p, &msg, why, sizeof(why));
+        int rc = notification_build(p, &msg, why, sizeof(why));
         json_decref(p);
         if (rc < 0) {
             fprintf(stderr, "full form: %s\n", why);
