@@ -1387,19 +1387,9 @@ static int open_checkpointer(px_spool *s, char *err, size_t errlen)
     return 0;
 }
 
-int px_spool_open(uv_loop_t *loop, const char *dir, const px_spool_options *opt, px_spool **out,
-                  char *err, size_t errlen)
+/* A spool with its fields, locks and conditions set, nothing opened yet. */
+static px_spool *spool_new(uv_loop_t *loop, const char *dir, const px_spool_options *opt)
 {
-    px_spool_options dflt = {PX_DURABILITY_NORMAL, 24ull * 3600 * 1000, DEFAULT_MAX_QUEUE};
-    if (!opt) {
-        opt = &dflt;
-    }
-    int rc = px_mkdirs(dir);
-    if (rc < 0) {
-        snprintf(err, errlen, "cannot create spool directory %s: %s", dir ? dir : "(null)",
-                 rc == PX_EINVAL ? "empty path" : uv_strerror(rc));
-        return rc;
-    }
     px_spool *s = px_xcalloc(1, sizeof(*s));
     s->loop = loop;
     s->path = px_xasprintf("%s/spool.db", dir);
@@ -1411,12 +1401,36 @@ int px_spool_open(uv_loop_t *loop, const char *dir, const px_spool_options *opt,
     pthread_cond_init(&s->cv_done, NULL);
     pthread_mutex_init(&s->ck_mu, NULL);
     pthread_cond_init(&s->ck_cv, NULL);
+    return s;
+}
 
+/* Releases a spool whose threads and loop handles never started (closes whatever it opened). */
+static void spool_free_unstarted(px_spool *s)
+{
+    sqlite3_close(s->cdb);
+    sqlite3_close(s->rdb);
+    sqlite3_close(s->wdb);
+    pthread_cond_destroy(&s->ck_cv);
+    pthread_mutex_destroy(&s->ck_mu);
+    counts_free(&s->pending);
+    counts_free(&s->queued_rows);
+    free(s->pq);
+    pthread_cond_destroy(&s->cv_done);
+    pthread_cond_destroy(&s->cv_work);
+    pthread_mutex_destroy(&s->mu);
+    free(s->path);
+    free(s);
+}
+
+/* Opens the writer's connection in WAL mode with the chosen durability, brings the schema up to
+ * date and picks the next delivery id above every one ever given. */
+static int open_writer_db(px_spool *s, const px_spool_options *opt, char *err, size_t errlen)
+{
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
     if (sqlite3_open_v2(s->path, &s->wdb, flags, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "cannot open %s: %s", s->path,
                  s->wdb ? sqlite3_errmsg(s->wdb) : "out of memory");
-        goto fail;
+        return -1;
     }
     sqlite3_busy_timeout(s->wdb, 5000);
     char sql[256];
@@ -1428,49 +1442,61 @@ int px_spool_open(uv_loop_t *loop, const char *dir, const px_spool_options *opt,
     char e2[256];
     if (exec_sql(s->wdb, sql, e2, sizeof(e2)) != SQLITE_OK) {
         snprintf(err, errlen, "%s: %s", s->path, e2);
-        goto fail;
+        return -1;
     }
     if (migrate(s->wdb, s->path, err, errlen) < 0) {
-        goto fail;
+        return -1;
     }
     int64_t max_id = query_int(s->wdb, "SELECT max(id) FROM deliveries", 0);
     int64_t hwm = query_int(s->wdb, "SELECT v FROM meta WHERE k='last_delivery_id'", 0);
     s->next_id = (max_id > hwm ? max_id : hwm) + 1;
+    return 0;
+}
 
+/* Opens the read-only connection and counts the deliveries each sink has pending. */
+static int open_reader_db(px_spool *s, char *err, size_t errlen)
+{
     if (sqlite3_open_v2(s->path, &s->rdb, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
         SQLITE_OK) {
         snprintf(err, errlen, "cannot open %s read-only: %s", s->path,
                  s->rdb ? sqlite3_errmsg(s->rdb) : "out of memory");
-        goto fail;
+        return -1;
     }
     sqlite3_busy_timeout(s->rdb, 5000);
-    {
-        sqlite3_stmt *q = NULL;
-        if (sqlite3_prepare_v2(s->rdb, "SELECT sink, count(*) FROM deliveries GROUP BY sink", -1,
-                               &q, NULL) != SQLITE_OK) {
-            snprintf(err, errlen, "%s: %s", s->path, sqlite3_errmsg(s->rdb));
-            goto fail;
-        }
-        while (sqlite3_step(q) == SQLITE_ROW) {
-            counts_add(&s->pending, (const char *)sqlite3_column_text(q, 0),
-                       sqlite3_column_int64(q, 1));
-        }
-        sqlite3_finalize(q);
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(s->rdb, "SELECT sink, count(*) FROM deliveries GROUP BY sink", -1, &q,
+                           NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "%s: %s", s->path, sqlite3_errmsg(s->rdb));
+        return -1;
     }
-    if (open_checkpointer(s, err, errlen) < 0) {
-        goto fail;
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        counts_add(&s->pending, (const char *)sqlite3_column_text(q, 0),
+                   sqlite3_column_int64(q, 1));
     }
-    sqlite3_wal_hook(s->wdb, on_wal_commit, s);
-    if (uv_async_init(loop, &s->async, on_async) != 0) {
+    sqlite3_finalize(q);
+    return 0;
+}
+
+/* Starts the async handle that brings results back to the loop and the kick that flushes them. */
+static int start_loop_handles(px_spool *s, char *err, size_t errlen)
+{
+    if (uv_async_init(s->loop, &s->async, on_async) != 0) {
         snprintf(err, errlen, "cannot create async handle");
-        goto fail;
+        return -1;
     }
     s->async.data = s;
-    uv_prepare_init(loop, &s->kick);
+    uv_prepare_init(s->loop, &s->kick);
     s->kick.data = s;
     uv_prepare_start(&s->kick, on_kick);
     uv_unref((uv_handle_t *)&s->kick);
     s->open_handles = 2;
+    return 0;
+}
+
+/* Starts the checkpoint and writer threads. On failure stops what started, closes the
+ * connections and the loop handles (which frees s) and returns PX_ESPOOL. */
+static int start_threads(px_spool *s, char *err, size_t errlen)
+{
     if (uv_thread_create(&s->ck_thread, checkpointer_main, s) != 0) {
         snprintf(err, errlen, "cannot start the spool checkpoint thread");
         sqlite3_close(s->rdb);
@@ -1492,23 +1518,38 @@ int px_spool_open(uv_loop_t *loop, const char *dir, const px_spool_options *opt,
         close_handles(s); /* frees s */
         return PX_ESPOOL;
     }
+    return 0;
+}
+
+int px_spool_open(uv_loop_t *loop, const char *dir, const px_spool_options *opt, px_spool **out,
+                  char *err, size_t errlen)
+{
+    px_spool_options dflt = {PX_DURABILITY_NORMAL, 24ull * 3600 * 1000, DEFAULT_MAX_QUEUE};
+    if (!opt) {
+        opt = &dflt;
+    }
+    int rc = px_mkdirs(dir);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot create spool directory %s: %s", dir ? dir : "(null)",
+                 rc == PX_EINVAL ? "empty path" : uv_strerror(rc));
+        return rc;
+    }
+    px_spool *s = spool_new(loop, dir, opt);
+    if (open_writer_db(s, opt, err, errlen) < 0 || open_reader_db(s, err, errlen) < 0 ||
+        open_checkpointer(s, err, errlen) < 0) {
+        spool_free_unstarted(s);
+        return PX_ESPOOL;
+    }
+    sqlite3_wal_hook(s->wdb, on_wal_commit, s);
+    if (start_loop_handles(s, err, errlen) < 0) {
+        spool_free_unstarted(s);
+        return PX_ESPOOL;
+    }
+    if (start_threads(s, err, errlen) < 0) {
+        return PX_ESPOOL;
+    }
     *out = s;
     return 0;
-fail:
-    sqlite3_close(s->cdb);
-    sqlite3_close(s->rdb);
-    sqlite3_close(s->wdb);
-    pthread_cond_destroy(&s->ck_cv);
-    pthread_mutex_destroy(&s->ck_mu);
-    counts_free(&s->pending);
-    counts_free(&s->queued_rows);
-    free(s->pq);
-    pthread_cond_destroy(&s->cv_done);
-    pthread_cond_destroy(&s->cv_work);
-    pthread_mutex_destroy(&s->mu);
-    free(s->path);
-    free(s);
-    return PX_ESPOOL;
 }
 
 void px_spool_close(px_spool *s)
