@@ -2292,6 +2292,132 @@ static void register_secret(const px_ynode *n)
     }
 }
 
+/* Registers every secret the user set, so even a failing config never logs one. A default is not
+ * a secret (it is in the plugin's documentation): masking "guest" would hide every "guest" in the
+ * log. */
+static void register_set_secrets(const px_ynode *conf, const px_option *options, size_t nopts)
+{
+    for (size_t k = 0; conf && k < conf->n; k++) {
+        for (size_t o = 0; o < nopts; o++) {
+            if (strcmp(conf->keys[k]->text, options[o].name) == 0 &&
+                (options[o].flags & PX_OPT_SECRET)) {
+                register_secret(conf->items[k]);
+            }
+        }
+    }
+}
+
+/* Fails on the first key of conf that names no option (one of names, nopts of them). */
+static int check_known_options(cctx *c, const px_instance_conf *inst, const px_ynode *conf,
+                               const char *const *names, size_t nopts)
+{
+    for (size_t k = 0; conf && k < conf->n; k++) {
+        const char *key = conf->keys[k]->text;
+        size_t o;
+        for (o = 0; o < nopts && strcmp(names[o], key) != 0; o++) {
+        }
+        if (o == nopts) {
+            char hint[160];
+            return fail(c, conf->keys[k], "plugin instance \"%s\": unknown option \"%s\" for "
+                                          "plugin \"%s\"%s", inst->name, key, inst->plugin,
+                        did_you_mean(key, names, nopts, hint, sizeof(hint)));
+        }
+    }
+    return 0;
+}
+
+/* What an option of opt's type must hold, for error messages. */
+static const char *option_expect(const px_option *opt)
+{
+    return opt->type < sizeof(type_expect) / sizeof(type_expect[0]) && type_expect[opt->type]
+               ? type_expect[opt->type]
+               : "a value of an unknown type";
+}
+
+/* The value the user set for opt (n, not null) into *value (owned by caller); a secret's value is
+ * never echoed in the error. */
+static int option_from_config(cctx *c, const px_instance_conf *inst, const px_option *opt,
+                              const px_ynode *n, json_t **value)
+{
+    const char *expect = option_expect(opt);
+    int secret = (opt->flags & PX_OPT_SECRET) != 0;
+    char buf[ECHO_MAX + 8];
+    if (option_value(opt, n, value) < 0) {
+        if (secret) {
+            return fail(c, n, "plugin instance \"%s\": option \"%s\": expected %s (value not "
+                              "shown: secret)", inst->name, opt->name, expect);
+        }
+        return fail(c, n, "plugin instance \"%s\": option \"%s\": expected %s, got %s",
+                    inst->name, opt->name, expect, echo(n, buf, sizeof(buf)));
+    }
+    if (secret) {
+        char what[256];
+        snprintf(what, sizeof(what), "plugin instance \"%s\": option \"%s\"", inst->name,
+                 opt->name);
+        if (check_secret_length(c, n, what) < 0) {
+            json_decref(*value);
+            *value = NULL;
+            return PX_ECONFIG;
+        }
+    }
+    return 0;
+}
+
+/* The plugin's declared default for opt (YAML text) into *value (owned by caller); a default that
+ * does not fit the option's type is the plugin's error. */
+static int option_from_default(cctx *c, const px_instance_conf *inst, const px_option *opt,
+                               json_t **value)
+{
+    cctx dc = {.file = "", .expand = 0};
+    px_ynode *d = NULL;
+    int drc = yaml_to_tree(&dc, opt->default_value, strlen(opt->default_value), &d);
+    int rc = 0;
+    if (drc == 0 && is_null(d)) {
+        *value = json_null();
+    } else if (drc < 0 || option_value(opt, d, value) < 0) {
+        rc = fail_at(c, inst->line, inst->col, "plugin \"%s\" declares an invalid default "
+                     "for option \"%s\" (expected %s)", inst->plugin, opt->name,
+                     option_expect(opt));
+    }
+    ynode_free(d);
+    return rc;
+}
+
+/* Fails for a required option the user left out (n: its null node, if any), at the node, else at
+ * the instance's config mapping, else at the instance. */
+static int fail_missing_option(cctx *c, const px_instance_conf *inst, const px_ynode *conf,
+                               const px_ynode *n, const px_option *opt)
+{
+    int line = inst->line, col = inst->col;
+    if (n) {
+        line = n->line;
+        col = n->col;
+    } else if (conf) {
+        map_mark(conf, &line, &col);
+    }
+    return fail_at(c, line, col, "plugin instance \"%s\": missing required option \"%s\" of "
+                                 "plugin \"%s\"", inst->name, opt->name, inst->plugin);
+}
+
+/* The value of one option: what the user set, else the plugin's default, else null (an error
+ * when the option is required). */
+static int resolve_option(cctx *c, const px_instance_conf *inst, const px_ynode *conf,
+                          const px_option *opt, json_t **value)
+{
+    const px_ynode *n = map_get(conf, opt->name);
+    if (!is_null(n)) {
+        return option_from_config(c, inst, opt, n, value);
+    }
+    if (opt->default_value) {
+        return option_from_default(c, inst, opt, value);
+    }
+    if (opt->flags & PX_OPT_REQUIRED) {
+        return fail_missing_option(c, inst, conf, n, opt);
+    }
+    *value = json_null();
+    return 0;
+}
+
 int px_config_options(const px_config *cfg, const px_instance_conf *inst,
                       const px_option *options, json_t **out, char *err, size_t errlen)
 {
@@ -2301,7 +2427,6 @@ int px_config_options(const px_config *cfg, const px_instance_conf *inst,
     json_t *result = NULL;
     const char **names = NULL;
     size_t nopts = 0;
-    char buf[ECHO_MAX + 8];
     int rc = PX_ECONFIG;
 
     if (err && errlen) {
@@ -2323,90 +2448,17 @@ int px_config_options(const px_config *cfg, const px_instance_conf *inst,
         names[k] = options[k].name;
     }
 
-    /* Register every secret the user set first, so even a failing config never logs one. A
-     * default is not a secret (it is in the plugin's documentation): masking "guest" would hide
-     * every "guest" in the log. */
-    for (size_t k = 0; conf && k < conf->n; k++) {
-        for (size_t o = 0; o < nopts; o++) {
-            if (strcmp(conf->keys[k]->text, options[o].name) == 0 &&
-                (options[o].flags & PX_OPT_SECRET)) {
-                register_secret(conf->items[k]);
-            }
-        }
+    register_set_secrets(conf, options, nopts);
+    if (check_known_options(&c, inst, conf, names, nopts) < 0) {
+        goto fail;
     }
-    for (size_t k = 0; conf && k < conf->n; k++) {
-        const char *key = conf->keys[k]->text;
-        size_t o;
-        for (o = 0; o < nopts && strcmp(names[o], key) != 0; o++) {
-        }
-        if (o == nopts) {
-            char hint[160];
-            fail(&c, conf->keys[k], "plugin instance \"%s\": unknown option \"%s\" for plugin "
-                                    "\"%s\"%s", inst->name, key, inst->plugin,
-                 did_you_mean(key, names, nopts, hint, sizeof(hint)));
-            goto fail;
-        }
-    }
-
     result = json_object();
     for (size_t o = 0; o < nopts; o++) {
-        const px_option *opt = &options[o];
-        const char *expect = opt->type < sizeof(type_expect) / sizeof(type_expect[0]) &&
-                                     type_expect[opt->type]
-                                 ? type_expect[opt->type]
-                                 : "a value of an unknown type";
-        const px_ynode *n = map_get(conf, opt->name);
         json_t *value = NULL;
-        int secret = (opt->flags & PX_OPT_SECRET) != 0;
-
-        if (!is_null(n)) {
-            if (option_value(opt, n, &value) < 0) {
-                if (secret) {
-                    fail(&c, n, "plugin instance \"%s\": option \"%s\": expected %s (value not "
-                                "shown: secret)", inst->name, opt->name, expect);
-                } else {
-                    fail(&c, n, "plugin instance \"%s\": option \"%s\": expected %s, got %s",
-                         inst->name, opt->name, expect, echo(n, buf, sizeof(buf)));
-                }
-                goto fail;
-            }
-            if (secret) {
-                char what[256];
-                snprintf(what, sizeof(what), "plugin instance \"%s\": option \"%s\"", inst->name,
-                         opt->name);
-                if (check_secret_length(&c, n, what) < 0) {
-                    json_decref(value);
-                    goto fail;
-                }
-            }
-        } else if (opt->default_value) {
-            cctx dc = {.file = "", .expand = 0};
-            px_ynode *d = NULL;
-            int drc = yaml_to_tree(&dc, opt->default_value, strlen(opt->default_value), &d);
-            if (drc == 0 && is_null(d)) {
-                value = json_null();
-            } else if (drc < 0 || option_value(opt, d, &value) < 0) {
-                fail_at(&c, inst->line, inst->col, "plugin \"%s\" declares an invalid default "
-                        "for option \"%s\" (expected %s)", inst->plugin, opt->name, expect);
-                ynode_free(d);
-                goto fail;
-            }
-            ynode_free(d);
-        } else if (opt->flags & PX_OPT_REQUIRED) {
-            int line = inst->line, col = inst->col;
-            if (n) {
-                line = n->line;
-                col = n->col;
-            } else if (conf) {
-                map_mark(conf, &line, &col);
-            }
-            fail_at(&c, line, col, "plugin instance \"%s\": missing required option \"%s\" of "
-                                   "plugin \"%s\"", inst->name, opt->name, inst->plugin);
+        if (resolve_option(&c, inst, conf, &options[o], &value) < 0) {
             goto fail;
-        } else {
-            value = json_null();
         }
-        json_object_set_new(result, opt->name, value);
+        json_object_set_new(result, options[o].name, value);
     }
     free(names);
     ynode_free(own);
