@@ -149,47 +149,52 @@ static int is_pure_sink_kind(uint32_t kind)
     return !(kind & PX_KIND_SOURCE);
 }
 
-static int reload_config(px_runtime *rt, px_admin *admin, char *err, size_t errlen)
+/* A config that names no plugin path gets the built-in one the running config got at start. */
+static void inherit_plugin_path(px_config *ncfg, const px_config *old)
 {
-    px_config *ncfg = NULL;
-    int rc = px_config_load(rt->cfg->path, &ncfg, err, errlen);
-    if (rc < 0) {
-        return rc;
+    if (ncfg->nplugin_path != 0) {
+        return;
     }
-    if (ncfg->nplugin_path == 0) {
-        /* The built-in path the running config got at start. */
-        ncfg->plugin_path = px_xcalloc(rt->cfg->nplugin_path, sizeof(char *));
-        for (size_t i = 0; i < rt->cfg->nplugin_path; i++) {
-            ncfg->plugin_path[i] = px_xstrdup(rt->cfg->plugin_path[i]);
-        }
-        ncfg->nplugin_path = rt->cfg->nplugin_path;
+    ncfg->plugin_path = px_xcalloc(old->nplugin_path, sizeof(char *));
+    for (size_t i = 0; i < old->nplugin_path; i++) {
+        ncfg->plugin_path[i] = px_xstrdup(old->plugin_path[i]);
     }
-    const char *restart_only[4] = {0};
-    size_t nrestart = 0;
-    if (strcmp(ncfg->data_dir, rt->cfg->data_dir) != 0) {
-        restart_only[nrestart++] = "host.data_dir";
+    ncfg->nplugin_path = old->nplugin_path;
+}
+
+/* Names into names[] (room for 4) the settings that changed but only a restart applies; returns
+ * how many. */
+static size_t restart_only_changes(const px_config *ncfg, const px_config *old,
+                                   const char *names[4])
+{
+    size_t n = 0;
+    if (strcmp(ncfg->data_dir, old->data_dir) != 0) {
+        names[n++] = "host.data_dir";
     }
     if ((ncfg->http_listen ? ncfg->http_listen : "")[0] !=
-            (rt->cfg->http_listen ? rt->cfg->http_listen : "")[0] ||
-        (ncfg->http_listen && rt->cfg->http_listen &&
-         strcmp(ncfg->http_listen, rt->cfg->http_listen) != 0)) {
-        restart_only[nrestart++] = "host.http.listen";
+            (old->http_listen ? old->http_listen : "")[0] ||
+        (ncfg->http_listen && old->http_listen &&
+         strcmp(ncfg->http_listen, old->http_listen) != 0)) {
+        names[n++] = "host.http.listen";
     }
-    if (ncfg->durability != rt->cfg->durability) {
-        restart_only[nrestart++] = "host.durability";
+    if (ncfg->durability != old->durability) {
+        names[n++] = "host.durability";
     }
+    return n;
+}
 
-    /* 1. Validate everything and load every new generation; nothing changes yet. */
-    plan_item *plan = px_xcalloc(ncfg->ninstances ? ncfg->ninstances : 1, sizeof(*plan));
-    size_t nplan = ncfg->ninstances;
-    px_router *router = NULL;
-    for (size_t i = 0; i < nplan && rc == 0; i++) {
+/* Checks each instance of ncfg and decides what the reload does with it (add, change or keep);
+ * a kept instance takes its new max_inflight at once. */
+static int plan_classify(px_runtime *rt, const px_config *ncfg, plan_item *plan, size_t nplan,
+                         char *err, size_t errlen)
+{
+    for (size_t i = 0; i < nplan; i++) {
         plan_item *p = &plan[i];
         p->ic = &ncfg->instances[i];
         p->inst = px_runtime_instance(rt, p->ic->name);
-        rc = px_plugin_check_instance(ncfg, p->ic, &rt->api, &p->file, &p->opts, err, errlen);
+        int rc = px_plugin_check_instance(ncfg, p->ic, &rt->api, &p->file, &p->opts, err, errlen);
         if (rc < 0) {
-            break;
+            return rc;
         }
         if (!p->inst) {
             p->what = ADD;
@@ -205,14 +210,15 @@ static int reload_config(px_runtime *rt, px_admin *admin, char *err, size_t errl
             }
         }
     }
-    if (rc == 0) {
-        rc = px_plugin_check_roles(ncfg, &rt->api, err, errlen);
-    }
-    if (rc == 0) {
-        rc = px_router_create(ncfg, &router, err, errlen);
-    }
-    /* Added instances need an instance record before their generation can load. */
-    for (size_t i = 0; i < nplan && rc == 0; i++) {
+    return 0;
+}
+
+/* Loads the new generation of every added or changed instance; added instances need an instance
+ * record before their generation can load. Stops at the first failure. */
+static int plan_load_generations(px_runtime *rt, const px_config *ncfg, plan_item *plan,
+                                 size_t nplan, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < nplan; i++) {
         plan_item *p = &plan[i];
         if (p->what == KEEP) {
             continue;
@@ -221,40 +227,46 @@ static int reload_config(px_runtime *rt, px_admin *admin, char *err, size_t errl
             p->inst = px_instance_create(&rt->gens, p->ic->name, p->ic->plugin, p->file, p->opts,
                                          p->ic->max_inflight);
         }
-        rc = prepare(rt, ncfg, p->inst, p->file, p->opts, &p->ng, err, errlen);
+        int rc = prepare(rt, ncfg, p->inst, p->file, p->opts, &p->ng, err, errlen);
         if (rc < 0 && p->what == ADD) {
             px_instance_destroy(p->inst);
             p->inst = NULL;
         } else if (rc < 0) {
             set_failure(p->inst, err); /* status shows why it still runs the old generation */
         }
-    }
-    /* The admin token and address are applied, or the reload is refused: never ignored. */
-    px_admin_change *admin_change = NULL;
-    if (rc == 0) {
-        rc = px_admin_prepare(admin, ncfg, &admin_change, err, errlen);
-    }
-    if (rc < 0) {
-        for (size_t i = 0; i < nplan; i++) {
-            if (!plan[i].ng) {
-                continue;
-            }
-            if (plan[i].what == ADD) {
-                /* Its generation holds the record until it closes. */
-                px_runtime_retire_instance(rt, plan[i].inst);
-            }
-            px_gen_close(plan[i].ng, px_runtime_on_retired_gen_closed);
+        if (rc < 0) {
+            return rc;
         }
-        px_router_destroy(router);
-        plan_free(plan, nplan);
-        px_config_destroy(ncfg);
-        return rc;
     }
+    return 0;
+}
 
-    /* 2. Switch: sinks first so that the first event of a new source finds them. */
-    size_t changed = 0, added = 0, removed = 0, kept = 0;
+/* Closes every generation the plan loaded, for a reload that is refused. */
+static void plan_abandon(px_runtime *rt, plan_item *plan, size_t nplan)
+{
+    for (size_t i = 0; i < nplan; i++) {
+        if (!plan[i].ng) {
+            continue;
+        }
+        if (plan[i].what == ADD) {
+            /* Its generation holds the record until it closes. */
+            px_runtime_retire_instance(rt, plan[i].inst);
+        }
+        px_gen_close(plan[i].ng, px_runtime_on_retired_gen_closed);
+    }
+}
+
+typedef struct reload_counts {
+    size_t changed, added, removed, kept;
+} reload_counts;
+
+/* Switches every added or changed instance to its new generation, sinks first so that the first
+ * event of a new source finds them. A failed switch is recorded on the instance; the first one's
+ * reason goes into first_err (size first_len). Returns whether any failed. */
+static int plan_switch(px_runtime *rt, plan_item *plan, size_t nplan, reload_counts *counts,
+                       char *first_err, size_t first_len)
+{
     int failed = 0;
-    char first_err[512] = "";
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i < nplan; i++) {
             plan_item *p = &plan[i];
@@ -272,17 +284,24 @@ static int reload_config(px_runtime *rt, px_admin *admin, char *err, size_t errl
                           sizeof(e)) < 0) {
                 set_failure(p->inst, e);
                 if (!failed) {
-                    snprintf(first_err, sizeof(first_err), "%s", e);
+                    snprintf(first_err, first_len, "%s", e);
                 }
                 failed = 1;
             } else if (p->what == ADD) {
-                added++;
+                counts->added++;
             } else {
-                changed++;
+                counts->changed++;
             }
         }
     }
-    /* Removed instances: stop and drain; their pending deliveries stay in the spool. */
+    return failed;
+}
+
+/* Stops and drains the instances ncfg no longer has; their pending deliveries stay in the spool.
+ * Returns how many. */
+static size_t remove_dropped_instances(px_runtime *rt, const px_config *ncfg)
+{
+    size_t removed = 0;
     for (size_t i = 0; i < rt->ninstances;) {
         px_instance *inst = rt->instances[i];
         if (px_config_instance(ncfg, inst->name)) {
@@ -300,33 +319,86 @@ static int reload_config(px_runtime *rt, px_admin *admin, char *err, size_t errl
         PX_LOG_INFO("reload", "instance %s removed; its pending deliveries stay in the spool",
                     inst->name);
     }
+    return removed;
+}
+
+/* Settings that only a restart can change keep their running values in ncfg. */
+static void keep_restart_only(px_config *ncfg, const px_config *old, const char *const *names,
+                              size_t n)
+{
+    if (!n) {
+        return;
+    }
+    free(ncfg->data_dir);
+    ncfg->data_dir = px_xstrdup(old->data_dir);
+    free(ncfg->http_listen);
+    ncfg->http_listen = px_xstrdup(old->http_listen);
+    ncfg->durability = old->durability;
+    for (size_t i = 0; i < n; i++) {
+        PX_LOG_WARN("reload", "%s changed: it takes effect at the next restart", names[i]);
+    }
+}
+
+static int reload_config(px_runtime *rt, px_admin *admin, char *err, size_t errlen)
+{
+    px_config *ncfg = NULL;
+    int rc = px_config_load(rt->cfg->path, &ncfg, err, errlen);
+    if (rc < 0) {
+        return rc;
+    }
+    inherit_plugin_path(ncfg, rt->cfg);
+    const char *restart_only[4] = {0};
+    size_t nrestart = restart_only_changes(ncfg, rt->cfg, restart_only);
+
+    /* 1. Validate everything and load every new generation; nothing changes yet. */
+    plan_item *plan = px_xcalloc(ncfg->ninstances ? ncfg->ninstances : 1, sizeof(*plan));
+    size_t nplan = ncfg->ninstances;
+    px_router *router = NULL;
+    rc = plan_classify(rt, ncfg, plan, nplan, err, errlen);
+    if (rc == 0) {
+        rc = px_plugin_check_roles(ncfg, &rt->api, err, errlen);
+    }
+    if (rc == 0) {
+        rc = px_router_create(ncfg, &router, err, errlen);
+    }
+    if (rc == 0) {
+        rc = plan_load_generations(rt, ncfg, plan, nplan, err, errlen);
+    }
+    /* The admin token and address are applied, or the reload is refused: never ignored. */
+    px_admin_change *admin_change = NULL;
+    if (rc == 0) {
+        rc = px_admin_prepare(admin, ncfg, &admin_change, err, errlen);
+    }
+    if (rc < 0) {
+        plan_abandon(rt, plan, nplan);
+        px_router_destroy(router);
+        plan_free(plan, nplan);
+        px_config_destroy(ncfg);
+        return rc;
+    }
+
+    /* 2. Switch the instances. */
+    reload_counts counts = {0};
+    char first_err[512] = "";
+    int failed = plan_switch(rt, plan, nplan, &counts, first_err, sizeof(first_err));
+    counts.removed = remove_dropped_instances(rt, ncfg);
     for (size_t i = 0; i < nplan; i++) {
-        kept += plan[i].what == KEEP;
+        counts.kept += plan[i].what == KEEP;
     }
 
     /* 3. Pipelines: the new router and config take effect for the next event. */
     px_router_box_unref(rt->router);
     rt->router = px_router_box_new(router);
     px_config *old = rt->cfg;
-    /* Settings that only a restart can change keep their running values. */
-    if (nrestart) {
-        free(ncfg->data_dir);
-        ncfg->data_dir = px_xstrdup(old->data_dir);
-        free(ncfg->http_listen);
-        ncfg->http_listen = px_xstrdup(old->http_listen);
-        ncfg->durability = old->durability;
-        for (size_t i = 0; i < nrestart; i++) {
-            PX_LOG_WARN("reload", "%s changed: it takes effect at the next restart",
-                        restart_only[i]);
-        }
-    }
+    keep_restart_only(ncfg, old, restart_only, nrestart);
     rt->cfg = ncfg;
     px_admin_commit(admin, admin_change);
     px_config_destroy(old);
     px_dispatch_pump_all(rt->dispatch);
     plan_free(plan, nplan);
     PX_LOG_INFO("reload", "configuration applied changed=%zu added=%zu removed=%zu "
-                "unchanged=%zu pipelines=%zu", changed, added, removed, kept, rt->cfg->npipelines);
+                "unchanged=%zu pipelines=%zu", counts.changed, counts.added, counts.removed,
+                counts.kept, rt->cfg->npipelines);
     if (failed) {
         snprintf(err, errlen, "%s", first_err);
         return PX_EPLUGIN;
