@@ -26,6 +26,7 @@
 #include "loader.h"
 #include "log.h"
 #include "mem.h"
+#include "store.h"
 
 #define DEFAULT_TIMEOUT_MS 5000
 #define DEFAULT_RUN_MS 100
@@ -161,7 +162,9 @@ struct kit {
     kroute *routes;
     kreq *reqs;
     kq *q_head, *q_tail;
-    json_t *kv, *metrics;
+    px_store *store; /* in memory: the plugin's state (kv_get / kv_set) */
+    json_t *kv_keys; /* every key the state had: an object used as a set */
+    json_t *kv, *metrics; /* kv: the state as reported (the scenario's until the plugin ran) */
     json_t *empty; /* {} for absent scenario objects */
     json_t *report, *lifecycle, *deliveries, *requests, *emits, *dead_letters, *http_calls,
         *logs, *violations, *failures, *warnings;
@@ -1284,8 +1287,7 @@ static json_t *kit_kv_get(px_plugin_ctx *ctx, const char *key)
     if (!usable(g, "kv_get") || !key) {
         return NULL;
     }
-    json_t *v = json_object_get(g->k->kv, key);
-    return v ? json_deep_copy(v) : NULL;
+    return px_store_kv_get(g->k->store, g->k->instance, key);
 }
 
 static int kit_kv_set(px_plugin_ctx *ctx, const char *key, const json_t *value)
@@ -1297,12 +1299,11 @@ static int kit_kv_set(px_plugin_ctx *ctx, const char *key, const json_t *value)
     if (!key || !key[0]) {
         return PX_EINVAL;
     }
-    if (!value) {
-        json_object_del(g->k->kv, key);
-    } else {
-        json_object_set_new(g->k->kv, key, json_deep_copy(value));
+    int rc = px_store_kv_set(g->k->store, g->k->instance, key, value);
+    if (rc == 0) {
+        json_object_set_new(g->k->kv_keys, key, json_true());
     }
-    return 0;
+    return rc;
 }
 
 static void metric(px_plugin_ctx *ctx, const char *fn, const char *name, const char *labels,
@@ -1959,7 +1960,28 @@ static int load(kit *k, const char *file)
             json_array_append_new(k->secrets, json_string(v));
         }
     }
+    const char *key;
+    json_t *value;
+    json_object_foreach(k->kv, key, value) {
+        px_store_kv_set(k->store, k->instance, key, value);
+        json_object_set_new(k->kv_keys, key, json_true());
+    }
     return 0;
+}
+
+/* The plugin's state as the store holds it at the end of the run. */
+static json_t *final_state(kit *k)
+{
+    json_t *state = json_object();
+    const char *key;
+    json_t *unused;
+    json_object_foreach(k->kv_keys, key, unused) {
+        json_t *v = px_store_kv_get(k->store, k->instance, key);
+        if (v) {
+            json_object_set_new(state, key, v);
+        }
+    }
+    return state;
 }
 
 static int check_scenario(kit *k)
@@ -2104,6 +2126,7 @@ static void teardown(kit *k)
             uv_close((uv_handle_t *)&c->timer, on_handle_closed);
         }
     }
+    px_store_close(k->store);
     uv_close((uv_handle_t *)&k->wake, on_handle_closed);
     uv_close((uv_handle_t *)&k->deadline, on_handle_closed);
     uv_run(&k->loop, UV_RUN_DEFAULT);
@@ -2198,10 +2221,14 @@ static int run_here(const char *file, const json_t *scenario, json_t **report)
     k->metrics = json_object();
     json_t *kv = json_object_get(scn, "kv");
     k->kv = json_is_object(kv) ? json_deep_copy(kv) : json_object();
+    k->kv_keys = json_object();
+    px_store_open_memory(&k->loop, NULL, &k->store);
     json_object_set_new(k->report, "file", json_string(file));
 
     if (check_scenario(k) == 0 && load(k, file) == 0) {
         drive(k);
+        json_decref(k->kv);
+        k->kv = final_state(k);
         judge_left(k);
         check_expectations(k);
     }
@@ -2224,6 +2251,7 @@ static int run_here(const char *file, const json_t *scenario, json_t **report)
     json_object_set_new(r, "warnings", k->warnings);
     json_decref(k->config);
     json_decref(k->secrets);
+    json_decref(k->kv_keys);
     json_decref(scn);
     json_decref(k->empty);
     free(k->instance);

@@ -1,6 +1,7 @@
 /* The plugin test kit behind `plexus plugin test`: loads one plugin file with the host's own
- * loader and option validation, and runs it against an in-memory host that implements every
- * px_host_api function itself. It feeds the plugin deliveries (sinks), collects its emits and dead
+ * loader and option validation, and runs it against an in-memory host: the plugin's state
+ * (kv_get / kv_set) lives in the store's in-memory backend (store.h), every other px_host_api
+ * function is the kit's own. It feeds the plugin deliveries (sinks), collects its emits and dead
  * letters (sources), calls its HTTP routes, answers its outgoing HTTP requests from a script (or
  * sends them for real), and records every completion. It drives the lifecycle exactly as the
  * daemon does (init, import_state, start, stop, drain, destroy) and checks the plugin's side of
