@@ -11,17 +11,22 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <errno.h>
 #include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <plexus/sdk.h>
 #include <uv.h>
 
 #include "config.h"
+#include "crash.h"
 #include "err.h"
 #include "http_client.h"
 #include "loader.h"
 #include "log.h"
 #include "mem.h"
+#include "store.h"
 
 #define DEFAULT_TIMEOUT_MS 5000
 #define DEFAULT_RUN_MS 100
@@ -157,7 +162,9 @@ struct kit {
     kroute *routes;
     kreq *reqs;
     kq *q_head, *q_tail;
-    json_t *kv, *metrics;
+    px_store *store; /* in memory: the plugin's state (kv_get / kv_set) */
+    json_t *kv_keys; /* every key the state had: an object used as a set */
+    json_t *kv, *metrics; /* kv: the state as reported (the scenario's until the plugin ran) */
     json_t *empty; /* {} for absent scenario objects */
     json_t *report, *lifecycle, *deliveries, *requests, *emits, *dead_letters, *http_calls,
         *logs, *violations, *failures, *warnings;
@@ -292,6 +299,13 @@ static char *mask(kit *k, char *s, int *found)
 
 /* --- Threads and phases -------------------------------------------------------------------- */
 
+/* Marks a call into the plugin (left with px_crash_leave), so that a crash in it is reported
+ * naming the callback (crash.h). event_id borrowed; NULL when the call is not a delivery. */
+static void plugin_call(px_crash_frame *f, kit *k, const char *call, const char *event_id)
+{
+    px_crash_enter(f, call, k->instance, 0, event_id);
+}
+
 static kit *the_kit; /* for calls whose handle is bad */
 
 static int on_loop(kit *k, const char *fn)
@@ -370,11 +384,14 @@ static void run_queue(kit *k, kgen *only)
             continue;
         }
         if (it->g->phase != PH_DESTROYED) {
+            px_crash_frame cf;
+            plugin_call(&cf, k, it->kind == Q_POST ? "post" : "persisted", NULL);
             if (it->kind == Q_POST) {
                 it->cb(it->arg);
             } else if (it->pcb) {
                 it->pcb(it->status, it->arg);
             }
+            px_crash_leave(&cf);
         }
         free(it);
     }
@@ -841,7 +858,10 @@ static void on_ktimer(uv_timer_t *h)
     }
     t->fired = 1;
     progress(t->g->k);
+    px_crash_frame cf;
+    plugin_call(&cf, t->g->k, "timer", NULL);
     t->cb(t->arg);
+    px_crash_leave(&cf);
 }
 
 static int kit_timer_start(px_plugin_ctx *ctx, uint64_t ms, uint64_t repeat_ms,
@@ -1025,9 +1045,11 @@ static void finish_call(kcall *c, int status, const kresp *resp, const char *err
         /* Like the host: calls left at unload are cancelled and answered after destroy. */
         json_object_set_new(c->record, "after_destroy", json_true());
     }
-    (void)k;
     if (c->cb && !c->orphan) {
+        px_crash_frame cf;
+        plugin_call(&cf, k, "http_response", NULL);
         c->cb(status, resp ? (const px_http_response *)(const void *)resp : NULL, error, c->arg);
+        px_crash_leave(&cf);
     }
 }
 
@@ -1265,8 +1287,7 @@ static json_t *kit_kv_get(px_plugin_ctx *ctx, const char *key)
     if (!usable(g, "kv_get") || !key) {
         return NULL;
     }
-    json_t *v = json_object_get(g->k->kv, key);
-    return v ? json_deep_copy(v) : NULL;
+    return px_store_kv_get(g->k->store, g->k->instance, key);
 }
 
 static int kit_kv_set(px_plugin_ctx *ctx, const char *key, const json_t *value)
@@ -1278,12 +1299,11 @@ static int kit_kv_set(px_plugin_ctx *ctx, const char *key, const json_t *value)
     if (!key || !key[0]) {
         return PX_EINVAL;
     }
-    if (!value) {
-        json_object_del(g->k->kv, key);
-    } else {
-        json_object_set_new(g->k->kv, key, json_deep_copy(value));
+    int rc = px_store_kv_set(g->k->store, g->k->instance, key, value);
+    if (rc == 0) {
+        json_object_set_new(g->k->kv_keys, key, json_true());
     }
-    return 0;
+    return rc;
 }
 
 static void metric(px_plugin_ctx *ctx, const char *fn, const char *name, const char *labels,
@@ -1557,7 +1577,10 @@ static void run_events(kit *k, kgen *g, size_t *index)
         k->dels = d;
 
         d->spec = spec;
+        px_crash_frame cf;
+        plugin_call(&cf, k, "deliver", d->ev->id);
         k->desc->deliver(g->state, (px_delivery *)d);
+        px_crash_leave(&cf);
         if (json_is_false(json_object_get(spec, "wait"))) {
             continue; /* judged at the end: it may complete during the drain */
         }
@@ -1637,7 +1660,10 @@ static void run_requests(kit *k, kgen *g)
             r->resp_headers = json_object();
             r->next = k->reqs;
             k->reqs = r;
+            px_crash_frame cf;
+            plugin_call(&cf, k, "http_route", NULL);
             route->cb((px_http_request *)r, route->arg);
+            px_crash_leave(&cf);
             if (!run_until(k, req_done, r, k->timeout_ms)) {
                 failure(k, "request %zu (%s %s) was not answered within %llu ms", i, method,
                         path, (unsigned long long)k->timeout_ms);
@@ -1695,7 +1721,10 @@ static int gen_init(kit *k, kgen *g)
 {
     push_lifecycle(k, g, "init");
     void *state = NULL;
+    px_crash_frame cf;
+    plugin_call(&cf, k, "init", NULL);
     int rc = k->desc->init((px_plugin_ctx *)g, k->config, &state);
+    px_crash_leave(&cf);
     if (rc < 0) {
         return rc;
     }
@@ -1707,7 +1736,10 @@ static int gen_start(kit *k, kgen *g)
 {
     if (k->desc->start) {
         push_lifecycle(k, g, "start");
+        px_crash_frame cf;
+        plugin_call(&cf, k, "start", NULL);
         int rc = k->desc->start(g->state);
+        px_crash_leave(&cf);
         if (rc < 0) {
             failure(k, "start failed (generation %d): %s", g->no, px_strerror(rc));
             return rc;
@@ -1762,15 +1794,20 @@ static void unload(kit *k, kgen *g, int after)
 static void gen_shutdown(kit *k, kgen *g)
 {
     const px_plugin_desc *d = k->desc;
+    px_crash_frame cf;
     g->phase = PH_STOPPING;
     if (d->stop) {
         push_lifecycle(k, g, "stop");
+        plugin_call(&cf, k, "stop", NULL);
         d->stop(g->state);
+        px_crash_leave(&cf);
     }
     if (d->drain) {
         g->drain_asked = 1;
         push_lifecycle(k, g, "drain");
+        plugin_call(&cf, k, "drain", NULL);
         d->drain(g->state);
+        px_crash_leave(&cf);
         if (!run_until(k, gen_drained, g, k->timeout_ms)) {
             violation(k, "drain(): host->drained() was not called within %llu ms",
                       (unsigned long long)k->timeout_ms);
@@ -1802,7 +1839,9 @@ static void gen_shutdown(kit *k, kgen *g)
     g->phase = PH_DESTROYING;
     pthread_mutex_unlock(&k->lock);
     push_lifecycle(k, g, "destroy");
+    plugin_call(&cf, k, "destroy", NULL);
     d->destroy(g->state);
+    px_crash_leave(&cf);
     pthread_mutex_lock(&k->lock);
     g->phase = PH_DESTROYED;
     pthread_mutex_unlock(&k->lock);
@@ -1921,7 +1960,28 @@ static int load(kit *k, const char *file)
             json_array_append_new(k->secrets, json_string(v));
         }
     }
+    const char *key;
+    json_t *value;
+    json_object_foreach(k->kv, key, value) {
+        px_store_kv_set(k->store, k->instance, key, value);
+        json_object_set_new(k->kv_keys, key, json_true());
+    }
     return 0;
+}
+
+/* The plugin's state as the store holds it at the end of the run. */
+static json_t *final_state(kit *k)
+{
+    json_t *state = json_object();
+    const char *key;
+    json_t *unused;
+    json_object_foreach(k->kv_keys, key, unused) {
+        json_t *v = px_store_kv_get(k->store, k->instance, key);
+        if (v) {
+            json_object_set_new(state, key, v);
+        }
+    }
+    return state;
 }
 
 static int check_scenario(kit *k)
@@ -2000,10 +2060,15 @@ static void drive(kit *k)
             g2->phase = PH_DESTROYED;
         } else {
             if (k->desc->export_state && k->desc->import_state) {
+                px_crash_frame cf;
                 push_lifecycle(k, g, "export_state");
+                plugin_call(&cf, k, "export_state", NULL);
                 json_t *st = k->desc->export_state(g->state);
+                px_crash_leave(&cf);
                 push_lifecycle(k, g2, "import_state");
+                plugin_call(&cf, k, "import_state", NULL);
                 rc = k->desc->import_state(g2->state, st);
+                px_crash_leave(&cf);
                 json_object_set_new(k->report, "handed_over", st ? st : json_null());
                 if (rc < 0) {
                     failure(k, "import_state failed: %s", px_strerror(rc));
@@ -2061,6 +2126,7 @@ static void teardown(kit *k)
             uv_close((uv_handle_t *)&c->timer, on_handle_closed);
         }
     }
+    px_store_close(k->store);
     uv_close((uv_handle_t *)&k->wake, on_handle_closed);
     uv_close((uv_handle_t *)&k->deadline, on_handle_closed);
     uv_run(&k->loop, UV_RUN_DEFAULT);
@@ -2124,7 +2190,8 @@ static void teardown(kit *k)
     pthread_mutex_destroy(&k->lock);
 }
 
-int px_testkit_run(const char *file, const json_t *scenario, json_t **report)
+/* The whole scenario, in this process. */
+static int run_here(const char *file, const json_t *scenario, json_t **report)
 {
     kit *k = px_xcalloc(1, sizeof(*k));
     the_kit = k;
@@ -2154,10 +2221,14 @@ int px_testkit_run(const char *file, const json_t *scenario, json_t **report)
     k->metrics = json_object();
     json_t *kv = json_object_get(scn, "kv");
     k->kv = json_is_object(kv) ? json_deep_copy(kv) : json_object();
+    k->kv_keys = json_object();
+    px_store_open_memory(&k->loop, NULL, &k->store);
     json_object_set_new(k->report, "file", json_string(file));
 
     if (check_scenario(k) == 0 && load(k, file) == 0) {
         drive(k);
+        json_decref(k->kv);
+        k->kv = final_state(k);
         judge_left(k);
         check_expectations(k);
     }
@@ -2180,6 +2251,7 @@ int px_testkit_run(const char *file, const json_t *scenario, json_t **report)
     json_object_set_new(r, "warnings", k->warnings);
     json_decref(k->config);
     json_decref(k->secrets);
+    json_decref(k->kv_keys);
     json_decref(scn);
     json_decref(k->empty);
     free(k->instance);
@@ -2187,4 +2259,128 @@ int px_testkit_run(const char *file, const json_t *scenario, json_t **report)
     the_kit = NULL;
     *report = r;
     return ok ? 0 : 1;
+}
+
+/* --- One process per scenario -------------------------------------------------------------- */
+
+/* Reads fd to its end into a NUL-terminated string (owned by caller). */
+static char *read_all(int fd)
+{
+    size_t n = 0, cap = 4096;
+    char *b = px_xmalloc(cap);
+    for (;;) {
+        if (cap - n < 2048) {
+            cap *= 2;
+            b = px_xrealloc(b, cap);
+        }
+        ssize_t got = read(fd, b + n, cap - n - 1);
+        if (got < 0 && errno == EINTR) {
+            continue;
+        }
+        if (got <= 0) {
+            break;
+        }
+        n += (size_t)got;
+    }
+    b[n] = '\0';
+    return b;
+}
+
+/* A report in the usual shape, every list empty but failures. */
+static json_t *failed_report(const char *file, char *failure)
+{
+    json_t *r = json_pack("{s:b, s:s, s:[], s:[], s:[], s:[], s:[], s:[], s:{}, s:{}, s:[], s:[], "
+                          "s:[s], s:[]}", "ok", 0, "file", file, "lifecycle", "deliveries",
+                          "requests", "emits", "dead_letters", "http_calls", "kv", "metrics",
+                          "logs", "violations", "failures", failure, "warnings");
+    free(failure);
+    return r;
+}
+
+/* The report of a run that died of signal signo: the record its crash handler left in dir
+ * names the plugin call that was running. */
+static json_t *crash_report(const char *file, const char *dir, int signo)
+{
+    char *path = px_xasprintf("%s/%s", dir, PX_CRASH_MARKER);
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    px_crash_record rec;
+    int found = f && fgets(line, sizeof(line), f) && px_crash_parse_line(line, &rec) == 0;
+    if (f) {
+        fclose(f);
+    }
+    unlink(path);
+    free(path);
+    json_t *r = failed_report(file, found ? px_crash_reason(&rec)
+                                          : px_xasprintf("crash: %s", px_crash_signame(signo)));
+    if (found && rec.call[0]) {
+        json_object_set_new(r, "crash", json_pack("{s:s, s:s, s:s, s:s}", "signal",
+                                                  px_crash_signame(rec.signo), "call", rec.call,
+                                                  "instance", rec.instance, "event", rec.event));
+    }
+    return r;
+}
+
+/* Runs the scenario in a child process writing its report to fd and exits. */
+static void run_child(const char *file, const json_t *scenario, const char *dir, int fd)
+{
+    px_crash_install(dir);
+    json_t *report = NULL;
+    int rc = run_here(file, scenario, &report);
+    int wrote = json_dumpfd(report, fd, JSON_COMPACT) == 0;
+    json_decref(report);
+    close(fd);
+    exit(wrote ? rc : 2);
+}
+
+int px_testkit_run(const char *file, const json_t *scenario, json_t **report)
+{
+    const char *tmp = getenv("TMPDIR");
+    char *dir = px_xasprintf("%s/plexus-kit-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+    int fds[2] = {-1, -1};
+    if (!mkdtemp(dir) || pipe(fds) != 0) {
+        *report = failed_report(file, px_xasprintf("cannot set up the run: %s", strerror(errno)));
+        free(dir);
+        return 1;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        run_child(file, scenario, dir, fds[1]);
+    }
+    close(fds[1]);
+    char *text = pid > 0 ? read_all(fds[0]) : NULL;
+    close(fds[0]);
+    int status = 0;
+    while (pid > 0 && waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    json_t *r = text && text[0] ? json_loads(text, 0, NULL) : NULL;
+    free(text);
+    int rc = 1;
+    if (pid < 0) {
+        r = failed_report(file, px_xasprintf("cannot start the run: %s", strerror(errno)));
+    } else if (WIFSIGNALED(status)) {
+        json_decref(r);
+        r = crash_report(file, dir, WTERMSIG(status));
+    } else if (!json_is_object(r)) {
+        json_decref(r);
+        r = failed_report(file, px_xasprintf("the run exited with status %d and no report",
+                                             WEXITSTATUS(status)));
+    } else if (WEXITSTATUS(status) > 1) {
+        json_object_set_new(r, "ok", json_false());
+        json_array_append_new(json_object_get(r, "failures"),
+                              json_sprintf("the run exited with status %d",
+                                           WEXITSTATUS(status)));
+    } else {
+        rc = WEXITSTATUS(status);
+    }
+    char *marker = px_xasprintf("%s/%s", dir, PX_CRASH_MARKER);
+    unlink(marker);
+    free(marker);
+    rmdir(dir);
+    free(dir);
+    *report = r;
+    return rc;
 }

@@ -1,6 +1,7 @@
 /* The plugin test kit behind `plexus plugin test`: loads one plugin file with the host's own
- * loader and option validation, and runs it against an in-memory host that implements every
- * px_host_api function itself. It feeds the plugin deliveries (sinks), collects its emits and dead
+ * loader and option validation, and runs it against an in-memory host: the plugin's state
+ * (kv_get / kv_set) lives in the store's in-memory backend (store.h), every other px_host_api
+ * function is the kit's own. It feeds the plugin deliveries (sinks), collects its emits and dead
  * letters (sources), calls its HTTP routes, answers its outgoing HTTP requests from a script (or
  * sends them for real), and records every completion. It drives the lifecycle exactly as the
  * daemon does (init, import_state, start, stop, drain, destroy) and checks the plugin's side of
@@ -29,15 +30,20 @@
  *   reload         true: before stopping, hand over to a second generation (export_state /
  *                  import_state when both exist), stop, drain and destroy the first, and run the
  *                  events again on the second
- * Loop: the kit runs its own libuv loop; call from the main thread, one run at a time. */
+ * Process: each run forks; the child runs the scenario on its own libuv loop, with the crash
+ * handlers of crash.h installed, and hands the report back through a pipe. A child that dies of
+ * a fatal signal yields a report whose one failure names the signal and the plugin callback that
+ * was running, with "crash": {"signal", "call", "instance", "event"}. Call from the main thread
+ * while no other thread runs, one run at a time. */
 #ifndef PX_TESTKIT_H
 #define PX_TESTKIT_H
 
 #include <jansson.h>
 
 /* Runs plugin `file` (borrowed) through `scenario` (borrowed; NULL = {}). Always stores a report
- * in *report (new reference): {"ok", "plugin", "lifecycle", "deliveries", "requests", "emits",
- * "dead_letters", "http_calls", "kv", "metrics", "logs", "violations", "failures", "warnings"}.
+ * in *report (new reference): {"ok", "file", "plugin", "lifecycle", "deliveries", "requests",
+ * "emits", "dead_letters", "http_calls", "kv", "metrics", "logs", "violations", "failures",
+ * "warnings"} ("crash" too after a crash; no "plugin" then).
  * Returns 0 when the plugin loaded, met every expectation and broke no rule; 1 otherwise. */
 int px_testkit_run(const char *file, const json_t *scenario, json_t **report);
 

@@ -372,6 +372,12 @@ def test_kit_catches_rule_violations():
         else:
             assert rc == 1 and not rep["ok"], (fault, rep)
             assert any(needle in v for v in rep["violations"]), (fault, rep["violations"])
+    # A crash ends the scenario's own process, not the kit: the report names the callback.
+    so = build_fixture(src, os.path.join(TMP, "bad", "6", "badsink.so"), ["-DFAULT=6"])
+    rc, rep = kit(so, scn)
+    assert rc == 1 and not rep["ok"], rep
+    assert rep["failures"] == ["crash: SIGSEGV in deliver of instance badsink"], rep
+    assert rep["crash"]["call"] == "deliver" and rep["crash"]["event"], rep
     # Init failures are reported; a plugin that does not load is a failed run.
     rc, rep = kit(os.path.join(TEST_PLUGINS, "abi_init_fails.so"), {})
     assert rc == 1 and any("init failed" in f for f in rep["failures"]), rep

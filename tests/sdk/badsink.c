@@ -5,7 +5,8 @@
  *   2  has drain() but never calls host->drained()
  *   3  completes a delivery twice
  *   4  keeps a delivery open through drain and completes it from a thread after destroy
- *   5  calls host->kv_set from a worker thread */
+ *   5  calls host->kv_set from a worker thread
+ *   6  crashes (SIGSEGV) in deliver */
 #define _POSIX_C_SOURCE 200809L /* nanosleep */
 #include <pthread.h>
 #include <stdlib.h>
@@ -86,6 +87,10 @@ static int bad_start(void *state)
 static void bad_deliver(void *state, px_delivery *d)
 {
     bad *b = state;
+    if (FAULT == 6) {
+        volatile int *nowhere = NULL;
+        *nowhere = 1;
+    }
     if (FAULT == 4) {
         b->held = d;
         pthread_t t;
