@@ -77,9 +77,11 @@ static int open_services(px_runtime *rt, char *err, size_t errlen)
     rt->router = px_router_box_new(router);
     px_store_options so = {.durability = cfg->durability,
                            .dedupe_window_ms = cfg->dedupe_window_ms};
-    rc = px_store_open_sqlite(rt->loop, cfg->data_dir, &so, &rt->store, err, errlen);
-    if (rc < 0) {
-        return rc;
+    if (!rt->store) {
+        rc = px_store_open_sqlite(rt->loop, cfg->data_dir, &so, &rt->store, err, errlen);
+        if (rc < 0) {
+            return rc;
+        }
     }
     px_sink_directory dir = px_runtime_directory(rt);
     px_dispatch_create(rt->loop, rt->store, &dir, &rt->dispatch);
@@ -156,9 +158,17 @@ static int build(px_runtime *rt, char *err, size_t errlen)
 int px_runtime_create(uv_loop_t *loop, px_config *cfg, px_runtime **out, char *err,
                       size_t errlen)
 {
+    return px_runtime_create_on_store(loop, cfg, NULL, out, err, errlen);
+}
+
+/* store NULL: open_services opens the SQLite store in data_dir. */
+int px_runtime_create_on_store(uv_loop_t *loop, px_config *cfg, px_store *store,
+                               px_runtime **out, char *err, size_t errlen)
+{
     px_runtime *rt = px_xcalloc(1, sizeof(*rt));
     rt->loop = loop;
     rt->cfg = cfg;
+    rt->store = store;
     px_api_init(&rt->api);
     px_runtime_wire(rt);
     px_defer_init(&rt->defer, loop);

@@ -16,6 +16,12 @@
  * (the loop is run until it is). */
 int px_runtime_create(uv_loop_t *loop, px_config *cfg, px_runtime **out, char *err,
                       size_t errlen);
+/* As px_runtime_create, on a store the caller opened on `loop` (e.g. px_store_open_memory)
+ * instead of the SQLite store in data_dir. store is stolen: the runtime closes it with its other
+ * services (at shutdown, or on failure here), as it closes the one it opens itself. data_dir is
+ * still used for the private plugin copies. */
+int px_runtime_create_on_store(uv_loop_t *loop, px_config *cfg, px_store *store,
+                               px_runtime **out, char *err, size_t errlen);
 /* Starts sinks, then sources, and resumes the deliveries the spool holds. */
 int px_runtime_start(px_runtime *rt, char *err, size_t errlen);
 /* Graceful stop: sources stop and finish their emits, then sinks finish in-flight deliveries
