@@ -6,6 +6,8 @@
 #ifndef PX_STATE_H
 #define PX_STATE_H
 
+#include <stdint.h>
+
 #include <jansson.h>
 
 typedef struct px_state px_state;
@@ -23,6 +25,16 @@ json_t *px_state_get(px_state *st, const char *instance, const char *key);
  * value NULL deletes the key. Returns 0 once committed, PX_EINVAL for NULL instance/key or an
  * unencodable value, PX_ESPOOL when the write failed (nothing changed then). */
 int px_state_set(px_state *st, const char *instance, const char *key, const json_t *value);
+
+/* Versioned access, for compare-and-set (see px_store_kv_cas in store.h): every write gives the
+ * key a version greater than any the table holds, so a deleted and re-created key never repeats
+ * one. get_versioned: as px_state_get, with the version in *version (0 when absent). cas: writes
+ * value (NULL deletes) only when the key's version is still `expected` (0 = absent); returns 0 and
+ * the new version in *version (may be NULL), PX_ECONFLICT, PX_EINVAL or PX_ESPOOL. */
+json_t *px_state_get_versioned(px_state *st, const char *instance, const char *key,
+                               int64_t *version);
+int px_state_cas(px_state *st, const char *instance, const char *key, int64_t expected,
+                 const json_t *value, int64_t *version);
 
 /* Closes the connection and frees st. NULL is a no-op. */
 void px_state_close(px_state *st);

@@ -31,8 +31,14 @@
  * each is one call through the backend's table (px_store_ops), so the per-event path costs a
  * function-pointer call over the backend's own code.
  *
- * Backends: store_sqlite.c (SQLite file DIR/spool.db: spool.c and state.c; the default) and
- * store_memory.c (in memory: tests and the plugin test kit). */
+ * The PostgreSQL backend answers the synchronous calls (claim, adopt, note_crash, kv, dlq, lock)
+ * with one round trip on its own connection, bounded by a statement timeout, and refuses them at
+ * once with PX_EBUSY while the database is known unreachable; puts and marks go through its
+ * group-commit thread and never wait on the loop.
+ *
+ * Backends: store_sqlite.c (SQLite file DIR/spool.db: spool.c and state.c; the default),
+ * store_pg.c (PostgreSQL, shared by several hosts) and store_memory.c (in memory: tests and the
+ * plugin test kit). */
 #ifndef PX_STORE_H
 #define PX_STORE_H
 
@@ -129,6 +135,18 @@ typedef struct px_store_ops {
     int (*kv_set)(void *b, const char *instance, const char *key, const json_t *value);
     void (*get_stats)(void *b, px_store_stats *st);
     int (*writable)(void *b);
+    /* several hosts (see "Several hosts" below) */
+    int (*adopt)(void *b, const char *sink, size_t max,
+                 void (*cb)(const px_store_delivery *d, void *arg), void *arg);
+    int (*leased)(void *b);
+    int (*members)(void *b, json_t **out);
+    void (*announce)(void *b, const char *config_hash);
+    json_t *(*kv_get_versioned)(void *b, const char *instance, const char *key,
+                                int64_t *version);
+    int (*kv_cas)(void *b, const char *instance, const char *key, int64_t expected,
+                  const json_t *value, int64_t *version);
+    int (*lock)(void *b, const char *name, const char *holder, uint32_t ttl_ms);
+    int (*unlock)(void *b, const char *name, const char *holder);
 } px_store_ops;
 
 /* A store: a backend's table and state. Made by a px_store_open_* function. */
@@ -144,6 +162,12 @@ typedef struct px_store_options {
     uint64_t dedupe_window_ms; /* how long a dedupe key is unique; 0 = dedupe disabled */
     size_t max_queue;          /* puts queued and not yet persisted before put refuses with
                                   PX_EBUSY; 0 = the backend's default */
+    /* what a backend shared by several hosts records of this one (borrowed for the open call;
+       NULL = ""); one-host backends ignore them */
+    const char *host_id;     /* unique per host; see config.h px_host_cfg.host_id */
+    const char *version;     /* the host's version (PX_VERSION) */
+    const char *config_hash; /* hash of the running configuration; announce() updates it */
+    uint32_t lease_ms;       /* how long this host's claims outlive its last heartbeat; 0 = 15000 */
 } px_store_options;
 
 /* Opens the SQLite store in `dir` (borrowed; created when missing): the spool and the state in
@@ -153,6 +177,14 @@ typedef struct px_store_options {
  * NUL-terminated) and leaves *out untouched. */
 int px_store_open_sqlite(uv_loop_t *loop, const char *dir, const px_store_options *opt,
                          px_store **out, char *err, size_t errlen);
+
+/* Opens the PostgreSQL store at `url` (a libpq connection string or URI, borrowed), shared by
+ * every host opened with the same database: the schema is created or migrated on open (refused
+ * with a one-line message when the database's schema is newer than this binary). opt->host_id
+ * names this host among them. Same contract as px_store_open_sqlite otherwise; err never
+ * contains the URL's password. */
+int px_store_open_pg(uv_loop_t *loop, const char *url, const px_store_options *opt,
+                     px_store **out, char *err, size_t errlen);
 
 /* Opens an empty store in memory on `loop`: nothing survives its close. Puts are persisted at the
  * next loop turn (a commit of everything put in this one). Same contract as the SQLite store
@@ -317,6 +349,75 @@ static inline void px_store_get_stats(px_store *s, px_store_stats *st)
 static inline int px_store_writable(px_store *s)
 {
     return s->ops->writable(s->impl);
+}
+
+/* --- Several hosts --------------------------------------------------------------------------
+ * A backend shared by several hosts (PostgreSQL) keeps one row per host: its id, version, config
+ * hash, start and last heartbeat. The backend renews this host's lease (its heartbeat) by itself,
+ * on its own schedule, every lease_ms / 5 or so; the claims of a host whose heartbeat is older than
+ * lease_ms are *orphaned* and any other host may adopt them. The one-host backends (SQLite,
+ * memory) answer these trivially: nothing to adopt, the lease always held, one member. */
+
+/* Claims up to `max` orphaned deliveries of `sink` (borrowed), whatever their id, and calls cb for
+ * each, in id order, as px_store_claim does. Synchronous. Returns the number passed to cb or < 0
+ * (PX_EBUSY when the store is unreachable). */
+static inline int px_store_adopt(px_store *s, const char *sink, size_t max,
+                                 void (*cb)(const px_store_delivery *d, void *arg), void *arg)
+{
+    return s->ops->adopt(s->impl, sink, max, cb, arg);
+}
+
+/* 1 while this host's lease holds, so it may start deliveries; 0 once its latest successful
+ * renewal is older than the renewal deadline (shorter than the lease), so a host cut off from the
+ * store stops delivering before another host may adopt its claims. */
+static inline int px_store_leased(px_store *s)
+{
+    return s->ops->leased(s->impl);
+}
+
+/* The hosts sharing this store, as a new JSON array of {host_id, version, config_hash,
+ * started_at, heartbeat_at (ms since the epoch), alive (bool: heartbeat within the lease), self
+ * (bool)}, this host included. Returns 0 or < 0. */
+static inline int px_store_members(px_store *s, json_t **out)
+{
+    return s->ops->members(s->impl, out);
+}
+
+/* Records this host's new configuration hash (borrowed) after a reload. */
+static inline void px_store_announce(px_store *s, const char *config_hash)
+{
+    s->ops->announce(s->impl, config_hash);
+}
+
+/* Versioned state, for compare-and-set between hosts. kv_get_versioned: as px_store_kv_get, and
+ * *version (not NULL) gets the value's version: > 0, changed by every set, 0 when absent.
+ * kv_cas: stores value (borrowed; NULL deletes) under (instance, key) only when its version is
+ * still `expected` (0 = only when absent); returns 0 and the new version in *version (may be
+ * NULL; 0 after a delete), PX_ECONFLICT when the version moved (nothing changed), PX_EINVAL,
+ * PX_ESPOOL or PX_EBUSY. */
+static inline json_t *px_store_kv_get_versioned(px_store *s, const char *instance,
+                                                const char *key, int64_t *version)
+{
+    return s->ops->kv_get_versioned(s->impl, instance, key, version);
+}
+static inline int px_store_kv_cas(px_store *s, const char *instance, const char *key,
+                                  int64_t expected, const json_t *value, int64_t *version)
+{
+    return s->ops->kv_cas(s->impl, instance, key, expected, value, version);
+}
+
+/* Named leases. lock: takes or renews `name` (borrowed) for `holder` (borrowed; unique per holder,
+ * e.g. host id + instance + generation) for ttl_ms; returns 1 when the holder now holds it, 0 when
+ * another holder does (and its ttl has not run out), < 0 on error (PX_EBUSY: unreachable). unlock:
+ * gives it up when `holder` holds it; returns 0 (also when it did not hold it) or < 0. */
+static inline int px_store_lock(px_store *s, const char *name, const char *holder,
+                                uint32_t ttl_ms)
+{
+    return s->ops->lock(s->impl, name, holder, ttl_ms);
+}
+static inline int px_store_unlock(px_store *s, const char *name, const char *holder)
+{
+    return s->ops->unlock(s->impl, name, holder);
 }
 
 /* Internal, shared by the backends: JSON text p (len bytes; NULL gives null) parsed, or as a

@@ -3,6 +3,7 @@
  * next loop turn, with every other put of this turn, as a group commit would. Nothing survives
  * the close. Lookups by id walk a list: sized for tests, not for production backlogs. */
 #include "store.h"
+#include "store_local.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,9 @@ typedef struct mem_store {
     mem_row *dead;                   /* any order */
     json_t *dedupe;                  /* "source\x1fkey" -> expiry (ms since the epoch) */
     json_t *kv;                      /* "instance\x1fkey" -> JSON text */
+    json_t *kv_version;              /* "instance\x1fkey" -> version (integer) */
+    int64_t last_version;            /* the latest version given */
+    px_store_local local;
     json_t *counts;                  /* sink -> pending deliveries */
     completion *done;
     size_t ndone, capdone;
@@ -644,8 +648,10 @@ static int m_kv_set(void *b, const char *instance, const char *key, const json_t
     char *k = mem_pair_key(instance, key);
     if (text) {
         json_object_set_new(ms(b)->kv, k, json_string(text));
+        json_object_set_new(ms(b)->kv_version, k, json_integer(++ms(b)->last_version));
     } else {
         json_object_del(ms(b)->kv, k);
+        json_object_del(ms(b)->kv_version, k);
     }
     free(k);
     free(text);
@@ -683,6 +689,8 @@ static void mem_on_closed(uv_handle_t *h)
     mem_free_rows(s->dead);
     json_decref(s->dedupe);
     json_decref(s->kv);
+    json_decref(s->kv_version);
+    px_store_local_free(&s->local);
     json_decref(s->counts);
     free(s->done);
     free(s);
@@ -693,6 +701,72 @@ static void m_close(void *b)
     mem_store *s = ms(b);
     mem_run_completions(s);
     uv_close((uv_handle_t *)&s->turn, mem_on_closed);
+}
+
+static json_t *m_kv_get_versioned(void *b, const char *instance, const char *key,
+                                  int64_t *version)
+{
+    *version = 0;
+    json_t *v = m_kv_get(b, instance, key);
+    if (v) {
+        char *k = mem_pair_key(instance, key);
+        *version = json_integer_value(json_object_get(ms(b)->kv_version, k));
+        free(k);
+    }
+    return v;
+}
+
+static int m_kv_cas(void *b, const char *instance, const char *key, int64_t expected,
+                    const json_t *value, int64_t *version)
+{
+    if (!instance || !key || expected < 0 || (!value && expected == 0)) {
+        return PX_EINVAL;
+    }
+    char *k = mem_pair_key(instance, key);
+    int64_t cur = json_integer_value(json_object_get(ms(b)->kv_version, k));
+    free(k);
+    if (cur != expected) {
+        return PX_ECONFLICT;
+    }
+    int rc = m_kv_set(b, instance, key, value);
+    if (rc == 0 && version) {
+        *version = value ? ms(b)->last_version : 0;
+    }
+    return rc;
+}
+
+/* One host: nothing is ever orphaned. */
+static int m_adopt(void *b, const char *sink, size_t max,
+                   void (*cb)(const px_store_delivery *d, void *arg), void *arg)
+{
+    (void)b, (void)sink, (void)max, (void)cb, (void)arg;
+    return 0;
+}
+
+static int m_leased(void *b)
+{
+    (void)b;
+    return 1;
+}
+
+static int m_members(void *b, json_t **out)
+{
+    return px_store_local_members(&ms(b)->local, out);
+}
+
+static void m_announce(void *b, const char *config_hash)
+{
+    px_store_local_announce(&ms(b)->local, config_hash);
+}
+
+static int m_lock(void *b, const char *name, const char *holder, uint32_t ttl_ms)
+{
+    return px_store_local_lock(&ms(b)->local, name, holder, ttl_ms);
+}
+
+static int m_unlock(void *b, const char *name, const char *holder)
+{
+    return px_store_local_unlock(&ms(b)->local, name, holder);
 }
 
 static const px_store_ops memory_ops = {
@@ -716,6 +790,14 @@ static const px_store_ops memory_ops = {
     .kv_set = m_kv_set,
     .get_stats = m_get_stats,
     .writable = m_writable,
+    .adopt = m_adopt,
+    .leased = m_leased,
+    .members = m_members,
+    .announce = m_announce,
+    .kv_get_versioned = m_kv_get_versioned,
+    .kv_cas = m_kv_cas,
+    .lock = m_lock,
+    .unlock = m_unlock,
 };
 
 int px_store_open_memory(uv_loop_t *loop, const px_store_options *opt, px_store **out)
@@ -727,6 +809,8 @@ int px_store_open_memory(uv_loop_t *loop, const px_store_options *opt, px_store 
     s->next_id = 1;
     s->dedupe = json_object();
     s->kv = json_object();
+    s->kv_version = json_object();
+    px_store_local_init(&s->local, opt);
     s->counts = json_object();
     uv_idle_init(loop, &s->turn);
     s->turn.data = s;

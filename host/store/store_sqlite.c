@@ -10,11 +10,13 @@
 #include "mem.h"
 #include "spool.h"
 #include "state.h"
+#include "store_local.h"
 
 typedef struct sqlite_store {
     px_store base;
     px_spool *spool; /* owned */
     px_state *state; /* owned */
+    px_store_local local;
 } sqlite_store;
 
 static px_spool *sp(void *b)
@@ -27,6 +29,7 @@ static void sq_close(void *b)
     sqlite_store *s = b;
     px_spool_close(s->spool);
     px_state_close(s->state);
+    px_store_local_free(&s->local);
     free(s);
 }
 
@@ -128,6 +131,57 @@ static int sq_writable(void *b)
     return px_spool_writable(sp(b));
 }
 
+/* One host: nothing is ever orphaned. */
+static int sq_adopt(void *b, const char *sink, size_t max,
+                    void (*cb)(const px_store_delivery *d, void *arg), void *arg)
+{
+    (void)b, (void)sink, (void)max, (void)cb, (void)arg;
+    return 0;
+}
+
+static int sq_leased(void *b)
+{
+    (void)b;
+    return 1;
+}
+
+static px_store_local *loc(void *b)
+{
+    return &((sqlite_store *)b)->local;
+}
+
+static int sq_members(void *b, json_t **out)
+{
+    return px_store_local_members(loc(b), out);
+}
+
+static void sq_announce(void *b, const char *config_hash)
+{
+    px_store_local_announce(loc(b), config_hash);
+}
+
+static json_t *sq_kv_get_versioned(void *b, const char *instance, const char *key,
+                                   int64_t *version)
+{
+    return px_state_get_versioned(((sqlite_store *)b)->state, instance, key, version);
+}
+
+static int sq_kv_cas(void *b, const char *instance, const char *key, int64_t expected,
+                     const json_t *value, int64_t *version)
+{
+    return px_state_cas(((sqlite_store *)b)->state, instance, key, expected, value, version);
+}
+
+static int sq_lock(void *b, const char *name, const char *holder, uint32_t ttl_ms)
+{
+    return px_store_local_lock(loc(b), name, holder, ttl_ms);
+}
+
+static int sq_unlock(void *b, const char *name, const char *holder)
+{
+    return px_store_local_unlock(loc(b), name, holder);
+}
+
 static const px_store_ops sqlite_ops = {
     .name = "sqlite",
     .close = sq_close,
@@ -149,6 +203,14 @@ static const px_store_ops sqlite_ops = {
     .kv_set = sq_kv_set,
     .get_stats = sq_get_stats,
     .writable = sq_writable,
+    .adopt = sq_adopt,
+    .leased = sq_leased,
+    .members = sq_members,
+    .announce = sq_announce,
+    .kv_get_versioned = sq_kv_get_versioned,
+    .kv_cas = sq_kv_cas,
+    .lock = sq_lock,
+    .unlock = sq_unlock,
 };
 
 int px_store_open_sqlite(uv_loop_t *loop, const char *dir, const px_store_options *opt,
@@ -175,6 +237,7 @@ int px_store_open_sqlite(uv_loop_t *loop, const char *dir, const px_store_option
     sqlite_store *s = px_xcalloc(1, sizeof(*s));
     s->spool = spool;
     s->state = state;
+    px_store_local_init(&s->local, opt);
     s->base.ops = &sqlite_ops;
     s->base.impl = s;
     *out = &s->base;

@@ -5,6 +5,7 @@
 #include "../../host/store/spool.c"
 #include "../../host/store/state.c"
 #include "../../host/store/store_sqlite.c"
+#include "../../host/store/store_local.c"
 
 #include <ftw.h>
 #include <pthread.h>

@@ -7,6 +7,7 @@
 #include "../../host/store/state.c"
 #include "../../host/store/store_memory.c"
 #include "../../host/store/store_sqlite.c"
+#include "../../host/store/store_local.c"
 
 #include <ftw.h>
 #include <unistd.h>
@@ -48,7 +49,7 @@ static void store_close(fixture *f)
 /* Runs case fn on a fresh store of backend b, then closes and removes everything. */
 static void run_on(enum backend b, void (*fn)(fixture *f))
 {
-    fixture f = {.backend = b, .opt = {.dedupe_window_ms = 60000}};
+    fixture f = {.backend = b, .opt = {.dedupe_window_ms = 60000, .host_id = "host-a"}};
     snprintf(f.dir, sizeof(f.dir), "/tmp/px_store_XXXXXX");
     PX_ASSERT(mkdtemp(f.dir) != NULL);
     uv_loop_init(&f.loop);
@@ -326,6 +327,76 @@ typedef struct counts {
     int sinks;
 } counts;
 
+/* Compare-and-set: a version read is the only one a write may start from; a deleted and
+ * re-created key never gets an old version back. */
+static void case_kv_cas(fixture *f)
+{
+    int64_t v0 = -1, v1 = 0, v2 = 0, v3 = 0;
+    PX_ASSERT(px_store_kv_get_versioned(f->s, "amo", "refresh", &v0) == NULL);
+    PX_ASSERT_INT_EQ(v0, 0);
+    json_t *a = json_string("token-a"), *b = json_string("token-b");
+    PX_ASSERT_INT_EQ(px_store_kv_cas(f->s, "amo", "refresh", 0, a, &v1), 0);
+    PX_ASSERT(v1 > 0);
+    PX_ASSERT_INT_EQ(px_store_kv_cas(f->s, "amo", "refresh", 0, b, NULL), PX_ECONFLICT);
+    int64_t seen = 0;
+    json_t *g = px_store_kv_get_versioned(f->s, "amo", "refresh", &seen);
+    PX_ASSERT_STR_EQ(json_string_value(g), "token-a");
+    PX_ASSERT_INT_EQ(seen, v1);
+    json_decref(g);
+    PX_ASSERT_INT_EQ(px_store_kv_cas(f->s, "amo", "refresh", v1, b, &v2), 0);
+    PX_ASSERT(v2 > v1);
+    /* a second writer that read v1 loses */
+    PX_ASSERT_INT_EQ(px_store_kv_cas(f->s, "amo", "refresh", v1, a, NULL), PX_ECONFLICT);
+    g = px_store_kv_get(f->s, "amo", "refresh");
+    PX_ASSERT_STR_EQ(json_string_value(g), "token-b");
+    json_decref(g);
+    /* a plain set moves the version too */
+    PX_ASSERT_INT_EQ(px_store_kv_set(f->s, "amo", "refresh", a), 0);
+    PX_ASSERT_INT_EQ(px_store_kv_cas(f->s, "amo", "refresh", v2, b, NULL), PX_ECONFLICT);
+    g = px_store_kv_get_versioned(f->s, "amo", "refresh", &v3);
+    PX_ASSERT(v3 > v2);
+    json_decref(g);
+    /* delete by version, then re-create: the new version is above every old one */
+    PX_ASSERT_INT_EQ(px_store_kv_cas(f->s, "amo", "refresh", v3, NULL, NULL), 0);
+    PX_ASSERT(px_store_kv_get(f->s, "amo", "refresh") == NULL);
+    int64_t v4 = 0;
+    PX_ASSERT_INT_EQ(px_store_kv_cas(f->s, "amo", "refresh", 0, a, &v4), 0);
+    PX_ASSERT(v4 > v3);
+    PX_ASSERT_INT_EQ(px_store_kv_cas(f->s, "amo", "refresh", 0, NULL, NULL), PX_EINVAL);
+    json_decref(a);
+    json_decref(b);
+}
+
+/* Named leases: one holder at a time, renewable by it, free again after unlock. */
+static void case_locks(fixture *f)
+{
+    PX_ASSERT_INT_EQ(px_store_lock(f->s, "amo/refresh", "host-a/1", 60000), 1);
+    PX_ASSERT_INT_EQ(px_store_lock(f->s, "amo/refresh", "host-b/1", 60000), 0);
+    PX_ASSERT_INT_EQ(px_store_lock(f->s, "amo/refresh", "host-a/1", 60000), 1);
+    PX_ASSERT_INT_EQ(px_store_lock(f->s, "other", "host-b/1", 60000), 1);
+    PX_ASSERT_INT_EQ(px_store_unlock(f->s, "amo/refresh", "host-b/1"), 0);
+    PX_ASSERT_INT_EQ(px_store_lock(f->s, "amo/refresh", "host-b/1", 60000), 0);
+    PX_ASSERT_INT_EQ(px_store_unlock(f->s, "amo/refresh", "host-a/1"), 0);
+    PX_ASSERT_INT_EQ(px_store_lock(f->s, "amo/refresh", "host-b/1", 60000), 1);
+    PX_ASSERT_INT_EQ(px_store_lock(f->s, "amo/refresh", "host-b/1", 0), PX_EINVAL);
+}
+
+/* One host: the lease holds, nothing is orphaned, the member list is this host. */
+static void case_one_host(fixture *f)
+{
+    PX_ASSERT_INT_EQ(px_store_leased(f->s), 1);
+    PX_ASSERT_INT_EQ(px_store_adopt(f->s, "out", 10, on_claim, NULL), 0);
+    px_store_announce(f->s, "cfg-2");
+    json_t *m = NULL;
+    PX_ASSERT_INT_EQ(px_store_members(f->s, &m), 0);
+    PX_ASSERT_INT_EQ(json_array_size(m), 1);
+    json_t *me = json_array_get(m, 0);
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(me, "host_id")), "host-a");
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(me, "config_hash")), "cfg-2");
+    PX_ASSERT(json_is_true(json_object_get(me, "self")));
+    json_decref(m);
+}
+
 static void on_count(const char *sink, int64_t n, void *arg)
 {
     counts *c = arg;
@@ -411,6 +482,9 @@ ON_BOTH(dedupe_drops_repeat)
 ON_BOTH(kv_per_instance)
 ON_BOTH(counts)
 ON_BOTH(crash_charged)
+ON_BOTH(kv_cas)
+ON_BOTH(locks)
+ON_BOTH(one_host)
 
 static void test_reopen_keeps_everything_sqlite(void)
 {
@@ -421,4 +495,5 @@ static void test_reopen_keeps_everything_sqlite(void)
 
 PX_TEST_MAIN(BOTH(put_then_persisted), BOTH(claim_in_order_per_sink), BOTH(done_and_retry),
              BOTH(dead_letters), BOTH(dedupe_drops_repeat), BOTH(kv_per_instance), BOTH(counts),
-             BOTH(crash_charged), PX_TEST(test_reopen_keeps_everything_sqlite))
+             BOTH(crash_charged), BOTH(kv_cas), BOTH(locks), BOTH(one_host),
+             PX_TEST(test_reopen_keeps_everything_sqlite))

@@ -53,6 +53,7 @@ enum {
     PX_EBUSY = -5004,   /* back-pressure: the spool cannot take more now; retry upstream later */
     PX_ESTATE = -5005,  /* the call is not allowed in this state (e.g. after stop) */
     PX_ENOENT = -5006,  /* no such key / route / item */
+    PX_ECONFLICT = -5007, /* compare-and-set: the value changed since it was read (1.2) */
 };
 
 enum px_log_level { PX_LOG_ERROR = 0, PX_LOG_WARN = 1, PX_LOG_INFO = 2, PX_LOG_DEBUG = 3 };
