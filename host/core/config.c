@@ -11,6 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <limits.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
 #include <yaml.h>
 
 #include "admin_token.h"
@@ -1496,12 +1500,86 @@ static void resolve_plugin_path(px_config *cfg, const px_ynode *n)
 /* Sections                                                                                   */
 /* ------------------------------------------------------------------------------------------ */
 
+static int name_valid(const char *s);
+
+/* The password in a libpq connection string (URI or key=value), or NULL; new string. */
+static char *pg_password(const char *url)
+{
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(url, &err);
+    PQfreemem(err);
+    char *pw = NULL;
+    for (PQconninfoOption *o = opts; o && o->keyword; o++) {
+        if (strcmp(o->keyword, "password") == 0 && o->val && *o->val) {
+            pw = px_xstrdup(o->val);
+        }
+    }
+    PQconninfoFree(opts);
+    return pw;
+}
+
+/* `host.store`: the backend, its connection and this host's name among the hosts sharing it. */
+static int parse_store(cctx *c, px_config *cfg, const px_ynode *st)
+{
+    static const char *const keys[] = {"type", "url", "host_id", "lease"};
+    static const char *const types[] = {"sqlite", "postgres", NULL};
+    int rc;
+    if (is_null(st)) {
+        return 0;
+    }
+    const px_ynode *url = map_get(st, "url"), *lease = map_get(st, "lease");
+    if ((rc = need_map(c, st, "host.store", "a mapping")) < 0 ||
+        (rc = CHECK_KEYS(c, st, keys, "host.store")) < 0 ||
+        (rc = get_enum(c, map_get(st, "type"), "host.store.type", types, &cfg->store_type)) < 0 ||
+        (rc = get_string(c, url, "host.store.url", 1, &cfg->store_url)) < 0 ||
+        (rc = get_string(c, map_get(st, "host_id"), "host.store.host_id", 0, &cfg->host_id)) <
+            0 ||
+        (rc = get_duration(c, lease, "host.store.lease", &cfg->store_lease_ms)) < 0) {
+        return rc;
+    }
+    if (cfg->host_id && !name_valid(cfg->host_id)) {
+        return fail(c, map_get(st, "host_id"),
+                    "host.store.host_id: use letters, digits, '_', '-' and '.' only");
+    }
+    if (lease && cfg->store_lease_ms < 1000) {
+        return fail(c, lease, "host.store.lease: at least 1s");
+    }
+    if (cfg->store_type != PX_STORE_POSTGRES) {
+        if (url) {
+            return fail(c, url, "host.store.url: only for type: postgres");
+        }
+        return 0;
+    }
+    if (!cfg->store_url || !cfg->store_url[0]) {
+        return fail(c, url ? url : st, "host.store.url: required with type: postgres (e.g. "
+                                       "url: \"${PLEXUS_PG_URL}\")");
+    }
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(cfg->store_url, &perr);
+    if (!opts) {
+        /* libpq's message may quote the text; the text may hold the password */
+        PQfreemem(perr);
+        return fail(c, url, "host.store.url: not a PostgreSQL connection string (value not "
+                            "shown: secret)");
+    }
+    PQconninfoFree(opts);
+    char *pw = pg_password(cfg->store_url);
+    if (pw && strlen(pw) < PX_SECRET_MIN_LEN) {
+        free(pw);
+        return fail(c, url, "host.store.url: its password is too short to be a secret (at least "
+                            "%d characters needed; value not shown)", PX_SECRET_MIN_LEN);
+    }
+    free(cfg->store_password);
+    cfg->store_password = pw;
+    return 0;
+}
+
 static int parse_host(cctx *c, px_config *cfg, const px_ynode *h)
 {
     static const char *const keys[] = {"data_dir",      "durability", "dedupe_window",
                                        "drain_timeout", "log",        "http",
                                        "admin",         "plugin_path", "watch_plugins",
-                                       "max_crashes",   "plugin_trust"};
+                                       "max_crashes",   "plugin_trust", "store"};
     static const char *const log_keys[] = {"level", "format"};
     static const char *const http_keys[] = {"listen", "max_body", "max_connections",
                                             "request_timeout"};
@@ -1549,6 +1627,9 @@ static int parse_host(cctx *c, px_config *cfg, const px_ynode *h)
         return rc;
     }
     cfg->max_crashes = (uint32_t)v;
+    if ((rc = parse_store(c, cfg, map_get(h, "store"))) < 0) {
+        return rc;
+    }
 
     const px_ynode *log = map_get(h, "log");
     if (!is_null(log)) {
@@ -2084,6 +2165,34 @@ static int build_config(cctx *c, px_config *cfg, const px_ynode *root)
     return 0;
 }
 
+/* <hostname>-<8 hex digits of an FNV-1a hash of data_dir's absolute path>: stable across restarts
+ * of one installation, different for two installations on one machine. New string. */
+static char *default_host_id(const char *data_dir)
+{
+    char host[256] = "host";
+    if (gethostname(host, sizeof(host) - 1) != 0 || !host[0]) {
+        strcpy(host, "host");
+    }
+    host[sizeof(host) - 1] = '\0';
+    for (char *p = host; *p; p++) {
+        if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+              *p == '-' || *p == '.')) {
+            *p = '_';
+        }
+    }
+    char cwd[PATH_MAX] = "";
+    if (data_dir[0] != '/' && !getcwd(cwd, sizeof(cwd))) {
+        cwd[0] = '\0';
+    }
+    uint32_t h = 2166136261u;
+    char *dir = px_xasprintf("%s/%s", cwd, data_dir);
+    for (const unsigned char *p = (const unsigned char *)dir; *p; p++) {
+        h = (h ^ *p) * 16777619u;
+    }
+    free(dir);
+    return px_xasprintf("%s-%08x", host, h);
+}
+
 static px_config *config_defaults(const char *path)
 {
     px_config *cfg = px_xcalloc(1, sizeof(*cfg));
@@ -2100,6 +2209,7 @@ static px_config *config_defaults(const char *path)
     cfg->dedupe_window_ms = 24ull * 3600 * 1000;
     cfg->drain_timeout_ms = 10000;
     cfg->max_crashes = 3;
+    cfg->store_lease_ms = 15000;
     return cfg;
 }
 
@@ -2130,6 +2240,10 @@ int px_config_parse(const char *name, const char *text, size_t len, px_config **
     }
     ynode_free(root);
     px_log_add_secret(cfg->admin_token);
+    px_log_add_secret(cfg->store_password);
+    if (!cfg->host_id) {
+        cfg->host_id = default_host_id(cfg->data_dir);
+    }
     *out = cfg;
     return 0;
 
@@ -2513,6 +2627,9 @@ void px_config_destroy(px_config *cfg)
     free(cfg->plugin_path_relative);
     free(cfg->path);
     free(cfg->data_dir);
+    free(cfg->store_url);
+    free(cfg->store_password);
+    free(cfg->host_id);
     free(cfg->http_listen);
     free(cfg->admin_listen);
     free(cfg->admin_token);

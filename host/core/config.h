@@ -15,6 +15,8 @@
 typedef struct px_ynode px_ynode; /* parsed YAML node with its marks; private to config.c */
 
 enum px_durability { PX_DURABILITY_NORMAL = 0, PX_DURABILITY_FSYNC = 1 };
+/* `host.store.type`: where the spool and the state live (store.h) */
+enum px_store_type { PX_STORE_SQLITE = 0, PX_STORE_POSTGRES = 1 };
 enum px_admin_auth { PX_ADMIN_AUTH_TOKEN = 0, PX_ADMIN_AUTH_NONE = 1 };
 
 typedef struct px_retry_policy {
@@ -97,6 +99,14 @@ typedef struct px_config {
     uint64_t drain_timeout_ms; /* `drain_timeout:`, default 10s */
     uint32_t max_crashes;    /* `max_crashes:`: crashes one delivery may cause before it is
                                 dead-lettered (crash.h); default 3 */
+    int store_type;          /* enum px_store_type; `store.type: sqlite|postgres` */
+    char *store_url;         /* `store.url`: the PostgreSQL connection (libpq URI or key=value
+                                list); its password is registered as a secret */
+    char *store_password;    /* the password in store_url, or NULL (masked in logs) */
+    char *host_id;           /* `store.host_id`; default <hostname>-<hash of data_dir's absolute
+                                path>: what the hosts sharing a store call this one */
+    uint64_t store_lease_ms; /* `store.lease`: how long this host's claims outlive its last
+                                heartbeat before another host adopts them; default 15s */
     px_instance_conf *instances;
     size_t ninstances;
     px_pipeline_conf *pipelines;

@@ -909,6 +909,60 @@ static void test_default_secret_masks_nothing(void)
     PX_ASSERT_STR_HAS(out, "user guest-default@example.com token ***");
 }
 
+/* host.store: sqlite by default; postgres needs a URL whose password is long enough to mask and
+ * is masked; the host id defaults to the hostname and a hash of data_dir. */
+static void test_store(void)
+{
+    px_config *cfg = parse("version: 1\n");
+    PX_ASSERT(cfg != NULL);
+    PX_ASSERT_INT_EQ(cfg->store_type, PX_STORE_SQLITE);
+    PX_ASSERT_INT_EQ(cfg->store_lease_ms, 15000);
+    PX_ASSERT(cfg->host_id != NULL && strchr(cfg->host_id, '-') != NULL);
+    char first[300];
+    snprintf(first, sizeof(first), "%s", cfg->host_id);
+    px_config_destroy(cfg);
+    cfg = parse("version: 1\nhost:\n  data_dir: /srv/other\n");
+    PX_ASSERT(cfg != NULL && strcmp(cfg->host_id, first) != 0);
+    px_config_destroy(cfg);
+
+    cfg = parse("version: 1\nhost:\n  store:\n    type: postgres\n    url: "
+                "postgresql://plexus:pg-secret-9@127.0.0.1:5432/plexus\n    host_id: h-1\n"
+                "    lease: 5s\n");
+    PX_ASSERT(cfg != NULL);
+    PX_ASSERT_INT_EQ(cfg->store_type, PX_STORE_POSTGRES);
+    PX_ASSERT_STR_EQ(cfg->host_id, "h-1");
+    PX_ASSERT_INT_EQ(cfg->store_lease_ms, 5000);
+    char *masked = px_log_redact("connect postgresql://plexus:pg-secret-9@127.0.0.1/plexus");
+    PX_ASSERT(strstr(masked, "pg-secret-9") == NULL);
+    free(masked);
+    px_config_destroy(cfg);
+    px_log_clear_secrets();
+    cfg = parse("version: 1\nhost:\n  store: {type: postgres, url: \"host=127.0.0.1 "
+                "password='kw secret 42'\"}\n");
+    PX_ASSERT(cfg != NULL);
+    PX_ASSERT_STR_EQ(cfg->store_password, "kw secret 42");
+    px_config_destroy(cfg);
+    px_log_clear_secrets();
+
+    EXPECT_ERR("version: 1\nhost:\n  store: {type: postgres}\n",
+               "test.yaml:3:10: host.store.url: required with type: postgres (e.g. url: "
+               "\"${PLEXUS_PG_URL}\")");
+    EXPECT_ERR("version: 1\nhost:\n  store: {url: \"host=x\"}\n",
+               "test.yaml:3:16: host.store.url: only for type: postgres");
+    EXPECT_ERR("version: 1\nhost:\n  store: {type: postgres, url: \"postgres://u:short@h/d\"}\n",
+               "test.yaml:3:32: host.store.url: its password is too short to be a secret (at "
+               "least 8 characters needed; value not shown)");
+    EXPECT_ERR("version: 1\nhost:\n  store: {type: postgres, url: \"host='unterminated\"}\n",
+               "test.yaml:3:32: host.store.url: not a PostgreSQL connection string (value not "
+               "shown: secret)");
+    EXPECT_ERR("version: 1\nhost:\n  store: {type: mysql}\n",
+               "test.yaml:3:17: host.store.type: expected sqlite or postgres, got \"mysql\"");
+    EXPECT_ERR("version: 1\nhost:\n  store: {host_id: \"a b\"}\n",
+               "test.yaml:3:20: host.store.host_id: use letters, digits, '_', '-' and '.' only");
+    EXPECT_ERR("version: 1\nhost:\n  store: {lease: 10ms}\n",
+               "test.yaml:3:18: host.store.lease: at least 1s");
+}
+
 static void test_bad_default(void)
 {
     static const px_option bad[] = {
@@ -1129,7 +1183,8 @@ PX_TEST_MAIN(PX_TEST(test_full_config), PX_TEST(test_defaults), PX_TEST(test_sca
              PX_TEST(test_err_instances), PX_TEST(test_err_pipelines), PX_TEST(test_env_expansion),
              PX_TEST(test_err_env), PX_TEST(test_aliases), PX_TEST(test_options_defaults),
              PX_TEST(test_err_options), PX_TEST(test_secret_options),
-             PX_TEST(test_short_secret_refused), PX_TEST(test_default_secret_masks_nothing), PX_TEST(test_bad_default),
+             PX_TEST(test_short_secret_refused), PX_TEST(test_default_secret_masks_nothing), PX_TEST(test_store),
+             PX_TEST(test_bad_default),
              PX_TEST(test_load_missing_file), PX_TEST(test_parse_duration),
              PX_TEST(test_parse_size), PX_TEST(test_suggest), PX_TEST(test_hardening_keys),
              PX_TEST(test_admin_auth))
