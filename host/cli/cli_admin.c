@@ -1,6 +1,7 @@
 /* `plexus status`, `plexus reload` and the admin client `plexus dlq` uses (see cli_admin.h).
  * Requests name the data directory the config points at (X-Plexus-Data-Dir), so a command never
  * acts on another host that happens to own the address. */
+#include "clock.h"
 #include "cli_admin.h"
 
 #include <getopt.h>
@@ -538,6 +539,27 @@ static void print_status(const json_t *st)
             first = 0;
         }
         printf("%s\ndead letters %lld\n", first ? "" : ")", num(sp, "dead_letters"));
+    }
+    const json_t *cl = json_object_get(st, "cluster");
+    if (json_is_object(cl)) {
+        printf("store       %s, host %s%s\n", str(cl, "store"), str(cl, "host_id"),
+               json_is_false(json_object_get(cl, "leased")) ? ", LEASE LAPSED: not delivering"
+                                                            : "");
+        const json_t *members = json_object_get(cl, "members");
+        if (json_array_size(members) > 1) {
+            printf("hosts       %lld alive of %zu\n", num(cl, "alive"), json_array_size(members));
+            json_array_foreach(members, i, v) {
+                printf("  %-24s %-8s %-10s config %s, heartbeat %lld ms ago%s\n",
+                       str(v, "host_id"), json_is_true(json_object_get(v, "alive")) ? "alive"
+                                                                                     : "GONE",
+                       str(v, "version"), str(v, "config_hash"),
+                       (long long)(px_now_ms() - num(v, "heartbeat_at")),
+                       json_is_true(json_object_get(v, "self")) ? " (this host)" : "");
+            }
+        }
+        if (json_is_string(json_object_get(cl, "warning"))) {
+            printf("WARNING     %s\n", str(cl, "warning"));
+        }
     }
     const json_t *ev = json_object_get(st, "events");
     printf("events      received %lld, unrouted %lld, duplicate %lld, refused %lld, mapping "

@@ -562,6 +562,47 @@ static json_t *spool_json(px_store *sp)
     return o;
 }
 
+/* The hosts sharing the store (just this one on SQLite), with a warning when their configuration
+ * files differ. */
+static json_t *cluster_json(const px_runtime *d)
+{
+    json_t *o = json_pack("{ss ss ss}", "host_id", d->cfg ? d->cfg->host_id : "", "store",
+                          d->store ? d->store->ops->name : "", "config_hash",
+                          d->cfg ? d->cfg->hash : "");
+    if (!d->store) {
+        return o;
+    }
+    json_object_set_new(o, "leased", json_boolean(px_store_leased(d->store)));
+    json_t *members = NULL;
+    if (px_store_members(d->store, &members) < 0) {
+        json_object_set_new(o, "members", json_null());
+        return o;
+    }
+    size_t i, alive = 0;
+    json_t *m;
+    const char *first = NULL;
+    int differ = 0;
+    json_array_foreach(members, i, m) {
+        if (!json_is_true(json_object_get(m, "alive"))) {
+            continue;
+        }
+        alive++;
+        const char *h = json_string_value(json_object_get(m, "config_hash"));
+        if (h && first && strcmp(h, first) != 0) {
+            differ = 1;
+        }
+        first = first ? first : h;
+    }
+    json_object_set_new(o, "members", members);
+    json_object_set_new(o, "alive", json_integer((json_int_t)alive));
+    if (differ) {
+        json_object_set_new(o, "warning",
+                            json_string("the hosts sharing this store run different "
+                                        "configuration files (config_hash differs)"));
+    }
+    return o;
+}
+
 json_t *px_admin_status_json(px_admin *a)
 {
     px_runtime *d = a->d;
@@ -601,6 +642,7 @@ json_t *px_admin_status_json(px_admin *a)
                                   (json_int_t)d->events_refused, "mapping_errors",
                                   (json_int_t)d->mapping_errors));
     json_object_set_new(st, "spool", spool_json(d->store));
+    json_object_set_new(st, "cluster", cluster_json(d));
     if (d->dispatch) {
         px_dispatch_stats ds;
         px_dispatch_get_stats(d->dispatch, &ds);

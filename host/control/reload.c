@@ -85,6 +85,9 @@ static int switch_to(px_runtime *rt, px_instance *inst, px_plugin_ctx *ng, const
     if (old) {
         px_runtime_retire_gen(rt, old);
     }
+    if (inst->kind & PX_KIND_SINK) {
+        px_dispatch_serve(rt->dispatch, inst->name);
+    }
     px_dispatch_pump_all(rt->dispatch);
     return 0;
 }
@@ -392,6 +395,7 @@ static int reload_config(px_runtime *rt, px_admin *admin, char *err, size_t errl
     px_config *old = rt->cfg;
     keep_restart_only(ncfg, old, restart_only, nrestart);
     rt->cfg = ncfg;
+    px_store_announce(rt->store, ncfg->hash);
     px_admin_commit(admin, admin_change);
     px_config_destroy(old);
     px_dispatch_pump_all(rt->dispatch);

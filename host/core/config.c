@@ -2238,6 +2238,11 @@ int px_config_parse(const char *name, const char *text, size_t len, px_config **
     if ((rc = build_config(&c, cfg, root)) < 0) {
         goto fail;
     }
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0; i < len; i++) {
+        h = (h ^ (unsigned char)text[i]) * 1099511628211ull;
+    }
+    snprintf(cfg->hash, sizeof(cfg->hash), "%016llx", (unsigned long long)h);
     ynode_free(root);
     px_log_add_secret(cfg->admin_token);
     px_log_add_secret(cfg->store_password);

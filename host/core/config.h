@@ -99,6 +99,8 @@ typedef struct px_config {
     uint64_t drain_timeout_ms; /* `drain_timeout:`, default 10s */
     uint32_t max_crashes;    /* `max_crashes:`: crashes one delivery may cause before it is
                                 dead-lettered (crash.h); default 3 */
+    char hash[17];           /* 16 hex digits: FNV-1a 64 of the file's bytes, to tell hosts sharing
+                                a store that run different files apart */
     int store_type;          /* enum px_store_type; `store.type: sqlite|postgres` */
     char *store_url;         /* `store.url`: the PostgreSQL connection (libpq URI or key=value
                                 list); its password is registered as a secret */

@@ -47,6 +47,7 @@ struct px_metric {
 struct px_metrics {
     px_metric *head, *tail;
     size_t nfamilies;
+    char *host_label; /* `host="..."` on every sample (px_metrics_set_host), or NULL (owned) */
 };
 
 /* --- small growable buffer --------------------------------------------------------------- */
@@ -265,6 +266,7 @@ void px_metrics_destroy(px_metrics *m)
         family_free(f);
         f = next;
     }
+    free(m->host_label);
     free(m);
 }
 
@@ -479,17 +481,32 @@ static void put_help(mbuf *b, const char *help)
     }
 }
 
-static void put_sample(mbuf *b, const char *name, const char *suffix, const char *labels,
-                       const char *extra, double v)
+static void put_sample(mbuf *b, const char *name, const char *suffix, const char *host,
+                       const char *labels, const char *extra, double v)
 {
     char num[40];
     fmt_value(num, sizeof(num), v);
     mb_puts(b, name);
     mb_puts(b, suffix);
-    if (*labels || extra) {
-        mb_printf(b, "{%s%s%s}", labels, *labels && extra ? "," : "", extra ? extra : "");
+    if (host || *labels || extra) {
+        mb_printf(b, "{%s%s%s%s%s}", host ? host : "", host && (*labels || extra) ? "," : "",
+                  labels, *labels && extra ? "," : "", extra ? extra : "");
     }
     mb_printf(b, " %s\n", num);
+}
+
+void px_metrics_set_host(px_metrics *m, const char *host_id)
+{
+    free(m->host_label);
+    m->host_label = NULL;
+    if (host_id) {
+        char buf[PX_METRICS_MAX_LABELS_LEN + 1];
+        size_t len = 0;
+        buf[0] = '\0';
+        if (append_label(buf, &len, sizeof(buf), "host", host_id) == 0) {
+            m->host_label = px_xstrdup(buf);
+        }
+    }
 }
 
 char *px_metrics_render(const px_metrics *m, size_t *len)
@@ -502,7 +519,7 @@ char *px_metrics_render(const px_metrics *m, size_t *len)
         mb_printf(&b, "\n# TYPE %s %s\n", f->name, type_name(f->type));
         for (const px_series *s = f->head; s; s = s->next) {
             if (f->type != PX_METRIC_HISTOGRAM) {
-                put_sample(&b, f->name, "", s->labels, NULL, s->value);
+                put_sample(&b, f->name, "", m->host_label, s->labels, NULL, s->value);
                 continue;
             }
             uint64_t cum = 0;
@@ -515,10 +532,11 @@ char *px_metrics_render(const px_metrics *m, size_t *len)
                     snprintf(num, sizeof(num), "+Inf");
                 }
                 snprintf(le, sizeof(le), "le=\"%s\"", num);
-                put_sample(&b, f->name, "_bucket", s->labels, le, (double)cum);
+                put_sample(&b, f->name, "_bucket", m->host_label, s->labels, le, (double)cum);
             }
-            put_sample(&b, f->name, "_sum", s->labels, NULL, s->value);
-            put_sample(&b, f->name, "_count", s->labels, NULL, (double)s->count);
+            put_sample(&b, f->name, "_sum", m->host_label, s->labels, NULL, s->value);
+            put_sample(&b, f->name, "_count", m->host_label, s->labels, NULL,
+                       (double)s->count);
         }
     }
     if (len) {
@@ -638,7 +656,8 @@ int px_metrics_parse_labels(const char *text, const char *first_name, const char
         for (int i = 0; i < n && !reason; i++) {
             if (i && strcmp(pairs[i].name, pairs[i - 1].name) == 0) {
                 reason = "duplicate label name";
-            } else if (first_name && strcmp(pairs[i].name, first_name) == 0) {
+            } else if ((first_name && strcmp(pairs[i].name, first_name) == 0) ||
+                       strcmp(pairs[i].name, "host") == 0) {
                 reason = "reserved label name";
             }
         }

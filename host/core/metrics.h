@@ -83,6 +83,11 @@ int px_metrics_valid_label(const char *name);
 int px_metrics_parse_labels(const char *text, const char *first_name, const char *first_value,
                             char **out, const char **why);
 
+/* Adds the label host="host_id" (borrowed, copied) to every sample m renders from now on (several
+ * hosts on one store, so their series stay apart when scraped together); NULL removes it. Plugin
+ * labels may not be named "host". */
+void px_metrics_set_host(px_metrics *m, const char *host_id);
+
 /* --- The host's registry --------------------------------------------------------------------- */
 
 /* The process-wide registry with the host's families registered (created on first use). */

@@ -18,6 +18,8 @@
 #define WINDOW_MAX 2048
 #define WINDOW_LOW 512
 #define SWEEP_MS 100
+/* Every this many sweeps (1 s), each sink served here adopts deliveries whose host died. */
+#define ADOPT_EVERY 10
 
 struct px_sinkq {
     char *name;
@@ -26,7 +28,8 @@ struct px_sinkq {
     size_t nready;
     px_delivery *infl_head, *infl_tail;   /* dispatch order */
     size_t ninflight;
-    int64_t tail_id;  /* highest id ever placed in memory */
+    int64_t tail_id;  /* highest id ever placed in memory by claim (this host's own) */
+    int64_t adopted_hi; /* highest id adopted from a host that died (0 = none) */
     int spilled;      /* the spool holds ids > tail_id that are not in memory */
     int failing;      /* the last outcome was a retry: one delivery at a time until one succeeds */
     char *last_error; /* the last failed outcome, masked (owned); NULL since a success */
@@ -51,6 +54,8 @@ struct px_dispatch {
     px_sink_directory dir;
     px_sinkq *queues;
     uv_timer_t sweep;
+    unsigned sweeps;      /* sweep ticks so far: adoption runs every ADOPT_EVERY of them */
+    int leased;           /* px_store_leased at the latest tick */
     px_delivery *orphans; /* timed-out or reclaimed deliveries their plugin still holds */
     px_dispatch_stats stats;
     int closing;
@@ -283,20 +288,15 @@ typedef struct refill_ctx {
     size_t n;
 } refill_ctx;
 
-static void on_loaded(const px_store_delivery *row, void *arg)
+/* A delivery read back from the store, in memory (not yet in any list). NULL when its payload
+ * cannot be read. */
+static px_delivery *delivery_from_row(px_sinkq *q, const px_store_delivery *row)
 {
-    refill_ctx *rc = arg;
-    px_sinkq *q = rc->q;
-    rc->n++;
-    if (row->id <= q->tail_id) {
-        return;
-    }
-    q->tail_id = row->id;
     /* parsed only if the sink asks for the payload as JSON */
     px_event *ev = px_event_create_text(row->ev.source, row->ev.type, row->ev.payload,
                                         row->ev.payload_len, JSON_DECODE_ANY);
     if (!ev) {
-        return;
+        return NULL;
     }
     px_event_set(ev, PX_EVENT_ID, row->ev.id);
     ev->time_ms = row->ev.time_ms;
@@ -313,8 +313,77 @@ static void on_loaded(const px_store_delivery *row, void *arg)
     px_delivery *dl = delivery_new(q, row->id, ev, row->pipeline, row->action, params, pol);
     dl->attempt = row->attempts;
     dl->next_at_ms = row->next_at_ms;
-    list_append(&q->ready_head, &q->ready_tail, dl);
+    return dl;
+}
+
+/* 1 when delivery `id` is in q's memory (ready or in flight). Linear: only asked for ids at or
+ * under q->adopted_hi, which adoption alone makes possible. */
+static int in_memory(const px_sinkq *q, int64_t id)
+{
+    for (const px_delivery *d = q->ready_head; d; d = d->next) {
+        if (d->id == id) {
+            return 1;
+        }
+    }
+    for (const px_delivery *d = q->infl_head; d; d = d->next) {
+        if (d->id == id) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void on_loaded(const px_store_delivery *row, void *arg)
+{
+    refill_ctx *rc = arg;
+    px_sinkq *q = rc->q;
+    rc->n++;
+    if (row->id <= q->tail_id) {
+        return;
+    }
+    q->tail_id = row->id;
+    if (row->id <= q->adopted_hi && in_memory(q, row->id)) {
+        return; /* adopted from another host before the cursor reached it */
+    }
+    px_delivery *dl = delivery_from_row(q, row);
+    if (dl) {
+        list_append(&q->ready_head, &q->ready_tail, dl);
+        q->nready++;
+    }
+}
+
+/* A delivery adopted from a host that died: older than most of the window, so placed by id. */
+static void on_adopted(const px_store_delivery *row, void *arg)
+{
+    px_sinkq *q = arg;
+    if (row->id <= q->adopted_hi && in_memory(q, row->id)) {
+        return;
+    }
+    px_delivery *dl = delivery_from_row(q, row);
+    if (!dl) {
+        return;
+    }
+    if (row->id > q->adopted_hi) {
+        q->adopted_hi = row->id;
+    }
+    px_delivery *at = q->ready_head;
+    while (at && at->id < dl->id) {
+        at = at->next;
+    }
+    if (!at) {
+        list_append(&q->ready_head, &q->ready_tail, dl);
+    } else {
+        dl->next = at;
+        dl->prev = at->prev;
+        if (at->prev) {
+            at->prev->next = dl;
+        } else {
+            q->ready_head = dl;
+        }
+        at->prev = dl;
+    }
     q->nready++;
+    q->disp->stats.adopted++;
 }
 
 static void refill(px_sinkq *q)
@@ -391,6 +460,9 @@ static void pump(px_sinkq *q)
         }
         if (q->failing) {
             limit = 1;
+        }
+        if (!q->disp->leased) {
+            break; /* this host's lease on the store lapsed: on_sweep resumes */
         }
         int64_t now = px_now_ms();
         while (q->ninflight < limit) {
@@ -664,9 +736,43 @@ static void take_back(px_sinkq *q, px_delivery *dl, const char *why, int count_a
     ready_insert(q, copy);
 }
 
+/* The store's lease (several hosts): deliveries stop when it lapses and resume when it is back;
+ * each sink running here adopts what hosts that died left claimed. */
+static void watch_lease(px_dispatch *disp)
+{
+    int leased = px_store_leased(disp->store);
+    if (leased != disp->leased) {
+        disp->leased = leased;
+        if (!leased) {
+            PX_LOG_WARN("dispatch", "store lease lapsed: deliveries paused until it is renewed");
+        } else {
+            PX_LOG_INFO("dispatch", "store lease renewed: deliveries resume");
+            px_dispatch_pump_all(disp);
+        }
+    }
+    if (!leased || ++disp->sweeps % ADOPT_EVERY != 0) {
+        return;
+    }
+    for (px_sinkq *q = disp->queues; q; q = q->next) {
+        uint32_t limit;
+        if (!sink_gen(q, &limit) || q->nready >= WINDOW_MAX) {
+            continue;
+        }
+        int n = px_store_adopt(disp->store, q->name, WINDOW_MAX - q->nready, on_adopted, q);
+        if (n > 0) {
+            PX_LOG_INFO("dispatch", "adopted deliveries of a host that stopped sink=%s count=%d",
+                        q->name, n);
+            pump(q);
+        } else if (n < 0 && n != PX_EBUSY) {
+            PX_LOG_WARN("dispatch", "adopt failed sink=%s: %s", q->name, px_strerror(n));
+        }
+    }
+}
+
 static void on_sweep(uv_timer_t *t)
 {
     px_dispatch *disp = t->data;
+    watch_lease(disp);
     int64_t now = px_now_ms();
     for (px_sinkq *q = disp->queues; q; q = q->next) {
         px_delivery *dl = q->infl_head;
@@ -697,6 +803,7 @@ int px_dispatch_create(uv_loop_t *loop, px_store *store, const px_sink_directory
     disp->loop = loop;
     disp->store = store;
     disp->dir = *dir;
+    disp->leased = px_store_leased(store);
     uv_timer_init(loop, &disp->sweep);
     disp->sweep.data = disp;
     uv_timer_start(&disp->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
@@ -826,6 +933,11 @@ void px_dispatch_kick(px_dispatch *disp, const char *sink)
     px_sinkq *q = queue_get(disp, sink);
     q->spilled = 1;
     pump(q);
+}
+
+void px_dispatch_serve(px_dispatch *disp, const char *sink)
+{
+    queue_get(disp, sink);
 }
 
 void px_dispatch_pump_all(px_dispatch *disp)

@@ -41,6 +41,7 @@ struct px_delivery {
 
 typedef struct px_dispatch_stats {
     uint64_t delivered, retried, dead, rejected, timeouts;
+    uint64_t adopted; /* deliveries adopted from hosts that died (several hosts on one store) */
 } px_dispatch_stats;
 
 /* Where the dispatcher finds sinks and pipelines, filled in by the runtime; both return borrowed
@@ -78,6 +79,9 @@ void px_dispatch_wait_for_commits(px_dispatch *disp, const char *sink);
 void px_dispatch_cancel(px_dispatch *disp, const char *sink, int64_t id);
 /* The spool holds deliveries of `sink` that are not in memory (start-up, replay): read them. */
 void px_dispatch_kick(px_dispatch *disp, const char *sink);
+/* `sink` (borrowed) runs on this host: it adopts deliveries that hosts sharing the store left
+ * when they died (px_store_adopt), even before it has any of its own. */
+void px_dispatch_serve(px_dispatch *disp, const char *sink);
 /* Re-examines every sink (a generation started or became current). */
 void px_dispatch_pump_all(px_dispatch *disp);
 /* Deliveries still in flight at `gen` are taken back and retried on the next generation

@@ -76,7 +76,11 @@ static int open_services(px_runtime *rt, char *err, size_t errlen)
     }
     rt->router = px_router_box_new(router);
     px_store_options so = {.durability = cfg->durability,
-                           .dedupe_window_ms = cfg->dedupe_window_ms};
+                           .dedupe_window_ms = cfg->dedupe_window_ms,
+                           .host_id = cfg->host_id,
+                           .version = PX_VERSION,
+                           .config_hash = cfg->hash,
+                           .lease_ms = (uint32_t)cfg->store_lease_ms};
     if (!rt->store) {
         rc = px_store_open_sqlite(rt->loop, cfg->data_dir, &so, &rt->store, err, errlen);
         if (rc < 0) {
@@ -223,6 +227,11 @@ int px_runtime_start(px_runtime *rt, char *err, size_t errlen)
             if (rc < 0) {
                 return rc;
             }
+        }
+    }
+    for (size_t i = 0; i < rt->ninstances; i++) {
+        if (rt->instances[i]->kind & PX_KIND_SINK) {
+            px_dispatch_serve(rt->dispatch, rt->instances[i]->name);
         }
     }
     /* Deliveries left pending by an earlier run (crash, stop, sink down) resume. */

@@ -475,6 +475,13 @@ pipelines:
         assert st["pipelines"] == [{"name": "main", "from": "src", "types": ["test.*"],
                                     "to": [{"sink": "out", "action": "put"}], "attempts": 10}]
         assert st["spool"]["writable"] is True and st["spool"]["dead_letters"] == 0
+        # one host on SQLite: the member list is this host, the lease always held
+        cl = st["cluster"]
+        assert cl["store"] == "sqlite" and cl["leased"] is True and cl["alive"] == 1, cl
+        assert re.match(r"^[A-Za-z0-9_.-]+-[0-9a-f]{8}$", cl["host_id"]), cl
+        assert re.match(r"^[0-9a-f]{16}$", cl["config_hash"]), cl
+        assert [(m["host_id"], m["self"], m["config_hash"]) for m in cl["members"]] == \
+            [(cl["host_id"], True, cl["config_hash"])], cl
         assert st["events"]["received"] == 4
         # The sink wrote its lines before the spool recorded them done: poll, don't race it.
         wait_for(lambda: (lambda sp: sp["pending_total"] == 0 and sp["commits"] >= 1)(
@@ -489,6 +496,7 @@ pipelines:
             r.stdout
         assert re.search(r"^main\s+src\s+test\.\*\s+out:put$", r.stdout, re.M), r.stdout
         assert "dead letters 0" in r.stdout and "received 4" in r.stdout
+        assert f"store       sqlite, host {cl['host_id']}\n" in r.stdout, r.stdout
         r = plexus("status", "-c", h.config, "--json")
         assert r.returncode == 0 and json.loads(r.stdout)["pid"] == h.proc.pid
         # --admin overrides the address; a wrong token is reported, exit status 1.

@@ -42,6 +42,37 @@ static void test_counter_gauge_render(void)
     px_metrics_destroy(m);
 }
 
+/* Several hosts on one store: every sample carries host="...", first; plugins cannot shadow it. */
+static void test_host_label(void)
+{
+    px_metrics *m = px_metrics_create();
+    px_metric *c = px_metrics_family(m, PX_METRIC_COUNTER, "t_total", "T.",
+                                     (const char *[]){"sink", NULL}, NULL, 0);
+    px_metric *g = px_metrics_family(m, PX_METRIC_GAUGE, "t_up", "Up.", NULL, NULL, 0);
+    px_metric *h = px_metrics_family(m, PX_METRIC_HISTOGRAM, "t_sec", "S.", NULL,
+                                     (const double[]){1}, 1);
+    px_series_add(px_metric_at(c, (const char *[]){"out"}), 2);
+    px_series_set(px_metric_at(g, NULL), 1);
+    px_series_observe(px_metric_at(h, NULL), 0.5);
+    px_metrics_set_host(m, "h\"1");
+    char *out = render(m);
+    PX_ASSERT_STR_HAS(out, "t_total{host=\"h\\\"1\",sink=\"out\"} 2\n");
+    PX_ASSERT_STR_HAS(out, "t_up{host=\"h\\\"1\"} 1\n");
+    PX_ASSERT_STR_HAS(out, "t_sec_bucket{host=\"h\\\"1\",le=\"1\"} 1\n");
+    PX_ASSERT_STR_HAS(out, "t_sec_count{host=\"h\\\"1\"} 1\n");
+    free(out);
+    px_metrics_set_host(m, NULL);
+    out = render(m);
+    PX_ASSERT_STR_HAS(out, "t_up 1\n");
+    free(out);
+    char *rendered = NULL;
+    const char *why = NULL;
+    PX_ASSERT_INT_EQ(px_metrics_parse_labels("host=\"x\"", "instance", "i", &rendered, &why),
+                     PX_EINVAL);
+    PX_ASSERT_STR_EQ(why, "reserved label name");
+    px_metrics_destroy(m);
+}
+
 static void test_label_and_help_escaping(void)
 {
     px_metrics *m = px_metrics_create();
@@ -226,7 +257,8 @@ static void test_clear_and_many_series(void)
     px_metrics_destroy(m);
 }
 
-PX_TEST_MAIN(PX_TEST(test_counter_gauge_render), PX_TEST(test_label_and_help_escaping),
+PX_TEST_MAIN(PX_TEST(test_counter_gauge_render), PX_TEST(test_host_label),
+             PX_TEST(test_label_and_help_escaping),
              PX_TEST(test_histogram_buckets), PX_TEST(test_values_format),
              PX_TEST(test_name_validation), PX_TEST(test_parse_labels),
              PX_TEST(test_plugin_metrics), PX_TEST(test_host_helpers),
