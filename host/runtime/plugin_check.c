@@ -149,7 +149,7 @@ int px_plugin_check_instance(const px_config *cfg, const px_instance_conf *ic,
         PX_LOG_WARN("loader", "%s (host.plugin_trust: permissive)", err + strlen("warning: "));
     }
     json_t *opts = NULL;
-    rc = px_config_options(cfg, ic, lib->desc->options, &opts, err, errlen);
+    rc = px_config_options(cfg, ic, lib->options, &opts, err, errlen);
     if (rc == 0) {
         rc = check_known_needs(cfg, ic, lib->desc, opts, err, errlen);
     }
