@@ -91,7 +91,10 @@ int px_locks_acquire(px_plugin_ctx *gen, const char *name, uint32_t ttl_ms,
     json_t *m = members(rt);
     self_id(m, host, sizeof(host));
     json_decref(m);
-    char *holder = px_xasprintf("%s/%s/%u", host, gen->inst->name, gen->generation);
+    /* Unique per request, also between runtimes of one process sharing a store (tests). */
+    static uint64_t serial;
+    char *holder = px_xasprintf("%s/%s/%u/%llu", host, gen->inst->name, gen->generation,
+                                (unsigned long long)++serial);
     struct px_lock_rec *r = px_xcalloc(1, sizeof(*r));
     r->gen = gen;
     r->name = px_xstrdup(name);
