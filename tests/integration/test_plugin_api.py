@@ -136,5 +136,32 @@ pipelines:
         assert h.stop() == 0
 
 
+def test_redelivery_after_a_drain_timeout_is_the_next_attempt():
+    """A delivery still open when its generation's drain times out goes to the next generation
+    as attempt 2, not as attempt 1 again, and costs none of the pipeline's attempts."""
+    text = """version: 1
+host:
+  data_dir: @TMP@/var
+  plugin_path: [@TEST_PLUGINS@]
+  drain_timeout: 300ms
+  admin: { listen: "127.0.0.1:0", token: "%s" }
+plugins:
+  src: { plugin: testsource, config: { count: 1 } }
+  out: { plugin: testsink, config: { file: "@TMP@/out.jsonl", stall: @STALL@ } }
+pipelines:
+  - { name: p, from: src, to: { sink: out }, retry: { attempts: 1 } }
+""" % TOKEN
+    with Host(text.replace("@STALL@", "true")) as h:
+        h.start()
+        wait_for(lambda: status(h)["out"]["inflight"] == 1, what="the delivery held by gen 1")
+        reload(h, text.replace("@STALL@", "false"))
+        wait_for(lambda: any(x["outcome"] == "ok" for x in read_jsonl(h.path("out.jsonl"))),
+                 what="the delivery redone")
+        lines = read_jsonl(h.path("out.jsonl"))
+        assert [(x["outcome"], x["attempt"]) for x in lines] == [("stalled", 1), ("ok", 2)], lines
+        assert "drain timed out" in h.log()
+        assert h.stop() == 0
+
+
 if __name__ == "__main__":
     run_all(globals())
