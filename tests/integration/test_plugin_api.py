@@ -104,6 +104,34 @@ def test_set_error_in_run_reload_and_status():
         assert h.stop() == 0
 
 
+def test_set_error_in_check():
+    """`plexus check` starts nothing, so it never runs init: a plugin's own check (a 1.2
+    descriptor callback) judges its options, and its set_error reason is the error, at the
+    instance's line; run refuses the same configuration with the same reason."""
+    text = """version: 1
+host:
+  data_dir: @TMP@/var
+  plugin_path: [@TEST_PLUGINS@]
+plugins:
+  src: { plugin: testsource }
+  acct: { plugin: abi_set_error, config: { first: @FIRST@ } }
+pipelines:
+  - { name: p, from: src, to: { sink: acct } }
+"""
+    with Host(text.replace("@FIRST@", "bad")) as h:
+        r = plexus("check", "-c", h.config)
+        assert r.returncode != 0, (r.stdout, r.stderr)
+        line = r.stderr.strip().splitlines()[-1]
+        assert re.search(r"\.yaml:\d+:\d+: plugin instance \"acct\": check failed: option first: "
+                         r"\"bad\" names no account \(instance acct\) \(invalid argument\)$",
+                         line), line
+        r = plexus("run", "-c", h.config, timeout=120)
+        assert r.returncode != 0 and 'names no account (instance acct)' in r.stderr, r.stderr
+        h.write_config(text.replace("@FIRST@", "good"))
+        r = plexus("check", "-c", h.config)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+
+
 def test_plugins_built_for_1_0_and_1_1_deliver():
     text = """version: 1
 host:

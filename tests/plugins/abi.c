@@ -3,6 +3,7 @@
  * which older plugin it plays). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <plexus/sdk.h>
 
@@ -69,6 +70,18 @@ static int fx_init(px_plugin_ctx *ctx, const json_t *config, void **state)
 #endif
 }
 
+/* SET_ERROR's check refuses first = "bad" with set_error; others have none. */
+static int fx_check(px_plugin_ctx *ctx, const json_t *config)
+{
+    const char *first = json_string_value(json_object_get(config, "first"));
+    if (first && strcmp(first, "bad") == 0) {
+        host->set_error(ctx, "option first: \"%s\" names no account (instance %s)", first,
+                        host->instance_name(ctx));
+        return PX_EINVAL;
+    }
+    return 0;
+}
+
 /* Completes every delivery, saying which ABI the plugin was built as and how it read the
  * payload. */
 static void fx_deliver(void *state, px_delivery *d)
@@ -107,6 +120,7 @@ static px_plugin_desc desc __attribute__((used)) = {
     .init = FIXTURE == NO_INIT ? NULL : fx_init,
     .deliver = fx_deliver,
     .destroy = FIXTURE == NO_DESTROY ? NULL : fx_destroy,
+    .check = FIXTURE == SET_ERROR ? fx_check : NULL,
 };
 
 

@@ -26,7 +26,7 @@
  *   1.2: the hints PX_HINT_DEADLINE_MS and PX_HINT_FAIL_ON_TIMEOUT (a 1.1 host answers
  *        event_set_hint with PX_EINVAL); PX_ECONFLICT; set_error, vlog, kv_get_versioned, kv_cas,
  *        lock_acquire, lock_release, cluster, sha256, hmac_sha256, ct_equal, retry_after_ms,
- *        event_payload_const, delivery_params_const; px_plugin_desc.option_size.
+ *        event_payload_const, delivery_params_const; px_plugin_desc.option_size and check.
  * px_option never grows: a later minor that needs more per option says so in option_size, which
  * the host walks the table by.
  */
@@ -305,9 +305,9 @@ typedef struct px_host_api {
     const char *(*event_payload_text)(const px_event *ev, size_t *len);
 
     /* --- ABI 1.2 ---------------------------------------------------------------------- */
-    /* The reason init, start (or check) is failing, in words for the operator: `plexus check`,
-     * `plexus run`, `plexus reload` and /admin/status show "init failed: <reason> (<code>)"
-     * instead of the code alone. Call it, then return < 0. Formatted like printf; masked like a
+    /* The reason init, start or the descriptor's check is failing, in words for the operator:
+     * `plexus check` (check), `plexus run`, `plexus reload` and /admin/status show e.g.
+     * "init failed: <reason> (<code>)" instead of the code alone. Call it, then return < 0. Formatted like printf; masked like a
      * log line (secret option values become ***), and also logged at error level. Outside those
      * calls it is only logged. The last call wins. */
     void (*set_error)(px_plugin_ctx *ctx, const char *fmt, ...)
@@ -414,6 +414,12 @@ typedef struct px_plugin_desc {
     /* sizeof(px_option) as the plugin built it (PX_PLUGIN_DESC_INIT stamps it); the host walks
      * options by it. 0 or absent (1.0, 1.1): the 1.0 size. */
     uint32_t option_size;
+    /* Optional. Judges config (borrowed, as init gets it) without acquiring anything: no file,
+     * thread, route, timer or request; only log, vlog, set_error, instance_name and the helpers
+     * may be called, and ctx is valid for the call only. Returns 0, or < 0 after set_error.
+     * `plexus check` calls it (it starts nothing, so it never calls init), and so do start-up and
+     * reload before init: a configuration it refuses is reported at the instance's line. */
+    int (*check)(px_plugin_ctx *ctx, const json_t *config);
 
     /* ABI 1.3+: append below this line only */
 } px_plugin_desc;
