@@ -13,12 +13,16 @@
 #include "mem.h"
 #include "testkit.h"
 
+#ifndef PX_DOC_DIR
+#define PX_DOC_DIR "/usr/local/share/doc/plexus"
+#endif
+
 #ifndef PX_DEFAULT_PLUGIN_PATH
 #define PX_DEFAULT_PLUGIN_PATH "/usr/local/lib/plexus/plugins"
 #endif
 
 static const char *usage_plugin =
-    "usage: plexus plugin new NAME [--sink|--source] [--dir DIR]\n"
+    "usage: plexus plugin new NAME [--sink|--source [--http]] [--dir DIR]\n"
     "       plexus plugin test PLUGIN.so [--scenario FILE] [--config JSON] [--events FILE]\n"
     "                          [--http FILE] [--requests FILE] [--run-ms MS] [--timeout-ms MS]\n"
     "                          [--reload] [--compact]\n"
@@ -26,11 +30,14 @@ static const char *usage_plugin =
     "new   writes a skeleton plugin NAME (a sink unless --source) into DIR/NAME (DIR defaults\n"
     "      to the current directory): NAME.c, meson.build and Makefile that build it against\n"
     "      the installed SDK (pkg-config plexus-sdk), tests/scenario.json and a README.\n"
+    "      --source makes a timer source; --source --http a webhook source (a route, an\n"
+    "      HMAC-SHA256 signature check, 202 once persisted, 503 + Retry-After when busy).\n"
     "test  loads PLUGIN.so in an in-memory host, runs a scenario (deliveries, route calls,\n"
     "      scripted HTTP answers) through init, start, stop, drain and destroy, checks the\n"
     "      SDK's rules, and prints a JSON report. Exit status 0 when every expectation holds\n"
     "      and no rule is broken, 1 otherwise.\n"
-    "  --scenario FILE   JSON scenario (see docs/plugin-guide.md, \"Testing a plugin\")\n"
+    "  --scenario FILE   JSON scenario (see \"Testing a plugin\" in\n"
+    "                    " PX_DOC_DIR "/plugin-guide.md)\n"
     "  --config JSON     the plugin's options as a JSON object, or @FILE\n"
     "  --events FILE     deliveries: a JSON array or one JSON object per line\n"
     "  --http FILE       scripted answers to the plugin's HTTP requests (array or lines)\n"
@@ -239,7 +246,9 @@ static const char tpl_source_c[] =
     "s */\n"
     "    uint64_t interval_ms;\n"
     "    px_timer *tick;       /* owned by the host; ours to timer_stop exactly once */\n"
-    "    int64_t seq;          /* next sequence number; saved in the key/value state */\n"
+    "    int64_t seq;          /* next sequence number */\n"
+    "    int64_t reserved;     /* numbers below this are reserved in the key/value state */\n"
+    "    int handed_over;      /* a newer generation took the counter over (hot reload) */\n"
     "    size_t outstanding;   /* emits whose persisted callback has not run yet */\n"
     "    int draining;\n"
     "} @NAME@_state;\n"
@@ -254,6 +263,24 @@ static const char tpl_source_c[] =
     "    {\"type\", PX_OPT_STRING, 0, \"@NAME@.tick\", \"type of the events\"},\n"
     "    {NULL, 0, 0, NULL, NULL},\n"
     "};\n"
+    "\n"
+    "/* The sequence number is durable without a write per event: the state holds a number no"
+    " event\n"
+    " * has used yet. While running it is the end of a block of SEQ_BLOCK numbers reserved ahead"
+    " (one\n"
+    " * kv_set per block); a clean stop writes the exact next number. After a crash the numbers"
+    " left\n"
+    " * in the block are skipped, never used twice, so the dedupe keys below stay unique. */\n"
+    "#define SEQ_BLOCK 1000\n"
+    "\n"
+    "static void save_seq(@NAME@_state *s, int64_t next)\n"
+    "{\n"
+    "    json_t *v = json_integer(next);\n"
+    "    if (host->kv_set(s->ctx, \"seq\", v) == 0) { /* v borrowed: ours to release */\n"
+    "        s->reserved = next;\n"
+    "    }\n"
+    "    json_decref(v);\n"
+    "}\n"
     "\n"
     "/* Runs once per emit, on the loop, after emit returned. */\n"
     "static void on_persisted(int status, void *arg)\n"
@@ -273,6 +300,12 @@ static const char tpl_source_c[] =
     "static void on_tick(void *arg)\n"
     "{\n"
     "    @NAME@_state *s = arg;\n"
+    "    if (s->seq >= s->reserved) {\n"
+    "        save_seq(s, s->seq + SEQ_BLOCK);\n"
+    "        if (s->seq >= s->reserved) {\n"
+    "            return; /* the state is not writable now: try again next tick */\n"
+    "        }\n"
+    "    }\n"
     "    json_t *payload = json_pack(\"{s:I}\", \"seq\", (json_int_t)s->seq);\n"
     "    px_event *ev = host->event_create(s->ctx, s->type, payload); /* steals payload */\n"
     "    if (!ev) {\n"
@@ -282,9 +315,6 @@ static const char tpl_source_c[] =
     "    snprintf(key, sizeof(key), \"@NAME@-%lld\", (long long)s->seq);\n"
     "    host->event_set(ev, PX_EVENT_DEDUPE_KEY, key); /* key borrowed: copied */\n"
     "    s->seq++;\n"
-    "    json_t *seq = json_integer(s->seq);\n"
-    "    host->kv_set(s->ctx, \"seq\", seq); /* seq borrowed: ours to release */\n"
-    "    json_decref(seq);\n"
     "    if (host->emit(s->ctx, ev, on_persisted, s) == 0) { /* steals ev, even on failure */"
     "\n"
     "        s->outstanding++;\n"
@@ -306,7 +336,7 @@ static const char tpl_source_c[] =
     "    s->interval_ms = (uint64_t)json_integer_value(json_object_get(config, \"interval\"))"
     ";\n"
     "    json_t *seq = host->kv_get(ctx, \"seq\"); /* new reference, or NULL */\n"
-    "    s->seq = json_integer_value(seq);\n"
+    "    s->seq = s->reserved = json_integer_value(seq);\n"
     "    json_decref(seq);\n"
     "    *state = s;\n"
     "    return 0;\n"
@@ -319,13 +349,18 @@ static const char tpl_source_c[] =
     "    return host->timer_start(s->ctx, every, every, on_tick, s, &s->tick);\n"
     "}\n"
     "\n"
-    "/* Stop producing: the timer goes now (its handle is released by timer_stop). */\n"
+    "/* Stop producing: the timer goes now (its handle is released by timer_stop), and the exac"
+    "t\n"
+    " * next number is saved, so a clean restart or reload goes on without a gap. */\n"
     "static void @NAME@_stop(void *state)\n"
     "{\n"
     "    @NAME@_state *s = state;\n"
     "    if (s->tick) {\n"
     "        host->timer_stop(s->tick);\n"
     "        s->tick = NULL;\n"
+    "    }\n"
+    "    if (!s->handed_over) { /* after a hand-over the new generation owns the number */\n"
+    "        save_seq(s, s->seq);\n"
     "    }\n"
     "}\n"
     "\n"
@@ -337,6 +372,27 @@ static const char tpl_source_c[] =
     "    if (s->outstanding == 0) {\n"
     "        host->drained(s->ctx);\n"
     "    }\n"
+    "}\n"
+    "\n"
+    "/* Hot reload: the new generation was initialised (it read the reserved number, above ever"
+    "y\n"
+    " * number this one used) and is about to start: from now on it owns the counter, so this\n"
+    " * generation's stop must not write its own, lower, number over it. */\n"
+    "static json_t *@NAME@_export_state(void *state)\n"
+    "{\n"
+    "    @NAME@_state *s = state;\n"
+    "    s->handed_over = 1;\n"
+    "    return json_pack(\"{s:I}\", \"seq\", (json_int_t)s->seq);\n"
+    "}\n"
+    "\n"
+    "static int @NAME@_import_state(void *state, const json_t *st)\n"
+    "{\n"
+    "    @NAME@_state *s = state;\n"
+    "    json_int_t seq = json_integer_value(json_object_get(st, \"seq\"));\n"
+    "    if (seq > s->seq) {\n"
+    "        s->seq = seq;\n"
+    "    }\n"
+    "    return 0;\n"
     "}\n"
     "\n"
     "/* Frees everything init made. No host call after this returns. */\n"
@@ -362,7 +418,243 @@ static const char tpl_source_c[] =
     "    .stop = @NAME@_stop,\n"
     "    .drain = @NAME@_drain,\n"
     "    .destroy = @NAME@_destroy,\n"
+    "    .export_state = @NAME@_export_state,\n"
+    "    .import_state = @NAME@_import_state,\n"
     TPL_ENTRY;
+
+static const char tpl_hook_c[] =
+    "/* @NAME@: a Plexus webhook source plugin (generated by `plexus plugin new --source --http`).\n"
+    " *\n"
+    " * Upstream POSTs JSON to `path`; each request becomes one event. The answer says what happened:\n"
+    " *   202  the event is persisted in the host's spool (answered from the persisted callback, so\n"
+    " *        upstream may forget it: it will be delivered);\n"
+    " *   400  the body is not JSON: retrying will not help;\n"
+    " *   401  the signature is missing or wrong (only when `secret` is set);\n"
+    " *   503  the host cannot keep it now (back-pressure) or the plugin is stopping, with\n"
+    " *        Retry-After: upstream should send it again later.\n"
+    " * The signature is `sha256=<hex HMAC-SHA256 of the body under secret>` in `signature_header`,\n"
+    " * compared in constant time (host->hmac_sha256, host->ct_equal: ABI 1.2).\n"
+    " *\n"
+    " * The rules every plugin follows (docs/plugin-guide.md, installed under share/doc/plexus):\n"
+    " * - Threads: every callback runs on the host's loop thread; never block there.\n"
+    " * - Ownership: \"borrowed\" is valid for the call only; \"steals\" takes it even on failure.\n"
+    " * - A request must be answered exactly once with host->http_respond; it is valid until then.\n"
+    " * - Routes keep calling the handler after stop() until the generation is unloaded (a reload's\n"
+    " *   new generation takes the path over at once): answer 503 then.\n"
+    " * - The request body is NUL-terminated after its length, but may hold NUL bytes: use the length.\n"
+    " */\n"
+    "#include <stdio.h>\n"
+    "#include <stdlib.h>\n"
+    "#include <string.h>\n"
+    "\n"
+    "#include <plexus/sdk.h>\n"
+    "\n"
+    "/* The host's function table: valid for the life of the process. */\n"
+    "static const px_host_api *host;\n"
+    "\n"
+    "typedef struct @NAME@_state {\n"
+    "    px_plugin_ctx *ctx;        /* owned by the host; valid until destroy returns */\n"
+    "    const char *type;          /* these point into the config, valid until destroy returns */\n"
+    "    const char *secret;        /* \"\" = no signature check */\n"
+    "    const char *signature_header;\n"
+    "    char retry_after[32];      /* seconds, for 503 answers */\n"
+    "    size_t waiting;            /* requests whose event is not persisted yet */\n"
+    "    int stopped;\n"
+    "    int draining;\n"
+    "} @NAME@_state;\n"
+    "\n"
+    "/* Declared options: the host validates the YAML `config:` block against this table and hands\n"
+    " * init() a JSON object holding every option (defaults applied, durations as milliseconds) and\n"
+    " * nothing else. `plexus plugins --describe @NAME@` prints it. */\n"
+    "static const px_option options[] = {\n"
+    "    {\"path\", PX_OPT_STRING, 0, \"/@NAME@\", \"route the upstream POSTs to (host.http.listen)\"},\n"
+    "    {\"type\", PX_OPT_STRING, 0, \"@NAME@.received\", \"type of the events\"},\n"
+    "    {\"secret\", PX_OPT_STRING, PX_OPT_SECRET, NULL, \"HMAC-SHA256 key; unset = no signature check\"},\n"
+    "    {\"signature_header\", PX_OPT_STRING, 0, \"X-Signature-256\", \"header carrying sha256=<hex>\"},\n"
+    "    {\"retry_after\", PX_OPT_DURATION, 0, \"5s\", \"Retry-After of a 503\"},\n"
+    "    {NULL, 0, 0, NULL, NULL},\n"
+    "};\n"
+    "\n"
+    "static void respond(px_http_request *req, int status, const char *body)\n"
+    "{\n"
+    "    host->http_respond(req, status, NULL, body, strlen(body));\n"
+    "}\n"
+    "\n"
+    "static void busy(@NAME@_state *s, px_http_request *req)\n"
+    "{\n"
+    "    host->http_set_header(req, \"Retry-After\", s->retry_after);\n"
+    "    respond(req, 503, \"{\\\"error\\\":\\\"busy, retry later\\\"}\");\n"
+    "}\n"
+    "\n"
+    "/* 1 when the request carries sha256=<hex> equal to the HMAC of its body under the secret. */\n"
+    "static int signature_ok(@NAME@_state *s, px_http_request *req, const char *body, size_t len)\n"
+    "{\n"
+    "    const char *given = host->http_req_header(req, s->signature_header);\n"
+    "    uint8_t mac[PX_SHA256_LEN];\n"
+    "    host->hmac_sha256(s->secret, strlen(s->secret), body, len, mac);\n"
+    "    char want[8 + 2 * PX_SHA256_LEN];\n"
+    "    static const char hex[] = \"0123456789abcdef\";\n"
+    "    memcpy(want, \"sha256=\", 7);\n"
+    "    for (size_t i = 0; i < PX_SHA256_LEN; i++) {\n"
+    "        want[7 + 2 * i] = hex[mac[i] >> 4];\n"
+    "        want[8 + 2 * i] = hex[mac[i] & 15];\n"
+    "    }\n"
+    "    want[sizeof(want) - 1] = '\\0';\n"
+    "    return given && host->ct_equal(given, strlen(given), want, strlen(want));\n"
+    "}\n"
+    "\n"
+    "typedef struct pending {\n"
+    "    @NAME@_state *s;\n"
+    "    px_http_request *req; /* answered here, exactly once */\n"
+    "} pending;\n"
+    "\n"
+    "/* Runs once per emit, on the loop: only now may upstream be told the event is safe. */\n"
+    "static void on_persisted(int status, void *arg)\n"
+    "{\n"
+    "    pending *p = arg;\n"
+    "    @NAME@_state *s = p->s;\n"
+    "    if (status == PX_OK) {\n"
+    "        respond(p->req, 202, \"{\\\"status\\\":\\\"accepted\\\"}\");\n"
+    "    } else {\n"
+    "        busy(s, p->req); /* PX_EBUSY: not kept; upstream sends it again later */\n"
+    "    }\n"
+    "    free(p);\n"
+    "    s->waiting--;\n"
+    "    if (s->draining && s->waiting == 0) {\n"
+    "        host->drained(s->ctx);\n"
+    "    }\n"
+    "}\n"
+    "\n"
+    "static void on_request(px_http_request *req, void *arg)\n"
+    "{\n"
+    "    @NAME@_state *s = arg;\n"
+    "    if (s->stopped) {\n"
+    "        busy(s, req); /* routes still fire after stop, until the generation is unloaded */\n"
+    "        return;\n"
+    "    }\n"
+    "    size_t len = 0;\n"
+    "    const char *body = host->http_req_body(req, &len);\n"
+    "    if (*s->secret && !signature_ok(s, req, body, len)) {\n"
+    "        respond(req, 401, \"{\\\"error\\\":\\\"bad signature\\\"}\");\n"
+    "        return;\n"
+    "    }\n"
+    "    /* The payload stays text: the host parses it only if a pipeline needs its values. */\n"
+    "    json_error_t err;\n"
+    "    px_event *ev = host->event_create_text(s->ctx, s->type, body, len, 0, &err);\n"
+    "    if (!ev) {\n"
+    "        char msg[256];\n"
+    "        snprintf(msg, sizeof(msg), \"{\\\"error\\\":\\\"not JSON at line %d\\\"}\", err.line);\n"
+    "        respond(req, 400, msg);\n"
+    "        return;\n"
+    "    }\n"
+    "    pending *p = malloc(sizeof(*p));\n"
+    "    if (!p) {\n"
+    "        host->event_discard(ev);\n"
+    "        busy(s, req);\n"
+    "        return;\n"
+    "    }\n"
+    "    p->s = s;\n"
+    "    p->req = req;\n"
+    "    if (host->emit(s->ctx, ev, on_persisted, p) < 0) { /* steals ev, even on failure */\n"
+    "        free(p);\n"
+    "        busy(s, req);\n"
+    "        return;\n"
+    "    }\n"
+    "    s->waiting++;\n"
+    "}\n"
+    "\n"
+    "/* config is borrowed but valid until destroy returns, so pointers to its strings may be kept.\n"
+    " * *state (owned by the plugin) is handed back to every other callback. */\n"
+    "static int @NAME@_init(px_plugin_ctx *ctx, const json_t *config, void **state)\n"
+    "{\n"
+    "    @NAME@_state *s = calloc(1, sizeof(*s));\n"
+    "    if (!s) {\n"
+    "        host->set_error(ctx, \"out of memory\");\n"
+    "        return PX_EINVAL;\n"
+    "    }\n"
+    "    s->ctx = ctx;\n"
+    "    s->type = json_string_value(json_object_get(config, \"type\"));\n"
+    "    const char *secret = json_string_value(json_object_get(config, \"secret\"));\n"
+    "    s->secret = secret ? secret : \"\";\n"
+    "    s->signature_header = json_string_value(json_object_get(config, \"signature_header\"));\n"
+    "    json_int_t ms = json_integer_value(json_object_get(config, \"retry_after\"));\n"
+    "    snprintf(s->retry_after, sizeof(s->retry_after), \"%lld\", (long long)((ms + 999) / 1000));\n"
+    "    const char *path = json_string_value(json_object_get(config, \"path\"));\n"
+    "    int rc = host->http_route(ctx, \"POST\", path, 0, on_request, s);\n"
+    "    if (rc < 0) {\n"
+    "        /* Shown by `plexus run`, `plexus reload` and /admin/status instead of the code alone. */\n"
+    "        host->set_error(ctx, \"cannot serve POST %s (%s)\", path,\n"
+    "                        rc == PX_ESTATE ? \"host.http.listen is not set\" : \"bad path\");\n"
+    "        free(s);\n"
+    "        return rc;\n"
+    "    }\n"
+    "    *state = s;\n"
+    "    return 0;\n"
+    "}\n"
+    "\n"
+    "/* No new events from now on: the handler answers 503 until the generation is unloaded. */\n"
+    "static void @NAME@_stop(void *state)\n"
+    "{\n"
+    "    @NAME@_state *s = state;\n"
+    "    s->stopped = 1;\n"
+    "}\n"
+    "\n"
+    "/* Requests whose event is not persisted yet are answered from on_persisted: wait for them. */\n"
+    "static void @NAME@_drain(void *state)\n"
+    "{\n"
+    "    @NAME@_state *s = state;\n"
+    "    s->draining = 1;\n"
+    "    if (s->waiting == 0) {\n"
+    "        host->drained(s->ctx);\n"
+    "    }\n"
+    "}\n"
+    "\n"
+    "/* Frees everything init made. No host call after this returns. */\n"
+    "static void @NAME@_destroy(void *state)\n"
+    "{\n"
+    "    free(state);\n"
+    "}\n"
+    "\n"
+    "static const px_plugin_desc desc = {\n"
+    "    PX_PLUGIN_DESC_INIT, /* ABI 1.2: hmac_sha256, ct_equal, set_error */\n"
+    "    .kind = PX_KIND_SOURCE,\n"
+    "    .name = \"@NAME@\", /* must equal the file name: @NAME@.so */\n"
+    "    .version = \"0.1.0\",\n"
+    "    .description = \"@NAME@ source: a webhook, each POST an event\",\n"
+    "    .options = options,\n"
+    "    .init = @NAME@_init,\n"
+    "    .stop = @NAME@_stop,\n"
+    "    .drain = @NAME@_drain,\n"
+    "    .destroy = @NAME@_destroy,\n"
+    "};\n"
+    "\n"
+    "/* The one exported symbol. Keep `h` for later and return the descriptor (static storage). */\n"
+    "PX_SDK_EXPORT const px_plugin_desc *PX_PLUGIN_ENTRY(const px_host_api *h)\n"
+    "{\n"
+    "    host = h;\n"
+    "    return &desc;\n"
+    "}\n";
+
+static const char tpl_hook_scenario[] =
+    "{\n"
+    "  \"config\": {\"path\": \"/hook\"},\n"
+    "  \"requests\": [\n"
+    "    {\"method\": \"POST\", \"path\": \"/hook\", \"body\": {\"id\": 1}, \"expect_status\": 202},\n"
+    "    {\"method\": \"POST\", \"path\": \"/hook\", \"body\": \"not json\", \"expect_status\": 400}\n"
+    "  ],\n"
+    "  \"expect_emits\": 1\n"
+    "}\n";
+
+static const char example_hook[] =
+    "    version: 1\n"
+    "    host:\n"
+    "      plugin_path: [./build, @PLUGINDIR@]\n"
+    "      http: { listen: \"127.0.0.1:8080\" }\n"
+    "    plugins:\n"
+    "      hook: { plugin: @NAME@, config: { path: /hook, secret: \"change-me-please\" } }\n"
+    "      archive: { plugin: file, config: { path: ./var/hook.jsonl } }\n"
+    "    pipelines:\n"
+    "      - { name: hook-to-file, from: hook, to: { sink: archive } }\n";
 
 static const char tpl_meson[] =
     "# Builds @NAME@.so against an installed Plexus SDK (found with pkg-config as plexus-sdk)"
@@ -492,11 +784,12 @@ static char *expand(const char *tpl, const char *name, int source)
         if (strncmp(p, "@NAME@", 6) == 0) {
             with = name, skip = 6;
         } else if (strncmp(p, "@KIND@", 6) == 0) {
-            with = source ? "source" : "sink", skip = 6;
+            with = source ? "source" : "sink", skip = 6; /* 2: the webhook source */
         } else if (strncmp(p, "@PLUGINDIR@", 11) == 0) {
             with = PX_DEFAULT_PLUGIN_PATH, skip = 11;
         } else if (strncmp(p, "@EXAMPLE@", 9) == 0) {
-            char *ex = expand(source ? example_source : example_sink, name, source);
+            char *ex = expand(source == 2 ? example_hook : source ? example_source : example_sink,
+                              name, source);
             size_t n = strlen(ex);
             out = px_xrealloc(out, cap += n);
             memcpy(out + len, ex, n);
@@ -555,17 +848,19 @@ static int cmd_new(int argc, char **argv)
     static const struct option opts[] = {
         {"sink", no_argument, NULL, 'k'},
         {"source", no_argument, NULL, 's'},
+        {"http", no_argument, NULL, 'w'},
         {"dir", required_argument, NULL, 'd'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    int source = 0, ch;
+    int source = 0, http = 0, ch;
     const char *dir = ".";
     optind = 1;
     while ((ch = getopt_long(argc, argv, "d:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'k': source = 0; break;
         case 's': source = 1; break;
+        case 'w': http = 1; break;
         case 'd': dir = optarg; break;
         case 'h': fputs(usage_plugin, stdout); return 0;
         default: fputs(usage_plugin, stderr); return 2;
@@ -574,6 +869,13 @@ static int cmd_new(int argc, char **argv)
     if (optind != argc - 1) {
         fputs(usage_plugin, stderr);
         return 2;
+    }
+    if (http && !source) {
+        fputs("plexus: --http makes a webhook source: give --source too\n", stderr);
+        return 2;
+    }
+    if (http) {
+        source = 2;
     }
     const char *name = argv[optind];
     if (!valid_name(name)) {
@@ -588,12 +890,15 @@ static int cmd_new(int argc, char **argv)
         const char *name;
         char *text; /* owned */
     } files[5] = {
-        {c_file, expand(source ? tpl_source_c : tpl_sink_c, name, source)},
+        {c_file, expand(source == 2 ? tpl_hook_c : source ? tpl_source_c : tpl_sink_c, name,
+                        source)},
         {"meson.build", expand(tpl_meson, name, source)},
         {"Makefile", expand(tpl_makefile, name, source)},
         {"README.md", expand(tpl_readme, name, source)},
         {"tests/scenario.json",
-         expand(source ? tpl_source_scenario : tpl_sink_scenario, name, source)},
+         expand(source == 2 ? tpl_hook_scenario
+                : source    ? tpl_source_scenario
+                            : tpl_sink_scenario, name, source)},
     };
     int rc = 0;
     if (mkdir(root, 0755) < 0) {
@@ -614,7 +919,8 @@ static int cmd_new(int argc, char **argv)
                "  build:  cd %s && meson setup build && meson compile -C build\n"
                "  test:   meson test -C build   (or: plexus plugin test build/%s.so "
                "--scenario tests/scenario.json)\n",
-               source ? "source" : "sink", name, root, root, name);
+               source == 2 ? "webhook source" : source ? "source" : "sink", name, root, root,
+               name);
     }
     free(c_file);
     free(tests);

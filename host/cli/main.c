@@ -310,7 +310,7 @@ static void on_plugin(const char *file, const px_plugin_lib *lib, const char *er
         printf("%s %s (%s, ABI %u.%u)\n  %s\n  file: %s\n\noptions:\n", d->name, d->version,
                roles(d->kind), d->abi_major, d->abi_minor, d->description ? d->description : "",
                file);
-        for (const px_option *o = d->options; o && o->name; o++) {
+        for (const px_option *o = lib->options; o && o->name; o++) {
             printf("  %-20s %-8s %s%s%s%s%s\n      %s\n", o->name, type_name(o->type),
                    (o->flags & PX_OPT_REQUIRED) ? "required" : "optional",
                    o->default_value ? ", default " : "", o->default_value ? o->default_value : "",

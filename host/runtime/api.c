@@ -13,11 +13,16 @@
 #include "event.h"
 #include "ingest.h"
 #include "json_check.h"
+#include "locks.h"
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
 #include "net.h"
+#include "retry_after.h"
 #include "runtime.h"
+#include "clock.h"
+#include "consttime.h"
+#include "sha256.h"
 
 static void api_log(px_plugin_ctx *ctx, int level, const char *fmt, ...)
 {
@@ -227,6 +232,85 @@ static px_event *api_event_create_text(px_plugin_ctx *ctx, const char *type, con
     return ev;
 }
 
+/* --- ABI 1.2 --------------------------------------------------------------------------- */
+
+static void api_vlog(px_plugin_ctx *ctx, int level, const char *fmt, va_list ap)
+{
+    px_logv(level, ctx && ctx->inst ? ctx->inst->name : "plugin", fmt, ap);
+}
+
+static void api_set_error(px_plugin_ctx *ctx, const char *fmt, ...)
+{
+    if (!fmt) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    char *text = NULL;
+    if (vasprintf(&text, fmt, ap) < 0) {
+        text = NULL;
+    }
+    va_end(ap);
+    if (!text) {
+        return;
+    }
+    px_log(PX_LOG_ERROR, ctx && ctx->inst ? ctx->inst->name : "plugin", "%s", text);
+    if (ctx) {
+        char *masked = px_log_redact(text);
+        free(ctx->error);
+        ctx->error = masked ? masked : px_xstrdup(text);
+    }
+    free(text);
+}
+
+static json_t *api_kv_get_versioned(px_plugin_ctx *ctx, const char *key, int64_t *version)
+{
+    px_store *store = ctx ? px_runtime_of(ctx)->store : NULL;
+    if (version) {
+        *version = 0;
+    }
+    if (!key || !store || !version) {
+        return NULL;
+    }
+    return px_store_kv_get_versioned(store, ctx->inst->name, key, version);
+}
+
+static int api_kv_cas(px_plugin_ctx *ctx, const char *key, int64_t expected_version,
+                      const json_t *value, int64_t *new_version)
+{
+    px_store *store = ctx ? px_runtime_of(ctx)->store : NULL;
+    if (!key || !store || expected_version < 0) {
+        return PX_EINVAL;
+    }
+    return px_store_kv_cas(store, ctx->inst->name, key, expected_version, value, new_version);
+}
+
+static void api_sha256(const void *data, size_t len, uint8_t *out)
+{
+    px_sha256(data, len, out);
+}
+
+static void api_hmac_sha256(const void *key, size_t key_len, const void *data, size_t len,
+                            uint8_t *out)
+{
+    px_hmac_sha256(key, key_len, data, len, out);
+}
+
+static int64_t api_retry_after_ms(const char *value)
+{
+    return px_retry_after_ms(value, px_now_ms());
+}
+
+static const json_t *api_event_payload_const(const px_event *ev)
+{
+    return api_event_payload(ev);
+}
+
+static const json_t *api_delivery_params_const(px_delivery *d)
+{
+    return api_delivery_params(d);
+}
+
 void px_api_init(px_host_api *api)
 {
     memset(api, 0, sizeof(*api));
@@ -268,4 +352,17 @@ void px_api_init(px_host_api *api)
     api->event_set_raw = api_event_set_raw;
     api->event_create_text = api_event_create_text;
     api->event_payload_text = api_event_payload_text;
+    api->set_error = api_set_error;
+    api->vlog = api_vlog;
+    api->kv_get_versioned = api_kv_get_versioned;
+    api->kv_cas = api_kv_cas;
+    api->lock_acquire = px_locks_acquire;
+    api->lock_release = px_locks_release;
+    api->cluster = px_locks_cluster;
+    api->sha256 = api_sha256;
+    api->hmac_sha256 = api_hmac_sha256;
+    api->ct_equal = px_ct_equal;
+    api->retry_after_ms = api_retry_after_ms;
+    api->event_payload_const = api_event_payload_const;
+    api->delivery_params_const = api_delivery_params_const;
 }

@@ -697,7 +697,10 @@ void px_dispatch_complete(px_delivery *handle, int status, const char *reason,
 }
 
 /* Takes an in-flight delivery back: the plugin keeps the original (orphaned) until it completes
- * or its generation is destroyed; a copy goes back to the ready list. */
+ * or its generation is destroyed; a copy goes back to the ready list. Its next attempt has the
+ * next number either way (the sink may have acted on this one: delivery_attempt tells the
+ * receiver it is a repeat), but an attempt cut short by an unload (count_attempt 0: a drain
+ * that timed out) costs none of the policy's attempts. */
 static void take_back(px_sinkq *q, px_delivery *dl, const char *why, int count_attempt)
 {
     px_dispatch *disp = q->disp;
@@ -705,7 +708,10 @@ static void take_back(px_sinkq *q, px_delivery *dl, const char *why, int count_a
     q->ninflight--;
     px_delivery *copy = delivery_new(q, dl->id, px_event_ref(dl->event), dl->pipeline, dl->action,
                                      json_incref(dl->params), &dl->policy);
-    copy->attempt = count_attempt ? dl->attempt : dl->attempt - 1;
+    copy->attempt = dl->attempt;
+    if (!count_attempt) {
+        copy->policy.attempts++;
+    }
     dl->orphan = 1;
     px_delivery *tail = NULL;
     for (tail = disp->orphans; tail && tail->next; tail = tail->next) {

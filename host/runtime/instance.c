@@ -186,6 +186,20 @@ __attribute__((format(printf, 5, 6))) static void failure(char *err, size_t errl
     }
 }
 
+/* Why init or start failed, in the plugin's words: what it gave set_error (taken from gen),
+ * else the last error it logged (`logged`, owned; freed here when not returned), else NULL.
+ * Owned by caller. */
+static char *plugin_reason(px_plugin_ctx *gen, char *logged)
+{
+    char *said = gen->error;
+    gen->error = NULL;
+    if (said) {
+        free(logged);
+        return said;
+    }
+    return logged;
+}
+
 int px_gen_load(px_instance *inst, const char *file, const char *copy_dir, int trust,
                 px_plugin_ctx **out, char *err, size_t errlen)
 {
@@ -246,7 +260,7 @@ int px_gen_load(px_instance *inst, const char *file, const char *copy_dir, int t
     px_crash_enter(&cf, "init", inst->name, 0, NULL);
     rc = lib->desc->init(gen, gen->config, &state);
     px_crash_leave(&cf);
-    char *reason = px_log_capture_end();
+    char *reason = plugin_reason(gen, px_log_capture_end());
     if (rc < 0) {
         failure(err, errlen, rc, reason, "plugin %s (instance %s): init failed", file, inst->name);
         free(reason);
@@ -267,12 +281,14 @@ int px_gen_start(px_plugin_ctx *gen, char *err, size_t errlen)
 {
     const px_plugin_desc *desc = gen->lib->desc;
     if (desc->start) {
+        free(gen->error);
+        gen->error = NULL;
         px_crash_frame cf;
         px_log_capture_begin(gen->inst->name);
         px_crash_enter(&cf, "start", gen->inst->name, 0, NULL);
         int rc = desc->start(gen->state);
         px_crash_leave(&cf);
-        char *reason = px_log_capture_end();
+        char *reason = plugin_reason(gen, px_log_capture_end());
         if (rc < 0) {
             failure(err, errlen, rc, reason, "instance %s: start failed", gen->inst->name);
             free(reason);
@@ -366,6 +382,7 @@ static void gen_free(px_plugin_ctx *gen)
     }
     pthread_mutex_destroy(&gen->post_lock);
     json_decref(gen->config);
+    free(gen->error);
     if (cb) {
         cb(gen);
     }

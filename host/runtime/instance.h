@@ -87,6 +87,8 @@ struct px_plugin_ctx {
     int handles_closed;     /* all closed: freed as soon as pending_emits is 0 */
     struct px_route_rec *routes; /* HTTP routes this generation registered (net.c) */
     void (*on_closed)(px_plugin_ctx *gen);
+    char *error;            /* the reason set_error gave during init/start (owned), or NULL */
+    struct px_lock_rec *locks; /* named leases this generation asked for (locks.c) */
 };
 
 struct px_instance {

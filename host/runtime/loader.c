@@ -164,10 +164,44 @@ static int check_complete_elf(const char *file, char *err, size_t errlen)
     return 0;
 }
 
+/* The plugin's option table, walked by its option_size (1.2; the 1.0 px_option before), copied
+ * into this host's px_option: fields the plugin's struct lacks are zero, fields this host does
+ * not know are left out. */
+static int read_options(const char *file, const px_plugin_desc *d, px_option **out, char *err,
+                        size_t errlen)
+{
+    size_t stride = PX_OPTION_V1_0_SIZE;
+    if (PX_HAS(px_plugin_desc, d, option_size) && d->option_size) {
+        stride = d->option_size;
+    }
+    if (stride < PX_OPTION_V1_0_SIZE || stride % sizeof(void *) != 0) {
+        snprintf(err, errlen, "plugin %s: option_size is %zu bytes, ABI %u.%u needs a multiple "
+                 "of %zu of at least %zu (ABI %d.%d host)", file, stride, d->abi_major,
+                 d->abi_minor, sizeof(void *), (size_t)PX_OPTION_V1_0_SIZE, PX_SDK_ABI_MAJOR,
+                 PX_SDK_ABI_MINOR);
+        return PX_EABI;
+    }
+    const char *base = (const char *)d->options;
+    size_t n = 0;
+    while (base && ((const px_option *)(const void *)(base + n * stride))->name) {
+        n++;
+    }
+    px_option *opts = px_xcalloc(n + 1, sizeof(*opts));
+    size_t copy = stride < sizeof(px_option) ? stride : sizeof(px_option);
+    for (size_t i = 0; i < n; i++) {
+        memcpy(&opts[i], base + i * stride, copy);
+    }
+    *out = opts;
+    return 0;
+}
+
 int px_loader_open(const char *file, const char *expected_name, const px_host_api *api, int trust,
                    px_plugin_lib **out, char *err, size_t errlen)
 {
     int rc = PX_EABI;
+    /* The host's ABI is the table it hands out: a host may speak an older minor than this
+     * header's (tests simulate one). */
+    int host_minor = api ? (int)api->abi_minor : PX_SDK_ABI_MINOR;
     char *want = expected_name ? px_xstrdup(expected_name) : base_name_of(file);
     void *dl = NULL;
     char warning[512] = "";
@@ -199,13 +233,13 @@ int px_loader_open(const char *file, const char *expected_name, const px_host_ap
             if (major != PX_SDK_ABI_MAJOR && dlsym(dl, name)) {
                 snprintf(err, errlen,
                          "plugin %s: built for plugin ABI %d.x, this host speaks ABI %d.%d", file,
-                         major, PX_SDK_ABI_MAJOR, PX_SDK_ABI_MINOR);
+                         major, PX_SDK_ABI_MAJOR, host_minor);
                 goto fail;
             }
         }
         snprintf(err, errlen, "plugin %s: no entry symbol %s (not a Plexus plugin, or built for "
                  "another ABI; host ABI %d.%d)", file, PX_PLUGIN_ENTRY_NAME, PX_SDK_ABI_MAJOR,
-                 PX_SDK_ABI_MINOR);
+                 host_minor);
         goto fail;
     }
     entry_fn entry;
@@ -218,27 +252,27 @@ int px_loader_open(const char *file, const char *expected_name, const px_host_ap
     }
     if (d->abi_major != PX_SDK_ABI_MAJOR) {
         snprintf(err, errlen, "plugin %s: built for plugin ABI %u.%u, this host speaks ABI %d.%d",
-                 file, d->abi_major, d->abi_minor, PX_SDK_ABI_MAJOR, PX_SDK_ABI_MINOR);
+                 file, d->abi_major, d->abi_minor, PX_SDK_ABI_MAJOR, host_minor);
         goto fail;
     }
-    if (d->abi_minor > PX_SDK_ABI_MINOR) {
+    if ((int)d->abi_minor > host_minor) {
         snprintf(err, errlen,
                  "plugin %s: built for plugin ABI %u.%u, newer than this host's ABI %d.%d; "
                  "upgrade the host", file, d->abi_major, d->abi_minor, PX_SDK_ABI_MAJOR,
-                 PX_SDK_ABI_MINOR);
+                 host_minor);
         goto fail;
     }
     if (d->size < PX_PLUGIN_DESC_V1_0_SIZE) {
         snprintf(err, errlen,
                  "plugin %s: descriptor is %u bytes, ABI %u.%u needs at least %zu (ABI %d.%d host)",
                  file, d->size, d->abi_major, d->abi_minor, (size_t)PX_PLUGIN_DESC_V1_0_SIZE,
-                 PX_SDK_ABI_MAJOR, PX_SDK_ABI_MINOR);
+                 PX_SDK_ABI_MAJOR, host_minor);
         goto fail;
     }
     if (d->jansson_major != JANSSON_MAJOR_VERSION) {
         snprintf(err, errlen, "plugin %s: built with jansson %u.x, this host uses jansson %d.x "
                  "(plugin ABI %u.%u, host %d.%d)", file, d->jansson_major, JANSSON_MAJOR_VERSION,
-                 d->abi_major, d->abi_minor, PX_SDK_ABI_MAJOR, PX_SDK_ABI_MINOR);
+                 d->abi_major, d->abi_minor, PX_SDK_ABI_MAJOR, host_minor);
         goto fail;
     }
     if (!d->name || strcmp(d->name, want) != 0) {
@@ -248,18 +282,37 @@ int px_loader_open(const char *file, const char *expected_name, const px_host_ap
         rc = PX_EPLUGIN;
         goto fail;
     }
-    if (!d->init || !d->destroy || ((d->kind & PX_KIND_SINK) && !d->deliver) ||
-        !(d->kind & (PX_KIND_SOURCE | PX_KIND_SINK))) {
-        snprintf(err, errlen, "plugin %s: descriptor lacks a mandatory callback or role "
-                 "(init, destroy, deliver for sinks; plugin ABI %u.%u)", file, d->abi_major,
+    const char *missing = !(d->kind & (PX_KIND_SOURCE | PX_KIND_SINK)) ? NULL
+                          : !d->init                                      ? "init"
+                          : !d->destroy                                   ? "destroy"
+                          : (d->kind & PX_KIND_SINK) && !d->deliver       ? "deliver"
+                                                                          : "";
+    if (!missing) {
+        snprintf(err, errlen, "plugin %s: descriptor declares no role (kind must have "
+                 "PX_KIND_SOURCE or PX_KIND_SINK; plugin ABI %u.%u)", file, d->abi_major,
                  d->abi_minor);
         rc = PX_EPLUGIN;
+        goto fail;
+    }
+    if (*missing) {
+        snprintf(err, errlen, "plugin %s: descriptor lacks the mandatory callback %s (%s; "
+                 "plugin ABI %u.%u)", file, missing,
+                 strcmp(missing, "deliver") == 0 ? "a sink must have deliver"
+                                                 : "every plugin must have init and destroy",
+                 d->abi_major, d->abi_minor);
+        rc = PX_EPLUGIN;
+        goto fail;
+    }
+    px_option *options = NULL;
+    rc = read_options(file, d, &options, err, errlen);
+    if (rc < 0) {
         goto fail;
     }
     px_plugin_lib *lib = px_xcalloc(1, sizeof(*lib));
     lib->path = px_xstrdup(file);
     lib->dl = dl;
     lib->desc = d;
+    lib->options = options;
     *out = lib;
     snprintf(err, errlen, "%s", warning);
     free(want);
@@ -279,6 +332,7 @@ void px_loader_close(px_plugin_lib *lib)
         return;
     }
     dlclose(lib->dl);
+    free(lib->options);
     free(lib->path);
     free(lib);
 }

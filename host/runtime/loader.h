@@ -21,6 +21,9 @@ typedef struct px_plugin_lib {
     char *path;                 /* file that was dlopened (owned) */
     void *dl;                   /* dlopen handle (owned) */
     const px_plugin_desc *desc; /* borrowed from the library: valid until px_loader_close */
+    px_option *options;         /* desc->options read by its option_size into this host's
+                                   px_option, { NULL }-terminated (owned; the strings are the
+                                   library's); what the host reads instead of desc->options */
 } px_plugin_lib;
 
 /* Looks for "<name>.so" in each directory of path[0..n). On success returns 0 and stores a new
@@ -40,7 +43,8 @@ int px_loader_check_trust(const char *file, int fd, char *err, size_t errlen);
  * starting "warning: ", else err is empty on success), entry symbol present, ABI major equal,
  * descriptor size at least the 1.0 size, minor not newer than the host's, jansson major equal,
  * name equal to `expected_name` (NULL = the file's base name without ".so"), mandatory callbacks
- * present (init, destroy; deliver for sinks). On success returns 0 and stores *out (owned by
+ * present (init, destroy; deliver for sinks; the refusal names the one missing), options
+ * readable (option_size, 1.2, at least the 1.0 px_option). On success returns 0 and stores *out (owned by
  * caller; px_loader_close). On refusal returns PX_EABI or PX_EPLUGIN with one line in err. */
 int px_loader_open(const char *file, const char *expected_name, const px_host_api *api, int trust,
                    px_plugin_lib **out, char *err, size_t errlen);

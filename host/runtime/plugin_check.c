@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "instance.h"
 #include "loader.h"
 #include "log.h"
 #include "mem.h"
@@ -123,6 +124,34 @@ static int check_known_needs(const px_config *cfg, const px_instance_conf *ic,
     return 0;
 }
 
+/* The plugin's own judgement of its options (px_plugin_desc.check, 1.2), when it has one. Its
+ * context names the instance and holds what set_error gives; it has no runtime behind it, which
+ * is why check may call only the host functions that need none. */
+static int check_by_plugin(const px_config *cfg, const px_instance_conf *ic,
+                           const px_plugin_lib *lib, const json_t *opts, char *err,
+                           size_t errlen)
+{
+    const px_plugin_desc *d = lib->desc;
+    if (!PX_HAS(px_plugin_desc, d, check) || !d->check) {
+        return 0;
+    }
+    px_gen_host none = {0};
+    px_instance inst = {.host = &none, .name = ic->name, .plugin = ic->plugin};
+    px_plugin_ctx ctx = {.inst = &inst, .state_code = PX_GEN_LOADED};
+    px_log_capture_begin(ic->name);
+    int rc = d->check(&ctx, opts);
+    char *logged = px_log_capture_end();
+    if (rc < 0) {
+        const char *reason = ctx.error ? ctx.error : logged;
+        snprintf(err, errlen, "%s:%d:%d: plugin instance \"%s\": check failed: %s%s%s%s",
+                 cfg->path, ic->line, ic->col, ic->name, reason ? reason : "",
+                 reason ? " (" : "", px_strerror(rc), reason ? ")" : "");
+    }
+    free(ctx.error);
+    free(logged);
+    return rc < 0 ? PX_ECONFIG : 0;
+}
+
 int px_plugin_check_instance(const px_config *cfg, const px_instance_conf *ic,
                              const px_host_api *api, char **file_out, json_t **opts_out,
                              char *err, size_t errlen)
@@ -149,9 +178,12 @@ int px_plugin_check_instance(const px_config *cfg, const px_instance_conf *ic,
         PX_LOG_WARN("loader", "%s (host.plugin_trust: permissive)", err + strlen("warning: "));
     }
     json_t *opts = NULL;
-    rc = px_config_options(cfg, ic, lib->desc->options, &opts, err, errlen);
+    rc = px_config_options(cfg, ic, lib->options, &opts, err, errlen);
     if (rc == 0) {
         rc = check_known_needs(cfg, ic, lib->desc, opts, err, errlen);
+    }
+    if (rc == 0) {
+        rc = check_by_plugin(cfg, ic, lib, opts, err, errlen);
     }
     px_loader_close(lib);
     if (rc < 0) {

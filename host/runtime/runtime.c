@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "locks.h"
 #include "log.h"
 #include "mem.h"
 #include "net.h"
@@ -67,6 +68,7 @@ static void gen_closing(void *owner, px_plugin_ctx *gen)
         px_dispatch_reclaim(rt->dispatch, gen);
     }
     px_net_release_gen(rt->http, rt->client, gen);
+    px_locks_release_gen(gen);
 }
 
 static void gen_destroyed(void *owner, px_plugin_ctx *gen)
@@ -76,6 +78,7 @@ static void gen_destroyed(void *owner, px_plugin_ctx *gen)
         px_dispatch_forget(rt->dispatch, gen);
     }
     px_net_release_gen(rt->http, rt->client, gen);
+    px_locks_release_gen(gen);
 }
 
 void px_runtime_wire(px_runtime *rt)

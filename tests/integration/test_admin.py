@@ -469,7 +469,7 @@ pipelines:
                     "loaded_at", "last_error"):
             assert key in out, key
         assert (out["plugin"], out["kind"], out["state"], out["abi"], out["max_inflight"]) == \
-            ("testsink", "sink", "running", "1.1", 3), out
+            ("testsink", "sink", "running", "1.2", 3), out
         assert out["file"].endswith("testsink.so") and out["generation"] >= 1
         assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", out["loaded_at"])
         assert st["pipelines"] == [{"name": "main", "from": "src", "types": ["test.*"],

@@ -168,7 +168,7 @@ plugins:
 """)
     r = plexus("check", "-c", h.config)
     assert r.returncode != 0, r.stdout
-    assert "abi_newer_minor.so" in r.stderr and "1.2" in r.stderr and "1.1" in r.stderr, r.stderr
+    assert "abi_newer_minor.so" in r.stderr and "1.3" in r.stderr and "1.2" in r.stderr, r.stderr
     assert r.stderr.count("\n") == 1, r.stderr
 
 
@@ -229,7 +229,7 @@ def test_plugins_list_and_describe():
     r = plexus("plugins", "-p", TEST_PLUGINS)
     # the fixtures include refused files: listed, and the exit status says so
     assert r.returncode == 1, (r.returncode, r.stderr)
-    assert "testsink" in r.stdout and "ABI 1.1" in r.stdout
+    assert "testsink" in r.stdout and "ABI 1.2" in r.stdout
     assert "refused" in r.stdout and "abi_wrong_major" in r.stdout
     assert "refused" in r.stderr, r.stderr
     r = plexus("plugins", "-p", PLUGINS)
@@ -265,7 +265,7 @@ def test_cli_help_and_version():
         r = plexus(cmd, "--help")
         assert r.returncode == 0 and r.stdout.startswith("usage: plexus " + cmd), (cmd, r)
     r = plexus("version")
-    assert r.returncode == 0 and "ABI 1.1" in r.stdout
+    assert r.returncode == 0 and "ABI 1.2" in r.stdout
     r = plexus("frobnicate")
     assert r.returncode == 2 and "unknown command" in r.stderr
 
@@ -293,7 +293,7 @@ plugins:
         h.proc = None
         assert rc != 0
         log = h.log()
-        assert "abi_wrong_major.so: built for plugin ABI 2.x, this host speaks ABI 1.1" in log, log
+        assert "abi_wrong_major.so: built for plugin ABI 2.x, this host speaks ABI 1.2" in log, log
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 built out of tree against that install only (meson and make), its scenarios run through the test
 kit, the example running in the installed host against a local HTTP server, `plexus plugin new`
 skeletons that compile and load unedited, the test kit catching broken plugins, ABI compatibility
-(a simulated 1.1 host, a 2.x plugin) and the header compiling as C99, C11 and C++11."""
+(a simulated host one minor ahead, a 2.x plugin) and the header compiling as C99, C11 and
+C++11."""
 import http.server
 import json
 import os
@@ -50,6 +51,9 @@ SDK_ENV = {
     "PATH": os.path.join(STAGE, "bin") + os.pathsep + os.environ.get("PATH", ""),
 }
 EXAMPLE_BUILD = os.path.join(TMP, "example-meson", "build")
+with open(os.path.join(SOURCE, "sdk", "include", "plexus", "sdk.h")) as _f:
+    MINOR = int(re.search(r"#define PX_SDK_ABI_MINOR (\d+)", _f.read()).group(1))
+NEXT = MINOR + 1
 
 
 def install():
@@ -97,6 +101,16 @@ def test_install_layout():
     assert DEST + plugindir == PLUGIN_DIR
     r = sh([BIN, "plugin", "--help"])
     assert f"built-in plugin path: {plugindir}\n" in r.stdout, r.stdout
+    # The plugin guide and the header reference are installed, and `plugin test --help` names
+    # the installed guide.
+    docdir = os.path.join(PREFIX, OPTS["datadir"], "doc", "plexus")
+    with open(DEST + os.path.join(docdir, "plugin-guide.md")) as f, \
+            open(os.path.join(SOURCE, "docs", "plugin-guide.md")) as g:
+        assert f.read() == g.read()
+    with open(DEST + os.path.join(docdir, "sdk.h")) as f:
+        assert f.read() == src
+    r = sh([BIN, "plugin", "test", "--help"])
+    assert os.path.join(docdir, "plugin-guide.md") in r.stdout, r.stdout
     abi = sh(["pkg-config", "--variable=abi_major", "plexus-sdk"], env=env).stdout.strip()
     assert abi == "1", abi
     # The example configuration is installed and valid with the installed plugins.
@@ -270,7 +284,7 @@ def test_describe_prints_the_options():
     example_build()
     r = sh([BIN, "plugins", "-p", EXAMPLE_BUILD, "--describe", "http_post"])
     out = r.stdout
-    assert "http_post 1.0.0 (sink, ABI 1.1)" in out, out
+    assert f"http_post 1.0.0 (sink, ABI 1.{MINOR})" in out, out
     lines = out.splitlines()
     url = next(l for l in lines if l.strip().startswith("url "))
     assert "string" in url and "required" in url, url
@@ -296,7 +310,7 @@ def test_plugin_new_skeletons_compile_and_load_unedited():
         r = sh([BIN, "plugins", "-p", os.path.join(root, "build")])
         role = "sink" if kind == "--sink" else "source"
         line = next(l for l in r.stdout.splitlines() if l.startswith(name + " "))
-        assert "ABI 1.1" in line and role in line and "refused" not in line, r.stdout
+        assert f"ABI 1.{MINOR}" in line and role in line and "refused" not in line, r.stdout
         r = sh(["meson", "test", "-C", "build", "--print-errorlogs"], cwd=root, env=SDK_ENV,
                check=False)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -337,11 +351,74 @@ pipelines:
             assert h.stop() == 0
     finally:
         harness.PLEXUS = saved
+    webhook_skeleton(d)
     # Refusals: an existing folder, a name that is not an identifier.
     r = sh([BIN, "plugin", "new", "demo", "--dir", d], check=False)
     assert r.returncode == 1 and "cannot create" in r.stderr, r.stderr
     r = sh([BIN, "plugin", "new", "Bad-Name", "--dir", d], check=False)
     assert r.returncode == 2, r.stderr
+
+
+def webhook_skeleton(d):
+    """`plugin new --source --http`: compiles with warnings as errors, passes its scenario in the
+    kit, and in a real host answers 202 once persisted (the event reaches the sink), 401 to a
+    missing or wrong signature, 400 to a body that is not JSON."""
+    import hashlib
+    import hmac
+    import http.client
+    name = "demo_hook"
+    sh([BIN, "plugin", "new", name, "--source", "--http", "--dir", d])
+    root = os.path.join(d, name)
+    sh(["meson", "setup", "build", "-Dwerror=true"], cwd=root, env=SDK_ENV)
+    sh(["meson", "compile", "-C", "build"], cwd=root, env=SDK_ENV)
+    r = sh(["meson", "test", "-C", "build", "--print-errorlogs"], cwd=root, env=SDK_ENV,
+           check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    sh(["make", "CFLAGS=-O2 -Wall -Wextra -Werror"], cwd=root, env=SDK_ENV)
+    secret = "hook-secret-1234"
+    cfg = f"""version: 1
+host:
+  data_dir: @TMP@/var
+  plugin_path: [{os.path.join(root, 'build')}, {PLUGIN_DIR}]
+  admin: {{ listen: null }}
+  http: {{ listen: "127.0.0.1:0" }}
+plugins:
+  hook: {{ plugin: {name}, config: {{ path: /hook, secret: "{secret}" }} }}
+  out: {{ plugin: file, config: {{ path: "@TMP@/out.jsonl" }} }}
+pipelines:
+  - {{ name: hook-to-file, from: hook, to: {{ sink: out }} }}
+"""
+    saved = harness.PLEXUS
+    harness.PLEXUS = BIN
+    try:
+        with Host(cfg) as h:
+            h.start()
+            port = h.http_port()
+
+            def post(body, sig):
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                hdrs = {"Content-Type": "application/json"}
+                if sig is not None:
+                    hdrs["X-Signature-256"] = sig
+                c.request("POST", "/hook", body=body, headers=hdrs)
+                resp = c.getresponse()
+                out = resp.status, resp.read().decode()
+                c.close()
+                return out
+            body = b'{"order": 7}'
+            good = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+            assert post(body, None)[0] == 401
+            assert post(body, good[:-1] + ("0" if good[-1] != "0" else "1"))[0] == 401
+            assert post(b"not json", "sha256=" + hmac.new(secret.encode(), b"not json",
+                                                          hashlib.sha256).hexdigest())[0] == 400
+            st, text = post(body, good)
+            assert st == 202 and "accepted" in text, (st, text)
+            wait_for(lambda: os.path.exists(h.path("out.jsonl")) and
+                     '"order":7' in open(h.path("out.jsonl")).read().replace(" ", ""),
+                     what="the webhook's event in the sink's file")
+            assert h.stop() == 0
+    finally:
+        harness.PLEXUS = saved
 
 
 def build_fixture(src, out, extra=(), include=INCLUDE):
@@ -416,18 +493,19 @@ def test_kit_runs_the_bundled_plugins():
 
 
 def patched_header(minor_field_host, minor_field_desc):
-    """A copy of the installed header one minor version ahead (ABI 1.2 of the 1.1 header): one
+    """A copy of the installed header one minor version ahead (ABI 1.N+1 of the 1.N header): one
     field appended to each struct."""
     with open(os.path.join(INCLUDE, "plexus", "sdk.h")) as f:
         text = f.read()
-    marker = "    /* ABI 1.2+: append below this line only */\n"
+    marker = f"    /* ABI 1.{NEXT}+: append below this line only */\n"
     assert text.count(marker) == 2
-    assert text.count("#define PX_SDK_ABI_MINOR 1\n") == 1
-    text = text.replace("#define PX_SDK_ABI_MINOR 1\n", "#define PX_SDK_ABI_MINOR 2\n")
+    define = f"#define PX_SDK_ABI_MINOR {MINOR}\n"
+    assert text.count(define) == 1
+    text = text.replace(define, f"#define PX_SDK_ABI_MINOR {NEXT}\n")
     text = text.replace(marker + "} px_host_api;", marker + minor_field_host + "\n} px_host_api;")
     text = text.replace(marker + "} px_plugin_desc;",
                         marker + minor_field_desc + "\n} px_plugin_desc;")
-    inc = os.path.join(TMP, "inc11")
+    inc = os.path.join(TMP, "inc-next")
     os.makedirs(os.path.join(inc, "plexus"), exist_ok=True)
     with open(os.path.join(inc, "plexus", "sdk.h"), "w") as f:
         f.write(text)
@@ -435,50 +513,55 @@ def patched_header(minor_field_host, minor_field_desc):
 
 
 def test_abi_compatibility():
-    inc11 = patched_header("    int (*later_fn)(px_plugin_ctx *ctx, int x);",
-                           "    int (*later_cb)(void *state);")
-    host11 = os.path.join(TMP, "abi_host11")
+    inc_next = patched_header("    int (*later_fn)(px_plugin_ctx *ctx, int x);",
+                              "    int (*later_cb)(void *state);")
+    host_next = os.path.join(TMP, "abi_host_next")
     # Built like the fixtures it loads: a sanitized build's plugins need the sanitizer runtime.
     san = ["-fsanitize=address,undefined"] if harness.SANITIZED else []
-    sh(["cc", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", *san, "-I" + inc11,
+    sh(["cc", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", *san, "-I" + inc_next,
         "-I" + os.path.join(SOURCE, "host", "runtime"), "-I" + os.path.join(SOURCE, "host", "base"),
-        "-I" + os.path.join(SOURCE, "util"), "-o", host11,
+        "-I" + os.path.join(SOURCE, "util"), "-o", host_next,
         os.path.join(SOURCE, "tests", "sdk", "abi_host11.c"),
         os.path.join(SOURCE, "util", "mem.c"), "-ljansson", "-ldl"])
-    src11 = os.path.join(SOURCE, "tests", "sdk", "plugin11.c")
-    p11 = build_fixture(src11, os.path.join(TMP, "p11", "plugin11.so"), include=inc11)
-    p11low = build_fixture(src11, os.path.join(TMP, "p11low", "plugin11.so"),
-                           ["-DNEEDS_ONLY_1_0"], include=inc11)
+    src_next = os.path.join(SOURCE, "tests", "sdk", "plugin11.c")
+    p_next = build_fixture(src_next, os.path.join(TMP, "p-next", "plugin11.so"), include=inc_next)
+    p_low = build_fixture(src_next, os.path.join(TMP, "p-low", "plugin11.so"),
+                          ["-DNEEDS_ONLY_1_0"], include=inc_next)
     example_build()
     example = os.path.join(EXAMPLE_BUILD, "http_post.so")
-    r = sh([host11, "--init", p11, p11low,
+    r = sh([host_next, "--init", p_next, p_low,
             os.path.join(TEST_PLUGINS, "abi_ok.so"),
             os.path.join(TEST_PLUGINS, "abi_wrong_major.so"),
-            os.path.join(TEST_PLUGINS, "abi_major_field.so")])
+            os.path.join(TEST_PLUGINS, "abi_major_field.so"),
+            os.path.join(TEST_PLUGINS, "abi_v10.so"),
+            os.path.join(TEST_PLUGINS, "abi_v11.so")])
     out = r.stdout.splitlines()
-    assert "host ABI 1.2" in out[-1], out
+    assert f"host ABI 1.{NEXT}" in out[-1], out
     lines = [json.loads(l) for l in out[:-1]]
-    ok11, low11, ok10, wrong, field = lines
-    # The 1.2 host reads later_cb only from descriptors large enough to hold it.
-    assert ok11["loaded"] and ok11["has_later_cb"] and ok11["later_cb"] == 11, ok11
-    assert ok11["later_fn_calls"] == 1, ok11          # PX_HAS(host, later_fn) was true
-    assert low11["loaded"] and low11["abi"] == "1.0", low11
-    assert ok10["loaded"] and not ok10["has_later_cb"] and ok10["abi"] == "1.1", ok10
+    ok_next, low, ok_now, wrong, field, v10, v11 = lines
+    # The next host reads later_cb only from descriptors large enough to hold it.
+    assert ok_next["loaded"] and ok_next["has_later_cb"] and ok_next["later_cb"] == 11, ok_next
+    assert ok_next["later_fn_calls"] == 1, ok_next    # PX_HAS(host, later_fn) was true
+    assert low["loaded"] and low["abi"] == "1.0", low
+    assert ok_now["loaded"] and not ok_now["has_later_cb"] and ok_now["abi"] == f"1.{MINOR}", ok_now
     assert not wrong["loaded"] and "built for plugin ABI 2.x" in wrong["error"], wrong
-    assert "host speaks ABI 1.2" in wrong["error"], wrong
+    assert f"host speaks ABI 1.{NEXT}" in wrong["error"], wrong
     assert not field["loaded"] and "built for plugin ABI 2." in field["error"], field
-    # The out-of-tree example (built against 1.1) loads in the 1.2 host too.
-    r = sh([host11, example])
+    # Plugins built as 1.0 and 1.1 (the 1.0 descriptor) load there too.
+    assert v10["loaded"] and v10["abi"] == "1.0" and not v10["has_later_cb"], v10
+    assert v11["loaded"] and v11["abi"] == "1.1" and not v11["has_later_cb"], v11
+    # The out-of-tree example (built against this header) loads in the next host too.
+    r = sh([host_next, example])
     ex = json.loads(r.stdout.splitlines()[0])
     assert ex["loaded"] and not ex["has_later_cb"], ex
-    # The real 1.1 host: a plugin that needs 1.2 is refused cleanly; one that declares it needs
-    # only 1.0 loads, and its PX_HAS probe sees no later_fn.
-    r = sh([BIN, "plugins", "-p", os.path.dirname(p11)], check=False)
-    assert r.returncode == 1 and "refused" in r.stdout and "built for plugin ABI 1.2, newer than this host's ABI 1.1" \
-        in r.stdout, r.stdout
-    r = sh([BIN, "plugins", "-p", os.path.dirname(p11low)])
+    # The real host: a plugin that needs the next minor is refused cleanly; one that declares it
+    # needs only 1.0 loads, and its PX_HAS probe sees no later_fn.
+    r = sh([BIN, "plugins", "-p", os.path.dirname(p_next)], check=False)
+    assert r.returncode == 1 and "refused" in r.stdout and \
+        f"built for plugin ABI 1.{NEXT}, newer than this host's ABI 1.{MINOR}" in r.stdout, r.stdout
+    r = sh([BIN, "plugins", "-p", os.path.dirname(p_low)])
     assert "plugin11" in r.stdout and "refused" not in r.stdout, r.stdout
-    rc, rep = kit(p11low, {"events": [{"type": "x", "expect": "ok"}]})
+    rc, rep = kit(p_low, {"events": [{"type": "x", "expect": "ok"}]})
     assert rc == 0 and {"level": "info", "msg": "host has no later_fn"} in rep["logs"], rep
     r = sh([BIN, "plugins", "-p", TEST_PLUGINS], check=False)
     assert r.returncode == 1, r.stderr

@@ -1,6 +1,6 @@
-/* A host of the next plugin ABI minor (1.2), simulated: this file and the host's loader are
- * compiled by test_sdk.py against a copy of the SDK header with one field appended to px_host_api
- * (later_fn) and one to px_plugin_desc (later_cb), PX_SDK_ABI_MINOR 2. For each plugin file on
+/* A host of the next plugin ABI minor, simulated: this file and the host's loader are compiled
+ * by test_sdk.py against a copy of the SDK header with one field appended to px_host_api
+ * (later_fn) and one to px_plugin_desc (later_cb), PX_SDK_ABI_MINOR one up. For each plugin file on
  * the command line it prints one JSON line: whether the loader accepted it, its refusal, and
  * whether the plugin's descriptor is large enough to hold later_cb (PX_HAS) — the host reads
  * that field only then. With --init it also runs init, so a plugin can call later_fn. */

@@ -1,6 +1,6 @@
-/* A plugin built against a copy of the SDK header one minor ahead, ABI 1.2 (test_sdk.py appends
- * `later_fn` to px_host_api and `later_cb` to px_plugin_desc and sets PX_SDK_ABI_MINOR to 2). It
- * uses the 1.2 host function only when PX_HAS says the host has it. With -DNEEDS_ONLY_1_0 it
+/* A plugin built against a copy of the SDK header one minor ahead (test_sdk.py appends
+ * `later_fn` to px_host_api and `later_cb` to px_plugin_desc and sets PX_SDK_ABI_MINOR one up). It
+ * uses the newer host function only when PX_HAS says the host has it. With -DNEEDS_ONLY_1_0 it
  * declares that it needs no more than ABI 1.0 (abi_minor 0), so the real (older) host loads it;
  * otherwise that host must refuse it as too new. */
 #include <stdlib.h>
@@ -43,7 +43,7 @@ static px_plugin_desc desc = {
     .kind = PX_KIND_SINK,
     .name = "plugin11",
     .version = "1.1.0",
-    .description = "built against ABI 1.2",
+    .description = "built against the next ABI minor",
     .init = p_init,
     .deliver = p_deliver,
     .destroy = p_destroy,
@@ -54,7 +54,7 @@ PX_SDK_EXPORT const px_plugin_desc *PX_PLUGIN_ENTRY(const px_host_api *h)
 {
     host = h;
 #ifdef NEEDS_ONLY_1_0
-    desc.abi_minor = 0; /* works with any 1.x host: 1.2 features are probed with PX_HAS */
+    desc.abi_minor = 0; /* works with any 1.x host: newer features are probed with PX_HAS */
 #endif
     return &desc;
 }

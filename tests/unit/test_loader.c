@@ -49,32 +49,32 @@ static void test_loads_good_plugin(void)
 
 static void test_refuses_other_major_symbol(void)
 {
-    PX_ASSERT(refused("abi_wrong_major", PX_EABI, "built for plugin ABI 2.x", "host speaks ABI 1.1",
+    PX_ASSERT(refused("abi_wrong_major", PX_EABI, "built for plugin ABI 2.x", "host speaks ABI 1.2",
                       NULL));
 }
 
 static void test_refuses_other_major_field(void)
 {
     PX_ASSERT(refused("abi_major_field", PX_EABI, "built for plugin ABI 2.",
-                      "host speaks ABI 1.1", NULL));
+                      "host speaks ABI 1.2", NULL));
 }
 
 static void test_refuses_newer_minor(void)
 {
-    PX_ASSERT(refused("abi_newer_minor", PX_EABI, "built for plugin ABI 1.2",
-                      "newer than this host's ABI 1.1", NULL));
+    PX_ASSERT(refused("abi_newer_minor", PX_EABI, "built for plugin ABI 1.3",
+                      "newer than this host's ABI 1.2", NULL));
 }
 
 static void test_refuses_small_struct(void)
 {
     PX_ASSERT(refused("abi_small_struct", PX_EABI, "descriptor is 24 bytes", "needs at least",
-                      "ABI 1.1"));
+                      "ABI 1.2"));
 }
 
 static void test_refuses_other_jansson(void)
 {
     PX_ASSERT(refused("abi_bad_jansson", PX_EABI, "built with jansson 3.x",
-                      "this host uses jansson 2.x", "plugin ABI 1.1"));
+                      "this host uses jansson 2.x", "plugin ABI 1.2"));
 }
 
 static void test_refuses_wrong_name(void)
@@ -86,12 +86,91 @@ static void test_refuses_wrong_name(void)
 static void test_refuses_missing_entry(void)
 {
     PX_ASSERT(refused("abi_no_entry", PX_EABI, "no entry symbol px_plugin_entry_v1",
-                      "host ABI 1.1", NULL));
+                      "host ABI 1.2", NULL));
 }
 
 static void test_refuses_missing_callback(void)
 {
-    PX_ASSERT(refused("abi_no_init", PX_EPLUGIN, "lacks a mandatory callback", NULL, NULL));
+    PX_ASSERT(refused("abi_no_init", PX_EPLUGIN, "lacks the mandatory callback init", NULL,
+                      NULL));
+    PX_ASSERT(refused("abi_no_destroy", PX_EPLUGIN, "lacks the mandatory callback destroy",
+                      NULL, NULL));
+}
+
+/* Loads fixture name with table h; returns the library (owned) or NULL, err filled. */
+static px_plugin_lib *load_with(const px_host_api *h, const char *name, char *err, size_t len)
+{
+    char *file = fixture(name);
+    px_plugin_lib *lib = NULL;
+    err[0] = '\0';
+    if (px_loader_open(file, NULL, h, PX_TRUST_STRICT, &lib, err, len) < 0) {
+        lib = NULL;
+    }
+    free(file);
+    return lib;
+}
+
+/* Plugins built as 1.0 and 1.1 (the 1.0 descriptor, without option_size: what lies past their
+ * size is garbage) load, and their options are read by the 1.0 px_option. */
+static void test_loads_1_0_and_1_1_plugins(void)
+{
+    const char *names[] = {"abi_v10", "abi_v11"};
+    for (unsigned minor = 0; minor < 2; minor++) {
+        char err[512];
+        px_plugin_lib *lib = load_with(&api, names[minor], err, sizeof(err));
+        if (!lib) {
+            fprintf(stderr, "  %s: %s\n", names[minor], err);
+        }
+        PX_ASSERT(lib != NULL);
+        PX_ASSERT_INT_EQ(lib->desc->abi_minor, minor);
+        PX_ASSERT_INT_EQ(lib->desc->size, PX_PLUGIN_DESC_V1_0_SIZE);
+        PX_ASSERT(!PX_HAS(px_plugin_desc, lib->desc, option_size));
+        PX_ASSERT_STR_EQ(lib->options[0].name, "first");
+        PX_ASSERT_STR_EQ(lib->options[1].name, "second");
+        PX_ASSERT_STR_EQ(lib->options[1].default_value, "2");
+        PX_ASSERT(lib->options[2].name == NULL);
+        px_loader_close(lib);
+    }
+}
+
+/* A plugin whose px_option is larger than this host's (a later minor's, declaring an older
+ * minor it needs) is walked by its option_size; a size smaller than 1.0's is refused. */
+static void test_walks_options_by_option_size(void)
+{
+    char err[512];
+    px_plugin_lib *lib = load_with(&api, "abi_big_options", err, sizeof(err));
+    PX_ASSERT(lib != NULL);
+    PX_ASSERT(lib->desc->option_size > sizeof(px_option));
+    PX_ASSERT_STR_EQ(lib->options[0].name, "first");
+    PX_ASSERT_STR_EQ(lib->options[0].doc, "the first option");
+    PX_ASSERT_STR_EQ(lib->options[1].name, "second");
+    PX_ASSERT_INT_EQ(lib->options[1].type, PX_OPT_INT);
+    PX_ASSERT(lib->options[2].name == NULL);
+    px_loader_close(lib);
+    PX_ASSERT(refused("abi_bad_option_size", PX_EABI, "option_size is 3 bytes", "at least",
+                      NULL));
+}
+
+/* A host of ABI 1.1 (its table ends at event_payload_text) refuses a plugin built for 1.2 that
+ * calls kv_cas, with one line naming both versions, before any of its code but the entry runs;
+ * the 1.0 and 1.1 plugins load there. */
+static void test_host_1_1_refuses_a_1_2_plugin(void)
+{
+    px_host_api api11 = {.abi_major = 1, .abi_minor = 1,
+                         .size = (uint32_t)offsetof(px_host_api, set_error)};
+    PX_ASSERT(!PX_HAS(px_host_api, &api11, kv_cas));
+    char err[512];
+    px_plugin_lib *lib = load_with(&api11, "abi_needs_cas", err, sizeof(err));
+    PX_ASSERT(lib == NULL);
+    PX_ASSERT_STR_HAS(err, "abi_needs_cas.so: built for plugin ABI 1.2, newer than this host's "
+                           "ABI 1.1; upgrade the host");
+    PX_ASSERT(strchr(err, '\n') == NULL);
+    lib = load_with(&api11, "abi_v11", err, sizeof(err));
+    PX_ASSERT(lib != NULL);
+    px_loader_close(lib);
+    lib = load_with(&api11, "abi_v10", err, sizeof(err));
+    PX_ASSERT(lib != NULL);
+    px_loader_close(lib);
 }
 
 static void test_refuses_unloadable_file(void)
@@ -210,7 +289,7 @@ static void test_scan_lists_and_refuses(void)
     scanned = scanned_refused = 0;
     px_loader_scan(dirs, 1, &api, PX_TRUST_STRICT, on_scan, NULL);
     PX_ASSERT(scanned >= 3);          /* abi_ok, abi_init_fails, testsink, testsource */
-    PX_ASSERT(scanned_refused >= 7);  /* every broken fixture */
+    PX_ASSERT(scanned_refused >= 9);  /* every broken fixture */
 }
 
 /* A host built with a 1.0 table must look like "no field" to a plugin asking for a later one. */
@@ -238,7 +317,9 @@ PX_TEST_MAIN(PX_TEST(test_loads_good_plugin), PX_TEST(test_refuses_other_major_s
              PX_TEST(test_refuses_other_major_field), PX_TEST(test_refuses_newer_minor),
              PX_TEST(test_refuses_small_struct), PX_TEST(test_refuses_other_jansson),
              PX_TEST(test_refuses_wrong_name), PX_TEST(test_refuses_missing_entry),
-             PX_TEST(test_refuses_missing_callback), PX_TEST(test_refuses_unloadable_file),
+             PX_TEST(test_refuses_missing_callback), PX_TEST(test_loads_1_0_and_1_1_plugins),
+             PX_TEST(test_walks_options_by_option_size),
+             PX_TEST(test_host_1_1_refuses_a_1_2_plugin), PX_TEST(test_refuses_unloadable_file),
              PX_TEST(test_trust_refuses_writable_file_and_folder),
              PX_TEST(test_find_on_path), PX_TEST(test_scan_lists_and_refuses),
              PX_TEST(test_px_has_respects_size))

@@ -1,8 +1,8 @@
 /* SHA-256 against the FIPS 180-2 example vectors, HMAC-SHA256 against RFC 4231, and both against
- * OpenSSL's one-shot EVP_Digest and HMAC at every length up to 300 bytes. The plugins' functions
+ * OpenSSL's one-shot EVP_Digest and HMAC at every length up to 300 bytes. The functions
  * are libcrypto's too: these cases hold the wrapper to its contract (pieces, parts, empty and long
  * keys, empty messages). */
-#include "../../plugins/common/sha256.c"
+#include "../../util/sha256.c"
 
 #include <stdlib.h>
 

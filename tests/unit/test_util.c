@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "consttime.h"
+#include "retry_after.h"
 #include "errbuf.h"
 #include "mem.h"
 #include "url.h"
@@ -330,6 +331,58 @@ static void test_mem_strings(void)
     PX_ASSERT(ok);
 }
 
+/* --- px_retry_after_ms / px_http_date_ms -------------------------------------------------- */
+
+/* 1994-11-06 08:49:37 UTC, the example date of RFC 9110, in ms since the epoch. */
+#define RFC_DATE_MS 784111777000LL
+
+static void test_http_date_three_forms(void)
+{
+    PX_ASSERT_INT_EQ(px_http_date_ms("Sun, 06 Nov 1994 08:49:37 GMT"), RFC_DATE_MS);
+    PX_ASSERT_INT_EQ(px_http_date_ms("Sunday, 06-Nov-94 08:49:37 GMT"), RFC_DATE_MS);
+    PX_ASSERT_INT_EQ(px_http_date_ms("Sun Nov  6 08:49:37 1994"), RFC_DATE_MS);
+    PX_ASSERT_INT_EQ(px_http_date_ms("Wed, 21 Oct 2015 07:28:00 GMT"), 1445412480000LL);
+    PX_ASSERT_INT_EQ(px_http_date_ms("Thu, 01 Jan 1970 00:00:00 GMT"), 0);
+}
+
+static void test_http_date_refused(void)
+{
+    const char *bad[] = {"", "Sun", "Sun, 06 Nov 1994 08:49:37", "Sun, 06 Nov 1994 08:49:37 UTC",
+                         "Sun, 6 Nov 1994 08:49:37 GMT", "Sun, 06 Foo 1994 08:49:37 GMT",
+                         "Sun, 06 Nov 1994 25:49:37 GMT", "Sun, 06 Nov 1994 08:49:37 GMT x",
+                         "Sun, 32 Nov 1994 08:49:37 GMT", "2015-10-21T07:28:00Z"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (px_http_date_ms(bad[i]) != -1) {
+            fprintf(stderr, "  accepted: \"%s\"\n", bad[i]);
+        }
+        PX_ASSERT_INT_EQ(px_http_date_ms(bad[i]), -1);
+    }
+    PX_ASSERT_INT_EQ(px_http_date_ms(NULL), -1);
+}
+
+static void test_retry_after_seconds(void)
+{
+    PX_ASSERT_INT_EQ(px_retry_after_ms("120", RFC_DATE_MS), 120000);
+    PX_ASSERT_INT_EQ(px_retry_after_ms(" 0 ", RFC_DATE_MS), 0);
+    PX_ASSERT_INT_EQ(px_retry_after_ms("99999999999999999999999", 0), PX_RETRY_AFTER_MAX_MS);
+    PX_ASSERT_INT_EQ(px_retry_after_ms("-5", 0), -1);
+    PX_ASSERT_INT_EQ(px_retry_after_ms("1.5", 0), -1);
+    PX_ASSERT_INT_EQ(px_retry_after_ms("12s", 0), -1);
+    PX_ASSERT_INT_EQ(px_retry_after_ms("", 0), -1);
+    PX_ASSERT_INT_EQ(px_retry_after_ms(NULL, 0), -1);
+}
+
+static void test_retry_after_date(void)
+{
+    const char *date = "Sun, 06 Nov 1994 08:49:37 GMT";
+    PX_ASSERT_INT_EQ(px_retry_after_ms(date, RFC_DATE_MS - 90500), 90500);
+    PX_ASSERT_INT_EQ(px_retry_after_ms(date, RFC_DATE_MS), 0);
+    PX_ASSERT_INT_EQ(px_retry_after_ms(date, RFC_DATE_MS + 5000), 0); /* past: now */
+    PX_ASSERT_INT_EQ(px_retry_after_ms(date, 0), PX_RETRY_AFTER_MAX_MS); /* far: capped */
+    PX_ASSERT_INT_EQ(px_retry_after_ms("Sun Nov  6 08:49:37 1994", RFC_DATE_MS - 1000), 1000);
+    PX_ASSERT_INT_EQ(px_retry_after_ms("soon", RFC_DATE_MS), -1);
+}
+
 PX_TEST_MAIN(PX_TEST(test_url_encode_unreserved_kept), PX_TEST(test_url_encode_escapes_uppercase),
              PX_TEST(test_url_encode_every_byte), PX_TEST(test_url_encode_keep),
              PX_TEST(test_url_encode_bounded), PX_TEST(test_url_decode),
@@ -338,4 +391,6 @@ PX_TEST_MAIN(PX_TEST(test_url_encode_unreserved_kept), PX_TEST(test_url_encode_e
              PX_TEST(test_utf8_surrogates_and_range), PX_TEST(test_utf8_truncated_and_broken),
              PX_TEST(test_utf8_every_short_sequence), PX_TEST(test_utf8_valid),
              PX_TEST(test_consttime_equal), PX_TEST(test_consttime_unequal),
-             PX_TEST(test_consttime_lengths), PX_TEST(test_errf), PX_TEST(test_mem_strings))
+             PX_TEST(test_consttime_lengths), PX_TEST(test_errf), PX_TEST(test_mem_strings),
+             PX_TEST(test_http_date_three_forms), PX_TEST(test_http_date_refused),
+             PX_TEST(test_retry_after_seconds), PX_TEST(test_retry_after_date))

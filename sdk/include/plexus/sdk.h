@@ -12,15 +12,28 @@
  * Ownership words used below: "borrowed" (valid for the call only), "steals" (the callee owns it
  * from now on, even on failure), "new reference" (caller must json_decref / free), "valid until X".
  *
+ * Shared libraries: a plugin runs inside the host's process and shares its libjansson (one copy,
+ * one allocator): never call json_set_alloc_funcs, and hand the host only values jansson made.
+ * It may link libc, libm, libpthread, libjansson and libraries of its own that start no
+ * process-wide machinery (no signal handlers, no atexit, no global init that cannot be repeated).
+ *
  * Growth: minor versions only append fields at the end of px_host_api and px_plugin_desc. A plugin
  * declares the minor it needs (abi_minor; PX_PLUGIN_DESC_INIT says this header's), and a host
  * refuses a plugin that needs a newer one. A plugin that also runs on older 1.x hosts declares
  * the oldest minor it supports and checks PX_HAS(px_host_api, host, field) before calling a
- * newer function (1.1: event_create_text, event_payload_text).
+ * newer function. What each minor added:
+ *   1.1: event_create_text, event_payload_text.
+ *   1.2: the hints PX_HINT_DEADLINE_MS and PX_HINT_FAIL_ON_TIMEOUT (a 1.1 host answers
+ *        event_set_hint with PX_EINVAL); PX_ECONFLICT; set_error, vlog, kv_get_versioned, kv_cas,
+ *        lock_acquire, lock_release, cluster, sha256, hmac_sha256, ct_equal, retry_after_ms,
+ *        event_payload_const, delivery_params_const; px_plugin_desc.option_size and check.
+ * px_option never grows: a later minor that needs more per option says so in option_size, which
+ * the host walks the table by.
  */
 #ifndef PLEXUS_SDK_H
 #define PLEXUS_SDK_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,7 +44,7 @@ extern "C" {
 #endif
 
 #define PX_SDK_ABI_MAJOR 1
-#define PX_SDK_ABI_MINOR 1
+#define PX_SDK_ABI_MINOR 2
 #define PX_PLUGIN_ENTRY px_plugin_entry_v1 /* the symbol carries the major */
 #define PX_PLUGIN_ENTRY_NAME "px_plugin_entry_v1"
 
@@ -73,6 +86,8 @@ enum px_option_type {
     PX_OPT_OBJECT = 8,   /* any YAML mapping, converted as-is; JSON object */
 };
 
+/* One declared option. The host walks the table by px_plugin_desc.option_size (1.2; a descriptor
+ * without it is walked by this struct's 1.0 size), so a later minor may append fields here. */
 typedef struct px_option {
     const char *name;          /* static storage; NULL name ends the table */
     uint32_t type;             /* enum px_option_type */
@@ -92,7 +107,8 @@ enum px_event_field {
 };
 
 /* Delivery hints a source attaches; they can only narrow the pipeline's retry policy. A host
- * that does not know a hint returns PX_EINVAL from event_set_hint (the event is still valid). */
+ * that does not know a hint returns PX_EINVAL from event_set_hint (the event is still valid).
+ * 1.0: MAX_ATTEMPTS, TIMEOUT_MS, BACKOFF_MS; 1.2: DEADLINE_MS, FAIL_ON_TIMEOUT. */
 enum px_event_hint {
     PX_HINT_MAX_ATTEMPTS = 1, /* value: attempts, >= 1 */
     PX_HINT_TIMEOUT_MS = 2,   /* value: per-attempt timeout */
@@ -138,6 +154,19 @@ typedef struct px_http_options {
 
 #define PX_HTTP_INSECURE (1u << 0)
 
+#define PX_SHA256_LEN 32 /* bytes of a SHA-256 digest or HMAC-SHA256 (1.2) */
+
+/* What px_host_api.cluster reports (1.2). Set size before the call; the host fills the fields
+ * that fit and leaves the rest. */
+typedef struct px_cluster_info {
+    uint32_t size;        /* sizeof(px_cluster_info) as the plugin built it */
+    uint32_t live_hosts;  /* hosts sharing the store whose heartbeat holds, this one included;
+                             >= 1. E.g. divide a rate limit by it */
+    uint32_t host_index;  /* this host's place among the live hosts ordered by id, 0-based
+                             (< live_hosts); e.g. to split work by a hash modulo live_hosts */
+    char host_id[128];    /* this host's id, NUL-terminated (cut to fit) */
+} px_cluster_info;
+
 typedef struct px_host_api {
     uint32_t abi_major, abi_minor, size; /* size = sizeof(px_host_api) as the host built it */
 
@@ -173,13 +202,16 @@ typedef struct px_host_api {
     const char *(*event_source)(const px_event *ev);       /* instance that emitted it */
     const char *(*event_meta)(const px_event *ev, const char *key); /* NULL when absent */
     int64_t (*event_time_ms)(const px_event *ev);           /* unix ms at emit */
-    json_t *(*event_payload)(const px_event *ev);           /* borrowed; do not modify */
+    /* Borrowed; never modify it (no json_object_set, no json_array_append...): several sinks
+     * share one payload, and the spool may keep its text. 1.2: event_payload_const. */
+    json_t *(*event_payload)(const px_event *ev);
 
     /* --- Deliveries (sinks) ------------------------------------------------------------- */
     /* Everything a delivery hands out is valid until complete(). */
     const px_event *(*delivery_event)(px_delivery *d);
     const char *(*delivery_action)(px_delivery *d);   /* the pipeline target's `action`, or "" */
-    json_t *(*delivery_params)(px_delivery *d);       /* borrowed: the mapped `with`, an object */
+    /* Borrowed: the mapped `with`, an object; never modify it (1.2: delivery_params_const). */
+    json_t *(*delivery_params)(px_delivery *d);
     const char *(*delivery_pipeline)(px_delivery *d);
     uint32_t (*delivery_attempt)(px_delivery *d);     /* 1 for the first attempt */
     /* Finishes a delivery: PX_OK, PX_ERETRY (after retry_after_ms, 0 = policy backoff) or
@@ -209,6 +241,8 @@ typedef struct px_host_api {
     const char *(*http_req_path)(px_http_request *req);   /* without the query string */
     const char *(*http_req_query)(px_http_request *req);  /* after '?', or "" */
     const char *(*http_req_header)(px_http_request *req, const char *name); /* case-insensitive */
+    /* The body, *len bytes (len may be NULL); NUL-terminated after those bytes, so a text body
+     * can be read as a string (a body holding NUL bytes is still *len long). Never NULL. */
     const char *(*http_req_body)(px_http_request *req, size_t *len);
     /* Adds a response header (borrowed, copied) before http_respond. */
     int (*http_set_header)(px_http_request *req, const char *name, const char *value);
@@ -270,7 +304,77 @@ typedef struct px_host_api {
      * otherwise a compact serialisation. Cheaper than serialising event_payload again. */
     const char *(*event_payload_text)(const px_event *ev, size_t *len);
 
-    /* ABI 1.2+: append below this line only */
+    /* --- ABI 1.2 ---------------------------------------------------------------------- */
+    /* The reason init, start or the descriptor's check is failing, in words for the operator:
+     * `plexus check` (check), `plexus run`, `plexus reload` and /admin/status show e.g.
+     * "init failed: <reason> (<code>)" instead of the code alone. Call it, then return < 0. Formatted like printf; masked like a
+     * log line (secret option values become ***), and also logged at error level. Outside those
+     * calls it is only logged. The last call wins. */
+    void (*set_error)(px_plugin_ctx *ctx, const char *fmt, ...)
+#if defined(__GNUC__)
+        __attribute__((format(printf, 2, 3)))
+#endif
+        ;
+    /* log with a va_list, for a plugin's own logging wrapper. ap is consumed as vprintf does. */
+    void (*vlog)(px_plugin_ctx *ctx, int level, const char *fmt, va_list ap);
+
+    /* Versioned state, for read-modify-write that several hosts (or generations) may race on.
+     * kv_get_versioned: as kv_get; *version (not NULL) gets the value's version: > 0, changed
+     * by every kv_set and kv_cas, 0 when the key is absent. kv_cas: stores value (borrowed; NULL
+     * deletes) only when the key's version is still expected_version (0 = only when absent), and
+     * writes the new version to *new_version (may be NULL; 0 after a delete). Returns PX_OK,
+     * PX_ECONFLICT when the version moved (nothing changed: read again and redo), PX_EBUSY when
+     * the store is unreachable (try later), PX_EINVAL. On the SQLite store the versions are
+     * local and a conflict comes only from this host's own writes. */
+    json_t *(*kv_get_versioned)(px_plugin_ctx *ctx, const char *key, int64_t *version);
+    int (*kv_cas)(px_plugin_ctx *ctx, const char *key, int64_t expected_version,
+                  const json_t *value, int64_t *new_version);
+
+    /* Named leases: a duty only one host may do at a time (token refresh, webhook registration,
+     * a scheduled sync). The name (borrowed, copied) is scoped to the instance: the same
+     * instance name on every host sharing the store contends for it; other instances never do.
+     * The holder is this generation on this host, so during a reload the new generation gets the
+     * lease only once the old one lets go (lock_release in stop, or at the latest when it is
+     * unloaded). The host keeps trying while another holder has it, renews it every ttl_ms / 3
+     * while held, and calls cb(arg, status) on the loop, never inside lock_acquire:
+     *   PX_OK        the lease is now held: start the duty;
+     *   PX_ECONFLICT the lease is lost (another holder took it, or it could not be renewed for
+     *                2/3 of ttl_ms, so another host may take it at the end of ttl_ms): stop the
+     *                duty now. The host goes on trying, and calls cb with PX_OK again when it
+     *                holds the lease once more.
+     * It runs until lock_release or the generation is unloaded; no cb runs after either.
+     * ttl_ms >= 30; a crash of this host frees the lease after ttl_ms. On the SQLite store the
+     * lease is local to this host (still exclusive between its generations). Returns PX_OK,
+     * PX_EINVAL (no name, ttl too short), PX_ESTATE (this generation already asked for it). */
+    int (*lock_acquire)(px_plugin_ctx *ctx, const char *name, uint32_t ttl_ms,
+                        void (*cb)(void *arg, int status), void *arg);
+    /* Gives up name: released now if held; no cb runs after. PX_ENOENT when not asked for. */
+    int (*lock_release)(px_plugin_ctx *ctx, const char *name);
+
+    /* The hosts sharing the store: fills *info (caller's memory; set info->size first) as far as
+     * info->size allows. One store call: ask when needed (e.g. every minute), not per event.
+     * Returns PX_OK, or < 0 (PX_EBUSY: the store is unreachable; *info then says 1 host). */
+    int (*cluster)(px_plugin_ctx *ctx, px_cluster_info *info);
+
+    /* Digests for webhook signatures (libcrypto's). out: caller's memory, PX_SHA256_LEN bytes.
+     * key and data borrowed; a NULL pointer is allowed with length 0. Any thread. */
+    void (*sha256)(const void *data, size_t len, uint8_t *out);
+    void (*hmac_sha256)(const void *key, size_t key_len, const void *data, size_t len,
+                        uint8_t *out);
+    /* 1 when given (glen bytes, e.g. a signature from a request) equals want (wlen bytes, the
+     * expected one) in time that depends only on wlen; 0 otherwise. Any thread. */
+    int (*ct_equal)(const void *given, size_t glen, const void *want, size_t wlen);
+    /* A Retry-After value (borrowed: "120", or an HTTP date such as
+     * "Wed, 21 Oct 2015 07:28:00 GMT") as milliseconds from now: 0 for a date already past,
+     * capped at 7 days; -1 when value is NULL or neither form. Pass it to complete() as
+     * retry_after_ms, e.g. retry_after_ms(http_resp_header(resp, "Retry-After")). */
+    int64_t (*retry_after_ms)(const char *value);
+
+    /* event_payload and delivery_params, typed as what they are: read-only. */
+    const json_t *(*event_payload_const)(const px_event *ev);
+    const json_t *(*delivery_params_const)(px_delivery *d);
+
+    /* ABI 1.3+: append below this line only */
 } px_host_api;
 
 typedef struct px_plugin_desc {
@@ -306,14 +410,27 @@ typedef struct px_plugin_desc {
     json_t *(*export_state)(void *state);
     int (*import_state)(void *state, const json_t *st);
 
-    /* ABI 1.2+: append below this line only */
+    /* --- ABI 1.2 ---------------------------------------------------------------------- */
+    /* sizeof(px_option) as the plugin built it (PX_PLUGIN_DESC_INIT stamps it); the host walks
+     * options by it. 0 or absent (1.0, 1.1): the 1.0 size. */
+    uint32_t option_size;
+    /* Optional. Judges config (borrowed, as init gets it) without acquiring anything: no file,
+     * thread, route, timer or request; only log, vlog, set_error, instance_name and the helpers
+     * may be called, and ctx is valid for the call only. Returns 0, or < 0 after set_error.
+     * `plexus check` calls it (it starts nothing, so it never calls init), and so do start-up and
+     * reload before init: a configuration it refuses is reported at the instance's line. */
+    int (*check)(px_plugin_ctx *ctx, const json_t *config);
+
+    /* ABI 1.3+: append below this line only */
 } px_plugin_desc;
 
 #define PX_PLUGIN_DESC_V1_0_SIZE (offsetof(px_plugin_desc, import_state) + sizeof(void *))
+#define PX_OPTION_V1_0_SIZE (offsetof(px_option, doc) + sizeof(const char *))
 
 #define PX_PLUGIN_DESC_INIT                                                                   \
     .abi_major = PX_SDK_ABI_MAJOR, .abi_minor = PX_SDK_ABI_MINOR,                             \
-    .size = sizeof(px_plugin_desc), .jansson_major = JANSSON_MAJOR_VERSION
+    .size = sizeof(px_plugin_desc), .jansson_major = JANSSON_MAJOR_VERSION,                   \
+    .option_size = sizeof(px_option)
 
 /* True when struct `p` (of type T, with a `size` field) is large enough to hold field f. */
 #define PX_HAS(T, p, f) (offsetof(T, f) + sizeof(((T *)0)->f) <= (p)->size)

@@ -1,9 +1,11 @@
-/* SHA-256 and HMAC-SHA256 for plugins that check webhook signatures, computed by libcrypto
- * (OpenSSL's EVP interfaces; the host process loads it already, through libcurl). The digests are
- * OpenSSL's own; this header only keeps the small API the plugins call. Any thread. libcrypto
+/* SHA-256 and HMAC-SHA256 for webhook signatures, computed by libcrypto (OpenSSL's EVP
+ * interfaces; the host process loads it already, through libcurl). Part of pxcrypto (see
+ * util/meson.build): the bundled plugins link it, and the host hands the same functions to every
+ * plugin through the SDK (sha256, hmac_sha256). The digests are OpenSSL's own; this header only
+ * keeps the small API its callers use. Any thread. libcrypto
  * fails these calls only when memory runs out, and then they abort, as px_x* do (util/mem.h). */
-#ifndef PX_PLUGINS_SHA256_H
-#define PX_PLUGINS_SHA256_H
+#ifndef PX_SHA256_H
+#define PX_SHA256_H
 
 #include <stddef.h>
 #include <stdint.h>
