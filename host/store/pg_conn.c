@@ -292,6 +292,47 @@ void px_pg_arr_bytea(px_pg_buf *b, const char *p, size_t n)
     px_pg_buf_add(b, "\"", 1);
 }
 
+#define PG_BYTEAOID 17
+#define PG_BARR_HEADER 20 /* ndim, flags, element type, then one dimension: size, lower bound */
+
+static void put_u32(char *at, uint32_t v)
+{
+    at[0] = (char)(v >> 24);
+    at[1] = (char)(v >> 16);
+    at[2] = (char)(v >> 8);
+    at[3] = (char)v;
+}
+
+void px_pg_barr_open(px_pg_buf *b)
+{
+    px_pg_buf_reset(b);
+    b->items = 0;
+    buf_reserve(b, PG_BARR_HEADER);
+    memset(b->p, 0, PG_BARR_HEADER);
+    b->len = PG_BARR_HEADER;
+}
+
+void px_pg_barr_bytea(px_pg_buf *b, const char *p, size_t n)
+{
+    char len[4];
+    put_u32(len, (uint32_t)n);
+    px_pg_buf_add(b, len, 4);
+    px_pg_buf_add(b, p, n);
+    b->items++;
+}
+
+void px_pg_barr_close(px_pg_buf *b)
+{
+    put_u32(b->p, b->items ? 1 : 0);
+    put_u32(b->p + 4, 0);
+    put_u32(b->p + 8, PG_BYTEAOID);
+    put_u32(b->p + 12, (uint32_t)b->items);
+    put_u32(b->p + 16, 1);
+    if (!b->items) {
+        b->len = 12; /* an empty array has no dimension */
+    }
+}
+
 int64_t px_pg_int(const PGresult *r, int row, int col)
 {
     if (PQgetisnull(r, row, col)) {

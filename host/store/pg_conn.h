@@ -48,6 +48,7 @@ int px_pg_fault(PGconn *conn, const PGresult *res);
 typedef struct px_pg_buf {
     char *p; /* owned; NUL-terminated once anything was added */
     size_t len, cap;
+    size_t items; /* elements of a binary array */
 } px_pg_buf;
 
 void px_pg_buf_add(px_pg_buf *b, const char *p, size_t n);
@@ -64,6 +65,12 @@ void px_pg_arr_i64(px_pg_buf *b, int64_t v);
 void px_pg_arr_text(px_pg_buf *b, const char *p, size_t n);
 void px_pg_arr_str(px_pg_buf *b, const char *s); /* s NUL-terminated, or NULL */
 void px_pg_arr_bytea(px_pg_buf *b, const char *p, size_t n);
+
+/* A bytea[] parameter in binary format (paramFormats 1, paramLengths b->len): the bytes are sent
+ * as they are, with no escaping for the client to write or the server to read. */
+void px_pg_barr_open(px_pg_buf *b);
+void px_pg_barr_bytea(px_pg_buf *b, const char *p, size_t n);
+void px_pg_barr_close(px_pg_buf *b);
 
 /* A column of a binary-format result: an int8, int4 or bool as an integer; text or bytea as the
  * value's bytes (NUL-terminated by libpq), NULL when the value is NULL. */

@@ -633,6 +633,7 @@ static int pg_w_send_inserts(pg_store *p, PGconn *c, pg_op *list)
     for (int i = 0; i < 9; i++) {
         px_pg_arr_open(&b[i]);
     }
+    px_pg_barr_open(&b[5]); /* the payloads: binary */
     for (pg_op *o = list; o; o = o->next) {
         if (!pg_writes_event(o)) {
             continue;
@@ -643,18 +644,25 @@ static int pg_w_send_inserts(pg_store *p, PGconn *c, pg_op *list)
         px_pg_arr_str(&b[2], o->type ? o->type : "");
         px_pg_arr_str(&b[3], o->source ? o->source : "");
         px_pg_arr_i64(&b[4], o->time_ms);
-        px_pg_arr_bytea(&b[5], o->payload, o->payload_len);
+        px_pg_barr_bytea(&b[5], o->payload, o->payload_len);
         px_pg_arr_str(&b[6], o->meta);
         px_pg_arr_str(&b[7], o->hints);
         px_pg_arr_i64(&b[8], o->kind == PG_DEAD_RAW ? 1 : (int64_t)(o->nrows - o->nelided));
     }
     if (nev > 0) {
         const char *params[9];
+        int lengths[9] = {0}, formats[9] = {0};
         for (int i = 0; i < 9; i++) {
-            px_pg_arr_close(&b[i]);
+            if (i == 5) {
+                px_pg_barr_close(&b[i]);
+                lengths[i] = (int)b[i].len;
+                formats[i] = 1;
+            } else {
+                px_pg_arr_close(&b[i]);
+            }
             params[i] = b[i].p;
         }
-        if (!PQsendQueryParams(c, PG_SQL_EVENTS, 9, NULL, params, NULL, NULL, 0)) {
+        if (!PQsendQueryParams(c, PG_SQL_EVENTS, 9, NULL, params, lengths, formats, 0)) {
             return -1;
         }
         sent++;
