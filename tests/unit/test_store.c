@@ -964,10 +964,13 @@ static void case_pg_database_restarts(fixture *f)
             PX_ASSERT_INT_EQ(run_cmd("PX_TEST_PG_RESTART"), 0);
         }
     }
+    size_t refused = 0;
     for (size_t i = 0; i < set.n; i++) {
         wait_put(f, &set.r[i]);
         PX_ASSERT(set.r[i].status == PX_STORE_STORED || set.r[i].status == PX_EBUSY);
+        refused += set.r[i].status == PX_EBUSY;
     }
+    fprintf(stderr, "restart mid-put: %zu of %zu puts refused with PX_EBUSY\n", refused, set.n);
     PX_ASSERT(poll_until(f, store_up, f, 30000));
 
     /* stopped: refused at once, the lease runs out; the mark waits */
