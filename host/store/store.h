@@ -110,7 +110,7 @@ typedef struct px_store_stats {
 /* The operations a backend provides; `b` is the backend's own state (px_store.impl). Each is
  * documented at its px_store_* function below. Every slot is required. */
 typedef struct px_store_ops {
-    const char *name; /* "sqlite", "memory" */
+    const char *name; /* "sqlite", "postgres", "memory" */
     void (*close)(void *b);
     int (*put)(void *b, const px_store_event *ev, px_store_row *rows, size_t n,
                px_store_put_cb cb, void *arg);

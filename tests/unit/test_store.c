@@ -1,20 +1,29 @@
 /* The store test suite: the store interface's contract (store.h), written once and run on every
  * backend: puts persisted after their call, claims in id order per sink, done / retry / dead,
  * dead letters listed, shown, replayed and purged with ids never given twice, dedupe, per-instance
- * state, counts; and, for the backends that keep data, persistence across a reopen. */
+ * state, counts; and, for the backends that keep data, persistence across a reopen.
+ *
+ * PostgreSQL: the cases run on it too when PX_TEST_PG_URL names a database (a URI with a
+ * password; tests/integration/test_store_pg.py starts a throw-away cluster and runs this suite
+ * against it), each case in a schema of its own; without it they are reported as skipped. The
+ * cases of several hosts (two stores on one database) and of a database that goes away need it
+ * too; the latter stop and start the server with the shell commands in PX_TEST_PG_STOP,
+ * PX_TEST_PG_START and PX_TEST_PG_RESTART. */
 #define _XOPEN_SOURCE 700
 #include "../../host/store/spool.c"
 #include "../../host/store/state.c"
 #include "../../host/store/store_memory.c"
 #include "../../host/store/store_sqlite.c"
 #include "../../host/store/store_local.c"
+#include "../../host/store/pg_conn.c"
+#include "../../host/store/store_pg.c"
 
 #include <ftw.h>
 #include <unistd.h>
 
 #include "test.h"
 
-enum backend { SQLITE, MEMORY };
+enum backend { SQLITE, MEMORY, PG };
 
 typedef struct fixture {
     enum backend backend;
@@ -22,6 +31,8 @@ typedef struct fixture {
     char dir[64];
     px_store *s;
     px_store_options opt;
+    char schema[64]; /* PG: the case's schema */
+    char url[1024];  /* PG: PX_TEST_PG_URL with the schema as search_path */
 } fixture;
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
@@ -34,9 +45,54 @@ static int store_open(fixture *f)
 {
     char err[256];
     f->s = NULL;
-    return f->backend == SQLITE
-               ? px_store_open_sqlite(&f->loop, f->dir, &f->opt, &f->s, err, sizeof(err))
-               : px_store_open_memory(&f->loop, &f->opt, &f->s);
+    int rc;
+    switch (f->backend) {
+    case SQLITE:
+        rc = px_store_open_sqlite(&f->loop, f->dir, &f->opt, &f->s, err, sizeof(err));
+        break;
+    case PG: rc = px_store_open_pg(&f->loop, f->url, &f->opt, &f->s, err, sizeof(err)); break;
+    default: return px_store_open_memory(&f->loop, &f->opt, &f->s);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "open: %s\n", err);
+    }
+    return rc;
+}
+
+/* Runs sql on PX_TEST_PG_URL (the database itself, not a case's schema). 0 or -1 (printed). */
+static int pg_admin(const char *sql)
+{
+    PGconn *c = PQconnectdb(getenv("PX_TEST_PG_URL"));
+    PQclear(PQexec(c, "SET client_min_messages = warning"));
+    PGresult *r = PQexec(c, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok) {
+        fprintf(stderr, "%s: %s", sql, PQerrorMessage(c));
+    }
+    PQclear(r);
+    PQfinish(c);
+    return ok ? 0 : -1;
+}
+
+/* A fresh schema for the case and the URL that selects it. 0 or -1. */
+static int pg_schema_new(fixture *f)
+{
+    static int n;
+    const char *base = getenv("PX_TEST_PG_URL");
+    snprintf(f->schema, sizeof(f->schema), "t%d_%d", (int)getpid(), ++n);
+    snprintf(f->url, sizeof(f->url), "%s%soptions=-c%%20search_path%%3D%s", base,
+             strchr(base, '?') ? "&" : "?", f->schema);
+    char sql[160];
+    snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE; CREATE SCHEMA %s", f->schema,
+             f->schema);
+    return pg_admin(sql);
+}
+
+static void pg_schema_drop(fixture *f)
+{
+    char sql[128];
+    snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE", f->schema);
+    pg_admin(sql);
 }
 
 static void store_close(fixture *f)
@@ -50,6 +106,12 @@ static void store_close(fixture *f)
 static void run_on(enum backend b, void (*fn)(fixture *f))
 {
     fixture f = {.backend = b, .opt = {.dedupe_window_ms = 60000, .host_id = "host-a"}};
+    if (b == PG) {
+        if (!getenv("PX_TEST_PG_URL")) {
+            PX_SKIP("PX_TEST_PG_URL is not set (tests/integration/test_store_pg.py sets it)");
+        }
+        PX_ASSERT_INT_EQ(pg_schema_new(&f), 0);
+    }
     snprintf(f.dir, sizeof(f.dir), "/tmp/px_store_XXXXXX");
     PX_ASSERT(mkdtemp(f.dir) != NULL);
     uv_loop_init(&f.loop);
@@ -58,6 +120,9 @@ static void run_on(enum backend b, void (*fn)(fixture *f))
     store_close(&f);
     PX_ASSERT_INT_EQ(uv_loop_close(&f.loop), 0);
     nftw(f.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (b == PG) {
+        pg_schema_drop(&f);
+    }
 }
 
 typedef struct put_result {
@@ -87,8 +152,18 @@ static px_store_event event(const char *id, const char *key)
 
 /* Puts event id with one delivery per sink in sinks (NULL-terminated) and waits for the
  * commit. Returns the put's status; the delivery ids are stored in ids. */
+static int put_on(fixture *f, px_store *s, const char *id, const char *key,
+                  const char *const *sinks, int64_t *ids);
+
 static int put_wait(fixture *f, const char *id, const char *key, const char *const *sinks,
                     int64_t *ids)
+{
+    return put_on(f, f->s, id, key, sinks, ids);
+}
+
+/* put_wait on store s (of f's loop). */
+static int put_on(fixture *f, px_store *s, const char *id, const char *key,
+                  const char *const *sinks, int64_t *ids)
 {
     px_store_row rows[4];
     size_t n = 0;
@@ -98,7 +173,7 @@ static int put_wait(fixture *f, const char *id, const char *key, const char *con
     }
     px_store_event ev = event(id, key);
     put_result r = {0, -1};
-    int rc = px_store_put(f->s, &ev, rows, n, on_put, &r);
+    int rc = px_store_put(s, &ev, rows, n, on_put, &r);
     if (rc != 0) {
         return rc;
     }
@@ -115,6 +190,9 @@ typedef struct claimed {
     int64_t next_at[16];
     char last_error[16][32];
     char payload[16][32];
+    char raw[16][32]; /* the payload's bytes, payload_len of them */
+    size_t payload_len[16];
+    char params[16][32];
     size_t n;
 } claimed;
 
@@ -127,8 +205,34 @@ static void on_claim(const px_store_delivery *d, void *arg)
         c->next_at[c->n] = d->next_at_ms;
         snprintf(c->last_error[c->n], 32, "%s", d->last_error ? d->last_error : "(none)");
         snprintf(c->payload[c->n], 32, "%.*s", (int)d->ev.payload_len, d->ev.payload);
+        c->payload_len[c->n] = d->ev.payload_len;
+        memcpy(c->raw[c->n], d->ev.payload, d->ev.payload_len < 32 ? d->ev.payload_len : 32);
+        snprintf(c->params[c->n], 32, "%s", d->params);
     }
     c->n++;
+}
+
+typedef struct id_set {
+    int64_t ids[1024];
+    size_t n;
+} id_set;
+
+static void on_claim_id(const px_store_delivery *d, void *arg)
+{
+    id_set *c = arg;
+    if (c->n < 1024) {
+        c->ids[c->n++] = d->id;
+    }
+}
+
+static int id_set_has(const id_set *c, int64_t id)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        if (c->ids[i] == id) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 static const char *const ONLY_A[] = {"a", NULL};
@@ -381,7 +485,8 @@ static void case_locks(fixture *f)
     PX_ASSERT_INT_EQ(px_store_lock(f->s, "amo/refresh", "host-b/1", 0), PX_EINVAL);
 }
 
-/* One host: the lease holds, nothing is orphaned, the member list is this host. */
+/* One host: the lease holds, nothing is orphaned, the member list is this host (on PostgreSQL:
+ * the only host of its database). */
 static void case_one_host(fixture *f)
 {
     PX_ASSERT_INT_EQ(px_store_leased(f->s), 1);
@@ -486,14 +591,445 @@ ON_BOTH(kv_cas)
 ON_BOTH(locks)
 ON_BOTH(one_host)
 
+#define ON_PG(name)                                                                           \
+    static void test_##name##_pg(void)                                                        \
+    {                                                                                         \
+        run_on(PG, case_##name);                                                              \
+    }
+
+ON_PG(put_then_persisted)
+ON_PG(claim_in_order_per_sink)
+ON_PG(done_and_retry)
+ON_PG(dead_letters)
+ON_PG(dedupe_drops_repeat)
+ON_PG(kv_per_instance)
+ON_PG(counts)
+ON_PG(crash_charged)
+ON_PG(kv_cas)
+ON_PG(locks)
+ON_PG(one_host)
+ON_PG(reopen_keeps_everything)
+
 static void test_reopen_keeps_everything_sqlite(void)
 {
     run_on(SQLITE, case_reopen_keeps_everything);
 }
 
-#define BOTH(name) PX_TEST(test_##name##_sqlite), PX_TEST(test_##name##_memory)
+/* --- PostgreSQL only: several hosts on one database, a database that goes away -------------- */
 
-PX_TEST_MAIN(BOTH(put_then_persisted), BOTH(claim_in_order_per_sink), BOTH(done_and_retry),
-             BOTH(dead_letters), BOTH(dedupe_drops_repeat), BOTH(kv_per_instance), BOTH(counts),
-             BOTH(crash_charged), BOTH(kv_cas), BOTH(locks), BOTH(one_host),
-             PX_TEST(test_reopen_keeps_everything_sqlite))
+static double timeout_scale(void)
+{
+    const char *s = getenv("PX_TEST_TIMEOUT_SCALE");
+    double v = s ? atof(s) : 1;
+    return v > 0 ? v : 1;
+}
+
+/* Runs the loop until pred(arg) holds, for at most ms (times PX_TEST_TIMEOUT_SCALE). Returns 1
+ * when it held. */
+static int poll_until(fixture *f, int (*pred)(void *arg), void *arg, int ms)
+{
+    uint64_t deadline = pg_mono_ms() + (uint64_t)(ms * timeout_scale());
+    for (;;) {
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+        if (pred(arg)) {
+            return 1;
+        }
+        if (pg_mono_ms() >= deadline) {
+            return 0;
+        }
+        usleep(10000);
+    }
+}
+
+/* Another host on the case's database (NULL when it cannot open: printed). */
+static px_store *open_host(fixture *f, const char *host_id, uint32_t lease_ms)
+{
+    px_store_options o = f->opt;
+    o.host_id = host_id;
+    o.lease_ms = lease_ms;
+    px_store *s = NULL;
+    char err[256];
+    if (px_store_open_pg(&f->loop, f->url, &o, &s, err, sizeof(err)) != 0) {
+        fprintf(stderr, "open %s: %s\n", host_id, err);
+        return NULL;
+    }
+    return s;
+}
+
+static void close_host(fixture *f, px_store *s)
+{
+    px_store_close(s);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+}
+
+typedef struct lock_try {
+    px_store *s;
+    const char *name, *holder;
+} lock_try;
+
+static int lock_taken(void *arg)
+{
+    lock_try *t = arg;
+    return px_store_lock(t->s, t->name, t->holder, 60000) == 1;
+}
+
+static json_t *member(json_t *members, const char *host_id)
+{
+    size_t i;
+    json_t *m;
+    json_array_foreach(members, i, m) {
+        if (strcmp(json_string_value(json_object_get(m, "host_id")), host_id) == 0) {
+            return m;
+        }
+    }
+    return NULL;
+}
+
+/* Two hosts on one database: a dedupe key is unique across them, each claims its own
+ * deliveries, nothing is orphaned while both heartbeat, compare-and-set and named leases hold
+ * between them, and each lists both. */
+static void case_pg_two_hosts(fixture *f)
+{
+    px_store *b = open_host(f, "host-b", 15000);
+    PX_ASSERT(b != NULL);
+    int64_t ida = 0, idb = 0;
+    PX_ASSERT_INT_EQ(put_wait(f, "e1", "k1", ONLY_A, &ida), PX_STORE_STORED);
+    PX_ASSERT_INT_EQ(put_on(f, b, "e1", "k1", ONLY_A, NULL), PX_STORE_DUPLICATE);
+    PX_ASSERT_INT_EQ(put_on(f, b, "e2", "k2", ONLY_A, &idb), PX_STORE_STORED);
+    PX_ASSERT(idb != ida);
+    claimed ca = {0}, cb = {0}, none = {0};
+    PX_ASSERT_INT_EQ(px_store_claim(f->s, "a", 0, 16, on_claim, &ca), 1);
+    PX_ASSERT_INT_EQ(ca.ids[0], ida);
+    PX_ASSERT_INT_EQ(px_store_claim(b, "a", 0, 16, on_claim, &cb), 1);
+    PX_ASSERT_INT_EQ(cb.ids[0], idb);
+    PX_ASSERT_INT_EQ(px_store_adopt(b, "a", 16, on_claim, &none), 0);
+    PX_ASSERT_INT_EQ(px_store_pending(b, "a"), 1);
+
+    /* compare-and-set: the host that read an old version loses */
+    json_t *x = json_string("token-x"), *y = json_string("token-y");
+    int64_t v1 = 0, vb = 0, v2 = 0;
+    PX_ASSERT_INT_EQ(px_store_kv_cas(f->s, "amo", "refresh", 0, x, &v1), 0);
+    json_t *g = px_store_kv_get_versioned(b, "amo", "refresh", &vb);
+    PX_ASSERT_STR_EQ(json_string_value(g), "token-x");
+    json_decref(g);
+    PX_ASSERT_INT_EQ(vb, v1);
+    PX_ASSERT_INT_EQ(px_store_kv_cas(b, "amo", "refresh", vb, y, &v2), 0);
+    PX_ASSERT_INT_EQ(px_store_kv_cas(f->s, "amo", "refresh", v1, x, NULL), PX_ECONFLICT);
+    PX_ASSERT_INT_EQ(px_store_kv_cas(b, "amo", "refresh", 0, x, NULL), PX_ECONFLICT);
+    g = px_store_kv_get(f->s, "amo", "refresh");
+    PX_ASSERT_STR_EQ(json_string_value(g), "token-y");
+    json_decref(g);
+    json_decref(x);
+    json_decref(y);
+
+    /* named leases: held by one host, refused to the other until released or run out */
+    PX_ASSERT_INT_EQ(px_store_lock(f->s, "amo/refresh", "host-a/1", 60000), 1);
+    PX_ASSERT_INT_EQ(px_store_lock(b, "amo/refresh", "host-b/1", 60000), 0);
+    PX_ASSERT_INT_EQ(px_store_unlock(b, "amo/refresh", "host-b/1"), 0);
+    PX_ASSERT_INT_EQ(px_store_lock(b, "amo/refresh", "host-b/1", 60000), 0);
+    PX_ASSERT_INT_EQ(px_store_unlock(f->s, "amo/refresh", "host-a/1"), 0);
+    PX_ASSERT_INT_EQ(px_store_lock(b, "amo/refresh", "host-b/1", 60000), 1);
+    PX_ASSERT_INT_EQ(px_store_lock(f->s, "short", "host-a/1", 200), 1);
+    lock_try t = {b, "short", "host-b/1"};
+    PX_ASSERT(poll_until(f, lock_taken, &t, 10000));
+
+    /* both hosts listed, both alive */
+    px_store_announce(b, "cfg-b");
+    json_t *m = NULL;
+    PX_ASSERT_INT_EQ(px_store_members(b, &m), 0); /* after b's announcement */
+    PX_ASSERT_INT_EQ(json_array_size(m), 2);
+    json_t *ma = member(m, "host-a"), *mb = member(m, "host-b");
+    PX_ASSERT(ma && mb);
+    PX_ASSERT(json_is_false(json_object_get(ma, "self")));
+    PX_ASSERT(json_is_true(json_object_get(mb, "self")));
+    PX_ASSERT(json_is_true(json_object_get(ma, "alive")));
+    PX_ASSERT(json_is_true(json_object_get(mb, "alive")));
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(mb, "config_hash")), "cfg-b");
+    PX_ASSERT(json_integer_value(json_object_get(mb, "heartbeat_at")) > 0);
+    json_decref(m);
+    close_host(f, b);
+}
+
+typedef struct adoption {
+    fixture *f;
+    px_store *s;
+    claimed c;
+    int calls;
+} adoption;
+
+static int adopted_all(void *arg)
+{
+    adoption *a = arg;
+    int n = px_store_adopt(a->s, "a", 2, on_claim, &a->c);
+    a->calls += n > 0;
+    return a->c.n >= 3;
+}
+
+typedef struct member_state {
+    px_store *s;
+    const char *host_id;
+    int alive;
+} member_state;
+
+static int member_is(void *arg)
+{
+    member_state *ms = arg;
+    json_t *m = NULL;
+    if (px_store_members(ms->s, &m) != 0) {
+        return 0;
+    }
+    json_t *me = member(m, ms->host_id);
+    int ok = me && json_is_true(json_object_get(me, "alive")) == ms->alive;
+    json_decref(m);
+    return ok;
+}
+
+/* A host stops heartbeating (closed: as if it died): once its lease ran out another host adopts
+ * its deliveries, in id order, at most `max` at a time; restarted with its id, the host gets
+ * back by claim what was not adopted. */
+static void case_pg_adopt_orphans(fixture *f)
+{
+    px_store *c = open_host(f, "host-c", 600);
+    px_store *d = open_host(f, "host-d", 600);
+    PX_ASSERT(c && d);
+    int64_t ids[3], idb;
+    PX_ASSERT_INT_EQ(put_on(f, c, "e1", NULL, ONLY_A, &ids[0]), PX_STORE_STORED);
+    PX_ASSERT_INT_EQ(put_on(f, c, "e2", NULL, ONLY_A, &ids[1]), PX_STORE_STORED);
+    PX_ASSERT_INT_EQ(put_on(f, c, "e3", NULL, ONLY_A, &ids[2]), PX_STORE_STORED);
+    const char *const only_b[] = {"b", NULL};
+    PX_ASSERT_INT_EQ(put_on(f, c, "e4", NULL, only_b, &idb), PX_STORE_STORED);
+    PX_ASSERT_INT_EQ(px_store_leased(c), 1);
+    claimed none = {0};
+    PX_ASSERT_INT_EQ(px_store_adopt(d, "a", 16, on_claim, &none), 0); /* c heartbeats */
+    close_host(f, c);
+
+    member_state gone = {d, "host-c", 0};
+    PX_ASSERT(poll_until(f, member_is, &gone, 10000));
+    adoption a = {.f = f, .s = d};
+    PX_ASSERT(poll_until(f, adopted_all, &a, 10000));
+    PX_ASSERT_INT_EQ(a.c.n, 3);
+    PX_ASSERT_INT_EQ(a.calls, 2); /* two, then one */
+    PX_ASSERT_INT_EQ(a.c.ids[0], ids[0]);
+    PX_ASSERT_INT_EQ(a.c.ids[1], ids[1]);
+    PX_ASSERT_INT_EQ(a.c.ids[2], ids[2]);
+    PX_ASSERT_STR_EQ(a.c.payload[2], "{\"n\":1}");
+    PX_ASSERT_INT_EQ(px_store_pending(d, "a"), 3);
+    claimed mine = {0};
+    PX_ASSERT_INT_EQ(px_store_claim(d, "a", 0, 16, on_claim, &mine), 3);
+    px_store_mark_done(d, ids[1], 1);
+
+    c = open_host(f, "host-c", 600);
+    PX_ASSERT(c != NULL);
+    member_state back = {d, "host-c", 1};
+    PX_ASSERT(member_is(&back));
+    claimed cb = {0}, ca = {0};
+    PX_ASSERT_INT_EQ(px_store_claim(c, "b", 0, 16, on_claim, &cb), 1);
+    PX_ASSERT_INT_EQ(cb.ids[0], idb);
+    PX_ASSERT_INT_EQ(px_store_claim(c, "a", 0, 16, on_claim, &ca), 0);
+    PX_ASSERT_INT_EQ(px_store_pending(c, "b"), 1);
+    close_host(f, c);
+    claimed left = {0};
+    PX_ASSERT_INT_EQ(px_store_claim(d, "a", 0, 16, on_claim, &left), 2);
+    close_host(f, d);
+}
+
+/* The payload is kept byte for byte, NUL and bytes that are not UTF-8 included. */
+static void case_pg_payload_bytes(fixture *f)
+{
+    static const char bytes[] = "\0\xff{\"a\":\"\\\"\"}\n\x01";
+    px_store_event ev = event("e1", NULL);
+    ev.payload = bytes;
+    ev.payload_len = sizeof(bytes) - 1;
+    px_store_row row = {.pipeline = "p", .sink = "a", .params = "{\"q\":\"\\\\\"}",
+                        .params_len = 10};
+    put_result r = {0, -1};
+    PX_ASSERT_INT_EQ(px_store_put(f->s, &ev, &row, 1, on_put, &r), 0);
+    wait_put(f, &r);
+    PX_ASSERT_INT_EQ(r.status, PX_STORE_STORED);
+    claimed c = {0};
+    PX_ASSERT_INT_EQ(px_store_claim(f->s, "a", 0, 16, on_claim, &c), 1);
+    PX_ASSERT_INT_EQ(c.payload_len[0], sizeof(bytes) - 1);
+    PX_ASSERT(memcmp(c.raw[0], bytes, sizeof(bytes) - 1) == 0);
+    PX_ASSERT_STR_EQ(c.params[0], "{\"q\":\"\\\\\"}");
+}
+
+/* A put whose data the database refuses (an event id that is not UTF-8) fails alone: the puts
+ * committed with it are stored. */
+static void case_pg_bad_put_fails_alone(fixture *f)
+{
+    px_store_event ev[3] = {event("e1", "k1"), event("e\xff\xfe", "k2"), event("e3", "k3")};
+    px_store_row rows[3];
+    put_result r[3] = {{0, -1}, {0, -1}, {0, -1}};
+    for (int i = 0; i < 3; i++) {
+        rows[i] = (px_store_row){.pipeline = "p", .sink = "a"};
+        PX_ASSERT_INT_EQ(px_store_put(f->s, &ev[i], &rows[i], 1, on_put, &r[i]), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        wait_put(f, &r[i]);
+    }
+    PX_ASSERT_INT_EQ(r[0].status, PX_STORE_STORED);
+    PX_ASSERT_INT_EQ(r[1].status, PX_ESPOOL);
+    PX_ASSERT_INT_EQ(r[2].status, PX_STORE_STORED);
+    claimed c = {0};
+    PX_ASSERT_INT_EQ(px_store_claim(f->s, "a", 0, 16, on_claim, &c), 2);
+    PX_ASSERT_INT_EQ(c.ids[0], rows[0].id);
+    PX_ASSERT_INT_EQ(c.ids[1], rows[2].id);
+    PX_ASSERT_INT_EQ(px_store_writable(f->s), 1);
+    PX_ASSERT_INT_EQ(put_wait(f, "e4", "k2", ONLY_A, NULL), PX_STORE_STORED); /* k2 not kept */
+}
+
+/* A database whose schema is newer than this build is refused with one line; the URL's
+ * password appears in no message. */
+static void case_pg_refusals(fixture *f)
+{
+    char sql[128], err[512];
+    snprintf(sql, sizeof(sql), "UPDATE %s.schema_version SET version = 99", f->schema);
+    PX_ASSERT_INT_EQ(pg_admin(sql), 0);
+    px_store *s = NULL;
+    PX_ASSERT_INT_EQ(px_store_open_pg(&f->loop, f->url, &f->opt, &s, err, sizeof(err)),
+                     PX_ESPOOL);
+    PX_ASSERT_STR_HAS(err, "schema version 99 is newer than this build's 1");
+    PX_ASSERT(strchr(err, '\n') == NULL);
+
+    /* the password is the one between "user:" and "@" in the URI */
+    const char *base = getenv("PX_TEST_PG_URL");
+    const char *at = strchr(base, '@'), *colon = strchr(strstr(base, "://") + 3, ':');
+    PX_ASSERT(at && colon && colon < at);
+    char password[128], url[1024];
+    snprintf(password, sizeof(password), "%.*s", (int)(at - colon - 1), colon + 1);
+    snprintf(url, sizeof(url), "%.*s:not-the-password-42%s", (int)(colon - base), base, at);
+    PX_ASSERT_INT_EQ(px_store_open_pg(&f->loop, url, &f->opt, &s, err, sizeof(err)), PX_ESPOOL);
+    PX_ASSERT_STR_HAS(err, "password authentication failed");
+    PX_ASSERT(strstr(err, "not-the-password-42") == NULL);
+    PX_ASSERT_STR_HAS(err, "***");
+    snprintf(url, sizeof(url), "%s_no_such_db", base);
+    PX_ASSERT_INT_EQ(px_store_open_pg(&f->loop, url, &f->opt, &s, err, sizeof(err)), PX_ESPOOL);
+    PX_ASSERT_STR_HAS(err, "no_such_db");
+    PX_ASSERT(strstr(err, password) == NULL);
+}
+
+static int run_cmd(const char *env)
+{
+    const char *cmd = getenv(env);
+    return cmd && system(cmd) == 0 ? 0 : -1;
+}
+
+static int store_down(void *arg)
+{
+    fixture *f = arg;
+    return !px_store_writable(f->s) && !px_store_leased(f->s);
+}
+
+static int store_up(void *arg)
+{
+    fixture *f = arg;
+    return px_store_writable(f->s) && px_store_leased(f->s);
+}
+
+typedef struct stored_set {
+    int64_t ids[256];
+    put_result r[256];
+    size_t n;
+} stored_set;
+
+/* The database restarts while puts are committed, then stops for a while and starts again:
+ * every put completes STORED or PX_EBUSY and none that said STORED is lost; while it is down
+ * puts are refused at once, the synchronous calls answer PX_EBUSY at once and the lease runs out;
+ * a mark made meanwhile is kept and committed once the store is writable again, by itself. */
+static void case_pg_database_restarts(fixture *f)
+{
+    if (!getenv("PX_TEST_PG_STOP") || !getenv("PX_TEST_PG_START") ||
+        !getenv("PX_TEST_PG_RESTART")) {
+        PX_SKIP("PX_TEST_PG_STOP, PX_TEST_PG_START and PX_TEST_PG_RESTART are not set");
+    }
+    store_close(f);
+    f->opt.lease_ms = 1000;
+    PX_ASSERT_INT_EQ(store_open(f), 0);
+    static stored_set set;
+    memset(&set, 0, sizeof(set));
+    int64_t first = 0;
+    PX_ASSERT_INT_EQ(put_wait(f, "first", NULL, ONLY_A, &first), PX_STORE_STORED);
+    for (; set.n < 200; set.n++) {
+        px_store_event ev = event("r", NULL);
+        px_store_row row = {.pipeline = "p", .sink = "a"};
+        set.r[set.n].status = -1;
+        int rc = px_store_put(f->s, &ev, &row, 1, on_put, &set.r[set.n]);
+        if (rc != 0) { /* the writer found the database gone already */
+            PX_ASSERT_INT_EQ(rc, PX_EBUSY);
+            set.r[set.n] = (put_result){1, PX_EBUSY};
+        }
+        set.ids[set.n] = row.id;
+        if (set.n == 100) {
+            uv_run(&f->loop, UV_RUN_NOWAIT); /* the writer takes the first hundred */
+            PX_ASSERT_INT_EQ(run_cmd("PX_TEST_PG_RESTART"), 0);
+        }
+    }
+    size_t refused = 0;
+    for (size_t i = 0; i < set.n; i++) {
+        wait_put(f, &set.r[i]);
+        PX_ASSERT(set.r[i].status == PX_STORE_STORED || set.r[i].status == PX_EBUSY);
+        refused += set.r[i].status == PX_EBUSY;
+    }
+    fprintf(stderr, "restart mid-put: %zu of %zu puts refused with PX_EBUSY\n", refused, set.n);
+    PX_ASSERT(poll_until(f, store_up, f, 30000));
+
+    /* stopped: refused at once, the lease runs out; the mark waits */
+    PX_ASSERT_INT_EQ(run_cmd("PX_TEST_PG_STOP"), 0);
+    PX_ASSERT(poll_until(f, store_down, f, 30000));
+    px_store_mark_done(f->s, first, 1);
+    px_store_event ev = event("refused", NULL);
+    px_store_row row = {.pipeline = "p", .sink = "a"};
+    put_result r = {0, -1};
+    PX_ASSERT_INT_EQ(px_store_put(f->s, &ev, &row, 1, on_put, &r), PX_EBUSY);
+    claimed none = {0};
+    PX_ASSERT_INT_EQ(px_store_claim(f->s, "a", 0, 16, on_claim, &none), PX_EBUSY);
+    int64_t n = 0;
+    PX_ASSERT_INT_EQ(px_store_dlq_count(f->s, &n), PX_EBUSY);
+    json_t *v = json_true();
+    PX_ASSERT_INT_EQ(px_store_kv_set(f->s, "i", "k", v), PX_EBUSY);
+    PX_ASSERT_INT_EQ(px_store_lock(f->s, "l", "h", 1000), PX_EBUSY);
+    json_decref(v);
+    PX_ASSERT_INT_EQ(run_cmd("PX_TEST_PG_START"), 0);
+    PX_ASSERT(poll_until(f, store_up, f, 30000));
+
+    /* back: every STORED put is there, the mark went through */
+    PX_ASSERT_INT_EQ(put_wait(f, "after", NULL, ONLY_A, NULL), PX_STORE_STORED);
+    static id_set all;
+    memset(&all, 0, sizeof(all));
+    int got = px_store_claim(f->s, "a", 0, 1000, on_claim_id, &all);
+    PX_ASSERT(got > 0);
+    size_t stored = 0;
+    for (size_t i = 0; i < set.n; i++) {
+        if (set.r[i].status == PX_STORE_STORED) {
+            stored++;
+            PX_ASSERT(id_set_has(&all, set.ids[i]));
+        }
+    }
+    PX_ASSERT(!id_set_has(&all, first));
+    PX_ASSERT_INT_EQ((size_t)got, stored + 1);
+    PX_ASSERT_INT_EQ(px_store_pending(f->s, "a"), (int64_t)stored + 1);
+    px_store_stats st;
+    px_store_get_stats(f->s, &st);
+    PX_ASSERT(st.write_errors + st.busy_refusals > 0);
+}
+
+ON_PG(pg_two_hosts)
+ON_PG(pg_adopt_orphans)
+ON_PG(pg_payload_bytes)
+ON_PG(pg_bad_put_fails_alone)
+ON_PG(pg_refusals)
+ON_PG(pg_database_restarts)
+
+#define PG_CASES                                                                              \
+    PX_TEST(test_pg_two_hosts_pg), PX_TEST(test_pg_adopt_orphans_pg),                         \
+        PX_TEST(test_pg_payload_bytes_pg), PX_TEST(test_pg_bad_put_fails_alone_pg),           \
+        PX_TEST(test_pg_refusals_pg), PX_TEST(test_pg_database_restarts_pg)
+
+#define ALL(name)                                                                             \
+    PX_TEST(test_##name##_sqlite), PX_TEST(test_##name##_memory), PX_TEST(test_##name##_pg)
+
+PX_TEST_MAIN(ALL(put_then_persisted), ALL(claim_in_order_per_sink), ALL(done_and_retry),
+             ALL(dead_letters), ALL(dedupe_drops_repeat), ALL(kv_per_instance), ALL(counts),
+             ALL(crash_charged), ALL(kv_cas), ALL(locks), ALL(one_host),
+             PX_TEST(test_reopen_keeps_everything_sqlite), PX_TEST(test_reopen_keeps_everything_pg),
+             PG_CASES)
