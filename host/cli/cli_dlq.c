@@ -19,6 +19,7 @@
 #include "log.h"
 #include "mem.h"
 #include "store.h"
+#include "store_open.h"
 
 static const char *usage =
     "usage: plexus dlq list    [-c FILE] [--sink S] [--since T] [--limit N] [--json]\n"
@@ -85,9 +86,7 @@ static int open_store(const dlq_args *a, uv_loop_t *loop, px_store **sp)
         fprintf(stderr, "%s\n", err);
         return 78;
     }
-    px_store_options so = {.durability = cfg->durability,
-                           .dedupe_window_ms = cfg->dedupe_window_ms};
-    int rc = px_store_open_sqlite(loop, cfg->data_dir, &so, sp, err, sizeof(err));
+    int rc = px_store_open_config(loop, cfg, sp, err, sizeof(err));
     px_config_destroy(cfg);
     if (rc < 0) {
         fprintf(stderr, "plexus: %s\n", err);

@@ -12,7 +12,9 @@
 #include "log.h"
 #include "mem.h"
 #include "net.h"
+#include "metrics.h"
 #include "plugin_check.h"
+#include "store_open.h"
 
 /* Removes private plugin copies left by an earlier process of this data dir. */
 static void clean_copies(const char *dir)
@@ -75,17 +77,14 @@ static int open_services(px_runtime *rt, char *err, size_t errlen)
         return rc;
     }
     rt->router = px_router_box_new(router);
-    px_store_options so = {.durability = cfg->durability,
-                           .dedupe_window_ms = cfg->dedupe_window_ms,
-                           .host_id = cfg->host_id,
-                           .version = PX_VERSION,
-                           .config_hash = cfg->hash,
-                           .lease_ms = (uint32_t)cfg->store_lease_ms};
     if (!rt->store) {
-        rc = px_store_open_sqlite(rt->loop, cfg->data_dir, &so, &rt->store, err, errlen);
+        rc = px_store_open_config(rt->loop, cfg, &rt->store, err, errlen);
         if (rc < 0) {
             return rc;
         }
+    }
+    if (cfg->store_type == PX_STORE_POSTGRES) {
+        px_metrics_set_host(px_metrics_global(), cfg->host_id);
     }
     px_sink_directory dir = px_runtime_directory(rt);
     px_dispatch_create(rt->loop, rt->store, &dir, &rt->dispatch);

@@ -1,0 +1,201 @@
+"""Several hosts as one: hosts sharing one PostgreSQL store (a private cluster started here, see
+pg.py). Webhook load spread over three hosts with one killed -9 mid-run, PostgreSQL restarted
+mid-run, dedupe across hosts, members in the status, dead letters from any host."""
+import http.client
+import json
+import os
+import threading
+
+from harness import Host, plexus, read_jsonl, run_all, scaled, wait_for
+from pg import Postgres
+
+BASE = """version: 1
+host:
+  data_dir: @TMP@/var
+  plugin_path: [@TEST_PLUGINS@, @PLUGINS@]
+  drain_timeout: 2s
+  http: { listen: "127.0.0.1:0" }
+  admin: { listen: "127.0.0.1:0" }
+  store: { type: postgres, url: "${PX_PG_URL}", host_id: "${PX_HOST_ID}", lease: 2s }
+"""
+
+PLUGINS = """plugins:
+  hook: { plugin: webhook, config: { path: /hook, dedupe_pointer: /id } }
+  out: { plugin: testsink, max_inflight: 2, config: { file: "@TMP@/out.jsonl", delay: @DELAY@ } }
+  rej: { plugin: testsink, config: { file: "@TMP@/rej.jsonl", fail: reject } }
+pipelines:
+  - { name: p, from: hook, to: { sink: out }, when: { type: [t.e] } }
+  - { name: r, from: hook, to: { sink: rej }, when: { type: [t.reject] } }
+"""
+
+
+def post(port, body, timeout=10, type="t.e"):
+    """(status, headers) of one POST /hook; (None, {}) when the host is unreachable."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("POST", "/hook", body=json.dumps(body),
+                  headers={"Content-Type": "application/json", "X-Event-Type": type})
+        r = c.getresponse()
+        r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}
+    except OSError:
+        return None, {}
+    finally:
+        c.close()
+
+
+def start_hosts(pg, names, delay="1ms"):
+    hosts = []
+    try:
+        for name in names:
+            h = Host(BASE + PLUGINS.replace("@DELAY@", delay))
+            hosts.append(h)
+            h.start(env={"PX_PG_URL": pg.url, "PX_HOST_ID": name})
+    except BaseException:
+        for h in hosts:
+            h._kill()
+        raise
+    return hosts
+
+
+def delivered(hosts):
+    """Every seq written by the sinks of hosts, in the order each wrote them, all hosts joined."""
+    seqs = []
+    for h in hosts:
+        seqs += [x["seq"] for x in read_jsonl(h.path("out.jsonl")) if x["outcome"] == "ok"]
+    return seqs
+
+
+def test_three_hosts_kill9_one_mid_run():
+    with Postgres() as pg:
+        hosts = start_hosts(pg, ["a", "b", "c"], delay="40ms")
+        try:
+            ports = [h.http_port() for h in hosts]
+            acked = set()
+            for n in range(240):
+                st, _ = post(ports[n % 3], {"seq": n, "id": f"e{n}"})
+                assert st == 202 or st == 200, st
+                acked.add(n)
+            a = hosts[0]
+            a.kill9()
+            on_a = {n for n in acked if n % 3 == 0}
+            done_by_a = set(delivered([a]))
+            assert on_a - done_by_a, "host a had delivered everything before the kill"
+            # b and c keep taking load while they adopt what a had claimed
+            for n in range(240, 300):
+                st, _ = post(ports[1 + n % 2], {"seq": n, "id": f"e{n}"})
+                assert st in (200, 202), st
+                acked.add(n)
+            wait_for(lambda: acked <= set(delivered(hosts)), timeout=90,
+                     what="every acknowledged event delivered by some host")
+            seqs = delivered(hosts[1:])
+            assert (on_a - done_by_a) <= set(seqs), "a's deliveries were not adopted"
+            assert "adopted deliveries of a host that stopped" in hosts[1].log() + hosts[2].log()
+            # at most what a had in flight at the kill (max_inflight 2) comes twice
+            dupes = len(delivered(hosts)) - len(set(delivered(hosts)))
+            assert dupes <= 2, dupes
+        finally:
+            for h in hosts:
+                h._kill()
+
+
+def test_postgres_restart_loses_nothing():
+    with Postgres() as pg:
+        hosts = start_hosts(pg, ["a", "b"])
+        try:
+            ports = [h.http_port() for h in hosts]
+            acked, refused, stop = set(), [], threading.Event()
+
+            def load():
+                n = 0
+                while not stop.is_set():
+                    st, hd = post(ports[n % 2], {"seq": n, "id": f"e{n}"})
+                    if st in (200, 202):
+                        acked.add(n)
+                    elif st == 503:
+                        refused.append(hd.get("retry-after"))
+                    n += 1
+
+            t = threading.Thread(target=load)
+            t.start()
+            try:
+                wait_for(lambda: len(acked) >= 50, what="load before the restart")
+                pg.stop()
+                wait_for(lambda: len(refused) >= 3, what="503 while PostgreSQL is down")
+                pg.start()
+                before = len(acked)
+                wait_for(lambda: len(acked) >= before + 50, timeout=60,
+                         what="ingest resumed after PostgreSQL came back")
+            finally:
+                stop.set()
+                t.join()
+            assert all(r and r.isdigit() for r in refused), refused[:5]
+            wait_for(lambda: acked <= set(delivered(hosts)), timeout=60,
+                     what="every acknowledged event delivered")
+        finally:
+            for h in hosts:
+                h._kill()
+
+
+def test_dedupe_across_hosts():
+    with Postgres() as pg:
+        hosts = start_hosts(pg, ["a", "b"])
+        try:
+            pa, pb = hosts[0].http_port(), hosts[1].http_port()
+            assert post(pa, {"seq": 1, "id": "same"})[0] in (200, 202)
+            assert post(pb, {"seq": 2, "id": "same"})[0] in (200, 202)
+            assert post(pb, {"seq": 3, "id": "other"})[0] in (200, 202)
+            wait_for(lambda: 3 in delivered(hosts), what="the other event")
+            wait_for(lambda: 1 in delivered(hosts), what="the first event")
+            assert 2 not in delivered(hosts), "a repeat on another host was delivered"
+        finally:
+            for h in hosts:
+                h._kill()
+
+
+def status(h):
+    import urllib.request
+    with urllib.request.urlopen(h.admin_request("GET", "/admin/status"),
+                                timeout=scaled(10)) as r:
+        return json.loads(r.read())
+
+
+def test_members_in_status_and_dead_letters_from_any_host():
+    with Postgres() as pg:
+        hosts = start_hosts(pg, ["a", "b"])
+        try:
+            st = wait_for(lambda: (lambda s: s if s["cluster"]["alive"] == 2 else None)(
+                status(hosts[0])), what="two members alive")
+            cl = st["cluster"]
+            assert cl["store"] == "postgres" and cl["host_id"] == "a" and cl["leased"], cl
+            assert sorted(m["host_id"] for m in cl["members"]) == ["a", "b"], cl
+            assert "warning" not in cl, cl
+            # a host on another configuration file is pointed out
+            text = open(hosts[1].config).read().replace("delay: 1ms", "delay: 2ms")
+            hosts[1].write_config(text)
+            hosts[1].stop()
+            hosts[1].start(env={"PX_PG_URL": pg.url, "PX_HOST_ID": "b"})
+            wait_for(lambda: "warning" in status(hosts[0])["cluster"], what="config warning")
+            r = plexus("status", "-c", hosts[0].config, env={"PX_PG_URL": pg.url,
+                                                             "PX_HOST_ID": "a"})
+            assert r.returncode == 0, r.stderr
+            assert "hosts       2 alive of 2" in r.stdout and "WARNING" in r.stdout, r.stdout
+            assert pg.password not in r.stdout + hosts[0].log()
+            # a delivery dead-lettered on a is listed from b's configuration
+            assert post(hosts[0].http_port(), {"seq": 7, "id": "r7"}, type="t.reject")[0] \
+                in (200, 202)
+            env = {"PX_PG_URL": pg.url, "PX_HOST_ID": "b"}
+
+            def listed():
+                r = plexus("dlq", "list", "--json", "-c", hosts[1].config, env=env)
+                assert r.returncode == 0, r.stderr
+                return json.loads(r.stdout)
+            dead = wait_for(listed, what="the dead letter, seen from b")
+            assert [d["sink"] for d in dead] == ["rej"], dead
+        finally:
+            for h in hosts:
+                h._kill()
+
+
+if __name__ == "__main__":
+    run_all(globals())
