@@ -9,6 +9,7 @@
 
 #include "api.h"
 #include "err.h"
+#include "fsutil.h"
 #include "log.h"
 #include "mem.h"
 #include "net.h"
@@ -77,6 +78,13 @@ static int open_services(px_runtime *rt, char *err, size_t errlen)
         return rc;
     }
     rt->router = px_router_box_new(router);
+    /* data_dir holds the plugin copies and crash records whatever the store */
+    rc = px_mkdirs(cfg->data_dir);
+    if (rc < 0) {
+        snprintf(err, errlen, "host.data_dir %s: cannot create: %s", cfg->data_dir,
+                 px_strerror(rc));
+        return rc;
+    }
     if (!rt->store) {
         rc = px_store_open_config(rt->loop, cfg, &rt->store, err, errlen);
         if (rc < 0) {

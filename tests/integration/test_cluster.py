@@ -11,7 +11,7 @@ from pg import Postgres
 
 BASE = """version: 1
 host:
-  data_dir: @TMP@/var
+  data_dir: "${PX_DATA}/var"
   plugin_path: [@TEST_PLUGINS@, @PLUGINS@]
   drain_timeout: 2s
   http: { listen: "127.0.0.1:0" }
@@ -21,8 +21,8 @@ host:
 
 PLUGINS = """plugins:
   hook: { plugin: webhook, config: { path: /hook, dedupe_pointer: /id } }
-  out: { plugin: testsink, max_inflight: 2, config: { file: "@TMP@/out.jsonl", delay: @DELAY@ } }
-  rej: { plugin: testsink, config: { file: "@TMP@/rej.jsonl", fail: reject } }
+  out: { plugin: testsink, max_inflight: 2, config: { file: "${PX_DATA}/out.jsonl", delay: @DELAY@ } }
+  rej: { plugin: testsink, config: { file: "${PX_DATA}/rej.jsonl", fail: reject } }
 pipelines:
   - { name: p, from: hook, to: { sink: out }, when: { type: [t.e] } }
   - { name: r, from: hook, to: { sink: rej }, when: { type: [t.reject] } }
@@ -44,13 +44,18 @@ def post(port, body, timeout=10, type="t.e"):
         c.close()
 
 
+def host_env(pg, h, name):
+    """Every host runs the same file; what differs between them comes from the environment."""
+    return {"PX_PG_URL": pg.url, "PX_HOST_ID": name, "PX_DATA": h.tmp}
+
+
 def start_hosts(pg, names, delay="1ms"):
     hosts = []
     try:
         for name in names:
             h = Host(BASE + PLUGINS.replace("@DELAY@", delay))
             hosts.append(h)
-            h.start(env={"PX_PG_URL": pg.url, "PX_HOST_ID": name})
+            h.start(env=host_env(pg, h, name))
     except BaseException:
         for h in hosts:
             h._kill()
@@ -120,9 +125,9 @@ def test_postgres_restart_loses_nothing():
             t.start()
             try:
                 wait_for(lambda: len(acked) >= 50, what="load before the restart")
-                pg.stop()
+                pg.stop_server()
                 wait_for(lambda: len(refused) >= 3, what="503 while PostgreSQL is down")
-                pg.start()
+                pg.start_server()
                 before = len(acked)
                 wait_for(lambda: len(acked) >= before + 50, timeout=60,
                          what="ingest resumed after PostgreSQL came back")
@@ -174,17 +179,18 @@ def test_members_in_status_and_dead_letters_from_any_host():
             text = open(hosts[1].config).read().replace("delay: 1ms", "delay: 2ms")
             hosts[1].write_config(text)
             hosts[1].stop()
-            hosts[1].start(env={"PX_PG_URL": pg.url, "PX_HOST_ID": "b"})
+            hosts[1].start(env=host_env(pg, hosts[1], "b"))
             wait_for(lambda: "warning" in status(hosts[0])["cluster"], what="config warning")
-            r = plexus("status", "-c", hosts[0].config, env={"PX_PG_URL": pg.url,
-                                                             "PX_HOST_ID": "a"})
+            r = plexus("status", "-c", hosts[0].config, "--admin",
+                       f"http://127.0.0.1:{hosts[0].admin_port()}/",
+                       env=host_env(pg, hosts[0], "a"))
             assert r.returncode == 0, r.stderr
             assert "hosts       2 alive of 2" in r.stdout and "WARNING" in r.stdout, r.stdout
             assert pg.password not in r.stdout + hosts[0].log()
             # a delivery dead-lettered on a is listed from b's configuration
             assert post(hosts[0].http_port(), {"seq": 7, "id": "r7"}, type="t.reject")[0] \
                 in (200, 202)
-            env = {"PX_PG_URL": pg.url, "PX_HOST_ID": "b"}
+            env = host_env(pg, hosts[1], "b")
 
             def listed():
                 r = plexus("dlq", "list", "--json", "-c", hosts[1].config, env=env)
