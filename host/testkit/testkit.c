@@ -11,6 +11,7 @@
 #include "clock.h"
 #include "testkit.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
@@ -2714,6 +2715,31 @@ static json_t *crash_report(const char *file, const char *dir, int signo)
     return r;
 }
 
+/* Removes the run's folder: the crash marker, and the runtime's private plugin copies (a run
+ * that crashed did not unlink its own). */
+static void remove_run_dir(const char *dir)
+{
+    char *marker = px_xasprintf("%s/%s", dir, PX_CRASH_MARKER);
+    unlink(marker);
+    free(marker);
+    char *copies = px_xasprintf("%s/plugins", dir);
+    DIR *dh = opendir(copies);
+    struct dirent *de;
+    while (dh && (de = readdir(dh)) != NULL) {
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+            char *p = px_xasprintf("%s/%s", copies, de->d_name);
+            unlink(p);
+            free(p);
+        }
+    }
+    if (dh) {
+        closedir(dh);
+    }
+    rmdir(copies);
+    free(copies);
+    rmdir(dir);
+}
+
 /* Runs the scenario in a child process writing its report to fd and exits. */
 static void run_child(const char *file, const json_t *scenario, const char *dir, int fd)
 {
@@ -2769,13 +2795,7 @@ int px_testkit_run(const char *file, const json_t *scenario, json_t **report)
     } else {
         rc = WEXITSTATUS(status);
     }
-    char *marker = px_xasprintf("%s/%s", dir, PX_CRASH_MARKER);
-    unlink(marker);
-    free(marker);
-    char *copies = px_xasprintf("%s/plugins", dir); /* the runtime's private plugin copies */
-    rmdir(copies);
-    free(copies);
-    rmdir(dir);
+    remove_run_dir(dir);
     free(dir);
     *report = r;
     return rc;
