@@ -493,11 +493,6 @@ static void kit_log(px_plugin_ctx *ctx, int level, const char *fmt, ...)
     free(msg);
 }
 
-static const char *kit_instance_name(px_plugin_ctx *ctx)
-{
-    return usable(ctx, "instance_name") ? the_kit->real.instance_name(ctx) : "";
-}
-
 static px_event *kit_event_create(px_plugin_ctx *ctx, const char *type, json_t *payload)
 {
     kgen *g = usable(ctx, "event_create");
@@ -536,7 +531,7 @@ static px_event *kit_event_create_text(px_plugin_ctx *ctx, const char *type, con
     return ev;
 }
 
-/* The event's record when the plugin may read it, else NULL. */
+/* The record of an event the host gave the plugin, else NULL (a violation noted). */
 static kevent *readable(const px_event *ev, const char *fn)
 {
     kevent *e = ev ? event_rec(the_kit, ev) : NULL;
@@ -544,11 +539,6 @@ static kevent *readable(const px_event *ev, const char *fn)
         violation(the_kit, "host->%s on an event the host never gave out", fn);
     }
     return e;
-}
-
-static const char *kit_event_payload_text(const px_event *ev, size_t *len)
-{
-    return readable(ev, "event_payload_text") ? the_kit->real.event_payload_text(ev, len) : NULL;
 }
 
 /* The event's record when the plugin may still change it, else NULL (a violation noted). */
@@ -699,31 +689,6 @@ static void kit_event_discard(px_event *ev)
     }
     e->discarded = 1;
     the_kit->real.event_discard(ev);
-}
-
-static const char *kit_event_type(const px_event *ev)
-{
-    return readable(ev, "event_type") ? the_kit->real.event_type(ev) : NULL;
-}
-static const char *kit_event_id(const px_event *ev)
-{
-    return readable(ev, "event_id") ? the_kit->real.event_id(ev) : NULL;
-}
-static const char *kit_event_source(const px_event *ev)
-{
-    return readable(ev, "event_source") ? the_kit->real.event_source(ev) : NULL;
-}
-static int64_t kit_event_time_ms(const px_event *ev)
-{
-    return readable(ev, "event_time_ms") ? the_kit->real.event_time_ms(ev) : 0;
-}
-static json_t *kit_event_payload(const px_event *ev)
-{
-    return readable(ev, "event_payload") ? the_kit->real.event_payload(ev) : NULL;
-}
-static const char *kit_event_meta(const px_event *ev, const char *key)
-{
-    return readable(ev, "event_meta") ? the_kit->real.event_meta(ev, key) : NULL;
 }
 
 /* --- Deliveries ------------------------------------------------------------------------------ */
@@ -1373,21 +1338,17 @@ static int kit_dead_letter(px_plugin_ctx *ctx, const char *raw, size_t len, cons
 
 static void fill_api(px_host_api *a)
 {
-    px_api_init(a); /* the version and size of the real table; every function is a shim */
+    /* The real table; the functions that take a handle the plugin may hold too long, or that the
+     * contract restricts, are replaced by shims. Event getters stay real: the kit holds a
+     * reference on every event the plugin was given, so none dies under it. */
+    px_api_init(a);
     a->log = kit_log;
-    a->instance_name = kit_instance_name;
     a->event_create = kit_event_create;
     a->event_set = kit_event_set;
     a->event_set_hint = kit_event_set_hint;
     a->event_set_meta = kit_event_set_meta;
     a->emit = kit_emit;
     a->event_discard = kit_event_discard;
-    a->event_type = kit_event_type;
-    a->event_id = kit_event_id;
-    a->event_source = kit_event_source;
-    a->event_meta = kit_event_meta;
-    a->event_time_ms = kit_event_time_ms;
-    a->event_payload = kit_event_payload;
     a->delivery_event = kit_delivery_event;
     a->delivery_action = kit_delivery_action;
     a->delivery_params = kit_delivery_params;
@@ -1417,7 +1378,6 @@ static void fill_api(px_host_api *a)
     a->dead_letter = kit_dead_letter;
     a->event_set_raw = kit_event_set_raw;
     a->event_create_text = kit_event_create_text;
-    a->event_payload_text = kit_event_payload_text;
 }
 
 /* --- The kit's own plugins at the edges ----------------------------------------------------- */
