@@ -109,7 +109,7 @@ static int reload_instance(px_runtime *rt, const char *name, char *err, size_t e
     /* The new binary may declare other options: validate the config against it. */
     char *file = NULL;
     json_t *opts = NULL;
-    int rc = px_plugin_check_instance(rt->cfg, ic, &rt->api, &file, &opts, err, errlen);
+    int rc = px_plugin_check_instance(rt->cfg, ic, rt->gens.api, &file, &opts, err, errlen);
     if (rc == 0) {
         px_plugin_ctx *ng = NULL;
         rc = prepare(rt, rt->cfg, inst, file, opts, &ng, err, errlen);
@@ -195,7 +195,8 @@ static int plan_classify(px_runtime *rt, const px_config *ncfg, plan_item *plan,
         plan_item *p = &plan[i];
         p->ic = &ncfg->instances[i];
         p->inst = px_runtime_instance(rt, p->ic->name);
-        int rc = px_plugin_check_instance(ncfg, p->ic, &rt->api, &p->file, &p->opts, err, errlen);
+        int rc = px_plugin_check_instance(ncfg, p->ic, rt->gens.api, &p->file, &p->opts, err,
+                                          errlen);
         if (rc < 0) {
             return rc;
         }
@@ -359,7 +360,7 @@ static int reload_config(px_runtime *rt, px_admin *admin, char *err, size_t errl
     px_router *router = NULL;
     rc = plan_classify(rt, ncfg, plan, nplan, err, errlen);
     if (rc == 0) {
-        rc = px_plugin_check_roles(ncfg, &rt->api, err, errlen);
+        rc = px_plugin_check_roles(ncfg, rt->gens.api, err, errlen);
     }
     if (rc == 0) {
         rc = px_router_create(ncfg, &router, err, errlen);

@@ -429,6 +429,7 @@ static void hand_over(px_sinkq *q, px_delivery *dl, px_plugin_ctx *gen)
     px_crash_frame cf;
     px_crash_enter(&cf, "deliver", q->name, dl->id, dl->event->id);
     px_crash_set_cause(&cf, gen, handle);
+    px_gen_watch(gen, "deliver", handle_ptr(handle), 0, 0);
     gen->lib->desc->deliver(gen->state, handle_ptr(handle));
     px_crash_leave(&cf);
 }

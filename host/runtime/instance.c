@@ -140,6 +140,14 @@ static int copy_file(const char *from, const char *to, int trust, char *err, siz
     return rc;
 }
 
+void px_gen_watch(px_plugin_ctx *gen, const char *call, const void *what, int after, int rc)
+{
+    px_gen_host *host = gen->inst->host;
+    if (host->watch) {
+        host->watch(host->watch_arg, gen, call, what, after, rc);
+    }
+}
+
 void px_gen_crash_enter(px_crash_frame *f, px_plugin_ctx *gen, const char *call, uint64_t cause)
 {
     px_gen_host *host = gen->inst->host;
@@ -207,7 +215,7 @@ int px_gen_load(px_instance *inst, const char *file, const char *copy_dir, int t
     uint32_t generation = inst->next_generation;
     char *copy = NULL;
     const char *path = file;
-    if (copy_dir) {
+    if (copy_dir && !px_loader_is_builtin(file)) {
         int rc = px_gen_copy_dir_prepare(copy_dir, err, errlen);
         if (rc < 0) {
             return rc;
@@ -257,9 +265,11 @@ int px_gen_load(px_instance *inst, const char *file, const char *copy_dir, int t
     gen->config = json_incref(inst->config);
     px_crash_frame cf;
     px_log_capture_begin(inst->name);
+    px_gen_watch(gen, "init", NULL, 0, 0);
     px_crash_enter(&cf, "init", inst->name, 0, NULL);
     rc = lib->desc->init(gen, gen->config, &state);
     px_crash_leave(&cf);
+    px_gen_watch(gen, "init", NULL, 1, rc);
     char *reason = plugin_reason(gen, px_log_capture_end());
     if (rc < 0) {
         failure(err, errlen, rc, reason, "plugin %s (instance %s): init failed", file, inst->name);
@@ -280,24 +290,27 @@ int px_gen_load(px_instance *inst, const char *file, const char *copy_dir, int t
 int px_gen_start(px_plugin_ctx *gen, char *err, size_t errlen)
 {
     const px_plugin_desc *desc = gen->lib->desc;
+    int rc = 0;
+    px_gen_watch(gen, "start", NULL, 0, 0);
     if (desc->start) {
         free(gen->error);
         gen->error = NULL;
         px_crash_frame cf;
         px_log_capture_begin(gen->inst->name);
         px_crash_enter(&cf, "start", gen->inst->name, 0, NULL);
-        int rc = desc->start(gen->state);
+        rc = desc->start(gen->state);
         px_crash_leave(&cf);
         char *reason = plugin_reason(gen, px_log_capture_end());
         if (rc < 0) {
             failure(err, errlen, rc, reason, "instance %s: start failed", gen->inst->name);
-            free(reason);
-            return PX_EPLUGIN;
         }
         free(reason);
     }
-    gen->state_code = PX_GEN_RUNNING;
-    return 0;
+    if (rc == 0) {
+        gen->state_code = PX_GEN_RUNNING;
+    }
+    px_gen_watch(gen, "start", NULL, 1, rc);
+    return rc < 0 ? PX_EPLUGIN : 0;
 }
 
 static void finish_drain(px_plugin_ctx *gen)
@@ -352,12 +365,16 @@ void px_gen_stop(px_plugin_ctx *gen, uint64_t timeout_ms,
         gen->state_code = PX_GEN_STOPPING;
         px_crash_frame cf;
         px_crash_enter(&cf, "stop", gen->inst->name, 0, NULL);
+        px_gen_watch(gen, "stop", NULL, 0, 0);
         if (desc->stop) {
             desc->stop(gen->state);
         }
+        px_gen_watch(gen, "stop", NULL, 1, 0);
         cf.call = "drain";
         if (desc->drain) {
+            px_gen_watch(gen, "drain", NULL, 0, 0);
             desc->drain(gen->state);
+            px_gen_watch(gen, "drain", NULL, 1, 0);
         }
         px_crash_leave(&cf);
         if (!desc->drain) {
@@ -436,17 +453,23 @@ void px_gen_close(px_plugin_ctx *gen, void (*cb)(px_plugin_ctx *gen))
      * plugin still exists: a cancelled call's callback runs now, into live plugin state, never
      * after destroy. */
     host->closing(host->owner, gen);
+    /* From here on post() fails: a worker still posting while destroy joins it drops its
+     * result (sdk.h). */
+    pthread_mutex_lock(&gen->post_lock);
+    gen->post_closed = 1;
+    pthread_mutex_unlock(&gen->post_lock);
     const px_plugin_desc *desc = gen->lib->desc;
     if (!gen->init_failed && desc->destroy) {
         px_crash_frame cf;
+        px_gen_watch(gen, "destroy", NULL, 0, 0);
         px_crash_enter(&cf, "destroy", gen->inst->name, 0, NULL);
         desc->destroy(gen->state);
         px_crash_leave(&cf);
     }
     gen->state_code = PX_GEN_DESTROYED;
-    pthread_mutex_lock(&gen->post_lock);
-    gen->post_closed = 1;
-    pthread_mutex_unlock(&gen->post_lock);
+    if (!gen->init_failed && desc->destroy) {
+        px_gen_watch(gen, "destroy", NULL, 1, 0);
+    }
     /* Orphaned deliveries, and whatever the plugin registered during destroy. */
     host->destroyed(host->owner, gen);
     while (gen->timers) {

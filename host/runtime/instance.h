@@ -34,6 +34,15 @@ typedef struct px_gen_host {
     void (*closing)(void *owner, px_plugin_ctx *gen);
     /* gen was destroyed: forget what it still held, and whatever destroy registered. */
     void (*destroyed)(void *owner, px_plugin_ctx *gen);
+    /* Optional (NULL in the daemon): a checker told of each step of a generation's life and
+     * each call into its plugin, before it (after 0) and after it (after 1, rc the result for
+     * init and start, else 0): "init", "start" and "stop" (told even when the plugin has no such
+     * callback: the generation starts or stops all the same), "drain" and "destroy" (when the
+     * plugin has them), "deliver" (before only; `what` is the delivery handle, else NULL). The
+     * test kit keeps its rule checks with it. Loop thread. */
+    void (*watch)(void *watch_arg, px_plugin_ctx *gen, const char *call, const void *what,
+                  int after, int rc);
+    void *watch_arg;
     size_t gens_open;         /* generations not yet freed */
 } px_gen_host;
 
@@ -155,6 +164,9 @@ void px_gen_emit_done(px_plugin_ctx *gen);
  * the callback up; 0 when unknown). Whatever the callback sets up in turn inherits that delivery.
  * Every plugin callback the host runs outside init/start/stop/deliver/destroy goes through it. */
 void px_gen_crash_enter(px_crash_frame *f, px_plugin_ctx *gen, const char *call, uint64_t cause);
+
+/* Tells host->watch, when set, of a call into gen (see px_gen_host). */
+void px_gen_watch(px_plugin_ctx *gen, const char *call, const void *what, int after, int rc);
 
 /* Host table services bound to a generation. */
 int px_gen_post(px_plugin_ctx *gen, void (*cb)(void *arg), void *arg); /* any thread */

@@ -127,7 +127,7 @@ static int load_instances(px_runtime *rt, char *err, size_t errlen)
         const px_instance_conf *ic = &cfg->instances[i];
         char *file = NULL;
         json_t *opts = NULL;
-        int rc = px_plugin_check_instance(cfg, ic, &rt->api, &file, &opts, err, errlen);
+        int rc = px_plugin_check_instance(cfg, ic, rt->gens.api, &file, &opts, err, errlen);
         if (rc < 0) {
             return rc;
         }
@@ -147,7 +147,7 @@ static int load_instances(px_runtime *rt, char *err, size_t errlen)
                     inst->name, inst->plugin, inst->gen->lib->desc->version,
                     inst->gen->generation);
     }
-    return px_plugin_check_roles(cfg, &rt->api, err, errlen);
+    return px_plugin_check_roles(cfg, rt->gens.api, err, errlen);
 }
 
 static int build(px_runtime *rt, char *err, size_t errlen)
@@ -172,16 +172,30 @@ int px_runtime_create(uv_loop_t *loop, px_config *cfg, px_runtime **out, char *e
     return px_runtime_create_on_store(loop, cfg, NULL, out, err, errlen);
 }
 
-/* store NULL: open_services opens the SQLite store in data_dir. */
 int px_runtime_create_on_store(uv_loop_t *loop, px_config *cfg, px_store *store,
                                px_runtime **out, char *err, size_t errlen)
+{
+    px_runtime_edges edges = {.store = store};
+    return px_runtime_create_with(loop, cfg, &edges, out, err, errlen);
+}
+
+/* No store in edges: open_services opens the SQLite store in data_dir. */
+int px_runtime_create_with(uv_loop_t *loop, px_config *cfg, const px_runtime_edges *edges,
+                           px_runtime **out, char *err, size_t errlen)
 {
     px_runtime *rt = px_xcalloc(1, sizeof(*rt));
     rt->loop = loop;
     rt->cfg = cfg;
-    rt->store = store;
+    rt->store = edges ? edges->store : NULL;
     px_api_init(&rt->api);
     px_runtime_wire(rt);
+    if (edges && edges->plugin_api) {
+        rt->gens.api = edges->plugin_api;
+    }
+    if (edges) {
+        rt->gens.watch = edges->watch;
+        rt->gens.watch_arg = edges->watch_arg;
+    }
     px_defer_init(&rt->defer, loop);
     int rc = build(rt, err, errlen);
     if (rc == 0) {

@@ -22,6 +22,20 @@ int px_runtime_create(uv_loop_t *loop, px_config *cfg, px_runtime **out, char *e
  * still used for the private plugin copies. */
 int px_runtime_create_on_store(uv_loop_t *loop, px_config *cfg, px_store *store,
                                px_runtime **out, char *err, size_t errlen);
+/* What a host that checks plugins (the test kit) puts at the runtime's edges. */
+typedef struct px_runtime_edges {
+    px_store *store;               /* stolen, as for px_runtime_create_on_store; NULL = SQLite */
+    const px_host_api *plugin_api; /* the table handed to plugins instead of rt->api (borrowed;
+                                    * outlives the runtime): shims calling through to rt->api's
+                                    * functions (px_api_init); NULL = rt->api */
+    void (*watch)(void *arg, px_plugin_ctx *gen, const char *call, const void *what, int after,
+                  int rc);         /* px_gen_host.watch; NULL = none */
+    void *watch_arg;
+} px_runtime_edges;
+
+/* As px_runtime_create, with `edges` (borrowed; NULL = none). */
+int px_runtime_create_with(uv_loop_t *loop, px_config *cfg, const px_runtime_edges *edges,
+                           px_runtime **out, char *err, size_t errlen);
 /* Starts sinks, then sources, and resumes the deliveries the spool holds. */
 int px_runtime_start(px_runtime *rt, char *err, size_t errlen);
 /* Graceful stop: sources stop and finish their emits, then sinks finish in-flight deliveries

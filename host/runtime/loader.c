@@ -17,8 +17,80 @@
 #include "err.h"
 #include "mem.h"
 
+#define BUILTIN_PREFIX "builtin:"
+#define BUILTINS_MAX 4
+
+static struct builtin {
+    char *name;
+    const px_plugin_desc *(*entry)(const px_host_api *);
+} builtins[BUILTINS_MAX];
+
+int px_loader_add_builtin(const char *name, const px_plugin_desc *(*entry)(const px_host_api *))
+{
+    for (size_t i = 0; i < BUILTINS_MAX; i++) {
+        if (builtins[i].name && strcmp(builtins[i].name, name) == 0) {
+            builtins[i].entry = entry;
+            return 0;
+        }
+        if (!builtins[i].name) {
+            builtins[i].name = px_xstrdup(name);
+            builtins[i].entry = entry;
+            return 0;
+        }
+    }
+    return PX_ESTATE;
+}
+
+int px_loader_is_builtin(const char *file)
+{
+    return strncmp(file, BUILTIN_PREFIX, strlen(BUILTIN_PREFIX)) == 0;
+}
+
+static const struct builtin *builtin_named(const char *name)
+{
+    for (size_t i = 0; i < BUILTINS_MAX && builtins[i].name; i++) {
+        if (strcmp(builtins[i].name, name) == 0) {
+            return &builtins[i];
+        }
+    }
+    return NULL;
+}
+
+/* An in-process plugin: its descriptor, no library. */
+static int read_options(const char *file, const px_plugin_desc *d, px_option **out, char *err,
+                        size_t errlen);
+
+static int open_builtin(const char *file, const px_host_api *api, px_plugin_lib **out, char *err,
+                        size_t errlen)
+{
+    const struct builtin *b = builtin_named(file + strlen(BUILTIN_PREFIX));
+    const px_plugin_desc *desc = b ? b->entry(api) : NULL;
+    if (!desc) {
+        snprintf(err, errlen, "plugin %s: no such in-process plugin", file);
+        return PX_EPLUGIN;
+    }
+    px_option *options = NULL;
+    int rc = read_options(file, desc, &options, err, errlen);
+    if (rc < 0) {
+        return rc;
+    }
+    px_plugin_lib *lib = px_xcalloc(1, sizeof(*lib));
+    lib->path = px_xstrdup(file);
+    lib->desc = desc;
+    lib->options = options;
+    *out = lib;
+    if (errlen) {
+        err[0] = '\0';
+    }
+    return 0;
+}
+
 int px_loader_find(char *const *path, size_t n, const char *name, char **out)
 {
+    if (builtin_named(name)) {
+        *out = px_xasprintf("%s%s", BUILTIN_PREFIX, name);
+        return 0;
+    }
     for (size_t i = 0; i < n; i++) {
         char *file = px_xasprintf("%s/%s.so", path[i], name);
         if (access(file, R_OK) == 0) {
@@ -198,6 +270,9 @@ static int read_options(const char *file, const px_plugin_desc *d, px_option **o
 int px_loader_open(const char *file, const char *expected_name, const px_host_api *api, int trust,
                    px_plugin_lib **out, char *err, size_t errlen)
 {
+    if (px_loader_is_builtin(file)) {
+        return open_builtin(file, api, out, err, errlen);
+    }
     int rc = PX_EABI;
     /* The host's ABI is the table it hands out: a host may speak an older minor than this
      * header's (tests simulate one). */
@@ -331,7 +406,9 @@ void px_loader_close(px_plugin_lib *lib)
     if (!lib) {
         return;
     }
-    dlclose(lib->dl);
+    if (lib->dl) {
+        dlclose(lib->dl);
+    }
     free(lib->options);
     free(lib->path);
     free(lib);

@@ -26,6 +26,15 @@ typedef struct px_plugin_lib {
                                    library's); what the host reads instead of desc->options */
 } px_plugin_lib;
 
+/* In-process plugins, for a host that puts plugins of its own at its edges (the test kit's source
+ * of deliveries and collector of emits): `entry` (static storage) is found under `name`
+ * (borrowed, copied) before the plugin path, as the file "builtin:NAME", and opened without a
+ * file: no dlopen, no trust or ELF check, no private copy. Returns 0, or PX_ESTATE when the table
+ * (4 entries) is full. Loop thread; before any load. */
+int px_loader_add_builtin(const char *name, const px_plugin_desc *(*entry)(const px_host_api *));
+/* 1 when `file` names an in-process plugin ("builtin:NAME"), else 0. */
+int px_loader_is_builtin(const char *file);
+
 /* Looks for "<name>.so" in each directory of path[0..n). On success returns 0 and stores a new
  * string in *out (owned by caller; free). Returns PX_ENOTFOUND otherwise. */
 int px_loader_find(char *const *path, size_t n, const char *name, char **out);

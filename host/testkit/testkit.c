@@ -1,17 +1,26 @@
-/* The plugin test kit (see testkit.h): an in-memory host around one plugin. Every SDK handle the
- * plugin sees is a kit record that lives until the end of the run, so a plugin that uses a handle
- * too long (a delivery after complete, a timer after timer_stop, a request after http_respond) is
- * reported as a rule violation instead of crashing. */
+/* The plugin test kit (see testkit.h): the real runtime around one plugin, with test doubles only
+ * at its edges. The kit builds a configuration (the plugin's instance, and pipelines from a
+ * source of its own for the scenario's events), hands the runtime an in-memory store and a host
+ * table of checking shims, and drives the scenario through the real loader, generations, router,
+ * mapping, dispatcher and HTTP server. Each shim checks the plugin's side of the contract and
+ * calls through to the real host function (api.c). Handles whose real object dies while the
+ * plugin may still hold it (timers, route requests, outgoing calls and their responses) are kit
+ * records that live until the end of the run, so that a plugin that uses one too long is reported
+ * as a rule violation instead of crashing; events are held by a reference of the kit, and
+ * delivery handles are never given out twice by the dispatcher. */
 #include "clock.h"
 #include "testkit.h"
 
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <errno.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,35 +28,47 @@
 #include <plexus/sdk.h>
 #include <uv.h>
 
+#include "api.h"
 #include "config.h"
 #include "crash.h"
+#include "dispatch.h"
 #include "err.h"
+#include "event.h"
 #include "http_client.h"
+#include "http_server.h"
+#include "instance.h"
+#include "lifecycle.h"
 #include "loader.h"
 #include "log.h"
 #include "mem.h"
+#include "net.h"
+#include "runtime.h"
 #include "store.h"
 
 #define DEFAULT_TIMEOUT_MS 5000
 #define DEFAULT_RUN_MS 100
 #define AFTER_DESTROY_MS 50 /* how long the kit keeps watching once destroy returned */
+#define KIT_SOURCE "kit_source"       /* the in-process plugin the scenario's events come from */
+#define KIT_COLLECTOR "kit_collector" /* the in-process sink the plugin's emits are routed to */
 
-enum { PH_LOADED = 0, PH_RUNNING, PH_STOPPING, PH_DRAINED, PH_DESTROYING, PH_DESTROYED };
+enum { PH_LOADED = 0, PH_RUNNING, PH_STOPPING, PH_DESTROYING, PH_DESTROYED };
 
 typedef struct kit kit;
 
-typedef struct kgen { /* what the plugin sees as px_plugin_ctx */
+typedef struct kgen { /* a generation of the plugin: the real px_plugin_ctx and its checks */
     kit *k;
+    px_plugin_ctx *ctx; /* the runtime's (only compared once the generation is gone) */
     int no;             /* generation number, from 1 */
-    void *state;
-    int phase;
+    int phase;          /* PH_*, under k->lock */
     int drain_asked;
     int drained_calls;
+    void *pin;          /* a dlopen reference to the generation's library, so that a thread of
+                         * the plugin outliving destroy is reported instead of crashing */
 } kgen;
 
-typedef struct ktimer { /* px_timer */
-    uv_timer_t h;
+typedef struct ktimer { /* px_timer as the plugin sees it */
     kgen *g;
+    px_timer *real;
     void (*cb)(void *arg);
     void *arg;
     uint64_t repeat;
@@ -55,29 +76,23 @@ typedef struct ktimer { /* px_timer */
     struct ktimer *next;
 } ktimer;
 
-typedef struct kevent { /* px_event */
+typedef struct kevent { /* an event the plugin was given: one reference held by the kit */
+    px_event *ev;
     kgen *g;
-    char *type, *id, *source, *dedupe, *subject;
-    json_t *payload, *meta, *hints;
-    int64_t time_ms;
-    int emitted, discarded, from_kit;
+    int emitted, discarded, delivered;
     int raw; /* event_set_raw or event_create_text was given the payload's text */
-    char *text; /* event_payload_text's answer (owned), made on first call */
     struct kevent *next;
 } kevent;
 
-typedef struct kdel { /* px_delivery */
-    kgen *g;
+typedef struct kdel { /* one event of the scenario, and the delivery it became */
+    kgen *g;               /* NULL until handed over */
     int index;
-    kevent *ev;
-    json_t *params;
-    char *action, *pipeline;
-    uint32_t attempt;
-    int completed, status;
+    px_event *ev;          /* one reference held by the kit */
+    px_delivery *handle;   /* the dispatcher's handle, NULL until handed over */
+    const json_t *spec;    /* borrowed from the scenario */
+    int completed, status, judged;
     char *reason;
     uint64_t retry_after;
-    const json_t *spec; /* borrowed from the scenario */
-    int judged;
     struct kdel *next;
 } kdel;
 
@@ -94,8 +109,7 @@ typedef struct kcall { /* px_http_call */
     px_http_response_cb cb;
     void *arg;
     int done, cancelled;
-    int orphan; /* still in flight at destroy: its callback is not run (the host would run it
-                 * after destroy, into freed plugin state) */
+    int orphan; /* its callback is not run: the generation was destroyed first */
     px_http_call *real;
     uv_timer_t timer; /* scripted answers arrive through it */
     int timer_open;
@@ -104,76 +118,90 @@ typedef struct kcall { /* px_http_call */
     struct kcall *next;
 } kcall;
 
-typedef struct kroute {
+typedef struct kroute { /* a route the plugin registered: what the real server calls */
     kgen *g;
-    char *method, *path;
-    uint32_t flags;
     px_http_handler cb;
     void *arg;
     struct kroute *next;
 } kroute;
 
-typedef struct kreq { /* px_http_request */
+typedef struct kreq { /* px_http_request as the plugin sees it */
     kgen *g;
     int index;
-    char *method, *path, *query, *body;
-    size_t len;
-    const json_t *headers; /* borrowed from the scenario */
-    json_t *resp_headers;
+    px_http_request *real;
+    json_t *resp_headers; /* what the plugin set */
     int responded, status;
-    char *resp_body, *ctype;
-    size_t resp_len;
     struct kreq *next;
 } kreq;
 
-enum { Q_POST = 1, Q_PERSISTED };
-
-typedef struct kq {
-    int kind;
+typedef struct kpers { /* a persisted callback the plugin asked for */
+    kit *k;
     kgen *g;
-    void (*cb)(void *arg);
-    px_persisted_cb pcb;
-    int status;
+    px_persisted_cb cb;
     void *arg;
-    struct kq *next;
-} kq;
+    json_t *record; /* the emits / dead_letters entry (borrowed from the report) */
+    struct kpers *next;
+} kpers;
+
+typedef struct kout { /* a request of the scenario to the plugin's routes, over HTTP */
+    kit *k;
+    int done, status;
+    char *body, *error;
+    size_t len;
+    struct kout *next;
+} kout;
+
+typedef struct kbusy { /* a put of the refusing store double */
+    px_store_put_cb cb;
+    void *arg;
+} kbusy;
 
 struct kit {
     uv_loop_t loop;
     pthread_t loop_thread;
-    pthread_mutex_t lock; /* the queue and the violations (post runs on any thread) */
-    uv_async_t wake;
+    pthread_mutex_t lock; /* phases, the deliveries list and the report lists */
     uv_timer_t deadline;
     int deadline_hit;
-    px_host_api api;
-    px_plugin_lib *lib;
+    px_host_api real; /* the runtime's functions (api.c) */
+    px_host_api api;  /* the shims handed to the plugin */
+    px_plugin_lib *lib; /* the plugin file as the kit opened it to read its descriptor */
     const px_plugin_desc *desc;
     const json_t *scn;
-    char *instance;
+    const char *dir;  /* the run's own folder: the runtime's data_dir */
+    char *instance, *src_name, *coll_name;
     json_t *config;  /* validated options */
     json_t *secrets; /* strings never to show */
+    px_runtime *rt;
+    px_plugin_ctx *src_ctx; /* the kit source's generation */
+    int rt_closed;
     kgen *gens[2];
     int ngens;
     kgen *cur;
+    int init_rc;
     ktimer *timers;
     kevent *events;
     kdel *dels;
     kcall *calls;
     kroute *routes;
     kreq *reqs;
-    kq *q_head, *q_tail;
-    px_store *store; /* in memory: the plugin's state (kv_get / kv_set) */
+    kpers *pers;
+    kout *outs;
+    int req_index; /* the scenario request being served */
+    px_store busy_store; /* the memory store refusing every put (emit_status "busy") */
+    px_store_ops busy_ops;
+    px_http_client *client; /* the scenario's requests to the plugin's routes */
     json_t *kv_keys; /* every key the state had: an object used as a set */
     json_t *kv, *metrics; /* kv: the state as reported (the scenario's until the plugin ran) */
     json_t *empty; /* {} for absent scenario objects */
     json_t *report, *lifecycle, *deliveries, *requests, *emits, *dead_letters, *http_calls,
         *logs, *violations, *failures, *warnings;
     size_t http_next;
-    px_http_client *client;
     int emit_status;
     uint64_t timeout_ms;
     unsigned long seq;
 };
+
+static kit *the_kit; /* for the in-process plugins and calls whose handle is bad */
 
 /* --- Report helpers ---------------------------------------------------------------------- */
 
@@ -297,16 +325,39 @@ static char *mask(kit *k, char *s, int *found)
     return s;
 }
 
-/* --- Threads and phases -------------------------------------------------------------------- */
+/* --- Threads, phases, lookups -------------------------------------------------------------- */
 
-/* Marks a call into the plugin (left with px_crash_leave), so that a crash in it is reported
- * naming the callback (crash.h). event_id borrowed; NULL when the call is not a delivery. */
-static void plugin_call(px_crash_frame *f, kit *k, const char *call, const char *event_id)
+/* Marks a call of the kit into the plugin (left with px_crash_leave), so that a crash in it is
+ * reported naming the callback (crash.h). */
+static void plugin_call(px_crash_frame *f, kit *k, const char *call)
 {
-    px_crash_enter(f, call, k->instance, 0, event_id);
+    px_crash_enter(f, call, k->instance, 0, NULL);
 }
 
-static kit *the_kit; /* for calls whose handle is bad */
+static int phase_of(kgen *g)
+{
+    pthread_mutex_lock(&g->k->lock);
+    int phase = g->phase;
+    pthread_mutex_unlock(&g->k->lock);
+    return phase;
+}
+
+static void set_phase(kgen *g, int phase)
+{
+    pthread_mutex_lock(&g->k->lock);
+    g->phase = phase;
+    pthread_mutex_unlock(&g->k->lock);
+}
+
+static kgen *gen_of(kit *k, const px_plugin_ctx *ctx)
+{
+    for (int i = 0; i < k->ngens; i++) {
+        if (k->gens[i]->ctx == ctx) {
+            return k->gens[i];
+        }
+    }
+    return NULL;
+}
 
 static int on_loop(kit *k, const char *fn)
 {
@@ -318,21 +369,24 @@ static int on_loop(kit *k, const char *fn)
     return 1;
 }
 
-/* 1 when gen may call host functions: on the loop, and destroy has not returned. */
-static int usable(kgen *g, const char *fn)
+/* The generation ctx names when it may call host functions (on the loop, destroy has not
+ * returned), else NULL. */
+static kgen *usable(px_plugin_ctx *ctx, const char *fn)
 {
+    kit *k = the_kit;
+    kgen *g = ctx ? gen_of(k, ctx) : NULL;
     if (!g) {
-        warning(the_kit, "host->%s called with a NULL handle", fn);
-        return 0;
+        warning(k, "host->%s called with %s", fn, ctx ? "an unknown context" : "a NULL handle");
+        return NULL;
     }
-    if (!on_loop(g->k, fn)) {
-        return 0;
+    if (!on_loop(k, fn)) {
+        return NULL;
     }
-    if (g->phase == PH_DESTROYED) {
-        violation(g->k, "host->%s called after destroy returned (generation %d)", fn, g->no);
-        return 0;
+    if (phase_of(g) == PH_DESTROYED) {
+        violation(k, "host->%s called after destroy returned (generation %d)", fn, g->no);
+        return NULL;
     }
-    return 1;
+    return g;
 }
 
 static void push_lifecycle(kit *k, kgen *g, const char *what)
@@ -351,70 +405,43 @@ static void progress(kit *k)
     uv_stop(&k->loop);
 }
 
-/* --- Queue: posts (any thread) and persisted callbacks ---------------------------------------- */
-
-static void enqueue(kit *k, kq *it)
+static kevent *event_rec(kit *k, const px_event *ev)
 {
-    pthread_mutex_lock(&k->lock);
-    if (k->q_tail) {
-        k->q_tail->next = it;
-    } else {
-        k->q_head = it;
+    for (kevent *e = k->events; e; e = e->next) {
+        if (e->ev == ev) {
+            return e;
+        }
     }
-    k->q_tail = it;
-    pthread_mutex_unlock(&k->lock);
-    uv_async_send(&k->wake);
+    return NULL;
 }
 
-/* Runs queued items (only those of gen `only` when non-NULL). Items of a destroyed generation
- * are dropped, as the host drops them. */
-static void run_queue(kit *k, kgen *only)
+/* Records an event the plugin was given (the kit's reference keeps it alive for the run). */
+static kevent *event_keep(kit *k, kgen *g, px_event *ev, int delivered)
 {
-    pthread_mutex_lock(&k->lock);
-    kq *list = k->q_head, *keep = NULL, **keep_tail = &keep;
-    k->q_head = k->q_tail = NULL;
-    pthread_mutex_unlock(&k->lock);
-    while (list) {
-        kq *it = list;
-        list = it->next;
-        it->next = NULL;
-        if (only && it->g != only) {
-            *keep_tail = it;
-            keep_tail = &it->next;
-            continue;
-        }
-        if (it->g->phase != PH_DESTROYED) {
-            px_crash_frame cf;
-            plugin_call(&cf, k, it->kind == Q_POST ? "post" : "persisted", NULL);
-            if (it->kind == Q_POST) {
-                it->cb(it->arg);
-            } else if (it->pcb) {
-                it->pcb(it->status, it->arg);
-            }
-            px_crash_leave(&cf);
-        }
-        free(it);
+    kevent *e = event_rec(k, ev);
+    if (e) {
+        return e;
     }
-    if (keep) {
-        pthread_mutex_lock(&k->lock);
-        kq *rest = k->q_head;
-        k->q_head = keep;
-        *keep_tail = rest;
-        if (!rest) {
-            k->q_tail = NULL;
-            for (kq *p = keep; p; p = p->next) {
-                k->q_tail = p;
-            }
-        }
-        pthread_mutex_unlock(&k->lock);
-    }
+    e = px_xcalloc(1, sizeof(*e));
+    e->ev = px_event_ref(ev);
+    e->g = g;
+    e->delivered = delivered;
+    e->next = k->events;
+    k->events = e;
+    return e;
 }
 
-static void on_wake(uv_async_t *a)
+static kdel *del_of(kit *k, const px_delivery *handle)
 {
-    kit *k = a->data;
-    run_queue(k, NULL);
-    progress(k);
+    pthread_mutex_lock(&k->lock);
+    kdel *found = NULL;
+    for (kdel *d = k->dels; d && !found; d = d->next) {
+        if (handle && d->handle == handle) {
+            found = d;
+        }
+    }
+    pthread_mutex_unlock(&k->lock);
+    return found;
 }
 
 /* --- Running the loop ---------------------------------------------------------------------- */
@@ -441,324 +468,248 @@ static int run_until(kit *k, int (*done)(void *arg), void *arg, uint64_t ms)
 
 /* --- Host table: logging, events ------------------------------------------------------------ */
 
-static const char *level_name(int level)
-{
-    static const char *names[] = {"error", "warn", "info", "debug"};
-    return level >= 0 && level <= 3 ? names[level] : "info";
-}
-
 static void kit_log(px_plugin_ctx *ctx, int level, const char *fmt, ...)
 {
-    kgen *g = (kgen *)ctx;
-    if (!usable(g, "log") || !fmt) {
+    static const char *names[] = {"error", "warn", "info", "debug"};
+    if (!usable(ctx, "log") || !fmt) {
         return;
     }
-    kit *k = g->k;
+    kit *k = the_kit;
     va_list ap;
     va_start(ap, fmt);
     char *msg = vformat(fmt, ap);
     va_end(ap);
     int leaked = 0;
-    msg = mask(k, msg, &leaked);
+    char *shown = mask(k, px_xstrdup(msg), &leaked);
     if (leaked) {
         warning(k, "a secret option value was written to the log (the host masks it; do not "
                 "log secrets)");
     }
-    json_array_append_new(k->logs, json_pack("{s:s,s:s}", "level", level_name(level), "msg",
-                                             msg));
-    px_log(level, k->instance, "%s", msg);
+    json_array_append_new(k->logs, json_pack("{s:s,s:s}", "level",
+                                             level >= 0 && level <= 3 ? names[level] : "info",
+                                             "msg", shown));
+    k->real.log(ctx, level, "%s", msg);
+    free(shown);
     free(msg);
-}
-
-static const char *kit_instance_name(px_plugin_ctx *ctx)
-{
-    kgen *g = (kgen *)ctx;
-    return g ? g->k->instance : "";
-}
-
-static kevent *event_new(kgen *g, const char *type, json_t *payload)
-{
-    kit *k = g->k;
-    kevent *e = px_xcalloc(1, sizeof(*e));
-    e->g = g;
-    e->type = px_xstrdup(type);
-    e->id = px_xasprintf("kit-%lu", ++k->seq);
-    e->source = px_xstrdup(k->instance);
-    e->payload = payload ? payload : json_object();
-    e->meta = json_object();
-    e->hints = json_object();
-    e->time_ms = px_now_ms();
-    e->next = k->events;
-    k->events = e;
-    return e;
 }
 
 static px_event *kit_event_create(px_plugin_ctx *ctx, const char *type, json_t *payload)
 {
-    kgen *g = (kgen *)ctx;
-    if (!usable(g, "event_create") || !type || !type[0]) {
+    kgen *g = usable(ctx, "event_create");
+    if (!g || !type || !type[0]) {
         if (g && !type) {
-            warning(g->k, "event_create without a type");
+            warning(the_kit, "event_create without a type");
         }
         json_decref(payload);
         return NULL;
     }
-    return (px_event *)event_new(g, type, payload);
+    px_event *ev = the_kit->real.event_create(ctx, type, payload);
+    if (ev) {
+        event_keep(the_kit, g, ev, 0);
+    }
+    return ev;
 }
 
-/* The kit parses at once (the host checks now and parses later; a plugin cannot tell). */
 static px_event *kit_event_create_text(px_plugin_ctx *ctx, const char *type, const char *json,
                                        size_t len, size_t flags, json_error_t *error)
 {
-    kgen *g = (kgen *)ctx;
-    if (!usable(g, "event_create_text") || !type || !type[0] || (!json && len)) {
-        if (g && (!type || !type[0])) {
-            warning(g->k, "event_create_text without a type");
-        }
+    kgen *g = usable(ctx, "event_create_text");
+    if (!g) {
         if (error) {
             memset(error, 0, sizeof(*error));
             snprintf(error->text, sizeof(error->text), "bad argument");
         }
         return NULL;
     }
-    json_error_t local;
-    json_t *payload = json_loadb(json ? json : "", len, flags, error ? error : &local);
-    if (!payload) {
-        return NULL;
+    if (!type || !type[0]) {
+        warning(the_kit, "event_create_text without a type");
     }
-    kevent *e = event_new(g, type, payload);
-    e->raw = 1;
-    e->text = px_xmalloc(len + 1);
-    memcpy(e->text, json ? json : "", len);
-    e->text[len] = '\0';
-    return (px_event *)e;
+    px_event *ev = the_kit->real.event_create_text(ctx, type, json, len, flags, error);
+    if (ev) {
+        event_keep(the_kit, g, ev, 0)->raw = 1;
+    }
+    return ev;
 }
 
-static const char *kit_event_payload_text(const px_event *ev, size_t *len)
+/* The record of an event the host gave the plugin, else NULL (a violation noted). */
+static kevent *readable(const px_event *ev, const char *fn)
 {
-    kevent *e = (kevent *)ev;
-    if (!e) {
-        return NULL;
+    kevent *e = ev ? event_rec(the_kit, ev) : NULL;
+    if (ev && !e) {
+        violation(the_kit, "host->%s on an event the host never gave out", fn);
     }
-    if (!e->text) {
-        e->text = json_dumps(e->payload, JSON_COMPACT | JSON_ENCODE_ANY);
-    }
-    if (len) {
-        *len = strlen(e->text);
-    }
-    return e->text;
+    return e;
 }
 
-static int settable(kevent *e, const char *fn)
+/* The event's record when the plugin may still change it, else NULL (a violation noted). */
+static kevent *settable(px_event *ev, const char *fn)
 {
-    if (!e || !usable(e->g, fn)) {
-        return 0;
+    kevent *e = readable(ev, fn);
+    if (!e || !usable(e->g->ctx, fn)) {
+        return NULL;
     }
     if (e->emitted || e->discarded) {
-        violation(e->g->k, "host->%s on event %s after it was %s", fn, e->id,
+        violation(the_kit, "host->%s on event %s after it was %s", fn, e->ev->id,
                   e->emitted ? "emitted" : "discarded");
-        return 0;
+        return NULL;
     }
-    if (e->from_kit) {
-        violation(e->g->k, "host->%s on a delivered event (events are immutable once emitted)",
+    if (e->delivered) {
+        violation(the_kit, "host->%s on a delivered event (events are immutable once emitted)",
                   fn);
-        return 0;
+        return NULL;
     }
-    return 1;
+    return e;
 }
 
 static int kit_event_set(px_event *ev, int field, const char *value)
 {
-    kevent *e = (kevent *)ev;
-    if (!settable(e, "event_set")) {
-        return PX_ESTATE;
-    }
-    char **slot = field == PX_EVENT_ID ? &e->id
-                  : field == PX_EVENT_DEDUPE_KEY ? &e->dedupe
-                  : field == PX_EVENT_SUBJECT ? &e->subject
-                                              : NULL;
-    if (!slot || !value) {
-        return PX_EINVAL;
-    }
-    free(*slot);
-    *slot = px_xstrdup(value);
-    return 0;
+    return settable(ev, "event_set") ? the_kit->real.event_set(ev, field, value) : PX_ESTATE;
 }
 
 static int kit_event_set_hint(px_event *ev, int hint, int64_t value)
 {
-    kevent *e = (kevent *)ev;
-    if (!settable(e, "event_set_hint")) {
-        return PX_ESTATE;
-    }
-    const char *name = hint == PX_HINT_MAX_ATTEMPTS ? "max_attempts"
-                       : hint == PX_HINT_TIMEOUT_MS ? "timeout_ms"
-                       : hint == PX_HINT_BACKOFF_MS ? "backoff_ms"
-                       : hint == PX_HINT_DEADLINE_MS ? "deadline_ms"
-                       : hint == PX_HINT_FAIL_ON_TIMEOUT ? "fail_on_timeout"
-                                                    : NULL;
-    if (!name || value < 0 || (hint == PX_HINT_MAX_ATTEMPTS && value < 1) ||
-        (hint == PX_HINT_FAIL_ON_TIMEOUT && value > 1)) {
-        return PX_EINVAL;
-    }
-    if (hint == PX_HINT_BACKOFF_MS) {
-        json_t *list = json_object_get(e->hints, name);
-        if (!list) {
-            list = json_array();
-            json_object_set_new(e->hints, name, list);
-        }
-        json_array_append_new(list, json_integer(value));
-    } else {
-        json_object_set_new(e->hints, name, json_integer(value));
-    }
-    return 0;
+    return settable(ev, "event_set_hint") ? the_kit->real.event_set_hint(ev, hint, value)
+                                          : PX_ESTATE;
 }
 
 static int kit_event_set_meta(px_event *ev, const char *key, const char *value)
 {
-    kevent *e = (kevent *)ev;
-    if (!settable(e, "event_set_meta")) {
-        return PX_ESTATE;
-    }
-    if (!key || !value) {
-        return PX_EINVAL;
-    }
-    json_object_set_new(e->meta, key, json_string(value));
-    return 0;
+    return settable(ev, "event_set_meta") ? the_kit->real.event_set_meta(ev, key, value)
+                                          : PX_ESTATE;
 }
 
 /* The text must parse to the payload: the host stores it instead of the payload. */
 static int kit_event_set_raw(px_event *ev, const char *json, size_t len)
 {
-    kevent *e = (kevent *)ev;
-    if (!settable(e, "event_set_raw")) {
+    kevent *e = settable(ev, "event_set_raw");
+    if (!e) {
         return PX_ESTATE;
     }
-    if (!json) {
-        return PX_EINVAL;
+    if (json) {
+        json_t *parsed = json_loadb(json, len, JSON_DECODE_ANY, NULL);
+        if (!parsed || !json_equal(parsed, px_event_payload(ev))) {
+            violation(the_kit, "host->event_set_raw on event %s: the text does not parse to the "
+                      "event's payload", ev->id);
+        }
+        json_decref(parsed);
+        e->raw = 1;
     }
-    json_t *parsed = json_loadb(json, len, JSON_DECODE_ANY, NULL);
-    if (!parsed || !json_equal(parsed, e->payload)) {
-        violation(e->g->k, "host->event_set_raw on event %s: the text does not parse to the "
-                  "event's payload", e->id);
+    return the_kit->real.event_set_raw(ev, json, len);
+}
+
+static void on_persisted(int status, void *arg)
+{
+    kpers *p = arg;
+    json_object_set_new(p->record, "persisted", json_string(status == PX_OK ? "ok" : "busy"));
+    progress(p->k);
+    p->cb(status, p->arg);
+}
+
+/* A persisted callback through the kit, so that the report says what it was told. */
+static kpers *persisted_via_kit(kit *k, kgen *g, px_persisted_cb cb, void *arg, json_t *rec)
+{
+    kpers *p = px_xcalloc(1, sizeof(*p));
+    *p = (kpers){.k = k, .g = g, .cb = cb, .arg = arg, .record = rec, .next = k->pers};
+    k->pers = p;
+    return p;
+}
+
+/* What the report shows of an emitted event, read before emit takes it. */
+static json_t *emit_record(kit *k, kgen *g, kevent *e)
+{
+    px_event *ev = e->ev;
+    json_t *rec = json_pack("{s:s,s:s,s:O,s:o}", "type", ev->type, "id", ev->id, "payload",
+                            px_event_payload(ev), "meta",
+                            ev->meta ? json_deep_copy(ev->meta) : json_object());
+    if (ev->dedupe_key) {
+        json_object_set_new(rec, "dedupe_key", json_string(ev->dedupe_key));
     }
-    json_decref(parsed);
-    e->raw = 1;
-    free(e->text);
-    e->text = px_xmalloc(len + 1);
-    memcpy(e->text, json, len);
-    e->text[len] = '\0';
-    return 0;
+    if (ev->subject) {
+        json_object_set_new(rec, "subject", json_string(ev->subject));
+    }
+    char *hints = px_event_hints_json(ev);
+    if (hints) {
+        json_object_set_new(rec, "hints", json_loads(hints, 0, NULL));
+        free(hints);
+    }
+    if (e->raw) {
+        json_object_set_new(rec, "raw_text", json_true());
+    }
+    if (k->ngens > 1) {
+        json_object_set_new(rec, "generation", json_integer(g->no));
+    }
+    return rec;
 }
 
 static int kit_emit(px_plugin_ctx *ctx, px_event *ev, px_persisted_cb cb, void *arg)
 {
-    kgen *g = (kgen *)ctx;
-    kevent *e = (kevent *)ev;
-    if (!usable(g, "emit")) {
+    kgen *g = usable(ctx, "emit");
+    if (!g) {
         return PX_ESTATE;
     }
-    kit *k = g->k;
+    kit *k = the_kit;
+    kevent *e = ev ? readable(ev, "emit") : NULL;
     if (!e) {
         return PX_EINVAL;
     }
-    if (e->emitted || e->discarded || e->from_kit) {
-        violation(k, "host->emit of event %s that was %s (emit steals the event)", e->id,
+    if (e->emitted || e->discarded || e->delivered) {
+        violation(k, "host->emit of event %s that was %s (emit steals the event)", ev->id,
                   e->emitted ? "already emitted" : e->discarded ? "discarded" : "delivered");
         return PX_EINVAL;
     }
     if (!(k->desc->kind & PX_KIND_SOURCE)) {
         warning(k, "a plugin that does not declare PX_KIND_SOURCE emits events");
     }
-    if (g->phase >= PH_STOPPING) {
+    if (phase_of(g) >= PH_STOPPING) {
         warning(k, "emit after stop (generation %d): stop() means no new work", g->no);
     }
     e->emitted = 1;
-    const char *status = k->emit_status == PX_OK ? "ok" : "busy";
-    json_t *rec = json_pack("{s:s,s:s,s:O,s:O}", "type", e->type, "id", e->id, "payload",
-                            e->payload, "meta", e->meta);
-    if (e->dedupe) {
-        json_object_set_new(rec, "dedupe_key", json_string(e->dedupe));
-    }
-    if (e->subject) {
-        json_object_set_new(rec, "subject", json_string(e->subject));
-    }
-    if (json_object_size(e->hints)) {
-        json_object_set(rec, "hints", e->hints);
-    }
-    if (e->raw) {
-        json_object_set_new(rec, "raw_text", json_true());
-    }
-    json_object_set_new(rec, "persisted", json_string(cb ? status : "no callback"));
-    if (k->ngens > 1) {
-        json_object_set_new(rec, "generation", json_integer(g->no));
-    }
+    json_t *rec = emit_record(k, g, e);
+    json_object_set_new(rec, "persisted", json_string(cb ? "pending" : "no callback"));
     json_array_append_new(k->emits, rec);
-    if (cb) {
-        kq *it = px_xcalloc(1, sizeof(*it));
-        it->kind = Q_PERSISTED;
-        it->g = g;
-        it->pcb = cb;
-        it->status = k->emit_status;
-        it->arg = arg;
-        enqueue(k, it);
+    kpers *p = cb ? persisted_via_kit(k, g, cb, arg, rec) : NULL;
+    int rc = k->real.emit(ctx, ev, p ? on_persisted : NULL, p);
+    if (rc < 0) {
+        json_object_set_new(rec, "persisted", json_sprintf("refused: %s", px_strerror(rc)));
     }
-    return 0;
+    return rc;
 }
 
 static void kit_event_discard(px_event *ev)
 {
-    kevent *e = (kevent *)ev;
-    if (!e || !usable(e->g, "event_discard")) {
+    kevent *e = readable(ev, "event_discard");
+    if (!e || !usable(e->g->ctx, "event_discard")) {
         return;
     }
-    if (e->emitted || e->from_kit) {
-        violation(e->g->k, "host->event_discard of event %s that was %s", e->id,
-                  e->emitted ? "emitted (emit stole it)" : "delivered, not created");
+    if (e->emitted || e->delivered || e->discarded) {
+        violation(the_kit, "host->event_discard of event %s that was %s", ev->id,
+                  e->emitted ? "emitted (emit stole it)"
+                  : e->discarded ? "already discarded" : "delivered, not created");
         return;
     }
     e->discarded = 1;
-}
-
-static const char *kit_event_type(const px_event *ev)
-{
-    return ev ? ((const kevent *)ev)->type : NULL;
-}
-static const char *kit_event_id(const px_event *ev)
-{
-    return ev ? ((const kevent *)ev)->id : NULL;
-}
-static const char *kit_event_source(const px_event *ev)
-{
-    return ev ? ((const kevent *)ev)->source : NULL;
-}
-static int64_t kit_event_time_ms(const px_event *ev)
-{
-    return ev ? ((const kevent *)ev)->time_ms : 0;
-}
-static json_t *kit_event_payload(const px_event *ev)
-{
-    return ev ? ((const kevent *)ev)->payload : NULL;
-}
-static const char *kit_event_meta(const px_event *ev, const char *key)
-{
-    if (!ev || !key) {
-        return NULL;
-    }
-    return json_string_value(json_object_get(((const kevent *)ev)->meta, key));
+    the_kit->real.event_discard(ev);
 }
 
 /* --- Deliveries ------------------------------------------------------------------------------ */
 
+/* The record of delivery handle d when the plugin may still use it, else NULL. */
 static kdel *open_delivery(px_delivery *d, const char *fn)
 {
-    kdel *kd = (kdel *)d;
-    if (!kd || !usable(kd->g, fn)) {
+    kdel *kd = d ? del_of(the_kit, d) : NULL;
+    if (!kd) {
+        if (d) {
+            violation(the_kit, "host->%s on a delivery the host never handed over", fn);
+        }
+        return NULL;
+    }
+    if (!usable(kd->g->ctx, fn)) {
         return NULL;
     }
     if (kd->completed) {
-        violation(kd->g->k, "host->%s on delivery %d after complete() (it is invalid then)", fn,
+        violation(the_kit, "host->%s on delivery %d after complete() (it is invalid then)", fn,
                   kd->index);
+        return NULL;
     }
     return kd;
 }
@@ -766,40 +717,46 @@ static kdel *open_delivery(px_delivery *d, const char *fn)
 static const px_event *kit_delivery_event(px_delivery *d)
 {
     kdel *kd = open_delivery(d, "delivery_event");
-    return kd ? (const px_event *)kd->ev : NULL;
+    const px_event *ev = kd ? the_kit->real.delivery_event(d) : NULL;
+    if (ev) {
+        event_keep(the_kit, kd->g, (px_event *)ev, 1);
+    }
+    return ev;
 }
 static const char *kit_delivery_action(px_delivery *d)
 {
-    kdel *kd = open_delivery(d, "delivery_action");
-    return kd ? kd->action : NULL;
+    return open_delivery(d, "delivery_action") ? the_kit->real.delivery_action(d) : NULL;
 }
 static json_t *kit_delivery_params(px_delivery *d)
 {
-    kdel *kd = open_delivery(d, "delivery_params");
-    return kd ? kd->params : NULL;
+    return open_delivery(d, "delivery_params") ? the_kit->real.delivery_params(d) : NULL;
 }
 static const char *kit_delivery_pipeline(px_delivery *d)
 {
-    kdel *kd = open_delivery(d, "delivery_pipeline");
-    return kd ? kd->pipeline : NULL;
+    return open_delivery(d, "delivery_pipeline") ? the_kit->real.delivery_pipeline(d) : NULL;
 }
+/* The scenario may say which attempt the plugin is told this is (the dispatcher counts from 1). */
 static uint32_t kit_delivery_attempt(px_delivery *d)
 {
     kdel *kd = open_delivery(d, "delivery_attempt");
-    return kd ? kd->attempt : 0;
+    if (!kd) {
+        return 0;
+    }
+    json_t *attempt = json_object_get(kd->spec, "attempt");
+    return attempt ? (uint32_t)json_integer_value(attempt) : the_kit->real.delivery_attempt(d);
 }
 
 static void kit_complete(px_delivery *d, int status, const char *reason, uint64_t retry_after_ms)
 {
-    kdel *kd = (kdel *)d;
+    kit *k = the_kit;
+    kdel *kd = d ? del_of(k, d) : NULL;
     if (!kd) {
+        if (d) {
+            violation(k, "host->complete of a delivery the host never handed over");
+        }
         return;
     }
-    kit *k = kd->g->k;
-    pthread_mutex_lock(&k->lock);
-    int phase = kd->g->phase;
-    pthread_mutex_unlock(&k->lock);
-    if (phase == PH_DESTROYED) {
+    if (phase_of(kd->g) == PH_DESTROYED) {
         violation(k, "host->complete for delivery %d after destroy returned", kd->index);
         return;
     }
@@ -819,75 +776,59 @@ static void kit_complete(px_delivery *d, int status, const char *reason, uint64_
     kd->status = status;
     kd->reason = px_xstrdup(reason ? reason : "");
     kd->retry_after = retry_after_ms;
+    k->real.complete(d, status, reason, retry_after_ms);
 }
 
 /* --- Loop services ---------------------------------------------------------------------------- */
 
 static int kit_post(px_plugin_ctx *ctx, void (*cb)(void *arg), void *arg)
 {
-    kgen *g = (kgen *)ctx;
+    kit *k = the_kit;
+    kgen *g = ctx ? gen_of(k, ctx) : NULL;
     if (!g || !cb) {
         return PX_EINVAL;
     }
-    kit *k = g->k;
-    pthread_mutex_lock(&k->lock);
-    int phase = g->phase;
-    pthread_mutex_unlock(&k->lock);
-    if (phase == PH_DESTROYED) {
+    if (phase_of(g) == PH_DESTROYED) {
         violation(k, "host->post called after destroy returned (join worker threads in "
                   "stop, drain or destroy)");
         return PX_ESTATE;
     }
-    if (phase == PH_DESTROYING) {
-        return PX_ESTATE; /* allowed: a worker finishing while destroy joins it */
-    }
-    kq *it = px_xcalloc(1, sizeof(*it));
-    it->kind = Q_POST;
-    it->g = g;
-    it->cb = cb;
-    it->arg = arg;
-    enqueue(k, it);
-    return 0;
+    return k->real.post(ctx, cb, arg);
 }
 
-static void on_ktimer(uv_timer_t *h)
+static void on_ktimer(void *arg)
 {
-    ktimer *t = h->data;
-    if (t->stopped || t->g->phase == PH_DESTROYED) {
+    ktimer *t = arg;
+    if (t->stopped || phase_of(t->g) == PH_DESTROYED) {
         return;
     }
     t->fired = 1;
     progress(t->g->k);
-    px_crash_frame cf;
-    plugin_call(&cf, t->g->k, "timer", NULL);
     t->cb(t->arg);
-    px_crash_leave(&cf);
 }
 
 static int kit_timer_start(px_plugin_ctx *ctx, uint64_t ms, uint64_t repeat_ms,
                            void (*cb)(void *arg), void *arg, px_timer **out)
 {
-    kgen *g = (kgen *)ctx;
-    if (!usable(g, "timer_start")) {
+    kgen *g = usable(ctx, "timer_start");
+    if (!g) {
         return PX_ESTATE;
     }
     if (!cb || !out) {
         return PX_EINVAL;
     }
-    if (g->phase == PH_DESTROYING) {
+    if (phase_of(g) == PH_DESTROYING) {
         violation(g->k, "host->timer_start inside destroy");
     }
-    kit *k = g->k;
     ktimer *t = px_xcalloc(1, sizeof(*t));
-    t->g = g;
-    t->cb = cb;
-    t->arg = arg;
-    t->repeat = repeat_ms;
-    uv_timer_init(&k->loop, &t->h);
-    t->h.data = t;
-    uv_timer_start(&t->h, on_ktimer, ms, repeat_ms);
-    t->next = k->timers;
-    k->timers = t;
+    *t = (ktimer){.g = g, .cb = cb, .arg = arg, .repeat = repeat_ms};
+    int rc = the_kit->real.timer_start(ctx, ms, repeat_ms, on_ktimer, t, &t->real);
+    if (rc < 0) {
+        free(t);
+        return rc;
+    }
+    t->next = g->k->timers;
+    g->k->timers = t;
     *out = (px_timer *)t;
     return 0;
 }
@@ -895,10 +836,10 @@ static int kit_timer_start(px_plugin_ctx *ctx, uint64_t ms, uint64_t repeat_ms,
 static void kit_timer_stop(px_timer *pt)
 {
     ktimer *t = (ktimer *)pt;
-    if (!t || !on_loop(t->g->k, "timer_stop")) {
+    if (!t || !on_loop(the_kit, "timer_stop")) {
         return;
     }
-    if (t->g->phase == PH_DESTROYED) {
+    if (phase_of(t->g) == PH_DESTROYED) {
         violation(t->g->k, "host->timer_stop called after destroy returned");
         return;
     }
@@ -908,37 +849,43 @@ static void kit_timer_stop(px_timer *pt)
         return;
     }
     t->stopped = 1;
-    uv_timer_stop(&t->h);
+    the_kit->real.timer_stop(t->real);
 }
 
 /* --- HTTP routes ------------------------------------------------------------------------------ */
 
+/* What the real server calls for a request on one of the plugin's routes. */
+static void on_route(px_http_request *req, void *arg)
+{
+    kroute *r = arg;
+    kit *k = r->g->k;
+    kreq *q = px_xcalloc(1, sizeof(*q));
+    *q = (kreq){.g = r->g, .index = k->req_index, .real = req, .resp_headers = json_object(),
+                .next = k->reqs};
+    k->reqs = q;
+    r->cb((px_http_request *)q, r->arg);
+}
+
 static int kit_http_route(px_plugin_ctx *ctx, const char *method, const char *path,
                           uint32_t flags, px_http_handler cb, void *arg)
 {
-    kgen *g = (kgen *)ctx;
-    if (!usable(g, "http_route")) {
+    kgen *g = usable(ctx, "http_route");
+    if (!g) {
         return PX_ESTATE;
     }
-    if (!path || path[0] != '/' || !cb) {
+    if (!cb) {
         return PX_EINVAL;
     }
     kroute *r = px_xcalloc(1, sizeof(*r));
-    r->g = g;
-    r->method = px_xstrdup(method);
-    r->path = px_xstrdup(path);
-    r->flags = flags;
-    r->cb = cb;
-    r->arg = arg;
-    r->next = g->k->routes;
+    *r = (kroute){.g = g, .cb = cb, .arg = arg, .next = g->k->routes};
     g->k->routes = r;
-    return 0;
+    return the_kit->real.http_route(ctx, method, path, flags, on_route, r);
 }
 
 static kreq *open_req(px_http_request *req, const char *fn)
 {
     kreq *r = (kreq *)req;
-    if (!r || !usable(r->g, fn)) {
+    if (!r || !usable(r->g->ctx, fn)) {
         return NULL;
     }
     if (r->responded) {
@@ -952,47 +899,33 @@ static kreq *open_req(px_http_request *req, const char *fn)
 static const char *kit_req_method(px_http_request *req)
 {
     kreq *r = open_req(req, "http_req_method");
-    return r ? r->method : "";
+    return r ? the_kit->real.http_req_method(r->real) : "";
 }
 static const char *kit_req_path(px_http_request *req)
 {
     kreq *r = open_req(req, "http_req_path");
-    return r ? r->path : "";
+    return r ? the_kit->real.http_req_path(r->real) : "";
 }
 static const char *kit_req_query(px_http_request *req)
 {
     kreq *r = open_req(req, "http_req_query");
-    return r ? r->query : "";
+    return r ? the_kit->real.http_req_query(r->real) : "";
 }
-
-static const char *header_in(const json_t *headers, const char *name)
-{
-    const char *key;
-    json_t *v;
-    if (!name) {
-        return NULL;
-    }
-    json_object_foreach((json_t *)headers, key, v) {
-        if (strcasecmp(key, name) == 0) {
-            return json_string_value(v);
-        }
-    }
-    return NULL;
-}
-
 static const char *kit_req_header(px_http_request *req, const char *name)
 {
     kreq *r = open_req(req, "http_req_header");
-    return r ? header_in(r->headers, name) : NULL;
+    return r ? the_kit->real.http_req_header(r->real, name) : NULL;
 }
-
 static const char *kit_req_body(px_http_request *req, size_t *len)
 {
     kreq *r = open_req(req, "http_req_body");
-    if (len) {
-        *len = r ? r->len : 0;
+    if (!r) {
+        if (len) {
+            *len = 0;
+        }
+        return "";
     }
-    return r ? r->body : "";
+    return the_kit->real.http_req_body(r->real, len);
 }
 
 static int kit_set_header(px_http_request *req, const char *name, const char *value)
@@ -1001,18 +934,18 @@ static int kit_set_header(px_http_request *req, const char *name, const char *va
     if (!r) {
         return PX_ESTATE;
     }
-    if (!name || !value || strpbrk(name, "\r\n:") || strpbrk(value, "\r\n")) {
-        return PX_EINVAL;
+    int rc = the_kit->real.http_set_header(r->real, name, value);
+    if (rc == 0) {
+        json_object_set_new(r->resp_headers, name, json_string(value));
     }
-    json_object_set_new(r->resp_headers, name, json_string(value));
-    return 0;
+    return rc;
 }
 
 static void kit_respond(px_http_request *req, int status, const char *content_type,
                         const char *body, size_t len)
 {
     kreq *r = (kreq *)req;
-    if (!r || !usable(r->g, "http_respond")) {
+    if (!r || !usable(r->g->ctx, "http_respond")) {
         return;
     }
     if (r->responded) {
@@ -1023,11 +956,9 @@ static void kit_respond(px_http_request *req, int status, const char *content_ty
         violation(r->g->k, "host->http_respond with status %d", status);
     }
     r->responded = 1;
-    progress(r->g->k);
     r->status = status;
-    r->ctype = px_xstrdup(content_type ? content_type : "application/json");
-    r->resp_body = px_xstrndup(body ? body : "", body ? len : 0);
-    r->resp_len = body ? len : 0;
+    progress(r->g->k);
+    the_kit->real.http_respond(r->real, status, content_type, body, len);
 }
 
 /* --- HTTP client ------------------------------------------------------------------------------ */
@@ -1041,15 +972,14 @@ static void finish_call(kcall *c, int status, const kresp *resp, const char *err
     if (status < 0) {
         json_object_set_new(c->record, "error", json_string(error ? error : "error"));
     }
-    if (c->g->phase == PH_DESTROYED) {
-        /* Like the host: calls left at unload are cancelled and answered after destroy. */
+    if (phase_of(c->g) == PH_DESTROYED) {
+        /* Calls left at unload are cancelled; one started inside destroy ends after it, when
+         * its callback would run into freed plugin state: the kit does not run it. */
         json_object_set_new(c->record, "after_destroy", json_true());
+        c->orphan = 1;
     }
     if (c->cb && !c->orphan) {
-        px_crash_frame cf;
-        plugin_call(&cf, k, "http_response", NULL);
         c->cb(status, resp ? (const px_http_response *)(const void *)resp : NULL, error, c->arg);
-        px_crash_leave(&cf);
     }
 }
 
@@ -1061,35 +991,37 @@ static void on_real_response(int status, const px_http_response *resp, const cha
     finish_call(c, status, resp ? &r : NULL, error);
 }
 
+/* A scripted answer: run inside a crash frame, as the host runs every response callback. */
 static void on_scripted(uv_timer_t *t)
 {
     kcall *c = t->data;
     if (c->done) {
         return;
     }
+    px_crash_frame cf;
+    plugin_call(&cf, c->k, "http_response");
     if (c->cancelled) {
         finish_call(c, UV_ECANCELED, NULL, "cancelled");
-        return;
-    }
-    if (!c->script) {
+    } else if (!c->script) {
         finish_call(c, UV_ECONNREFUSED, NULL, "no scripted answer left in the scenario");
-        return;
+    } else {
+        const json_t *s = c->script;
+        const char *error = json_string_value(json_object_get(s, "error"));
+        json_t *st = json_object_get(s, "status");
+        int status = st ? (int)json_integer_value(st) : error ? UV_ECONNREFUSED : 200;
+        if (error || status < 0) {
+            finish_call(c, status < 0 ? status : UV_ECONNREFUSED, NULL, error ? error : "error");
+        } else {
+            size_t len = 0;
+            char *body = body_text(json_object_get(s, "body"), &len);
+            json_t *headers = json_object_get(s, "headers");
+            kresp r = {.headers = json_is_object(headers) ? headers : c->k->empty, .body = body,
+                       .len = len};
+            finish_call(c, status, &r, NULL);
+            free(body);
+        }
     }
-    const json_t *s = c->script;
-    const char *error = json_string_value(json_object_get(s, "error"));
-    json_t *st = json_object_get(s, "status");
-    int status = st ? (int)json_integer_value(st) : error ? UV_ECONNREFUSED : 200;
-    if (error || status < 0) {
-        finish_call(c, status < 0 ? status : UV_ECONNREFUSED, NULL, error ? error : "error");
-        return;
-    }
-    size_t len = 0;
-    char *body = body_text(json_object_get(s, "body"), &len);
-    json_t *headers = json_object_get(s, "headers");
-    kresp r = {.headers = json_is_object(headers) ? headers : c->k->empty, .body = body,
-               .len = len};
-    finish_call(c, status, &r, NULL);
-    free(body);
+    px_crash_leave(&cf);
 }
 
 static json_t *call_record(kgen *g, const px_http_options *opt, size_t fits)
@@ -1174,8 +1106,8 @@ static void check_request(kit *k, size_t n, const json_t *script, const px_http_
 static int kit_http_request(px_plugin_ctx *ctx, const px_http_options *opt,
                             px_http_response_cb cb, void *arg, px_http_call **out)
 {
-    kgen *g = (kgen *)ctx;
-    if (!usable(g, "http_request")) {
+    kgen *g = usable(ctx, "http_request");
+    if (!g) {
         return PX_ESTATE;
     }
     kit *k = g->k;
@@ -1183,15 +1115,12 @@ static int kit_http_request(px_plugin_ctx *ctx, const px_http_options *opt,
     if (!opt || opt->size < need || !opt->url) {
         return PX_EINVAL;
     }
-    if (g->phase == PH_DESTROYING) {
+    if (phase_of(g) == PH_DESTROYING) {
         violation(k, "host->http_request inside destroy");
     }
     size_t fits = opt->size < sizeof(*opt) ? opt->size : sizeof(*opt);
     kcall *c = px_xcalloc(1, sizeof(*c));
-    c->k = k;
-    c->g = g;
-    c->cb = cb;
-    c->arg = arg;
+    *c = (kcall){.k = k, .g = g, .cb = cb, .arg = arg};
     c->record = call_record(g, opt, fits);
     json_t *script = json_object_get(k->scn, "http");
     if (json_is_array(script)) {
@@ -1209,12 +1138,7 @@ static int kit_http_request(px_plugin_ctx *ctx, const px_http_options *opt,
         uint64_t delay = (uint64_t)json_integer_value(json_object_get(c->script, "delay_ms"));
         uv_timer_start(&c->timer, on_scripted, delay, 0);
     } else {
-        if (!k->client && px_http_client_create(&k->loop, &k->client) < 0) {
-            json_decref(c->record);
-            free(c);
-            return PX_ESTATE;
-        }
-        int rc = px_http_client_request_owned(k->client, g, opt, on_real_response, c, &c->real);
+        int rc = k->real.http_request(ctx, opt, on_real_response, c, &c->real);
         if (rc < 0) {
             json_decref(c->record);
             free(c);
@@ -1233,7 +1157,7 @@ static int kit_http_request(px_plugin_ctx *ctx, const px_http_options *opt,
 static void kit_http_cancel(px_http_call *call)
 {
     kcall *c = (kcall *)call;
-    if (!c || !usable(c->g, "http_cancel")) {
+    if (!c || !usable(c->g->ctx, "http_cancel")) {
         return;
     }
     if (c->done) {
@@ -1246,10 +1170,25 @@ static void kit_http_cancel(px_http_call *call)
     }
     c->cancelled = 1;
     if (c->real) {
-        px_http_cancel(c->real);
+        c->k->real.http_cancel(c->real);
     } else {
         uv_timer_start(&c->timer, on_scripted, 0, 0);
     }
+}
+
+static const char *header_in(const json_t *headers, const char *name)
+{
+    const char *key;
+    json_t *v;
+    if (!name) {
+        return NULL;
+    }
+    json_object_foreach((json_t *)headers, key, v) {
+        if (strcasecmp(key, name) == 0) {
+            return json_string_value(v);
+        }
+    }
+    return NULL;
 }
 
 static const char *kit_resp_header(const px_http_response *resp, const char *name)
@@ -1258,7 +1197,7 @@ static const char *kit_resp_header(const px_http_response *resp, const char *nam
     if (!r) {
         return NULL;
     }
-    return r->real ? px_http_resp_header(r->real, name) : header_in(r->headers, name);
+    return r->real ? the_kit->real.http_resp_header(r->real, name) : header_in(r->headers, name);
 }
 
 static const char *kit_resp_body(const px_http_response *resp, size_t *len)
@@ -1271,7 +1210,7 @@ static const char *kit_resp_body(const px_http_response *resp, size_t *len)
         return "";
     }
     if (r->real) {
-        return px_http_resp_body(r->real, len);
+        return the_kit->real.http_resp_body(r->real, len);
     }
     if (len) {
         *len = r->len;
@@ -1279,29 +1218,24 @@ static const char *kit_resp_body(const px_http_response *resp, size_t *len)
     return r->body;
 }
 
-/* --- State, metrics, lifecycle, dead letters ----------------------------------------------- */
+/* --- State, metrics, drain, dead letters ---------------------------------------------------- */
 
 static json_t *kit_kv_get(px_plugin_ctx *ctx, const char *key)
 {
-    kgen *g = (kgen *)ctx;
-    if (!usable(g, "kv_get") || !key) {
-        return NULL;
-    }
-    return px_store_kv_get(g->k->store, g->k->instance, key);
+    return usable(ctx, "kv_get") ? the_kit->real.kv_get(ctx, key) : NULL;
 }
 
 static int kit_kv_set(px_plugin_ctx *ctx, const char *key, const json_t *value)
 {
-    kgen *g = (kgen *)ctx;
-    if (!usable(g, "kv_set")) {
+    if (!usable(ctx, "kv_set")) {
         return PX_ESTATE;
     }
     if (!key || !key[0]) {
         return PX_EINVAL;
     }
-    int rc = px_store_kv_set(g->k->store, g->k->instance, key, value);
+    int rc = the_kit->real.kv_set(ctx, key, value);
     if (rc == 0) {
-        json_object_set_new(g->k->kv_keys, key, json_true());
+        json_object_set_new(the_kit->kv_keys, key, json_true());
     }
     return rc;
 }
@@ -1309,15 +1243,20 @@ static int kit_kv_set(px_plugin_ctx *ctx, const char *key, const json_t *value)
 static void metric(px_plugin_ctx *ctx, const char *fn, const char *name, const char *labels,
                    double v, int add)
 {
-    kgen *g = (kgen *)ctx;
-    if (!usable(g, fn) || !name) {
+    kit *k = the_kit;
+    if (!usable(ctx, fn) || !name) {
         return;
     }
     char *key = px_xasprintf("%s{%s}", name, labels ? labels : "");
-    json_t *old = json_object_get(g->k->metrics, key);
-    json_object_set_new(g->k->metrics, key,
+    json_t *old = json_object_get(k->metrics, key);
+    json_object_set_new(k->metrics, key,
                         json_real(add ? (old ? json_number_value(old) : 0) + v : v));
     free(key);
+    if (add) {
+        k->real.counter_add(ctx, name, labels, v);
+    } else {
+        k->real.gauge_set(ctx, name, labels, v);
+    }
 }
 
 static void kit_counter_add(px_plugin_ctx *ctx, const char *name, const char *labels, double d)
@@ -1350,8 +1289,8 @@ static size_t open_calls(kit *k, kgen *g, int count_cancelled)
 
 static void kit_drained(px_plugin_ctx *ctx)
 {
-    kgen *g = (kgen *)ctx;
-    if (!usable(g, "drained")) {
+    kgen *g = usable(ctx, "drained");
+    if (!g) {
         return;
     }
     kit *k = g->k;
@@ -1365,6 +1304,9 @@ static void kit_drained(px_plugin_ctx *ctx)
         warning(k, "drained() called more than once");
         return;
     }
+    if (g->drain_asked) {
+        push_lifecycle(k, g, "drained");
+    }
     size_t nd = open_deliveries(k, g), nc = open_calls(k, g, 0);
     if (nd) {
         violation(k, "drained() called with %zu deliveries not completed", nd);
@@ -1372,19 +1314,17 @@ static void kit_drained(px_plugin_ctx *ctx)
     if (nc) {
         violation(k, "drained() called with %zu HTTP calls in flight", nc);
     }
+    k->real.drained(ctx);
 }
 
 static int kit_dead_letter(px_plugin_ctx *ctx, const char *raw, size_t len, const json_t *meta,
                            const char *reason, px_persisted_cb cb, void *arg)
 {
-    kgen *g = (kgen *)ctx;
-    if (!usable(g, "dead_letter")) {
+    kgen *g = usable(ctx, "dead_letter");
+    if (!g) {
         return PX_ESTATE;
     }
-    if (!raw && len) {
-        return PX_EINVAL;
-    }
-    if (meta && !json_is_object(meta)) {
+    if ((!raw && len) || (meta && !json_is_object(meta))) {
         return PX_EINVAL;
     }
     kit *k = g->k;
@@ -1392,38 +1332,23 @@ static int kit_dead_letter(px_plugin_ctx *ctx, const char *raw, size_t len, cons
                             reason ? reason : "");
     json_object_set_new(rec, "meta", meta ? json_deep_copy(meta) : json_object());
     json_array_append_new(k->dead_letters, rec);
-    if (cb) {
-        kq *it = px_xcalloc(1, sizeof(*it));
-        it->kind = Q_PERSISTED;
-        it->g = g;
-        it->pcb = cb;
-        it->status = PX_OK;
-        it->arg = arg;
-        enqueue(k, it);
-    }
-    return 0;
+    kpers *p = cb ? persisted_via_kit(k, g, cb, arg, rec) : NULL;
+    return k->real.dead_letter(ctx, raw, len, meta, reason, p ? on_persisted : NULL, p);
 }
 
 static void fill_api(px_host_api *a)
 {
-    memset(a, 0, sizeof(*a));
-    a->abi_major = PX_SDK_ABI_MAJOR;
-    a->abi_minor = PX_SDK_ABI_MINOR;
-    a->size = sizeof(*a);
+    /* The real table; the functions that take a handle the plugin may hold too long, or that the
+     * contract restricts, are replaced by shims. Event getters stay real: the kit holds a
+     * reference on every event the plugin was given, so none dies under it. */
+    px_api_init(a);
     a->log = kit_log;
-    a->instance_name = kit_instance_name;
     a->event_create = kit_event_create;
     a->event_set = kit_event_set;
     a->event_set_hint = kit_event_set_hint;
     a->event_set_meta = kit_event_set_meta;
     a->emit = kit_emit;
     a->event_discard = kit_event_discard;
-    a->event_type = kit_event_type;
-    a->event_id = kit_event_id;
-    a->event_source = kit_event_source;
-    a->event_meta = kit_event_meta;
-    a->event_time_ms = kit_event_time_ms;
-    a->event_payload = kit_event_payload;
     a->delivery_event = kit_delivery_event;
     a->delivery_action = kit_delivery_action;
     a->delivery_params = kit_delivery_params;
@@ -1453,7 +1378,325 @@ static void fill_api(px_host_api *a)
     a->dead_letter = kit_dead_letter;
     a->event_set_raw = kit_event_set_raw;
     a->event_create_text = kit_event_create_text;
-    a->event_payload_text = kit_event_payload_text;
+}
+
+/* --- The kit's own plugins at the edges ----------------------------------------------------- */
+
+/* The source of the scenario's events: its generation is what the kit emits them from. */
+static int src_init(px_plugin_ctx *ctx, const json_t *config, void **state)
+{
+    (void)config;
+    the_kit->src_ctx = ctx;
+    *state = the_kit;
+    return 0;
+}
+
+static void src_destroy(void *state)
+{
+    kit *k = state;
+    k->src_ctx = NULL;
+}
+
+static const px_plugin_desc src_desc = {
+    PX_PLUGIN_DESC_INIT,
+    .kind = PX_KIND_SOURCE,
+    .name = KIT_SOURCE,
+    .version = "1",
+    .description = "the test kit's source of a scenario's events",
+    .init = src_init,
+    .destroy = src_destroy,
+};
+
+static const px_plugin_desc *src_entry(const px_host_api *api)
+{
+    (void)api;
+    return &src_desc;
+}
+
+/* The sink the plugin's emits are routed to, so that they reach the store as in a host with a
+ * pipeline (and a refusing store makes them "busy"): it takes every delivery at once. */
+static int coll_init(px_plugin_ctx *ctx, const json_t *config, void **state)
+{
+    (void)config;
+    *state = ctx;
+    return 0;
+}
+
+static void coll_deliver(void *state, px_delivery *d)
+{
+    (void)state;
+    the_kit->real.complete(d, PX_OK, "collected", 0);
+}
+
+static void coll_destroy(void *state)
+{
+    (void)state;
+}
+
+static const px_plugin_desc coll_desc = {
+    PX_PLUGIN_DESC_INIT,
+    .kind = PX_KIND_SINK,
+    .name = KIT_COLLECTOR,
+    .version = "1",
+    .description = "the test kit's sink for the emits of the plugin under test",
+    .init = coll_init,
+    .deliver = coll_deliver,
+    .destroy = coll_destroy,
+};
+
+static const px_plugin_desc *coll_entry(const px_host_api *api)
+{
+    (void)api;
+    return &coll_desc;
+}
+
+/* --- The store at the edge -------------------------------------------------------------------- */
+
+static void on_busy_put(int status, void *arg)
+{
+    kbusy *b = arg;
+    (void)status;
+    b->cb(PX_EBUSY, b->arg);
+    free(b);
+}
+
+static const px_store_ops *memory_ops; /* the in-memory backend's table, under the busy one */
+
+/* Every put fails at its commit, as on a full disk: its callback says so (later, on the loop). */
+static int busy_put(void *impl, const px_store_event *ev, px_store_row *rows, size_t n,
+                    px_store_put_cb cb, void *arg)
+{
+    kbusy *b = px_xmalloc(sizeof(*b));
+    *b = (kbusy){cb, arg};
+    int rc = memory_ops->put(impl, ev, rows, n, on_busy_put, b);
+    if (rc < 0) {
+        free(b);
+    }
+    return rc;
+}
+
+/* The store the runtime gets: in memory, refusing every put when the scenario says "busy". */
+static px_store *edge_store(kit *k)
+{
+    px_store *mem = NULL;
+    px_store_open_memory(&k->loop, NULL, &mem);
+    if (k->emit_status == PX_OK) {
+        return mem;
+    }
+    memory_ops = mem->ops;
+    k->busy_ops = *mem->ops;
+    k->busy_ops.put = busy_put;
+    k->busy_store = (px_store){.ops = &k->busy_ops, .impl = mem->impl};
+    return &k->busy_store;
+}
+
+/* --- What the runtime tells the kit: lifecycle calls and hand-overs ------------------------- */
+
+static size_t live_timers(kit *k, kgen *g, int pending_only)
+{
+    size_t n = 0;
+    for (ktimer *t = k->timers; t; t = t->next) {
+        if (t->g == g && !t->stopped && (!pending_only || t->repeat || !t->fired)) {
+            n++;
+        }
+    }
+    return n;
+}
+
+/* The plugin's state as the store holds it now (the store is the runtime's until it closes). */
+static void snapshot_kv(kit *k, px_store *store)
+{
+    json_t *state = json_object();
+    const char *key;
+    json_t *unused;
+    json_object_foreach(k->kv_keys, key, unused) {
+        json_t *v = px_store_kv_get(store, k->instance, key);
+        if (v) {
+            json_object_set_new(state, key, v);
+        }
+    }
+    json_decref(k->kv);
+    k->kv = state;
+}
+
+static kgen *gen_new(kit *k, px_plugin_ctx *ctx)
+{
+    kgen *g = px_xcalloc(1, sizeof(*g));
+    g->k = k;
+    g->ctx = ctx;
+    g->no = k->ngens + 1;
+    g->phase = PH_LOADED;
+    g->pin = dlopen(ctx->lib->path, RTLD_NOW | RTLD_NOLOAD);
+    k->gens[k->ngens++] = g;
+    return g;
+}
+
+/* init failed: destroy is not called, and nothing may be left behind. */
+static void init_failed(kit *k, kgen *g)
+{
+    set_phase(g, PH_DESTROYED);
+    size_t nt = live_timers(k, g, 0);
+    if (nt) {
+        violation(k, "init failed but left %zu timers running", nt);
+    }
+    if (open_calls(k, g, 1)) {
+        violation(k, "init failed but left HTTP calls in flight");
+    }
+}
+
+/* The drain is over (done, or timed out): what must hold before destroy, and what the host does
+ * then: requests still unanswered are answered 503, outgoing calls are cancelled (their
+ * callbacks run now, with status < 0). */
+static void before_destroy(kit *k, kgen *g)
+{
+    const px_plugin_desc *d = k->desc;
+    size_t nd = open_deliveries(k, g);
+    if (d->drain && !g->drained_calls) {
+        violation(k, "drain(): host->drained() was not called within %llu ms",
+                  (unsigned long long)k->timeout_ms);
+    } else if (d->drain) {
+        size_t nt = live_timers(k, g, 1), nc = open_calls(k, g, 1);
+        if (nt) {
+            violation(k, "%zu timers still pending after drain (stop them in stop or drain)",
+                      nt);
+        }
+        if (nc) {
+            violation(k, "%zu HTTP calls still in flight after drain", nc);
+        }
+        if (nd) {
+            violation(k, "%zu deliveries still not completed after drain", nd);
+        }
+    } else if (nd) {
+        violation(k, "%zu deliveries still not completed %llu ms after stop", nd,
+                  (unsigned long long)k->timeout_ms);
+    }
+    for (kreq *r = k->reqs; r; r = r->next) {
+        if (r->g == g && !r->responded) {
+            violation(k, "request %d was never answered (http_respond is owed exactly once; "
+                      "the host answers 503 at unload)", r->index);
+            r->responded = 1;
+            r->status = 503;
+        }
+    }
+    size_t nc = open_calls(k, g, 1);
+    if (nc && !d->drain) {
+        warning(k, "%zu HTTP calls still in flight at unload: cancelled before destroy", nc);
+    }
+    for (kcall *c = k->calls; c; c = c->next) {
+        if (c->g == g && !c->done && !c->real) {
+            px_crash_frame cf;
+            plugin_call(&cf, k, "http_response");
+            finish_call(c, UV_ECANCELED, NULL, "cancelled");
+            px_crash_leave(&cf);
+        }
+    }
+    set_phase(g, PH_DESTROYING);
+    push_lifecycle(k, g, "destroy");
+}
+
+static void after_destroy(kit *k, kgen *g, px_store *store)
+{
+    set_phase(g, PH_DESTROYED);
+    for (kcall *c = k->calls; c; c = c->next) {
+        if (c->g == g && !c->done) {
+            violation(k, "an HTTP call started inside destroy");
+            c->orphan = 1;
+            if (!c->real) {
+                finish_call(c, UV_ECANCELED, NULL, "cancelled");
+            }
+        }
+    }
+    size_t nt = live_timers(k, g, 0);
+    if (nt) {
+        violation(k, "%zu timers never stopped: timer_stop is owed once for every timer, even a "
+                  "fired one-shot", nt);
+    }
+    for (kevent *e = k->events; e; e = e->next) {
+        if (e->g == g && !e->emitted && !e->discarded && !e->delivered) {
+            violation(k, "event %s (type %s) was created but neither emitted nor discarded",
+                      e->ev->id, e->ev->type);
+        }
+    }
+    snapshot_kv(k, store);
+}
+
+/* The dispatcher hands delivery `handle` to g: it is the scenario's event it carries. */
+static void handed_over(kit *k, kgen *g, px_delivery *handle)
+{
+    px_delivery *dl = px_dispatch_resolve(handle);
+    kdel *found = NULL, *same = NULL;
+    pthread_mutex_lock(&k->lock);
+    /* The event the kit emitted, or (read back from the store after an older delivery of the
+     * sink was retried) a copy with its id: the oldest of the scenario's not yet handed over. */
+    for (kdel *d = k->dels; d && dl; d = d->next) {
+        if (d->ev == dl->event || strcmp(d->ev->id, dl->event->id) == 0) {
+            same = d;
+            if (!d->handle) {
+                found = d;
+            }
+        }
+    }
+    if (found) {
+        found->handle = handle;
+        found->g = g;
+    } else {
+        /* the same event again: taken back from an old generation and retried here */
+        kdel *d = px_xcalloc(1, sizeof(*d));
+        *d = (kdel){.g = g, .index = same ? same->index : -1, .handle = handle, .judged = 1,
+                    .ev = dl ? px_event_ref(dl->event) : NULL, .next = k->dels};
+        k->dels = d;
+    }
+    pthread_mutex_unlock(&k->lock);
+}
+
+static void on_watch(void *arg, px_plugin_ctx *gen, const char *call, const void *what,
+                     int after, int rc)
+{
+    kit *k = arg;
+    if (strcmp(gen->inst->name, k->instance) != 0) {
+        return; /* the kit's own source and collector */
+    }
+    kgen *g = gen_of(k, gen);
+    if (!g) {
+        if (strcmp(call, "init") != 0 || after || k->ngens == 2) {
+            return;
+        }
+        g = gen_new(k, gen);
+    }
+    px_store *store = px_runtime_of(gen)->store;
+    if (strcmp(call, "init") == 0) {
+        if (!after) {
+            push_lifecycle(k, g, "init");
+            return;
+        }
+        snapshot_kv(k, store);
+        if (rc < 0) {
+            k->init_rc = rc;
+            init_failed(k, g);
+        }
+    } else if (strcmp(call, "start") == 0) {
+        if (!after && k->desc->start) {
+            push_lifecycle(k, g, "start");
+        } else if (after && rc >= 0) {
+            set_phase(g, PH_RUNNING);
+        }
+    } else if (strcmp(call, "stop") == 0 && !after) {
+        set_phase(g, PH_STOPPING);
+        if (k->desc->stop) {
+            push_lifecycle(k, g, "stop");
+        }
+    } else if (strcmp(call, "drain") == 0 && !after) {
+        g->drain_asked = 1;
+        push_lifecycle(k, g, "drain");
+    } else if (strcmp(call, "destroy") == 0) {
+        if (after) {
+            after_destroy(k, g, store);
+        } else {
+            before_destroy(k, g);
+        }
+    } else if (strcmp(call, "deliver") == 0 && !after) {
+        handed_over(k, g, (px_delivery *)what);
+    }
 }
 
 /* --- Driving the plugin ---------------------------------------------------------------------- */
@@ -1461,23 +1704,6 @@ static void fill_api(px_host_api *a)
 static int del_done(void *arg)
 {
     return ((kdel *)arg)->completed;
-}
-
-static int req_done(void *arg)
-{
-    return ((kreq *)arg)->responded;
-}
-
-static int gen_drained(void *arg)
-{
-    kgen *g = arg;
-    return g->drained_calls > 0;
-}
-
-static int no_open_deliveries(void *arg)
-{
-    kgen *g = arg;
-    return open_deliveries(g->k, g) == 0;
 }
 
 static const char *status_name(int status)
@@ -1493,10 +1719,10 @@ static void judge_delivery(kit *k, kdel *d)
 {
     const json_t *spec = d->spec;
     int idx = d->index;
-    kevent *e = d->ev;
+    const px_event *e = d->ev;
     d->judged = 1;
     json_t *rec = json_pack("{s:i,s:s,s:s}", "index", idx, "type", e->type, "id", e->id);
-    if (k->ngens > 1) {
+    if (k->ngens > 1 && d->g) {
         json_object_set_new(rec, "generation", json_integer(d->g->no));
     }
     if (!d->completed) {
@@ -1530,7 +1756,16 @@ static void judge_delivery(kit *k, kdel *d)
     json_array_append_new(k->deliveries, rec);
 }
 
-static void run_events(kit *k, kgen *g, size_t *index)
+/* The id of the scenario's event `index` (counted over both generations' rounds). */
+static char *event_id(const json_t *spec, size_t index)
+{
+    const char *id = json_string_value(json_object_get(spec, "id"));
+    return id ? px_xstrdup(id) : px_xasprintf("kit-%zu", index + 1);
+}
+
+/* Round `round` (0, or 1 on the second generation) of the scenario's events: each is emitted by
+ * the kit's source and reaches g through its pipeline, the router and the dispatcher. */
+static void run_events(kit *k, kgen *g, size_t round)
 {
     const json_t *events = json_object_get(k->scn, "events");
     size_t i;
@@ -1540,47 +1775,37 @@ static void run_events(kit *k, kgen *g, size_t *index)
         return;
     }
     json_array_foreach(events, i, spec) {
-        if (g->phase != PH_RUNNING) {
+        if (phase_of(g) != PH_RUNNING || !k->src_ctx) {
             return;
         }
-        int idx = (int)(*index)++;
+        int idx = (int)(round * json_array_size(events) + i);
         const char *type = json_string_value(json_object_get(spec, "type"));
         json_t *payload = json_object_get(spec, "payload");
-        kevent *e = event_new(g, type ? type : "test.event",
-                              payload ? json_deep_copy(payload) : json_object());
-        e->from_kit = 1;
-        e->emitted = 1;
-        free(e->source);
-        e->source = px_xstrdup("test");
-        const char *id = json_string_value(json_object_get(spec, "id"));
-        if (id) {
-            free(e->id);
-            e->id = px_xstrdup(id);
-        }
-        json_t *meta = json_object_get(spec, "meta");
-        if (json_is_object(meta)) {
-            json_object_update(e->meta, meta);
+        px_event *ev = k->real.event_create(k->src_ctx, type ? type : "test.event",
+                                            payload ? json_deep_copy(payload) : json_object());
+        char *id = event_id(spec, (size_t)idx);
+        k->real.event_set(ev, PX_EVENT_ID, id);
+        free(id);
+        const char *key;
+        json_t *v;
+        json_object_foreach(json_object_get(spec, "meta"), key, v) {
+            if (json_is_string(v)) {
+                k->real.event_set_meta(ev, key, json_string_value(v));
+            }
         }
         kdel *d = px_xcalloc(1, sizeof(*d));
-        d->g = g;
-        d->index = idx;
-        d->ev = e;
-        json_t *params = json_object_get(spec, "params");
-        d->params = params ? json_deep_copy(params) : json_object();
-        const char *action = json_string_value(json_object_get(spec, "action"));
-        const char *pipeline = json_string_value(json_object_get(spec, "pipeline"));
-        d->action = px_xstrdup(action ? action : "");
-        d->pipeline = px_xstrdup(pipeline ? pipeline : "test");
-        json_t *attempt = json_object_get(spec, "attempt");
-        d->attempt = attempt ? (uint32_t)json_integer_value(attempt) : 1;
+        *d = (kdel){.index = idx, .ev = px_event_ref(ev), .spec = spec};
+        pthread_mutex_lock(&k->lock);
         d->next = k->dels;
         k->dels = d;
-
-        d->spec = spec;
-        px_crash_frame cf;
-        plugin_call(&cf, k, "deliver", d->ev->id);
-        k->desc->deliver(g->state, (px_delivery *)d);
-        px_crash_leave(&cf);
+        pthread_mutex_unlock(&k->lock);
+        int rc = k->real.emit(k->src_ctx, ev, NULL, NULL);
+        if (rc < 0) {
+            failure(k, "delivery %d: the kit's source could not emit it: %s", idx,
+                    px_strerror(rc));
+            d->judged = 1;
+            continue;
+        }
         if (json_is_false(json_object_get(spec, "wait"))) {
             continue; /* judged at the end: it may complete during the drain */
         }
@@ -1594,7 +1819,18 @@ static void run_events(kit *k, kgen *g, size_t *index)
 
 static void judge_left(kit *k)
 {
+    /* in the order they were made (the list is newest first) */
+    size_t n = 0;
     for (kdel *d = k->dels; d; d = d->next) {
+        n++;
+    }
+    kdel **all = px_xcalloc(n ? n : 1, sizeof(*all));
+    size_t i = n;
+    for (kdel *d = k->dels; d; d = d->next) {
+        all[--i] = d;
+    }
+    for (i = 0; i < n; i++) {
+        kdel *d = all[i];
         if (!d->judged) {
             if (!d->completed) {
                 failure(k, "delivery %d was never completed", d->index);
@@ -1602,18 +1838,83 @@ static void judge_left(kit *k)
             judge_delivery(k, d);
         }
     }
+    free(all);
 }
 
-static kroute *find_route(kit *k, const char *method, const char *path)
+/* --- The scenario's requests, over HTTP to the runtime's server ------------------------------- */
+
+static void on_answer(int status, const px_http_response *resp, const char *error, void *arg)
 {
-    for (kroute *r = k->routes; r; r = r->next) {
-        if (r->g != k->cur || (r->method && strcasecmp(r->method, method) != 0)) {
-            continue;
+    kout *o = arg;
+    o->done = 1;
+    o->status = status;
+    size_t len = 0;
+    const char *body = resp ? px_http_resp_body(resp, &len) : "";
+    o->body = px_xstrndup(body, len);
+    o->len = len;
+    o->error = error ? px_xstrdup(error) : NULL;
+    progress(o->k);
+}
+
+static int out_done(void *arg)
+{
+    return ((kout *)arg)->done;
+}
+
+/* Sends request spec to the plugin's routes; returns its record of the call. */
+static kout *send_request(kit *k, const json_t *spec, const char *method, const char *path,
+                          const char *query)
+{
+    kout *o = px_xcalloc(1, sizeof(*o));
+    o->k = k;
+    o->next = k->outs;
+    k->outs = o;
+    if (!k->client && px_http_client_create(&k->loop, &k->client) < 0) {
+        o->done = 1;
+        o->status = PX_ESTATE;
+        o->error = px_xstrdup("cannot create an HTTP client");
+        return o;
+    }
+    char *url = px_xasprintf("http://127.0.0.1:%d%s%s%s", px_http_server_port(k->rt->http), path,
+                             query && query[0] ? "?" : "", query ? query : "");
+    json_t *hs = json_object_get(spec, "headers");
+    const char **headers = px_xcalloc(json_object_size(hs) + 1, sizeof(*headers));
+    char **owned = px_xcalloc(json_object_size(hs) + 1, sizeof(*owned));
+    size_t n = 0;
+    const char *name;
+    json_t *v;
+    json_object_foreach(hs, name, v) {
+        if (json_is_string(v)) {
+            owned[n] = px_xasprintf("%s: %s", name, json_string_value(v));
+            headers[n] = owned[n];
+            n++;
         }
-        size_t n = strlen(r->path);
-        if (strcmp(r->path, path) == 0 ||
-            ((r->flags & PX_ROUTE_PREFIX) && strncmp(r->path, path, n) == 0 &&
-             (path[n] == '/' || (n > 0 && r->path[n - 1] == '/')))) {
+    }
+    size_t len = 0;
+    char *body = body_text(json_object_get(spec, "body"), &len);
+    px_http_options opt = {.size = sizeof(opt), .method = method, .url = url,
+                           .headers = headers, .body = body, .body_len = len,
+                           .timeout_ms = (uint32_t)(k->timeout_ms * 2)};
+    int rc = px_http_client_request(k->client, &opt, on_answer, o, NULL);
+    if (rc < 0) {
+        o->done = 1;
+        o->status = rc;
+        o->error = px_xstrdup(px_strerror(rc));
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(owned[i]);
+    }
+    free(owned);
+    free(headers);
+    free(body);
+    free(url);
+    return o;
+}
+
+static kreq *req_served(kit *k, kgen *g, int index)
+{
+    for (kreq *r = k->reqs; r; r = r->next) {
+        if (r->g == g && r->index == index) {
             return r;
         }
     }
@@ -1626,58 +1927,41 @@ static void run_requests(kit *k, kgen *g)
     size_t i;
     json_t *spec;
     json_array_foreach(reqs, i, spec) {
-        if (g->phase != PH_RUNNING) {
+        if (phase_of(g) != PH_RUNNING) {
             return;
         }
         const char *method = json_string_value(json_object_get(spec, "method"));
         const char *path = json_string_value(json_object_get(spec, "path"));
         const char *query = json_string_value(json_object_get(spec, "query"));
         method = method ? method : "POST";
-        path = path ? path : "/";
+        path = path && path[0] == '/' ? path : "/";
         json_t *rec = json_pack("{s:i,s:s,s:s}", "index", (int)i, "method", method, "path",
                                 path);
-        kroute *route = find_route(k, method, path);
-        int status;
-        const char *body_out = "";
-        size_t body_len = 0;
-        kreq *r = NULL;
-        if (!route) {
-            status = 404;
-            json_object_set_new(rec, "error", json_string("no route registered for it"));
-        } else {
-            r = px_xcalloc(1, sizeof(*r));
-            r->g = route->g;
-            r->index = (int)i;
-            r->method = px_xstrdup(method);
-            r->path = px_xstrdup(path);
-            r->query = px_xstrdup(query ? query : "");
-            r->body = body_text(json_object_get(spec, "body"), &r->len);
-            json_t *h = json_object_get(spec, "headers");
-            r->headers = json_is_object(h) ? h : NULL;
-            if (!r->headers) {
-                r->headers = k->empty;
-            }
-            r->resp_headers = json_object();
-            r->next = k->reqs;
-            k->reqs = r;
-            px_crash_frame cf;
-            plugin_call(&cf, k, "http_route", NULL);
-            route->cb((px_http_request *)r, route->arg);
-            px_crash_leave(&cf);
-            if (!run_until(k, req_done, r, k->timeout_ms)) {
-                failure(k, "request %zu (%s %s) was not answered within %llu ms", i, method,
-                        path, (unsigned long long)k->timeout_ms);
-                json_object_set_new(rec, "status", json_null());
-                json_array_append_new(k->requests, rec);
-                continue;
-            }
-            status = r->status;
-            body_out = r->resp_body;
-            body_len = r->resp_len;
-            json_object_set(rec, "headers", r->resp_headers);
+        k->req_index = (int)i;
+        kout *o = send_request(k, spec, method, path, query);
+        if (!run_until(k, out_done, o, k->timeout_ms)) {
+            failure(k, "request %zu (%s %s) was not answered within %llu ms", i, method, path,
+                    (unsigned long long)k->timeout_ms);
+            json_object_set_new(rec, "status", json_null());
+            json_array_append_new(k->requests, rec);
+            continue;
         }
+        if (o->status < 0) {
+            failure(k, "request %zu (%s %s): %s", i, method, path,
+                    o->error ? o->error : px_strerror(o->status));
+            json_object_set_new(rec, "status", json_null());
+            json_array_append_new(k->requests, rec);
+            continue;
+        }
+        kreq *served = req_served(k, g, (int)i);
+        if (served) {
+            json_object_set(rec, "headers", served->resp_headers);
+        } else if (o->status == 404) {
+            json_object_set_new(rec, "error", json_string("no route registered for it"));
+        }
+        int status = o->status;
         json_object_set_new(rec, "status", json_integer(status));
-        json_object_set_new(rec, "body", body_value(body_out, body_len));
+        json_object_set_new(rec, "body", body_value(o->body, o->len));
         int pass = 1;
         json_t *want = json_object_get(spec, "expect_status");
         if (want && json_integer_value(want) != status) {
@@ -1686,7 +1970,7 @@ static void run_requests(kit *k, kgen *g)
             pass = 0;
         }
         const char *has = json_string_value(json_object_get(spec, "expect_body"));
-        if (has && !strstr(body_out, has)) {
+        if (has && !strstr(o->body, has)) {
             failure(k, "request %zu (%s %s): body does not contain \"%s\"", i, method, path,
                     has);
             pass = 0;
@@ -1696,185 +1980,276 @@ static void run_requests(kit *k, kgen *g)
     }
 }
 
-static kgen *gen_new(kit *k)
+/* --- Generations ---------------------------------------------------------------------------- */
+
+static int gen_destroyed(void *arg)
 {
-    kgen *g = px_xcalloc(1, sizeof(*g));
-    g->k = k;
-    g->no = k->ngens + 1;
-    k->gens[k->ngens++] = g;
-    return g;
+    return phase_of(arg) == PH_DESTROYED;
 }
 
-static size_t live_timers(kit *k, kgen *g, int pending_only)
-{
-    size_t n = 0;
-    for (ktimer *t = k->timers; t; t = t->next) {
-        if (t->g == g && !t->stopped && (!pending_only || t->repeat || !t->fired)) {
-            n++;
-        }
-    }
-    return n;
-}
-
-/* init (+ import); returns 0 or the plugin's error. */
-static int gen_init(kit *k, kgen *g)
-{
-    push_lifecycle(k, g, "init");
-    void *state = NULL;
-    px_crash_frame cf;
-    plugin_call(&cf, k, "init", NULL);
-    int rc = k->desc->init((px_plugin_ctx *)g, k->config, &state);
-    px_crash_leave(&cf);
-    if (rc < 0) {
-        return rc;
-    }
-    g->state = state;
-    return 0;
-}
-
-static int gen_start(kit *k, kgen *g)
-{
-    if (k->desc->start) {
-        push_lifecycle(k, g, "start");
-        px_crash_frame cf;
-        plugin_call(&cf, k, "start", NULL);
-        int rc = k->desc->start(g->state);
-        px_crash_leave(&cf);
-        if (rc < 0) {
-            failure(k, "start failed (generation %d): %s", g->no, px_strerror(rc));
-            return rc;
-        }
-    }
-    g->phase = PH_RUNNING;
-    return 0;
-}
-
-/* What the host does to a generation just before destroy (after = 0) and again after it
- * (after = 1): requests still unanswered are answered 503 and outgoing calls are cancelled, their
- * callbacks running now with status < 0. Calls started inside destroy would call back after it,
- * into freed state: the kit ends those without their callback. */
-static void unload(kit *k, kgen *g, int after)
-{
-    for (kreq *r = k->reqs; r; r = r->next) {
-        if (r->g == g && !r->responded) {
-            violation(k, "request %d was never answered (http_respond is owed exactly once; "
-                      "the host answers 503 at unload)", r->index);
-            r->responded = 1;
-            r->status = 503;
-        }
-    }
-    size_t nc = open_calls(k, g, 1);
-    if (nc && !after && !k->desc->drain) {
-        warning(k, "%zu HTTP calls still in flight at unload: cancelled before destroy", nc);
-    }
-    for (kcall *c = k->calls; c; c = c->next) {
-        if (c->g != g || c->done) {
-            continue;
-        }
-        if (after) {
-            violation(k, "an HTTP call started inside destroy");
-            c->orphan = 1;
-        }
-        if (c->real) {
-            continue;
-        }
-        finish_call(c, UV_ECANCELED, NULL, "cancelled");
-    }
-    if (k->client) {
-        if (after) {
-            for (kcall *c = k->calls; c; c = c->next) {
-                c->orphan |= c->g == g && c->real && !c->done;
-            }
-        }
-        px_http_client_cancel_owner(k->client, g);
-    }
-}
-
-/* stop, drain (bounded), destroy, and the checks that go with each step. */
-static void gen_shutdown(kit *k, kgen *g)
+/* export_state of the old generation into import_state of the new one, as a reload does. */
+static void hand_over_state(kit *k, kgen *g1, kgen *g2)
 {
     const px_plugin_desc *d = k->desc;
+    if (!d->export_state || !d->import_state) {
+        return;
+    }
     px_crash_frame cf;
-    g->phase = PH_STOPPING;
-    if (d->stop) {
-        push_lifecycle(k, g, "stop");
-        plugin_call(&cf, k, "stop", NULL);
-        d->stop(g->state);
-        px_crash_leave(&cf);
-    }
-    if (d->drain) {
-        g->drain_asked = 1;
-        push_lifecycle(k, g, "drain");
-        plugin_call(&cf, k, "drain", NULL);
-        d->drain(g->state);
-        px_crash_leave(&cf);
-        if (!run_until(k, gen_drained, g, k->timeout_ms)) {
-            violation(k, "drain(): host->drained() was not called within %llu ms",
-                      (unsigned long long)k->timeout_ms);
-        } else {
-            push_lifecycle(k, g, "drained");
-        }
-    } else if (!run_until(k, no_open_deliveries, g, k->timeout_ms)) {
-        violation(k, "%zu deliveries still not completed %llu ms after stop",
-                  open_deliveries(k, g), (unsigned long long)k->timeout_ms);
-    }
-    g->phase = PH_DRAINED;
-    run_until(k, NULL, NULL, 1); /* let persisted callbacks and posts already due run */
-    if (d->drain) {
-        size_t nt = live_timers(k, g, 1), nc = open_calls(k, g, 1), nd = open_deliveries(k, g);
-        if (nt) {
-            violation(k, "%zu timers still pending after drain (stop them in stop or drain)",
-                      nt);
-        }
-        if (nc) {
-            violation(k, "%zu HTTP calls still in flight after drain", nc);
-        }
-        if (nd && g->drained_calls) {
-            violation(k, "%zu deliveries still not completed after drain", nd);
-        }
-    }
-    run_queue(k, g); /* the host runs queued posts before unloading */
-    unload(k, g, 0);
-    pthread_mutex_lock(&k->lock);
-    g->phase = PH_DESTROYING;
-    pthread_mutex_unlock(&k->lock);
-    push_lifecycle(k, g, "destroy");
-    plugin_call(&cf, k, "destroy", NULL);
-    d->destroy(g->state);
+    push_lifecycle(k, g1, "export_state");
+    plugin_call(&cf, k, "export_state");
+    json_t *st = d->export_state(g1->ctx->state);
     px_crash_leave(&cf);
-    pthread_mutex_lock(&k->lock);
-    g->phase = PH_DESTROYED;
-    pthread_mutex_unlock(&k->lock);
-    unload(k, g, 1); /* whatever destroy itself started */
+    push_lifecycle(k, g2, "import_state");
+    plugin_call(&cf, k, "import_state");
+    int rc = d->import_state(g2->ctx->state, st);
+    px_crash_leave(&cf);
+    json_object_set_new(k->report, "handed_over", st ? st : json_null());
+    if (rc < 0) {
+        failure(k, "import_state failed: %s", px_strerror(rc));
+    }
+}
 
-    size_t nt = live_timers(k, g, 0);
-    if (nt) {
-        violation(k, "%zu timers never stopped: timer_stop is owed once for every timer, even a "
-                  "fired one-shot", nt);
+/* Hands the instance over to a second generation the way a reload does (load, hand over state,
+ * switch routes and deliveries, start; the first one stops, drains and is destroyed), then runs
+ * the requests and events again on it. */
+static void reload(kit *k, kgen *g1, uint64_t run_ms)
+{
+    px_runtime *rt = k->rt;
+    px_instance *inst = px_runtime_instance(rt, k->instance);
+    px_plugin_ctx *old = inst->gen, *ng = NULL;
+    char err[1024] = "";
+    int rc = px_gen_load(inst, inst->file, rt->copy_dir, rt->cfg->plugin_trust, &ng, err,
+                         sizeof(err));
+    if (rc < 0) {
+        failure(k, "init of generation 2 failed: %s", err);
+        return;
     }
-    for (ktimer *t = k->timers; t; t = t->next) {
-        if (t->g == g) {
-            uv_timer_stop(&t->h);
+    kgen *g2 = gen_of(k, ng);
+    hand_over_state(k, g1, g2);
+    inst->gen = ng;
+    px_net_apply_routes(rt->http, ng);
+    rc = px_gen_start(ng, err, sizeof(err));
+    if (rc < 0) {
+        failure(k, "start failed (generation 2): %s", err);
+        inst->gen = old;
+        px_net_apply_routes(rt->http, old);
+        px_gen_close(ng, NULL);
+        return;
+    }
+    k->cur = g2;
+    px_runtime_retire_gen(rt, old);
+    px_dispatch_pump_all(rt->dispatch);
+    run_until(k, gen_destroyed, g1, k->timeout_ms * 2 + 1000);
+    run_requests(k, g2);
+    run_events(k, g2, 1);
+    run_until(k, NULL, NULL, run_ms);
+}
+
+/* --- The configuration the runtime runs ---------------------------------------------------- */
+
+/* s as a YAML (JSON) double-quoted scalar. New string. */
+static char *quoted(const char *s)
+{
+    json_t *j = json_string(s);
+    char *q = json_dumps(j, JSON_ENCODE_ANY);
+    json_decref(j);
+    return q;
+}
+
+/* v as a mapping template that yields v itself: "{{" in strings is written "\{{". New ref. */
+static json_t *literal_template(const json_t *v)
+{
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        if (!strstr(s, "{{")) {
+            return json_incref((json_t *)v);
+        }
+        size_t n = json_string_length(v);
+        char *out = px_xmalloc(n * 2 + 1), *o = out;
+        for (size_t i = 0; i < n; i++) {
+            if (s[i] == '{' && i + 1 < n && s[i + 1] == '{') {
+                *o++ = '\\';
+            }
+            *o++ = s[i];
+        }
+        json_t *r = json_stringn(out, (size_t)(o - out));
+        free(out);
+        return r;
+    }
+    if (json_is_object(v)) {
+        json_t *r = json_object();
+        const char *key;
+        json_t *x;
+        json_object_foreach((json_t *)v, key, x) {
+            json_object_set_new(r, key, literal_template(x));
+        }
+        return r;
+    }
+    if (json_is_array(v)) {
+        json_t *r = json_array();
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x) {
+            json_array_append_new(r, literal_template(x));
+        }
+        return r;
+    }
+    return json_incref((json_t *)v);
+}
+
+/* One pipeline per (pipeline, action, params) of the scenario's events, from the kit's source to
+ * the plugin, matching those events by id: [{"name", "action", "with", "ids"}]. */
+static json_t *event_pipelines(kit *k)
+{
+    const json_t *events = json_object_get(k->scn, "events");
+    size_t n = json_array_size(events);
+    size_t rounds = json_is_true(json_object_get(k->scn, "reload")) ? 2 : 1;
+    json_t *groups = json_array();
+    for (size_t r = 0; r < rounds; r++) {
+        for (size_t i = 0; i < n; i++) {
+            const json_t *spec = json_array_get(events, i);
+            const char *name = json_string_value(json_object_get(spec, "pipeline"));
+            const char *action = json_string_value(json_object_get(spec, "action"));
+            json_t *params = json_object_get(spec, "params");
+            name = name ? name : "test";
+            action = action ? action : "";
+            json_t *with = params ? literal_template(params) : json_object();
+            json_t *group = NULL;
+            char *tried = px_xstrdup(name);
+            for (int suffix = 2; !group; suffix++) {
+                json_t *g;
+                size_t gi;
+                int taken = 0;
+                json_array_foreach(groups, gi, g) {
+                    if (strcmp(json_string_value(json_object_get(g, "name")), tried) != 0) {
+                        continue;
+                    }
+                    if (strcmp(json_string_value(json_object_get(g, "action")), action) == 0 &&
+                        json_equal(json_object_get(g, "with"), with)) {
+                        group = g;
+                    }
+                    taken = 1;
+                }
+                if (!group && !taken) {
+                    group = json_pack("{s:s,s:s,s:O,s:[]}", "name", tried, "action", action,
+                                      "with", with, "ids");
+                    json_array_append_new(groups, group);
+                    if (strcmp(tried, name) != 0) {
+                        warning(k, "events of pipeline \"%s\" differ in action or params: those "
+                                "of event %zu run in pipeline \"%s\"", name, i, tried);
+                    }
+                } else if (!group) {
+                    free(tried);
+                    tried = px_xasprintf("%s~%d", name, suffix);
+                }
+            }
+            free(tried);
+            json_decref(with);
+            char *id = event_id(spec, r * n + i);
+            json_array_append_new(json_object_get(group, "ids"), json_string(id));
+            free(id);
         }
     }
-    for (kevent *e = k->events; e; e = e->next) {
-        if (e->g == g && !e->emitted && !e->discarded) {
-            violation(k, "event %s (type %s) was created but neither emitted nor discarded", e->id,
-                      e->type);
-        }
+    return groups;
+}
+
+static void write_pipelines(kit *k, FILE *f)
+{
+    json_t *groups = event_pipelines(k);
+    size_t i;
+    json_t *g;
+    json_array_foreach(groups, i, g) {
+        char *name = quoted(json_string_value(json_object_get(g, "name")));
+        char *from = quoted(k->src_name), *to = quoted(k->instance);
+        char *action = quoted(json_string_value(json_object_get(g, "action")));
+        char *with = json_dumps(json_object_get(g, "with"), JSON_COMPACT | JSON_ENCODE_ANY);
+        char *ids = json_dumps(json_object_get(g, "ids"), JSON_COMPACT);
+        fprintf(f,
+                "  - name: %s\n"
+                "    from: %s\n"
+                "    when: { match: { \"/$event/id\": { in: %s } } }\n"
+                "    to: { sink: %s, action: %s, with: %s }\n"
+                "    retry: { attempts: 1, timeout: %llums }\n",
+                name, from, ids, to, action, with, (unsigned long long)k->timeout_ms * 4);
+        free(name);
+        free(from);
+        free(to);
+        free(action);
+        free(with);
+        free(ids);
     }
-    for (kroute **pr = &k->routes; *pr;) {
-        kroute *r = *pr;
-        if (r->g == g) {
-            *pr = r->next;
-            free(r->method);
-            free(r->path);
-            free(r);
-        } else {
-            pr = &r->next;
-        }
+    json_decref(groups);
+}
+
+/* The configuration of the run: the plugin's instance (its options are the scenario's config),
+ * the kit's source with a pipeline per kind of event to the plugin (a sink), and a pipeline from
+ * the plugin (a source) to the kit's collector. NULL on failure (recorded). */
+static px_config *build_config(kit *k, const char *file)
+{
+    char *dir = px_xstrdup(file);
+    char *slash = strrchr(dir, '/');
+    if (slash) {
+        *slash = '\0';
     }
-    run_until(k, NULL, NULL, AFTER_DESTROY_MS); /* late posts, timers or threads show here */
+    char real[PATH_MAX];
+    if (!realpath(slash ? (dir[0] ? dir : "/") : ".", real)) {
+        snprintf(real, sizeof(real), "%s", dir);
+    }
+    free(dir);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    char *data = quoted(k->dir), *path = quoted(real), *inst = quoted(k->instance);
+    char *plugin = quoted(k->desc->name), *src = quoted(k->src_name), *coll = quoted(k->coll_name);
+    fprintf(f,
+            "version: 1\n"
+            "host:\n"
+            "  data_dir: %s\n"
+            "  plugin_path: [%s]\n"
+            "  http: { listen: \"127.0.0.1:0\" }\n"
+            "  admin: { listen: \"\", token: \"\" }\n"
+            "  drain_timeout: %llums\n"
+            "plugins:\n"
+            "  %s: { plugin: %s }\n",
+            data, path, (unsigned long long)k->timeout_ms, inst, plugin);
+    int sink = (k->desc->kind & PX_KIND_SINK) && json_array_size(json_object_get(k->scn,
+                                                                                 "events"));
+    int source = (k->desc->kind & PX_KIND_SOURCE) != 0;
+    if (sink) {
+        fprintf(f, "  %s: { plugin: %s }\n", src, KIT_SOURCE);
+    }
+    if (source) {
+        fprintf(f, "  %s: { plugin: %s }\n", coll, KIT_COLLECTOR);
+    }
+    if (sink || source) {
+        fprintf(f, "pipelines:\n");
+    }
+    if (sink) {
+        write_pipelines(k, f);
+    }
+    if (source) {
+        fprintf(f, "  - { name: \"plexus-kit-emits\", from: %s, to: { sink: %s } }\n", inst, coll);
+    }
+    fclose(f);
+    free(data);
+    free(path);
+    free(inst);
+    free(plugin);
+    free(src);
+    free(coll);
+    px_config *cfg = NULL;
+    char err[1024];
+    int rc = px_config_parse("kit.yaml", text, len, &cfg, err, sizeof(err));
+    free(text);
+    if (rc < 0) {
+        failure(k, "the kit's configuration: %s", err);
+        return NULL;
+    }
+    px_instance_conf *ic = (px_instance_conf *)px_config_instance(cfg, k->instance);
+    json_t *raw = json_object_get(k->scn, "config");
+    json_decref(ic->config);
+    ic->config = json_deep_copy(raw ? raw : k->empty);
+    return cfg;
 }
 
 static void check_count(kit *k, const char *what, const json_t *want, size_t got)
@@ -1918,72 +2293,6 @@ static void check_expectations(kit *k)
     }
 }
 
-/* Loads the plugin and validates its options. 0 or < 0 (a failure is recorded). */
-static int load(kit *k, const char *file)
-{
-    char err[1024];
-    int rc = px_loader_open(file, NULL, &k->api, PX_TRUST_STRICT, &k->lib, err,
-                               sizeof(err));
-    if (rc < 0) {
-        failure(k, "load: %s", err);
-        return rc;
-    }
-    k->desc = k->lib->desc;
-    const px_plugin_desc *d = k->desc;
-    json_object_set_new(k->report, "plugin", json_string(d->name));
-    json_object_set_new(k->report, "version", json_string(d->version ? d->version : ""));
-    json_object_set_new(k->report, "abi", json_sprintf("%u.%u", d->abi_major, d->abi_minor));
-    json_object_set_new(k->report, "kind",
-                        json_string((d->kind & PX_KIND_SOURCE) && (d->kind & PX_KIND_SINK)
-                                        ? "source+sink"
-                                        : (d->kind & PX_KIND_SOURCE) ? "source" : "sink"));
-    const char *inst = json_string_value(json_object_get(k->scn, "instance"));
-    k->instance = px_xstrdup(inst ? inst : d->name);
-
-    json_t *raw = json_object_get(k->scn, "config");
-    px_config cfg = {0};
-    cfg.path = (char *)"scenario config";
-    px_instance_conf ic = {0};
-    ic.name = k->instance;
-    ic.plugin = (char *)d->name;
-    ic.config = raw ? raw : k->empty;
-    ic.line = 1;
-    ic.col = 1;
-    rc = px_config_options(&cfg, &ic, d->options, &k->config, err, sizeof(err));
-    if (rc < 0) {
-        failure(k, "config: %s", err);
-        return rc;
-    }
-    for (const px_option *o = d->options; o && o->name; o++) {
-        const char *v = json_string_value(json_object_get(k->config, o->name));
-        if ((o->flags & PX_OPT_SECRET) && v && v[0]) {
-            json_array_append_new(k->secrets, json_string(v));
-        }
-    }
-    const char *key;
-    json_t *value;
-    json_object_foreach(k->kv, key, value) {
-        px_store_kv_set(k->store, k->instance, key, value);
-        json_object_set_new(k->kv_keys, key, json_true());
-    }
-    return 0;
-}
-
-/* The plugin's state as the store holds it at the end of the run. */
-static json_t *final_state(kit *k)
-{
-    json_t *state = json_object();
-    const char *key;
-    json_t *unused;
-    json_object_foreach(k->kv_keys, key, unused) {
-        json_t *v = px_store_kv_get(k->store, k->instance, key);
-        if (v) {
-            json_object_set_new(state, key, v);
-        }
-    }
-    return state;
-}
-
 static int check_scenario(kit *k)
 {
     static const char *arrays[] = {"http", "requests", "events"};
@@ -2014,92 +2323,134 @@ static int check_scenario(kit *k)
     return 0;
 }
 
-/* The plugin's part: returns when every generation is destroyed. */
-static void drive(kit *k)
+/* --- The run ---------------------------------------------------------------------------------- */
+
+static void on_runtime_close(void *arg)
+{
+    ((kit *)arg)->rt_closed = 1;
+}
+
+static int runtime_closed(void *arg)
+{
+    kit *k = arg;
+    return k->rt_closed && k->rt->gens.gens_open == 0;
+}
+
+/* Stops the runtime as the daemon does (sources, then sinks, drain bounded by timeout_ms, then
+ * destroy and close), keeps watching for late calls, and frees it. */
+static void stop_runtime(kit *k)
+{
+    px_runtime_shutdown(k->rt);
+    if (!run_until(k, runtime_closed, k, k->timeout_ms * 3 + 1000)) {
+        failure(k, "the host did not close within %llu ms of its stop",
+                (unsigned long long)(k->timeout_ms * 3 + 1000));
+        return; /* left as is: freeing it would pull memory from under what still runs */
+    }
+    run_until(k, NULL, NULL, AFTER_DESTROY_MS); /* late posts, timers or threads show here */
+    px_runtime_destroy(k->rt);
+    k->rt = NULL;
+}
+
+/* Loads the plugin and validates its options. 0 or < 0 (a failure is recorded). */
+static int load(kit *k, const char *file)
+{
+    char err[1024];
+    int rc = px_loader_open(file, NULL, &k->api, PX_TRUST_STRICT, &k->lib, err, sizeof(err));
+    if (rc < 0) {
+        failure(k, "load: %s", err);
+        return rc;
+    }
+    k->desc = k->lib->desc;
+    const px_plugin_desc *d = k->desc;
+    json_object_set_new(k->report, "plugin", json_string(d->name));
+    json_object_set_new(k->report, "version", json_string(d->version ? d->version : ""));
+    json_object_set_new(k->report, "abi", json_sprintf("%u.%u", d->abi_major, d->abi_minor));
+    json_object_set_new(k->report, "kind",
+                        json_string((d->kind & PX_KIND_SOURCE) && (d->kind & PX_KIND_SINK)
+                                        ? "source+sink"
+                                        : (d->kind & PX_KIND_SOURCE) ? "source" : "sink"));
+    const char *inst = json_string_value(json_object_get(k->scn, "instance"));
+    k->instance = px_xstrdup(inst ? inst : d->name);
+    k->src_name = px_xstrdup(strcmp(k->instance, "test") != 0 ? "test" : "test-source");
+    k->coll_name = px_xstrdup(strcmp(k->instance, "kit-collector") != 0 ? "kit-collector"
+                                                                        : "kit-collector-2");
+
+    json_t *raw = json_object_get(k->scn, "config");
+    px_config cfg = {0};
+    cfg.path = (char *)"scenario config";
+    px_instance_conf ic = {0};
+    ic.name = k->instance;
+    ic.plugin = (char *)d->name;
+    ic.config = raw ? raw : k->empty;
+    ic.line = 1;
+    ic.col = 1;
+    rc = px_config_options(&cfg, &ic, d->options, &k->config, err, sizeof(err));
+    if (rc < 0) {
+        failure(k, "config: %s", err);
+        return rc;
+    }
+    for (const px_option *o = d->options; o && o->name; o++) {
+        const char *v = json_string_value(json_object_get(k->config, o->name));
+        if ((o->flags & PX_OPT_SECRET) && v && v[0]) {
+            json_array_append_new(k->secrets, json_string(v));
+        }
+    }
+    return 0;
+}
+
+/* The plugin's part: returns when the runtime is stopped and every generation destroyed. */
+static void drive(kit *k, const char *file)
 {
     json_t *run = json_object_get(k->scn, "run_ms");
     uint64_t run_ms = run ? (uint64_t)json_integer_value(run) : DEFAULT_RUN_MS;
     int expect_init_error = json_is_true(json_object_get(k->scn, "expect_init_error"));
-    kgen *g = gen_new(k);
-    int rc = gen_init(k, g);
-    if (expect_init_error || rc < 0) {
-        if (expect_init_error && rc >= 0) {
-            failure(k, "init succeeded, the scenario expects it to fail");
-            gen_shutdown(k, g);
-        } else if (!expect_init_error) {
-            failure(k, "init failed: %s", px_strerror(rc));
+    px_config *cfg = build_config(k, file);
+    if (!cfg) {
+        return;
+    }
+    px_store *store = edge_store(k);
+    const char *key;
+    json_t *value;
+    json_object_foreach(k->kv, key, value) {
+        px_store_kv_set(store, k->instance, key, value);
+        json_object_set_new(k->kv_keys, key, json_true());
+    }
+    px_runtime_edges edges = {.store = store, .plugin_api = &k->api, .watch = on_watch,
+                              .watch_arg = k};
+    char err[1024] = "";
+    int rc = px_runtime_create_with(&k->loop, cfg, &edges, &k->rt, err, sizeof(err));
+    if (rc < 0) {
+        int init_ran = k->ngens > 0 && k->init_rc < 0;
+        if (!(init_ran && expect_init_error)) {
+            failure(k, "%s", err);
         }
-        if (rc < 0) {
-            /* destroy is not called after a failed init: nothing may be left behind. */
-            g->phase = PH_DESTROYED;
-            size_t nt = live_timers(k, g, 0);
-            if (nt) {
-                violation(k, "init failed but left %zu timers running", nt);
-            }
-            for (ktimer *t = k->timers; t; t = t->next) {
-                uv_timer_stop(&t->h);
-            }
-            if (open_calls(k, g, 1)) {
-                violation(k, "init failed but left HTTP calls in flight");
-            }
+        if (expect_init_error && !init_ran) {
+            failure(k, "init did not run, the scenario expects it to fail");
         }
         return;
     }
+    k->rt->on_close = on_runtime_close;
+    k->rt->on_close_arg = k;
+    kgen *g = k->gens[0];
     k->cur = g;
-    size_t index = 0;
-    if (gen_start(k, g) == 0) {
+    if (expect_init_error) {
+        failure(k, "init succeeded, the scenario expects it to fail");
+    } else if (px_runtime_start(k->rt, err, sizeof(err)) < 0) {
+        failure(k, "start failed (generation 1): %s", err);
+    } else {
         run_requests(k, g);
-        run_events(k, g, &index);
+        run_events(k, g, 0);
         run_until(k, NULL, NULL, run_ms);
-    }
-    if (json_is_true(json_object_get(k->scn, "reload")) && g->phase == PH_RUNNING) {
-        kgen *g2 = gen_new(k);
-        rc = gen_init(k, g2);
-        if (rc < 0) {
-            failure(k, "init of generation 2 failed: %s", px_strerror(rc));
-            g2->phase = PH_DESTROYED;
-        } else {
-            if (k->desc->export_state && k->desc->import_state) {
-                px_crash_frame cf;
-                push_lifecycle(k, g, "export_state");
-                plugin_call(&cf, k, "export_state", NULL);
-                json_t *st = k->desc->export_state(g->state);
-                px_crash_leave(&cf);
-                push_lifecycle(k, g2, "import_state");
-                plugin_call(&cf, k, "import_state", NULL);
-                rc = k->desc->import_state(g2->state, st);
-                px_crash_leave(&cf);
-                json_object_set_new(k->report, "handed_over", st ? st : json_null());
-                if (rc < 0) {
-                    failure(k, "import_state failed: %s", px_strerror(rc));
-                }
-            }
-            if (gen_start(k, g2) == 0) {
-                k->cur = g2;
-            }
+        if (json_is_true(json_object_get(k->scn, "reload")) && phase_of(g) == PH_RUNNING) {
+            reload(k, g, run_ms);
         }
-        gen_shutdown(k, g);
-        if (g2->phase == PH_RUNNING) {
-            run_requests(k, g2);
-            run_events(k, g2, &index);
-            run_until(k, NULL, NULL, run_ms);
-            gen_shutdown(k, g2);
-        } else if (g2->phase != PH_DESTROYED) {
-            gen_shutdown(k, g2);
-        }
-        return;
     }
-    gen_shutdown(k, g);
+    stop_runtime(k);
 }
 
 static void on_handle_closed(uv_handle_t *h)
 {
     (void)h;
-}
-
-static void on_timer_closed(uv_handle_t *h)
-{
-    free(h->data);
 }
 
 static void close_walk(uv_handle_t *h, void *arg)
@@ -2110,32 +2461,8 @@ static void close_walk(uv_handle_t *h, void *arg)
     }
 }
 
-static void teardown(kit *k)
+static void free_records(kit *k)
 {
-    if (k->client) {
-        px_http_client_close(k->client, NULL, NULL);
-        k->client = NULL;
-    }
-    while (k->timers) {
-        ktimer *t = k->timers;
-        k->timers = t->next;
-        uv_close((uv_handle_t *)&t->h, on_timer_closed);
-    }
-    for (kcall *c = k->calls; c; c = c->next) {
-        if (c->timer_open) {
-            uv_close((uv_handle_t *)&c->timer, on_handle_closed);
-        }
-    }
-    px_store_close(k->store);
-    uv_close((uv_handle_t *)&k->wake, on_handle_closed);
-    uv_close((uv_handle_t *)&k->deadline, on_handle_closed);
-    uv_run(&k->loop, UV_RUN_DEFAULT);
-    if (uv_loop_close(&k->loop) != 0) {
-        uv_walk(&k->loop, close_walk, NULL);
-        uv_run(&k->loop, UV_RUN_DEFAULT);
-        uv_loop_close(&k->loop);
-    }
-    run_queue(k, NULL);
     while (k->calls) {
         kcall *c = k->calls;
         k->calls = c->next;
@@ -2144,67 +2471,95 @@ static void teardown(kit *k)
     while (k->events) {
         kevent *e = k->events;
         k->events = e->next;
-        free(e->type);
-        free(e->id);
-        free(e->source);
-        free(e->dedupe);
-        free(e->subject);
-        json_decref(e->payload);
-        free(e->text);
-        json_decref(e->meta);
-        json_decref(e->hints);
+        if (!e->emitted && !e->discarded && !e->delivered) {
+            px_event_unref(e->ev); /* the plugin's own, never given back */
+        }
+        px_event_unref(e->ev);
         free(e);
     }
     while (k->dels) {
         kdel *d = k->dels;
         k->dels = d->next;
-        json_decref(d->params);
-        free(d->action);
-        free(d->pipeline);
+        px_event_unref(d->ev);
         free(d->reason);
         free(d);
+    }
+    while (k->timers) {
+        ktimer *t = k->timers;
+        k->timers = t->next;
+        free(t);
     }
     while (k->routes) {
         kroute *r = k->routes;
         k->routes = r->next;
-        free(r->method);
-        free(r->path);
         free(r);
     }
     while (k->reqs) {
         kreq *r = k->reqs;
         k->reqs = r->next;
-        free(r->method);
-        free(r->path);
-        free(r->query);
-        free(r->body);
-        free(r->resp_body);
-        free(r->ctype);
         json_decref(r->resp_headers);
         free(r);
     }
+    while (k->pers) {
+        kpers *p = k->pers;
+        k->pers = p->next;
+        free(p);
+    }
+    while (k->outs) {
+        kout *o = k->outs;
+        k->outs = o->next;
+        free(o->body);
+        free(o->error);
+        free(o);
+    }
+}
+
+static void teardown(kit *k)
+{
+    if (k->client) {
+        px_http_client_close(k->client, NULL, NULL);
+        k->client = NULL;
+    }
+    for (kcall *c = k->calls; c; c = c->next) {
+        if (c->timer_open) {
+            uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+        }
+    }
+    uv_close((uv_handle_t *)&k->deadline, on_handle_closed);
+    uv_run(&k->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&k->loop) != 0) {
+        uv_walk(&k->loop, close_walk, NULL);
+        uv_run(&k->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&k->loop);
+    }
+    free_records(k);
     for (int i = 0; i < k->ngens; i++) {
+        if (k->gens[i]->pin) {
+            dlclose(k->gens[i]->pin); /* the plugin's code is no longer needed */
+        }
         free(k->gens[i]);
     }
-    px_loader_close(k->lib); /* last: the plugin's code is no longer needed */
+    px_loader_close(k->lib);
     pthread_mutex_destroy(&k->lock);
 }
 
-/* The whole scenario, in this process. */
-static int run_here(const char *file, const json_t *scenario, json_t **report)
+/* The whole scenario, in this process, with `dir` (borrowed) as the runtime's data_dir. */
+static int run_here(const char *file, const json_t *scenario, const char *dir, json_t **report)
 {
     kit *k = px_xcalloc(1, sizeof(*k));
     the_kit = k;
+    px_loader_add_builtin(KIT_SOURCE, src_entry);
+    px_loader_add_builtin(KIT_COLLECTOR, coll_entry);
     json_t *scn = json_is_object(scenario) ? json_deep_copy(scenario) : json_object();
     k->scn = scn;
+    k->dir = dir;
     k->empty = json_object();
     k->loop_thread = pthread_self();
     pthread_mutex_init(&k->lock, NULL);
     uv_loop_init(&k->loop);
-    uv_async_init(&k->loop, &k->wake, on_wake);
-    k->wake.data = k;
     uv_timer_init(&k->loop, &k->deadline);
     k->deadline.data = k;
+    px_api_init(&k->real);
     fill_api(&k->api);
     k->report = json_object();
     k->lifecycle = json_array();
@@ -2222,13 +2577,10 @@ static int run_here(const char *file, const json_t *scenario, json_t **report)
     json_t *kv = json_object_get(scn, "kv");
     k->kv = json_is_object(kv) ? json_deep_copy(kv) : json_object();
     k->kv_keys = json_object();
-    px_store_open_memory(&k->loop, NULL, &k->store);
     json_object_set_new(k->report, "file", json_string(file));
 
     if (check_scenario(k) == 0 && load(k, file) == 0) {
-        drive(k);
-        json_decref(k->kv);
-        k->kv = final_state(k);
+        drive(k, file);
         judge_left(k);
         check_expectations(k);
     }
@@ -2255,6 +2607,8 @@ static int run_here(const char *file, const json_t *scenario, json_t **report)
     json_decref(scn);
     json_decref(k->empty);
     free(k->instance);
+    free(k->src_name);
+    free(k->coll_name);
     free(k);
     the_kit = NULL;
     *report = r;
@@ -2321,12 +2675,37 @@ static json_t *crash_report(const char *file, const char *dir, int signo)
     return r;
 }
 
+/* Removes the run's folder: the crash marker, and the runtime's private plugin copies (a run
+ * that crashed did not unlink its own). */
+static void remove_run_dir(const char *dir)
+{
+    char *marker = px_xasprintf("%s/%s", dir, PX_CRASH_MARKER);
+    unlink(marker);
+    free(marker);
+    char *copies = px_xasprintf("%s/plugins", dir);
+    DIR *dh = opendir(copies);
+    struct dirent *de;
+    while (dh && (de = readdir(dh)) != NULL) {
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+            char *p = px_xasprintf("%s/%s", copies, de->d_name);
+            unlink(p);
+            free(p);
+        }
+    }
+    if (dh) {
+        closedir(dh);
+    }
+    rmdir(copies);
+    free(copies);
+    rmdir(dir);
+}
+
 /* Runs the scenario in a child process writing its report to fd and exits. */
 static void run_child(const char *file, const json_t *scenario, const char *dir, int fd)
 {
     px_crash_install(dir);
     json_t *report = NULL;
-    int rc = run_here(file, scenario, &report);
+    int rc = run_here(file, scenario, dir, &report);
     int wrote = json_dumpfd(report, fd, JSON_COMPACT) == 0;
     json_decref(report);
     close(fd);
@@ -2376,10 +2755,7 @@ int px_testkit_run(const char *file, const json_t *scenario, json_t **report)
     } else {
         rc = WEXITSTATUS(status);
     }
-    char *marker = px_xasprintf("%s/%s", dir, PX_CRASH_MARKER);
-    unlink(marker);
-    free(marker);
-    rmdir(dir);
+    remove_run_dir(dir);
     free(dir);
     *report = r;
     return rc;

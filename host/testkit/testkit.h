@@ -1,19 +1,23 @@
-/* The plugin test kit behind `plexus plugin test`: loads one plugin file with the host's own
- * loader and option validation, and runs it against an in-memory host: the plugin's state
- * (kv_get / kv_set) lives in the store's in-memory backend (store.h), every other px_host_api
- * function is the kit's own. It feeds the plugin deliveries (sinks), collects its emits and dead
- * letters (sources), calls its HTTP routes, answers its outgoing HTTP requests from a script (or
- * sends them for real), and records every completion. It drives the lifecycle exactly as the
- * daemon does (init, import_state, start, stop, drain, destroy) and checks the plugin's side of
- * the contract in <plexus/sdk.h>: host calls on the loop thread only, none after destroy, one
- * complete() per delivery, drained() once drain is asked and nothing in flight then, every timer
- * stopped, every request answered, every created event emitted or discarded.
+/* The plugin test kit behind `plexus plugin test`: runs one plugin file in the real runtime
+ * (lifecycle.h: px_runtime_create_with), with test doubles only at its edges: the in-memory store
+ * (refusing every put for emit_status "busy"), a source and a collector sink of the kit's own
+ * (in-process plugins) with generated pipelines, and a host table of shims that check the
+ * plugin's side of the contract in <plexus/sdk.h> and call through to the real host functions.
+ * It feeds the plugin the scenario's events through the router and dispatcher (sinks), collects
+ * its emits and dead letters (sources), calls its HTTP routes over HTTP on the runtime's server
+ * (127.0.0.1, a port of the system's choosing), answers its outgoing HTTP requests from a script
+ * (or lets them go out for real), and records every completion. The runtime drives the lifecycle
+ * (init, start, stop, drain, destroy; a reload hands over to a second generation) and the kit
+ * checks: host calls on the loop thread only, none after destroy, one complete() per delivery,
+ * drained() once drain is asked and nothing in flight then, every timer stopped, every request
+ * answered, every created event emitted or discarded.
  *
  * The scenario (a JSON object, every key optional; see docs/plugin-guide.md, "Testing"):
  *   instance       instance name (default: the plugin's name)
  *   config         the plugin's options as JSON, validated like the YAML `config:` block
  *   kv             initial key/value state, an object
- *   emit_status    "ok" (default) or "busy": what every persisted callback reports
+ *   emit_status    "ok" (default) or "busy": the store refuses every put, so persisted
+ *                  callbacks report PX_EBUSY
  *   http           scripted answers to the plugin's outgoing requests, used in order:
  *                  {"status", "headers": {}, "body": string or JSON, "error", "delay_ms"};
  *                  absent = requests really go out (tests: 127.0.0.1 only)

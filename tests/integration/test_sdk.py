@@ -492,6 +492,28 @@ def test_kit_runs_the_bundled_plugins():
     assert rc == 0 and rep["ok"], rep
 
 
+def test_kit_runs_the_real_host():
+    """The kit's host is the daemon's runtime: the plugin's routes are served by the real HTTP
+    server (whose body limit answers 413 before the plugin sees the request), its events get the
+    host's ids, and a store that refuses puts makes them busy."""
+    big = {"big": "x" * (2 * 1024 * 1024)}
+    rc, rep = kit(os.path.join(PLUGIN_DIR, "webhook.so"), {
+        "config": {"path": "/in"},
+        "requests": [{"method": "POST", "path": "/in", "body": big, "expect_status": 413},
+                     {"method": "POST", "path": "/in", "body": {"a": 1}, "expect_status": 202}],
+        "expect_emits": 1})
+    assert rc == 0 and rep["ok"], (rep["failures"], rep["violations"])  # (the body is 2 MiB)
+    assert rep["requests"][0]["body"] == {"error": "body too large"}, rep["requests"][0]
+    emitted = rep["emits"][0]
+    assert not emitted["id"].startswith("kit-") and emitted["persisted"] == "ok", emitted
+    assert rep["requests"][1]["body"]["id"] == emitted["id"], rep["requests"][1]
+    rc, rep = kit(os.path.join(PLUGIN_DIR, "webhook.so"), {
+        "config": {"path": "/in"}, "emit_status": "busy",
+        "requests": [{"method": "POST", "path": "/in", "body": {"a": 1}, "expect_status": 503}]})
+    assert rc == 0 and rep["ok"], rep
+    assert rep["emits"][0]["persisted"] == "busy", rep["emits"]
+
+
 def patched_header(minor_field_host, minor_field_desc):
     """A copy of the installed header one minor version ahead (ABI 1.N+1 of the 1.N header): one
     field appended to each struct."""

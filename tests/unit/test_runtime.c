@@ -1,6 +1,9 @@
 /* The runtime on a store its caller hands it (lifecycle.h: px_runtime_create_on_store): the real
  * ingest, router and dispatch carry events from testsource to testsink through the in-memory
- * store, and nothing is written to data_dir's SQLite spool. Links pxcore (the whole runtime). */
+ * store, and nothing is written to data_dir's SQLite spool. And the runtime with what a checking
+ * host puts at its edges (px_runtime_create_with): in-process plugins (loader.h), the table
+ * handed to plugins, and the watch hook told of every call into a generation. Links pxcore (the
+ * whole runtime). */
 #define _XOPEN_SOURCE 700
 #include <ftw.h>
 #include <stdio.h>
@@ -11,8 +14,10 @@
 
 #include <uv.h>
 
+#include "api.h"
 #include "config.h"
 #include "lifecycle.h"
+#include "loader.h"
 #include "store.h"
 #include "test.h"
 
@@ -131,4 +136,154 @@ static void test_runtime_on_memory_store(void)
     PX_ASSERT_INT_EQ(spool_written, 0);
 }
 
-PX_TEST_MAIN(PX_TEST(test_runtime_on_memory_store))
+/* --- edges: in-process plugins, a wrapped host table, the watch hook ------------------------ */
+
+enum { EDGE_EVENTS = 3 };
+
+typedef struct edges_run {
+    px_runtime *rt;
+    px_host_api real;         /* what the wrapped table calls through to */
+    px_plugin_ctx *src;       /* the in-process source's generation */
+    int emits_seen;           /* emits that went through the wrapped table */
+    int delivered;            /* deliveries the sink completed */
+    char calls[512];          /* the watch hook's record of the sink's calls */
+    uv_timer_t timer;
+} edges_run;
+
+static edges_run er;
+
+static int wrapped_emit(px_plugin_ctx *ctx, px_event *ev, px_persisted_cb cb, void *arg)
+{
+    er.emits_seen++;
+    return er.real.emit(ctx, ev, cb, arg);
+}
+
+static int src_init(px_plugin_ctx *ctx, const json_t *config, void **state)
+{
+    (void)config;
+    er.src = ctx;
+    *state = ctx;
+    return 0;
+}
+
+static void edge_destroy(void *state)
+{
+    (void)state;
+}
+
+static const px_plugin_desc src_desc = {
+    PX_PLUGIN_DESC_INIT, .kind = PX_KIND_SOURCE, .name = "edge_src", .version = "1",
+    .init = src_init, .destroy = edge_destroy,
+};
+
+static const px_host_api *sink_host; /* the table the sink was given */
+
+static int sink_init(px_plugin_ctx *ctx, const json_t *config, void **state)
+{
+    (void)config;
+    *state = ctx;
+    return 0;
+}
+
+static void sink_deliver(void *state, px_delivery *d)
+{
+    (void)state;
+    er.delivered++;
+    sink_host->complete(d, PX_OK, "", 0);
+}
+
+static const px_plugin_desc sink_desc = {
+    PX_PLUGIN_DESC_INIT, .kind = PX_KIND_SINK, .name = "edge_sink", .version = "1",
+    .init = sink_init, .deliver = sink_deliver, .destroy = edge_destroy,
+};
+
+static const px_plugin_desc *src_entry(const px_host_api *api)
+{
+    (void)api;
+    return &src_desc;
+}
+
+static const px_plugin_desc *sink_entry(const px_host_api *api)
+{
+    sink_host = api;
+    return &sink_desc;
+}
+
+static void on_edge_watch(void *arg, px_plugin_ctx *gen, const char *call, const void *what,
+                          int after, int rc)
+{
+    (void)arg, (void)rc;
+    if (strcmp(gen->inst->name, "out") != 0 || after) {
+        return;
+    }
+    if (strcmp(call, "deliver") == 0 && !what) {
+        return; /* a delivery always names its handle */
+    }
+    size_t n = strlen(er.calls);
+    snprintf(er.calls + n, sizeof(er.calls) - n, "%s%s", n ? "," : "", call);
+}
+
+static void on_edge_tick(uv_timer_t *t)
+{
+    if (er.delivered >= EDGE_EVENTS || uv_now(t->loop) > DEADLINE_MS) {
+        uv_close((uv_handle_t *)t, NULL);
+        px_runtime_shutdown(er.rt);
+    }
+}
+
+static void test_runtime_with_edges(void)
+{
+    char dir[64] = "/tmp/px_edges_XXXXXX";
+    PX_ASSERT(mkdtemp(dir) != NULL);
+    PX_ASSERT_INT_EQ(px_loader_add_builtin("edge_src", src_entry), 0);
+    PX_ASSERT_INT_EQ(px_loader_add_builtin("edge_sink", sink_entry), 0);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    fprintf(f,
+            "version: 1\n"
+            "host: { data_dir: %s, http: { listen: null }, admin: { listen: \"\", token: \"\" } }\n"
+            "plugins:\n"
+            "  in: { plugin: edge_src }\n"
+            "  out: { plugin: edge_sink }\n"
+            "pipelines:\n"
+            "  - { name: p, from: in, to: { sink: out, with: { n: \"{{/n}}\" } } }\n",
+            dir);
+    fclose(f);
+    char err[512] = "";
+    px_config *cfg = NULL;
+    PX_ASSERT_INT_EQ(px_config_parse("edges.yaml", text, len, &cfg, err, sizeof(err)), 0);
+    free(text);
+
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    px_store *store = NULL;
+    PX_ASSERT_INT_EQ(px_store_open_memory(&loop, NULL, &store), 0);
+    px_api_init(&er.real);
+    px_host_api wrapped = er.real;
+    wrapped.emit = wrapped_emit;
+    px_runtime_edges edges = {.store = store, .plugin_api = &wrapped, .watch = on_edge_watch};
+    int rc = px_runtime_create_with(&loop, cfg, &edges, &er.rt, err, sizeof(err));
+    if (rc != 0) {
+        fprintf(stderr, "  %s\n", err);
+    }
+    PX_ASSERT_INT_EQ(rc, 0);
+    PX_ASSERT(sink_host == &wrapped);
+    PX_ASSERT_INT_EQ(px_runtime_start(er.rt, err, sizeof(err)), 0);
+    for (int i = 0; i < EDGE_EVENTS; i++) {
+        px_event *ev = wrapped.event_create(er.src, "t", json_pack("{s:i}", "n", i));
+        PX_ASSERT_INT_EQ(wrapped.emit(er.src, ev, NULL, NULL), 0);
+    }
+    uv_timer_init(&loop, &er.timer);
+    uv_timer_start(&er.timer, on_edge_tick, POLL_MS, POLL_MS);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    px_runtime_destroy(er.rt);
+    PX_ASSERT_INT_EQ(uv_loop_close(&loop), 0);
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+
+    PX_ASSERT_INT_EQ(er.emits_seen, EDGE_EVENTS);
+    PX_ASSERT_INT_EQ(er.delivered, EDGE_EVENTS);
+    PX_ASSERT_STR_EQ(er.calls, "init,start,deliver,deliver,deliver,stop,destroy");
+}
+
+PX_TEST_MAIN(PX_TEST(test_runtime_on_memory_store), PX_TEST(test_runtime_with_edges))
