@@ -14,6 +14,7 @@
 #include "cli_dlq.h"
 #include "cli_plugin.h"
 #include "cli_route.h"
+#include "cli_tap.h"
 #include "config.h"
 #include "api.h"
 #include "crash.h"
@@ -48,6 +49,7 @@ static const char *usage_main =
     "  dlq       list, show, replay or purge dead letters\n"
     "  status    show the running host's instances, pipelines and spool (admin API)\n"
     "  reload    reload the running host's configuration or one instance (admin API)\n"
+    "  tap       show the running host's events and delivery outcomes live (admin API)\n"
     "  version   print the version and plugin ABI\n"
     "\n"
     "`plexus COMMAND --help` describes each command.\n";
@@ -425,6 +427,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "test") == 0) {
         return px_cli_test(argc - 1, argv + 1, DEFAULT_CONFIG);
+    }
+    if (strcmp(cmd, "tap") == 0) {
+        return px_cli_tap(argc - 1, argv + 1, DEFAULT_CONFIG);
     }
     if (strcmp(cmd, "status") == 0) {
         return px_cli_status(argc - 1, argv + 1, DEFAULT_CONFIG);
