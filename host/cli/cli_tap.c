@@ -126,9 +126,12 @@ static void print_record(const json_t *o)
         }
     } else if (strcmp(kind, "delivery") == 0) {
         const char *outcome = str(o, "outcome");
-        printf("%s %-8s %s -> %s event=%s attempt=%lld", at, outcome, str(o, "pipeline"),
-               str(o, "sink"), str(o, "event_id"),
-               (long long)json_integer_value(json_object_get(o, "attempt")));
+        long long attempt = (long long)json_integer_value(json_object_get(o, "attempt"));
+        printf("%s %-8s %s -> %s event=%s", at, outcome, str(o, "pipeline"), str(o, "sink"),
+               str(o, "event_id"));
+        if (attempt) {
+            printf(" attempt=%lld", attempt); /* 0: dead before any attempt (its mapping) */
+        }
         if (strcmp(outcome, "retry") == 0) {
             printf(" in %lldms", (long long)json_integer_value(json_object_get(o, "retry_in_ms")));
         }

@@ -488,7 +488,8 @@ def test_tap_slow_reader_drops_and_never_slows_ingest():
             kept = [x for x in seen if x["kind"] in ("event", "delivery")]
             assert 0 < len(kept) < 2 * n, len(kept)
             assert drops[-1]["total"] + len(kept) >= 2 * n, (drops[-1], len(kept))
-            print(f"  kept {len(kept)}, dropped {drops[-1]["total"]} of {2 * n} records", flush=True)
+            print(f"  kept {len(kept)}, dropped {drops[-1]['total']} of {2 * n} records",
+                  flush=True)
         finally:
             t.close()
         wait_for(lambda: "tap closed" in h.log(), what="the tap closed after its reader left")
