@@ -1004,8 +1004,8 @@ static void tap_finish(tap_client *tc, const char *why)
         }
         px_http_stream_end(tc->req);
     }
-    PX_LOG_INFO("admin", "tap closed reason=%s records=%llu dropped=%llu", why ? why : "reader left",
-                (unsigned long long)written, (unsigned long long)dropped);
+    PX_LOG_INFO("admin", "tap closed reason=%s records=%llu dropped=%llu",
+                why ? why : "reader left", (unsigned long long)written, (unsigned long long)dropped);
     free(tc);
 }
 

@@ -97,7 +97,8 @@ static int offer(px_tap *t, px_tap_sub *s, const char *line, size_t len)
     size_t backlog = s->w.backlog(s->w.arg);
     if (s->dropped > s->dropped_told) {
         char note[96];
-        int n = snprintf(note, sizeof(note), "{\"kind\":\"dropped\",\"count\":%llu,\"total\":%llu}\n",
+        int n = snprintf(note, sizeof(note),
+                         "{\"kind\":\"dropped\",\"count\":%llu,\"total\":%llu}\n",
                          (unsigned long long)(s->dropped - s->dropped_told),
                          (unsigned long long)s->dropped);
         if (backlog + (size_t)n + len > t->max_backlog) {

@@ -180,7 +180,8 @@ static int run_expect(const char *ev, const char *expect, char **rep)
 static void test_run(void)
 {
     char *rep = NULL;
-    const char *ev = "  - name: a\n    event: { source: web, type: lead.new, payload: { name: Ann } }\n";
+    const char *ev = "  - name: a\n"
+                     "    event: { source: web, type: lead.new, payload: { name: Ann } }\n";
 #define RUN(expect) run_expect(ev, (expect), &rep)
     PX_ASSERT_INT_EQ(RUN("{ pipelines: [leads] }"), 0);
     PX_ASSERT_INT_EQ(RUN("{ targets: [{ sink: crm, action: create, with: { name: Ann, email: null "
