@@ -56,6 +56,8 @@ static const char *usage_reload =
 
 /* --- client ------------------------------------------------------------------------------ */
 
+static void print_refusal(px_cli_admin *c, long status, const json_t *body);
+
 /* "127.0.0.1:8081" -> "http://127.0.0.1:8081"; a wildcard host is reached on loopback. */
 static char *base_from_listen(const char *listen, char **why)
 {
@@ -237,6 +239,113 @@ int px_cli_admin_call(px_cli_admin *c, const char *method, const char *path, con
     free(text);
     free(url);
     return rc;
+}
+
+/* --- streamed answers ---------------------------------------------------------------------- */
+
+typedef struct stream_ctx {
+    CURL *h;
+    long status;  /* 0 until known */
+    rbuf buf;     /* a partial line, or a refusal's body */
+    int (*on_line)(const char *line, size_t len, void *arg);
+    void *arg;
+    int stopped;
+} stream_ctx;
+
+static size_t on_stream_body(char *data, size_t size, size_t n, void *arg)
+{
+    stream_ctx *sc = arg;
+    size_t add = size * n;
+    if (!sc->status) {
+        curl_easy_getinfo(sc->h, CURLINFO_RESPONSE_CODE, &sc->status);
+    }
+    if (sc->status != 200) {
+        return on_body(data, size, n, &sc->buf);
+    }
+    size_t start = 0;
+    for (size_t i = 0; i < add; i++) {
+        if (data[i] != '\n') {
+            continue;
+        }
+        const char *line = data + start;
+        size_t len = i - start;
+        if (sc->buf.len) {
+            on_body(data + start, 1, len, &sc->buf);
+            line = sc->buf.p;
+            len = sc->buf.len;
+        }
+        int stop = sc->on_line(line, len, sc->arg);
+        sc->buf.len = 0;
+        start = i + 1;
+        if (stop) {
+            sc->stopped = 1;
+            return 0; /* ends the transfer */
+        }
+    }
+    if (start < add && on_body(data + start, 1, add - start, &sc->buf) == 0) {
+        return 0;
+    }
+    return add;
+}
+
+int px_cli_admin_stream(px_cli_admin *c, const char *path,
+                        int (*on_line)(const char *line, size_t len, void *arg), void *arg,
+                        long *status, json_t **body, char *err, size_t errlen)
+{
+    *body = NULL;
+    if (!c->base) {
+        snprintf(err, errlen, "%s", c->why_none ? c->why_none : "no admin address");
+        return UV_ECONNREFUSED;
+    }
+    if (!c->curl) {
+        snprintf(err, errlen, "libcurl could not start");
+        return PX_EHTTP;
+    }
+    CURL *h = c->curl;
+    curl_easy_reset(h);
+    char *url = px_xasprintf("%s%s", c->base, path);
+    struct curl_slist *hdrs = NULL;
+    char *auth = c->token ? px_xasprintf("Authorization: Bearer %s", c->token) : NULL;
+    char *dir = c->check_dir ? px_xasprintf("X-Plexus-Data-Dir: %s", c->data_dir) : NULL;
+    if (auth) {
+        hdrs = curl_slist_append(hdrs, auth);
+    }
+    if (dir) {
+        hdrs = curl_slist_append(hdrs, dir);
+    }
+    stream_ctx sc = {.h = h, .on_line = on_line, .arg = arg};
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_stream_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &sc);
+    CURLcode cc = curl_easy_perform(h);
+    int rc = 0;
+    if (cc == CURLE_COULDNT_CONNECT) {
+        snprintf(err, errlen, "nothing listens at %s", c->base);
+        rc = UV_ECONNREFUSED;
+    } else if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && sc.stopped)) {
+        snprintf(err, errlen, "%s: %s", c->base, curl_easy_strerror(cc));
+        rc = PX_EHTTP;
+    } else {
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
+        if (*status != 200 && sc.buf.p) {
+            *body = json_loadb(sc.buf.p, sc.buf.len, JSON_DECODE_ANY, NULL);
+        }
+    }
+    free(sc.buf.p);
+    curl_slist_free_all(hdrs);
+    free(dir);
+    free(auth);
+    free(url);
+    return rc;
+}
+
+void px_cli_admin_refusal(px_cli_admin *c, long status, const json_t *body)
+{
+    print_refusal(c, status, body);
 }
 
 /* One line for an error answer: the body's "error" when there is one. */

@@ -31,6 +31,19 @@ void px_cli_admin_close(px_cli_admin *c); /* NULL is a no-op */
 int px_cli_admin_call(px_cli_admin *c, const char *method, const char *path, const json_t *body,
                       long *status, json_t **out, char *err, size_t errlen);
 
+/* A GET of path (borrowed) whose answer is streamed as lines: on_line(line, len, arg) runs for
+ * each complete line of a 200 answer (line borrowed for the call, without its '\n'), as it
+ * arrives; on_line returns 0 to go on, 1 to stop reading. Returns 0 when the answer ended (or
+ * on_line stopped it) with the HTTP status in *status and, for a status other than 200, the body
+ * parsed as JSON in *body (new reference or NULL); errors as px_cli_admin_call. No time limit but
+ * the connect's. */
+int px_cli_admin_stream(px_cli_admin *c, const char *path,
+                        int (*on_line)(const char *line, size_t len, void *arg), void *arg,
+                        long *status, json_t **body, char *err, size_t errlen);
+
+/* Prints why the host refused a request (status and the body's "error") to stderr. */
+void px_cli_admin_refusal(px_cli_admin *c, long status, const json_t *body);
+
 /* For `plexus dlq`: 1 when a running host of config's data_dir answers on its admin API (*out
  * then holds a client, owned by caller), 0 when none does (work offline; *out NULL), -1 after
  * printing an error (the address answers but not usably). */

@@ -13,6 +13,8 @@
 #include "cli_admin.h"
 #include "cli_dlq.h"
 #include "cli_plugin.h"
+#include "cli_route.h"
+#include "cli_tap.h"
 #include "config.h"
 #include "api.h"
 #include "crash.h"
@@ -40,11 +42,14 @@ static const char *usage_main =
     "commands:\n"
     "  run       run the host\n"
     "  check     validate a configuration and its plugins, start nothing\n"
+    "  route     show what one event would become: pipelines, sinks, mapped with: (dry run)\n"
+    "  test      run the pipeline tests of a configuration (dry runs with expectations)\n"
     "  plugins   list the plugins found on the plugin path\n"
     "  plugin    write a new plugin skeleton, or test a plugin file (plugin new|test)\n"
     "  dlq       list, show, replay or purge dead letters\n"
     "  status    show the running host's instances, pipelines and spool (admin API)\n"
     "  reload    reload the running host's configuration or one instance (admin API)\n"
+    "  tap       show the running host's events and delivery outcomes live (admin API)\n"
     "  version   print the version and plugin ABI\n"
     "\n"
     "`plexus COMMAND --help` describes each command.\n";
@@ -416,6 +421,15 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "plugin") == 0) {
         return px_cli_plugin(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "route") == 0) {
+        return px_cli_route(argc - 1, argv + 1, DEFAULT_CONFIG);
+    }
+    if (strcmp(cmd, "test") == 0) {
+        return px_cli_test(argc - 1, argv + 1, DEFAULT_CONFIG);
+    }
+    if (strcmp(cmd, "tap") == 0) {
+        return px_cli_tap(argc - 1, argv + 1, DEFAULT_CONFIG);
     }
     if (strcmp(cmd, "status") == 0) {
         return px_cli_status(argc - 1, argv + 1, DEFAULT_CONFIG);

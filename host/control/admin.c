@@ -23,6 +23,7 @@
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
+#include "route_explain.h"
 #include "url.h"
 
 #ifndef PX_VERSION
@@ -33,8 +34,11 @@
 #define DATA_DIR_HEADER "X-Plexus-Data-Dir"
 #define REFUSAL_LOG_MS 1000 /* at most one log line per second about refused requests */
 
+typedef struct tap_client tap_client;
+
 struct px_admin {
     px_runtime *d;
+    tap_client *taps;    /* GET /admin/tap streams open (owned) */
     px_admin_reload_fn reload; /* what POST /admin/reload runs */
     void *reload_arg;
     px_http_server *srv; /* owned; NULL while no listener runs */
@@ -910,6 +914,196 @@ static void on_reload(px_http_request *req, void *arg)
     reply_json(req, status, body);
 }
 
+/* --- route (dry run) ---------------------------------------------------------------------- */
+
+/* POST /admin/route: what the running host's pipelines would make of the event in the body
+ * (route_explain.h), with nothing stored or delivered. */
+static void on_route(px_http_request *req, void *arg)
+{
+    px_admin *a = arg;
+    if (gate(a, req, ACCESS_TOKEN) < 0) {
+        return;
+    }
+    if (!a->d->router || !a->d->cfg) {
+        reply_error(req, 503, "no configuration in force");
+        return;
+    }
+    size_t len = 0;
+    const char *text = px_http_req_body(req, &len);
+    json_error_t jerr;
+    json_t *doc = json_loadb(text, len, 0, &jerr);
+    px_route_input in;
+    char err[512];
+    if (!doc) {
+        reply_json(req, 400, json_pack("{ss}", "error", "a JSON object body is expected: "
+                                       "{\"source\", \"type\", \"payload\", ...}"));
+        return;
+    }
+    int rc = px_route_input_parse(doc, px_now_ms(), &in, err, sizeof(err));
+    json_decref(doc);
+    if (rc < 0) {
+        reply_error(req, 400, err);
+        return;
+    }
+    if (in.source && !px_config_instance(a->d->cfg, in.source)) {
+        snprintf(err, sizeof(err), "source \"%.200s\": no such instance", in.source);
+        px_route_input_clear(&in);
+        reply_error(req, 400, err);
+        return;
+    }
+    json_t *out = px_route_explain(a->d->router->router, &in);
+    px_route_input_clear(&in);
+    /* a with: template may quote a secret of the configuration */
+    px_log_redact_json(out);
+    reply_json(req, 200, out);
+}
+
+/* --- tap ---------------------------------------------------------------------------------- */
+
+/* One GET /admin/tap: a streamed answer fed by the runtime's tap hub (tap.h). */
+struct tap_client {
+    px_admin *a;
+    px_http_request *req; /* streaming; NULL once ended */
+    px_tap_sub *sub;      /* NULL once closed */
+    tap_client *next;
+};
+
+static int tap_write(void *arg, const char *line, size_t len)
+{
+    tap_client *tc = arg;
+    return tc->req ? px_http_stream_write(tc->req, line, len) : PX_ESTATE;
+}
+
+static size_t tap_backlog(void *arg)
+{
+    tap_client *tc = arg;
+    return tc->req ? px_http_stream_backlog(tc->req) : 0;
+}
+
+/* Ends tc: a closing line (when its connection still stands) saying why and what was dropped,
+ * the end of the stream, and tc itself. */
+static void tap_finish(tap_client *tc, const char *why)
+{
+    px_admin *a = tc->a;
+    for (tap_client **pp = &a->taps; *pp; pp = &(*pp)->next) {
+        if (*pp == tc) {
+            *pp = tc->next;
+            break;
+        }
+    }
+    uint64_t dropped = tc->sub ? px_tap_dropped(tc->sub) : 0;
+    uint64_t written = tc->sub ? px_tap_written(tc->sub) : 0;
+    px_tap_close(&a->d->tap, tc->sub);
+    if (tc->req) {
+        if (why) {
+            char line[160];
+            int n = snprintf(line, sizeof(line), "{\"kind\":\"end\",\"reason\":\"%s\","
+                             "\"records\":%llu,\"dropped\":%llu}\n", why,
+                             (unsigned long long)written, (unsigned long long)dropped);
+            px_http_stream_write(tc->req, line, (size_t)n);
+        }
+        px_http_stream_end(tc->req);
+    }
+    PX_LOG_INFO("admin", "tap closed reason=%s records=%llu dropped=%llu",
+                why ? why : "reader left", (unsigned long long)written, (unsigned long long)dropped);
+    free(tc);
+}
+
+static void on_tap_done(void *arg)
+{
+    tap_finish(arg, "limit");
+}
+
+static void on_tap_gone(px_http_request *req, void *arg)
+{
+    (void)req;
+    tap_finish(arg, NULL);
+}
+
+/* A filter naming something the configuration does not have is a typo: refused, not silent. */
+static const char *tap_unknown(const px_config *cfg, const char *pipeline, const char *sink,
+                               const char *source)
+{
+    if (pipeline) {
+        size_t i = 0;
+        while (i < cfg->npipelines && strcmp(cfg->pipelines[i].name, pipeline) != 0) {
+            i++;
+        }
+        if (i == cfg->npipelines) {
+            return "pipeline: no such pipeline";
+        }
+    }
+    if (sink && !px_config_instance(cfg, sink)) {
+        return "sink: no such instance";
+    }
+    if (source && !px_config_instance(cfg, source)) {
+        return "source: no such instance";
+    }
+    return NULL;
+}
+
+static void on_tap(px_http_request *req, void *arg)
+{
+    px_admin *a = arg;
+    if (gate(a, req, ACCESS_TOKEN) < 0) {
+        return;
+    }
+    char pipeline[256], sink[256], source[256], buf[64];
+    int has_p = query_get(req, "pipeline", pipeline, sizeof(pipeline)) && pipeline[0];
+    int has_k = query_get(req, "sink", sink, sizeof(sink)) && sink[0];
+    int has_s = query_get(req, "source", source, sizeof(source)) && source[0];
+    int64_t limit = 0;
+    if (query_get(req, "limit", buf, sizeof(buf)) && parse_i64(buf, &limit) < 0) {
+        reply_error(req, 400, "limit: a number >= 0 expected (0 = no limit)");
+        return;
+    }
+    const char *unknown = a->d->cfg ? tap_unknown(a->d->cfg, has_p ? pipeline : NULL,
+                                                  has_k ? sink : NULL, has_s ? source : NULL)
+                                    : NULL;
+    if (unknown) {
+        reply_error(req, 400, unknown);
+        return;
+    }
+    tap_client *tc = px_xcalloc(1, sizeof(*tc));
+    tc->a = a;
+    tc->req = req;
+    px_tap_filter f = {.pipeline = has_p ? pipeline : NULL, .sink = has_k ? sink : NULL,
+                       .source = has_s ? source : NULL, .limit = (uint64_t)limit};
+    px_tap_writer w = {.write = tap_write, .backlog = tap_backlog, .done = on_tap_done,
+                       .arg = tc};
+    if (px_tap_open(&a->d->tap, &f, &w, &tc->sub) < 0) {
+        free(tc);
+        char msg[96];
+        snprintf(msg, sizeof(msg), "%d taps are open, the most there may be", PX_TAP_MAX_SUBS);
+        reply_error(req, 429, msg);
+        return;
+    }
+    if (px_http_stream_start(req, 200, "application/x-ndjson", on_tap_gone, tc) < 0) {
+        px_tap_close(&a->d->tap, tc->sub);
+        free(tc);
+        px_http_respond(req, 500, NULL, "{\"error\":\"gone\"}", 16);
+        return;
+    }
+    tc->next = a->taps;
+    a->taps = tc;
+    json_t *hello = json_pack("{ss so so so sI sI}", "kind", "tap", "pipeline",
+                              has_p ? json_string(pipeline) : json_null(), "sink",
+                              has_k ? json_string(sink) : json_null(), "source",
+                              has_s ? json_string(source) : json_null(), "limit",
+                              (json_int_t)limit, "max_backlog",
+                              (json_int_t)a->d->tap.max_backlog);
+    char *text = json_dumps(hello, JSON_COMPACT);
+    json_decref(hello);
+    if (text) {
+        px_http_stream_write(req, text, strlen(text));
+        px_http_stream_write(req, "\n", 1);
+        free(text);
+    }
+    PX_LOG_INFO("admin", "tap opened peer=%s pipeline=%s sink=%s source=%s limit=%lld",
+                px_http_req_remote(req), has_p ? pipeline : "*", has_k ? sink : "*",
+                has_s ? source : "*", (long long)limit);
+}
+
 /* --- lifecycle --------------------------------------------------------------------------- */
 
 /* The token cfg asks for: host.admin.token, else the token file in data_dir (borrowed; the one
@@ -955,6 +1149,8 @@ static void add_routes(px_admin *a, px_http_server *srv)
         {"POST", "/admin/dlq/replay", 0, on_dlq_replay},
         {"POST", "/admin/dlq/purge", 0, on_dlq_purge},
         {"POST", "/admin/reload", 0, on_reload},
+        {"POST", "/admin/route", 0, on_route},
+        {"GET", "/admin/tap", 0, on_tap},
     };
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         px_http_server_route(srv, routes[i].method, routes[i].path, routes[i].flags,
@@ -1151,6 +1347,9 @@ void px_admin_close(px_admin *a)
 {
     if (!a) {
         return;
+    }
+    while (a->taps) {
+        tap_finish(a->taps, "host stopping");
     }
     a->closing = 1;
     if (!a->srv) {

@@ -1,9 +1,11 @@
 /* The admin API: a second HTTP listener (host.admin.listen, loopback by default) for operators
  * and monitoring. /healthz, /readyz, /metrics (Prometheus text), /admin/status, the dead-letter
- * endpoints /admin/dlq..., and /admin/reload. Every endpoint but /healthz and /readyz requires
- * "Authorization: Bearer <token>" (/metrics not with host.admin.metrics_public), the token being
- * host.admin.token or the one in data_dir/admin.token (admin_token.h), unless the configuration
- * says host.admin.auth: none. Loop thread only. */
+ * endpoints /admin/dlq..., /admin/reload, POST /admin/route (a dry run of the pipelines in force,
+ * route_explain.h) and GET /admin/tap (a stream of JSON lines from the runtime's tap, tap.h;
+ * ended with a closing line when the admin API closes). Every endpoint but /healthz and /readyz
+ * requires "Authorization: Bearer <token>" (/metrics not with host.admin.metrics_public), the
+ * token being host.admin.token or the one in data_dir/admin.token (admin_token.h), unless the
+ * configuration says host.admin.auth: none. Loop thread only. */
 #ifndef PX_ADMIN_H
 #define PX_ADMIN_H
 

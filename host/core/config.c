@@ -2133,7 +2133,7 @@ static int parse_pipelines(cctx *c, px_config *cfg, const px_ynode *list)
 
 static int build_config(cctx *c, px_config *cfg, const px_ynode *root)
 {
-    static const char *const keys[] = {"version", "host", "plugins", "pipelines"};
+    static const char *const keys[] = {"version", "host", "plugins", "pipelines", "tests"};
     char buf[ECHO_MAX + 8];
     int rc;
 
@@ -2161,6 +2161,12 @@ static int build_config(cctx *c, px_config *cfg, const px_ynode *root)
         (rc = parse_instances(c, cfg, map_get(root, "plugins"))) < 0 ||
         (rc = parse_pipelines(c, cfg, map_get(root, "pipelines"))) < 0) {
         return rc;
+    }
+    /* Pipeline tests are read by `plexus test` (pipeline_test.h); `run` and `check` only keep
+     * them. */
+    const px_ynode *tests = map_get(root, "tests");
+    if (tests && !is_null(tests)) {
+        cfg->tests = ynode_copy(NULL, tests);
     }
     return 0;
 }
@@ -2258,15 +2264,13 @@ fail:
     return PX_ECONFIG;
 }
 
-int px_config_load(const char *path, px_config **out, char *err, size_t errlen)
+/* Reads the whole file at path into *out (owned by caller; free), NUL-terminated, its length
+ * in *len; or fails with a "path:1:1: cannot ..." message. */
+static int read_whole(cctx *c, const char *path, char **out, size_t *len)
 {
-    cctx c = {.file = path ? path : "<config>", .err = err, .errlen = errlen};
-    if (err && errlen) {
-        err[0] = '\0';
-    }
     FILE *f = path ? fopen(path, "rb") : NULL;
     if (!f) {
-        return fail_at(&c, 1, 1, "cannot open the file (%s)", strerror(path ? errno : EINVAL));
+        return fail_at(c, 1, 1, "cannot open the file (%s)", strerror(path ? errno : EINVAL));
     }
     sbuf b = {0};
     char chunk[8192];
@@ -2279,11 +2283,116 @@ int px_config_load(const char *path, px_config **out, char *err, size_t errlen)
     fclose(f);
     if (read_err) {
         free(b.p);
-        return fail_at(&c, 1, 1, "cannot read the file (%s)", strerror(EIO));
+        return fail_at(c, 1, 1, "cannot read the file (%s)", strerror(EIO));
     }
-    int rc = px_config_parse(path, b.p, b.n, out, err, errlen);
-    free(b.p);
+    *out = b.p;
+    *len = b.n;
+    return 0;
+}
+
+int px_config_load(const char *path, px_config **out, char *err, size_t errlen)
+{
+    cctx c = {.file = path ? path : "<config>", .err = err, .errlen = errlen};
+    if (err && errlen) {
+        err[0] = '\0';
+    }
+    char *text = NULL;
+    size_t len = 0;
+    if (read_whole(&c, path, &text, &len) < 0) {
+        return PX_ECONFIG;
+    }
+    int rc = px_config_parse(path, text, len, out, err, errlen);
+    free(text);
     return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* YAML nodes for other readers (pipeline tests)                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+int px_yaml_load(const char *path, px_ynode **out, char *err, size_t errlen)
+{
+    cctx c = {.file = path ? path : "<yaml>", .err = err, .errlen = errlen, .expand = 1};
+    if (err && errlen) {
+        err[0] = '\0';
+    }
+    char *text = NULL;
+    size_t len = 0;
+    if (read_whole(&c, path, &text, &len) < 0) {
+        return PX_ECONFIG;
+    }
+    px_ynode *root = NULL;
+    int rc = yaml_to_tree(&c, text, len, &root);
+    free(text);
+    if (rc < 0) {
+        return PX_ECONFIG;
+    }
+    if (!root) {
+        return fail_at(&c, 1, 1, "the file is empty");
+    }
+    *out = root;
+    return 0;
+}
+
+void px_ynode_destroy(px_ynode *n)
+{
+    ynode_free(n);
+}
+
+int px_ynode_type(const px_ynode *n)
+{
+    if (is_null(n)) {
+        return PX_YNODE_NULL;
+    }
+    return n->type == Y_MAP ? PX_YNODE_MAP : n->type == Y_SEQ ? PX_YNODE_SEQ : PX_YNODE_SCALAR;
+}
+
+size_t px_ynode_size(const px_ynode *n)
+{
+    return n && n->type != Y_SCALAR ? n->n : 0;
+}
+
+const px_ynode *px_ynode_at(const px_ynode *n, size_t i)
+{
+    return n && n->type != Y_SCALAR && i < n->n ? n->items[i] : NULL;
+}
+
+const px_ynode *px_ynode_key_at(const px_ynode *n, size_t i)
+{
+    return n && n->type == Y_MAP && i < n->n ? n->keys[i] : NULL;
+}
+
+const px_ynode *px_ynode_get(const px_ynode *m, const char *key)
+{
+    return map_get(m, key);
+}
+
+const char *px_ynode_text(const px_ynode *n)
+{
+    return n && n->type == Y_SCALAR ? n->text : NULL;
+}
+
+int px_ynode_is_string(const px_ynode *n)
+{
+    return n && n->type == Y_SCALAR && (n->quoted || n->kind == YS_STR);
+}
+
+void px_ynode_mark(const px_ynode *n, int *line, int *col)
+{
+    *line = n ? n->line : 1;
+    *col = n ? n->col : 1;
+}
+
+int px_ynode_to_json(const px_ynode *n, const char *file, json_t **out, char *err, size_t errlen)
+{
+    cctx c = {.file = file ? file : "<yaml>", .err = err, .errlen = errlen};
+    return node_to_json(&c, n, out);
+}
+
+const char *px_suggest(const char *word, const char *const *cands, size_t n, char *buf,
+                       size_t size)
+{
+    return did_you_mean(word, cands, n, buf, size);
 }
 
 void px_config_option_mark(const px_instance_conf *inst, const char *option, int *line, int *col)
@@ -2603,6 +2712,7 @@ void px_config_destroy(px_config *cfg)
         json_decref(inst->config);
         ynode_free(inst->node);
     }
+    ynode_free(cfg->tests);
     free(cfg->instances);
     for (size_t k = 0; k < cfg->npipelines; k++) {
         px_pipeline_conf *pl = &cfg->pipelines[k];

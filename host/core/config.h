@@ -113,6 +113,8 @@ typedef struct px_config {
     size_t ninstances;
     px_pipeline_conf *pipelines;
     size_t npipelines;
+    px_ynode *tests;         /* the top-level `tests:` (owned; NULL when absent): pipeline tests
+                                for `plexus test` (pipeline_test.h); the host does not read them */
 } px_config;
 
 /* Reads and validates `path` (borrowed). On success returns 0 and stores a new config in *out
@@ -163,5 +165,36 @@ int px_parse_duration(const char *s, uint64_t *ms);
 int px_parse_size(const char *s, uint64_t *bytes);
 
 void px_config_destroy(px_config *cfg);
+
+/* --- YAML with marks, for files beside the configuration (pipeline tests) ------------------
+ * The configuration's own reader: one document, ${VAR} expansion, anchors and merges, and
+ * errors as one "file:line:column: message" line. */
+
+enum { PX_YNODE_NULL = 0, PX_YNODE_MAP = 1, PX_YNODE_SEQ = 2, PX_YNODE_SCALAR = 3 };
+
+/* Reads YAML file path (borrowed). On success returns 0 and stores the root node in *out (owned
+ * by caller; px_ynode_destroy). On failure (unreadable, not YAML, empty) returns PX_ECONFIG with
+ * one line in err. */
+int px_yaml_load(const char *path, px_ynode **out, char *err, size_t errlen);
+void px_ynode_destroy(px_ynode *n); /* NULL is a no-op */
+
+/* Accessors; every node returned is borrowed from its tree. PX_YNODE_NULL for NULL or a null
+ * scalar. */
+int px_ynode_type(const px_ynode *n);
+size_t px_ynode_size(const px_ynode *n);                   /* entries of a mapping or list */
+const px_ynode *px_ynode_at(const px_ynode *n, size_t i);  /* value i (or list item i) */
+const px_ynode *px_ynode_key_at(const px_ynode *n, size_t i); /* key i of a mapping */
+const px_ynode *px_ynode_get(const px_ynode *m, const char *key); /* NULL when absent */
+const char *px_ynode_text(const px_ynode *n);              /* a scalar's text, else NULL */
+int px_ynode_is_string(const px_ynode *n);                 /* a quoted or non-typed scalar */
+void px_ynode_mark(const px_ynode *n, int *line, int *col); /* 1-based start */
+/* n (borrowed, not NULL) as JSON: a new reference in *out, or PX_ECONFIG with
+ * "file:line:column: ..." in err (text that is not UTF-8). */
+int px_ynode_to_json(const px_ynode *n, const char *file, json_t **out, char *err,
+                     size_t errlen);
+
+/* `, did you mean "X"?` in buf when one of cands[0..n) is close to word, else ""; returns buf. */
+const char *px_suggest(const char *word, const char *const *cands, size_t n, char *buf,
+                       size_t size);
 
 #endif

@@ -237,10 +237,15 @@ static int cond_holds(const rcond *c, const px_mapping_env *env)
     return ok;
 }
 
-static int pipe_matches(const rpipe *p, const char *source, const px_mapping_env *env)
+/* Why a pipeline does not take an event: the first rule that fails. */
+enum { WHY_MATCH = 0, WHY_FROM, WHY_TYPE, WHY_COND };
+
+/* Checks pipeline p against the event in pipeline order of rules (from, type, conditions);
+ * returns WHY_MATCH or the rule that failed, with the failing condition's index in *cond. */
+static int pipe_check(const rpipe *p, const char *source, const px_mapping_env *env, size_t *cond)
 {
     if (!p->any_from && (!source || strcmp(p->from, source) != 0)) {
-        return 0;
+        return WHY_FROM;
     }
     if (p->ntypes > 0) {
         const char *type = env->type ? env->type : "";
@@ -249,15 +254,82 @@ static int pipe_matches(const rpipe *p, const char *source, const px_mapping_env
             i++;
         }
         if (i == p->ntypes) {
-            return 0;
+            return WHY_TYPE;
         }
     }
     for (size_t i = 0; i < p->nconds; i++) {
         if (!cond_holds(&p->conds[i], env)) {
-            return 0;
+            *cond = i;
+            return WHY_COND;
         }
     }
-    return 1;
+    return WHY_MATCH;
+}
+
+static int pipe_matches(const rpipe *p, const char *source, const px_mapping_env *env)
+{
+    size_t cond = 0;
+    return pipe_check(p, source, env, &cond) == WHY_MATCH;
+}
+
+static const char *op_name(int op)
+{
+    return op == PX_COND_EQUALS ? "equals" : op == PX_COND_IN ? "in" : "exists";
+}
+
+/* Compact JSON of v (borrowed) into buf, shortened with "..." past len. */
+static void json_brief(const json_t *v, char *buf, size_t len)
+{
+    char *text = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    const char *s = text ? text : "nothing";
+    if (strlen(s) < len) {
+        snprintf(buf, len, "%s", s);
+    } else if (len > 4) {
+        snprintf(buf, len, "%.*s...", (int)(len - 4), s);
+    }
+    free(text);
+}
+
+const char *px_router_why_not(const px_router *r, size_t i, const char *source,
+                              const px_mapping_env *env, char *buf, size_t len)
+{
+    if (i >= r->npipes) {
+        return NULL;
+    }
+    const rpipe *p = &r->pipes[i];
+    size_t ci = 0;
+    switch (pipe_check(p, source, env, &ci)) {
+    case WHY_FROM:
+        if (source) {
+            snprintf(buf, len, "from: \"%s\", the event comes from \"%s\"", p->from, source);
+        } else {
+            snprintf(buf, len, "from: \"%s\", the event names no source", p->from);
+        }
+        return buf;
+    case WHY_TYPE: {
+        size_t off = (size_t)snprintf(buf, len, "type \"%s\" is not ",
+                                      env->type ? env->type : "");
+        for (size_t t = 0; t < p->ntypes && off < len; t++) {
+            off += (size_t)snprintf(buf + off, len - off, "%s\"%s\"",
+                                    t == 0 ? (p->ntypes > 1 ? "one of " : "") : ", ",
+                                    p->types[t]);
+        }
+        return buf;
+    }
+    case WHY_COND: {
+        const rcond *c = &p->conds[ci];
+        json_t *v = px_pointer_eval(c->ptr, env);
+        char want[96], got[96];
+        json_brief(c->value, want, sizeof(want));
+        json_brief(v, got, sizeof(got));
+        snprintf(buf, len, "when.match %s %s %s: %s%s", px_pointer_text(c->ptr),
+                 op_name(c->op), want, v ? "got " : "", v ? got : "missing");
+        json_decref(v);
+        return buf;
+    }
+    default:
+        return NULL;
+    }
 }
 
 size_t px_router_route(const px_router *r, const char *source, const px_mapping_env *env,

@@ -52,6 +52,14 @@ void px_routes_free(px_route *routes, size_t n);
  * byte, everything else literal; the whole of s must match. Returns 1 on a match, else 0. */
 int px_glob_match(const char *pattern, const char *s);
 
+/* Why pipeline number i does not take the event px_router_route would route (same arguments):
+ * NULL when it does (or i is out of range), else buf (len bytes, NUL-terminated) holding the
+ * first rule that fails, e.g. "from: \"ezzing\", the event comes from \"shop\"",
+ * "type \"a.b\" is not one of \"x.*\", \"y\"", "when.match /data/status equals \"new\": got
+ * \"old\"" (or ": missing"). For dry runs (`plexus route`); the router is not modified. */
+const char *px_router_why_not(const px_router *r, size_t i, const char *source,
+                              const px_mapping_env *env, char *buf, size_t len);
+
 /* Number of pipelines, and a pipeline name by index (borrowed), for status. */
 size_t px_router_count(const px_router *r);
 const char *px_router_name(const px_router *r, size_t i);

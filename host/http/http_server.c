@@ -90,6 +90,7 @@ enum conn_state {
     CS_BODY,    /* request body */
     CS_HANDLER, /* handed to a handler, waiting for px_http_respond */
     CS_WRITING, /* response queued on the socket */
+    CS_STREAM,  /* a streamed answer (px_http_stream_start): input is discarded, EOF closes */
     CS_LINGER,  /* response sent, FIN sent: discarding input until the client's FIN */
     CS_CLOSED,  /* uv_close issued */
 };
@@ -116,6 +117,11 @@ struct conn {
     unsigned handles;    /* uv handles not yet closed */
     unsigned pending : 1, reading : 1, in_process : 1, closing : 1, rejected : 1,
         close_after : 1, timer_idle : 1, last_cb : 2;
+    /* a streamed answer: obody holds the bytes not yet handed to the socket, head the ones of
+     * the write in flight */
+    unsigned streaming : 1, stream_writing : 1, stream_ending : 1, stream_chunked : 1;
+    px_http_stream_closed_cb stream_closed; /* told once when the connection closes first */
+    void *stream_arg;
     char *rbuf; /* raw input; [rpos, rlen) not parsed yet */
     size_t rlen, rpos;
     size_t hdr_bytes;
@@ -513,13 +519,20 @@ static void on_conn_handle_closed(uv_handle_t *h)
     if (!c->rejected) {
         srv->nactive--;
     }
+    px_http_stream_closed_cb closed = NULL;
     if (c->pending) {
         /* A handler still holds the request: keep what its accessors read. */
         conn_free_buffers(c);
+        closed = c->streaming ? c->stream_closed : NULL;
+        c->stream_closed = NULL;
     } else {
         conn_free(c);
     }
     server_maybe_finish(srv);
+    if (closed) {
+        /* last: the owner ends the stream from here, which frees c */
+        closed(&c->req, c->stream_arg);
+    }
 }
 
 static void conn_close(conn *c)
@@ -724,7 +737,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     conn *c = h->data;
     (void)suggested;
-    if (c->state == CS_LINGER) {
+    if (c->state == CS_LINGER || c->state == CS_STREAM) {
         *buf = uv_buf_init(c->srv->scratch, sizeof c->srv->scratch);
         return;
     }
@@ -759,6 +772,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     switch (c->state) {
     case CS_LINGER:
+    case CS_STREAM:
         return;
     case CS_HANDLER:
     case CS_WRITING:
@@ -1189,7 +1203,7 @@ void px_http_respond(px_http_request *req, int status, const char *content_type,
         return;
     }
     conn *c = req->c;
-    if (!c->pending) {
+    if (!c->pending || c->streaming) {
         PX_LOG_WARN(MOD, "request answered twice status=%d", status);
         return;
     }
@@ -1216,12 +1230,168 @@ void px_http_respond(px_http_request *req, int status, const char *content_type,
               body ? len : 0, req->keep_alive && !c->srv->closing, req->head);
 }
 
+/* ---- streamed answers --------------------------------------------------------------------- */
+
+static void stream_flush(conn *c);
+
+static void on_stream_write(uv_write_t *w, int status)
+{
+    conn *c = w->data;
+    c->stream_writing = 0;
+    if (c->closing) {
+        return;
+    }
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->obody.len) {
+        stream_flush(c);
+    } else if (c->stream_ending) {
+        conn_linger(c);
+    }
+}
+
+/* Hands what accumulated to the socket as one write, unless one is in flight (its callback
+ * flushes the rest): a fast reader costs a write per loop turn, not per piece. */
+static void stream_flush(conn *c)
+{
+    if (c->stream_writing || c->closing || c->obody.len == 0) {
+        return;
+    }
+    gbuf in_flight = c->obody;
+    c->obody = c->head;
+    c->obody.len = 0;
+    c->head = in_flight;
+    uv_buf_t b = uv_buf_init(c->head.p, (unsigned)c->head.len);
+    c->wreq.data = c;
+    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_stream_write) != 0) {
+        conn_close(c);
+        return;
+    }
+    c->stream_writing = 1;
+}
+
+#define STREAM_SNDBUF (64 * 1024) /* kernel buffer of a streamed answer: the owner's backlog
+                                   * bound is what a slow reader can hold */
+
+int px_http_stream_start(px_http_request *req, int status, const char *content_type,
+                         px_http_stream_closed_cb on_closed, void *arg)
+{
+    conn *c = req->c;
+    if (!c->pending || c->streaming || c->closing || !c->srv) {
+        return PX_ESTATE;
+    }
+    if (status < 200 || status > 599) {
+        status = 500;
+    }
+    stat_count(req->stat, status);
+    c->streaming = 1;
+    c->stream_closed = on_closed;
+    c->stream_arg = arg;
+    c->stream_chunked = !req->http10;
+    c->close_after = 1;
+    c->state = CS_STREAM;
+    if (!content_type || !header_value_ok(content_type)) {
+        content_type = "application/octet-stream";
+    }
+    px_http_server *srv = c->srv;
+    gbuf *h = &c->obody;
+    date_refresh(srv);
+    h->len = 0;
+    gbuf_adds(h, "HTTP/1.1 ");
+    gbuf_addu(h, (uint64_t)status);
+    gbuf_addc(h, ' ');
+    gbuf_adds(h, status_reason(status));
+    gbuf_adds(h, "\r\n");
+    gbuf_adds(h, srv->date);
+    gbuf_adds(h, "Content-Type: ");
+    gbuf_adds(h, content_type);
+    gbuf_adds(h, "\r\n");
+    if (c->stream_chunked) {
+        gbuf_adds(h, "Transfer-Encoding: chunked\r\n");
+    }
+    gbuf_adds(h, "Connection: close\r\nCache-Control: no-store\r\n");
+    gbuf_add(h, c->xhdr.p, c->xhdr.len);
+    gbuf_adds(h, "\r\n");
+    int size = STREAM_SNDBUF;
+    uv_send_buffer_size((uv_handle_t *)&c->tcp, &size);
+    uv_timer_stop(&c->timer);
+    start_reading(c); /* to see the client leave */
+    stream_flush(c);
+    return 0;
+}
+
+int px_http_stream_write(px_http_request *req, const char *data, size_t len)
+{
+    conn *c = req->c;
+    if (!c->streaming || c->stream_ending || c->closing || !c->pending) {
+        return PX_ESTATE;
+    }
+    if (len == 0) {
+        return 0;
+    }
+    if (c->stream_chunked) {
+        char size[24];
+        int n = snprintf(size, sizeof size, "%zx\r\n", len);
+        gbuf_add(&c->obody, size, (size_t)n);
+    }
+    gbuf_add(&c->obody, data, len);
+    if (c->stream_chunked) {
+        gbuf_add(&c->obody, "\r\n", 2);
+    }
+    stream_flush(c);
+    return 0;
+}
+
+size_t px_http_stream_backlog(px_http_request *req)
+{
+    conn *c = req->c;
+    if (!c->streaming || c->closing) {
+        return 0;
+    }
+    size_t n = c->obody.len;
+    if (c->stream_writing) {
+        n += uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+    }
+    return n;
+}
+
+void px_http_stream_end(px_http_request *req)
+{
+    conn *c = req->c;
+    if (!c->streaming || !c->pending) {
+        return;
+    }
+    c->pending = 0;
+    c->stream_closed = NULL;
+    if (c->handles == 0) {
+        conn_free(c); /* closed already: the closed callback ran */
+        return;
+    }
+    if (c->closing) {
+        return; /* the close callback frees it */
+    }
+    c->stream_ending = 1;
+    if (c->stream_chunked) {
+        gbuf_adds(&c->obody, "0\r\n\r\n");
+    }
+    if (c->stream_writing) {
+        return; /* its callback flushes the rest, then lingers */
+    }
+    if (c->obody.len) {
+        stream_flush(c);
+    } else {
+        conn_linger(c);
+    }
+}
+
 size_t px_http_server_fail_owner(px_http_server *srv, const void *owner, int status)
 {
     /* Collected first: answering can free a connection or start its next request. */
     size_t n = 0;
     for (conn *c = srv->conns; c; c = c->next) {
-        n += c->pending && c->req.owner == owner;
+        n += c->pending && !c->streaming && c->req.owner == owner;
     }
     if (n == 0) {
         return 0;
@@ -1229,7 +1399,7 @@ size_t px_http_server_fail_owner(px_http_server *srv, const void *owner, int sta
     px_http_request **reqs = px_xmalloc(n * sizeof *reqs);
     size_t k = 0;
     for (conn *c = srv->conns; c; c = c->next) {
-        if (c->pending && c->req.owner == owner) {
+        if (c->pending && !c->streaming && c->req.owner == owner) {
             reqs[k++] = &c->req;
         }
     }
@@ -1468,8 +1638,9 @@ static void server_close(px_http_server *srv, px_http_server_close_cb cb, void *
     for (conn *c = srv->conns, *next; c; c = next) {
         next = c->next;
         int partial = c->state == CS_HEAD || c->state == CS_BODY;
+        int ended_stream = c->state == CS_STREAM && c->stream_ending; /* flushing its last bytes */
         if (!c->closing && c->handles && c->state != CS_HANDLER && c->state != CS_WRITING &&
-            !(keep_partial && partial)) {
+            !ended_stream && !(keep_partial && partial)) {
             conn_close(c);
         }
     }

@@ -116,6 +116,33 @@ int px_http_set_header(px_http_request *req, const char *name, const char *value
 void px_http_respond(px_http_request *req, int status, const char *content_type,
                      const char *body, size_t len);
 
+/* --- Streamed answers (host only): a body written piece by piece, e.g. lines of JSON --------
+ * The head goes out with Transfer-Encoding: chunked (an HTTP/1.0 client gets the bytes up to the
+ * close) and Connection: close; the connection ends with the stream. Pieces written while the
+ * socket is busy are joined and written at once when it frees up. */
+
+/* Runs once if the connection closes before px_http_stream_end (the client left, a write
+ * failed, the server closed): the owner must call px_http_stream_end(req) (now or later), which
+ * then only releases req. */
+typedef void (*px_http_stream_closed_cb)(px_http_request *req, void *arg);
+
+/* Answers req with status and content_type (borrowed; NULL or with CR/LF:
+ * application/octet-stream) and keeps it open for px_http_stream_write. The connection's kernel
+ * send buffer is made small, so that what a slow reader leaves unread shows in
+ * px_http_stream_backlog. Returns 0, or PX_ESTATE when req is answered or its client gone
+ * (answer it with px_http_respond then). */
+int px_http_stream_start(px_http_request *req, int status, const char *content_type,
+                         px_http_stream_closed_cb on_closed, void *arg);
+/* Appends data (len bytes, borrowed, copied) to the stream. Returns 0, or PX_ESTATE when the
+ * stream is ending or its connection closed. Never blocks: memory grows with what the reader
+ * leaves, which the caller bounds with px_http_stream_backlog. */
+int px_http_stream_write(px_http_request *req, const char *data, size_t len);
+/* Bytes written to the stream that the socket has not taken yet. */
+size_t px_http_stream_backlog(px_http_request *req);
+/* Ends the stream (the last piece, then the connection closes) and releases req (invalid
+ * afterwards). */
+void px_http_stream_end(px_http_request *req);
+
 /* Host-only request accessors. */
 const void *px_http_req_owner(px_http_request *req); /* the owner of the route it matched */
 /* The peer as "1.2.3.4:5678" or "[::1]:5678" (valid until respond); "" if unknown. */

@@ -58,8 +58,12 @@ struct px_dispatch {
     int leased;           /* px_store_leased at the latest tick */
     px_delivery *orphans; /* timed-out or reclaimed deliveries their plugin still holds */
     px_dispatch_stats stats;
+    px_tap *tap; /* never NULL: the directory's, else one nobody opens */
     int closing;
 };
+
+/* The hub of a dispatcher whose directory has none: never open, so the hooks stay one branch. */
+static px_tap no_tap;
 
 static void pump(px_sinkq *q);
 
@@ -545,6 +549,10 @@ static void finish_dead(px_delivery *dl, const char *reason)
     px_dispatch *disp = dl->q->disp;
     px_store_mark_dead(disp->store, dl->id, dl->attempt, reason);
     disp->stats.dead++;
+    if (px_tap_on(disp->tap)) {
+        px_tap_delivery(disp->tap, dl->event, dl->pipeline, dl->sink, dl->action, dl->id,
+                        dl->attempt, "dead", reason, 0);
+    }
     PX_LOG_WARN("dispatch", "dead letter id=%lld sink=%s pipeline=%s event=%s reason=%s",
                 (long long)dl->id, dl->sink, dl->pipeline, dl->event->id, reason);
     delivery_free(dl);
@@ -651,6 +659,10 @@ void px_dispatch_complete(px_delivery *handle, int status, const char *reason,
         px_store_mark_done(disp->store, dl->id, dl->attempt);
         disp->stats.delivered++;
         px_metrics_delivery(dl->pipeline, dl->sink, "done", dl->event->time_ms);
+        if (px_tap_on(disp->tap)) {
+            px_tap_delivery(disp->tap, dl->event, dl->pipeline, dl->sink, dl->action, dl->id,
+                            dl->attempt, "ok", reason, 0);
+        }
         q->failing = 0;
         PX_LOG_DEBUG("dispatch", "delivered id=%lld sink=%s event=%s attempt=%u%s%s",
                      (long long)dl->id, dl->sink, dl->event->id, dl->attempt,
@@ -678,6 +690,10 @@ void px_dispatch_complete(px_delivery *handle, int status, const char *reason,
         } else {
             dl->next_at_ms = next_at;
             px_store_mark_retry(disp->store, dl->id, dl->attempt, dl->next_at_ms, reason);
+            if (px_tap_on(disp->tap)) {
+                px_tap_delivery(disp->tap, dl->event, dl->pipeline, dl->sink, dl->action, dl->id,
+                                dl->attempt, "retry", error, wait);
+            }
             PX_LOG_INFO("dispatch", "retry id=%lld sink=%s attempt=%u in_ms=%llu reason=%s",
                         (long long)dl->id, dl->sink, dl->attempt, (unsigned long long)wait,
                         reason);
@@ -737,6 +753,11 @@ static void take_back(px_sinkq *q, px_delivery *dl, const char *why, int count_a
         }
         copy->next_at_ms = next_at;
         px_store_mark_retry(disp->store, copy->id, copy->attempt, copy->next_at_ms, why);
+        if (px_tap_on(disp->tap)) {
+            px_tap_delivery(disp->tap, copy->event, copy->pipeline, copy->sink, copy->action,
+                            copy->id, copy->attempt, "retry", why,
+                            (uint64_t)(next_at > px_now_ms() ? next_at - px_now_ms() : 0));
+        }
         q->failing = 1;
         note_outcome(q, PX_ERETRY, why);
     }
@@ -810,6 +831,7 @@ int px_dispatch_create(uv_loop_t *loop, px_store *store, const px_sink_directory
     disp->loop = loop;
     disp->store = store;
     disp->dir = *dir;
+    disp->tap = dir->tap ? dir->tap : &no_tap;
     disp->leased = px_store_leased(store);
     uv_timer_init(loop, &disp->sweep);
     disp->sweep.data = disp;

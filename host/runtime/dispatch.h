@@ -19,6 +19,7 @@
 #include "event.h"
 #include "instance.h"
 #include "store.h"
+#include "tap.h"
 
 typedef struct px_dispatch px_dispatch;
 typedef struct px_sinkq px_sinkq;
@@ -50,6 +51,7 @@ typedef struct px_sink_directory {
     void *owner;
     px_instance *(*instance)(void *owner, const char *name); /* NULL when unknown */
     const px_retry_policy *(*policy)(void *owner, const char *pipeline); /* never NULL */
+    px_tap *tap; /* told every delivery outcome while a tap is open; NULL: none */
 } px_sink_directory;
 
 /* A dispatcher on loop delivering what store (borrowed; outlives it) holds, finding sinks and

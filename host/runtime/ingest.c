@@ -282,6 +282,9 @@ int px_ingest_emit(px_runtime *rt, px_plugin_ctx *gen, px_event *ev, px_persiste
                      ev->id);
         pe->status = PX_OK;
         gen->pending_emits++;
+        if (px_tap_on(&rt->tap)) {
+            px_tap_event(&rt->tap, ev, NULL, 0);
+        }
         px_defer_push(&rt->defer, on_deferred, pe);
         return 0;
     }
@@ -330,6 +333,9 @@ int px_ingest_emit(px_runtime *rt, px_plugin_ctx *gen, px_event *ev, px_persiste
         return rc;
     }
     gen->pending_emits++;
+    if (px_tap_on(&rt->tap)) {
+        px_tap_event(&rt->tap, ev, pe->routes, pe->nroutes);
+    }
     dispatch_routes(rt, pe, gen->inst);
     return 0;
 }

@@ -197,6 +197,7 @@ int px_runtime_create_with(uv_loop_t *loop, px_config *cfg, const px_runtime_edg
         rt->gens.watch_arg = edges->watch_arg;
     }
     px_defer_init(&rt->defer, loop);
+    px_tap_init(&rt->tap, 0);
     int rc = build(rt, err, errlen);
     if (rc == 0) {
         *out = rt;
@@ -217,6 +218,7 @@ int px_runtime_create_with(uv_loop_t *loop, px_config *cfg, const px_runtime_edg
     }
     free(rt->instances);
     px_router_box_unref(rt->router);
+    px_tap_deinit(&rt->tap);
     free(rt->copy_dir);
     free(rt);
     px_config_destroy(cfg); /* stolen, even on failure */
@@ -351,6 +353,7 @@ void px_runtime_destroy(px_runtime *rt)
     }
     free(rt->instances);
     px_router_box_unref(rt->router);
+    px_tap_deinit(&rt->tap);
     px_config_destroy(rt->cfg);
     free(rt->copy_dir);
     free(rt);

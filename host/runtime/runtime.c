@@ -51,7 +51,8 @@ static const px_retry_policy *dir_policy(void *owner, const char *pipeline)
 
 px_sink_directory px_runtime_directory(px_runtime *rt)
 {
-    return (px_sink_directory){.owner = rt, .instance = dir_instance, .policy = dir_policy};
+    return (px_sink_directory){.owner = rt, .instance = dir_instance, .policy = dir_policy,
+                               .tap = &rt->tap};
 }
 
 static void gen_crash_enter(void *owner, px_crash_frame *f, px_plugin_ctx *gen, const char *call,

@@ -20,6 +20,7 @@
 #include "instance.h"
 #include "router_box.h"
 #include "store.h"
+#include "tap.h"
 
 typedef struct px_runtime {
     uv_loop_t *loop;
@@ -35,6 +36,7 @@ typedef struct px_runtime {
     px_gen_host gens;           /* what generations reach the runtime through */
     char *copy_dir;             /* data_dir/plugins: private copies of loaded .so files */
     px_defer defer;             /* callbacks run on a later loop iteration */
+    px_tap tap;                 /* live view of events and outcomes (GET /admin/tap) */
     int stopping;               /* 0 running; 1 sources, 2 sinks draining; 3 closing */
     uint64_t events_in, events_unrouted, events_duplicate, events_refused, mapping_errors;
     px_plugin_ctx **retiring;   /* old generations draining after a reload */

@@ -317,6 +317,13 @@ static void test_err_top_level(void)
     EXPECT_ERR("version: 1\nplug: {}\n",
                "test.yaml:2:1: unknown key \"plug\" in the top level, did you mean \"plugins\"?");
     EXPECT_ERR("version: 1\nzzz: 1\n", "test.yaml:2:1: unknown key \"zzz\" in the top level");
+    EXPECT_ERR("version: 1\ntest: []\n",
+               "test.yaml:2:1: unknown key \"test\" in the top level, did you mean \"tests\"?");
+    /* tests: is kept for `plexus test`, whatever it holds; run reads none of it */
+    px_config *cfg = parse("version: 1\ntests:\n  - name: t\n");
+    PX_ASSERT(cfg != NULL);
+    PX_ASSERT(cfg->tests != NULL);
+    px_config_destroy(cfg);
     EXPECT_ERR("host: {}\n", "test.yaml:1:1: missing required key \"version\" in the top level "
                              "(add \"version: 1\")");
     EXPECT_ERR("version: 2\n",

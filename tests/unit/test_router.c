@@ -3,6 +3,7 @@
  * built by hand here, independent of the YAML loader. */
 #include "../../host/core/mapping.c"
 #include "../../host/core/router.c"
+#include "../../host/core/route_explain.c"
 
 #include "test.h"
 
@@ -539,8 +540,123 @@ static void test_many_pipelines(void)
     px_router_destroy(r);
 }
 
+/* Each pipeline that does not take an event says which rule stopped it; one that does says
+ * nothing. */
+static void test_why_not(void)
+{
+    px_config *c = cfg_new();
+    pipe_to(cfg_pipe(c, "from-web", "web"), "a", "", NULL);
+    px_pipeline_conf *typed = cfg_pipe(c, "typed", "*");
+    pipe_type(typed, "lead.*");
+    pipe_type(typed, "deal");
+    pipe_to(typed, "a", "", NULL);
+    px_pipeline_conf *cond = cfg_pipe(c, "cond", "*");
+    pipe_cond(cond, "/status", PX_COND_EQUALS, "\"new\"");
+    pipe_to(cond, "a", "", NULL);
+    px_pipeline_conf *ex = cfg_pipe(c, "exists", "*");
+    pipe_cond(ex, "/gone", PX_COND_EXISTS, "true");
+    pipe_to(ex, "a", "", NULL);
+    px_router *r = router_from(c);
+    PX_ASSERT(r != NULL);
+    json_t *p = J("{\"status\": \"old\"}");
+    px_mapping_env env = env_of(p, "user.created");
+    char buf[256];
+    PX_ASSERT_STR_EQ(px_router_why_not(r, 0, "sqs", &env, buf, sizeof(buf)),
+                     "from: \"web\", the event comes from \"sqs\"");
+    PX_ASSERT(px_router_why_not(r, 0, "web", &env, buf, sizeof(buf)) == NULL);
+    PX_ASSERT_STR_EQ(px_router_why_not(r, 0, NULL, &env, buf, sizeof(buf)),
+                     "from: \"web\", the event names no source");
+    PX_ASSERT_STR_EQ(px_router_why_not(r, 1, "web", &env, buf, sizeof(buf)),
+                     "type \"user.created\" is not one of \"lead.*\", \"deal\"");
+    PX_ASSERT_STR_EQ(px_router_why_not(r, 2, "web", &env, buf, sizeof(buf)),
+                     "when.match /status equals \"new\": got \"old\"");
+    PX_ASSERT_STR_EQ(px_router_why_not(r, 3, "web", &env, buf, sizeof(buf)),
+                     "when.match /gone exists true: missing");
+    PX_ASSERT(px_router_why_not(r, 9, "web", &env, buf, sizeof(buf)) == NULL);
+    json_decref(p);
+    px_router_destroy(r);
+}
+
+/* The dry-run document: targets with their mapped `with:` or the failing field and pointer, and
+ * every pipeline with whether it took the event. */
+static void test_explain(void)
+{
+    px_config *c = cfg_new();
+    px_pipeline_conf *leads = cfg_pipe(c, "leads", "web");
+    pipe_type(leads, "lead.*");
+    pipe_to(leads, "crm", "create", "{\"name\": \"{{/name}}\", \"id\": \"{{/$event/id}}\"}");
+    pipe_to(leads, "mail", "", "{\"to\": {\"email\": \"{{/email}}\"}}");
+    pipe_to(cfg_pipe(c, "other", "sqs"), "x", "", NULL);
+    px_router *r = router_from(c);
+    PX_ASSERT(r != NULL);
+    json_t *doc = J("{\"source\": \"web\", \"type\": \"lead.new\", \"time\": 5, "
+                    "\"payload\": {\"name\": \"Ann\"}}");
+    px_route_input in;
+    char err[256];
+    PX_ASSERT_INT_EQ(px_route_input_parse(doc, 99, &in, err, sizeof(err)), 0);
+    json_decref(doc);
+    json_t *out = px_route_explain(r, &in);
+    json_t *want = J("{\"event\": {\"source\": \"web\", \"type\": \"lead.new\", "
+                     "\"id\": \"dry-run\", \"time\": 5}, \"routed\": true, \"errors\": 1, "
+                     "\"targets\": [{\"pipeline\": \"leads\", \"sink\": \"crm\", "
+                     "\"action\": \"create\", \"with\": {\"name\": \"Ann\", "
+                     "\"id\": \"dry-run\"}}, {\"pipeline\": \"leads\", \"sink\": \"mail\", "
+                     "\"action\": \"\", \"error\": \"with.to.email: missing /email\", "
+                     "\"field\": \"with.to.email\", \"pointer\": \"/email\"}], "
+                     "\"pipelines\": [{\"name\": \"leads\", \"matched\": true}, "
+                     "{\"name\": \"other\", \"matched\": false, "
+                     "\"reason\": \"from: \\\"sqs\\\", the event comes from \\\"web\\\"\"}]}");
+    int same = json_equal(out, want);
+    if (!same) {
+        char *got = json_dumps(out, JSON_COMPACT);
+        fprintf(stderr, "got %s\n", got);
+        free(got);
+    }
+    json_decref(out);
+    json_decref(want);
+    px_route_input_clear(&in);
+    px_router_destroy(r);
+    PX_ASSERT(same);
+}
+
+/* Event descriptions: defaults, and one line naming a wrong member. */
+static void test_route_input(void)
+{
+    static const struct {
+        const char *doc, *err;
+    } bad[] = {
+        {"[]", "the event must be an object"},
+        {"{\"type\": 1}", "type: expected a string"},
+        {"{\"time\": \"now\"}", "time: expected an integer"},
+        {"{\"metadata\": {\"k\": 1}}", "metadata.k: expected a string"},
+        {"{\"paylod\": {}}", "unknown member \"paylod\""},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        json_t *doc = J(bad[i].doc);
+        px_route_input in;
+        char err[256] = "";
+        int rc = px_route_input_parse(doc, 0, &in, err, sizeof(err));
+        json_decref(doc);
+        PX_ASSERT_INT_EQ(rc, PX_EINVAL);
+        PX_ASSERT_STR_HAS(err, bad[i].err);
+        PX_ASSERT(in.payload == NULL && in.type == NULL);
+    }
+    json_t *doc = J("{}");
+    px_route_input in;
+    char err[256];
+    PX_ASSERT_INT_EQ(px_route_input_parse(doc, 1234, &in, err, sizeof(err)), 0);
+    json_decref(doc);
+    PX_ASSERT(in.source == NULL);
+    PX_ASSERT_STR_EQ(in.type, "");
+    PX_ASSERT_STR_EQ(in.id, "dry-run");
+    PX_ASSERT_INT_EQ(in.time_ms, 1234);
+    PX_ASSERT(json_is_object(in.payload) && json_object_size(in.payload) == 0);
+    px_route_input_clear(&in);
+}
+
 PX_TEST_MAIN(PX_TEST(test_glob), PX_TEST(test_types), PX_TEST(test_from),
              PX_TEST(test_conditions), PX_TEST(test_all_conditions_must_hold),
              PX_TEST(test_fan_out_order), PX_TEST(test_mapping_error_isolated),
              PX_TEST(test_create_errors), PX_TEST(test_empty_and_copied),
-             PX_TEST(test_many_pipelines))
+             PX_TEST(test_many_pipelines), PX_TEST(test_why_not), PX_TEST(test_explain),
+             PX_TEST(test_route_input))
