@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #include "admin_token.h"
+#include "config_view.h"
+#include "console_assets.h"
 #include "consttime.h"
 #include "runtime.h"
 #include "err.h"
@@ -698,30 +700,49 @@ static void on_status(px_http_request *req, void *arg)
 
 /* --- dead letters ------------------------------------------------------------------------ */
 
+/* A number query parameter, when given: 0, or -1 when req was answered with a 400. */
+static int query_i64(px_http_request *req, const char *key, int64_t *out, const char *msg)
+{
+    char buf[64];
+    if (query_get(req, key, buf, sizeof(buf)) && parse_i64(buf, out) < 0) {
+        reply_error(req, 400, msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* GET /admin/dlq: one page of the dead letters the filters select (sink, pipeline, reason text,
+ * since and until in ms), latest first, with how many they select in all. */
 static void on_dlq_list(px_http_request *req, void *arg)
 {
     px_admin *a = arg;
     if (gate(a, req, ACCESS_TOKEN) < 0) {
         return;
     }
-    char sink[256], buf[64];
-    int64_t since = 0, limit = DLQ_DEFAULT_LIMIT;
+    char sink[256], pipeline[256], reason[256];
+    int64_t since = 0, until = 0, offset = 0, limit = DLQ_DEFAULT_LIMIT;
     int has_sink = query_get(req, "sink", sink, sizeof(sink)) && sink[0];
-    if (query_get(req, "since", buf, sizeof(buf)) && parse_i64(buf, &since) < 0) {
-        reply_error(req, 400, "since: milliseconds since the epoch expected");
+    int has_pipe = query_get(req, "pipeline", pipeline, sizeof(pipeline)) && pipeline[0];
+    int has_reason = query_get(req, "reason", reason, sizeof(reason)) && reason[0];
+    if (query_i64(req, "since", &since, "since: milliseconds since the epoch expected") < 0 ||
+        query_i64(req, "until", &until, "until: milliseconds since the epoch expected") < 0 ||
+        query_i64(req, "offset", &offset, "offset: a number >= 0 expected") < 0 ||
+        query_i64(req, "limit", &limit, "limit: a number >= 0 expected (0 = no limit)") < 0) {
         return;
     }
-    if (query_get(req, "limit", buf, sizeof(buf)) && parse_i64(buf, &limit) < 0) {
-        reply_error(req, 400, "limit: a number >= 0 expected (0 = no limit)");
-        return;
-    }
+    px_dlq_query q = {.sink = has_sink ? sink : NULL, .pipeline = has_pipe ? pipeline : NULL,
+                      .reason = has_reason ? reason : NULL, .since_ms = since, .until_ms = until,
+                      .offset = (size_t)offset, .limit = (size_t)limit};
     json_t *list = NULL;
-    int rc = px_store_dlq_list(a->d->store, has_sink ? sink : NULL, since, (size_t)limit, &list);
+    int64_t total = 0;
+    int rc = px_store_dlq_query(a->d->store, &q, &list, &total);
     if (rc < 0) {
         reply_error(req, 500, px_strerror(rc));
         return;
     }
-    reply_json(req, 200, json_pack("{so}", "dead_letters", list));
+    reply_json(req, 200, json_pack("{so sI sI sI}", "dead_letters", list, "total",
+                                   (json_int_t)total, "offset", (json_int_t)offset, "limit",
+                                   (json_int_t)limit));
 }
 
 static void on_dlq_show(px_http_request *req, void *arg)
@@ -912,6 +933,66 @@ static void on_reload(px_http_request *req, void *arg)
                  : rc == PX_EINVAL                                         ? 400
                                                                            : 500;
     reply_json(req, status, body);
+}
+
+/* GET /admin/reloads: the latest reloads (PX_RELOAD_LOG_MAX at most), latest first, with the
+ * counts since the start. */
+static void on_reloads(px_http_request *req, void *arg)
+{
+    px_admin *a = arg;
+    if (gate(a, req, ACCESS_TOKEN) < 0) {
+        return;
+    }
+    px_runtime *d = a->d;
+    json_t *list = json_array();
+    for (size_t i = json_array_size(d->reload_log); i > 0; i--) {
+        json_t *e = json_deep_copy(json_array_get(d->reload_log, i - 1));
+        json_object_set_new(e, "at", iso_time(json_integer_value(json_object_get(e, "at"))));
+        json_array_append_new(list, e);
+    }
+    reply_json(req, 200, json_pack("{so sI sI}", "reloads", list, "ok",
+                                   (json_int_t)d->reloads_ok, "failed",
+                                   (json_int_t)d->reloads_failed));
+}
+
+/* GET /admin/config: the configuration in force, secrets masked (config_view.h). */
+static void on_config(px_http_request *req, void *arg)
+{
+    px_admin *a = arg;
+    if (gate(a, req, ACCESS_TOKEN) == 0) {
+        reply_json(req, 200, px_config_view_json(a->d));
+    }
+}
+
+/* --- console ------------------------------------------------------------------------------ */
+
+/* What the console's pages may do: load their own scripts and styles and call this listener,
+ * nothing else (no inline script, no other origin, no framing). */
+#define CONSOLE_CSP                                                                           \
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "         \
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+/* GET / and /console/NAME: the console's files (console_assets.h), open to anyone: they hold no
+ * data, and each call they make carries the token the operator typed. */
+static void on_console(px_http_request *req, void *arg)
+{
+    px_admin *a = arg;
+    if (gate(a, req, ACCESS_OPEN) < 0) {
+        return;
+    }
+    const char *path = px_http_req_path(req);
+    for (const px_console_asset *f = px_console_assets; f->path; f++) {
+        if (strcmp(f->path, path) == 0) {
+            px_http_set_header(req, "Content-Security-Policy", CONSOLE_CSP);
+            px_http_set_header(req, "X-Content-Type-Options", "nosniff");
+            px_http_set_header(req, "X-Frame-Options", "DENY");
+            px_http_set_header(req, "Referrer-Policy", "no-referrer");
+            px_http_set_header(req, "Cache-Control", "no-cache");
+            px_http_respond(req, 200, f->type, (const char *)f->data, f->len);
+            return;
+        }
+    }
+    reply_error(req, 404, "not found");
 }
 
 /* --- route (dry run) ---------------------------------------------------------------------- */
@@ -1151,6 +1232,10 @@ static void add_routes(px_admin *a, px_http_server *srv)
         {"POST", "/admin/reload", 0, on_reload},
         {"POST", "/admin/route", 0, on_route},
         {"GET", "/admin/tap", 0, on_tap},
+        {"GET", "/admin/reloads", 0, on_reloads},
+        {"GET", "/admin/config", 0, on_config},
+        {"GET", "/", 0, on_console},
+        {"GET", "/console/", PX_ROUTE_PREFIX, on_console},
     };
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         px_http_server_route(srv, routes[i].method, routes[i].path, routes[i].flags,

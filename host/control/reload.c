@@ -411,6 +411,26 @@ static int reload_config(px_runtime *rt, px_admin *admin, char *err, size_t errl
     return 0;
 }
 
+/* Adds one reload to rt->reload_log, dropping the oldest beyond PX_RELOAD_LOG_MAX. The error is
+ * kept masked: it may quote a plugin's message. */
+static void note_reload(px_runtime *rt, const char *instance, const char *error)
+{
+    if (!rt->reload_log) {
+        rt->reload_log = json_array();
+    }
+    char *masked = error ? px_log_redact(error) : NULL; /* NULL: nothing to mask */
+    const char *shown = masked ? masked : error;
+    json_t *e = json_pack("{sI so ss so}", "at", (json_int_t)rt->last_reload_ms, "instance",
+                          instance ? json_string(instance) : json_null(), "result",
+                          error ? "failed" : "ok", "error",
+                          shown ? json_string(shown) : json_null());
+    free(masked);
+    json_array_append_new(rt->reload_log, e);
+    while (json_array_size(rt->reload_log) > PX_RELOAD_LOG_MAX) {
+        json_array_remove(rt->reload_log, 0);
+    }
+}
+
 int px_reload(px_runtime *rt, px_admin *admin, const char *instance, char *err, size_t errlen)
 {
     if (rt->stopping) {
@@ -432,6 +452,7 @@ int px_reload(px_runtime *rt, px_admin *admin, const char *instance, char *err, 
         rt->reloads_ok++;
     }
     px_metrics_reload(rc < 0 ? "failed" : "ok");
+    note_reload(rt, instance, rc < 0 ? err : NULL);
     return rc;
 }
 

@@ -348,6 +348,7 @@ void px_runtime_destroy(px_runtime *rt)
     }
     free(rt->retired);
     free(rt->last_reload_error);
+    json_decref(rt->reload_log);
     for (size_t i = 0; i < rt->ninstances; i++) {
         px_instance_destroy(rt->instances[i]);
     }

@@ -22,6 +22,8 @@
 #include "store.h"
 #include "tap.h"
 
+#define PX_RELOAD_LOG_MAX 50 /* reloads the runtime remembers for the admin API */
+
 typedef struct px_runtime {
     uv_loop_t *loop;
     px_config *cfg;             /* owned: the config in force */
@@ -46,6 +48,8 @@ typedef struct px_runtime {
     uint64_t reloads_ok, reloads_failed;
     int64_t last_reload_ms;
     char *last_reload_error;    /* owned; NULL after a successful reload */
+    json_t *reload_log;         /* the latest reloads, oldest first, at most PX_RELOAD_LOG_MAX:
+                                 * [{at, instance, result, error}] (owned; NULL before the first) */
     void (*on_close)(void *arg); /* run when the shutdown closes everything (may be NULL) */
     void *on_close_arg;
 } px_runtime;

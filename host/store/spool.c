@@ -2050,35 +2050,78 @@ static json_t *dlq_row(sqlite3_stmt *st)
     return o;
 }
 
-int px_spool_dlq_list(px_spool *s, const char *sink, int64_t since_ms, size_t limit, json_t **out)
+/* The WHERE of a dead-letter query, its parameters ?1..?5 bound by dlq_bind. */
+#define DLQ_WHERE                                                                             \
+    "WHERE (?1 IS NULL OR x.sink = ?1) AND (?2 IS NULL OR x.pipeline = ?2) "                  \
+    "AND (?3 IS NULL OR instr(lower(x.reason), lower(?3)) > 0) AND x.died_at >= ?4 "          \
+    "AND (?5 = 0 OR x.died_at < ?5) "
+
+static void dlq_bind(sqlite3_stmt *st, const px_dlq_query *q)
 {
-    if (!s || !out) {
+    bind_text_or_null(st, 1, q->sink);
+    bind_text_or_null(st, 2, q->pipeline);
+    bind_text_or_null(st, 3, q->reason && *q->reason ? q->reason : NULL);
+    sqlite3_bind_int64(st, 4, q->since_ms);
+    sqlite3_bind_int64(st, 5, q->until_ms > 0 ? q->until_ms : 0);
+}
+
+static int64_t clamp_i64(size_t n)
+{
+    return n > INT64_MAX ? INT64_MAX : (int64_t)n;
+}
+
+static int dlq_total(px_spool *s, const px_dlq_query *q, int64_t *total)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->rdb, "SELECT count(*) FROM dead x " DLQ_WHERE, -1, &st, NULL) !=
+        SQLITE_OK) {
+        PX_LOG_ERR(LOG_MOD, "dlq count failed err=%s", sqlite3_errmsg(s->rdb));
+        return PX_ESPOOL;
+    }
+    dlq_bind(st, q);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *total = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : PX_ESPOOL;
+}
+
+int px_spool_dlq_query(px_spool *s, const px_dlq_query *q, json_t **out, int64_t *total)
+{
+    if (!s || !q || !out) {
         return PX_EINVAL;
     }
     barrier(s);
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->rdb,
-                           DLQ_COLS "WHERE (?1 IS NULL OR x.sink = ?1) AND x.died_at >= ?2 "
-                                    "ORDER BY x.died_at DESC, x.id DESC LIMIT ?3",
+                           DLQ_COLS DLQ_WHERE "ORDER BY x.died_at DESC, x.id DESC LIMIT ?6 "
+                                              "OFFSET ?7",
                            -1, &st, NULL) != SQLITE_OK) {
         PX_LOG_ERR(LOG_MOD, "dlq list failed err=%s", sqlite3_errmsg(s->rdb));
         return PX_ESPOOL;
     }
-    bind_text_or_null(st, 1, sink);
-    sqlite3_bind_int64(st, 2, since_ms);
-    sqlite3_bind_int64(st, 3, limit == 0 || limit > INT64_MAX ? INT64_MAX : (int64_t)limit);
+    dlq_bind(st, q);
+    sqlite3_bind_int64(st, 6, q->limit == 0 ? INT64_MAX : clamp_i64(q->limit));
+    sqlite3_bind_int64(st, 7, clamp_i64(q->offset));
     json_t *arr = json_array();
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         json_array_append_new(arr, dlq_row(st));
     }
     sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) {
+    if (rc != SQLITE_DONE || (total && dlq_total(s, q, total) < 0)) {
         json_decref(arr);
         return PX_ESPOOL;
     }
     *out = arr;
     return 0;
+}
+
+int px_spool_dlq_list(px_spool *s, const char *sink, int64_t since_ms, size_t limit, json_t **out)
+{
+    px_dlq_query q = {.sink = sink, .since_ms = since_ms, .limit = limit};
+    return px_spool_dlq_query(s, &q, out, NULL);
 }
 
 int px_spool_dlq_show(px_spool *s, int64_t id, json_t **out)

@@ -123,6 +123,8 @@ int64_t px_spool_pending(px_spool *s, const char *sink);
  * PX_ESPOOL. */
 int px_spool_dlq_list(px_spool *s, const char *sink, int64_t since_ms, size_t limit,
                       json_t **out);
+/* One page of the dead letters q selects, and how many it selects in all (*total; may be NULL). */
+int px_spool_dlq_query(px_spool *s, const px_dlq_query *q, json_t **out, int64_t *total);
 int px_spool_dlq_show(px_spool *s, int64_t id, json_t **out);
 /* Number of dead letters (for metrics). Returns 0 and stores it in *n, or PX_ESPOOL. */
 int px_spool_dlq_count(px_spool *s, int64_t *n);

@@ -109,6 +109,17 @@ typedef struct px_store_stats {
 
 /* The operations a backend provides; `b` is the backend's own state (px_store.impl). Each is
  * documented at its px_store_* function below. Every slot is required. */
+/* Which dead letters a listing selects, and which page of them (every field optional: NULL, 0). */
+typedef struct px_dlq_query {
+    const char *sink;     /* exact sink name (borrowed) */
+    const char *pipeline; /* exact pipeline name (borrowed) */
+    const char *reason;   /* text the reason contains, ASCII case ignored (borrowed) */
+    int64_t since_ms;     /* died_at >= since_ms */
+    int64_t until_ms;     /* died_at < until_ms; 0 = no bound */
+    size_t offset;        /* matches skipped, latest first */
+    size_t limit;         /* at most this many; 0 = no limit */
+} px_dlq_query;
+
 typedef struct px_store_ops {
     const char *name; /* "sqlite", "postgres", "memory" */
     void (*close)(void *b);
@@ -125,7 +136,7 @@ typedef struct px_store_ops {
                  void (*cb)(const px_store_delivery *d, void *arg), void *arg);
     int64_t (*pending)(void *b, const char *sink);
     int (*pending_counts)(void *b, void (*cb)(const char *sink, int64_t n, void *arg), void *arg);
-    int (*dlq_list)(void *b, const char *sink, int64_t since_ms, size_t limit, json_t **out);
+    int (*dlq_list)(void *b, const px_dlq_query *q, json_t **out, int64_t *total);
     int (*dlq_show)(void *b, int64_t id, json_t **out);
     int (*dlq_count)(void *b, int64_t *n);
     int (*dlq_replay)(void *b, const int64_t *ids, size_t n, const char *sink,
@@ -288,13 +299,21 @@ static inline int px_store_pending_counts(px_store *s,
  * list: an array of {id, event_id, type, source, pipeline, sink, action, reason, attempts,
  * died_at} (died_at in ms since the epoch), the latest to die first, filtered by sink (borrowed;
  * NULL = all), since_ms (died_at >= since_ms; 0 = all), at most limit entries (0 = no limit).
+ * query: the same list for a px_dlq_query (one page of it), with the number of dead letters the
+ * whole filter matches in *total (may be NULL).
  * show: one record with every list field plus time, payload (parsed JSON, or the raw text as a
  * string when it is not JSON), params, meta, hints and history [{attempt, at, error}]. Both
  * return 0, PX_ENOENT (show: no such id) or PX_ESPOOL. count: 0 and *n, or PX_ESPOOL. */
+static inline int px_store_dlq_query(px_store *s, const px_dlq_query *q, json_t **out,
+                                     int64_t *total)
+{
+    return s->ops->dlq_list(s->impl, q, out, total);
+}
 static inline int px_store_dlq_list(px_store *s, const char *sink, int64_t since_ms,
                                     size_t limit, json_t **out)
 {
-    return s->ops->dlq_list(s->impl, sink, since_ms, limit, out);
+    px_dlq_query q = {.sink = sink, .since_ms = since_ms, .limit = limit};
+    return px_store_dlq_query(s, &q, out, NULL);
 }
 static inline int px_store_dlq_show(px_store *s, int64_t id, json_t **out)
 {

@@ -23,6 +23,11 @@ typedef struct mem_event {
 } mem_event;
 
 /* A pending delivery or a dead letter. */
+static char ascii_lower(char c)
+{
+    return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+}
+
 typedef struct mem_row {
     int64_t id;
     mem_event *ev;
@@ -479,7 +484,31 @@ static int mem_latest_first(const void *a, const void *b)
     return x->id < y->id ? 1 : x->id > y->id ? -1 : 0;
 }
 
-static int m_dlq_list(void *b, const char *sink, int64_t since_ms, size_t limit, json_t **out)
+/* 1 when text contains part, ASCII case ignored. */
+static int contains_nocase(const char *text, const char *part)
+{
+    size_t n = strlen(part);
+    for (; text && *text; text++) {
+        size_t i = 0;
+        while (i < n && text[i] && ascii_lower(text[i]) == ascii_lower(part[i])) {
+            i++;
+        }
+        if (i == n) {
+            return 1;
+        }
+    }
+    return n == 0;
+}
+
+static int dlq_matches(const mem_row *r, const px_dlq_query *q)
+{
+    return (!q->sink || strcmp(r->sink, q->sink) == 0) &&
+           (!q->pipeline || strcmp(r->pipeline ? r->pipeline : "", q->pipeline) == 0) &&
+           (!q->reason || contains_nocase(r->reason ? r->reason : "", q->reason)) &&
+           r->died_at >= q->since_ms && (q->until_ms <= 0 || r->died_at < q->until_ms);
+}
+
+static int m_dlq_list(void *b, const px_dlq_query *q, json_t **out, int64_t *total)
 {
     size_t n = 0;
     for (mem_row *r = ms(b)->dead; r; r = r->next) {
@@ -488,16 +517,19 @@ static int m_dlq_list(void *b, const char *sink, int64_t since_ms, size_t limit,
     mem_row **sel = px_xcalloc(n ? n : 1, sizeof(*sel));
     size_t k = 0;
     for (mem_row *r = ms(b)->dead; r; r = r->next) {
-        if ((!sink || strcmp(r->sink, sink) == 0) && r->died_at >= since_ms) {
+        if (dlq_matches(r, q)) {
             sel[k++] = r;
         }
     }
     qsort(sel, k, sizeof(*sel), mem_latest_first);
     json_t *list = json_array();
-    for (size_t i = 0; i < k && (limit == 0 || i < limit); i++) {
+    for (size_t i = q->offset; i < k && (q->limit == 0 || i - q->offset < q->limit); i++) {
         json_array_append_new(list, mem_dead_json(sel[i]));
     }
     free(sel);
+    if (total) {
+        *total = (int64_t)k;
+    }
     *out = list;
     return 0;
 }

@@ -1861,22 +1861,31 @@ static json_t *pg_dlq_row(const PGresult *r, int i)
     return o;
 }
 
-static int pg_dlq_list(void *b, const char *sink, int64_t since_ms, size_t limit, json_t **out)
+/* The WHERE of a dead-letter query, on parameters $1..$5 (pg_dlq_params). */
+#define PG_DLQ_WHERE                                                                          \
+    "WHERE ($1::text IS NULL OR x.sink = $1) AND ($2::text IS NULL OR x.pipeline = $2) "      \
+    "AND ($3::text IS NULL OR strpos(lower(x.reason), lower($3)) > 0) AND x.died_at >= $4 "   \
+    "AND ($5::bigint = 0 OR x.died_at < $5) "
+
+static int pg_dlq_list(void *b, const px_dlq_query *q, json_t **out, int64_t *total)
 {
     pg_store *p = b;
-    if (!out) {
+    if (!q || !out) {
         return PX_EINVAL;
     }
     pg_barrier(p);
-    char since[24], lim[24];
-    pg_i64(since, sizeof(since), since_ms);
-    pg_limit(lim, sizeof(lim), limit);
-    const char *params[3] = {sink, since, limit ? lim : NULL};
+    char since[24], until[24], lim[24], off[24];
+    pg_i64(since, sizeof(since), q->since_ms);
+    pg_i64(until, sizeof(until), q->until_ms > 0 ? q->until_ms : 0);
+    pg_limit(lim, sizeof(lim), q->limit);
+    pg_limit(off, sizeof(off), q->offset);
+    const char *params[7] = {q->sink, q->pipeline, q->reason && *q->reason ? q->reason : NULL,
+                             since, until, q->limit ? lim : NULL, off};
     PGresult *r = NULL;
     int rc = pg_s_exec(p, "dlq list",
-                       PG_DLQ_COLS "WHERE ($1::text IS NULL OR x.sink = $1) AND x.died_at >= $2 "
-                                   "ORDER BY x.died_at DESC, x.id DESC LIMIT $3",
-                       3, params, 1, &r);
+                       PG_DLQ_COLS PG_DLQ_WHERE "ORDER BY x.died_at DESC, x.id DESC LIMIT $6 "
+                                                "OFFSET $7",
+                       7, params, 1, &r);
     if (rc != 0) {
         return rc;
     }
@@ -1885,6 +1894,16 @@ static int pg_dlq_list(void *b, const char *sink, int64_t since_ms, size_t limit
         json_array_append_new(arr, pg_dlq_row(r, i));
     }
     PQclear(r);
+    if (total) {
+        rc = pg_s_exec(p, "dlq count", "SELECT count(*) FROM dead_letters x " PG_DLQ_WHERE, 5,
+                       params, 1, &r);
+        if (rc != 0) {
+            json_decref(arr);
+            return rc;
+        }
+        *total = px_pg_int(r, 0, 0);
+        PQclear(r);
+    }
     *out = arr;
     return 0;
 }

@@ -84,9 +84,9 @@ static int sq_pending_counts(void *b, void (*cb)(const char *sink, int64_t n, vo
     return px_spool_pending_counts(sp(b), cb, arg);
 }
 
-static int sq_dlq_list(void *b, const char *sink, int64_t since_ms, size_t limit, json_t **out)
+static int sq_dlq_list(void *b, const px_dlq_query *q, json_t **out, int64_t *total)
 {
-    return px_spool_dlq_list(sp(b), sink, since_ms, limit, out);
+    return px_spool_dlq_query(sp(b), q, out, total);
 }
 
 static int sq_dlq_show(void *b, int64_t id, json_t **out)

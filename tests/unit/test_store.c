@@ -350,6 +350,32 @@ static void case_dead_letters(fixture *f)
     PX_ASSERT_INT_EQ(px_store_dlq_list(f->s, NULL, 0, 1, &list), 0);
     PX_ASSERT_INT_EQ(json_array_size(list), 1); /* limit */
     json_decref(list);
+    /* queries: filters, a page of them, and how many they match in all */
+    int64_t total = -1;
+    px_dlq_query q = {.reason = "GAVE"};
+    PX_ASSERT_INT_EQ(px_store_dlq_query(f->s, &q, &list, &total), 0);
+    PX_ASSERT_INT_EQ(json_array_size(list), 1);
+    PX_ASSERT_INT_EQ(total, 1);
+    PX_ASSERT_INT_EQ(json_integer_value(json_object_get(json_array_get(list, 0), "id")), id[0]);
+    json_decref(list);
+    q = (px_dlq_query){.pipeline = "p", .offset = 1, .limit = 1};
+    PX_ASSERT_INT_EQ(px_store_dlq_query(f->s, &q, &list, &total), 0);
+    PX_ASSERT_INT_EQ(json_array_size(list), 1);
+    PX_ASSERT_INT_EQ(total, 2);
+    json_decref(list);
+    q = (px_dlq_query){.sink = "a", .offset = 1};
+    PX_ASSERT_INT_EQ(px_store_dlq_query(f->s, &q, &list, &total), 0);
+    PX_ASSERT_INT_EQ(json_array_size(list), 0);
+    PX_ASSERT_INT_EQ(total, 1);
+    json_decref(list);
+    q = (px_dlq_query){.pipeline = "nope"};
+    PX_ASSERT_INT_EQ(px_store_dlq_query(f->s, &q, &list, &total), 0);
+    PX_ASSERT_INT_EQ(json_array_size(list) + (size_t)total, 0);
+    json_decref(list);
+    q = (px_dlq_query){.until_ms = 1};
+    PX_ASSERT_INT_EQ(px_store_dlq_query(f->s, &q, &list, &total), 0);
+    PX_ASSERT_INT_EQ(json_array_size(list) + (size_t)total, 0);
+    json_decref(list);
 
     json_t *rec = NULL;
     PX_ASSERT_INT_EQ(px_store_dlq_show(f->s, id[0], &rec), 0);
