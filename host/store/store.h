@@ -202,6 +202,14 @@ int px_store_open_pg(uv_loop_t *loop, const char *url, const px_store_options *o
  * otherwise. Sized for tests: lookups by id are linear. Returns 0 and stores the store in *out
  * (owned by caller; px_store_close). */
 int px_store_open_memory(uv_loop_t *loop, const px_store_options *opt, px_store **out);
+/* As px_store_open_memory, sharing the cluster state of memory store `with` (borrowed; NULL =
+ * a new cluster): the state and its versions (kv_*), the named leases and the member list
+ * (each handle a member with opt->host_id; "self" is this handle) are common to every handle
+ * opened with it, as on a store shared by several hosts; the spool (put, claim, dead letters,
+ * dedupe) stays this handle's own. Each handle is closed on its own; the shared state goes with
+ * the last. Lets several runtimes on one loop act as a cluster in tests. */
+int px_store_open_memory_shared(uv_loop_t *loop, px_store *with, const px_store_options *opt,
+                                px_store **out);
 
 /* Completes every put queued (their callbacks run), then releases the backend; handles it owns
  * are uv_close()d, so the loop must run once more to finish. s must not be used after this call.

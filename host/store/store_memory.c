@@ -1,7 +1,10 @@
 /* The in-memory store: the store interface kept in plain lists on the loop thread, for tests and
  * the plugin test kit. A put is applied at once (a claim sees it) and reported persisted at the
  * next loop turn, with every other put of this turn, as a group commit would. Nothing survives
- * the close. Lookups by id walk a list: sized for tests, not for production backlogs. */
+ * the close. Lookups by id walk a list: sized for tests, not for production backlogs.
+ * Several handles may share one cluster state (px_store_open_memory_shared): the state, its
+ * versions and the named leases are common to them, and each is a member with its own host id;
+ * the spool stays each handle's own. */
 #include "store.h"
 #include "store_local.h"
 
@@ -47,17 +50,26 @@ typedef struct completion {
     int status;
 } completion;
 
+/* What the handles of one cluster share; freed with the last of them. */
+typedef struct mem_shared {
+    int refs;
+    json_t *kv;           /* "instance\x1fkey" -> JSON text */
+    json_t *kv_version;   /* "instance\x1fkey" -> version (integer) */
+    int64_t last_version; /* the latest version given */
+    json_t *locks;        /* the named leases (px_store_local.locks of every handle) */
+    struct mem_store *hosts; /* the handles open on it */
+} mem_shared;
+
 typedef struct mem_store {
     px_store base;
+    mem_shared *sh;
+    struct mem_store *next_host; /* in sh->hosts */
     uv_idle_t turn; /* runs the completions of the puts of the previous turn */
     px_store_options opt;
     int64_t next_id;
     mem_row *pending, *pending_tail; /* ascending id */
     mem_row *dead;                   /* any order */
     json_t *dedupe;                  /* "source\x1fkey" -> expiry (ms since the epoch) */
-    json_t *kv;                      /* "instance\x1fkey" -> JSON text */
-    json_t *kv_version;              /* "instance\x1fkey" -> version (integer) */
-    int64_t last_version;            /* the latest version given */
     px_store_local local;
     json_t *counts;                  /* sink -> pending deliveries */
     completion *done;
@@ -659,7 +671,7 @@ static json_t *m_kv_get(void *b, const char *instance, const char *key)
         return NULL;
     }
     char *k = mem_pair_key(instance, key);
-    json_t *text = json_object_get(ms(b)->kv, k);
+    json_t *text = json_object_get(ms(b)->sh->kv, k);
     free(k);
     return text ? json_loads(json_string_value(text), JSON_DECODE_ANY, NULL) : NULL;
 }
@@ -679,11 +691,11 @@ static int m_kv_set(void *b, const char *instance, const char *key, const json_t
     }
     char *k = mem_pair_key(instance, key);
     if (text) {
-        json_object_set_new(ms(b)->kv, k, json_string(text));
-        json_object_set_new(ms(b)->kv_version, k, json_integer(++ms(b)->last_version));
+        json_object_set_new(ms(b)->sh->kv, k, json_string(text));
+        json_object_set_new(ms(b)->sh->kv_version, k, json_integer(++ms(b)->sh->last_version));
     } else {
-        json_object_del(ms(b)->kv, k);
-        json_object_del(ms(b)->kv_version, k);
+        json_object_del(ms(b)->sh->kv, k);
+        json_object_del(ms(b)->sh->kv_version, k);
     }
     free(k);
     free(text);
@@ -720,8 +732,19 @@ static void mem_on_closed(uv_handle_t *h)
     mem_free_rows(s->pending);
     mem_free_rows(s->dead);
     json_decref(s->dedupe);
-    json_decref(s->kv);
-    json_decref(s->kv_version);
+    mem_shared *sh = s->sh;
+    for (mem_store **p = &sh->hosts; *p; p = &(*p)->next_host) {
+        if (*p == s) {
+            *p = s->next_host;
+            break;
+        }
+    }
+    if (--sh->refs == 0) {
+        json_decref(sh->kv);
+        json_decref(sh->kv_version);
+        json_decref(sh->locks);
+        free(sh);
+    }
     px_store_local_free(&s->local);
     json_decref(s->counts);
     free(s->done);
@@ -742,7 +765,7 @@ static json_t *m_kv_get_versioned(void *b, const char *instance, const char *key
     json_t *v = m_kv_get(b, instance, key);
     if (v) {
         char *k = mem_pair_key(instance, key);
-        *version = json_integer_value(json_object_get(ms(b)->kv_version, k));
+        *version = json_integer_value(json_object_get(ms(b)->sh->kv_version, k));
         free(k);
     }
     return v;
@@ -755,14 +778,14 @@ static int m_kv_cas(void *b, const char *instance, const char *key, int64_t expe
         return PX_EINVAL;
     }
     char *k = mem_pair_key(instance, key);
-    int64_t cur = json_integer_value(json_object_get(ms(b)->kv_version, k));
+    int64_t cur = json_integer_value(json_object_get(ms(b)->sh->kv_version, k));
     free(k);
     if (cur != expected) {
         return PX_ECONFLICT;
     }
     int rc = m_kv_set(b, instance, key, value);
     if (rc == 0 && version) {
-        *version = value ? ms(b)->last_version : 0;
+        *version = value ? ms(b)->sh->last_version : 0;
     }
     return rc;
 }
@@ -781,9 +804,23 @@ static int m_leased(void *b)
     return 1;
 }
 
+/* Every handle of the cluster, this one marked "self". */
 static int m_members(void *b, json_t **out)
 {
-    return px_store_local_members(&ms(b)->local, out);
+    json_t *all = json_array();
+    for (mem_store *h = ms(b)->sh->hosts; h; h = h->next_host) {
+        json_t *one = NULL;
+        if (px_store_local_members(&h->local, &one) < 0) {
+            json_decref(all);
+            return PX_ESPOOL;
+        }
+        json_t *m = json_array_get(one, 0);
+        json_object_set_new(m, "self", json_boolean(h == ms(b)));
+        json_array_append(all, m);
+        json_decref(one);
+    }
+    *out = all;
+    return 0;
 }
 
 static void m_announce(void *b, const char *config_hash)
@@ -832,7 +869,8 @@ static const px_store_ops memory_ops = {
     .unlock = m_unlock,
 };
 
-int px_store_open_memory(uv_loop_t *loop, const px_store_options *opt, px_store **out)
+int px_store_open_memory_shared(uv_loop_t *loop, px_store *with, const px_store_options *opt,
+                                px_store **out)
 {
     mem_store *s = px_xcalloc(1, sizeof(*s));
     if (opt) {
@@ -840,9 +878,23 @@ int px_store_open_memory(uv_loop_t *loop, const px_store_options *opt, px_store 
     }
     s->next_id = 1;
     s->dedupe = json_object();
-    s->kv = json_object();
-    s->kv_version = json_object();
     px_store_local_init(&s->local, opt);
+    mem_shared *sh = with ? ms(with->impl)->sh : NULL;
+    if (!sh) {
+        sh = px_xcalloc(1, sizeof(*sh));
+        sh->kv = json_object();
+        sh->kv_version = json_object();
+        sh->locks = json_object();
+    }
+    sh->refs++;
+    json_decref(s->local.locks);
+    s->local.locks = json_incref(sh->locks);
+    s->sh = sh;
+    mem_store **tail = &sh->hosts;
+    while (*tail) {
+        tail = &(*tail)->next_host;
+    }
+    *tail = s;
     s->counts = json_object();
     uv_idle_init(loop, &s->turn);
     s->turn.data = s;
@@ -850,4 +902,9 @@ int px_store_open_memory(uv_loop_t *loop, const px_store_options *opt, px_store 
     s->base.impl = s;
     *out = &s->base;
     return 0;
+}
+
+int px_store_open_memory(uv_loop_t *loop, const px_store_options *opt, px_store **out)
+{
+    return px_store_open_memory_shared(loop, NULL, opt, out);
 }

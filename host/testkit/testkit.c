@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -50,6 +51,8 @@
 #define AFTER_DESTROY_MS 50 /* how long the kit keeps watching once destroy returned */
 #define KIT_SOURCE "kit_source"       /* the in-process plugin the scenario's events come from */
 #define KIT_COLLECTOR "kit_collector" /* the in-process sink the plugin's emits are routed to */
+#define MAX_HOSTS 4 /* "hosts": runtimes sharing one in-memory cluster state */
+#define MAX_GENS MAX_HOSTS /* one generation per host, or two on one host with "reload" */
 
 enum { PH_LOADED = 0, PH_RUNNING, PH_STOPPING, PH_DESTROYING, PH_DESTROYED };
 
@@ -59,6 +62,7 @@ typedef struct kgen { /* a generation of the plugin: the real px_plugin_ctx and 
     kit *k;
     px_plugin_ctx *ctx; /* the runtime's (only compared once the generation is gone) */
     int no;             /* generation number, from 1 */
+    int host;           /* the host (runtime) it runs on, from 1 */
     int phase;          /* PH_*, under k->lock */
     int drain_asked;
     int drained_calls;
@@ -148,8 +152,19 @@ typedef struct kout { /* a request of the scenario to the plugin's routes, over 
     int done, status;
     char *body, *error;
     size_t len;
+    const json_t *want_headers; /* the spec's expect_headers (borrowed), or NULL */
+    json_t *headers;            /* those headers as answered: name -> value or null */
     struct kout *next;
 } kout;
+
+typedef struct klock { /* a lease the plugin asked for: its callback goes through the kit */
+    kgen *g;
+    char *name;
+    void (*cb)(void *arg, int status);
+    void *arg;
+    int released; /* lock_release returned: no callback runs any more */
+    struct klock *next;
+} klock;
 
 typedef struct kbusy { /* a put of the refusing store double */
     px_store_put_cb cb;
@@ -171,10 +186,12 @@ struct kit {
     char *instance, *src_name, *coll_name;
     json_t *config;  /* validated options */
     json_t *secrets; /* strings never to show */
-    px_runtime *rt;
-    px_plugin_ctx *src_ctx; /* the kit source's generation */
-    int rt_closed;
-    kgen *gens[2];
+    int hosts;            /* runtimes on the loop (the scenario's "hosts"; 1 by default) */
+    int creating;         /* the host whose runtime is being created, from 1 */
+    px_runtime *rts[MAX_HOSTS]; /* rts[h - 1]: host h's runtime */
+    px_plugin_ctx *src_ctx[MAX_HOSTS]; /* the kit source's generation on each host */
+    int rt_closed;        /* runtimes whose on_close ran */
+    kgen *gens[MAX_GENS];
     int ngens;
     kgen *cur;
     int init_rc;
@@ -187,15 +204,17 @@ struct kit {
     kpers *pers;
     kout *outs;
     int req_index; /* the scenario request being served */
-    px_store busy_store; /* the memory store refusing every put (emit_status "busy") */
+    klock *locks;
+    json_t *lock_held; /* lease name -> {host number: true} while its last callback said held */
+    px_store busy_store[MAX_HOSTS]; /* the memory store refusing every put (emit_status busy) */
     px_store_ops busy_ops;
     px_http_client *client; /* the scenario's requests to the plugin's routes */
     json_t *kv_keys; /* every key the state had: an object used as a set */
     json_t *kv, *metrics; /* kv: the state as reported (the scenario's until the plugin ran) */
     json_t *empty; /* {} for absent scenario objects */
     json_t *report, *lifecycle, *deliveries, *requests, *emits, *dead_letters, *http_calls,
-        *logs, *violations, *failures, *warnings;
-    size_t http_next;
+        *logs, *cluster, *violations, *failures, *warnings;
+    char *http_used;   /* http_used[i]: scripted answer i was used (and has no "repeat") */
     int emit_status;
     uint64_t timeout_ms;
     unsigned long seq;
@@ -389,9 +408,23 @@ static kgen *usable(px_plugin_ctx *ctx, const char *fn)
     return g;
 }
 
+/* Marks record rec (a report entry) with g's generation when the scenario reloads and with its
+ * host when it runs several. */
+static void tag(kit *k, kgen *g, json_t *rec)
+{
+    if (k->hosts == 1 && k->ngens > 1) {
+        json_object_set_new(rec, "generation", json_integer(g->no));
+    }
+    if (k->hosts > 1) {
+        json_object_set_new(rec, "host", json_integer(g->host));
+    }
+}
+
 static void push_lifecycle(kit *k, kgen *g, const char *what)
 {
-    if (json_is_true(json_object_get(k->scn, "reload"))) {
+    if (k->hosts > 1) {
+        json_array_append_new(k->lifecycle, json_sprintf("%s@%d", what, g->host));
+    } else if (json_is_true(json_object_get(k->scn, "reload"))) {
         json_array_append_new(k->lifecycle, json_sprintf("%s#%d", what, g->no));
     } else {
         json_array_append_new(k->lifecycle, json_string(what));
@@ -471,7 +504,8 @@ static int run_until(kit *k, int (*done)(void *arg), void *arg, uint64_t ms)
 static void kit_log(px_plugin_ctx *ctx, int level, const char *fmt, ...)
 {
     static const char *names[] = {"error", "warn", "info", "debug"};
-    if (!usable(ctx, "log") || !fmt) {
+    kgen *g = usable(ctx, "log");
+    if (!g || !fmt) {
         return;
     }
     kit *k = the_kit;
@@ -485,9 +519,12 @@ static void kit_log(px_plugin_ctx *ctx, int level, const char *fmt, ...)
         warning(k, "a secret option value was written to the log (the host masks it; do not "
                 "log secrets)");
     }
-    json_array_append_new(k->logs, json_pack("{s:s,s:s}", "level",
-                                             level >= 0 && level <= 3 ? names[level] : "info",
-                                             "msg", shown));
+    json_t *rec = json_pack("{s:s,s:s}", "level", level >= 0 && level <= 3 ? names[level] : "info",
+                            "msg", shown);
+    if (k->hosts > 1) {
+        json_object_set_new(rec, "host", json_integer(g->host));
+    }
+    json_array_append_new(k->logs, rec);
     k->real.log(ctx, level, "%s", msg);
     free(shown);
     free(msg);
@@ -635,9 +672,7 @@ static json_t *emit_record(kit *k, kgen *g, kevent *e)
     if (e->raw) {
         json_object_set_new(rec, "raw_text", json_true());
     }
-    if (k->ngens > 1) {
-        json_object_set_new(rec, "generation", json_integer(g->no));
-    }
+    tag(k, g, rec);
     return rec;
 }
 
@@ -1050,9 +1085,7 @@ static json_t *call_record(kgen *g, const px_http_options *opt, size_t fits)
         json_object_set_new(rec, "aws_sigv4", json_string(opt->aws_sigv4));
     }
 #undef FITS
-    if (g->k->ngens > 1) {
-        json_object_set_new(rec, "generation", json_integer(g->no));
-    }
+    tag(g->k, g, rec);
     return rec;
 }
 
@@ -1103,6 +1136,38 @@ static void check_request(kit *k, size_t n, const json_t *script, const px_http_
 #undef FITS
 }
 
+/* 1 when scripted answer s may answer a request of `method` to `url`: its "method" (any case)
+ * and "url" (exact, or a prefix when it ends with "*") match, those it has. */
+static int answer_fits(const json_t *s, const char *method, const char *url)
+{
+    const char *m = json_string_value(json_object_get(s, "method"));
+    const char *u = json_string_value(json_object_get(s, "url"));
+    if (m && strcasecmp(m, method) != 0) {
+        return 0;
+    }
+    if (!u) {
+        return 1;
+    }
+    size_t len = strlen(u);
+    return len && u[len - 1] == '*' ? strncmp(u, url, len - 1) == 0 : strcmp(u, url) == 0;
+}
+
+/* The index of the scripted answer for a request (the first one not used yet that fits it), or
+ * the size of the list when none is left. */
+static size_t scripted_answer(kit *k, const json_t *script, const char *method, const char *url)
+{
+    size_t n = json_array_size(script);
+    if (!k->http_used) {
+        k->http_used = px_xcalloc(n ? n : 1, 1);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!k->http_used[i] && answer_fits(json_array_get(script, i), method, url)) {
+            return i;
+        }
+    }
+    return n;
+}
+
 static int kit_http_request(px_plugin_ctx *ctx, const px_http_options *opt,
                             px_http_response_cb cb, void *arg, px_http_call **out)
 {
@@ -1124,14 +1189,20 @@ static int kit_http_request(px_plugin_ctx *ctx, const px_http_options *opt,
     c->record = call_record(g, opt, fits);
     json_t *script = json_object_get(k->scn, "http");
     if (json_is_array(script)) {
-        if (k->http_next < json_array_size(script)) {
-            c->script = json_array_get(script, k->http_next);
-            check_request(k, k->http_next, c->script, opt, fits);
+        const char *method = json_string_value(json_object_get(c->record, "method"));
+        size_t n = json_array_size(script);
+        size_t pick = scripted_answer(k, script, method, opt->url);
+        if (pick < n) {
+            c->script = json_array_get(script, pick);
+            json_object_set_new(c->record, "answer", json_integer((json_int_t)pick));
+            check_request(k, pick, c->script, opt, fits);
+            if (!json_is_true(json_object_get(c->script, "repeat"))) {
+                k->http_used[pick] = 1;
+            }
         } else {
-            failure(k, "the plugin made more HTTP requests than the scenario's http list "
-                    "answers (%zu)", json_array_size(script));
+            failure(k, "the plugin's request %s %s: no answer left for it in the scenario's "
+                    "http list", method, opt->url);
         }
-        k->http_next++;
         uv_timer_init(&k->loop, &c->timer);
         c->timer.data = c;
         c->timer_open = 1;
@@ -1238,6 +1309,152 @@ static int kit_kv_set(px_plugin_ctx *ctx, const char *key, const json_t *value)
         json_object_set_new(the_kit->kv_keys, key, json_true());
     }
     return rc;
+}
+
+/* --- Cluster primitives: recorded in the report's "cluster" list ---------------------------- */
+
+static const char *result_name(int rc)
+{
+    return rc == PX_OK ? "ok" : rc == PX_ECONFLICT ? "conflict" : px_strerror(rc);
+}
+
+static json_t *cluster_record(kgen *g, const char *call)
+{
+    json_t *rec = json_pack("{s:s,s:i}", "call", call, "host", g->host);
+    json_array_append_new(g->k->cluster, rec);
+    return rec;
+}
+
+static void set_held(kit *k, const char *name, int host, int held)
+{
+    json_t *hosts = json_object_get(k->lock_held, name);
+    if (!hosts) {
+        hosts = json_object();
+        json_object_set_new(k->lock_held, name, hosts);
+    }
+    char key[16];
+    snprintf(key, sizeof(key), "%d", host);
+    if (held) {
+        json_object_set_new(hosts, key, json_true());
+    } else {
+        json_object_del(hosts, key);
+    }
+}
+
+static void on_klock(void *arg, int status)
+{
+    klock *l = arg;
+    kit *k = l->g->k;
+    if (l->released || phase_of(l->g) == PH_DESTROYED) {
+        violation(k, "a lease callback of \"%s\" ran after lock_release or destroy", l->name);
+        return;
+    }
+    json_t *rec = cluster_record(l->g, "lock");
+    json_object_set_new(rec, "name", json_string(l->name));
+    json_object_set_new(rec, "status", json_string(status == PX_OK          ? "held"
+                                                   : status == PX_ECONFLICT ? "lost"
+                                                                            : "error"));
+    set_held(k, l->name, l->g->host, status == PX_OK);
+    progress(k);
+    l->cb(l->arg, status);
+}
+
+static int kit_lock_acquire(px_plugin_ctx *ctx, const char *name, uint32_t ttl_ms,
+                            void (*cb)(void *arg, int status), void *arg)
+{
+    kgen *g = usable(ctx, "lock_acquire");
+    if (!g) {
+        return PX_ESTATE;
+    }
+    kit *k = g->k;
+    klock *l = px_xcalloc(1, sizeof(*l));
+    *l = (klock){.g = g, .name = px_xstrdup(name ? name : ""), .cb = cb, .arg = arg,
+                 .next = k->locks};
+    k->locks = l;
+    int rc = k->real.lock_acquire(ctx, name, ttl_ms, cb ? on_klock : NULL, l);
+    if (rc < 0) {
+        l->released = 1;
+    }
+    return rc;
+}
+
+static int kit_lock_release(px_plugin_ctx *ctx, const char *name)
+{
+    kgen *g = usable(ctx, "lock_release");
+    if (!g) {
+        return PX_ESTATE;
+    }
+    int rc = g->k->real.lock_release(ctx, name);
+    for (klock *l = g->k->locks; l && rc == PX_OK; l = l->next) {
+        if (l->g == g && !l->released && strcmp(l->name, name) == 0) {
+            l->released = 1;
+            set_held(g->k, name, g->host, 0);
+            json_t *rec = cluster_record(g, "lock");
+            json_object_set_new(rec, "name", json_string(name));
+            json_object_set_new(rec, "status", json_string("released"));
+        }
+    }
+    return rc;
+}
+
+static int kit_kv_cas(px_plugin_ctx *ctx, const char *key, int64_t expected,
+                      const json_t *value, int64_t *version)
+{
+    kgen *g = usable(ctx, "kv_cas");
+    if (!g) {
+        return PX_ESTATE;
+    }
+    int64_t got = 0;
+    int rc = g->k->real.kv_cas(ctx, key, expected, value, &got);
+    if (version) {
+        *version = got;
+    }
+    if (rc == 0 && key) {
+        json_object_set_new(g->k->kv_keys, key, json_true());
+    }
+    json_t *rec = cluster_record(g, "kv_cas");
+    json_object_set_new(rec, "key", json_string(key ? key : ""));
+    json_object_set_new(rec, "expected", json_integer(expected));
+    json_object_set_new(rec, "result", json_string(result_name(rc)));
+    if (rc == 0) {
+        json_object_set_new(rec, "version", json_integer(got));
+        json_object_set_new(rec, "value", value ? json_deep_copy(value) : json_null());
+    }
+    return rc;
+}
+
+static int kit_cluster(px_plugin_ctx *ctx, px_cluster_info *info)
+{
+    kgen *g = usable(ctx, "cluster");
+    if (!g) {
+        return PX_ESTATE;
+    }
+    int rc = g->k->real.cluster(ctx, info);
+    json_t *rec = cluster_record(g, "cluster");
+    json_object_set_new(rec, "result", json_string(result_name(rc)));
+    if (rc == 0) {
+        json_object_set_new(rec, "live_hosts", json_integer(info->live_hosts));
+        json_object_set_new(rec, "host_index", json_integer(info->host_index));
+    }
+    return rc;
+}
+
+/* The host holding each lease as the callbacks last told (0: none; -1: several), an object. */
+static json_t *lock_holders(kit *k)
+{
+    json_t *out = json_object();
+    const char *name;
+    json_t *hosts;
+    json_object_foreach(k->lock_held, name, hosts) {
+        const char *first = NULL;
+        const char *h;
+        json_t *unused;
+        json_object_foreach(hosts, h, unused) {
+            first = first ? "-1" : h;
+        }
+        json_object_set_new(out, name, json_integer(first ? atoi(first) : 0));
+    }
+    return out;
 }
 
 static void metric(px_plugin_ctx *ctx, const char *fn, const char *name, const char *labels,
@@ -1378,23 +1595,38 @@ static void fill_api(px_host_api *a)
     a->dead_letter = kit_dead_letter;
     a->event_set_raw = kit_event_set_raw;
     a->event_create_text = kit_event_create_text;
+    a->lock_acquire = kit_lock_acquire;
+    a->lock_release = kit_lock_release;
+    a->kv_cas = kit_kv_cas;
+    a->cluster = kit_cluster;
 }
 
 /* --- The kit's own plugins at the edges ----------------------------------------------------- */
 
 /* The source of the scenario's events: its generation is what the kit emits them from. */
+/* The host (from 1) of runtime rt: one of the kit's, else the one being created. */
+static int host_of(kit *k, const px_runtime *rt)
+{
+    for (int h = 0; h < k->hosts; h++) {
+        if (k->rts[h] == rt) {
+            return h + 1;
+        }
+    }
+    return k->creating;
+}
+
 static int src_init(px_plugin_ctx *ctx, const json_t *config, void **state)
 {
     (void)config;
-    the_kit->src_ctx = ctx;
-    *state = the_kit;
+    int h = host_of(the_kit, px_runtime_of(ctx));
+    the_kit->src_ctx[h - 1] = ctx;
+    *state = &the_kit->src_ctx[h - 1];
     return 0;
 }
 
 static void src_destroy(void *state)
 {
-    kit *k = state;
-    k->src_ctx = NULL;
+    *(px_plugin_ctx **)state = NULL;
 }
 
 static const px_plugin_desc src_desc = {
@@ -1475,19 +1707,24 @@ static int busy_put(void *impl, const px_store_event *ev, px_store_row *rows, si
     return rc;
 }
 
-/* The store the runtime gets: in memory, refusing every put when the scenario says "busy". */
-static px_store *edge_store(kit *k)
+/* The store host h's runtime gets: in memory, refusing every put when the scenario says "busy";
+ * with several hosts, each its own handle (host id "kit-H") on the cluster state of `first`
+ * (host 1's; NULL for host 1). */
+static px_store *edge_store(kit *k, int h, px_store *first)
 {
+    char id[16];
+    snprintf(id, sizeof(id), "kit-%d", h);
+    px_store_options opt = {.host_id = id};
     px_store *mem = NULL;
-    px_store_open_memory(&k->loop, NULL, &mem);
+    px_store_open_memory_shared(&k->loop, first, k->hosts > 1 ? &opt : NULL, &mem);
     if (k->emit_status == PX_OK) {
         return mem;
     }
     memory_ops = mem->ops;
     k->busy_ops = *mem->ops;
     k->busy_ops.put = busy_put;
-    k->busy_store = (px_store){.ops = &k->busy_ops, .impl = mem->impl};
-    return &k->busy_store;
+    k->busy_store[h - 1] = (px_store){.ops = &k->busy_ops, .impl = mem->impl};
+    return &k->busy_store[h - 1];
 }
 
 /* --- What the runtime tells the kit: lifecycle calls and hand-overs ------------------------- */
@@ -1525,6 +1762,7 @@ static kgen *gen_new(kit *k, px_plugin_ctx *ctx)
     g->k = k;
     g->ctx = ctx;
     g->no = k->ngens + 1;
+    g->host = host_of(k, px_runtime_of(ctx));
     g->phase = PH_LOADED;
     g->pin = dlopen(ctx->lib->path, RTLD_NOW | RTLD_NOLOAD);
     k->gens[k->ngens++] = g;
@@ -1658,7 +1896,7 @@ static void on_watch(void *arg, px_plugin_ctx *gen, const char *call, const void
     }
     kgen *g = gen_of(k, gen);
     if (!g) {
-        if (strcmp(call, "init") != 0 || after || k->ngens == 2) {
+        if (strcmp(call, "init") != 0 || after || k->ngens == MAX_GENS) {
             return;
         }
         g = gen_new(k, gen);
@@ -1722,8 +1960,8 @@ static void judge_delivery(kit *k, kdel *d)
     const px_event *e = d->ev;
     d->judged = 1;
     json_t *rec = json_pack("{s:i,s:s,s:s}", "index", idx, "type", e->type, "id", e->id);
-    if (k->ngens > 1 && d->g) {
-        json_object_set_new(rec, "generation", json_integer(d->g->no));
+    if (d->g) {
+        tag(k, d->g, rec);
     }
     if (!d->completed) {
         json_object_set_new(rec, "status", json_string("none"));
@@ -1763,6 +2001,28 @@ static char *event_id(const json_t *spec, size_t index)
     return id ? px_xstrdup(id) : px_xasprintf("kit-%zu", index + 1);
 }
 
+/* The host (from 1) a scenario event or request runs on: its "host", default 1. */
+static int spec_host(const json_t *spec)
+{
+    json_int_t h = json_integer_value(json_object_get(spec, "host"));
+    return h >= 1 && h <= MAX_HOSTS ? (int)h : 1;
+}
+
+/* The generation serving host h: g when it runs there, else that host's (one each with several
+ * hosts). */
+static kgen *gen_on(kit *k, kgen *g, int h)
+{
+    if (g->host == h) {
+        return g;
+    }
+    for (int i = 0; i < k->ngens; i++) {
+        if (k->gens[i]->host == h) {
+            return k->gens[i];
+        }
+    }
+    return g;
+}
+
 /* Round `round` (0, or 1 on the second generation) of the scenario's events: each is emitted by
  * the kit's source and reaches g through its pipeline, the router and the dispatcher. */
 static void run_events(kit *k, kgen *g, size_t round)
@@ -1774,14 +2034,18 @@ static void run_events(kit *k, kgen *g, size_t round)
         failure(k, "the scenario has events but the plugin is not a sink");
         return;
     }
+    kgen *first = g;
     json_array_foreach(events, i, spec) {
-        if (phase_of(g) != PH_RUNNING || !k->src_ctx) {
+        int h = spec_host(spec);
+        g = gen_on(k, first, h);
+        px_plugin_ctx *src = k->src_ctx[h - 1];
+        if (phase_of(g) != PH_RUNNING || !src) {
             return;
         }
         int idx = (int)(round * json_array_size(events) + i);
         const char *type = json_string_value(json_object_get(spec, "type"));
         json_t *payload = json_object_get(spec, "payload");
-        px_event *ev = k->real.event_create(k->src_ctx, type ? type : "test.event",
+        px_event *ev = k->real.event_create(src, type ? type : "test.event",
                                             payload ? json_deep_copy(payload) : json_object());
         char *id = event_id(spec, (size_t)idx);
         k->real.event_set(ev, PX_EVENT_ID, id);
@@ -1799,7 +2063,7 @@ static void run_events(kit *k, kgen *g, size_t round)
         d->next = k->dels;
         k->dels = d;
         pthread_mutex_unlock(&k->lock);
-        int rc = k->real.emit(k->src_ctx, ev, NULL, NULL);
+        int rc = k->real.emit(src, ev, NULL, NULL);
         if (rc < 0) {
             failure(k, "delivery %d: the kit's source could not emit it: %s", idx,
                     px_strerror(rc));
@@ -1852,6 +2116,13 @@ static void on_answer(int status, const px_http_response *resp, const char *erro
     const char *body = resp ? px_http_resp_body(resp, &len) : "";
     o->body = px_xstrndup(body, len);
     o->len = len;
+    o->headers = json_object();
+    const char *name;
+    json_t *unused;
+    json_object_foreach((json_t *)o->want_headers, name, unused) {
+        const char *v = resp ? px_http_resp_header(resp, name) : NULL;
+        json_object_set_new(o->headers, name, v ? json_string(v) : json_null());
+    }
     o->error = error ? px_xstrdup(error) : NULL;
     progress(o->k);
 }
@@ -1862,11 +2133,12 @@ static int out_done(void *arg)
 }
 
 /* Sends request spec to the plugin's routes; returns its record of the call. */
-static kout *send_request(kit *k, const json_t *spec, const char *method, const char *path,
-                          const char *query)
+static kout *send_request(kit *k, px_runtime *rt, const json_t *spec, const char *method,
+                          const char *path, const char *query)
 {
     kout *o = px_xcalloc(1, sizeof(*o));
     o->k = k;
+    o->want_headers = json_object_get(spec, "expect_headers");
     o->next = k->outs;
     k->outs = o;
     if (!k->client && px_http_client_create(&k->loop, &k->client) < 0) {
@@ -1875,7 +2147,7 @@ static kout *send_request(kit *k, const json_t *spec, const char *method, const 
         o->error = px_xstrdup("cannot create an HTTP client");
         return o;
     }
-    char *url = px_xasprintf("http://127.0.0.1:%d%s%s%s", px_http_server_port(k->rt->http), path,
+    char *url = px_xasprintf("http://127.0.0.1:%d%s%s%s", px_http_server_port(rt->http), path,
                              query && query[0] ? "?" : "", query ? query : "");
     json_t *hs = json_object_get(spec, "headers");
     const char **headers = px_xcalloc(json_object_size(hs) + 1, sizeof(*headers));
@@ -1926,7 +2198,10 @@ static void run_requests(kit *k, kgen *g)
     const json_t *reqs = json_object_get(k->scn, "requests");
     size_t i;
     json_t *spec;
+    kgen *first = g;
     json_array_foreach(reqs, i, spec) {
+        int h = spec_host(spec);
+        g = gen_on(k, first, h);
         if (phase_of(g) != PH_RUNNING) {
             return;
         }
@@ -1938,7 +2213,7 @@ static void run_requests(kit *k, kgen *g)
         json_t *rec = json_pack("{s:i,s:s,s:s}", "index", (int)i, "method", method, "path",
                                 path);
         k->req_index = (int)i;
-        kout *o = send_request(k, spec, method, path, query);
+        kout *o = send_request(k, px_runtime_of(g->ctx), spec, method, path, query);
         if (!run_until(k, out_done, o, k->timeout_ms)) {
             failure(k, "request %zu (%s %s) was not answered within %llu ms", i, method, path,
                     (unsigned long long)k->timeout_ms);
@@ -1974,6 +2249,22 @@ static void run_requests(kit *k, kgen *g)
             failure(k, "request %zu (%s %s): body does not contain \"%s\"", i, method, path,
                     has);
             pass = 0;
+        }
+        const char *name;
+        json_t *v;
+        json_object_foreach((json_t *)o->want_headers, name, v) {
+            const char *got = json_string_value(json_object_get(o->headers, name));
+            if (json_is_null(v) ? got != NULL
+                                : !got || !json_is_string(v) ||
+                                      strcmp(got, json_string_value(v)) != 0) {
+                failure(k, "request %zu (%s %s): response header %s: expected %s, got %s", i,
+                        method, path, name, json_is_string(v) ? json_string_value(v) : "none",
+                        got ? got : "none");
+                pass = 0;
+            }
+        }
+        if (k->hosts > 1) {
+            json_object_set_new(rec, "host", json_integer(h));
         }
         json_object_set_new(rec, "pass", json_boolean(pass));
         json_array_append_new(k->requests, rec);
@@ -2014,7 +2305,7 @@ static void hand_over_state(kit *k, kgen *g1, kgen *g2)
  * the requests and events again on it. */
 static void reload(kit *k, kgen *g1, uint64_t run_ms)
 {
-    px_runtime *rt = k->rt;
+    px_runtime *rt = k->rts[0];
     px_instance *inst = px_runtime_instance(rt, k->instance);
     px_plugin_ctx *old = inst->gen, *ng = NULL;
     char err[1024] = "";
@@ -2184,7 +2475,7 @@ static void write_pipelines(kit *k, FILE *f)
 /* The configuration of the run: the plugin's instance (its options are the scenario's config),
  * the kit's source with a pipeline per kind of event to the plugin (a sink), and a pipeline from
  * the plugin (a source) to the kit's collector. NULL on failure (recorded). */
-static px_config *build_config(kit *k, const char *file)
+static px_config *build_config(kit *k, const char *file, const char *data_dir)
 {
     char *dir = px_xstrdup(file);
     char *slash = strrchr(dir, '/');
@@ -2199,7 +2490,7 @@ static px_config *build_config(kit *k, const char *file)
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
-    char *data = quoted(k->dir), *path = quoted(real), *inst = quoted(k->instance);
+    char *data = quoted(data_dir), *path = quoted(real), *inst = quoted(k->instance);
     char *plugin = quoted(k->desc->name), *src = quoted(k->src_name), *coll = quoted(k->coll_name);
     fprintf(f,
             "version: 1\n"
@@ -2252,9 +2543,101 @@ static px_config *build_config(kit *k, const char *file)
     return cfg;
 }
 
+/* 1 when `got` has everything `want` has: objects key by key (got may have more keys), arrays
+ * item by item (same length), anything else equal (numbers by value). */
+static int json_subset(const json_t *want, const json_t *got)
+{
+    if (json_is_object(want)) {
+        const char *key;
+        json_t *v;
+        if (!json_is_object(got)) {
+            return 0;
+        }
+        json_object_foreach((json_t *)want, key, v) {
+            json_t *g = json_object_get(got, key);
+            if (!g || !json_subset(v, g)) {
+                return 0;
+            }
+        }
+        return 1;
+    }
+    if (json_is_array(want)) {
+        if (!json_is_array(got) || json_array_size(got) != json_array_size(want)) {
+            return 0;
+        }
+        for (size_t i = 0; i < json_array_size(want); i++) {
+            if (!json_subset(json_array_get(want, i), json_array_get(got, i))) {
+                return 0;
+            }
+        }
+        return 1;
+    }
+    if (json_is_number(want) && json_is_number(got)) {
+        return json_number_value(want) == json_number_value(got);
+    }
+    return json_equal(want, got);
+}
+
+/* Matches the patterns of array `want` against the records of `got` in order: each pattern takes
+ * the first record after the previous pattern's that it is a subset of (json_subset). Records
+ * matching no pattern are allowed. A failure names the first pattern left unmatched. */
+static void check_in_order(kit *k, const char *what, const json_t *want, const json_t *got)
+{
+    size_t at = 0;
+    size_t i;
+    json_t *pattern;
+    json_array_foreach(want, i, pattern) {
+        while (at < json_array_size(got) && !json_subset(pattern, json_array_get(got, at))) {
+            at++;
+        }
+        if (at == json_array_size(got)) {
+            char *text = json_dumps(pattern, JSON_COMPACT | JSON_ENCODE_ANY);
+            failure(k, "%s %zu (%s): no %s matches it%s", what, i, text ? text : "?", what,
+                    i ? " after the previous one's" : "");
+            free(text);
+            return;
+        }
+        at++;
+    }
+}
+
+/* expect_emits: a count, {"min", "max", "match"}, or an array of patterns (one per emit, the
+ * same count). Patterns ({"type", "payload", "meta", ...}, each a JSON subset of the emit's
+ * record) are matched in order. */
+static void check_emits(kit *k, const json_t *want)
+{
+    if (json_is_array(want)) {
+        if (json_array_size(want) != json_array_size(k->emits)) {
+            failure(k, "expected %zu emits, got %zu", json_array_size(want),
+                    json_array_size(k->emits));
+        }
+        check_in_order(k, "emit", want, k->emits);
+        return;
+    }
+    json_t *match = json_object_get(want, "match");
+    if (match) {
+        check_in_order(k, "emit", match, k->emits);
+    }
+}
+
+static void check_locks(kit *k)
+{
+    json_t *holders = json_object_get(k->report, "locks");
+    const char *name;
+    json_t *want;
+    json_object_foreach(json_object_get(k->scn, "expect_locks"), name, want) {
+        json_int_t got = json_integer_value(json_object_get(holders, name));
+        if (got != json_integer_value(want)) {
+            failure(k, "lease \"%s\": expected host %lld to hold it at the end of the run, got "
+                    "%lld (0: no host, -1: several)", name, (long long)json_integer_value(want),
+                    (long long)got);
+        }
+    }
+}
+
 static void check_count(kit *k, const char *what, const json_t *want, size_t got)
 {
-    if (!want) {
+    if (!want || json_is_array(want)) {
         return;
     }
     if (json_is_integer(want)) {
@@ -2278,6 +2661,9 @@ static void check_count(kit *k, const char *what, const json_t *want, size_t got
 static void check_expectations(kit *k)
 {
     check_count(k, "emits", json_object_get(k->scn, "expect_emits"), json_array_size(k->emits));
+    check_emits(k, json_object_get(k->scn, "expect_emits"));
+    check_in_order(k, "cluster call", json_object_get(k->scn, "expect_cluster"), k->cluster);
+    check_locks(k);
     check_count(k, "dead letters", json_object_get(k->scn, "expect_dead_letters"),
                 json_array_size(k->dead_letters));
     const char *key;
@@ -2295,7 +2681,7 @@ static void check_expectations(kit *k)
 
 static int check_scenario(kit *k)
 {
-    static const char *arrays[] = {"http", "requests", "events"};
+    static const char *arrays[] = {"http", "requests", "events", "expect_cluster"};
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++) {
         json_t *v = json_object_get(k->scn, arrays[i]);
         if (v && !json_is_array(v)) {
@@ -2303,7 +2689,7 @@ static int check_scenario(kit *k)
             return -1;
         }
     }
-    static const char *objects[] = {"config", "kv", "expect_kv"};
+    static const char *objects[] = {"config", "kv", "expect_kv", "expect_locks"};
     for (size_t i = 0; i < sizeof(objects) / sizeof(objects[0]); i++) {
         json_t *v = json_object_get(k->scn, objects[i]);
         if (v && !json_is_object(v)) {
@@ -2317,6 +2703,31 @@ static int check_scenario(kit *k)
         return -1;
     }
     k->emit_status = es && strcmp(es, "busy") == 0 ? PX_EBUSY : PX_OK;
+    json_t *hosts = json_object_get(k->scn, "hosts");
+    k->hosts = hosts ? (int)json_integer_value(hosts) : 1;
+    if (k->hosts < 1 || k->hosts > MAX_HOSTS) {
+        failure(k, "scenario: hosts must be a number from 1 to %d", MAX_HOSTS);
+        k->hosts = 1;
+        return -1;
+    }
+    if (k->hosts > 1 && json_is_true(json_object_get(k->scn, "reload"))) {
+        failure(k, "scenario: reload runs on one host (hosts must be 1)");
+        return -1;
+    }
+    static const char *lists[] = {"requests", "events"};
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+        size_t j;
+        json_t *spec;
+        json_array_foreach(json_object_get(k->scn, lists[i]), j, spec) {
+            json_t *h = json_object_get(spec, "host");
+            if (h && (!json_is_integer(h) || json_integer_value(h) < 1 ||
+                      json_integer_value(h) > k->hosts)) {
+                failure(k, "scenario: %s %zu: host must be a number from 1 to %d", lists[i], j,
+                        k->hosts);
+                return -1;
+            }
+        }
+    }
     json_t *t = json_object_get(k->scn, "timeout_ms");
     k->timeout_ms = json_integer_value(t) > 0 ? (uint64_t)json_integer_value(t)
                                               : DEFAULT_TIMEOUT_MS;
@@ -2327,28 +2738,43 @@ static int check_scenario(kit *k)
 
 static void on_runtime_close(void *arg)
 {
-    ((kit *)arg)->rt_closed = 1;
+    ((kit *)arg)->rt_closed++;
 }
 
 static int runtime_closed(void *arg)
 {
     kit *k = arg;
-    return k->rt_closed && k->rt->gens.gens_open == 0;
+    int open = 0;
+    for (int h = 0; h < k->hosts; h++) {
+        if (k->rts[h]) {
+            open++;
+            if (k->rts[h]->gens.gens_open != 0) {
+                return 0;
+            }
+        }
+    }
+    return k->rt_closed == open;
 }
 
-/* Stops the runtime as the daemon does (sources, then sinks, drain bounded by timeout_ms, then
- * destroy and close), keeps watching for late calls, and frees it. */
+/* Stops the runtimes as the daemon does (sources, then sinks, drain bounded by timeout_ms, then
+ * destroy and close), keeps watching for late calls, and frees them. */
 static void stop_runtime(kit *k)
 {
-    px_runtime_shutdown(k->rt);
+    for (int h = 0; h < k->hosts; h++) {
+        if (k->rts[h]) {
+            px_runtime_shutdown(k->rts[h]);
+        }
+    }
     if (!run_until(k, runtime_closed, k, k->timeout_ms * 3 + 1000)) {
         failure(k, "the host did not close within %llu ms of its stop",
                 (unsigned long long)(k->timeout_ms * 3 + 1000));
         return; /* left as is: freeing it would pull memory from under what still runs */
     }
     run_until(k, NULL, NULL, AFTER_DESTROY_MS); /* late posts, timers or threads show here */
-    px_runtime_destroy(k->rt);
-    k->rt = NULL;
+    for (int h = 0; h < k->hosts; h++) {
+        px_runtime_destroy(k->rts[h]);
+        k->rts[h] = NULL;
+    }
 }
 
 /* Loads the plugin and validates its options. 0 or < 0 (a failure is recorded). */
@@ -2404,43 +2830,69 @@ static void drive(kit *k, const char *file)
     json_t *run = json_object_get(k->scn, "run_ms");
     uint64_t run_ms = run ? (uint64_t)json_integer_value(run) : DEFAULT_RUN_MS;
     int expect_init_error = json_is_true(json_object_get(k->scn, "expect_init_error"));
-    px_config *cfg = build_config(k, file);
-    if (!cfg) {
-        return;
-    }
-    px_store *store = edge_store(k);
-    const char *key;
-    json_t *value;
-    json_object_foreach(k->kv, key, value) {
-        px_store_kv_set(store, k->instance, key, value);
-        json_object_set_new(k->kv_keys, key, json_true());
-    }
-    px_runtime_edges edges = {.store = store, .plugin_api = &k->api, .watch = on_watch,
-                              .watch_arg = k};
+    px_store *first = NULL;
     char err[1024] = "";
-    int rc = px_runtime_create_with(&k->loop, cfg, &edges, &k->rt, err, sizeof(err));
-    if (rc < 0) {
-        int init_ran = k->ngens > 0 && k->init_rc < 0;
-        if (!(init_ran && expect_init_error)) {
-            failure(k, "%s", err);
+    for (int h = 1; h <= k->hosts; h++) {
+        char *dir = h == 1 ? px_xstrdup(k->dir) : px_xasprintf("%s/host-%d", k->dir, h);
+        px_config *cfg = (h == 1 || mkdir(dir, 0700) == 0) ? build_config(k, file, dir) : NULL;
+        if (!cfg && h > 1) {
+            failure(k, "cannot make the data folder of host %d: %s", h, strerror(errno));
         }
-        if (expect_init_error && !init_ran) {
-            failure(k, "init did not run, the scenario expects it to fail");
+        free(dir);
+        if (!cfg) {
+            break;
         }
+        px_store *store = edge_store(k, h, first);
+        if (h == 1) {
+            first = store;
+            const char *key;
+            json_t *value;
+            json_object_foreach(k->kv, key, value) {
+                px_store_kv_set(store, k->instance, key, value);
+                json_object_set_new(k->kv_keys, key, json_true());
+            }
+        }
+        px_runtime_edges edges = {.store = store, .plugin_api = &k->api, .watch = on_watch,
+                                  .watch_arg = k};
+        k->creating = h;
+        int rc = px_runtime_create_with(&k->loop, cfg, &edges, &k->rts[h - 1], err,
+                                        sizeof(err));
+        if (rc < 0) {
+            int init_ran = k->ngens > 0 && k->init_rc < 0;
+            if (!(init_ran && expect_init_error)) {
+                failure(k, "%s%s", k->hosts > 1 ? "host: " : "", err);
+            }
+            if (expect_init_error && !init_ran) {
+                failure(k, "init did not run, the scenario expects it to fail");
+            }
+            k->rts[h - 1] = NULL;
+            break;
+        }
+        k->rts[h - 1]->on_close = on_runtime_close;
+        k->rts[h - 1]->on_close_arg = k;
+    }
+    if (!k->rts[k->hosts - 1]) {
+        stop_runtime(k);
         return;
     }
-    k->rt->on_close = on_runtime_close;
-    k->rt->on_close_arg = k;
     kgen *g = k->gens[0];
     k->cur = g;
+    int started = 1;
     if (expect_init_error) {
         failure(k, "init succeeded, the scenario expects it to fail");
-    } else if (px_runtime_start(k->rt, err, sizeof(err)) < 0) {
-        failure(k, "start failed (generation 1): %s", err);
-    } else {
+        started = 0;
+    }
+    for (int h = 1; h <= k->hosts && started; h++) {
+        if (px_runtime_start(k->rts[h - 1], err, sizeof(err)) < 0) {
+            failure(k, "start failed (%s %d): %s", k->hosts > 1 ? "host" : "generation", h, err);
+            started = 0;
+        }
+    }
+    if (started) {
         run_requests(k, g);
         run_events(k, g, 0);
         run_until(k, NULL, NULL, run_ms);
+        json_object_set_new(k->report, "locks", lock_holders(k));
         if (json_is_true(json_object_get(k->scn, "reload")) && phase_of(g) == PH_RUNNING) {
             reload(k, g, run_ms);
         }
@@ -2505,11 +2957,19 @@ static void free_records(kit *k)
         k->pers = p->next;
         free(p);
     }
+    while (k->locks) {
+        klock *l = k->locks;
+        k->locks = l->next;
+        free(l->name);
+        free(l);
+    }
+    free(k->http_used);
     while (k->outs) {
         kout *o = k->outs;
         k->outs = o->next;
         free(o->body);
         free(o->error);
+        json_decref(o->headers);
         free(o);
     }
 }
@@ -2569,6 +3029,9 @@ static int run_here(const char *file, const json_t *scenario, const char *dir, j
     k->dead_letters = json_array();
     k->http_calls = json_array();
     k->logs = json_array();
+    k->cluster = json_array();
+    k->lock_held = json_object();
+    k->hosts = 1;
     k->violations = json_array();
     k->failures = json_array();
     k->warnings = json_array();
@@ -2598,12 +3061,17 @@ static int run_here(const char *file, const json_t *scenario, const char *dir, j
     json_object_set_new(r, "kv", k->kv);
     json_object_set_new(r, "metrics", k->metrics);
     json_object_set_new(r, "logs", k->logs);
+    json_object_set_new(r, "cluster", k->cluster);
+    if (!json_object_get(r, "locks")) {
+        json_object_set_new(r, "locks", json_object());
+    }
     json_object_set_new(r, "violations", k->violations);
     json_object_set_new(r, "failures", k->failures);
     json_object_set_new(r, "warnings", k->warnings);
     json_decref(k->config);
     json_decref(k->secrets);
     json_decref(k->kv_keys);
+    json_decref(k->lock_held);
     json_decref(scn);
     json_decref(k->empty);
     free(k->instance);
@@ -2677,7 +3145,8 @@ static json_t *crash_report(const char *file, const char *dir, int signo)
 
 /* Removes the run's folder: the crash marker, and the runtime's private plugin copies (a run
  * that crashed did not unlink its own). */
-static void remove_run_dir(const char *dir)
+/* Removes what a runtime leaves in its data folder `dir` (borrowed), and the folder. */
+static void remove_data_dir(const char *dir)
 {
     char *marker = px_xasprintf("%s/%s", dir, PX_CRASH_MARKER);
     unlink(marker);
@@ -2698,6 +3167,17 @@ static void remove_run_dir(const char *dir)
     rmdir(copies);
     free(copies);
     rmdir(dir);
+}
+
+/* Removes the run's folder: host 1's data folder, holding those of the other hosts. */
+static void remove_run_dir(const char *dir)
+{
+    for (int h = 2; h <= MAX_HOSTS; h++) {
+        char *sub = px_xasprintf("%s/host-%d", dir, h);
+        remove_data_dir(sub);
+        free(sub);
+    }
+    remove_data_dir(dir);
 }
 
 /* Runs the scenario in a child process writing its report to fd and exits. */

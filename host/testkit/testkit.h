@@ -18,17 +18,27 @@
  *   kv             initial key/value state, an object
  *   emit_status    "ok" (default) or "busy": the store refuses every put, so persisted
  *                  callbacks report PX_EBUSY
- *   http           scripted answers to the plugin's outgoing requests, used in order:
- *                  {"status", "headers": {}, "body": string or JSON, "error", "delay_ms"};
- *                  absent = requests really go out (tests: 127.0.0.1 only)
+ *   http           scripted answers to the plugin's outgoing requests: each request takes the
+ *                  first one not used yet that fits its "method" and "url" (those it has; a
+ *                  url ending in "*" is a prefix); "repeat": true answers every one that fits:
+ *                  {"method", "url", "repeat", "status", "headers": {}, "body": string or
+ *                  JSON, "error", "delay_ms", "expect_*"}; absent = requests really go out
  *   requests       calls of the plugin's routes: {"method", "path", "query", "headers": {},
- *                  "body": string or JSON, "expect_status", "expect_body" (substring)}
+ *                  "body": string or JSON, "host", "expect_status", "expect_body" (substring),
+ *                  "expect_headers": {name: value or null}}
  *   events         deliveries, one after another: {"type", "payload", "params", "action",
- *                  "pipeline", "attempt", "id", "meta": {}, "expect": "ok"|"retry"|"reject",
- *                  "expect_retry_after_ms", "expect_reason" (substring)}
+ *                  "pipeline", "attempt", "id", "meta": {}, "host",
+ *                  "expect": "ok"|"retry"|"reject", "expect_retry_after_ms", "expect_reason" (substring)}
  *   run_ms         time to let the plugin run after the requests and events (default 100)
  *   timeout_ms     bound for each delivery, request and the drain (default 5000)
- *   expect_emits   a number, or {"min", "max"}; expect_dead_letters likewise
+ *   expect_emits   a number, {"min", "max", "match": [patterns]}, or [patterns] (one per emit):
+ *                  JSON subsets of the emit records, matched in order
+ *   expect_dead_letters  a number, or {"min", "max"}
+ *   hosts          1..4 runtimes on the loop, sharing one in-memory cluster state (state,
+ *                  versions, leases, members; each spool its own); "host" picks one per
+ *                  event/request
+ *   expect_cluster patterns matched in order on the "cluster" records (lock, kv_cas, cluster)
+ *   expect_locks   {name: host}: who holds each lease at the end of the run (0: nobody)
  *   expect_kv      an object every key of which must be in the final state with that value
  *   expect_init_error  true: init must fail (checked, and then nothing else runs)
  *   reload         true: before stopping, hand over to a second generation (export_state /
@@ -46,8 +56,8 @@
 
 /* Runs plugin `file` (borrowed) through `scenario` (borrowed; NULL = {}). Always stores a report
  * in *report (new reference): {"ok", "file", "plugin", "lifecycle", "deliveries", "requests",
- * "emits", "dead_letters", "http_calls", "kv", "metrics", "logs", "violations", "failures",
- * "warnings"} ("crash" too after a crash; no "plugin" then).
+ * "emits", "dead_letters", "http_calls", "kv", "metrics", "logs", "cluster", "locks",
+ * "violations", "failures", "warnings"} ("crash" too after a crash; no "plugin" then).
  * Returns 0 when the plugin loaded, met every expectation and broke no rule; 1 otherwise. */
 int px_testkit_run(const char *file, const json_t *scenario, json_t **report);
 

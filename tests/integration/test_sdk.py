@@ -514,6 +514,112 @@ def test_kit_runs_the_real_host():
     assert rep["emits"][0]["persisted"] == "busy", rep["emits"]
 
 
+def test_kit_expect_emits_matches_content():
+    """expect_emits as patterns: each emit's type and payload (a JSON subset) in order; a wrong
+    type, a payload value that differs or one emit too many fails the run."""
+    so = os.path.join(TEST_PLUGINS, "testsource.so")
+    cfg = {"count": 3, "type": "shop.order", "payload": {"shop": "a", "n": {"x": 1, "y": 2}}}
+    rc, rep = kit(so, {"config": cfg, "expect_emits": [
+        {"type": "shop.order", "payload": {"seq": 0, "n": {"x": 1}}},
+        {"type": "shop.order", "payload": {"seq": 1}},
+        {"payload": {"shop": "a", "seq": 2}}]})
+    assert rc == 0 and rep["ok"], rep
+    rc, rep = kit(so, {"config": cfg, "expect_emits": [
+        {"type": "shop.order"}, {"type": "shop.refund"}, {"type": "shop.order"}]})
+    assert rc == 1 and any("emit 1" in f and "shop.refund" in f for f in rep["failures"]), rep
+    rc, rep = kit(so, {"config": cfg, "expect_emits": [
+        {"payload": {"seq": 0}}, {"payload": {"seq": 1, "n": {"x": 2}}}, {}]})
+    assert rc == 1 and any("emit 1" in f for f in rep["failures"]), rep
+    rc, rep = kit(so, {"config": cfg, "expect_emits": [{}, {}]})
+    assert rc == 1 and "expected 2 emits, got 3" in rep["failures"], rep
+    # with a count: the patterns need only be found, in order
+    rc, rep = kit(so, {"config": cfg, "expect_emits": {"min": 1, "match": [
+        {"payload": {"seq": 2}}]}})
+    assert rc == 0 and rep["ok"], rep
+    rc, rep = kit(so, {"config": cfg, "expect_emits": {"match": [
+        {"payload": {"seq": 2}}, {"payload": {"seq": 0}}]}})
+    assert rc == 1 and any("emit 1" in f for f in rep["failures"]), rep
+
+
+def test_kit_expect_headers_of_route_responses():
+    """expect_headers on a request: the response's headers as the HTTP client received them
+    (exact values, names in any case; null: absent)."""
+    so = os.path.join(PLUGIN_DIR, "webhook.so")
+    ok = {"method": "POST", "path": "/in", "body": {"a": 1}, "expect_status": 202}
+    rc, rep = kit(so, {"config": {"path": "/in"}, "requests": [
+        dict(ok, expect_headers={"content-type": "application/json", "Retry-After": None})]})
+    assert rc == 0 and rep["ok"], rep
+    rc, rep = kit(so, {"config": {"path": "/in"}, "emit_status": "busy", "requests": [
+        dict(ok, expect_status=503, expect_headers={"Retry-After": "1"})]})
+    assert rc == 0 and rep["ok"], rep
+    rc, rep = kit(so, {"config": {"path": "/in"}, "requests": [
+        dict(ok, expect_headers={"Content-Type": "text/plain", "Retry-After": "1"})]})
+    assert rc == 1, rep
+    assert any("Content-Type: expected text/plain, got application/json" in f
+               for f in rep["failures"]), rep["failures"]
+    assert any("Retry-After: expected 1, got none" in f for f in rep["failures"]), rep
+
+
+def test_kit_http_answers_matched_by_method_and_url():
+    """A scripted answer with "method" and/or "url" answers the first request it fits (in list
+    order; a URL ending in * is a prefix); "repeat" answers every request that fits."""
+    example_build()
+    so = os.path.join(EXAMPLE_BUILD, "http_post.so")
+    url = "http://127.0.0.1:9/hook"
+    ev = [{"id": "e1", "type": "t", "expect": "ok"}, {"id": "e2", "type": "t", "expect": "ok"}]
+    rc, rep = kit(so, {"config": {"url": url}, "events": ev, "http": [
+        {"method": "GET", "status": 500},
+        {"url": "http://127.0.0.1:9/other", "status": 500},
+        {"method": "post", "url": url, "status": 200},
+        {"url": "http://127.0.0.1:9/h*", "status": 201}]})
+    assert rc == 0 and rep["ok"], rep
+    assert [c["answer"] for c in rep["http_calls"]] == [2, 3], rep["http_calls"]
+    rc, rep = kit(so, {"config": {"url": url}, "events": ev, "http": [
+        {"method": "POST", "url": url, "status": 204, "repeat": True}]})
+    assert rc == 0 and rep["ok"], rep
+    assert [c["status"] for c in rep["http_calls"]] == [204, 204], rep["http_calls"]
+    rc, rep = kit(so, {"config": {"url": url}, "events": [dict(ev[0], expect="retry")],
+                       "http": [{"method": "GET", "status": 200}]})
+    assert rc == 1 and any("no answer left for it" in f for f in rep["failures"]), rep
+
+
+def test_kit_runs_several_hosts_on_one_store():
+    """"hosts": 2 runs two runtimes on one loop over one in-memory cluster state: the plugin's
+    lease is held by one host, its compare-and-set builds on the other host's write and a stale
+    one is refused, cluster() counts both; expect_locks and expect_cluster check that, and fail when it is not so."""
+    so = os.path.join(TEST_PLUGINS, "duty.so")
+    scn = {"hosts": 2, "run_ms": 400, "config": {"ttl": "300ms"},
+           "expect_locks": {"duty": 1},
+           "expect_cluster": [
+               {"call": "kv_cas", "host": 1, "key": "starts", "expected": 0, "result": "ok"},
+               {"call": "kv_cas", "host": 2, "key": "starts", "expected": 1, "result": "ok",
+                "value": 2},
+               {"call": "kv_cas", "host": 2, "key": "starts", "expected": 1,
+                "result": "conflict"},
+               {"call": "cluster", "host": 2, "live_hosts": 2, "host_index": 1},
+               {"call": "lock", "host": 1, "name": "duty", "status": "held"}],
+           "expect_kv": {"starts": 2}}
+    rc, rep = kit(so, scn)
+    assert rc == 0 and rep["ok"], rep
+    assert rep["locks"] == {"duty": 1}, rep["locks"]
+    assert rep["lifecycle"][:4] == ["init@1", "init@2", "start@1", "start@2"], rep["lifecycle"]
+    hosts = {l["host"] for l in rep["logs"] if l["msg"].startswith("cluster rc=0 live_hosts=2")}
+    assert hosts == {1, 2}, rep["logs"]
+    assert not any(c["call"] == "lock" and c["host"] == 2 and c["status"] == "held"
+                   for c in rep["cluster"]), rep["cluster"]
+    rc, rep = kit(so, dict(scn, expect_locks={"duty": 2}))
+    assert rc == 1 and any('lease "duty": expected host 2' in f for f in rep["failures"]), rep
+    rc, rep = kit(so, dict(scn, expect_cluster=[{"call": "kv_cas", "host": 2,
+                                                 "expected": 0, "result": "ok"}]))
+    assert rc == 1 and any("cluster call 0" in f for f in rep["failures"]), rep
+    # one host: the lease is its own, and the host is alone
+    rc, rep = kit(so, {"run_ms": 200, "expect_locks": {"duty": 1},
+                       "expect_cluster": [{"call": "cluster", "live_hosts": 1}]})
+    assert rc == 0 and rep["ok"], rep
+    rc, rep = kit(so, {"hosts": 9})
+    assert rc == 1 and "hosts must be a number from 1 to 4" in rep["failures"][0], rep
+
+
 def patched_header(minor_field_host, minor_field_desc):
     """A copy of the installed header one minor version ahead (ABI 1.N+1 of the 1.N header): one
     field appended to each struct."""

@@ -711,6 +711,57 @@ static json_t *member(json_t *members, const char *host_id)
     return NULL;
 }
 
+/* --- Memory only: handles sharing one cluster state --------------------------------------- */
+
+/* Two memory handles over one cluster state: the state, its versions and the named leases are
+ * common, each lists both members (itself "self"), the spool stays each handle's own, and the
+ * shared state outlives the first handle closed. */
+static void case_memory_shared(fixture *f)
+{
+    px_store_options o = f->opt;
+    o.host_id = "host-b";
+    px_store *b = NULL;
+    PX_ASSERT_INT_EQ(px_store_open_memory_shared(&f->loop, f->s, &o, &b), 0);
+    json_t *one = json_integer(1);
+    int64_t v = 0;
+    PX_ASSERT_INT_EQ(px_store_kv_cas(f->s, "duty", "starts", 0, one, &v), 0);
+    PX_ASSERT(v > 0);
+    PX_ASSERT_INT_EQ(px_store_kv_cas(b, "duty", "starts", 0, one, NULL), PX_ECONFLICT);
+    int64_t vb = 0;
+    json_t *got = px_store_kv_get_versioned(b, "duty", "starts", &vb);
+    PX_ASSERT(got && json_equal(got, one));
+    PX_ASSERT_INT_EQ(vb, v);
+    json_decref(got);
+    json_decref(one);
+    PX_ASSERT_INT_EQ(px_store_lock(f->s, "duty/x", "host-a/1", 60000), 1);
+    PX_ASSERT_INT_EQ(px_store_lock(b, "duty/x", "host-b/1", 60000), 0);
+    json_t *m = NULL;
+    PX_ASSERT_INT_EQ(px_store_members(b, &m), 0);
+    PX_ASSERT_INT_EQ(json_array_size(m), 2);
+    json_t *a_seen = member(m, "host-a"), *b_seen = member(m, "host-b");
+    PX_ASSERT(a_seen && b_seen);
+    PX_ASSERT(json_is_false(json_object_get(a_seen, "self")));
+    PX_ASSERT(json_is_true(json_object_get(b_seen, "self")));
+    json_decref(m);
+    PX_ASSERT_INT_EQ(put_wait(f, "e1", "k1", ONLY_A, NULL), PX_STORE_STORED);
+    PX_ASSERT_INT_EQ(px_store_pending(b, "a"), 0);
+    PX_ASSERT_INT_EQ(px_store_pending(f->s, "a"), 1);
+    store_close(f); /* the first handle goes; the second still sees the shared state */
+    json_t *left = px_store_kv_get(b, "duty", "starts");
+    PX_ASSERT(json_integer_value(left) == 1);
+    json_decref(left);
+    PX_ASSERT_INT_EQ(px_store_lock(b, "duty/x", "host-b/1", 60000), 0);
+    PX_ASSERT_INT_EQ(px_store_members(b, &m), 0);
+    PX_ASSERT_INT_EQ(json_array_size(m), 1);
+    json_decref(m);
+    f->s = b; /* closed by run_on */
+}
+
+static void test_memory_shared(void)
+{
+    run_on(MEMORY, case_memory_shared);
+}
+
 /* Two hosts on one database: a dedupe key is unique across them, each claims its own
  * deliveries, nothing is orphaned while both heartbeat, compare-and-set and named leases hold
  * between them, and each lists both. */
@@ -1058,4 +1109,4 @@ PX_TEST_MAIN(ALL(put_then_persisted), ALL(claim_in_order_per_sink), ALL(done_and
              ALL(dead_letters), ALL(dedupe_drops_repeat), ALL(kv_per_instance), ALL(counts),
              ALL(crash_charged), ALL(kv_cas), ALL(locks), ALL(one_host),
              PX_TEST(test_reopen_keeps_everything_sqlite), PX_TEST(test_reopen_keeps_everything_pg),
-             PG_CASES)
+             PX_TEST(test_memory_shared), PG_CASES)
