@@ -2,8 +2,8 @@
  * and the rate-limited queue every amoCRM API call goes through. A refresh token works once, and
  * several hosts may run this instance on one shared store, so a refresh runs under the instance's
  * cluster lock "token-refresh": the holder reads the stored pair again (versioned) and refreshes
- * only when that pair still needs it, stores the new pair (compare-and-set) before any request
- * uses it, then lets the lock go; a host that finds a newer pair adopts it instead. Every request
+ * only when that pair still needs it, stores the new pair (the newest amoCRM issued, whatever
+ * was stored) before any request uses it, then lets the lock go; a host that finds a newer pair adopts it instead. Every request
  * re-reads the stored pair first (one versioned read). A refused refresh marks the account stale
  * instead of trying again. The rate limit is this instance's across the cluster: each host sends
  * rate / live hosts requests per second. Tokens never reach a log line. */
@@ -34,8 +34,7 @@ struct amocrm_call {
 };
 
 typedef struct refresh_ctx {
-    char *used;       /* the refresh token sent */
-    int64_t version;  /* the stored pair's version it came from */
+    char *used; /* the refresh token sent */
 } refresh_ctx;
 
 enum {
@@ -360,7 +359,6 @@ static void refresh_send(amocrm *a)
                                           "Accept: application/json", NULL};
     refresh_ctx *r = calloc(1, sizeof(*r));
     r->used = strdup(rt);
-    r->version = a->ver_tokens;
     amocrm_host->log(a->ctx, PX_LOG_INFO, "refreshing access token reason=%s", a->refresh_why);
     if (amocrm_http_start(a, "POST", url, headers, body, on_refresh, r) < 0) {
         refresh_end(a);
@@ -379,6 +377,10 @@ static void refresh_send(amocrm *a)
 static void on_refresh_lock(void *arg, int status)
 {
     amocrm *a = arg;
+    if (status == PX_OK && !a->refreshing && !a->destroying) {
+        amocrm_host->lock_release(a->ctx, "token-refresh"); /* no longer wanted */
+        return;
+    }
     if (status != PX_OK || !a->refreshing || a->refresh_locked || a->destroying) {
         /* Lost while the refresh is in flight: its answer still lands in the store by
          * compare-and-set; nothing to stop here. */
