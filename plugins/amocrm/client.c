@@ -3,10 +3,11 @@
  * several hosts may run this instance on one shared store, so a refresh runs under the instance's
  * cluster lock "token-refresh": the holder reads the stored pair again (versioned) and refreshes
  * only when that pair still needs it, stores the new pair (the newest amoCRM issued, whatever
- * was stored) before any request uses it, then lets the lock go; a host that finds a newer pair adopts it instead. Every request
- * re-reads the stored pair first (one versioned read). A refused refresh marks the account stale
- * instead of trying again. The rate limit is this instance's across the cluster: each host sends
- * rate / live hosts requests per second. Tokens never reach a log line. */
+ * was stored) before any request uses it, then lets the lock go; a host that finds a newer pair
+ * adopts it instead. Every request re-reads the stored pair first (one versioned read). A
+ * refused refresh marks the account stale instead of trying again. The rate limit is this
+ * instance's across the cluster: each host sends rate / live hosts requests per second. Tokens
+ * never reach a log line. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
