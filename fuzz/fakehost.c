@@ -604,6 +604,10 @@ size_t fh_answer_calls(int status, const char *const *headers, const char *body,
 
 /* --- state, metrics, lifecycle ------------------------------------------------------------- */
 
+/* Versions of kv's keys (1.2): key -> integer; a key loaded by fh_reset without one is at 1. */
+static json_t *kv_ver;
+static int64_t kv_ver_next = 2;
+
 static json_t *f_kv_get(px_plugin_ctx *ctx, const char *key)
 {
     (void)ctx;
@@ -621,6 +625,131 @@ static int f_kv_set(px_plugin_ctx *ctx, const char *key, const json_t *value)
         json_object_set_new(kv, key, json_deep_copy(value));
     } else {
         json_object_del(kv, key);
+    }
+    if (!kv_ver) {
+        kv_ver = json_object();
+    }
+    json_object_set_new(kv_ver, key, json_integer(kv_ver_next++)); /* every write moves it */
+    return 0;
+}
+
+static int64_t version_of(const char *key)
+{
+    if (!json_object_get(kv, key)) {
+        return 0;
+    }
+    json_int_t v = json_integer_value(json_object_get(kv_ver, key));
+    return v > 0 ? v : 1;
+}
+
+static json_t *f_kv_get_versioned(px_plugin_ctx *ctx, const char *key, int64_t *version)
+{
+    if (version) {
+        *version = key ? version_of(key) : 0;
+    }
+    return key ? f_kv_get(ctx, key) : NULL;
+}
+
+static int f_kv_cas(px_plugin_ctx *ctx, const char *key, int64_t expected, const json_t *value,
+                    int64_t *new_version)
+{
+    if (!key || expected < 0) {
+        return PX_EINVAL;
+    }
+    if (version_of(key) != expected) {
+        return PX_ECONFLICT;
+    }
+    f_kv_set(ctx, key, value);
+    if (new_version) {
+        *new_version = version_of(key);
+    }
+    return 0;
+}
+
+/* Locks (1.2): one instance on one host, so a lock is granted at once (in the next round, never
+ * inside lock_acquire) and never lost. */
+typedef struct lock_rec {
+    char *name;
+    int id;
+    void (*cb)(void *arg, int status);
+    void *arg;
+    struct lock_rec *next;
+} lock_rec;
+
+static lock_rec *locks;
+static int lock_next_id = 1;
+
+static void run_lock_grant(work *w)
+{
+    for (lock_rec *l = locks; l; l = l->next) {
+        if (l->id == w->status) { /* not released meanwhile */
+            l->cb(l->arg, PX_OK);
+            return;
+        }
+    }
+}
+
+static int f_lock_acquire(px_plugin_ctx *ctx, const char *name, uint32_t ttl_ms,
+                          void (*cb)(void *arg, int status), void *arg)
+{
+    (void)ctx;
+    if (!name || !*name || !cb || ttl_ms < 30) {
+        return PX_EINVAL;
+    }
+    for (lock_rec *l = locks; l; l = l->next) {
+        if (strcmp(l->name, name) == 0) {
+            return PX_ESTATE;
+        }
+    }
+    lock_rec *l = xcalloc(1, sizeof(*l));
+    l->name = xstrdup(name);
+    l->id = lock_next_id++;
+    l->cb = cb;
+    l->arg = arg;
+    l->next = locks;
+    locks = l;
+    work *w = xcalloc(1, sizeof(*w));
+    w->fn = run_lock_grant;
+    w->status = l->id;
+    push(w);
+    return 0;
+}
+
+static int f_lock_release(px_plugin_ctx *ctx, const char *name)
+{
+    (void)ctx;
+    for (lock_rec **pp = &locks; *pp; pp = &(*pp)->next) {
+        if (name && strcmp((*pp)->name, name) == 0) {
+            lock_rec *l = *pp;
+            *pp = l->next;
+            free(l->name);
+            free(l);
+            return 0;
+        }
+    }
+    return PX_ENOENT;
+}
+
+static void locks_free(void)
+{
+    while (locks) {
+        lock_rec *l = locks;
+        locks = l->next;
+        free(l->name);
+        free(l);
+    }
+}
+
+static int f_cluster(px_plugin_ctx *ctx, px_cluster_info *info)
+{
+    (void)ctx;
+    if (!info || info->size < offsetof(px_cluster_info, host_id)) {
+        return PX_EINVAL;
+    }
+    info->live_hosts = 1;
+    info->host_index = 0;
+    if (info->size >= sizeof(*info)) {
+        snprintf(info->host_id, sizeof(info->host_id), "fakehost");
     }
     return 0;
 }
@@ -711,6 +840,11 @@ static px_host_api api = {
     .drained = f_drained,
     .dead_letter = f_dead_letter,
     .event_set_raw = f_event_set_raw,
+    .kv_get_versioned = f_kv_get_versioned,
+    .kv_cas = f_kv_cas,
+    .lock_acquire = f_lock_acquire,
+    .lock_release = f_lock_release,
+    .cluster = f_cluster,
 };
 
 const px_host_api *fh_api(void)
@@ -728,6 +862,9 @@ void fh_reset(int persisted_status, const char *kv_json)
     persisted = persisted_status;
     json_decref(kv);
     kv = kv_json ? json_loads(kv_json, 0, NULL) : NULL;
+    json_decref(kv_ver);
+    kv_ver = NULL;
+    locks_free();
     if (!kv) {
         kv = json_object();
     }
@@ -806,6 +943,7 @@ void fh_cleanup(void)
         timers = t->next;
         free(t);
     }
+    locks_free();
     while (calls) {
         px_http_call *c = calls;
         calls = c->next;

@@ -20,12 +20,12 @@
 
 void amocrm_account_load(amocrm *a)
 {
-    a->account = amocrm_host->kv_get(a->ctx, "account");
+    a->account = amocrm_host->kv_get_versioned(a->ctx, "account", &a->ver_account);
     if (a->account && !json_is_object(a->account)) {
         json_decref(a->account);
         a->account = NULL;
     }
-    a->tokens = amocrm_host->kv_get(a->ctx, "tokens");
+    a->tokens = amocrm_host->kv_get_versioned(a->ctx, "tokens", &a->ver_tokens);
     if (a->tokens && !json_is_object(a->tokens)) {
         json_decref(a->tokens);
         a->tokens = NULL;
@@ -63,28 +63,32 @@ static void new_state(char out[33])
     }
 }
 
-static void connect_link(amocrm *a, px_http_request *req)
+/* The stored states (cur, borrowed; NULL = none) without the expired ones, plus arg's new one:
+ * a new reference. Compare-and-set: states other hosts add meanwhile are kept. */
+static json_t *states_plus(const json_t *cur, void *arg)
 {
-    char state[33];
-    new_state(state);
+    const char *state = arg;
     int64_t now = amocrm_now_ms();
-    json_t *old = amocrm_host->kv_get(a->ctx, "oauth_states");
     json_t *states = json_array();
     size_t i;
     json_t *s;
-    json_array_foreach(old, i, s) {
+    json_array_foreach(cur, i, s) {
         if (json_integer_value(json_object_get(s, "at")) + STATE_TTL_MS > now) {
             json_array_append(states, s);
         }
     }
-    json_decref(old);
     while (json_array_size(states) >= STATE_MAX) {
         json_array_remove(states, 0);
     }
     json_array_append_new(states, json_pack("{s:s, s:I}", "state", state, "at", (json_int_t)now));
-    int rc = amocrm_host->kv_set(a->ctx, "oauth_states", states);
-    json_decref(states);
-    if (rc < 0) {
+    return states;
+}
+
+static void connect_link(amocrm *a, px_http_request *req)
+{
+    char state[33];
+    new_state(state);
+    if (amocrm_kv_update(a, "oauth_states", states_plus, state, NULL, NULL) != 0) {
         amocrm_respond_msg(req, 500, "cannot store the authorisation state");
         return;
     }
@@ -139,27 +143,31 @@ static void connect_end(amocrm *a, connect_ctx *c, int status, const char *msg)
     connect_free(c);
 }
 
-static int take_state(amocrm *a, const char *state)
+/* The stored states (cur, borrowed) without the live one equal to arg, as a new reference; NULL
+ * when there is none (used or expired). Compare-and-set: of two hosts taking one state at once,
+ * one finds it gone. */
+static json_t *states_minus(const json_t *cur, void *arg)
 {
-    json_t *states = amocrm_host->kv_get(a->ctx, "oauth_states");
+    const char *state = arg;
     int64_t now = amocrm_now_ms();
     size_t i;
     json_t *s;
-    int found = 0;
-    json_array_foreach(states, i, s) {
+    json_array_foreach(cur, i, s) {
         const char *v = json_string_value(json_object_get(s, "state"));
         if (v && px_ct_streq(state, v) &&
             json_integer_value(json_object_get(s, "at")) + STATE_TTL_MS > now) {
-            json_array_remove(states, i);
-            found = 1;
-            break;
+            json_t *rest = json_deep_copy(cur);
+            json_array_remove(rest, i);
+            return rest;
         }
     }
-    if (found) {
-        amocrm_host->kv_set(a->ctx, "oauth_states", states); /* single use */
-    }
-    json_decref(states);
-    return found;
+    return NULL;
+}
+
+/* 1 when state was live, and is now used up (single use, across hosts). */
+static int take_state(amocrm *a, const char *state)
+{
+    return amocrm_kv_update(a, "oauth_states", states_minus, (void *)state, NULL, NULL) == 0;
 }
 
 static int host_allowed(amocrm *a, const char *host)
@@ -205,6 +213,7 @@ static void on_account_info(amocrm *a, int status, json_t *body, uint64_t ra, co
     const char *sub = json_string_value(json_object_get(body, "subdomain"));
     const char *country = json_string_value(json_object_get(body, "country"));
     const char *drive = json_string_value(json_object_get(body, "drive_url"));
+    amocrm_shared_sync(a, 1); /* another host may have connected or deleted one meanwhile */
     json_t *acc = a->account;
     int same = acc && json_integer_value(json_object_get(acc, "amoID")) == amo_id;
     if (acc && !(same && account_live(a))) {
@@ -245,8 +254,16 @@ static void on_account_info(amocrm *a, int status, json_t *body, uint64_t ra, co
     json_object_set_new(acc, "driveURL", json_string(drive ? drive : ""));
     json_object_set_new(acc, "deleted", json_false());
     json_object_set_new(acc, "stale", json_false());
-    if (amocrm_host->kv_set(a->ctx, "account", acc) < 0) {
-        connect_end(a, c, 500, "cannot store the account");
+    /* Compare-and-set against the record read above: two hosts connecting at once make one
+     * record (the other answers 500 and the user retries). */
+    int rc = amocrm_host->kv_cas(a->ctx, "account", a->ver_account, acc, &a->ver_account);
+    if (rc < 0) {
+        amocrm_host->log(a->ctx, PX_LOG_WARN, "account not stored rc=%d", rc);
+        a->ver_account = 0; /* read it again */
+        amocrm_shared_sync(a, 1);
+        connect_end(a, c, 500, rc == PX_ECONFLICT ? "the account was changed meanwhile: "
+                                                    "connect again"
+                                                  : "cannot store the account");
         return;
     }
     amocrm_host->log(a->ctx, PX_LOG_INFO, "account connected amo_id=%lld subdomain=%s host=%s",

@@ -155,6 +155,11 @@ static void amocrm_deliver(void *state, px_delivery *d)
         finish(a, d, PX_EREJECT, "with.quiz_id: expected a quiz id (integer)", 0);
         return;
     }
+    /* Another host may have connected, refreshed or changed something meanwhile. */
+    amocrm_shared_sync(a, !amocrm_connected(a));
+    if (!amocrm_connected(a)) {
+        amocrm_client_reread(a);
+    }
     /* Without a usable account nothing can be decided (rules belong to an account): wait. */
     if (!amocrm_connected(a)) {
         finish(a, d, PX_ERETRY,
@@ -164,6 +169,10 @@ static void amocrm_deliver(void *state, px_delivery *d)
         return;
     }
     json_t *rule = amocrm_rule_get(a, quiz);
+    if (!rule) {
+        amocrm_shared_sync(a, 1); /* saved on another host a moment ago? */
+        rule = amocrm_rule_get(a, quiz);
+    }
     if (!rule) {
         snprintf(why, sizeof(why), "no rule for quiz %lld", (long long)quiz);
         finish(a, d, PX_EREJECT, why, 0);
@@ -257,6 +266,7 @@ static int amocrm_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
     }
     a->allowed_hosts = json_incref(json_object_get(cfg, "allowed_hosts"));
     a->rate = json_number_value(json_object_get(cfg, "rate_limit"));
+    a->rate_share = a->rate;
     a->refresh_before_ms = json_integer_value(json_object_get(cfg, "refresh_before"));
     a->stale_retry_ms = json_integer_value(json_object_get(cfg, "stale_retry"));
     a->timeout_ms = json_integer_value(json_object_get(cfg, "timeout"));
@@ -294,6 +304,7 @@ static int amocrm_start(void *state)
 {
     amocrm *a = state;
     amocrm_gauges(a);
+    amocrm_client_start(a);
     if (amocrm_connected(a)) {
         amocrm_refresh_schedule(a);
     }

@@ -7,6 +7,7 @@
 #include "api.h"
 #include "account.h"
 #include "cache.h"
+#include "client.h"
 #include "rules.h"
 #include "consttime.h"
 
@@ -45,6 +46,16 @@ static const struct {
     {"/fields", AMOCRM_C_FIELDS}, {"/tags", AMOCRM_C_TAGS},
 };
 
+/* Before answering: what other hosts sharing the store changed (account, tokens, caches,
+ * rules) is read again, so that every host answers alike. */
+static void shared_sync(amocrm *a)
+{
+    if (amocrm_shared_sync(a, 1)) {
+        amocrm_gauges(a);
+    }
+    amocrm_client_reread(a);
+}
+
 static void on_request(px_http_request *req, void *arg)
 {
     amocrm *a = arg;
@@ -59,6 +70,7 @@ static void on_request(px_http_request *req, void *arg)
     }
     if (strcmp(rest, "/webhook/delete") == 0) {
         if (method_in(req, method, "GET")) {
+            shared_sync(a);
             amocrm_api_webhook_delete(a, req);
         }
         return;
@@ -68,6 +80,7 @@ static void on_request(px_http_request *req, void *arg)
         amocrm_respond_msg(req, 401, "Unauthorized");
         return;
     }
+    shared_sync(a);
     if (strcmp(rest, "/account") == 0) {
         if (method_in(req, method, "GET, POST, DELETE")) {
             amocrm_api_account(a, req, method);

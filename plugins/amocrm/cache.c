@@ -49,7 +49,7 @@ struct amocrm_sync {
 void amocrm_cache_load(amocrm *a)
 {
     for (int c = 0; c < AMOCRM_C_COUNT; c++) {
-        json_t *v = amocrm_host->kv_get(a->ctx, cache_key[c]);
+        json_t *v = amocrm_host->kv_get_versioned(a->ctx, cache_key[c], &a->ver_cache[c]);
         if (!json_is_array(json_object_get(v, "items"))) {
             json_decref(v);
             v = json_pack("{s:i, s:[]}", "next_id", 1, "items");
@@ -145,10 +145,21 @@ static const char *str_or(const json_t *o, const char *k, const char *dflt)
     return s ? s : dflt;
 }
 
-/* fresh: items in our model without ID/Deleted/CreatedAt (steals). */
-static void merge(amocrm *a, int c, json_t *fresh)
+typedef struct merge_job {
+    int c;
+    const json_t *fresh; /* borrowed */
+} merge_job;
+
+/* The cached collection `old` (borrowed; NULL = empty) with the items of j->fresh (items in our
+ * model without ID/Deleted/CreatedAt, copied): known items keep their ID and creation time, new
+ * ones take the next id, vanished ones are kept as deleted. A new reference. Runs again on the
+ * newest stored value when another host stored the collection meanwhile, so the ids it hands out
+ * stay unique across hosts. */
+static json_t *merged(const json_t *old, void *arg)
 {
-    json_t *old = a->cache[c];
+    merge_job *j = arg;
+    int c = j->c;
+    json_t *fresh = json_deep_copy(j->fresh);
     int64_t next_id = jint(old, "next_id");
     if (next_id < 1) {
         next_id = 1;
@@ -194,11 +205,23 @@ static void merge(amocrm *a, int c, json_t *fresh)
     }
     json_decref(by_key);
     json_decref(fresh);
-    json_t *nc = json_pack("{s:I, s:I, s:o}", "next_id", (json_int_t)next_id, "synced_at",
-                           (json_int_t)now, "items", items);
-    if (amocrm_host->kv_set(a->ctx, cache_key[c], nc) < 0) {
+    return json_pack("{s:I, s:I, s:o}", "next_id", (json_int_t)next_id, "synced_at",
+                     (json_int_t)now, "items", items);
+}
+
+/* fresh: items in our model without ID/Deleted/CreatedAt (steals). */
+static void merge(amocrm *a, int c, json_t *fresh)
+{
+    merge_job j = {c, fresh};
+    json_t *nc = NULL;
+    int64_t version = 0;
+    if (amocrm_kv_update(a, cache_key[c], merged, &j, &nc, &version) != 0) {
         amocrm_host->log(a->ctx, PX_LOG_ERROR, "cannot store cache key=%s", cache_key[c]);
+        nc = merged(a->cache[c], &j); /* served from memory until the store takes it */
+    } else {
+        a->ver_cache[c] = version;
     }
+    json_decref(fresh);
     json_decref(a->cache[c]);
     a->cache[c] = nc;
 }

@@ -1,8 +1,13 @@
 /* amocrm client: raw HTTP requests owned by the instance, the OAuth2 token pair and its refresh,
- * and the rate-limited queue every amoCRM API call goes through. A refresh token works once, so
- * refreshes are serialised (one at a time per instance), the new pair is stored with one kv_set
- * before any request uses it, and a refused refresh marks the account stale instead of trying
- * again. Tokens never reach a log line. */
+ * and the rate-limited queue every amoCRM API call goes through. A refresh token works once, and
+ * several hosts may run this instance on one shared store, so a refresh runs under the instance's
+ * cluster lock "token-refresh": the holder reads the stored pair again (versioned) and refreshes
+ * only when that pair still needs it, stores the new pair (the newest amoCRM issued, whatever
+ * was stored) before any request uses it, then lets the lock go; a host that finds a newer pair
+ * adopts it instead. Every request re-reads the stored pair first (one versioned read). A
+ * refused refresh marks the account stale instead of trying again. The rate limit is this
+ * instance's across the cluster: each host sends rate / live hosts requests per second. Tokens
+ * never reach a log line. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +37,11 @@ struct amocrm_call {
 typedef struct refresh_ctx {
     char *used; /* the refresh token sent */
 } refresh_ctx;
+
+enum {
+    REFRESH_LOCK_TTL_MS = 1500,  /* a crashed holder frees it after this */
+    CLUSTER_READ_EVERY_MS = 2000 /* how often the live hosts are counted */
+};
 
 static void pump(amocrm *a);
 static void refresh_start(amocrm *a, const char *why);
@@ -167,6 +177,23 @@ static int64_t tokens_expire_at(amocrm *a)
     return a->tokens ? json_integer_value(json_object_get(a->tokens, "expires_at")) : 0;
 }
 
+static json_t *pair_as_is(const json_t *cur, void *arg)
+{
+    (void)cur; /* a pair amoCRM just issued replaces whatever is stored */
+    return json_incref((json_t *)arg);
+}
+
+/* Takes the stored pair when another host (or generation) stored a newer one. 1 when it did. */
+static int tokens_reread(amocrm *a)
+{
+    if (!amocrm_kv_reread(a, "tokens", &a->tokens, &a->ver_tokens)) {
+        return 0;
+    }
+    a->token_gen++;
+    a->refresh_failures = 0;
+    return 1;
+}
+
 int amocrm_tokens_set(amocrm *a, const json_t *tok, const char *host)
 {
     const char *access = json_string_value(json_object_get(tok, "access_token"));
@@ -181,9 +208,9 @@ int amocrm_tokens_set(amocrm *a, const json_t *tok, const char *host)
                           "refresh_token", refresh, "token_type", "Bearer", "expires_at",
                           (json_int_t)(now + expires_in * 1000), "updated_at", (json_int_t)now,
                           "host", host);
-    /* One kv_set of one object: the pair is replaced atomically, and stored before any use. */
-    int rc = amocrm_host->kv_set(a->ctx, "tokens", t);
-    if (rc < 0) {
+    /* One write of one object: the pair is replaced atomically, and stored before any use. */
+    int rc = amocrm_kv_update(a, "tokens", pair_as_is, t, NULL, &a->ver_tokens);
+    if (rc != 0) {
         amocrm_host->log(a->ctx, PX_LOG_ERROR, "cannot store the new token pair rc=%d", rc);
     }
     json_decref(a->tokens);
@@ -198,6 +225,7 @@ void amocrm_tokens_drop(amocrm *a)
     amocrm_host->kv_set(a->ctx, "tokens", NULL);
     json_decref(a->tokens);
     a->tokens = NULL;
+    a->ver_tokens = 0;
     a->token_gen++;
     if (a->refresh_timer) {
         amocrm_host->timer_stop(a->refresh_timer);
@@ -231,32 +259,32 @@ static void refresh_in(amocrm *a, int64_t ms)
                              &a->refresh_timer);
 }
 
-void amocrm_refresh_schedule(amocrm *a)
+/* When the pair's refresh is due: refresh_before ahead of expiry, never more than half its
+ * lifetime early. */
+static int64_t refresh_due_at(amocrm *a)
 {
-    /* Never more than half the token's lifetime early, or short-lived tokens would loop. */
     int64_t expires = tokens_expire_at(a);
     int64_t life = expires - json_integer_value(json_object_get(a->tokens, "updated_at"));
     int64_t lead = a->refresh_before_ms;
     if (life > 0 && lead > life / 2) {
         lead = life / 2;
     }
-    refresh_in(a, expires - lead - amocrm_now_ms());
+    return expires - lead;
 }
 
-/* Takes the stored pair when another generation (a reload) rotated it meanwhile. Returns 1 when
- * it did. */
-static int adopt_stored(amocrm *a, const char *than)
+void amocrm_refresh_schedule(amocrm *a)
 {
-    json_t *kv = amocrm_host->kv_get(a->ctx, "tokens");
-    const char *rt = json_string_value(json_object_get(kv, "refresh_token"));
-    if (!rt || (than && strcmp(rt, than) == 0)) {
-        json_decref(kv);
-        return 0;
+    refresh_in(a, refresh_due_at(a) - amocrm_now_ms());
+}
+
+/* The refresh is over (done, adopted, refused or failed): lets the cluster lock go. */
+static void refresh_end(amocrm *a)
+{
+    a->refreshing = 0;
+    if (a->refresh_locked) {
+        a->refresh_locked = 0;
+        amocrm_host->lock_release(a->ctx, "token-refresh");
     }
-    json_decref(a->tokens);
-    a->tokens = kv;
-    a->token_gen++;
-    return 1;
 }
 
 static void on_refresh(amocrm *a, int status, const px_http_response *resp, const char *err,
@@ -268,7 +296,6 @@ static void on_refresh(amocrm *a, int status, const px_http_response *resp, cons
         free(r);
         return;
     }
-    a->refreshing = 0;
     json_t *body = NULL;
     if (resp) {
         size_t len = 0;
@@ -280,10 +307,12 @@ static void on_refresh(amocrm *a, int status, const px_http_response *resp, cons
         amocrm_host->counter_add(a->ctx, "amocrm_token_refreshes", "result=\"ok\"", 1);
         amocrm_host->log(a->ctx, PX_LOG_INFO, "access token refreshed expires_in=%lld",
                          (long long)json_integer_value(json_object_get(body, "expires_in")));
+        refresh_end(a);
         amocrm_refresh_schedule(a);
     } else if (status == 400 || status == 401 || status == 403) {
         amocrm_host->counter_add(a->ctx, "amocrm_token_refreshes", "result=\"refused\"", 1);
-        if (adopt_stored(a, r->used)) {
+        refresh_end(a);
+        if (tokens_reread(a)) {
             amocrm_host->log(a->ctx, PX_LOG_INFO, "token pair was rotated elsewhere; using it");
             amocrm_refresh_schedule(a);
         } else {
@@ -295,6 +324,7 @@ static void on_refresh(amocrm *a, int status, const px_http_response *resp, cons
         }
     } else {
         amocrm_host->counter_add(a->ctx, "amocrm_token_refreshes", "result=\"error\"", 1);
+        refresh_end(a);
         a->refresh_failures++;
         int shift = a->refresh_failures < 6 ? a->refresh_failures : 6;
         int64_t wait = (int64_t)1000 << shift;
@@ -308,19 +338,13 @@ static void on_refresh(amocrm *a, int status, const px_http_response *resp, cons
     pump(a);
 }
 
-static void refresh_start(amocrm *a, const char *why)
+/* Sends the refresh of the pair in a->tokens (the lock is held, or this host is alone). */
+static void refresh_send(amocrm *a)
 {
-    if (a->refreshing || !a->tokens || amocrm_is_stale(a) || a->destroying) {
-        return;
-    }
-    const char *before = json_string_value(json_object_get(a->tokens, "refresh_token"));
-    if (adopt_stored(a, before) && tokens_expire_at(a) - a->refresh_before_ms > amocrm_now_ms()) {
-        amocrm_refresh_schedule(a); /* the caller pumps */
-        return;
-    }
     const char *host = json_string_value(json_object_get(a->tokens, "host"));
     const char *rt = json_string_value(json_object_get(a->tokens, "refresh_token"));
     if (!host || !rt) {
+        refresh_end(a);
         return;
     }
     json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:s}", "client_id", a->client_id,
@@ -336,10 +360,9 @@ static void refresh_start(amocrm *a, const char *why)
                                           "Accept: application/json", NULL};
     refresh_ctx *r = calloc(1, sizeof(*r));
     r->used = strdup(rt);
-    amocrm_host->log(a->ctx, PX_LOG_INFO, "refreshing access token reason=%s", why);
-    a->refreshing = 1;
+    amocrm_host->log(a->ctx, PX_LOG_INFO, "refreshing access token reason=%s", a->refresh_why);
     if (amocrm_http_start(a, "POST", url, headers, body, on_refresh, r) < 0) {
-        a->refreshing = 0;
+        refresh_end(a);
         free(r->used);
         free(r);
         a->refresh_failures++;
@@ -348,6 +371,54 @@ static void refresh_start(amocrm *a, const char *why)
     free(url);
     free(base);
     free(body);
+}
+
+/* The cluster lock answered: with it held, read the stored pair again; refresh only when no
+ * other host did meanwhile (the pair is unchanged, or the newer one is already due). */
+static void on_refresh_lock(void *arg, int status)
+{
+    amocrm *a = arg;
+    if (status == PX_OK && !a->refreshing && !a->destroying) {
+        amocrm_host->lock_release(a->ctx, "token-refresh"); /* no longer wanted */
+        return;
+    }
+    if (status != PX_OK || !a->refreshing || a->refresh_locked || a->destroying) {
+        /* Lost while the refresh is in flight: its answer still lands in the store by
+         * compare-and-set; nothing to stop here. */
+        return;
+    }
+    a->refresh_locked = 1;
+    int64_t had = a->ver_tokens;
+    tokens_reread(a);
+    int changed = a->ver_tokens != had || a->token_gen != a->refresh_gen;
+    if (!a->tokens || amocrm_is_stale(a) || a->stopping ||
+        (changed && refresh_due_at(a) > amocrm_now_ms())) {
+        refresh_end(a); /* another host refreshed: use its pair */
+        if (a->tokens && !a->stopping) {
+            amocrm_refresh_schedule(a);
+        }
+        pump(a);
+        return;
+    }
+    refresh_send(a);
+}
+
+static void refresh_start(amocrm *a, const char *why)
+{
+    if (a->refreshing || !a->tokens || amocrm_is_stale(a) || a->destroying) {
+        return;
+    }
+    a->refreshing = 1;
+    a->refresh_why = why;
+    a->refresh_gen = a->token_gen;
+    int rc = amocrm_host->lock_acquire(a->ctx, "token-refresh", REFRESH_LOCK_TTL_MS,
+                                       on_refresh_lock, a);
+    if (rc < 0) {
+        amocrm_host->log(a->ctx, PX_LOG_WARN, "cannot ask for the refresh lock rc=%d", rc);
+        a->refreshing = 0;
+        a->refresh_failures++;
+        refresh_in(a, 1000);
+    }
 }
 
 /* --- rate-limited API calls --------------------------------------------------------------- */
@@ -467,6 +538,27 @@ static void call_send(amocrm *a, amocrm_call *c)
     free(base);
 }
 
+/* This host's part of the instance's rate: rate / live hosts, counted every few seconds. */
+static void rate_share_update(amocrm *a)
+{
+    int64_t now = amocrm_mono_ms();
+    if (a->cluster_read_ms && now - a->cluster_read_ms < CLUSTER_READ_EVERY_MS) {
+        return;
+    }
+    a->cluster_read_ms = now;
+    px_cluster_info info = {.size = sizeof(info)};
+    uint32_t hosts = amocrm_host->cluster(a->ctx, &info) == PX_OK && info.live_hosts > 0
+                         ? info.live_hosts
+                         : 1;
+    double share = a->rate / hosts;
+    if (share != a->rate_share) {
+        amocrm_host->log(a->ctx, PX_LOG_INFO, "rate limit per host=%.3g live_hosts=%u", share,
+                         (unsigned)hosts);
+    }
+    a->rate_share = share;
+    amocrm_host->gauge_set(a->ctx, "amocrm_rate_limit", NULL, share);
+}
+
 static amocrm_call *pop(amocrm *a)
 {
     amocrm_call *c = a->q_head;
@@ -486,7 +578,11 @@ static void pump(amocrm *a)
     while (a->closing && a->q_head) {
         call_finish(a, pop(a), AMOCRM_ENET, NULL, 0, "instance unloading");
     }
-    int64_t interval = a->rate > 0 ? (int64_t)ceil(1000.0 / a->rate) : 0;
+    if (a->q_head && !a->refreshing) {
+        tokens_reread(a); /* another host may have refreshed the pair */
+        rate_share_update(a);
+    }
+    int64_t interval = a->rate_share > 0 ? (int64_t)ceil(1000.0 / a->rate_share) : 0;
     while (a->q_head) {
         amocrm_call *c = a->q_head;
         int64_t now = amocrm_mono_ms();
@@ -508,10 +604,7 @@ static void pump(amocrm *a)
             if (a->refresh_failures == 0) {
                 refresh_start(a, "expired");
                 if (a->refreshing) {
-                    return;
-                }
-                if (tokens_expire_at(a) > amocrm_now_ms()) {
-                    continue; /* adopted a pair stored by another generation */
+                    return; /* the lock's answer, then the refresh's, pumps again */
                 }
             }
             call_finish(a, pop(a), AMOCRM_ENET, NULL, 0, "access token expired, refresh failing");
@@ -552,11 +645,58 @@ void amocrm_call_start(amocrm *a, const char *method, const char *path, const ch
     pump_later(a, 0); /* never answer inside amocrm_call_start */
 }
 
+static void on_cluster_timer(void *arg)
+{
+    amocrm *a = arg;
+    a->cluster_read_ms = 0;
+    rate_share_update(a);
+    int changed = amocrm_shared_sync(a, 0);
+    if (!a->refreshing && tokens_reread(a)) {
+        changed = 1;
+    }
+    if (changed) {
+        amocrm_gauges(a);
+        if (amocrm_connected(a) && !a->refreshing) {
+            amocrm_refresh_schedule(a);
+        }
+        pump(a);
+    }
+}
+
+void amocrm_client_reread(amocrm *a)
+{
+    if (a->refreshing || !tokens_reread(a)) {
+        return;
+    }
+    amocrm_gauges(a);
+    if (amocrm_connected(a)) {
+        amocrm_refresh_schedule(a);
+    }
+}
+
+void amocrm_client_start(amocrm *a)
+{
+    a->rate_share = a->rate;
+    rate_share_update(a);
+    amocrm_host->timer_start(a->ctx, CLUSTER_READ_EVERY_MS, CLUSTER_READ_EVERY_MS,
+                             on_cluster_timer, a, &a->cluster_timer);
+}
+
 void amocrm_client_stop(amocrm *a)
 {
+    if (a->cluster_timer) {
+        amocrm_host->timer_stop(a->cluster_timer);
+        a->cluster_timer = NULL;
+    }
     if (a->refresh_timer) {
         amocrm_host->timer_stop(a->refresh_timer);
         a->refresh_timer = NULL;
+    }
+    if (a->refreshing && !a->refresh_locked) {
+        /* Only waiting for the lock: let the next generation (or host) have it. A refresh in
+         * flight keeps it until its answer is stored. */
+        amocrm_host->lock_release(a->ctx, "token-refresh");
+        a->refreshing = 0;
     }
 }
 

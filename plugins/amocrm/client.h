@@ -39,6 +39,12 @@ void amocrm_tokens_drop(amocrm *a);
 void amocrm_refresh_schedule(amocrm *a);
 /* Publishes the account gauges. */
 void amocrm_gauges(amocrm *a);
+/* Reads the stored token pair again (another host may have connected the account or refreshed
+ * it); on a newer pair, updates the gauges and the refresh timer. */
+void amocrm_client_reread(amocrm *a);
+/* Starts the periodic look at the cluster (start()): live hosts, and the account, tokens, rules
+ * and caches other hosts changed. */
+void amocrm_client_start(amocrm *a);
 /* Stops timers (stop()). */
 void amocrm_client_stop(amocrm *a);
 /* Ends every queued/in-flight call with AMOCRM_ESTOP (destroy()). */

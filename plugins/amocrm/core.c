@@ -70,6 +70,75 @@ void amocrm_respond_msg(px_http_request *req, int status, const char *msg)
     json_decref(s);
 }
 
+/* --- the shared store ------------------------------------------------------------------------ */
+
+enum { SHARED_READ_EVERY_MS = 1000, UPDATE_TRIES = 16 };
+
+int amocrm_kv_reread(amocrm *a, const char *key, json_t **slot, int64_t *version)
+{
+    int64_t v = 0;
+    json_t *cur = amocrm_host->kv_get_versioned(a->ctx, key, &v);
+    if (!cur || v == *version) {
+        json_decref(cur);
+        return 0;
+    }
+    json_decref(*slot);
+    *slot = cur;
+    *version = v;
+    return 1;
+}
+
+int amocrm_kv_update(amocrm *a, const char *key, json_t *(*fn)(const json_t *cur, void *arg),
+                     void *arg, json_t **out, int64_t *version)
+{
+    for (int i = 0; i < UPDATE_TRIES; i++) {
+        int64_t v = 0;
+        json_t *cur = amocrm_host->kv_get_versioned(a->ctx, key, &v);
+        json_t *next = fn(cur, arg);
+        json_decref(cur);
+        if (!next) {
+            return 1;
+        }
+        int64_t nv = 0;
+        int rc = amocrm_host->kv_cas(a->ctx, key, v, next, &nv);
+        if (rc == PX_ECONFLICT) {
+            json_decref(next);
+            continue; /* another host wrote in between: redo on its value */
+        }
+        if (rc < 0) {
+            json_decref(next);
+            return rc;
+        }
+        if (version) {
+            *version = nv;
+        }
+        if (out) {
+            *out = next;
+        } else {
+            json_decref(next);
+        }
+        return 0;
+    }
+    amocrm_host->log(a->ctx, PX_LOG_WARN, "state key=%s kept changing; not stored", key);
+    return PX_ECONFLICT;
+}
+
+int amocrm_shared_sync(amocrm *a, int force)
+{
+    int64_t now = amocrm_mono_ms();
+    if (!force && now - a->shared_read_ms < SHARED_READ_EVERY_MS) {
+        return 0;
+    }
+    a->shared_read_ms = now;
+    static const char *const cache_key[AMOCRM_C_COUNT] = {
+        "cache.users", "cache.pipelines", "cache.steps", "cache.fields", "cache.tags"};
+    for (int c = 0; c < AMOCRM_C_COUNT; c++) {
+        amocrm_kv_reread(a, cache_key[c], &a->cache[c], &a->ver_cache[c]);
+    }
+    amocrm_kv_reread(a, "rules", &a->rules, &a->ver_rules);
+    return amocrm_kv_reread(a, "account", &a->account, &a->ver_account);
+}
+
 /* --- query strings ---------------------------------------------------------------------------- */
 
 /* Decodes n bytes of s (borrowed) into a new string (owned by caller; free). */

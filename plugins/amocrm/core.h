@@ -68,7 +68,10 @@ struct amocrm {
     json_t *account;
     json_t *tokens;
     uint64_t token_gen; /* bumped whenever the access token changes */
-    int refreshing;
+    int refreshing;         /* a refresh is asked for: waiting on the cluster lock, or sent */
+    int refresh_locked;     /* the cluster lock "token-refresh" is held */
+    const char *refresh_why; /* static text: why the refresh was asked for */
+    uint64_t refresh_gen;   /* token_gen when it was asked for */
     int refresh_failures;
     px_timer *refresh_timer;
 
@@ -82,6 +85,15 @@ struct amocrm {
     amocrm_call *q_head, *q_tail;
     amocrm_http *http; /* in-flight raw requests (doubly linked) */
     amocrm_sync *syncs;
+
+    /* The store is shared with the other hosts running this instance: the versions of the copies
+     * above as last read or written (kv_get_versioned / kv_cas; 0 = never read), and when the
+     * copies were last compared with the store (monotonic ms). */
+    int64_t ver_account, ver_tokens, ver_rules, ver_cache[AMOCRM_C_COUNT];
+    int64_t shared_read_ms;
+    double rate_share;      /* this host's share of rate: rate / live hosts */
+    int64_t cluster_read_ms; /* monotonic: when the live hosts were last counted */
+    px_timer *cluster_timer; /* counts the live hosts and re-reads the shared state */
 
     amocrm_hold *holds; /* unanswered admin requests */
     size_t deliveries;  /* open deliveries */
@@ -103,6 +115,23 @@ void amocrm_respond_json(px_http_request *req, int status, const json_t *body);
 /* Value of `name` (borrowed) in the query string `query` (borrowed), percent-decoded, as a new
  * string (owned by caller; free), or NULL when absent. */
 char *amocrm_query_get(const char *query, const char *name);
+
+/* --- the shared store (core.c) ------------------------------------------------------------- */
+/* Replaces *slot (owned) by the stored value of key when its version is not *version, and
+ * updates *version. A value that cannot be read (absent, or the store unreachable) leaves both
+ * alone. Returns 1 when *slot was replaced. */
+int amocrm_kv_reread(amocrm *a, const char *key, json_t **slot, int64_t *version);
+/* Read-modify-write of key against the other hosts: fn gets the stored value (borrowed, NULL
+ * when absent) and returns the value to store (new reference; NULL = give up, nothing stored);
+ * it is called again on the newest value while another host wrote in between (compare-and-set).
+ * On success *out (may be NULL) gets the stored value (new reference) and *version (may be
+ * NULL) its version. Returns 0, 1 when fn gave up, or < 0 (store error). */
+int amocrm_kv_update(amocrm *a, const char *key, json_t *(*fn)(const json_t *cur, void *arg),
+                     void *arg, json_t **out, int64_t *version);
+/* Brings account, rules and cached lists up to what the store holds (another host may have
+ * changed them): at most once a second unless force. The token pair is re-read separately,
+ * before each use (client.c). Returns 1 when the account record changed. */
+int amocrm_shared_sync(amocrm *a, int force);
 
 /* --- held admin requests (core.c) ----------------------------------------------------------- */
 /* Holds req (borrowed until answered) for a later answer; returns the hold, owned by the caller

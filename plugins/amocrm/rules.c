@@ -77,7 +77,7 @@ static json_t *rules_migrate(amocrm *a, const json_t *rules, size_t *moved)
 
 void amocrm_rules_load(amocrm *a)
 {
-    json_t *stored = amocrm_host->kv_get(a->ctx, "rules");
+    json_t *stored = amocrm_host->kv_get_versioned(a->ctx, "rules", &a->ver_rules);
     if (!json_is_object(stored)) {
         json_decref(stored);
         stored = json_object();
@@ -321,13 +321,21 @@ static int validate(amocrm *a, const json_t *rule, char *why, size_t len)
     return 0;
 }
 
+/* The id counter after cur (borrowed; NULL = none handed out yet): compare-and-set, so that two
+ * hosts never hand out one id twice. */
+static json_t *id_after(const json_t *cur, void *arg)
+{
+    (void)arg;
+    return json_integer(json_integer_value(cur) > 0 ? json_integer_value(cur) + 1 : 2);
+}
+
 static json_t *empty_rule(amocrm *a, int64_t quiz)
 {
-    json_t *id = amocrm_host->kv_get(a->ctx, "rules.next_id");
-    int64_t next = json_integer_value(id) > 0 ? json_integer_value(id) : 1;
-    json_decref(id);
-    json_t *n = json_integer(next + 1);
-    amocrm_host->kv_set(a->ctx, "rules.next_id", n);
+    json_t *n = NULL;
+    int64_t next = 1;
+    if (amocrm_kv_update(a, "rules.next_id", id_after, NULL, &n, NULL) == 0) {
+        next = json_integer_value(n) - 1;
+    }
     json_decref(n);
     json_t *fr = json_pack("{s:{s:{}}, s:{s:{}, s:{}}, s:{s:{}}, s:{s:{}}}", "lead", "QuestionID",
                            "contact", "ContactRuleMap", "QuestionID", "company", "QuestionID",
@@ -352,6 +360,26 @@ static void emit_saved(amocrm *a, const json_t *rule, int created)
     }
 }
 
+typedef struct rule_put {
+    char key[48];
+    json_t *rule; /* borrowed */
+    int create;
+} rule_put;
+
+/* Every account's rules (cur, borrowed; NULL = none yet) with p's rule stored under its key, as
+ * a new reference; NULL when p creates a rule another host created meanwhile. */
+static json_t *rule_with(const json_t *cur, void *arg)
+{
+    rule_put *p = arg;
+    json_t *was = json_object_get(cur, p->key);
+    if (p->create && was && !json_is_true(json_object_get(was, "Deleted"))) {
+        return NULL;
+    }
+    json_t *all = json_is_object(cur) ? json_deep_copy(cur) : json_object();
+    json_object_set(all, p->key, p->rule);
+    return all;
+}
+
 void amocrm_api_rules(amocrm *a, px_http_request *req, const char *method, const char *quiz_text)
 {
     json_t *jq = json_string(quiz_text);
@@ -363,6 +391,7 @@ void amocrm_api_rules(amocrm *a, px_http_request *req, const char *method, const
         return;
     }
     char why[320];
+    amocrm_shared_sync(a, 1); /* another host may have saved or changed it */
     json_t *cur = amocrm_rule_get(a, quiz);
     if (strcmp(method, "GET") == 0) {
         if (!cur) {
@@ -406,18 +435,25 @@ void amocrm_api_rules(amocrm *a, px_http_request *req, const char *method, const
         return;
     }
     json_decref(in);
-    char key[48];
-    rule_key(account_amo_id(a), quiz, key, sizeof(key));
-    json_t *all = json_deep_copy(a->rules);
-    json_object_set(all, key, rule);
-    if (amocrm_host->kv_set(a->ctx, "rules", all) < 0) {
-        json_decref(all);
+    rule_put p = {.rule = rule, .create = create};
+    rule_key(account_amo_id(a), quiz, p.key, sizeof(p.key));
+    json_t *all = NULL;
+    int64_t version = 0;
+    int rc = amocrm_kv_update(a, "rules", rule_with, &p, &all, &version);
+    if (rc != 0) {
         json_decref(rule);
-        amocrm_respond_msg(req, 500, "cannot store the rule");
+        if (rc == 1) {
+            snprintf(why, sizeof(why), "quiz %lld already has a rule: change it with PATCH",
+                     (long long)quiz);
+            amocrm_respond_msg(req, 400, why);
+        } else {
+            amocrm_respond_msg(req, 500, "cannot store the rule");
+        }
         return;
     }
     json_decref(a->rules);
     a->rules = all;
+    a->ver_rules = version;
     amocrm_host->log(a->ctx, PX_LOG_INFO, "rule saved quiz=%lld pipeline=%lld step=%lld",
                      (long long)quiz,
                      (long long)json_integer_value(json_object_get(rule, "PipelineID")),

@@ -33,7 +33,8 @@ typedef struct ploomes_sub {
 
 /* A webhook registration pass (see ploomes_hooks.c). */
 typedef struct ploomes_sync {
-    int running;
+    int running;        /* a pass is asked for: waiting on the cluster lock, or under way */
+    int locked;         /* the cluster lock "webhook-sync" is held: the pass is under way */
     int again;          /* another pass was asked for while this one ran */
     unsigned failures;  /* consecutive failed passes: backoff exponent */
     json_t *hooks;      /* owned: the account's webhooks listed so far */

@@ -2,7 +2,10 @@
  * constant time, size, JSON with Action and Entity), emitted as ploomes.<Entity>.<Action> with
  * the whole body as payload, and answered 200 only once the spool holds it. A registration pass
  * lists the account's webhooks page by page and creates the configured subscriptions that are
- * missing (or fixes a stale validation key), so running it twice changes nothing. */
+ * missing (or fixes a stale validation key), so running it twice changes nothing. Several hosts
+ * may run one instance on a shared store: a pass runs under the instance's cluster lock
+ * "webhook-sync", so hosts starting at once list and create one after the other, and the later
+ * ones find the subscriptions present (one subscription per entity/action, not one per host). */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +22,8 @@
 #define MAX_TOKEN 64
 #define BUSY_RETRY_AFTER "5"
 #define MAX_SYNC_BACKOFF_MS (10 * 60 * 1000)
+#define SYNC_LOCK "webhook-sync"
+#define SYNC_LOCK_TTL_MS 3000 /* waiting hosts ask again every third of it */
 
 /* A webhook waiting for the spool. */
 struct ploomes_ack {
@@ -258,6 +263,10 @@ static void sync_end(ploomes *p, int ok, const char *why)
 {
     ploomes_sync *s = &p->sync;
     s->running = 0;
+    if (s->locked) {
+        s->locked = 0;
+        host->lock_release(p->ctx, SYNC_LOCK);
+    }
     json_decref(s->hooks);
     s->hooks = NULL;
     if (p->stopping) {
@@ -561,6 +570,32 @@ static void sync_step(ploomes *p)
     sync_end(p, 1, NULL);
 }
 
+/* The cluster lock answered: with it held, run the pass (listing what another host may just
+ * have created). Losing it mid-pass stops nothing in flight; the pass ends as it would. */
+static void on_sync_lock(void *arg, int status)
+{
+    ploomes *p = arg;
+    ploomes_sync *s = &p->sync;
+    if (status != PX_OK || !s->running || s->locked) {
+        return;
+    }
+    s->locked = 1;
+    if (p->stopping) {
+        sync_end(p, 0, "stopping");
+        return;
+    }
+    s->created = s->updated = s->present = s->unresolved = 0;
+    s->retry_hint_ms = 0;
+    s->skip = 0;
+    json_decref(s->hooks);
+    s->hooks = json_array();
+    if (!s->actions && needs_lookup(p)) {
+        sync_call(p, "GET", "/Webhooks@Actions", NULL, on_actions, NULL);
+        return;
+    }
+    list_page(p);
+}
+
 void ploomes_sync_start(ploomes *p)
 {
     ploomes_sync *s = &p->sync;
@@ -576,15 +611,10 @@ void ploomes_sync_start(ploomes *p)
         s->retry = NULL;
     }
     s->running = 1;
-    s->created = s->updated = s->present = s->unresolved = 0;
-    s->retry_hint_ms = 0;
-    s->skip = 0;
-    s->hooks = json_array();
-    if (!s->actions && needs_lookup(p)) {
-        sync_call(p, "GET", "/Webhooks@Actions", NULL, on_actions, NULL);
-        return;
+    int rc = host->lock_acquire(p->ctx, SYNC_LOCK, SYNC_LOCK_TTL_MS, on_sync_lock, p);
+    if (rc < 0) {
+        sync_end(p, 0, "cannot ask for the cluster lock");
     }
-    list_page(p);
 }
 
 static void on_sync_request(px_http_request *req, void *arg)
@@ -632,6 +662,11 @@ void ploomes_hooks_stop(ploomes *p)
     }
     s->again = 0;
     answer_waiters(&s->next_waiting, 503, "{\"error\":\"stopping\"}");
+    if (s->running && !s->locked) {
+        /* Only waiting for the lock: give it up; no pass runs. */
+        host->lock_release(p->ctx, SYNC_LOCK);
+        s->running = 0;
+    }
     if (!s->running) {
         answer_waiters(&s->waiting, 503, "{\"error\":\"stopping\"}");
     }

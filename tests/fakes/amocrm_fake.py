@@ -15,7 +15,9 @@
 Control endpoints (no auth) under /_fake/: POST code (mint an authorization code), expire (all
 access tokens), revoke (all refresh tokens), fail ({path, status, count, retry_after}, or
 {path, delay, count} to answer late), config
-({expires_in, rps, max_limit}), data (replace lists), GET state (leads, grants, request log).
+({expires_in, rps, max_limit}), data (replace lists), GET state (leads, grants, request log,
+and `per_second`: the most /api/v4 requests that arrived within one second, counted per
+whole-second window of arrival time, 429s included; POST reset_rate starts it again).
 
 Standard library only; threaded; binds 127.0.0.1 on port 0 unless told otherwise.
 """
@@ -59,6 +61,7 @@ class AmoFake:
         self.refresh = set()     # refresh tokens that still work
         self.grants = {"authorization_code": 0, "refresh_token": 0, "refused": 0}
         self.window = []         # times of recent API requests
+        self.per_second = {}     # whole second of arrival -> /api/v4 requests that arrived
         self.fails = []          # forced answers
         self.log = []            # (time, method, path, status)
         self.leads, self.contacts, self.companies = [], [], []
@@ -163,6 +166,9 @@ class AmoFake:
                     if k in body:
                         setattr(self, k, body[k])
                 return self.send(h, 200, {})
+            if what == "reset_rate":
+                self.per_second = {}
+                return self.send(h, 200, {})
             if what == "data":
                 self.data.update(body)
                 return self.send(h, 200, {})
@@ -170,6 +176,7 @@ class AmoFake:
                 return self.send(h, 200, {
                     "leads": self.leads, "contacts": self.contacts, "companies": self.companies,
                     "grants": self.grants, "log": self.log,
+                    "per_second": max(self.per_second.values(), default=0),
                     "count": {str(s): sum(1 for x in self.log if x[3] == s)
                               for s in {x[3] for x in self.log}}})
         self.send(h, 404, problem(404, "Not Found", "unknown control " + what))
@@ -230,6 +237,8 @@ class AmoFake:
         if delay:
             time.sleep(delay)  # a slow amoCRM: answer late, outside the lock
         with self.lock:
+            sec = int(time.time())
+            self.per_second[sec] = self.per_second.get(sec, 0) + 1
             auth = h.headers.get("Authorization", "")
             tok = auth[7:] if auth.startswith("Bearer ") else None
             if not tok or self.access.get(tok, 0) <= time.time():

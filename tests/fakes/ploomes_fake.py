@@ -9,7 +9,8 @@ listens on 127.0.0.1 on a free port and prints that port on the first line of st
 Control endpoints (no auth), for tests:
   GET  /_control/requests          every API request seen: method, path, query, headers, body,
                                    status answered, t (unix seconds)
-  POST /_control/config            {"rate_limit": n, "window": seconds, "max_top": n}
+  POST /_control/config            {"rate_limit": n, "window": seconds, "max_top": n,
+                                   "delay": seconds every API answer waits (a slow API)}
   POST /_control/fail              {"status": 500, "count": 1, "method": "POST", "path": "/Deals",
                                    "retry_after": 1, "message": "..."}: the next matching
                                    requests get that answer ("path" exact, or a prefix ending
@@ -74,6 +75,7 @@ class State:
         self.rate_limit = 120
         self.window = 60.0
         self.max_top = 300
+        self.delay = 0.0
         self.failures = []
 
 
@@ -153,6 +155,8 @@ class Handler(BaseHTTPRequestHandler):
             except ValueError:
                 rec["body"] = raw.decode(errors="replace")
         status, obj, headers = 500, None, {}
+        if STATE.delay:
+            time.sleep(STATE.delay)  # outside the lock: requests overlap as on a slow API
         try:
             status, obj = self.api(path, query, raw, rec)
         except ApiError as e:
@@ -175,6 +179,7 @@ class Handler(BaseHTTPRequestHandler):
                 STATE.rate_limit = body.get("rate_limit", STATE.rate_limit)
                 STATE.window = float(body.get("window", STATE.window))
                 STATE.max_top = body.get("max_top", STATE.max_top)
+                STATE.delay = float(body.get("delay", STATE.delay))
                 self.send_json(200, {"ok": True})
             elif path == "/_control/fail":
                 STATE.failures.append(dict(body, count=body.get("count", 1)))
