@@ -203,6 +203,33 @@ def test_members_in_status_and_dead_letters_from_any_host():
                 h._kill()
 
 
+def test_cut_off_host_pauses_and_resumes():
+    with Postgres() as pg:
+        hosts = start_hosts(pg, ["a"], delay="40ms")
+        h = hosts[0]
+        try:
+            acked = set()
+            for n in range(40):
+                st, _ = post(h.http_port(), {"seq": n, "id": f"e{n}"})
+                assert st in (200, 202), st
+                acked.add(n)
+            pg.stop_server()
+            try:
+                wait_for(lambda: "store lease lapsed" in h.log(), what="deliveries paused")
+                paused = len(delivered([h]))
+                assert not acked <= set(delivered([h])), "everything delivered before the cut"
+                assert status(h)["cluster"]["leased"] is False
+            finally:
+                pg.start_server()
+            wait_for(lambda: "store lease renewed" in h.log(), timeout=60,
+                     what="deliveries resumed")
+            wait_for(lambda: acked <= set(delivered([h])), timeout=60,
+                     what="every acknowledged event delivered")
+            assert len(delivered([h])) > paused
+        finally:
+            h._kill()
+
+
 ORDERED = """plugins:
   hook: { plugin: webhook, config: { path: /hook, dedupe_pointer: /id } }
   out: { plugin: testsink, ordered: true, max_inflight: 1, config: { file: "${PX_DATA}/out.jsonl", delay: 20ms } }
