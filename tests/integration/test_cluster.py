@@ -205,7 +205,7 @@ def test_members_in_status_and_dead_letters_from_any_host():
 
 def test_cut_off_host_pauses_and_resumes():
     with Postgres() as pg:
-        hosts = start_hosts(pg, ["a"], delay="40ms")
+        hosts = start_hosts(pg, ["a"], delay="250ms")
         h = hosts[0]
         try:
             acked = set()
