@@ -209,6 +209,7 @@ static int plan_classify(px_runtime *rt, const px_config *ncfg, plan_item *plan,
                        strcmp(text, p->inst->config_text) == 0;
             free(text);
             p->what = same ? KEEP : CHANGE;
+            p->inst->ordered = p->ic->ordered;
             if (same && p->inst->max_inflight != (p->ic->max_inflight ? p->ic->max_inflight : 64)) {
                 p->inst->max_inflight = p->ic->max_inflight ? p->ic->max_inflight : 64;
             }
@@ -230,6 +231,7 @@ static int plan_load_generations(px_runtime *rt, const px_config *ncfg, plan_ite
         if (p->what == ADD) {
             p->inst = px_instance_create(&rt->gens, p->ic->name, p->ic->plugin, p->file, p->opts,
                                          p->ic->max_inflight);
+            p->inst->ordered = p->ic->ordered;
         }
         int rc = prepare(rt, ncfg, p->inst, p->file, p->opts, &p->ng, err, errlen);
         if (rc < 0 && p->what == ADD) {

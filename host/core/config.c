@@ -1736,7 +1736,7 @@ static int name_valid(const char *s)
 static int parse_instances(cctx *c, px_config *cfg, const px_ynode *plugins)
 {
     static const char *const keys[] = {"plugin", "max_inflight", "max_pending",
-                                       "max_events_per_second", "config"};
+                                       "max_events_per_second", "ordered", "config"};
     int rc;
     if (is_null(plugins)) {
         return 0;
@@ -1800,6 +1800,15 @@ static int parse_instances(cctx *c, px_config *cfg, const px_ynode *plugins)
                             "%s", where, echo(eps, buf, sizeof(buf)));
             }
             inst->max_eps = eps->d;
+        }
+        const px_ynode *ordered = map_get(m, "ordered");
+        if (!is_null(ordered)) {
+            if (ordered->type != Y_SCALAR || ordered->kind != YS_BOOL) {
+                char buf[ECHO_MAX + 8];
+                return fail(c, ordered, "%s: ordered: expected true or false, got %s", where,
+                            echo(ordered, buf, sizeof(buf)));
+            }
+            inst->ordered = ordered->b;
         }
         const px_ynode *conf = map_get(m, "config");
         if (is_null(conf)) {

@@ -68,6 +68,9 @@ typedef struct px_instance_conf {
                             * emitting events routed here get PX_EBUSY; 0 (default) = no cap */
     double max_eps;        /* source: `max_events_per_second:`, emits beyond it get PX_EBUSY;
                             * 0 (default) = no limit */
+    int ordered;           /* sink: `ordered: true`, delivered in arrival order across every
+                            * host sharing the store, by one of them (store.h "Ordered sinks");
+                            * 0 (default) = ordered per host */
 } px_instance_conf;
 
 typedef struct px_config {

@@ -20,10 +20,17 @@
 #define SWEEP_MS 100
 /* Every this many sweeps (1 s), each sink served here adopts deliveries whose host died. */
 #define ADOPT_EVERY 10
+/* Every this many sweeps (0.5 s), each ordered sink on a shared store renews or asks for its lead
+ * (a lease of the store's lease_ms). */
+#define LEAD_EVERY 5
 
 struct px_sinkq {
     char *name;
     px_dispatch *disp;
+    int ordered;      /* an ordered sink on a store shared by several hosts: delivered by the
+                         host that leads it, read back from the store in commit order */
+    int leader;       /* ordered: this host leads the sink (px_store_lead at the latest tick) */
+    int64_t tail_seq; /* ordered: the highest place in the commit order placed in memory */
     px_delivery *ready_head, *ready_tail; /* ascending id */
     size_t nready;
     px_delivery *infl_head, *infl_tail;   /* dispatch order */
@@ -212,7 +219,7 @@ static void list_remove(px_delivery **head, px_delivery **tail, px_delivery *dl)
 static void ready_insert(px_sinkq *q, px_delivery *dl)
 {
     px_delivery *at = q->ready_head;
-    while (at && at->id < dl->id) {
+    while (at && at->order < dl->order) {
         at = at->next;
     }
     if (!at) {
@@ -274,6 +281,7 @@ static px_delivery *delivery_new(px_sinkq *q, int64_t id, px_event *ev, const ch
 {
     px_delivery *dl = px_xcalloc(1, sizeof(*dl));
     dl->id = id;
+    dl->order = id;
     dl->event = ev;
     dl->pipeline = px_xstrdup(pipeline ? pipeline : "");
     dl->sink = px_xstrdup(q->name);
@@ -371,7 +379,7 @@ static void on_adopted(const px_store_delivery *row, void *arg)
         q->adopted_hi = row->id;
     }
     px_delivery *at = q->ready_head;
-    while (at && at->id < dl->id) {
+    while (at && at->order < dl->order) {
         at = at->next;
     }
     if (!at) {
@@ -390,11 +398,36 @@ static void on_adopted(const px_store_delivery *row, void *arg)
     q->disp->stats.adopted++;
 }
 
+/* A delivery of an ordered sink read back by its leader, in commit order. */
+static void on_loaded_ordered(const px_store_delivery *row, void *arg)
+{
+    refill_ctx *rc = arg;
+    px_sinkq *q = rc->q;
+    rc->n++;
+    if (row->seq <= q->tail_seq) {
+        return;
+    }
+    q->tail_seq = row->seq;
+    for (const px_delivery *d = q->infl_head; d; d = d->next) {
+        if (d->id == row->id) {
+            return; /* still in flight from before this host lost the lead and took it again */
+        }
+    }
+    px_delivery *dl = delivery_from_row(q, row);
+    if (dl) {
+        dl->order = row->seq;
+        list_append(&q->ready_head, &q->ready_tail, dl);
+        q->nready++;
+    }
+}
+
 static void refill(px_sinkq *q)
 {
     size_t want = WINDOW_MAX - q->nready;
     refill_ctx rc = {q, 0};
-    int n = px_store_claim(q->disp->store, q->name, q->tail_id, want, on_loaded, &rc);
+    int n = q->ordered ? px_store_claim_ordered(q->disp->store, q->name, q->tail_seq, want,
+                                                on_loaded_ordered, &rc)
+                       : px_store_claim(q->disp->store, q->name, q->tail_id, want, on_loaded, &rc);
     if (n < 0) {
         PX_LOG_WARN("dispatch", "spool read failed sink=%s: %s", q->name, px_strerror(n));
         return;
@@ -414,6 +447,7 @@ static px_plugin_ctx *sink_gen(px_sinkq *q, uint32_t *max_inflight)
         return NULL;
     }
     *max_inflight = inst->max_inflight ? inst->max_inflight : 1;
+    q->ordered = inst->ordered && q->disp->store->ops->shared;
     return inst->gen;
 }
 
@@ -468,6 +502,9 @@ static void pump(px_sinkq *q)
         }
         if (!q->disp->leased) {
             break; /* this host's lease on the store lapsed: on_sweep resumes */
+        }
+        if (q->ordered && !q->leader) {
+            break; /* another host delivers this sink: watch_lead takes over when it stops */
         }
         int64_t now = px_now_ms();
         while (q->ninflight < limit) {
@@ -764,6 +801,44 @@ static void take_back(px_sinkq *q, px_delivery *dl, const char *why, int count_a
     ready_insert(q, copy);
 }
 
+/* The lead of an ordered sink on a shared store: taken or renewed every LEAD_EVERY sweeps. The
+ * leader reads what every host put, in commit order, at every sweep (deliveries put by other hosts
+ * reach it no other way); a host that loses the lead forgets what it had read (the new leader
+ * reads it) and lets what is in flight finish (its marks are refused once the new leader claimed
+ * them). */
+static void watch_lead(px_sinkq *q)
+{
+    px_dispatch *disp = q->disp;
+    uint32_t limit;
+    if (!sink_gen(q, &limit) || !q->ordered) {
+        return;
+    }
+    if (disp->sweeps % LEAD_EVERY == 0) {
+        int rc = px_store_lead(disp->store, q->name);
+        if (rc == 1 && !q->leader) {
+            PX_LOG_INFO("dispatch", "leads ordered sink=%s: delivering for every host", q->name);
+            q->leader = 1;
+            q->tail_seq = 0;
+        } else if (rc == 0 && q->leader) {
+            PX_LOG_WARN("dispatch", "lost the lead of ordered sink=%s to another host", q->name);
+            q->leader = 0;
+            while (q->ready_head) {
+                px_delivery *dl = q->ready_head;
+                list_remove(&q->ready_head, &q->ready_tail, dl);
+                delivery_free(dl);
+            }
+            q->nready = 0;
+            q->tail_seq = 0;
+        } else if (rc < 0 && rc != PX_EBUSY) {
+            PX_LOG_WARN("dispatch", "lead failed sink=%s: %s", q->name, px_strerror(rc));
+        }
+    }
+    if (q->leader) {
+        q->spilled = 1;
+        pump(q);
+    }
+}
+
 /* The store's lease (several hosts): deliveries stop when it lapses and resume when it is back;
  * each sink running here adopts what hosts that died left claimed. */
 static void watch_lease(px_dispatch *disp)
@@ -778,7 +853,14 @@ static void watch_lease(px_dispatch *disp)
             px_dispatch_pump_all(disp);
         }
     }
-    if (!leased || ++disp->sweeps % ADOPT_EVERY != 0) {
+    if (!leased) {
+        return;
+    }
+    ++disp->sweeps;
+    for (px_sinkq *q = disp->queues; q; q = q->next) {
+        watch_lead(q);
+    }
+    if (disp->sweeps % ADOPT_EVERY != 0) {
         return;
     }
     for (px_sinkq *q = disp->queues; q; q = q->next) {
@@ -890,6 +972,13 @@ void px_dispatch_add(px_dispatch *disp, int64_t id, px_event *ev, const char *pi
                      const px_retry_policy *policy)
 {
     px_sinkq *q = queue_get(disp, sink);
+    uint32_t limit;
+    sink_gen(q, &limit);
+    if (q->ordered) {
+        /* held by no host until the leader reads it back in commit order: see watch_lead */
+        q->spilled = 1;
+        return;
+    }
     if (id <= q->tail_id) {
         return; /* already read back from the spool */
     }

@@ -26,6 +26,8 @@ typedef struct px_sinkq px_sinkq;
 
 struct px_delivery {
     int64_t id;             /* spool delivery id */
+    int64_t order;          /* its place in the sink's order: the id, or for an ordered sink on a
+                               shared store the commit-order place (px_store_delivery.seq) */
     px_event *event;        /* owned reference */
     char *pipeline, *sink, *action; /* owned */
     json_t *params;         /* owned reference */

@@ -313,9 +313,11 @@ int px_ingest_emit(px_runtime *rt, px_plugin_ctx *gen, px_event *ev, px_persiste
         }
         /* no `with`: nothing to store ("{}" is read back) */
         params_text[i] = json_object_size(r->params) ? json_dumps(r->params, JSON_COMPACT) : NULL;
+        const px_instance_conf *sic = px_config_instance(rt->cfg, r->sink);
         pe->rows[i] = (px_store_row){
             .pipeline = r->pipeline, .sink = r->sink, .action = r->action,
             .params = params_text[i], .params_len = params_text[i] ? strlen(params_text[i]) : 0,
+            .ordered = sic && sic->ordered && !r->error,
         };
     }
     int rc = px_store_put(rt->store, &sev, pe->rows, pe->nroutes, on_committed, pe);

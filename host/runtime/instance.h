@@ -108,6 +108,7 @@ struct px_instance {
     json_t *config;         /* validated options (owned reference) */
     char *config_text;      /* compact JSON of config, to compare on reload (owned) */
     uint32_t max_inflight;
+    int ordered;            /* px_instance_conf.ordered */
     uint32_t kind;          /* PX_KIND_* of the current generation */
     px_plugin_ctx *gen;     /* current generation, or NULL */
     uint32_t next_generation;

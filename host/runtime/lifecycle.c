@@ -133,6 +133,7 @@ static int load_instances(px_runtime *rt, char *err, size_t errlen)
         }
         px_instance *inst = px_instance_create(&rt->gens, ic->name, ic->plugin, file, opts,
                                                ic->max_inflight);
+        inst->ordered = ic->ordered;
         rt->instances[rt->ninstances++] = inst;
         free(file);
         json_decref(opts);

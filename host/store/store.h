@@ -67,7 +67,8 @@ typedef struct px_store_row {
     const char *pipeline, *sink, *action; /* NULL is stored as "" */
     const char *params;                   /* JSON text, params_len bytes; NULL = "{}" */
     size_t params_len;
-    int64_t id; /* OUT: assigned by px_store_put before it returns */
+    int ordered; /* 1: the sink is ordered across hosts (see "Ordered sinks" below) */
+    int64_t id;  /* OUT: assigned by px_store_put before it returns */
 } px_store_row;
 
 /* A delivery read back by a claim. Every pointer is valid only during the callback. ev.dedupe_key
@@ -80,6 +81,7 @@ typedef struct px_store_delivery {
     uint32_t attempts;      /* attempts made so far (0 for a fresh delivery) */
     int64_t next_at_ms;     /* earliest time for the next attempt, ms since the epoch; 0 = now */
     const char *last_error; /* error of the latest attempt, or NULL */
+    int64_t seq;            /* claim_ordered: the delivery's place in commit order; else 0 */
     px_store_event ev;
 } px_store_delivery;
 
@@ -103,6 +105,7 @@ typedef struct px_store_stats {
     uint64_t elided;         /* deliveries done before their put was written: never written */
     uint64_t busy_refusals;  /* puts refused or failed with PX_EBUSY */
     uint64_t write_errors;   /* commits rolled back */
+    uint64_t marks_refused;  /* marks dropped: the delivery was no longer held by this host */
     int writable;            /* 1 while writes succeed */
     size_t queued;           /* operations waiting for their commit */
 } px_store_stats;
@@ -122,6 +125,7 @@ typedef struct px_dlq_query {
 
 typedef struct px_store_ops {
     const char *name; /* "sqlite", "postgres", "memory" */
+    int shared;       /* 1: several hosts may share the store (see "Several hosts") */
     void (*close)(void *b);
     int (*put)(void *b, const px_store_event *ev, px_store_row *rows, size_t n,
                px_store_put_cb cb, void *arg);
@@ -158,6 +162,9 @@ typedef struct px_store_ops {
                   const json_t *value, int64_t *version);
     int (*lock)(void *b, const char *name, const char *holder, uint32_t ttl_ms);
     int (*unlock)(void *b, const char *name, const char *holder);
+    int (*lead)(void *b, const char *sink);
+    int (*claim_ordered)(void *b, const char *sink, int64_t after_seq, size_t max,
+                         void (*cb)(const px_store_delivery *d, void *arg), void *arg);
 } px_store_ops;
 
 /* A store: a backend's table and state. Made by a px_store_open_* function. */
@@ -243,7 +250,10 @@ static inline int px_store_dead_raw(px_store *s, const px_store_event *ev, const
 /* Outcomes of a claimed delivery; each ends the claim. Ordered with the puts (a mark never
  * overtakes the put of its delivery), no callback; a mark that fails to persist is kept and tried
  * again until it does or the store closes (a crash before it only means the delivery runs again:
- * at-least-once). Unknown ids are ignored. error / reason: borrowed, copied; NULL = "".
+ * at-least-once). Unknown ids are ignored. A backend shared by several hosts applies a mark only
+ * while this host still holds the delivery (its owner is this host): a host cut off from the
+ * database whose claim another host adopted meanwhile does not finish it; such a mark is logged,
+ * counted (px_store_stats.marks_refused) and dropped. error / reason: borrowed, copied; NULL = "".
  * done: attempts made, this one included; the delivery and its history are deleted (and its
  * event, when it was the event's last). retry: attempts made so far; the delivery is claimable
  * again from next_at_ms, with an attempt {attempts, now, error} added to its history.
@@ -383,7 +393,10 @@ static inline int px_store_writable(px_store *s)
  * hash, start and last heartbeat. The backend renews this host's lease (its heartbeat) by itself,
  * on its own schedule, every lease_ms / 5 or so; the claims of a host whose heartbeat is older than
  * lease_ms are *orphaned* and any other host may adopt them. The one-host backends (SQLite,
- * memory) answer these trivially: nothing to adopt, the lease always held, one member. */
+ * memory) answer these trivially: nothing to adopt, the lease always held, one member. A clean
+ * close marks this host's row stopped and gives up its named leases, so the other hosts adopt its
+ * claims at once instead of after the lease. Adoption leaves ordered deliveries alone: the
+ * leader of their sink claims them (see "Ordered sinks"). */
 
 /* Claims up to `max` orphaned deliveries of `sink` (borrowed), whatever their id, and calls cb for
  * each, in id order, as px_store_claim does. Synchronous. Returns the number passed to cb or < 0
@@ -445,6 +458,39 @@ static inline int px_store_lock(px_store *s, const char *name, const char *holde
 static inline int px_store_unlock(px_store *s, const char *name, const char *holder)
 {
     return s->ops->unlock(s->impl, name, holder);
+}
+
+/* --- Ordered sinks ---------------------------------------------------------------------------
+ * A sink configured `ordered: true` delivers in arrival order across every host sharing the store,
+ * by one host at a time, its leader. A row put with `ordered` set is held by no host until the
+ * leader claims it: a shared backend gives it, in the transaction that commits it, a place in one
+ * commit order shared by every host (later commits get higher places: it is the arrival order,
+ * whatever host put it), and the runtime does not deliver it from its put; the leader reads it
+ * back with px_store_claim_ordered. A one-host backend ignores `ordered`: id order is arrival
+ * order there, and px_store_lead always answers 1.
+ * The leader's claims are a lease like this host's others: a host that stops (or whose lease
+ * lapses) loses the lead after lease_ms, and the next host to ask for it takes it; a clean close
+ * gives it up at once. */
+
+/* Takes or renews the lead of ordered sink `sink` (borrowed) for this host, for the store's lease.
+ * Returns 1 while this host leads it, 0 while another does, < 0 (PX_EBUSY: unreachable). */
+static inline int px_store_lead(px_store *s, const char *sink)
+{
+    return s->ops->lead(s->impl, sink);
+}
+
+/* As px_store_claim, for the leader of an ordered sink: claims up to `max` pending deliveries of
+ * `sink` put with `ordered` by any host (or held by a host whose lease lapsed), whose place in the
+ * commit order is after after_seq, in that order, and calls cb for each with d->seq set: the
+ * caller's cursor is the highest seq it holds. Deliveries held in memory by a previous leader
+ * that is still alive are claimed too: only call this while px_store_lead answers 1. One-host
+ * backends: px_store_claim with seq = id. Returns the number passed to cb or < 0. */
+static inline int px_store_claim_ordered(px_store *s, const char *sink, int64_t after_seq,
+                                         size_t max,
+                                         void (*cb)(const px_store_delivery *d, void *arg),
+                                         void *arg)
+{
+    return s->ops->claim_ordered(s->impl, sink, after_seq, max, cb, arg);
 }
 
 /* Internal, shared by the backends: JSON text p (len bytes; NULL gives null) parsed, or as a

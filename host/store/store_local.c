@@ -69,3 +69,31 @@ void px_store_local_announce(px_store_local *l, const char *config_hash)
     free(l->config_hash);
     l->config_hash = px_xstrdup(config_hash ? config_hash : "");
 }
+
+typedef struct ordered_ctx {
+    void (*cb)(const px_store_delivery *d, void *arg);
+    void *arg;
+} ordered_ctx;
+
+static void on_ordered(const px_store_delivery *d, void *arg)
+{
+    ordered_ctx *c = arg;
+    px_store_delivery copy = *d;
+    copy.seq = d->id;
+    c->cb(&copy, c->arg);
+}
+
+int px_store_local_claim_ordered(void *b,
+                                 int (*claim)(void *b, const char *sink, int64_t after_id,
+                                              size_t max,
+                                              void (*cb)(const px_store_delivery *d, void *arg),
+                                              void *arg),
+                                 const char *sink, int64_t after_seq, size_t max,
+                                 void (*cb)(const px_store_delivery *d, void *arg), void *arg)
+{
+    if (!cb) {
+        return PX_EINVAL;
+    }
+    ordered_ctx c = {cb, arg};
+    return claim(b, sink, after_seq, max, on_ordered, &c);
+}

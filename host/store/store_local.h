@@ -29,4 +29,14 @@ int px_store_local_unlock(px_store_local *l, const char *name, const char *holde
 int px_store_local_members(px_store_local *l, json_t **out);
 void px_store_local_announce(px_store_local *l, const char *config_hash);
 
+/* px_store_claim_ordered on one host: claim(b, sink, after_seq, max) through a callback that sets
+ * each delivery's seq to its id (one host: id order is arrival order). */
+int px_store_local_claim_ordered(void *b,
+                                 int (*claim)(void *b, const char *sink, int64_t after_id,
+                                              size_t max,
+                                              void (*cb)(const px_store_delivery *d, void *arg),
+                                              void *arg),
+                                 const char *sink, int64_t after_seq, size_t max,
+                                 void (*cb)(const px_store_delivery *d, void *arg), void *arg);
+
 #endif

@@ -838,6 +838,19 @@ static int m_unlock(void *b, const char *name, const char *holder)
     return px_store_local_unlock(&ms(b)->local, name, holder);
 }
 
+static int m_lead(void *b, const char *sink)
+{
+    (void)b;
+    (void)sink;
+    return 1; /* one host leads every ordered sink */
+}
+
+static int m_claim_ordered(void *b, const char *sink, int64_t after_seq, size_t max,
+                    void (*cb)(const px_store_delivery *d, void *arg), void *arg)
+{
+    return px_store_local_claim_ordered(b, m_claim, sink, after_seq, max, cb, arg);
+}
+
 static const px_store_ops memory_ops = {
     .name = "memory",
     .close = m_close,
@@ -867,6 +880,8 @@ static const px_store_ops memory_ops = {
     .kv_cas = m_kv_cas,
     .lock = m_lock,
     .unlock = m_unlock,
+    .lead = m_lead,
+    .claim_ordered = m_claim_ordered,
 };
 
 int px_store_open_memory_shared(uv_loop_t *loop, px_store *with, const px_store_options *opt,

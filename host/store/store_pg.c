@@ -93,11 +93,20 @@ static const char *const pg_migrations[] = {
     "CREATE TABLE hosts(host_id text PRIMARY KEY, version text NOT NULL, "
     "  config_hash text NOT NULL, lease_ms bigint NOT NULL, started_at timestamptz NOT NULL, "
     "  heartbeat_at timestamptz NOT NULL);",
+    /* 2: ordered sinks (a place in the commit order shared by every host) and clean stops */
+    "CREATE SEQUENCE delivery_order AS bigint MINVALUE 1 START 1;"
+    "ALTER TABLE deliveries ADD COLUMN seq bigint;"
+    "CREATE INDEX deliveries_ordered ON deliveries(sink, seq) WHERE seq IS NOT NULL;"
+    "ALTER TABLE hosts ADD COLUMN stopped_at timestamptz;",
 };
 #define PG_SCHEMA_VERSION ((int)(sizeof(pg_migrations) / sizeof(pg_migrations[0])))
 
 /* Every host migrates under this advisory lock, so two hosts opening at once do not race. */
 #define PG_MIGRATE_LOCK "7233349425870585857"
+/* A transaction that puts ordered rows takes this lock (held to its commit) before it numbers
+ * them: so the places it gives come after those of every commit before it, and before those of
+ * every commit after it. */
+#define PG_ORDER_LOCK "7233349425870585858"
 
 /* ---- statements ------------------------------------------------------------------------------ */
 
@@ -112,11 +121,17 @@ static const char *const pg_migrations[] = {
     "SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], "    \
     "$6::bytea[], $7::text[], $8::text[], $9::bigint[])"
 
-#define PG_SQL_DELIVERIES                                                                      \
-    "INSERT INTO deliveries(id, event, owner, pipeline, sink, action, params) "                \
-    "SELECT u.id, u.event, $1::text, u.pipeline, u.sink, u.action, u.params FROM unnest("      \
-    "$2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) "             \
-    "AS u(id, event, pipeline, sink, action, params)"
+/* Ordered rows are held by no host (owner '') and get their place in the commit order. */
+#define PG_SQL_DELIVERIES_(lock)                                                               \
+    "INSERT INTO deliveries(id, event, owner, pipeline, sink, action, params, seq) "           \
+    "SELECT u.id, u.event, CASE WHEN u.ordered THEN '' ELSE $1::text END, u.pipeline, u.sink, " \
+    "u.action, u.params, CASE WHEN u.ordered THEN nextval('delivery_order') END FROM unnest("  \
+    "$2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bool[]) " \
+    "AS u(id, event, pipeline, sink, action, params, ordered)" lock
+#define PG_SQL_DELIVERIES PG_SQL_DELIVERIES_("")
+/* the order lock is taken before the first row is numbered (the join needs its one row) */
+#define PG_SQL_DELIVERIES_ORDERED                                                              \
+    PG_SQL_DELIVERIES_(", (SELECT pg_advisory_xact_lock(" PG_ORDER_LOCK ")) AS l")
 
 #define PG_SQL_DEAD_RAW                                                                        \
     "INSERT INTO dead_letters(id, delivery_id, event, pipeline, sink, action, params, reason, " \
@@ -124,24 +139,27 @@ static const char *const pg_migrations[] = {
     "u.died_at FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[]) "   \
     "AS u(id, pipeline, sink, reason, died_at)"
 
-/* $1 id. Returns the sink of the delivery deleted. */
+/* Marks apply only to a delivery this host holds (owner: the last parameter).
+ * $1 id, $2 owner. Returns the sink of the delivery deleted. */
 #define PG_SQL_DONE                                                                            \
-    "WITH d AS (DELETE FROM deliveries WHERE id = $1 RETURNING event, sink), "                 \
-    "a AS (DELETE FROM attempts WHERE delivery_id = $1), "                                     \
+    "WITH d AS (DELETE FROM deliveries WHERE id = $1 AND owner = $2 RETURNING event, sink), "  \
+    "a AS (DELETE FROM attempts WHERE delivery_id = $1 AND EXISTS (SELECT 1 FROM d)), "        \
     "u AS (UPDATE events SET refs = refs - 1 WHERE eid IN (SELECT event FROM d)) "             \
     "SELECT sink FROM d"
 
-/* $1 id, $2 attempts, $3 next_at_ms, $4 error, $5 at_ms */
+/* $1 id, $2 attempts, $3 next_at_ms, $4 error, $5 at_ms, $6 owner. Returns a row when applied. */
 #define PG_SQL_RETRY                                                                           \
     "WITH u AS (UPDATE deliveries SET attempts = $2, next_at_ms = $3, last_error = $4 "        \
-    "WHERE id = $1 RETURNING id) INSERT INTO attempts(delivery_id, attempt, at_ms, error) "    \
+    "WHERE id = $1 AND owner = $6 RETURNING id) "                                              \
+    "INSERT INTO attempts(delivery_id, attempt, at_ms, error) "                                \
     "SELECT id, $2::bigint, $5::bigint, $4::text FROM u "                                      \
     "ON CONFLICT (delivery_id, attempt) DO UPDATE "                                            \
-    "SET at_ms = EXCLUDED.at_ms, error = EXCLUDED.error"
+    "SET at_ms = EXCLUDED.at_ms, error = EXCLUDED.error RETURNING delivery_id"
 
-/* $1 id, $2 reason, $3 attempts, $4 died_at (the final attempt's time too). Returns the sink. */
+/* $1 id, $2 reason, $3 attempts, $4 died_at (the final attempt's time too), $5 owner. Returns
+ * the sink. */
 #define PG_SQL_DEAD                                                                            \
-    "WITH d AS (DELETE FROM deliveries WHERE id = $1 "                                         \
+    "WITH d AS (DELETE FROM deliveries WHERE id = $1 AND owner = $5 "                          \
     "RETURNING id, event, pipeline, sink, action, params), "                                   \
     "x AS (INSERT INTO dead_letters(id, delivery_id, event, pipeline, sink, action, params, "  \
     "reason, attempts, died_at) SELECT id, id, event, pipeline, sink, action, params, "        \
@@ -159,12 +177,16 @@ static const char *const pg_migrations[] = {
     "INSERT INTO hosts(host_id, version, config_hash, lease_ms, started_at, heartbeat_at) "    \
     "VALUES($1, $2, $3, $4, now(), now()) ON CONFLICT (host_id) DO UPDATE SET "                \
     "version = EXCLUDED.version, config_hash = EXCLUDED.config_hash, "                         \
-    "lease_ms = EXCLUDED.lease_ms, started_at = now(), heartbeat_at = now()"
+    "lease_ms = EXCLUDED.lease_ms, started_at = now(), heartbeat_at = now(), stopped_at = NULL"
 
 #define PG_SQL_HEARTBEAT                                                                       \
     "INSERT INTO hosts(host_id, version, config_hash, lease_ms, started_at, heartbeat_at) "    \
     "VALUES($1, $2, $3, $4, now(), now()) ON CONFLICT (host_id) DO UPDATE SET "                \
-    "heartbeat_at = now(), lease_ms = EXCLUDED.lease_ms"
+    "heartbeat_at = now(), lease_ms = EXCLUDED.lease_ms, stopped_at = NULL"
+
+/* A clean stop: this host's claims may be adopted at once, its leads taken. $1 host. */
+#define PG_SQL_STOPPED "UPDATE hosts SET stopped_at = now() WHERE host_id = $1"
+#define PG_SQL_UNLEAD "DELETE FROM locks WHERE holder = $1 AND left(name, 9) = 'px_order:'"
 
 #define PG_SQL_BLOCKS "SELECT nextval('delivery_ids') FROM generate_series(1, $1::int)"
 
@@ -186,7 +208,8 @@ typedef struct pg_row {
     const char *pipeline, *sink, *action, *params;
     size_t params_len;
     int64_t id;
-    int elided; /* done before the writer took its put: never written (mu held to set) */
+    int ordered; /* held by no host until the leader of its sink claims it */
+    int elided;  /* done before the writer took its put: never written (mu held to set) */
 } pg_row;
 
 /* One queued operation; puts and raw dead letters copy everything into the op's allocation. */
@@ -197,6 +220,7 @@ typedef struct pg_op {
     int committed; /* writer: part of a committed transaction */
     int failed;    /* writer: failed alone (PX_ESPOOL) */
     int fresh;     /* writer: its dedupe key was recorded by this transaction */
+    int refused;   /* writer: a mark that found its delivery no longer held by this host */
     size_t bytes;  /* the allocation (puts), for the queue's byte cap */
     px_store_put_cb cb;
     void *arg;
@@ -482,10 +506,12 @@ static PGresult *pg_pipe_result(PGconn *c)
 }
 
 /* Reads one statement's result: 0 when its status is `want`, else the fault (the first one is
- * kept in *fault). Rows of done / dead marks (their sinks) go to delta as -1. */
-static void pg_pipe_read(PGconn *c, ExecStatusType want, pg_counts *delta, int *fault,
-                         char *msg, size_t msglen, pg_store *p)
+ * kept in *fault). Rows of done / dead marks (their sinks) go to delta as -1. Returns the number
+ * of rows it returned (0 on a fault). */
+static int pg_pipe_read(PGconn *c, ExecStatusType want, pg_counts *delta, int *fault,
+                        char *msg, size_t msglen, pg_store *p)
 {
+    int rows = 0;
     PGresult *r = pg_pipe_result(c);
     if (!r || PQresultStatus(r) != want) {
         if (!*fault) {
@@ -496,7 +522,10 @@ static void pg_pipe_read(PGconn *c, ExecStatusType want, pg_counts *delta, int *
             pg_errmsg(p, c, r, msg, msglen);
         }
         PQclear(r);
-        return;
+        return 0;
+    }
+    if (want == PGRES_TUPLES_OK) {
+        rows = PQntuples(r);
     }
     if (delta && want == PGRES_TUPLES_OK) {
         for (int i = 0; i < PQntuples(r); i++) {
@@ -504,6 +533,7 @@ static void pg_pipe_read(PGconn *c, ExecStatusType want, pg_counts *delta, int *
         }
     }
     PQclear(r);
+    return rows;
 }
 
 /* Reads up to and including the pipeline's sync. 0, or -1 when the connection broke (or the
@@ -667,9 +697,10 @@ static int pg_w_send_inserts(pg_store *p, PGconn *c, pg_op *list)
         }
         sent++;
     }
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < 7; i++) {
         px_pg_arr_open(&b[i]);
     }
+    int ordered = 0;
     for (pg_op *o = list; o; o = o->next) {
         if (o->kind != PG_PUT || !pg_writes_event(o)) {
             continue;
@@ -686,15 +717,18 @@ static int pg_w_send_inserts(pg_store *p, PGconn *c, pg_op *list)
             px_pg_arr_str(&b[3], row->sink);
             px_pg_arr_str(&b[4], row->action);
             px_pg_arr_text(&b[5], row->params, row->params_len);
+            px_pg_arr_str(&b[6], row->ordered ? "t" : "f");
+            ordered |= row->ordered;
         }
     }
     if (ndl > 0) {
-        const char *params[7] = {p->host_id};
-        for (int i = 0; i < 6; i++) {
+        const char *params[8] = {p->host_id};
+        for (int i = 0; i < 7; i++) {
             px_pg_arr_close(&b[i]);
             params[i + 1] = b[i].p;
         }
-        if (!PQsendQueryParams(c, PG_SQL_DELIVERIES, 7, NULL, params, NULL, NULL, 0)) {
+        if (!PQsendQueryParams(c, ordered ? PG_SQL_DELIVERIES_ORDERED : PG_SQL_DELIVERIES, 8,
+                               NULL, params, NULL, NULL, 0)) {
             return -1;
         }
         sent++;
@@ -738,18 +772,18 @@ static int pg_w_send_mark(pg_store *p, PGconn *c, const pg_op *o)
     int ok = 0;
     switch (o->kind) {
     case PG_DONE: {
-        const char *v[1] = {id};
-        ok = PQsendQueryPrepared(c, "px_done", 1, v, NULL, NULL, 0);
+        const char *v[2] = {id, p->host_id};
+        ok = PQsendQueryPrepared(c, "px_done", 2, v, NULL, NULL, 0);
         break;
     }
     case PG_RETRY: {
-        const char *v[5] = {id, att, next, o->text, at};
-        ok = PQsendQueryPrepared(c, "px_retry", 5, v, NULL, NULL, 0);
+        const char *v[6] = {id, att, next, o->text, at, p->host_id};
+        ok = PQsendQueryPrepared(c, "px_retry", 6, v, NULL, NULL, 0);
         break;
     }
     case PG_DEAD: {
-        const char *v[4] = {id, o->text, att, at};
-        ok = PQsendQueryPrepared(c, "px_dead", 4, v, NULL, NULL, 0);
+        const char *v[5] = {id, o->text, att, at, p->host_id};
+        ok = PQsendQueryPrepared(c, "px_dead", 5, v, NULL, NULL, 0);
         break;
     }
     case PG_ANNOUNCE: {
@@ -778,6 +812,7 @@ static int pg_w_txn(pg_store *p, pg_op *list, pg_counts *delta, char *msg, size_
     for (pg_op *o = list; o; o = o->next) {
         o->status = PX_STORE_STORED;
         o->fresh = 0;
+        o->refused = 0;
         ndone += o->kind == PG_DONE;
     }
     if (!PQenterPipelineMode(c)) {
@@ -790,6 +825,7 @@ static int pg_w_txn(pg_store *p, pg_op *list, pg_counts *delta, char *msg, size_
     }
     int ninserts = 0;
     ExecStatusType *marks = NULL;
+    pg_op **marked = NULL;
     size_t nmarks = 0;
     if (!fault) {
         ninserts = pg_w_send_inserts(p, c, list);
@@ -802,6 +838,7 @@ static int pg_w_txn(pg_store *p, pg_op *list, pg_counts *delta, char *msg, size_
             nmarks += !pg_is_put(o);
         }
         marks = px_xmalloc((nmarks + 1) * sizeof(*marks));
+        marked = px_xmalloc((nmarks + 1) * sizeof(*marked));
         nmarks = 0;
         for (pg_op *o = list; o && !fault; o = o->next) {
             if (pg_is_put(o)) {
@@ -810,8 +847,8 @@ static int pg_w_txn(pg_store *p, pg_op *list, pg_counts *delta, char *msg, size_
             if (pg_w_send_mark(p, c, o) < 0) {
                 fault = PX_PG_DOWN;
             }
-            marks[nmarks++] = o->kind == PG_DONE || o->kind == PG_DEAD ? PGRES_TUPLES_OK
-                                                                       : PGRES_COMMAND_OK;
+            marked[nmarks] = o;
+            marks[nmarks++] = o->kind == PG_ANNOUNCE ? PGRES_COMMAND_OK : PGRES_TUPLES_OK;
         }
     }
     if (!fault && ndone > 0 &&
@@ -830,7 +867,10 @@ static int pg_w_txn(pg_store *p, pg_op *list, pg_counts *delta, char *msg, size_
             pg_pipe_read(c, PGRES_COMMAND_OK, NULL, &fault, msg, msglen, p);
         }
         for (size_t i = 0; i < nmarks; i++) {
-            pg_pipe_read(c, marks[i], delta, &fault, msg, msglen, p);
+            pg_op *o = marked[i];
+            int n = pg_pipe_read(c, marks[i], o->kind == PG_RETRY ? NULL : delta, &fault, msg,
+                                 msglen, p);
+            o->refused = !fault && o->kind != PG_ANNOUNCE && n == 0;
         }
         if (ndone > 0) {
             pg_pipe_read(c, PGRES_COMMAND_OK, NULL, &fault, msg, msglen, p);
@@ -841,6 +881,7 @@ static int pg_w_txn(pg_store *p, pg_op *list, pg_counts *delta, char *msg, size_
         }
     }
     free(marks);
+    free(marked);
     if (fault == PX_PG_DOWN || !PQexitPipelineMode(c)) {
         PQfinish(c); /* whatever it was doing: a fresh connection for the next try */
         p->wconn = NULL;
@@ -856,7 +897,7 @@ static int pg_w_txn(pg_store *p, pg_op *list, pg_counts *delta, char *msg, size_
     for (pg_op *o = list; o; o = o->next) {
         if (o->kind == PG_PUT && o->status == PX_STORE_STORED) {
             for (size_t r = 0; r < o->nrows; r++) {
-                if (!o->rows[r].elided) {
+                if (!o->rows[r].elided && !o->rows[r].ordered) {
                     pg_counts_add(delta, o->rows[r].sink, 1);
                 }
             }
@@ -887,6 +928,12 @@ static int pg_w_commit(pg_store *p, pg_op *list, pg_counts *delta, char *msg, si
         n++;
         if (o->kind == PG_PUT && o->status == PX_STORE_DUPLICATE) {
             p->st.duplicates++;
+        }
+        if (o->refused) {
+            p->st.marks_refused++;
+            PX_LOG_WARN(PG_LOG, "delivery update dropped id=%lld kind=%s: not held by this host "
+                        "(another host adopted it, or it is gone)", (long long)o->id,
+                        o->kind == PG_DONE ? "done" : o->kind == PG_RETRY ? "retry" : "dead");
         }
     }
     for (size_t i = 0; i < delta->n; i++) {
@@ -1335,6 +1382,7 @@ static pg_op *pg_op_from_event(const px_store_event *ev, const px_store_row *row
         const char *sk = rows[i].sink ? rows[i].sink : "";
         const char *ac = rows[i].action ? rows[i].action : "";
         r->elided = 0;
+        r->ordered = rows[i].ordered != 0;
         r->pipeline = pg_put_str(&cur, pl, pg_slen(pl));
         r->sink = pg_put_str(&cur, sk, pg_slen(sk));
         r->action = pg_put_str(&cur, ac, pg_slen(ac));
@@ -1713,7 +1761,8 @@ static int pg_adopt(void *b, const char *sink, size_t max,
         p, "adopt",
         "WITH d AS (UPDATE deliveries SET owner = $1 WHERE id IN ("
         " SELECT o.id FROM deliveries o LEFT JOIN hosts h ON h.host_id = o.owner"
-        " WHERE o.sink = $2 AND o.owner <> $1 AND (h.host_id IS NULL OR"
+        " WHERE o.sink = $2 AND o.owner <> $1 AND o.seq IS NULL AND (h.host_id IS NULL OR"
+        " h.stopped_at IS NOT NULL OR"
         " h.heartbeat_at < now() - h.lease_ms * interval '1 millisecond')"
         " ORDER BY o.id LIMIT $3 FOR UPDATE OF o SKIP LOCKED) RETURNING *) "
         "SELECT " PG_DELIVERY_COLS " FROM d JOIN events e ON e.eid = d.event ORDER BY d.id",
@@ -1733,6 +1782,49 @@ static int pg_adopt(void *b, const char *sink, size_t max,
     for (int i = 0; i < n; i++) {
         px_store_delivery d;
         pg_delivery_from(r, i, &d);
+        cb(&d, arg);
+    }
+    PQclear(r);
+    return n;
+}
+
+static int pg_claim_ordered(void *b, const char *sink, int64_t after_seq, size_t max,
+                            void (*cb)(const px_store_delivery *d, void *arg), void *arg)
+{
+    pg_store *p = b;
+    if (!sink || !cb) {
+        return PX_EINVAL;
+    }
+    pg_barrier(p);
+    char after[24], lim[24];
+    pg_i64(after, sizeof(after), after_seq);
+    pg_limit(lim, sizeof(lim), max);
+    const char *params[4] = {p->host_id, sink, after, lim};
+    PGresult *r = NULL;
+    int rc = pg_s_exec(
+        p, "claim ordered",
+        "WITH o AS (SELECT x.id, x.owner AS was FROM deliveries x WHERE x.sink = $2 AND "
+        " x.seq > $3 ORDER BY x.seq LIMIT $4 FOR UPDATE), "
+        "d AS (UPDATE deliveries x SET owner = $1 FROM o WHERE x.id = o.id "
+        " RETURNING x.*, o.was) "
+        "SELECT " PG_DELIVERY_COLS ", d.seq, d.was = $1 FROM d JOIN events e ON e.eid = d.event "
+        "ORDER BY d.seq",
+        4, params, 1, &r);
+    if (rc != 0) {
+        return rc;
+    }
+    int n = PQntuples(r);
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < n; i++) {
+        if (!px_pg_int(r, i, 16)) { /* held by no host, or another: this host's now */
+            pg_counts_add(&p->pending, px_pg_text(r, i, 2), 1);
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < n; i++) {
+        px_store_delivery d;
+        pg_delivery_from(r, i, &d);
+        d.seq = px_pg_int(r, i, 15);
         cb(&d, arg);
     }
     PQclear(r);
@@ -1817,8 +1909,8 @@ static int pg_note_crash(void *b, int64_t id, const char *reason, uint32_t max_c
         char text[512];
         snprintf(text, sizeof(text), "crashed the host %lld times; last: %s", (long long)crashes,
                  why);
-        const char *dp[4] = {ids, text, att, at};
-        rc = pg_s_run(p, "note_crash", PG_SQL_DEAD, 4, dp);
+        const char *dp[5] = {ids, text, att, at, p->host_id};
+        rc = pg_s_run(p, "note_crash", PG_SQL_DEAD, 5, dp);
     }
     if (rc == 0) {
         rc = pg_s_run(p, "note_crash", "COMMIT", 0, NULL);
@@ -2285,6 +2377,22 @@ static int pg_unlock(void *b, const char *name, const char *holder)
 
 /* ---- several hosts ------------------------------------------------------------------------- */
 
+/* The lead of an ordered sink: the named lease "px_order:SINK", held by this host's id for the
+ * store's lease. */
+static int pg_lead(void *b, const char *sink)
+{
+    pg_store *p = b;
+    if (!sink) {
+        return PX_EINVAL;
+    }
+    size_t n = strlen(sink) + 10;
+    char *name = px_xmalloc(n);
+    snprintf(name, n, "px_order:%s", sink);
+    int rc = pg_lock(p, name, p->host_id, p->lease_ms);
+    free(name);
+    return rc;
+}
+
 static int pg_leased(void *b)
 {
     pg_store *p = b;
@@ -2306,8 +2414,8 @@ static int pg_members(void *b, json_t **out)
                        "SELECT host_id, version, config_hash, "
                        "(extract(epoch from started_at) * 1000)::bigint, "
                        "(extract(epoch from heartbeat_at) * 1000)::bigint, "
-                       "heartbeat_at >= now() - lease_ms * interval '1 millisecond' "
-                       "FROM hosts ORDER BY host_id",
+                       "heartbeat_at >= now() - lease_ms * interval '1 millisecond' AND "
+                       "stopped_at IS NULL FROM hosts ORDER BY host_id",
                        0, NULL, 1, &r);
     if (rc != 0) {
         return rc;
@@ -2378,6 +2486,30 @@ static void pg_on_close(uv_handle_t *h)
     }
 }
 
+/* A clean stop: this host's row is marked stopped and its leads given up, so the other hosts
+ * adopt its claims and take its ordered sinks at once. Skipped while the database is away (they
+ * then wait for the lease). Writer stopped. */
+static void pg_mark_stopped(pg_store *p)
+{
+    if (!p->writable || !p->wconn) {
+        return;
+    }
+    const char *params[1] = {p->host_id};
+    PGresult *r = PQexecParams(p->wconn, PG_SQL_STOPPED, 1, NULL, params, NULL, NULL, 0);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (ok) {
+        r = PQexecParams(p->wconn, PG_SQL_UNLEAD, 1, NULL, params, NULL, NULL, 0);
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+    }
+    if (!ok) {
+        char msg[256];
+        pg_errmsg(p, p->wconn, NULL, msg, sizeof(msg));
+        PX_LOG_WARN(PG_LOG, "postgres: could not record this host's stop err=%s", msg);
+    }
+}
+
 static void pg_close(void *b)
 {
     pg_store *p = b;
@@ -2391,6 +2523,7 @@ static void pg_close(void *b)
     pthread_mutex_unlock(&p->mu);
     uv_thread_join(&p->thread);
     pg_run_callbacks(p);
+    pg_mark_stopped(p);
     PX_LOG_INFO(PG_LOG, "postgres store closed commits=%llu ops=%llu elided=%llu",
                 (unsigned long long)p->st.commits, (unsigned long long)p->st.rows_committed,
                 (unsigned long long)p->st.elided);
@@ -2404,6 +2537,7 @@ static void pg_close(void *b)
 
 static const px_store_ops pg_ops = {
     .name = "postgres",
+    .shared = 1,
     .close = pg_close,
     .put = pg_put,
     .dead_raw = pg_dead_raw,
@@ -2431,6 +2565,8 @@ static const px_store_ops pg_ops = {
     .kv_cas = pg_kv_cas,
     .lock = pg_lock,
     .unlock = pg_unlock,
+    .lead = pg_lead,
+    .claim_ordered = pg_claim_ordered,
 };
 
 /* Runs sql (no parameters, maybe several statements) on conn; on failure the reason in err. */

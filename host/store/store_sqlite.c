@@ -182,6 +182,19 @@ static int sq_unlock(void *b, const char *name, const char *holder)
     return px_store_local_unlock(loc(b), name, holder);
 }
 
+static int sq_lead(void *b, const char *sink)
+{
+    (void)b;
+    (void)sink;
+    return 1; /* one host leads every ordered sink */
+}
+
+static int sq_claim_ordered(void *b, const char *sink, int64_t after_seq, size_t max,
+                    void (*cb)(const px_store_delivery *d, void *arg), void *arg)
+{
+    return px_store_local_claim_ordered(b, sq_claim, sink, after_seq, max, cb, arg);
+}
+
 static const px_store_ops sqlite_ops = {
     .name = "sqlite",
     .close = sq_close,
@@ -211,6 +224,8 @@ static const px_store_ops sqlite_ops = {
     .kv_cas = sq_kv_cas,
     .lock = sq_lock,
     .unlock = sq_unlock,
+    .lead = sq_lead,
+    .claim_ordered = sq_claim_ordered,
 };
 
 int px_store_open_sqlite(uv_loop_t *loop, const char *dir, const px_store_options *opt,

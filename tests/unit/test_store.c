@@ -161,15 +161,25 @@ static int put_wait(fixture *f, const char *id, const char *key, const char *con
     return put_on(f, f->s, id, key, sinks, ids);
 }
 
+static int put_rows(fixture *f, px_store *s, const char *id, const char *key,
+                    const char *const *sinks, int64_t *ids, int ordered);
+
 /* put_wait on store s (of f's loop). */
 static int put_on(fixture *f, px_store *s, const char *id, const char *key,
                   const char *const *sinks, int64_t *ids)
+{
+    return put_rows(f, s, id, key, sinks, ids, 0);
+}
+
+/* put_on with every row's `ordered` set to ordered. */
+static int put_rows(fixture *f, px_store *s, const char *id, const char *key,
+                    const char *const *sinks, int64_t *ids, int ordered)
 {
     px_store_row rows[4];
     size_t n = 0;
     for (; sinks && sinks[n]; n++) {
         rows[n] = (px_store_row){.pipeline = "p", .sink = sinks[n], .action = "go",
-                                 .params = "{\"a\":2}", .params_len = 7};
+                                 .params = "{\"a\":2}", .params_len = 7, .ordered = ordered};
     }
     px_store_event ev = event(id, key);
     put_result r = {0, -1};
@@ -193,6 +203,7 @@ typedef struct claimed {
     char raw[16][32]; /* the payload's bytes, payload_len of them */
     size_t payload_len[16];
     char params[16][32];
+    int64_t seq[16];
     size_t n;
 } claimed;
 
@@ -208,6 +219,7 @@ static void on_claim(const px_store_delivery *d, void *arg)
         c->payload_len[c->n] = d->ev.payload_len;
         memcpy(c->raw[c->n], d->ev.payload, d->ev.payload_len < 32 ? d->ev.payload_len : 32);
         snprintf(c->params[c->n], 32, "%s", d->params);
+        c->seq[c->n] = d->seq;
     }
     c->n++;
 }
@@ -965,7 +977,7 @@ static void case_pg_refusals(fixture *f)
     px_store *s = NULL;
     PX_ASSERT_INT_EQ(px_store_open_pg(&f->loop, f->url, &f->opt, &s, err, sizeof(err)),
                      PX_ESPOOL);
-    PX_ASSERT_STR_HAS(err, "schema version 99 is newer than this build's 1");
+    PX_ASSERT_STR_HAS(err, "schema version 99 is newer than this build's 2");
     PX_ASSERT(strchr(err, '\n') == NULL);
 
     /* the password is the one between "user:" and "@" in the URI */
@@ -1090,17 +1102,170 @@ static void case_pg_database_restarts(fixture *f)
     PX_ASSERT(st.write_errors + st.busy_refusals > 0);
 }
 
+/* Sets host_id's heartbeat an hour back in the case's schema, as if it had been cut off from
+ * the database for that long while still running. 0 or -1. */
+static int pg_age_host(fixture *f, const char *host_id)
+{
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "UPDATE %s.hosts SET heartbeat_at = now() - interval '1 hour' WHERE host_id = '%s'",
+             f->schema, host_id);
+    return pg_admin(sql);
+}
+
+/* A host whose lease lapsed while it was cut off does not finish what another host adopted
+ * meanwhile: its done, retry and dead marks are refused (counted, logged) and change nothing. */
+static void case_pg_marks_check_owner(fixture *f)
+{
+    px_store *e = open_host(f, "host-e", 60000);
+    px_store *g = open_host(f, "host-g", 60000);
+    PX_ASSERT(e && g);
+    int64_t ids[3];
+    PX_ASSERT_INT_EQ(put_on(f, e, "e1", NULL, ONLY_A, &ids[0]), PX_STORE_STORED);
+    PX_ASSERT_INT_EQ(put_on(f, e, "e2", NULL, ONLY_A, &ids[1]), PX_STORE_STORED);
+    PX_ASSERT_INT_EQ(put_on(f, e, "e3", NULL, ONLY_A, &ids[2]), PX_STORE_STORED);
+    claimed mine = {0}, adopted = {0};
+    PX_ASSERT_INT_EQ(px_store_claim(e, "a", 0, 16, on_claim, &mine), 3);
+    PX_ASSERT_INT_EQ(pg_age_host(f, "host-e"), 0);
+    PX_ASSERT_INT_EQ(px_store_adopt(g, "a", 16, on_claim, &adopted), 3);
+    PX_ASSERT_INT_EQ(px_store_pending(g, "a"), 3);
+
+    px_store_mark_done(e, ids[0], 1);
+    px_store_mark_retry(e, ids[1], 1, 0, "late");
+    px_store_mark_dead(e, ids[2], 1, "late");
+    claimed none = {0};
+    PX_ASSERT_INT_EQ(px_store_claim(e, "a", 0, 16, on_claim, &none), 0); /* after the marks */
+    px_store_stats st;
+    px_store_get_stats(e, &st);
+    PX_ASSERT_INT_EQ(st.marks_refused, 3);
+    int64_t dead = -1;
+    PX_ASSERT_INT_EQ(px_store_dlq_count(g, &dead), 0);
+    PX_ASSERT_INT_EQ(dead, 0);
+    claimed still = {0};
+    PX_ASSERT_INT_EQ(px_store_claim(g, "a", 0, 16, on_claim, &still), 3);
+    PX_ASSERT_INT_EQ(still.attempts[1], 0);
+
+    /* the host that holds them finishes them */
+    px_store_mark_done(g, ids[0], 1);
+    px_store_mark_retry(g, ids[1], 1, 0, "once");
+    px_store_mark_dead(g, ids[2], 1, "gone");
+    claimed left = {0};
+    PX_ASSERT_INT_EQ(px_store_claim(g, "a", 0, 16, on_claim, &left), 1);
+    PX_ASSERT_INT_EQ(left.attempts[0], 1);
+    PX_ASSERT_INT_EQ(px_store_pending(g, "a"), 1);
+    px_store_get_stats(g, &st);
+    PX_ASSERT_INT_EQ(st.marks_refused, 0);
+    close_host(f, e);
+    close_host(f, g);
+}
+
+/* A clean close gives this host's claims and leads away at once: another host adopts them and
+ * takes the lead without waiting for the (long) lease, with its pending counts right; the host
+ * back under its id holds nothing of what was adopted. */
+static void case_pg_clean_stop_releases(fixture *f)
+{
+    px_store *h = open_host(f, "host-h", 60000);
+    px_store *i = open_host(f, "host-i", 60000);
+    PX_ASSERT(h && i);
+    int64_t ids[2];
+    PX_ASSERT_INT_EQ(put_on(f, h, "e1", NULL, ONLY_A, &ids[0]), PX_STORE_STORED);
+    PX_ASSERT_INT_EQ(put_on(f, h, "e2", NULL, ONLY_A, &ids[1]), PX_STORE_STORED);
+    PX_ASSERT_INT_EQ(px_store_lead(h, "o"), 1);
+    PX_ASSERT_INT_EQ(px_store_lead(i, "o"), 0);
+    claimed none = {0};
+    PX_ASSERT_INT_EQ(px_store_adopt(i, "a", 16, on_claim, &none), 0);
+    close_host(f, h);
+
+    claimed got = {0};
+    PX_ASSERT_INT_EQ(px_store_adopt(i, "a", 16, on_claim, &got), 2);
+    PX_ASSERT_INT_EQ(got.ids[0], ids[0]);
+    PX_ASSERT_INT_EQ(px_store_pending(i, "a"), 2);
+    PX_ASSERT_INT_EQ(px_store_lead(i, "o"), 1);
+    member_state gone = {i, "host-h", 0};
+    PX_ASSERT(member_is(&gone));
+    px_store_mark_done(i, ids[0], 1);
+    claimed held = {0};
+    PX_ASSERT_INT_EQ(px_store_claim(i, "a", 0, 16, on_claim, &held), 1); /* after the mark */
+    PX_ASSERT_INT_EQ(px_store_pending(i, "a"), 1);
+    counts c = {0};
+    PX_ASSERT_INT_EQ(px_store_pending_counts(i, on_count, &c), 1);
+    PX_ASSERT_INT_EQ(c.a, 1);
+
+    h = open_host(f, "host-h", 60000);
+    PX_ASSERT(h != NULL);
+    member_state back = {i, "host-h", 1};
+    PX_ASSERT(member_is(&back));
+    PX_ASSERT_INT_EQ(px_store_pending(h, "a"), 0);
+    PX_ASSERT_INT_EQ(px_store_lead(h, "o"), 0);
+    close_host(f, h);
+    close_host(f, i);
+}
+
+/* An ordered sink: rows put by any host are held by none until the leader claims them, in the
+ * order of their commits (not their ids: each host takes ids from its own blocks); hosts that do
+ * not lead neither claim nor adopt them; once the leader stops, the next leader claims what is
+ * left, in the same order. */
+static void case_pg_ordered(fixture *f)
+{
+    px_store *j = open_host(f, "host-j", 60000);
+    px_store *k = open_host(f, "host-k", 60000);
+    PX_ASSERT(j && k);
+    const char *const only_o[] = {"o", NULL};
+    int64_t id1, id2, id3;
+    PX_ASSERT_INT_EQ(put_rows(f, j, "e1", NULL, only_o, &id1, 1), PX_STORE_STORED);
+    PX_ASSERT_INT_EQ(put_rows(f, k, "e2", NULL, only_o, &id2, 1), PX_STORE_STORED);
+    PX_ASSERT_INT_EQ(put_rows(f, j, "e3", NULL, only_o, &id3, 1), PX_STORE_STORED);
+    PX_ASSERT(id3 < id2); /* j's block is below k's: id order is not arrival order */
+    claimed none = {0};
+    PX_ASSERT_INT_EQ(px_store_claim(k, "o", 0, 16, on_claim, &none), 0);
+    PX_ASSERT_INT_EQ(px_store_claim(j, "o", 0, 16, on_claim, &none), 0);
+    PX_ASSERT_INT_EQ(px_store_adopt(k, "o", 16, on_claim, &none), 0);
+    PX_ASSERT_INT_EQ(px_store_pending(k, "o"), 0);
+
+    PX_ASSERT_INT_EQ(px_store_lead(j, "o"), 1);
+    PX_ASSERT_INT_EQ(px_store_lead(k, "o"), 0);
+    claimed c = {0};
+    PX_ASSERT_INT_EQ(px_store_claim_ordered(j, "o", 0, 16, on_claim, &c), 3);
+    PX_ASSERT_INT_EQ(c.ids[0], id1);
+    PX_ASSERT_INT_EQ(c.ids[1], id2);
+    PX_ASSERT_INT_EQ(c.ids[2], id3);
+    PX_ASSERT(c.seq[0] > 0 && c.seq[0] < c.seq[1] && c.seq[1] < c.seq[2]);
+    PX_ASSERT_INT_EQ(px_store_pending(j, "o"), 3);
+    claimed after = {0};
+    PX_ASSERT_INT_EQ(px_store_claim_ordered(j, "o", c.seq[0], 16, on_claim, &after), 2);
+    PX_ASSERT_INT_EQ(px_store_pending(j, "o"), 3); /* claimed again: still counted once */
+    px_store_mark_done(j, id1, 1);
+    PX_ASSERT_INT_EQ(px_store_adopt(k, "o", 16, on_claim, &none), 0);
+    claimed held = {0};
+    PX_ASSERT_INT_EQ(px_store_claim(j, "o", 0, 16, on_claim, &held), 2); /* after the mark */
+    PX_ASSERT_INT_EQ(px_store_pending(j, "o"), 2);
+    close_host(f, j);
+
+    PX_ASSERT_INT_EQ(px_store_lead(k, "o"), 1);
+    claimed rest = {0};
+    PX_ASSERT_INT_EQ(px_store_claim_ordered(k, "o", 0, 16, on_claim, &rest), 2);
+    PX_ASSERT_INT_EQ(rest.ids[0], id2);
+    PX_ASSERT_INT_EQ(rest.ids[1], id3);
+    PX_ASSERT_INT_EQ(px_store_pending(k, "o"), 2);
+    close_host(f, k);
+}
+
 ON_PG(pg_two_hosts)
 ON_PG(pg_adopt_orphans)
 ON_PG(pg_payload_bytes)
 ON_PG(pg_bad_put_fails_alone)
 ON_PG(pg_refusals)
 ON_PG(pg_database_restarts)
+ON_PG(pg_marks_check_owner)
+ON_PG(pg_clean_stop_releases)
+ON_PG(pg_ordered)
 
 #define PG_CASES                                                                              \
     PX_TEST(test_pg_two_hosts_pg), PX_TEST(test_pg_adopt_orphans_pg),                         \
         PX_TEST(test_pg_payload_bytes_pg), PX_TEST(test_pg_bad_put_fails_alone_pg),           \
-        PX_TEST(test_pg_refusals_pg), PX_TEST(test_pg_database_restarts_pg)
+        PX_TEST(test_pg_refusals_pg), PX_TEST(test_pg_database_restarts_pg),                  \
+        PX_TEST(test_pg_marks_check_owner_pg), PX_TEST(test_pg_clean_stop_releases_pg),       \
+        PX_TEST(test_pg_ordered_pg)
 
 #define ALL(name)                                                                             \
     PX_TEST(test_##name##_sqlite), PX_TEST(test_##name##_memory), PX_TEST(test_##name##_pg)
