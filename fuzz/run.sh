@@ -38,7 +38,8 @@ cflags="$common_flags -fsanitize=fuzzer,address,undefined"
 # once, with the sanitizers but without coverage feedback, so that the fuzzer steers by the
 # plugin's code and a target's "cov" counts what it counted with earlier hosts.
 version=$(sed -n "s/^ *version : '\(.*\)',$/\1/p" meson.build | head -1)
-hostflags="$common_flags -fsanitize=address,undefined -DPX_VERSION=\"$version\""
+hostflags="$common_flags -fsanitize=address,undefined"
+hostdefs=("-DPX_VERSION=\"$version\"")
 hostlib=$out/libpxhost.a
 libs="$(pkg-config --libs $pkgs) -lhttp_parser -lpthread -ldl -lm"
 util=""
@@ -103,6 +104,7 @@ build_hostlib() {
     for f in host/base/*.c host/core/*.c host/store/*.c host/http/*.c host/runtime/*.c util/*.c; do
         files+=("$f")
     done
+    # shellcheck disable=SC2012
     newest=$(ls -t "${files[@]}" host/*/*.h util/*.h sdk/include/plexus/*.h fuzz/run.sh | head -1)
     if [ -f "$hostlib" ] && [ "$hostlib" -nt "$newest" ]; then
         return 0
@@ -115,7 +117,7 @@ build_hostlib() {
             wait -n
         done
         # shellcheck disable=SC2086
-        "$cc" $hostflags -c "$f" -o "$o" 2>>"$out/logs/hostlib.build" &
+        "$cc" $hostflags "${hostdefs[@]}" -c "$f" -o "$o" 2>>"$out/logs/hostlib.build" &
     done
     wait
     rm -f "$hostlib"
@@ -155,6 +157,9 @@ for t in "${targets[@]}"; do
     fi
     if [ "${built[$t]}" != 0 ]; then
         echo "FAIL $t (build)"
+        case $t in
+            fuzz_plugin_*) sed -n 1,30p "$out/logs/hostlib.build" 2>/dev/null ;;
+        esac
         sed -n 1,30p "$out/logs/$t.build"
         failed=$((failed + 1))
         continue
