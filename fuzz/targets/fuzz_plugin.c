@@ -1,5 +1,5 @@
 /* Fuzz target for one bundled plugin, built once per plugin with -DFUZZ_<NAME> and the plugin's
- * sources: the plugin runs in the in-memory host (fakehost.h) with a scenario of its own, and the
+ * sources: the plugin runs in the real runtime (fuzzhost.h) with a scenario of its own, and the
  * input is what arrives from outside: the body of a request on one of its routes (webhooks,
  * EventBridge destinations, admin API) or the body of the answers to its outgoing requests (SQS
  * receives, Ploomes and amoCRM API responses).
@@ -7,15 +7,13 @@
  * Input: byte 0 chooses: bit 0 route (0) or responses (1); bit 1 persisted callbacks report
  * PX_EBUSY; bits 2-4 which request path (and, for responses, which delivery is made too); bits
  * 5-7 which response status. The rest is the body: of the route call, or of every answer. Each
- * run is a whole life cycle: init, start, input, stop, drain, destroy. */
+ * run is a whole life cycle of a runtime: init, start, input, stop, drain, destroy. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "fakehost.h"
-#include "log.h"
+#include "fuzzhost.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -110,24 +108,11 @@ static const scenario sc = {
 PX_SDK_EXPORT const px_plugin_desc *PX_PLUGIN_ENTRY(const px_host_api *host);
 
 static const px_plugin_desc *desc;
-static json_t *options;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
-    px_log_set_level(-1);
-    desc = PX_PLUGIN_ENTRY(fh_api());
-    /* the options exactly as the host validates them (defaults applied, durations in ms) */
-    px_config cfg = {.path = "fuzz.yaml"};
-    px_instance_conf ic = {.name = "fuzzed", .plugin = (char *)sc.name,
-                           .config = json_loads(sc.config, 0, NULL), .line = 1, .col = 1};
-    char err[512];
-    if (!ic.config || px_config_options(&cfg, &ic, desc->options, &options, err, sizeof(err)) <
-                          0) {
-        fprintf(stderr, "fuzz_plugin %s: bad scenario config: %s\n", sc.name, err);
-        abort();
-    }
-    json_decref(ic.config);
+    desc = fh_setup(sc.name, PX_PLUGIN_ENTRY, sc.actions);
     return 0;
 }
 
@@ -162,17 +147,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     unsigned sel = data[0];
     const char *body = (const char *)data + 1;
     size_t len = size - 1;
-    fh_reset((sel & 2) ? PX_EBUSY : PX_OK, sc.kv);
-    void *state = NULL;
-    if (desc->init(fh_ctx(), options, &state) < 0) {
-        fh_cleanup();
-        return 0;
-    }
-    if (desc->start && desc->start(state) < 0) {
-        if (desc->destroy) {
-            desc->destroy(state);
-        }
-        fh_cleanup();
+    if (fh_begin(sc.config, sc.kv, (sel & 2) != 0) < 0) {
         return 0;
     }
     fh_run(1);
@@ -197,11 +172,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         size_t na = count(sc.actions, 8);
         if (na && desc->deliver) {
-            const char *a = sc.actions[pick % na];
-            const char *sp = strchr(a, ' ');
-            char action[32];
-            snprintf(action, sizeof(action), "%.*s", (int)(sp - a), a);
-            fh_deliver(desc->deliver, state, action, sp + 1, "{\"seq\":1}");
+            fh_deliver(pick % na);
         }
         for (int round = 0; round < 3; round++) {
             fh_run(1);
@@ -209,20 +180,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fh_run(1);
         }
     }
-    if (desc->stop) {
-        desc->stop(state);
-    }
-    fh_run(1);
-    fh_answer_calls(-1, NULL, "", 0);
-    if (desc->drain) {
-        desc->drain(state);
-    }
-    fh_run(2);
-    fh_answer_calls(-1, NULL, "", 0);
-    fh_run(1);
-    if (desc->destroy) {
-        desc->destroy(state);
-    }
-    fh_cleanup();
+    fh_end();
     return 0;
 }

@@ -541,6 +541,33 @@ int px_gen_timer_start(px_plugin_ctx *gen, uint64_t ms, uint64_t repeat_ms, void
     return 0;
 }
 
+size_t px_gen_fire_timers(px_plugin_ctx *gen)
+{
+    /* the pending ones now: a callback may stop any timer (its memory lives until the loop
+     * closes the handle) or start new ones (at the head, not in this list) */
+    enum { MAX_FIRED = 64 };
+    px_timer *due[MAX_FIRED];
+    size_t n = 0;
+    for (px_timer *t = gen->timers; t && n < MAX_FIRED; t = t->next) {
+        if (uv_is_active((uv_handle_t *)&t->handle)) {
+            due[n++] = t;
+        }
+    }
+    size_t fired = 0;
+    for (size_t i = 0; i < n; i++) {
+        px_timer *t = due[i];
+        if (uv_is_closing((uv_handle_t *)&t->handle) || !uv_is_active((uv_handle_t *)&t->handle)) {
+            continue; /* stopped by an earlier callback */
+        }
+        if (uv_timer_get_repeat(&t->handle) == 0) {
+            uv_timer_stop(&t->handle); /* a one-shot fires once */
+        }
+        on_timer(&t->handle);
+        fired++;
+    }
+    return fired;
+}
+
 void px_gen_timer_stop(px_timer *t)
 {
     if (!t) {

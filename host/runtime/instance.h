@@ -174,5 +174,11 @@ int px_gen_post(px_plugin_ctx *gen, void (*cb)(void *arg), void *arg); /* any th
 int px_gen_timer_start(px_plugin_ctx *gen, uint64_t ms, uint64_t repeat_ms, void (*cb)(void *arg),
                        void *arg, px_timer **out);
 void px_gen_timer_stop(px_timer *t);
+/* Runs now, once, every timer of gen still pending (started and not stopped; a one-shot that
+ * has fired is not pending), as if each were due: a one-shot is then no longer pending, a
+ * repeating one keeps its schedule. Timers the callbacks start wait for the next call. For hosts
+ * that drive time themselves (the fuzz targets); the daemon never calls it. Returns how many
+ * ran. */
+size_t px_gen_fire_timers(px_plugin_ctx *gen);
 
 #endif

@@ -37,6 +37,18 @@ px_instance *px_runtime_instance(px_runtime *rt, const char *name)
     return NULL;
 }
 
+size_t px_runtime_fire_timers(px_runtime *rt)
+{
+    size_t fired = 0;
+    for (size_t i = 0; i < rt->ninstances; i++) {
+        px_plugin_ctx *gen = rt->instances[i]->gen;
+        if (gen && gen->state_code != PX_GEN_DESTROYED) {
+            fired += px_gen_fire_timers(gen);
+        }
+    }
+    return fired;
+}
+
 /* --- hooks ------------------------------------------------------------------------------- */
 
 static px_instance *dir_instance(void *owner, const char *name)

@@ -66,6 +66,11 @@ static inline px_runtime *px_runtime_of(px_plugin_ctx *gen)
     return gen->inst->host->owner;
 }
 
+/* Runs every pending timer of every instance's current generation now (px_gen_fire_timers):
+ * the seam through which the fuzz targets drive timer-driven plugin paths without waiting.
+ * Returns how many ran. */
+size_t px_runtime_fire_timers(px_runtime *rt);
+
 /* Instance by name (borrowed) or NULL. */
 px_instance *px_runtime_instance(px_runtime *rt, const char *name);
 /* Retry policy of pipeline `name` in the current config, or the default policy. */

@@ -2,8 +2,9 @@
  * ingest, router and dispatch carry events from testsource to testsink through the in-memory
  * store, and nothing is written to data_dir's SQLite spool. And the runtime with what a checking
  * host puts at its edges (px_runtime_create_with): in-process plugins (loader.h), the table
- * handed to plugins, and the watch hook told of every call into a generation. Links pxcore (the
- * whole runtime). */
+ * handed to plugins, and the watch hook told of every call into a generation. And
+ * px_runtime_fire_timers, which runs the plugins' pending timers without waiting for them. Links
+ * pxcore (the whole runtime). */
 #define _XOPEN_SOURCE 700
 #include <ftw.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include "config.h"
 #include "lifecycle.h"
 #include "loader.h"
+#include "runtime.h"
 #include "store.h"
 #include "test.h"
 
@@ -286,4 +288,118 @@ static void test_runtime_with_edges(void)
     PX_ASSERT_STR_EQ(er.calls, "init,start,deliver,deliver,deliver,stop,destroy");
 }
 
-PX_TEST_MAIN(PX_TEST(test_runtime_on_memory_store), PX_TEST(test_runtime_with_edges))
+/* A source that starts, at start, a one-shot and a repeating timer an hour away and a one-shot it
+ * stops at once; the repeating one starts a one-shot of its own the first time it runs. */
+static struct {
+    const px_host_api *api;
+    px_plugin_ctx *ctx;
+    px_timer *once, *every, *stopped, *late;
+    int once_runs, every_runs, stopped_runs, late_runs;
+} tk;
+
+static void on_once(void *arg)
+{
+    (void)arg;
+    tk.once_runs++;
+}
+
+static void on_stopped(void *arg)
+{
+    (void)arg;
+    tk.stopped_runs++;
+}
+
+static void on_late(void *arg)
+{
+    (void)arg;
+    tk.late_runs++;
+}
+
+static void on_every(void *arg)
+{
+    (void)arg;
+    if (tk.every_runs++ == 0) {
+        tk.api->timer_start(tk.ctx, 3600000, 0, on_late, NULL, &tk.late);
+    }
+}
+
+static int tick_init(px_plugin_ctx *ctx, const json_t *config, void **state)
+{
+    (void)config;
+    tk.ctx = ctx;
+    *state = ctx;
+    return 0;
+}
+
+static int tick_start(void *state)
+{
+    (void)state;
+    tk.api->timer_start(tk.ctx, 3600000, 0, on_once, NULL, &tk.once);
+    tk.api->timer_start(tk.ctx, 3600000, 3600000, on_every, NULL, &tk.every);
+    tk.api->timer_start(tk.ctx, 3600000, 0, on_stopped, NULL, &tk.stopped);
+    tk.api->timer_stop(tk.stopped);
+    return 0;
+}
+
+static const px_plugin_desc tick_desc = {
+    PX_PLUGIN_DESC_INIT, .kind = PX_KIND_SOURCE, .name = "tick_src", .version = "1",
+    .init = tick_init, .start = tick_start, .destroy = edge_destroy,
+};
+
+static const px_plugin_desc *tick_entry(const px_host_api *api)
+{
+    tk.api = api;
+    return &tick_desc;
+}
+
+static void test_runtime_fire_timers(void)
+{
+    char dir[64] = "/tmp/px_ticks_XXXXXX";
+    PX_ASSERT(mkdtemp(dir) != NULL);
+    PX_ASSERT_INT_EQ(px_loader_add_builtin("tick_src", tick_entry), 0);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    fprintf(f,
+            "version: 1\n"
+            "host: { data_dir: %s, http: { listen: null }, admin: { listen: \"\", token: \"\" } }\n"
+            "plugins:\n"
+            "  ticks: { plugin: tick_src }\n",
+            dir);
+    fclose(f);
+    char err[512] = "";
+    px_config *cfg = NULL;
+    PX_ASSERT_INT_EQ(px_config_parse("ticks.yaml", text, len, &cfg, err, sizeof(err)), 0);
+    free(text);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    px_store *store = NULL;
+    PX_ASSERT_INT_EQ(px_store_open_memory(&loop, NULL, &store), 0);
+    px_runtime_edges edges = {.store = store};
+    px_runtime *rt = NULL;
+    PX_ASSERT_INT_EQ(px_runtime_create_with(&loop, cfg, &edges, &rt, err, sizeof(err)), 0);
+    PX_ASSERT_INT_EQ(px_runtime_start(rt, err, sizeof(err)), 0);
+
+    /* the one-shot and the repeating one; not the stopped one, nor one started meanwhile */
+    PX_ASSERT_INT_EQ((int)px_runtime_fire_timers(rt), 2);
+    PX_ASSERT_INT_EQ(tk.once_runs, 1);
+    PX_ASSERT_INT_EQ(tk.every_runs, 1);
+    PX_ASSERT_INT_EQ(tk.stopped_runs, 0);
+    PX_ASSERT_INT_EQ(tk.late_runs, 0);
+    /* a fired one-shot is no longer pending; the repeating one and the late one are */
+    PX_ASSERT_INT_EQ((int)px_runtime_fire_timers(rt), 2);
+    PX_ASSERT_INT_EQ(tk.once_runs, 1);
+    PX_ASSERT_INT_EQ(tk.every_runs, 2);
+    PX_ASSERT_INT_EQ(tk.late_runs, 1);
+    PX_ASSERT_INT_EQ((int)px_runtime_fire_timers(rt), 1);
+    PX_ASSERT_INT_EQ(tk.every_runs, 3);
+
+    px_runtime_shutdown(rt);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    px_runtime_destroy(rt);
+    PX_ASSERT_INT_EQ(uv_loop_close(&loop), 0);
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+PX_TEST_MAIN(PX_TEST(test_runtime_on_memory_store), PX_TEST(test_runtime_with_edges),
+             PX_TEST(test_runtime_fire_timers))
