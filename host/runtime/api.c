@@ -311,6 +311,21 @@ static const json_t *api_delivery_params_const(px_delivery *d)
     return api_delivery_params(d);
 }
 
+static int api_lock_acquire(px_plugin_ctx *gen, const char *name, uint32_t ttl_ms,
+                            void (*cb)(void *arg, int status), void *arg)
+{
+    if (!gen) {
+        return PX_EINVAL;
+    }
+    px_runtime *rt = px_runtime_of(gen);
+    return px_locks_acquire(rt->loop, rt->store, gen, name, ttl_ms, cb, arg);
+}
+
+static int api_cluster(px_plugin_ctx *gen, px_cluster_info *info)
+{
+    return gen ? px_locks_cluster(px_runtime_of(gen)->store, gen, info) : PX_EINVAL;
+}
+
 void px_api_init(px_host_api *api)
 {
     memset(api, 0, sizeof(*api));
@@ -356,9 +371,9 @@ void px_api_init(px_host_api *api)
     api->vlog = api_vlog;
     api->kv_get_versioned = api_kv_get_versioned;
     api->kv_cas = api_kv_cas;
-    api->lock_acquire = px_locks_acquire;
+    api->lock_acquire = api_lock_acquire;
     api->lock_release = px_locks_release;
-    api->cluster = px_locks_cluster;
+    api->cluster = api_cluster;
     api->sha256 = api_sha256;
     api->hmac_sha256 = api_hmac_sha256;
     api->ct_equal = px_ct_equal;

@@ -9,7 +9,7 @@
 #include "err.h"
 #include "lease.h"
 #include "mem.h"
-#include "runtime.h"
+#include "instance.h"
 
 enum { MIN_TTL_MS = 30 };
 
@@ -25,10 +25,10 @@ struct px_lock_rec {
 };
 
 /* The members of rt's store, or NULL. */
-static json_t *members(px_runtime *rt)
+static json_t *members(px_store *store)
 {
     json_t *m = NULL;
-    if (!rt->store || px_store_members(rt->store, &m) < 0 || !json_is_array(m)) {
+    if (!store || px_store_members(store, &m) < 0 || !json_is_array(m)) {
         json_decref(m);
         return NULL;
     }
@@ -74,21 +74,20 @@ static struct px_lock_rec *find(px_plugin_ctx *gen, const char *name)
     return NULL;
 }
 
-int px_locks_acquire(px_plugin_ctx *gen, const char *name, uint32_t ttl_ms,
-                     void (*cb)(void *arg, int status), void *arg)
+int px_locks_acquire(uv_loop_t *loop, px_store *store, px_plugin_ctx *gen, const char *name,
+                     uint32_t ttl_ms, void (*cb)(void *arg, int status), void *arg)
 {
     if (!gen || !name || !*name || !cb || ttl_ms < MIN_TTL_MS) {
         return PX_EINVAL;
     }
-    px_runtime *rt = px_runtime_of(gen);
-    if (!rt->store || gen->state_code == PX_GEN_DESTROYED) {
+    if (!store || gen->state_code == PX_GEN_DESTROYED) {
         return PX_ESTATE;
     }
     if (find(gen, name)) {
         return PX_ESTATE;
     }
     char host[192];
-    json_t *m = members(rt);
+    json_t *m = members(store);
     self_id(m, host, sizeof(host));
     json_decref(m);
     /* Unique per request, also between runtimes of one process sharing a store (tests). */
@@ -102,7 +101,7 @@ int px_locks_acquire(px_plugin_ctx *gen, const char *name, uint32_t ttl_ms,
     r->cb = cb;
     r->arg = arg;
     r->cause = px_crash_cause(gen);
-    r->lease = px_lease_start(rt->loop, rt->store, r->scoped, holder, ttl_ms, on_lease, r);
+    r->lease = px_lease_start(loop, store, r->scoped, holder, ttl_ms, on_lease, r);
     free(holder);
     r->next = gen->locks;
     gen->locks = r;
@@ -158,12 +157,12 @@ void px_locks_release_gen(px_plugin_ctx *gen)
     }
 }
 
-int px_locks_cluster(px_plugin_ctx *gen, px_cluster_info *info)
+int px_locks_cluster(px_store *store, px_plugin_ctx *gen, px_cluster_info *info)
 {
     if (!gen || !info || !PX_HAS(px_cluster_info, info, host_index)) {
         return PX_EINVAL;
     }
-    json_t *m = members(px_runtime_of(gen));
+    json_t *m = members(store);
     char self[sizeof(info->host_id)];
     self_id(m, self, sizeof(self));
     /* Live hosts, this one included; its place is the number of other live ids below its own. */
