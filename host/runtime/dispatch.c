@@ -378,23 +378,7 @@ static void on_adopted(const px_store_delivery *row, void *arg)
     if (row->id > q->adopted_hi) {
         q->adopted_hi = row->id;
     }
-    px_delivery *at = q->ready_head;
-    while (at && at->order < dl->order) {
-        at = at->next;
-    }
-    if (!at) {
-        list_append(&q->ready_head, &q->ready_tail, dl);
-    } else {
-        dl->next = at;
-        dl->prev = at->prev;
-        if (at->prev) {
-            at->prev->next = dl;
-        } else {
-            q->ready_head = dl;
-        }
-        at->prev = dl;
-    }
-    q->nready++;
+    ready_insert(q, dl);
     q->disp->stats.adopted++;
 }
 
