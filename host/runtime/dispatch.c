@@ -364,7 +364,7 @@ static void on_loaded(const px_store_delivery *row, void *arg)
     }
 }
 
-/* A delivery adopted from a host that died: older than most of the window, so placed by id. */
+/* A delivery adopted from a host that died: older than most of the window, so placed in order. */
 static void on_adopted(const px_store_delivery *row, void *arg)
 {
     px_sinkq *q = arg;
