@@ -243,17 +243,28 @@ void px_logv(int level, const char *module, const char *fmt, va_list ap)
     if (format == PX_LOG_FORMAT_AUTO) {
         format = isatty(STDERR_FILENO) ? PX_LOG_FORMAT_TEXT : PX_LOG_FORMAT_JSON;
     }
-    if (format == PX_LOG_FORMAT_TEXT) {
-        fprintf(stderr, "%s %-5s [%s] %s\n", ts, level_names[level], module ? module : "host",
-                msg);
-    } else {
-        fprintf(stderr, "{\"ts\":\"%s\",\"level\":\"%s\",\"module\":\"", ts, level_names[level]);
-        json_escape(stderr, module ? module : "host");
-        fputs("\",\"msg\":\"", stderr);
-        json_escape(stderr, msg);
-        fputs("\"}\n", stderr);
+    /* The line is put together first and written with one write(2): stderr is unbuffered, and
+     * a line written in pieces could be read (or cut by a kill) half done. */
+    char *line = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&line, &len);
+    if (f) {
+        if (format == PX_LOG_FORMAT_TEXT) {
+            fprintf(f, "%s %-5s [%s] %s\n", ts, level_names[level], module ? module : "host", msg);
+        } else {
+            fprintf(f, "{\"ts\":\"%s\",\"level\":\"%s\",\"module\":\"", ts,
+                    level_names[level]);
+            json_escape(f, module ? module : "host");
+            fputs("\",\"msg\":\"", f);
+            json_escape(f, msg);
+            fputs("\"}\n", f);
+        }
+        if (fclose(f) == 0) {
+            fwrite(line, 1, len, stderr);
+            fflush(stderr);
+        }
+        free(line);
     }
-    fflush(stderr);
     pthread_mutex_unlock(&log_lock);
     capture(level, module, msg);
     free(msg);
