@@ -248,8 +248,12 @@ async function mainScenario(page, seen) {
       await confirm(page, true);
       await until('the failure', async () =>
         ((await text(page, '#reload-result')) || '').startsWith('Reload failed'));
-      const first = await page.$eval('#reload-table tbody tr', (r) => r.textContent);
-      check(first.includes('failed') && first.includes(P.bad_error), 'history row: ' + first);
+      // the history refreshes after the result line: wait for its row
+      const first = await until('the failed reload in the history', async () => {
+        const row = await page.$eval('#reload-table tbody tr', (r) => r.textContent);
+        return row.includes('failed') ? row : null;
+      });
+      check(first.includes(P.bad_error), 'history row: ' + first);
       await shot(page, 'reloads');
     } finally {
       fs.writeFileSync(P.config, good);
