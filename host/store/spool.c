@@ -189,7 +189,8 @@ struct px_spool {
     int kick_wanted;  /* loop thread only */
     int open_handles; /* async + kick, until both are closed */
 
-    int wal_full; /* writer thread only: the WAL passed CHECKPOINT_FRAMES at the last commit */
+    int wal_full; /* writer thread only: the WAL passed CHECKPOINT_BYTES at the last commit */
+    int page_size; /* the database's, read at open (older files keep 4096) */
     /* The idle checkpoint runs on its own thread and connection, so truncating the WAL never
      * makes the writer wait (see checkpointer_main). */
     uv_thread_t ck_thread;
@@ -207,13 +208,22 @@ static void pq_pop(px_spool *s, op *o);
  * the first commit after a rewind cuts the file back to PX_SPOOL_WAL_LIMIT_BYTES. A checkpoint
  * running beside the writer never gets there under a steady stream of commits: it is always a
  * few frames behind, and while it copies, a new transaction cannot rewind. So the writer copies
- * the WAL back itself once it holds CHECKPOINT_FRAMES frames (4 KiB pages: about 4 MiB), between
+ * the WAL back itself once it holds CHECKPOINT_BYTES of frames (about 4 MiB), between
  * two batches; the file stays near 4 MiB plus one batch. A reader in the middle of a statement
  * can hold a checkpoint short of the end; reads are single short statements, so the next batch's
  * checkpoint finishes the job. Once the writer is idle, the checkpoint thread truncates the WAL
  * to nothing. */
-#define CHECKPOINT_FRAMES 1024
+#define CHECKPOINT_BYTES (4 << 20)
 #define CHECKPOINT_EVERY_MS 1000 /* the checkpoint thread's look; no commit since = idle */
+
+/* A new database's page size. Rows of a few KiB (an event's payload is stored inline up to a
+ * page's size) share 16 KiB pages several to a page, where a 4 KiB page holds one 2 KiB event and
+ * leaves the rest of the page empty; and a batch is written to the WAL in a quarter as many
+ * frames. A database created before keeps its page size (it cannot change in WAL mode). */
+#define NEW_PAGE_SIZE 16384
+/* The writer's page cache: a batch's dirty pages (BATCH_MAX puts of a few KiB each, the pages
+ * their deletes touch) fit, so a transaction is not spilled to the WAL before its commit. */
+#define WRITER_CACHE_KIB 8192
 
 static uint64_t mono_ms(void)
 {
@@ -1060,7 +1070,7 @@ static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames)
     pthread_mutex_lock(&s->ck_mu);
     s->ck_commits++;
     pthread_mutex_unlock(&s->ck_mu);
-    if (frames >= CHECKPOINT_FRAMES) {
+    if ((int64_t)frames * s->page_size >= CHECKPOINT_BYTES) {
         s->wal_full = 1; /* checkpointed once the batch's callbacks are on their way */
     }
     return SQLITE_OK;
@@ -1435,10 +1445,10 @@ static int open_writer_db(px_spool *s, const px_spool_options *opt, char *err, s
     sqlite3_busy_timeout(s->wdb, 5000);
     char sql[256];
     snprintf(sql, sizeof(sql),
-             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA journal_size_limit=%u;"
-             "PRAGMA wal_autocheckpoint=0;",
-             opt->durability == PX_DURABILITY_FSYNC ? "FULL" : "NORMAL",
-             PX_SPOOL_WAL_LIMIT_BYTES);
+             "PRAGMA page_size=%d; PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
+             "PRAGMA journal_size_limit=%u; PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-%d;",
+             NEW_PAGE_SIZE, opt->durability == PX_DURABILITY_FSYNC ? "FULL" : "NORMAL",
+             PX_SPOOL_WAL_LIMIT_BYTES, WRITER_CACHE_KIB);
     char e2[256];
     if (exec_sql(s->wdb, sql, e2, sizeof(e2)) != SQLITE_OK) {
         snprintf(err, errlen, "%s: %s", s->path, e2);
@@ -1447,6 +1457,7 @@ static int open_writer_db(px_spool *s, const px_spool_options *opt, char *err, s
     if (migrate(s->wdb, s->path, err, errlen) < 0) {
         return -1;
     }
+    s->page_size = (int)query_int(s->wdb, "PRAGMA page_size", 4096);
     int64_t max_id = query_int(s->wdb, "SELECT max(id) FROM deliveries", 0);
     int64_t hwm = query_int(s->wdb, "SELECT v FROM meta WHERE k='last_delivery_id'", 0);
     s->next_id = (max_id > hwm ? max_id : hwm) + 1;
