@@ -29,7 +29,7 @@ if [ -z "$cc" ]; then
 fi
 mkdir -p "$out/obj" "$out/artifacts" "$out/logs"
 
-pkgs="libuv jansson yaml-0.1 libcurl sqlite3 libcrypto libpq"
+pkgs="libuv jansson yaml-0.1 libcurl sqlite3 libzstd libcrypto libpq"
 common_flags="-g -O1 -std=c11 -D_GNU_SOURCE -fno-omit-frame-pointer -fno-sanitize-recover=undefined \
  -Wall -Wextra -Wno-unused-parameter -Ihost/base -Ihost/core -Ihost/http -Ihost/store -Ihost/runtime \
  -Iutil -Isdk/include -Ifuzz $(pkg-config --cflags $pkgs)"

@@ -7,7 +7,7 @@ want=build
 [ $# -gt 0 ] && want=$1
 
 build_pkgs=(gcc pkg-config meson ninja-build python3
-            libuv1-dev libjansson-dev libyaml-dev libcurl4-openssl-dev libsqlite3-dev libpq-dev
+            libuv1-dev libjansson-dev libyaml-dev libcurl4-openssl-dev libsqlite3-dev libzstd-dev libpq-dev
             libhttp-parser-dev librabbitmq-dev libssl-dev ca-certificates clang-14
             libclang-rt-14-dev)
 test_pkgs=(sqlite3 postgresql curl procps iproute2 rabbitmq-server nginx-light wrk systemd prometheus stress-ng

@@ -1579,7 +1579,10 @@ static int parse_host(cctx *c, px_config *cfg, const px_ynode *h)
     static const char *const keys[] = {"data_dir",      "durability", "dedupe_window",
                                        "drain_timeout", "log",        "http",
                                        "admin",         "plugin_path", "watch_plugins",
-                                       "max_crashes",   "plugin_trust", "store"};
+                                       "max_crashes",   "plugin_trust", "store",
+                                       "spool"};
+    static const char *const spool_keys[] = {"compress"};
+    static const char *const compressions[] = {"none", "zstd", NULL};
     static const char *const log_keys[] = {"level", "format"};
     static const char *const http_keys[] = {"listen", "max_body", "max_connections",
                                             "request_timeout"};
@@ -1629,6 +1632,19 @@ static int parse_host(cctx *c, px_config *cfg, const px_ynode *h)
     cfg->max_crashes = (uint32_t)v;
     if ((rc = parse_store(c, cfg, map_get(h, "store"))) < 0) {
         return rc;
+    }
+    const px_ynode *spool = map_get(h, "spool");
+    if (!is_null(spool)) {
+        if ((rc = need_map(c, spool, "host.spool", "a mapping")) < 0 ||
+            (rc = CHECK_KEYS(c, spool, spool_keys, "host.spool")) < 0 ||
+            (rc = get_enum(c, map_get(spool, "compress"), "host.spool.compress", compressions,
+                           &cfg->spool_compress)) < 0) {
+            return rc;
+        }
+        if (cfg->spool_compress != PX_COMPRESS_NONE && cfg->store_type == PX_STORE_POSTGRES) {
+            return fail(c, map_get(spool, "compress"),
+                        "host.spool.compress: only the sqlite store compresses payloads");
+        }
     }
 
     const px_ynode *log = map_get(h, "log");

@@ -15,6 +15,8 @@
 typedef struct px_ynode px_ynode; /* parsed YAML node with its marks; private to config.c */
 
 enum px_durability { PX_DURABILITY_NORMAL = 0, PX_DURABILITY_FSYNC = 1 };
+/* How the SQLite spool stores event payloads (`spool.compress`). */
+enum px_compress { PX_COMPRESS_NONE = 0, PX_COMPRESS_ZSTD = 1 };
 /* `host.store.type`: where the spool and the state live (store.h) */
 enum px_store_type { PX_STORE_SQLITE = 0, PX_STORE_POSTGRES = 1 };
 enum px_admin_auth { PX_ADMIN_AUTH_TOKEN = 0, PX_ADMIN_AUTH_NONE = 1 };
@@ -99,6 +101,7 @@ typedef struct px_config {
     char *log_format;        /* "auto" (default), "json", "text" */
     int durability;          /* enum px_durability; `durability: normal|fsync` */
     uint64_t dedupe_window_ms; /* `dedupe_window:`, default 24h */
+    int spool_compress;      /* enum px_compress; `spool.compress: none|zstd`, default none */
     uint64_t drain_timeout_ms; /* `drain_timeout:`, default 10s */
     uint32_t max_crashes;    /* `max_crashes:`: crashes one delivery may cause before it is
                                 dead-lettered (crash.h); default 3 */

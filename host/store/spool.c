@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include <sqlite3.h>
+#include <zstd.h>
 
 #include "config.h"
 #include "err.h"
@@ -120,8 +121,8 @@ enum wstmt {
 static const char *const wsql[W_COUNT] = {
     [W_DEDUPE_GET] = "SELECT expires_at_ms FROM dedupe WHERE source=?1 AND key=?2",
     [W_DEDUPE_SET] = "INSERT OR REPLACE INTO dedupe(source, key, expires_at_ms) VALUES(?1,?2,?3)",
-    [W_EVENT_INS] = "INSERT INTO events(id, type, source, time_ms, payload, meta, hints, refs) "
-                    "VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
+    [W_EVENT_INS] = "INSERT INTO events(id, type, source, time_ms, payload, meta, hints, refs, "
+                    "codec) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
     [W_DELIV_INS] = "INSERT INTO deliveries(id, event, pipeline, sink, action, params, attempts, "
                     "next_at_ms) VALUES(?1,?2,?3,?4,?5,?6,0,0)",
     [W_DONE_DEL] = "DELETE FROM deliveries WHERE id=?1 RETURNING event, sink",
@@ -189,7 +190,17 @@ struct px_spool {
     int kick_wanted;  /* loop thread only */
     int open_handles; /* async + kick, until both are closed */
 
-    int wal_full; /* writer thread only: the WAL passed CHECKPOINT_FRAMES at the last commit */
+    int wal_full; /* writer thread only: the WAL passed CHECKPOINT_BYTES at the last commit */
+    int page_size; /* the database's, read at open (older files keep 4096) */
+    /* payload compression (spool.compress): the writer's context and output buffer */
+    int compress;
+    ZSTD_CCtx *zc;
+    char *zbuf;
+    size_t zcap;
+    /* the loop thread's: a compressed payload read back, valid until the next row */
+    ZSTD_DCtx *zd;
+    char *rbuf;
+    size_t rcap;
     /* The idle checkpoint runs on its own thread and connection, so truncating the WAL never
      * makes the writer wait (see checkpointer_main). */
     uv_thread_t ck_thread;
@@ -207,13 +218,22 @@ static void pq_pop(px_spool *s, op *o);
  * the first commit after a rewind cuts the file back to PX_SPOOL_WAL_LIMIT_BYTES. A checkpoint
  * running beside the writer never gets there under a steady stream of commits: it is always a
  * few frames behind, and while it copies, a new transaction cannot rewind. So the writer copies
- * the WAL back itself once it holds CHECKPOINT_FRAMES frames (4 KiB pages: about 4 MiB), between
+ * the WAL back itself once it holds CHECKPOINT_BYTES of frames (about 4 MiB), between
  * two batches; the file stays near 4 MiB plus one batch. A reader in the middle of a statement
  * can hold a checkpoint short of the end; reads are single short statements, so the next batch's
  * checkpoint finishes the job. Once the writer is idle, the checkpoint thread truncates the WAL
  * to nothing. */
-#define CHECKPOINT_FRAMES 1024
+#define CHECKPOINT_BYTES (4 << 20)
 #define CHECKPOINT_EVERY_MS 1000 /* the checkpoint thread's look; no commit since = idle */
+
+/* A new database's page size. Rows of a few KiB (an event's payload is stored inline up to a
+ * page's size) share 16 KiB pages several to a page, where a 4 KiB page holds one 2 KiB event and
+ * leaves the rest of the page empty; and a batch is written to the WAL in a quarter as many
+ * frames. A database created before keeps its page size (it cannot change in WAL mode). */
+#define NEW_PAGE_SIZE 16384
+/* The writer's page cache: a batch's dirty pages (BATCH_MAX puts of a few KiB each, the pages
+ * their deletes touch) fit, so a transaction is not spilled to the WAL before its commit. */
+#define WRITER_CACHE_KIB 8192
 
 static uint64_t mono_ms(void)
 {
@@ -297,6 +317,9 @@ static const char *const migrations[] = {
     "INSERT OR REPLACE INTO meta(k, v) SELECT 'last_delivery_id', max("
     "  (SELECT v FROM meta WHERE k = 'last_delivery_id'), coalesce((SELECT max(id) FROM dead), 0));"
     "CREATE INDEX IF NOT EXISTS dead_died ON dead(died_at, id);",
+    /* 4: how an event's payload is stored: 0 as given, 1 a zstd frame of it (spool.compress);
+     * rows of both kinds live side by side, whatever the setting is now */
+    "ALTER TABLE events ADD COLUMN codec INTEGER NOT NULL DEFAULT 0;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -461,17 +484,56 @@ static int event_unref(px_spool *s, int64_t eid)
     return SQLITE_OK;
 }
 
+/* Payloads shorter than this are stored as given: a zstd frame's own bytes would eat the gain. */
+#define COMPRESS_MIN 128
+/* zstd's level: 1 is its fastest; JSON text still shrinks to a third or less. */
+#define COMPRESS_LEVEL 1
+
+/* The payload of o as stored: a zstd frame in s->zbuf when compression is on and makes it
+ * smaller (*codec = 1), else the payload itself (*codec = 0). Writer thread. */
+static const char *stored_payload(px_spool *s, const op *o, size_t *len, int *codec)
+{
+    const char *p = o->payload ? o->payload : "";
+    *len = o->payload_len;
+    *codec = 0;
+    if (!s->compress || o->payload_len < COMPRESS_MIN) {
+        return p;
+    }
+    size_t bound = ZSTD_compressBound(o->payload_len);
+    if (bound > s->zcap) {
+        free(s->zbuf);
+        s->zcap = bound;
+        s->zbuf = px_xmalloc(bound);
+    }
+    if (!s->zc) {
+        s->zc = ZSTD_createCCtx();
+    }
+    size_t n = s->zc ? ZSTD_compressCCtx(s->zc, s->zbuf, s->zcap, p, o->payload_len,
+                                         COMPRESS_LEVEL)
+                     : 0;
+    if (!s->zc || ZSTD_isError(n) || n >= o->payload_len) {
+        return p;
+    }
+    *len = n;
+    *codec = 1;
+    return s->zbuf;
+}
+
 static int insert_event(px_spool *s, op *o, int refs, int64_t *eid)
 {
     PREP(st, W_EVENT_INS);
+    size_t plen;
+    int codec;
+    const char *payload = stored_payload(s, o, &plen, &codec);
     bind_text(st, 1, o->ev_id);
     bind_text(st, 2, o->type);
     bind_text(st, 3, o->source);
     sqlite3_bind_int64(st, 4, o->time_ms);
-    sqlite3_bind_blob64(st, 5, o->payload ? o->payload : "", o->payload_len, SQLITE_STATIC);
+    sqlite3_bind_blob64(st, 5, payload, plen, SQLITE_STATIC);
     bind_text_or_null(st, 6, o->meta);
     bind_text_or_null(st, 7, o->hints);
     sqlite3_bind_int(st, 8, refs);
+    sqlite3_bind_int(st, 9, codec);
     CHECK(step_done(st));
     *eid = sqlite3_last_insert_rowid(s->wdb);
     return SQLITE_OK;
@@ -1060,7 +1122,7 @@ static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames)
     pthread_mutex_lock(&s->ck_mu);
     s->ck_commits++;
     pthread_mutex_unlock(&s->ck_mu);
-    if (frames >= CHECKPOINT_FRAMES) {
+    if ((int64_t)frames * s->page_size >= CHECKPOINT_BYTES) {
         s->wal_full = 1; /* checkpointed once the batch's callbacks are on their way */
     }
     return SQLITE_OK;
@@ -1341,12 +1403,22 @@ static void barrier(px_spool *s)
 }
 
 
+/* Frees the compression contexts and buffers (their threads are done with them). */
+static void free_codecs(px_spool *s)
+{
+    ZSTD_freeCCtx(s->zc);
+    ZSTD_freeDCtx(s->zd);
+    free(s->zbuf);
+    free(s->rbuf);
+}
+
 static void on_close(uv_handle_t *h)
 {
     px_spool *s = h->data;
     if (--s->open_handles > 0) {
         return;
     }
+    free_codecs(s);
     counts_free(&s->pending);
     counts_free(&s->queued_rows);
     free(s->pq);
@@ -1395,6 +1467,7 @@ static px_spool *spool_new(uv_loop_t *loop, const char *dir, const px_spool_opti
     s->path = px_xasprintf("%s/spool.db", dir);
     s->dedupe_window_ms = opt->dedupe_window_ms;
     s->max_queue = opt->max_queue ? opt->max_queue : DEFAULT_MAX_QUEUE;
+    s->compress = opt->compress == PX_COMPRESS_ZSTD;
     s->writable = 1;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv_work, NULL);
@@ -1410,6 +1483,7 @@ static void spool_free_unstarted(px_spool *s)
     sqlite3_close(s->cdb);
     sqlite3_close(s->rdb);
     sqlite3_close(s->wdb);
+    free_codecs(s);
     pthread_cond_destroy(&s->ck_cv);
     pthread_mutex_destroy(&s->ck_mu);
     counts_free(&s->pending);
@@ -1435,10 +1509,10 @@ static int open_writer_db(px_spool *s, const px_spool_options *opt, char *err, s
     sqlite3_busy_timeout(s->wdb, 5000);
     char sql[256];
     snprintf(sql, sizeof(sql),
-             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA journal_size_limit=%u;"
-             "PRAGMA wal_autocheckpoint=0;",
-             opt->durability == PX_DURABILITY_FSYNC ? "FULL" : "NORMAL",
-             PX_SPOOL_WAL_LIMIT_BYTES);
+             "PRAGMA page_size=%d; PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
+             "PRAGMA journal_size_limit=%u; PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-%d;",
+             NEW_PAGE_SIZE, opt->durability == PX_DURABILITY_FSYNC ? "FULL" : "NORMAL",
+             PX_SPOOL_WAL_LIMIT_BYTES, WRITER_CACHE_KIB);
     char e2[256];
     if (exec_sql(s->wdb, sql, e2, sizeof(e2)) != SQLITE_OK) {
         snprintf(err, errlen, "%s: %s", s->path, e2);
@@ -1447,6 +1521,7 @@ static int open_writer_db(px_spool *s, const px_spool_options *opt, char *err, s
     if (migrate(s->wdb, s->path, err, errlen) < 0) {
         return -1;
     }
+    s->page_size = (int)query_int(s->wdb, "PRAGMA page_size", 4096);
     int64_t max_id = query_int(s->wdb, "SELECT max(id) FROM deliveries", 0);
     int64_t hwm = query_int(s->wdb, "SELECT v FROM meta WHERE k='last_delivery_id'", 0);
     s->next_id = (max_id > hwm ? max_id : hwm) + 1;
@@ -1887,6 +1962,38 @@ static const char *col_text(sqlite3_stmt *st, int i)
     return (const char *)sqlite3_column_text(st, i);
 }
 
+/* The payload stored as a zstd frame in column `col` of the row st is on (codec 1), as it was
+ * put: decompressed into s->rbuf, valid until the next call, NUL-terminated; *len its length.
+ * NULL when the frame does not decompress (logged). */
+static const char *unpack_payload(px_spool *s, sqlite3_stmt *st, int col, size_t *len)
+{
+    const char *p = (const char *)sqlite3_column_blob(st, col);
+    size_t n = (size_t)sqlite3_column_bytes(st, col);
+    unsigned long long size = ZSTD_getFrameContentSize(p, n);
+    if (!s->zd) {
+        s->zd = ZSTD_createDCtx();
+    }
+    if (!p || !s->zd || size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN ||
+        size >= SIZE_MAX) {
+        PX_LOG_ERR(LOG_MOD, "stored payload does not decompress bytes=%zu", n);
+        return NULL;
+    }
+    if (size + 1 > s->rcap) {
+        free(s->rbuf);
+        s->rcap = (size_t)size + 1;
+        s->rbuf = px_xmalloc(s->rcap);
+    }
+    size_t got = ZSTD_decompressDCtx(s->zd, s->rbuf, s->rcap, p, n);
+    if (ZSTD_isError(got) || got != size) {
+        PX_LOG_ERR(LOG_MOD, "stored payload does not decompress bytes=%zu err=%s", n,
+                   ZSTD_isError(got) ? ZSTD_getErrorName(got) : "size");
+        return NULL;
+    }
+    s->rbuf[got] = '\0';
+    *len = got;
+    return s->rbuf;
+}
+
 int px_spool_load(px_spool *s, const char *sink, int64_t after_id, size_t max,
                   void (*cb)(const px_spool_loaded *d, void *arg), void *arg)
 {
@@ -1896,7 +2003,7 @@ int px_spool_load(px_spool *s, const char *sink, int64_t after_id, size_t max,
     barrier(s);
     static const char sql[] =
         "SELECT d.id, d.pipeline, d.sink, d.action, d.params, d.attempts, d.next_at_ms, "
-        "d.last_error, e.id, e.type, e.source, e.time_ms, e.payload, e.meta, e.hints "
+        "d.last_error, e.id, e.type, e.source, e.time_ms, e.payload, e.meta, e.hints, e.codec "
         "FROM deliveries d JOIN events e ON e.eid = d.event "
         "WHERE d.sink = ?1 AND d.id > ?2 ORDER BY d.id LIMIT ?3";
     if (!s->rload &&
@@ -1925,8 +2032,16 @@ int px_spool_load(px_spool *s, const char *sink, int64_t after_id, size_t max,
         d.ev.type = col_text(st, 9);
         d.ev.source = col_text(st, 10);
         d.ev.time_ms = sqlite3_column_int64(st, 11);
-        d.ev.payload = col_text(st, 12);
-        d.ev.payload_len = (size_t)sqlite3_column_bytes(st, 12);
+        if (sqlite3_column_int(st, 15) == 1) {
+            d.ev.payload = unpack_payload(s, st, 12, &d.ev.payload_len);
+            if (!d.ev.payload) {
+                rc = SQLITE_CORRUPT;
+                break;
+            }
+        } else {
+            d.ev.payload = col_text(st, 12);
+            d.ev.payload_len = (size_t)sqlite3_column_bytes(st, 12);
+        }
         if (!d.ev.payload) {
             d.ev.payload = "";
         }
@@ -2031,7 +2146,7 @@ static json_t *col_json_str(sqlite3_stmt *st, int i)
 /* Columns shared by list and show. */
 #define DLQ_COLS                                                                              \
     "SELECT x.id, e.id, e.type, e.source, x.pipeline, x.sink, x.action, x.reason, x.attempts, " \
-    "x.died_at, e.time_ms, e.payload, x.params, e.meta, e.hints, x.delivery_id "              \
+    "x.died_at, e.time_ms, e.payload, x.params, e.meta, e.hints, x.delivery_id, e.codec "     \
     "FROM dead x JOIN events e ON e.eid = x.event "
 
 static json_t *dlq_row(sqlite3_stmt *st)
@@ -2147,9 +2262,12 @@ int px_spool_dlq_show(px_spool *s, int64_t id, json_t **out)
     }
     o = dlq_row(st);
     json_object_set_new(o, "time", json_integer(sqlite3_column_int64(st, 10)));
-    json_object_set_new(o, "payload",
-                        px__store_json_or_text((const char *)sqlite3_column_blob(st, 11),
-                                               (size_t)sqlite3_column_bytes(st, 11)));
+    const char *payload = (const char *)sqlite3_column_blob(st, 11);
+    size_t plen = (size_t)sqlite3_column_bytes(st, 11);
+    if (sqlite3_column_int(st, 16) == 1 && !(payload = unpack_payload(s, st, 11, &plen))) {
+        goto done;
+    }
+    json_object_set_new(o, "payload", px__store_json_or_text(payload, plen));
     const char *t = col_text(st, 12);
     json_object_set_new(o, "params", px__store_json_or_text(t, t ? strlen(t) : 0));
     t = col_text(st, 13);

@@ -31,6 +31,9 @@ typedef struct px_spool_options {
     size_t max_queue;          /* puts (and dead_raw) queued and not yet committed before
                                   px_spool_put refuses with PX_EBUSY; 0 = 65536. Their copies
                                   are also capped at 64 MiB in total. */
+    int compress;              /* enum px_compress (config.h): PX_COMPRESS_ZSTD stores payloads
+                                  as zstd frames when that makes them smaller (each row says how
+                                  it is stored, so rows of either kind are read back alike) */
 } px_spool_options;
 
 /* Opens (creating `dir` (borrowed) and the database when missing, migrating an older schema) and

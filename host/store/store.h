@@ -180,6 +180,8 @@ typedef struct px_store_options {
     uint64_t dedupe_window_ms; /* how long a dedupe key is unique; 0 = dedupe disabled */
     size_t max_queue;          /* puts queued and not yet persisted before put refuses with
                                   PX_EBUSY; 0 = the backend's default */
+    int compress;              /* enum px_compress (config.h): how the SQLite store keeps event
+                                  payloads; other backends ignore it */
     /* what a backend shared by several hosts records of this one (borrowed for the open call;
        NULL = ""); one-host backends ignore them */
     const char *host_id;     /* unique per host; see config.h px_host_cfg.host_id */

@@ -8,6 +8,7 @@ int px_store_open_config(uv_loop_t *loop, const px_config *cfg, px_store **out, 
 {
     px_store_options so = {.durability = cfg->durability,
                            .dedupe_window_ms = cfg->dedupe_window_ms,
+                           .compress = cfg->spool_compress,
                            .host_id = cfg->host_id,
                            .version = PX_VERSION,
                            .config_hash = cfg->hash,

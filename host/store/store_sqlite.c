@@ -235,7 +235,8 @@ int px_store_open_sqlite(uv_loop_t *loop, const char *dir, const px_store_option
     if (opt) {
         so = (px_spool_options){.durability = opt->durability,
                                 .dedupe_window_ms = opt->dedupe_window_ms,
-                                .max_queue = opt->max_queue};
+                                .max_queue = opt->max_queue,
+                                .compress = opt->compress};
     }
     px_spool *spool = NULL;
     int rc = px_spool_open(loop, dir, &so, &spool, err, errlen);

@@ -210,9 +210,10 @@ pipelines:
     to: { sink: out }
     retry: { attempts: 1000, backoff: 100ms, max_backoff: 200ms }
 """
+    # 2 MiB: an empty spool takes some 0.5 MiB (16 KiB pages), 400 events of 8 KB far more
     h = Host(cfg.replace("@BLOB@", "x" * 8000))
     small = h.path("small")
-    if os.geteuid() != 0 or not _mount_tmpfs(small, "1m"):
+    if os.geteuid() != 0 or not _mount_tmpfs(small, "2m"):
         raise AssertionError("this test needs root to mount a small tmpfs")
     try:
         open(h.path("down"), "w").close()

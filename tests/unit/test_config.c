@@ -970,6 +970,27 @@ static void test_store(void)
                "test.yaml:3:18: host.store.lease: at least 1s");
 }
 
+/* host.spool.compress: none by default, zstd on request, nothing else; sqlite store only. */
+static void test_spool_compress(void)
+{
+    px_config *cfg = parse("version: 1\n");
+    PX_ASSERT(cfg != NULL);
+    PX_ASSERT_INT_EQ(cfg->spool_compress, PX_COMPRESS_NONE);
+    px_config_destroy(cfg);
+    cfg = parse("version: 1\nhost:\n  spool: {compress: zstd}\n");
+    PX_ASSERT(cfg != NULL);
+    PX_ASSERT_INT_EQ(cfg->spool_compress, PX_COMPRESS_ZSTD);
+    px_config_destroy(cfg);
+    EXPECT_ERR("version: 1\nhost:\n  spool: {compress: gzip}\n",
+               "test.yaml:3:21: host.spool.compress: expected none or zstd, got \"gzip\"");
+    EXPECT_ERR("version: 1\nhost:\n  spool: {compres: zstd}\n",
+               "test.yaml:3:11: unknown key \"compres\" in host.spool, did you mean \"compress\"?");
+    EXPECT_ERR("version: 1\nhost:\n  store: {type: postgres, url: \"host=127.0.0.1\"}\n"
+               "  spool: {compress: zstd}\n",
+               "test.yaml:4:21: host.spool.compress: only the sqlite store compresses payloads");
+    px_log_clear_secrets();
+}
+
 static void test_bad_default(void)
 {
     static const px_option bad[] = {
@@ -1184,7 +1205,7 @@ static void test_admin_auth(void)
     }
 }
 
-PX_TEST_MAIN(PX_TEST(test_full_config), PX_TEST(test_defaults), PX_TEST(test_scalar_typing),
+PX_TEST_MAIN(PX_TEST(test_full_config), PX_TEST(test_spool_compress), PX_TEST(test_defaults), PX_TEST(test_scalar_typing),
              PX_TEST(test_err_syntax), PX_TEST(test_err_top_level),
              PX_TEST(test_plugin_trust_and_absolute_paths), PX_TEST(test_err_host),
              PX_TEST(test_err_instances), PX_TEST(test_err_pipelines), PX_TEST(test_env_expansion),

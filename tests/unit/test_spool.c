@@ -1309,6 +1309,183 @@ static void test_wal_bounded(void)
     PX_ASSERT_INT_EQ(fx_done(&f), 0);
 }
 
+/* ---- payload compression and the schema before it ------------------------------------------ */
+
+typedef struct loaded_bytes {
+    int n;
+    int64_t ids[8];
+    size_t len[8];
+    char payload[8][8192];
+} loaded_bytes;
+
+static void on_load_bytes(const px_spool_loaded *d, void *arg)
+{
+    loaded_bytes *l = arg;
+    if (l->n >= 8 || d->ev.payload_len > sizeof(l->payload[0])) {
+        return;
+    }
+    l->ids[l->n] = d->id;
+    l->len[l->n] = d->ev.payload_len;
+    memcpy(l->payload[l->n], d->ev.payload, d->ev.payload_len);
+    l->n++;
+}
+
+/* A JSON text of about 3 KB (compresses well), a short one, and bytes that are not text. */
+static size_t sample_payload(int which, char *buf, size_t cap)
+{
+    if (which == 0) {
+        size_t n = (size_t)snprintf(buf, cap, "{\"items\":[");
+        for (int i = 0; i < 40; i++) {
+            n += (size_t)snprintf(buf + n, cap - n, "%s{\"sku\":\"A-%04d\",\"qty\":%d,\"note\":"
+                                  "\"the same words again\"}", i ? "," : "", i * 7, i);
+        }
+        n += (size_t)snprintf(buf + n, cap - n, "]}");
+        return n;
+    }
+    if (which == 1) {
+        return (size_t)snprintf(buf, cap, "{\"a\":1}");
+    }
+    for (size_t i = 0; i < 600; i++) {
+        buf[i] = (char)((i * 131 + 7) & 0xff); /* NULs and bytes above 0x7f included */
+    }
+    return 600;
+}
+
+static int64_t put_payload(fixture *f, const char *id, const char *payload, size_t len,
+                           results *r, put_ctx *c)
+{
+    px_spool_event ev = mk_event(id, "src", NULL, "");
+    ev.payload = payload;
+    ev.payload_len = len;
+    px_spool_row row = mk_row("z", NULL);
+    int want = r->n + 1;
+    if (px_spool_put(f->s, &ev, &row, 1, on_put, c) != 0 || !spin_until(f, &r->n, want)) {
+        return -1;
+    }
+    return r->status[c->idx] == PX_SPOOL_STORED ? row.id : -1;
+}
+
+/* With compress: zstd, a payload worth compressing is stored as a smaller zstd frame and read
+ * back byte for byte, by load and by dlq show; a short one is stored as given. Reopened without
+ * compression, the compressed rows still read back and new rows are stored as given. */
+static void test_compressed_payloads(void)
+{
+    px_spool_options zopt = {PX_DURABILITY_NORMAL, 0, 0, PX_COMPRESS_ZSTD};
+    fixture f;
+    PX_ASSERT_INT_EQ(fx_init(&f, &zopt), 0);
+    static char p[4][8192];
+    size_t plen[4];
+    for (int i = 0; i < 3; i++) {
+        plen[i] = sample_payload(i, p[i], sizeof(p[i]));
+    }
+    static results r;
+    memset(&r, 0, sizeof(r));
+    put_ctx c[4] = {{&r, 0}, {&r, 1}, {&r, 2}, {&r, 3}};
+    int64_t ids[4];
+    for (int i = 0; i < 3; i++) {
+        char evid[8];
+        snprintf(evid, sizeof(evid), "z%d", i);
+        ids[i] = put_payload(&f, evid, p[i], plen[i], &r, &c[i]);
+        PX_ASSERT(ids[i] > 0);
+    }
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT codec FROM events WHERE id='z0'"), 1);
+    PX_ASSERT(count_rows(f.s, "SELECT length(payload) FROM events WHERE id='z0'") <
+              (int64_t)plen[0] / 3);
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT codec FROM events WHERE id='z1'"), 0);
+    static loaded_bytes l;
+    memset(&l, 0, sizeof(l));
+    PX_ASSERT_INT_EQ(px_spool_load(f.s, "z", 0, 10, on_load_bytes, &l), 3);
+    for (int i = 0; i < 3; i++) {
+        PX_ASSERT_INT_EQ(l.ids[i], ids[i]);
+        PX_ASSERT_INT_EQ(l.len[i], plen[i]);
+        PX_ASSERT(memcmp(l.payload[i], p[i], plen[i]) == 0);
+    }
+    fx_close_spool(&f);
+
+    PX_ASSERT_INT_EQ(fx_open(&f, NULL), 0); /* compression off now */
+    plen[3] = sample_payload(0, p[3], sizeof(p[3]));
+    ids[3] = put_payload(&f, "z3", p[3], plen[3], &r, &c[3]);
+    PX_ASSERT(ids[3] > 0);
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT codec FROM events WHERE id='z3'"), 0);
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT length(payload) FROM events WHERE id='z3'"),
+                     (int64_t)plen[3]);
+    memset(&l, 0, sizeof(l));
+    PX_ASSERT_INT_EQ(px_spool_load(f.s, "z", 0, 10, on_load_bytes, &l), 4);
+    for (int i = 0; i < 4; i++) {
+        PX_ASSERT_INT_EQ(l.len[i], plen[i]);
+        PX_ASSERT(memcmp(l.payload[i], p[i], plen[i]) == 0);
+    }
+    /* a dead letter shows the payload as it was put */
+    px_spool_mark_dead(f.s, ids[0], 1, "no");
+    json_t *shown = NULL;
+    PX_ASSERT_INT_EQ(px_spool_dlq_show(f.s, ids[0], &shown), 0);
+    json_t *want = json_loadb(p[0], plen[0], 0, NULL);
+    PX_ASSERT(want != NULL);
+    PX_ASSERT(json_equal(json_object_get(shown, "payload"), want));
+    json_decref(want);
+    json_decref(shown);
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
+/* A database of schema 3 (4 KiB pages, no codec column) opens with its pending event, which
+ * reads back as it was; it keeps its page size; new rows in it may be compressed. A new database
+ * gets 16 KiB pages. */
+static void test_schema3_migrated(void)
+{
+    fixture f;
+    memset(&f, 0, sizeof(f));
+    snprintf(f.dir, sizeof(f.dir), "/tmp/px_spool_XXXXXX");
+    PX_ASSERT(mkdtemp(f.dir) != NULL);
+    uv_loop_init(&f.loop);
+    char path[96];
+    snprintf(path, sizeof(path), "%s/spool.db", f.dir);
+    sqlite3 *db = NULL;
+    PX_ASSERT_INT_EQ(sqlite3_open(path, &db), SQLITE_OK);
+    PX_ASSERT_INT_EQ(exec_sql(db, "PRAGMA page_size=4096; PRAGMA journal_mode=WAL;", NULL, 0),
+                     SQLITE_OK);
+    for (int v = 0; v < 3; v++) {
+        PX_ASSERT_INT_EQ(exec_sql(db, migrations[v], NULL, 0), SQLITE_OK);
+    }
+    PX_ASSERT_INT_EQ(
+        exec_sql(db,
+                 "PRAGMA user_version=3;"
+                 "INSERT INTO events(eid, id, type, source, time_ms, payload, refs) VALUES"
+                 " (1, 'old', 't', 's', 1, CAST('{\"kept\":true}' AS BLOB), 1);"
+                 "INSERT INTO deliveries(id, event, pipeline, sink, action, params) VALUES"
+                 " (5, 1, 'p', 'z', '', '{}');"
+                 "INSERT OR REPLACE INTO meta(k, v) VALUES('last_delivery_id', 5);",
+                 NULL, 0),
+        SQLITE_OK);
+    sqlite3_close(db);
+
+    px_spool_options zopt = {PX_DURABILITY_NORMAL, 0, 0, PX_COMPRESS_ZSTD};
+    PX_ASSERT_INT_EQ(fx_open(&f, &zopt), 0);
+    PX_ASSERT_INT_EQ(count_rows(f.s, "PRAGMA user_version"), SCHEMA_VERSION);
+    PX_ASSERT_INT_EQ(count_rows(f.s, "PRAGMA page_size"), 4096);
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT codec FROM events WHERE id='old'"), 0);
+    static char p[8192];
+    size_t plen = sample_payload(0, p, sizeof(p));
+    static results r;
+    memset(&r, 0, sizeof(r));
+    put_ctx c = {&r, 0};
+    int64_t id = put_payload(&f, "new", p, plen, &r, &c);
+    PX_ASSERT(id > 5);
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT codec FROM events WHERE id='new'"), 1);
+    static loaded_bytes l;
+    memset(&l, 0, sizeof(l));
+    PX_ASSERT_INT_EQ(px_spool_load(f.s, "z", 0, 10, on_load_bytes, &l), 2);
+    PX_ASSERT_INT_EQ(l.ids[0], 5);
+    PX_ASSERT_INT_EQ(l.len[0], strlen("{\"kept\":true}"));
+    PX_ASSERT(memcmp(l.payload[0], "{\"kept\":true}", l.len[0]) == 0);
+    PX_ASSERT_INT_EQ(l.len[1], plen);
+    PX_ASSERT(memcmp(l.payload[1], p, plen) == 0);
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+
+    PX_ASSERT_INT_EQ(fx_init(&f, NULL), 0);
+    PX_ASSERT_INT_EQ(count_rows(f.s, "PRAGMA page_size"), NEW_PAGE_SIZE);
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
 PX_TEST_MAIN(PX_TEST(test_put_and_load), PX_TEST(test_mark_done),
              PX_TEST(test_done_before_commit_is_elided), PX_TEST(test_mark_retry),
              PX_TEST(test_dead_letters), PX_TEST(test_replay_and_purge), PX_TEST(test_dedupe),
@@ -1318,4 +1495,5 @@ PX_TEST_MAIN(PX_TEST(test_put_and_load), PX_TEST(test_mark_done),
              PX_TEST(test_paging),
              PX_TEST(test_open_errors), PX_TEST(test_note_crash),
              PX_TEST(test_pending_accessor), PX_TEST(test_wal_bounded),
-             PX_TEST(test_dead_letter_ids), PX_TEST(test_dead_letter_ids_migrated))
+             PX_TEST(test_dead_letter_ids), PX_TEST(test_dead_letter_ids_migrated),
+             PX_TEST(test_compressed_payloads), PX_TEST(test_schema3_migrated))
