@@ -263,24 +263,28 @@ static void break_lines(char *dst, const char *src, size_t n)
     }
 }
 
+/* 0x80 in each byte of x that is zero, 0 in the others. */
+static uint64_t zero_bytes(uint64_t x)
+{
+    const uint64_t lows = 0x7f7f7f7f7f7f7f7fu;
+    return ~(((x & lows) + lows) | x | lows);
+}
+
 /* Appends the payload text: its line breaks (only whitespace between tokens in JSON text)
- * become spaces, so the line stays one line. Copied eight bytes at a time; only the words that
- * hold a line break are copied byte by byte. Room is reserved by the caller. */
+ * become spaces, so the line stays one line. Eight bytes at a time, without branches: a mask of
+ * the bytes that are '\n' or '\r' picks a space for them. Room is reserved by the caller. */
 static void batch_add_payload(fsink *f, const char *text, size_t len)
 {
-    static const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    const uint64_t ones = 0x0101010101010101u;
     char *p = f->batch + f->batch_len;
     size_t i = 0;
     for (; i + 8 <= len; i += 8) {
-        uint64_t w, nl, cr;
+        uint64_t w;
         memcpy(&w, text + i, 8);
-        nl = w ^ (ones * '\n');
-        cr = w ^ (ones * '\r');
-        if (((nl - ones) & ~nl & highs) | ((cr - ones) & ~cr & highs)) {
-            break_lines(p + i, text + i, 8);
-        } else {
-            memcpy(p + i, &w, 8);
-        }
+        uint64_t hit = zero_bytes(w ^ (ones * '\n')) | zero_bytes(w ^ (ones * '\r'));
+        uint64_t mask = (hit >> 7) * 0xff;
+        w = (w & ~mask) | ((ones * ' ') & mask);
+        memcpy(p + i, &w, 8);
     }
     break_lines(p + i, text + i, len - i);
     f->batch_len += len;
