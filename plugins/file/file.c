@@ -599,6 +599,9 @@ static void file_destroy(void *state)
     if (f->fd >= 0) {
         close(f->fd);
     }
+    free(f->batch);
+    free(f->waiting);
+    free(f->ends);
     free(f->path);
     free(f);
 }
