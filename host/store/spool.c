@@ -1691,17 +1691,18 @@ int px_spool_put(px_spool *s, const px_spool_event *ev, px_spool_row *rows, size
     if (!s || !ev || (n > 0 && !rows)) {
         return PX_EINVAL;
     }
-    pthread_mutex_lock(&s->mu);
-    int rc = admit(s);
-    pthread_mutex_unlock(&s->mu);
-    if (rc < 0) {
-        return rc;
-    }
+    /* built before taking the lock, so a put locks once; a refused one was built for nothing */
     op *o = op_from_event(ev, rows, n, NULL, NULL, NULL);
     o->kind = OP_PUT;
     o->cb = cb;
     o->arg = arg;
     pthread_mutex_lock(&s->mu);
+    int rc = admit(s);
+    if (rc < 0) {
+        pthread_mutex_unlock(&s->mu);
+        free(o);
+        return rc;
+    }
     for (size_t i = 0; i < n; i++) {
         rows[i].id = o->rows[i].id = s->next_id++;
         counts_add(&s->queued_rows, o->rows[i].sink, 1);
