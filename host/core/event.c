@@ -2,6 +2,7 @@
 #include "clock.h"
 #include "event.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -9,7 +10,26 @@
 
 #include "mem.h"
 
-/* Ids are unique within a host and sortable by creation: ms time, pid, counter. */
+/* v in lowercase hex, zero-padded to at least width digits, as printf's "%0*llx" writes it.
+ * Returns the number of characters written (at most 16, or width). */
+static size_t put_hex(char *out, uint64_t v, size_t width)
+{
+    char tmp[16];
+    size_t n = 0;
+    do {
+        tmp[n++] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v);
+    size_t pad = width > n ? width - n : 0;
+    memset(out, '0', pad);
+    for (size_t i = 0; i < n; i++) {
+        out[pad + i] = tmp[n - 1 - i];
+    }
+    return pad + n;
+}
+
+/* Ids are unique within a host and sortable by creation: ms time, pid, counter
+ * ("%011llx-%05x-%08x", written without printf: one is made per event). */
 static char *new_id(int64_t ms)
 {
     static uint32_t counter;
@@ -17,8 +37,16 @@ static char *new_id(int64_t ms)
     if (!pid) {
         pid = getpid();
     }
-    return px_xasprintf("%011llx-%05x-%08x", (unsigned long long)ms, (unsigned)pid & 0xfffff,
-                        ++counter);
+    char buf[48];
+    size_t n = put_hex(buf, (uint64_t)ms, 11);
+    buf[n++] = '-';
+    n += put_hex(buf + n, (unsigned)pid & 0xfffff, 5);
+    buf[n++] = '-';
+    n += put_hex(buf + n, ++counter, 8);
+    char *id = px_xmalloc(n + 1);
+    memcpy(id, buf, n);
+    id[n] = '\0';
+    return id;
 }
 
 /* An event with its id, time, type and source set; no payload yet. */

@@ -102,7 +102,7 @@ enum { MATCH_OK = 0, MATCH_NONE = 404, MATCH_METHOD = 405 };
 struct conn {
     uv_tcp_t tcp;
     uv_timer_t timer;   /* one deadline per state: request (header, body progress and the whole
-                         * request), idle, write, linger */
+                         * request), idle, write, linger; see conn_timer */
     uv_write_t wreq;    /* the response */
     uv_write_t creq;    /* "100 Continue" */
     uv_shutdown_t sreq; /* FIN before closing */
@@ -133,6 +133,8 @@ struct conn {
     gbuf obody; /* response body the socket did not take at once */
     gbuf xhdr;  /* response headers added with px_http_set_header */
     uint64_t deadline;  /* loop time by which the current request must be complete */
+    uint64_t due;       /* loop time the current state's deadline falls due; 0 = none */
+    uint64_t timer_at;  /* loop time the timer is set for, while it is active */
     uint64_t route_gen; /* route match cached at headers-complete, valid while gen unchanged */
     size_t route_idx;
     int route_match;
@@ -412,6 +414,26 @@ static int route_lookup(const px_http_server *srv, const char *method, const cha
 static const http_parser_settings parser_settings;
 static void on_timer(uv_timer_t *t);
 
+/* Sets the current state's deadline ms from now. A kept-alive request changes deadline three
+ * times (request, handler, idle), and moving a libuv timer is a heap update each time, so the
+ * timer is moved only when it must fire sooner; when it fires early it is set again for what is
+ * left (on_timer). */
+static void conn_timer(conn *c, uint64_t ms)
+{
+    uint64_t now = uv_now(c->srv->loop);
+    c->due = now + ms;
+    if (!uv_is_active((uv_handle_t *)&c->timer) || c->timer_at > c->due) {
+        uv_timer_start(&c->timer, on_timer, ms, 0);
+        c->timer_at = c->due;
+    }
+}
+
+/* The current state has no deadline: a timer still set finds nothing due and stays idle. */
+static void conn_timer_clear(conn *c)
+{
+    c->due = 0;
+}
+
 /* Starts the request's clock: it must be complete within request_timeout_ms from now. */
 static void request_deadline_start(conn *c)
 {
@@ -426,7 +448,7 @@ static void request_timer_start(conn *c)
     uint64_t now = uv_now(c->srv->loop);
     uint64_t left = c->deadline > now ? c->deadline - now : 0;
     uint64_t ms = c->srv->opt.header_timeout_ms;
-    uv_timer_start(&c->timer, on_timer, left < ms ? left : ms, 0);
+    conn_timer(c, left < ms ? left : ms);
 }
 static void conn_process(conn *c);
 
@@ -589,7 +611,7 @@ static void conn_linger(conn *c)
         conn_close(c);
         return;
     }
-    uv_timer_start(&c->timer, on_timer, LINGER_MS, 0);
+    conn_timer(c, LINGER_MS);
     start_reading(c);
 }
 
@@ -613,7 +635,7 @@ static void conn_sent(conn *c)
     conn_reset_request(c);
     c->state = CS_IDLE;
     c->timer_idle = 1;
-    uv_timer_start(&c->timer, on_timer, c->srv->opt.idle_timeout_ms, 0);
+    conn_timer(c, c->srv->opt.idle_timeout_ms);
     start_reading(c);
     if (!c->closing && !c->in_process && c->rpos < c->rlen) {
         conn_process(c);
@@ -701,7 +723,7 @@ static void conn_send(conn *c, int status, const char *ctype, const char *body, 
         conn_close(c);
         return;
     }
-    uv_timer_start(&c->timer, on_timer, srv->opt.idle_timeout_ms, 0);
+    conn_timer(c, srv->opt.idle_timeout_ms);
 }
 
 /* An answer the server makes itself ({"error":"reason"}); the connection closes after it. */
@@ -803,6 +825,16 @@ static void start_reading(conn *c)
 static void on_timer(uv_timer_t *t)
 {
     conn *c = t->data;
+    if (c->due == 0) {
+        return; /* the deadline it was set for is gone */
+    }
+    uint64_t now = uv_now(t->loop);
+    if (now < c->due) {
+        uv_timer_start(t, on_timer, c->due - now, 0); /* set early: the rest */
+        c->timer_at = c->due;
+        return;
+    }
+    c->due = 0;
     switch (c->state) {
     case CS_HEAD:
     case CS_BODY:
@@ -824,7 +856,7 @@ static void conn_dispatch(conn *c)
     px_http_request *req = &c->req;
     c->state = CS_HANDLER;
     c->pending = 1;
-    uv_timer_stop(&c->timer);
+    conn_timer_clear(c);
     size_t idx = 0;
     int m = c->route_match;
     if (c->route_gen == srv->route_gen) {
@@ -1316,7 +1348,7 @@ int px_http_stream_start(px_http_request *req, int status, const char *content_t
     gbuf_adds(h, "\r\n");
     int size = STREAM_SNDBUF;
     uv_send_buffer_size((uv_handle_t *)&c->tcp, &size);
-    uv_timer_stop(&c->timer);
+    conn_timer_clear(c);
     start_reading(c); /* to see the client leave */
     stream_flush(c);
     return 0;
