@@ -684,6 +684,114 @@ static void test_frames_write_sends_everything_in_order(void)
     notification_frames_free(&b);
 }
 
+/* --- notification_quick_body: the usual short form in one pass ----------------------------- */
+
+/* 1 when quick_body agrees with notification_build + notification_body on params: the same bytes
+ * (whole, cut short, and measured with no buffer), or 0 from it. Sets *taken to whether it
+ * wrote the body itself. */
+static int quick_agrees(uint64_t *s, const json_t *params, int *taken)
+{
+    size_t q = notification_quick_body(params, NULL, 0);
+    *taken = q > 0;
+    if (!q) {
+        return 1;
+    }
+    json_t *msg = NULL;
+    char why[300] = "";
+    if (notification_build(params, &msg, why, sizeof(why)) < 0) {
+        fprintf(stderr, "quick_body wrote a message notification_build refuses: %s\n", why);
+        return 0;
+    }
+    size_t n = notification_body(msg, NULL, 0), cut = rnd_below(s, n);
+    char *want = malloc(n), *got = malloc(n), *part = malloc(cut + 1);
+    notification_body(msg, want, n);
+    int same = q == n && notification_quick_body(params, got, n) == n &&
+               memcmp(got, want, n) == 0 && notification_quick_body(params, part, cut) == n &&
+               memcmp(part, want, cut) == 0;
+    if (!same) {
+        char *text = json_dumps(params, JSON_COMPACT | JSON_ENSURE_ASCII);
+        fprintf(stderr, "quick_body differs for %.2000s\n", text ? text : "?");
+        free(text);
+    }
+    json_decref(msg);
+    free(want);
+    free(got);
+    free(part);
+    return same;
+}
+
+static void test_quick_body_is_the_built_body(void)
+{
+    /* Hand-made cases: taken (1) or left to notification_build (0). */
+    static const struct {
+        const char *params;
+        int taken;
+    } cases[] = {
+        {"{\"name\":\"USER_INVITEUSER\",\"to\":\"user1@example.com\",\"to_name\":\"Ana\","
+         "\"macros\":{\"FNAME\":\"Ana\",\"SEQ\":\"1\"}}",
+         1},
+        {"{\"name\":\"N\",\"tos\":[\"a@example.com\",null,\"\",{\"email\":\"b@example.org\"},"
+         "{\"email\":\"c@example.net\",\"name\":\"\"},{\"email\":null,\"name\":\"x\"},"
+         "{\"email\":\"d@example.com\",\"name\":\"D\"}],\"to\":\"e@example.com\","
+         "\"email\":[\"f@example.com\"],\"to_name\":\"T\",\"locale\":\"pt-BR\",\"macros\":{}}",
+         1},
+        {"{\"name\":\"N\",\"to\":\"a@example.com\",\"to_name\":\"\",\"macros\":\"\","
+         "\"locale\":null}",
+         1},
+        {"{\"name\":\"N\",\"to\":\"a@example.com\",\"macros\":{\"A\":1}}", 0},
+        {"{\"name\":\"N\",\"to\":\"not an address\"}", 0},
+        {"{\"name\":\"N\",\"to\":null}", 0},
+        {"{\"name\":\"N\",\"to\":\"a@example.com\",\"phone\":\"+1 409-685-4167\"}", 0},
+        {"{\"name\":\"N\",\"to\":\"a@example.com\",\"ccs\":\"c@example.com\"}", 0},
+        {"{\"name\":\"N\",\"to\":\"a@example.com\",\"unknown\":1}", 0},
+        {"{\"name\":\"N\",\"to\":\"a@example.com\",\"collectionId\":7}", 0},
+        {"{\"name\":\"N\",\"to\":[[\"a@example.com\"]]}", 0},
+        {"{\"name\":\"N\",\"to\":{\"email\":\"a@example.com\",\"extra\":1}}", 0},
+        {"{\"name\":\"N\",\"to\":{\"email\":\"a@example.com\",\"name\":5}}", 0},
+        {"{\"name\":\"N\",\"to\":5}", 0},
+        {"{\"name\":\"\",\"to\":\"a@example.com\"}", 0},
+        {"{\"name\":7,\"to\":\"a@example.com\"}", 0},
+        {"{\"name\":\"N\",\"to\":\"a@example.com\",\"locale\":3}", 0},
+        {"{\"name\":\"N\",\"to\":\"a@example.com\",\"to_name\":4}", 0},
+        {"{\"name\":\"N\",\"recipients\":[{\"to\":\"a@example.com\"}]}", 0},
+        {"{\"notification\":{\"name\":\"N\",\"recipients\":[{\"to\":\"a@example.com\"}]}}", 0},
+        {"[1]", 0},
+    };
+    uint64_t seed = 0x3c6ef372fe94f82bULL;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *p = parse(cases[i].params);
+        int taken = -1, same = quick_agrees(&seed, p, &taken);
+        json_decref(p);
+        if (taken != cases[i].taken) {
+            fprintf(stderr, "case %zu: taken %d, expected %d\n", i, taken, cases[i].taken);
+        }
+        PX_ASSERT(same);
+        PX_ASSERT_INT_EQ(taken, cases[i].taken);
+    }
+    /* A name with a NUL inside is written whole; an address with one is left to the builder. */
+    json_t *p = json_pack("{s:s#,s:s}", "name", "A\0B", (size_t)3, "to", "a@example.com");
+    int taken = 0;
+    PX_ASSERT(quick_agrees(&seed, p, &taken));
+    PX_ASSERT_INT_EQ(taken, 1);
+    json_decref(p);
+    p = json_pack("{s:s,s:s#}", "name", "N", "to", "a@example.com\0x", (size_t)15);
+    PX_ASSERT(quick_agrees(&seed, p, &taken));
+    PX_ASSERT_INT_EQ(taken, 0);
+    json_decref(p);
+    /* Random texts in every field combination: whenever it writes, it writes the built body. */
+    int taken_count = 0;
+    for (int round = 0; round < 20; round++) {
+        for (unsigned mask = 0; mask < 128; mask++) {
+            json_t *r = rnd_short_form(&seed, mask);
+            int same = quick_agrees(&seed, r, &taken);
+            json_decref(r);
+            PX_ASSERT(same);
+            taken_count += taken;
+        }
+    }
+    PX_ASSERT(taken_count >= 20 * 2); /* tos alone and with a locale, at least */
+}
+
 PX_TEST_MAIN(PX_TEST(test_short_form_user_invite), PX_TEST(test_short_form_all_channels),
              PX_TEST(test_full_form_passes_through), PX_TEST(test_rejections_name_the_place),
              PX_TEST(test_email_check), PX_TEST(test_seed_envelopes),
@@ -692,4 +800,5 @@ PX_TEST_MAIN(PX_TEST(test_short_form_user_invite), PX_TEST(test_short_form_all_c
              PX_TEST(test_body_matches_jansson_on_random_values),
              PX_TEST(test_body_matches_jansson_on_every_field_combination),
              PX_TEST(test_publish_frames_decode_back),
-             PX_TEST(test_frames_write_sends_everything_in_order))
+             PX_TEST(test_frames_write_sends_everything_in_order),
+             PX_TEST(test_quick_body_is_the_built_body))
