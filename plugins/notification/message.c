@@ -645,6 +645,143 @@ size_t notification_body(const json_t *msg, char *buf, size_t size)
     return msg && put_value(&o, msg) == 0 ? o.len : 0;
 }
 
+/* --- The common short form, written straight from the parameters --------------------------- */
+
+#define put_lit(o, text) put(o, text, sizeof(text) - 1)
+
+/* A string whose C text is all of it (the message's addresses are C strings: an embedded NUL
+ * would cut them; such values take notification_build). */
+static const char *plain_text(const json_t *v)
+{
+    const char *s = json_string_value(v);
+    return s && strlen(s) == json_string_length(v) ? s : NULL;
+}
+
+/* Writes one address of a tos list (as add_address would make it) after a ",". Returns 1 when
+ * written, 0 when skipped (blank), -1 when not the plain case. */
+static int quick_address(body_out *o, const json_t *v, const char *default_name, int first)
+{
+    if (is_blank(v)) {
+        return 0;
+    }
+    const char *email = NULL, *name = default_name;
+    if (json_is_string(v)) {
+        email = plain_text(v);
+    } else if (json_is_object(v)) {
+        const char *k;
+        json_t *x;
+        json_object_foreach((json_t *)v, k, x)
+        {
+            if (strcmp(k, "email") != 0 && strcmp(k, "name") != 0) {
+                return -1;
+            }
+        }
+        const json_t *e = json_object_get(v, "email"), *nm = json_object_get(v, "name");
+        if (is_blank(e)) {
+            return 0;
+        }
+        email = plain_text(e);
+        if (!is_blank(nm)) {
+            name = plain_text(nm);
+            if (!name) {
+                return -1;
+            }
+        }
+    }
+    if (!email || !notification_email_ok(email)) {
+        return -1;
+    }
+    if (!first) {
+        put_lit(o, ",");
+    }
+    put_lit(o, "{\"email\":");
+    put_string(o, email, strlen(email));
+    if (name && *name) {
+        put_lit(o, ",\"name\":");
+        put_string(o, name, strlen(name));
+    }
+    put_lit(o, "}");
+    return 1;
+}
+
+size_t notification_quick_body(const json_t *params, char *buf, size_t size)
+{
+    static const char *const allowed[] = {"name", "tos", "to", "email", "to_name", "macros",
+                                          "locale"};
+    if (!json_is_object(params)) {
+        return 0;
+    }
+    const char *k;
+    json_t *x;
+    json_object_foreach((json_t *)params, k, x)
+    {
+        size_t i = 0;
+        while (i < sizeof(allowed) / sizeof(allowed[0]) && strcmp(k, allowed[i]) != 0) {
+            i++;
+        }
+        if (i == sizeof(allowed) / sizeof(allowed[0])) {
+            return 0;
+        }
+    }
+    const json_t *name = json_object_get(params, "name"), *to_name,
+                 *macros = json_object_get(params, "macros"),
+                 *locale = json_object_get(params, "locale");
+    if (is_blank(name) || !json_is_string(name)) {
+        return 0;
+    }
+    to_name = json_object_get(params, "to_name");
+    const char *dname = NULL;
+    if (!is_blank(to_name) && !(dname = plain_text(to_name))) {
+        return 0;
+    }
+    if (!is_blank(macros)) {
+        if (!json_is_object(macros)) {
+            return 0;
+        }
+        json_object_foreach((json_t *)macros, k, x)
+        {
+            if (!json_is_string(x)) {
+                return 0;
+            }
+        }
+    }
+    if (!is_blank(locale) && !json_is_string(locale)) {
+        return 0;
+    }
+    body_out o = {buf, buf ? size : 0, 0};
+    put_lit(&o, "{\"notification\":[{\"name\":");
+    put_string(&o, json_string_value(name), json_string_length(name));
+    put_lit(&o, ",\"recipients\":[{\"tos\":[");
+    static const char *const to_keys[] = {"tos", "to", "email"};
+    int written = 0;
+    for (size_t i = 0; i < 3; i++) {
+        const json_t *v = json_object_get(params, to_keys[i]);
+        size_t n = json_is_array(v) ? json_array_size(v) : 1;
+        for (size_t j = 0; j < n; j++) {
+            const json_t *a = json_is_array(v) ? json_array_get(v, j) : v;
+            int rc = json_is_array(a) ? -1 : quick_address(&o, a, dname, written == 0);
+            if (rc < 0) {
+                return 0;
+            }
+            written += rc;
+        }
+    }
+    if (!written) {
+        return 0; /* nobody to send to: notification_build says why */
+    }
+    put_lit(&o, "]");
+    if (!is_blank(macros)) {
+        put_lit(&o, ",\"macros\":");
+        put_value(&o, macros);
+    }
+    if (!is_blank(locale)) {
+        put_lit(&o, ",\"locale\":");
+        put_string(&o, json_string_value(locale), json_string_length(locale));
+    }
+    put_lit(&o, "}]}]}");
+    return o.len;
+}
+
 int notification_envelope_type(const json_t *env, char *type, size_t type_len, char *why,
                                size_t why_len)
 {

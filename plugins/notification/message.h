@@ -25,6 +25,14 @@ int notification_build(const json_t *params, json_t **out, char *why, size_t why
  * message has (a real number), for which json_dumpb is the way. Not NUL-terminated. */
 size_t notification_body(const json_t *msg, char *buf, size_t size);
 
+/* The usual case in one pass: when `params` (borrowed) is the short form with only name, tos/to/
+ * email (string or {"email","name"} addresses), to_name, text macros and locale, and would make
+ * a message, writes into buf (size bytes, may be NULL when size is 0) the body
+ * notification_body(notification_build(params)) would, and returns its length (more than size
+ * when it did not fit). Returns 0 for anything else, which takes notification_build (and gets
+ * its reason when refused). */
+size_t notification_quick_body(const json_t *params, char *buf, size_t size);
+
 /* 1 when `s` (borrowed) looks like an e-mail address: one '@', a plausible local part, and a
  * domain of at least two dot-separated labels of letters, digits and '-'. 0 otherwise. */
 int notification_email_ok(const char *s);

@@ -225,6 +225,47 @@ static notification_job *body_job(px_delivery *d, const json_t *msg, const char 
     return job;
 }
 
+/* The job for the usual short form, written in one pass (notification_quick_body), or NULL when
+ * params are not that (or memory ran out): built_job then. */
+static notification_job *quick_job(px_delivery *d, const json_t *params, const char *message_id)
+{
+    char buf[2048];
+    size_t len = notification_quick_body(params, buf, sizeof(buf));
+    if (len == 0) {
+        return NULL;
+    }
+    notification_job *job = notification_job_create(d, len, message_id);
+    if (!job) {
+        return NULL;
+    }
+    if (len <= sizeof(buf)) {
+        memcpy(job->body, buf, len);
+    } else {
+        notification_quick_body(params, job->body, len);
+    }
+    return job;
+}
+
+/* The job from the message notification_build makes of params; NULL when d was completed instead
+ * (refused, with the reason, or out of memory). */
+static notification_job *built_job(nq *s, px_delivery *d, const json_t *params,
+                                   const char *message_id)
+{
+    char why[300];
+    json_t *msg;
+    if (notification_build(params, &msg, why, sizeof(why)) < 0) {
+        host->counter_add(s->ctx, "rejected", NULL, 1);
+        host->complete(d, PX_EREJECT, why, 0);
+        return NULL;
+    }
+    notification_job *job = body_job(d, msg, message_id);
+    json_decref(msg);
+    if (!job) {
+        host->complete(d, PX_ERETRY, "out of memory", 0);
+    }
+    return job;
+}
+
 static void nq_deliver(void *state, px_delivery *d)
 {
     nq *s = state;
@@ -239,27 +280,23 @@ static void nq_deliver(void *state, px_delivery *d)
         host->complete(d, PX_ERETRY, "sink is stopping", 0);
         return;
     }
-    char why[300];
-    json_t *msg;
-    if (notification_build(host->delivery_params(d), &msg, why, sizeof(why)) < 0) {
-        host->counter_add(s->ctx, "rejected", NULL, 1);
-        host->complete(d, PX_EREJECT, why, 0);
-        return;
+    const json_t *params = host->delivery_params(d);
+    const char *message_id = host->event_id(host->delivery_event(d));
+    notification_job *job = quick_job(d, params, message_id);
+    if (!job) {
+        job = built_job(s, d, params, message_id);
+        if (!job) {
+            return; /* completed: refused or out of memory */
+        }
     }
     if (!s->pub) {
         int rc = notification_pub_create(&s->pc, on_pub_notify, s, &s->pub);
         if (rc < 0) {
-            json_decref(msg);
+            notification_job_free(job);
             host->log(s->ctx, PX_LOG_ERROR, "cannot start the publisher thread rc=%d", rc);
             host->complete(d, PX_ERETRY, "publisher thread unavailable", 0);
             return;
         }
-    }
-    notification_job *job = body_job(d, msg, host->event_id(host->delivery_event(d)));
-    json_decref(msg);
-    if (!job) {
-        host->complete(d, PX_ERETRY, "out of memory", 0);
-        return;
     }
     s->outstanding++;
     /* Deliveries come in bursts (a confirm batch frees many slots at once): hand them to the

@@ -27,9 +27,12 @@
 
 #include <plexus/sdk.h>
 
+#include "frames.h"
+
 #define CHANNEL 1
 #define IDLE_POLL_MS 1000 /* idle wake-ups keep heartbeats flowing */
 #define JOIN_GRACE_MS 3000
+#define OUT_FLUSH_BYTES (256 * 1024) /* a long batch is written in parts of about this size */
 
 typedef struct job_list {
     notification_job *head, *tail;
@@ -54,6 +57,8 @@ struct notification_pub {
 
     /* Worker thread only. */
     amqp_connection_state_t conn;
+    notification_frames out; /* publishes encoded, not yet written (plain TCP only) */
+    int frame_max;
     job_list unconfirmed, finished;
     uint64_t next_seq;
     uint32_t backoff_ms;
@@ -321,6 +326,8 @@ static int connect_broker(notification_pub *p, char *err, size_t errlen)
         goto fail;
     }
     p->conn = conn;
+    p->frame_max = amqp_get_frame_max(conn);
+    p->out.len = 0;
     p->next_seq = 1; /* confirm delivery tags count from 1 on each channel */
     pthread_mutex_lock(&p->lock);
     p->sockfd = amqp_get_sockfd(conn);
@@ -370,9 +377,9 @@ static int ensure_connected(notification_pub *p)
 
 /* --- Publishing and confirms ---------------------------------------------------------------- */
 
-/* Holds back partial TCP segments while a batch is being published (rabbitmq-c sends every frame
- * on its own), so the batch leaves in full segments and the broker reads it in a few wake-ups;
- * uncorking sends the rest at once. Best effort: without it every publish is its own segment. */
+/* TLS only: holds back partial TCP segments while a batch is published through rabbitmq-c (it
+ * sends every frame on its own), so the batch leaves in full segments; uncorking sends the rest.
+ * Plain TCP encodes the batch into one buffer instead (write_out). */
 static void cork(notification_pub *p, int on)
 {
 #ifdef TCP_CORK
@@ -385,6 +392,8 @@ static void cork(notification_pub *p, int on)
 #endif
 }
 
+/* Publishes j: over plain TCP its frames are appended to p->out (write_out sends them), over TLS
+ * rabbitmq-c sends them. Returns 0 or an AMQP_STATUS_* / -errno code. */
 static int publish(notification_pub *p, notification_job *j)
 {
     amqp_basic_properties_t props;
@@ -401,14 +410,35 @@ static int publish(notification_pub *p, notification_job *j)
     }
     amqp_bytes_t body = {.len = j->len, .bytes = j->body};
     const char *key = p->routing_key ? p->routing_key : p->queue;
-    int rc = amqp_basic_publish(p->conn, CHANNEL, amqp_cstring_bytes(p->exchange),
-                                amqp_cstring_bytes(key), 1, 0, &props, body);
+    int rc = p->tls ? amqp_basic_publish(p->conn, CHANNEL, amqp_cstring_bytes(p->exchange),
+                                         amqp_cstring_bytes(key), 1, 0, &props, body)
+                    : notification_frames_publish(&p->out, CHANNEL, p->frame_max,
+                                                  amqp_cstring_bytes(p->exchange),
+                                                  amqp_cstring_bytes(key), 1, &props, body);
     if (rc != AMQP_STATUS_OK) {
         return rc;
     }
     j->seq = p->next_seq++;
     j->sent_ms = now_ms();
     list_push(&p->unconfirmed, j);
+    return 0;
+}
+
+/* Sends the encoded publishes in one write. Returns 0, or < 0 when the connection was lost
+ * (every unconfirmed job, these included, is then retried). */
+static int write_out(notification_pub *p)
+{
+    if (!p->conn || p->out.len == 0) {
+        return 0;
+    }
+    int rc = notification_frames_write(&p->out, amqp_get_sockfd(p->conn),
+                                       (int)p->confirm_timeout_ms);
+    if (rc < 0) {
+        char why[160];
+        snprintf(why, sizeof(why), "publish: %s", strerror(-rc));
+        lose_connection(p, why);
+        return -1;
+    }
     return 0;
 }
 
@@ -575,7 +605,7 @@ static void *worker_main(void *arg)
             snprintf(reason, sizeof(reason), "broker unavailable: %s", p->last_error);
             fail_list(p, &batch, reason);
         }
-        int corked = batch.head && batch.head->next && p->conn;
+        int corked = p->tls && batch.head && batch.head->next && p->conn;
         if (corked) {
             cork(p, 1);
         }
@@ -586,6 +616,13 @@ static void *worker_main(void *arg)
                 batch.tail = NULL;
             }
             int rc = publish(p, j);
+            if (rc == 0 && p->out.len >= OUT_FLUSH_BYTES) {
+                rc = write_out(p) < 0 ? -1 : 0;
+                if (rc < 0) {
+                    fail_list(p, &batch, "connection lost before publishing");
+                    break;
+                }
+            }
             if (rc != 0) {
                 char why[160];
                 snprintf(why, sizeof(why), "publish: %s", amqp_error_string2(rc));
@@ -597,6 +634,7 @@ static void *worker_main(void *arg)
         if (corked) {
             cork(p, 0);
         }
+        write_out(p);
         flush_finished(p);
         if (p->conn) {
             int wait = IDLE_POLL_MS;
@@ -615,6 +653,7 @@ static void *worker_main(void *arg)
     list_concat(&p->todo, &p->unconfirmed);
     pthread_mutex_unlock(&p->lock);
     drop_connection(p, 1);
+    notification_frames_free(&p->out);
     list_free(&p->finished);
     return NULL;
 }

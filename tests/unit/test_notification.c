@@ -1,9 +1,14 @@
 /* Unit tests for the notification plugin's pure parts: NotificationQueue message building and
- * validation, e-mail checks, EventBridge envelope recognition (with the seed's seven events). */
+ * validation, e-mail checks, EventBridge envelope recognition (with the seed's seven events),
+ * basic.publish frame encoding and the one-write sending of a burst. */
+#include "../../plugins/notification/frames.c"
 #include "../../plugins/notification/message.c"
 
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "test.h"
 
@@ -498,10 +503,302 @@ static void test_body_matches_jansson_on_every_field_combination(void)
     PX_ASSERT_INT_EQ(built, 20 * 112);
 }
 
+/* --- basic.publish frames ---------------------------------------------------------------- */
+
+typedef struct frame_view {
+    int type, channel;
+    const uint8_t *payload;
+    size_t len;
+} frame_view;
+
+static uint64_t get_be(const uint8_t *p, int bytes)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; i++) {
+        v = v << 8 | p[i];
+    }
+    return v;
+}
+
+/* Splits buf into frames (at most max); returns how many, or 0 when the bytes are not whole
+ * frames each ending with the frame-end octet. */
+static size_t split_frames(const uint8_t *buf, size_t len, frame_view *out, size_t max)
+{
+    size_t n = 0, off = 0;
+    while (off < len) {
+        if (len - off < 8 || n == max) {
+            return 0;
+        }
+        frame_view *f = &out[n++];
+        f->type = buf[off];
+        f->channel = (int)get_be(buf + off + 1, 2);
+        f->len = (size_t)get_be(buf + off + 3, 4);
+        f->payload = buf + off + 7;
+        if (off + 8 + f->len > len || buf[off + 7 + f->len] != AMQP_FRAME_END) {
+            return 0;
+        }
+        off += 8 + f->len;
+    }
+    return n;
+}
+
+static void test_publish_frames_decode_back(void)
+{
+    notification_frames b = {0};
+    char body[10000];
+    for (size_t i = 0; i < sizeof(body); i++) {
+        body[i] = (char)('a' + i % 26);
+    }
+    amqp_basic_properties_t props;
+    memset(&props, 0, sizeof(props));
+    props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
+                   AMQP_BASIC_APP_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG;
+    props.content_type = amqp_cstring_bytes("application/json");
+    props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
+    props.app_id = amqp_cstring_bytes("plexus");
+    props.timestamp = 1700000000;
+    props.message_id = amqp_cstring_bytes("1a2498bd94d-02cd6-00000001");
+    /* Two publishes in one buffer: a small body, and one split over three 4 KiB frames. */
+    amqp_bytes_t small = {.len = 5, .bytes = "hello"};
+    PX_ASSERT_INT_EQ(notification_frames_publish(&b, 3, 4096, amqp_cstring_bytes("ex"),
+                                                 amqp_cstring_bytes("NotificationQueue"), 1,
+                                                 &props, small),
+                     0);
+    amqp_bytes_t big = {.len = sizeof(body), .bytes = body};
+    PX_ASSERT_INT_EQ(notification_frames_publish(&b, 3, 4096, amqp_empty_bytes,
+                                                 amqp_cstring_bytes("q"), 0, &props, big),
+                     0);
+    frame_view f[8];
+    size_t n = split_frames(b.data, b.len, f, 8);
+    PX_ASSERT_INT_EQ(n, 3 + 2 + 3);
+    int types[] = {1, 2, 3, 1, 2, 3, 3, 3};
+    for (size_t i = 0; i < n; i++) {
+        PX_ASSERT_INT_EQ(f[i].type, types[i]);
+        PX_ASSERT_INT_EQ(f[i].channel, 3);
+        PX_ASSERT(f[i].len <= 4096 - 8);
+    }
+    amqp_pool_t pool;
+    init_amqp_pool(&pool, 4096);
+    for (int k = 0; k < 2; k++) {
+        const frame_view *m = &f[k * 3], *h = &f[k * 3 + 1];
+        PX_ASSERT_INT_EQ(get_be(m->payload, 4), AMQP_BASIC_PUBLISH_METHOD);
+        void *decoded = NULL;
+        amqp_bytes_t args = {.len = m->len - 4, .bytes = (void *)(m->payload + 4)};
+        PX_ASSERT_INT_EQ(amqp_decode_method(AMQP_BASIC_PUBLISH_METHOD, &pool, args, &decoded), 0);
+        amqp_basic_publish_t *pub = decoded;
+        const char *ex = k == 0 ? "ex" : "", *key = k == 0 ? "NotificationQueue" : "q";
+        PX_ASSERT_INT_EQ(pub->exchange.len, strlen(ex));
+        PX_ASSERT(memcmp(pub->exchange.bytes, ex, strlen(ex)) == 0);
+        PX_ASSERT_INT_EQ(pub->routing_key.len, strlen(key));
+        PX_ASSERT(memcmp(pub->routing_key.bytes, key, strlen(key)) == 0);
+        PX_ASSERT_INT_EQ(pub->mandatory, k == 0);
+        PX_ASSERT_INT_EQ(pub->immediate, 0);
+        PX_ASSERT_INT_EQ(get_be(h->payload, 2), AMQP_BASIC_CLASS);
+        PX_ASSERT_INT_EQ(get_be(h->payload + 2, 2), 0);
+        PX_ASSERT_INT_EQ(get_be(h->payload + 4, 8), k == 0 ? 5 : sizeof(body));
+        amqp_bytes_t pb = {.len = h->len - 12, .bytes = (void *)(h->payload + 12)};
+        PX_ASSERT_INT_EQ(amqp_decode_properties(AMQP_BASIC_CLASS, &pool, pb, &decoded), 0);
+        amqp_basic_properties_t *got = decoded;
+        PX_ASSERT_INT_EQ(got->_flags, props._flags);
+        PX_ASSERT_INT_EQ(got->delivery_mode, 2);
+        PX_ASSERT_INT_EQ(got->timestamp, 1700000000);
+        PX_ASSERT_INT_EQ(got->message_id.len, 26);
+        PX_ASSERT(memcmp(got->message_id.bytes, "1a2498bd94d-02cd6-00000001", 26) == 0);
+        PX_ASSERT_INT_EQ(got->app_id.len, 6);
+        PX_ASSERT_INT_EQ(got->content_type.len, 16);
+    }
+    PX_ASSERT_INT_EQ(f[2].len, 5);
+    PX_ASSERT(memcmp(f[2].payload, "hello", 5) == 0);
+    PX_ASSERT_INT_EQ(f[5].len, 4088);
+    PX_ASSERT_INT_EQ(f[6].len, 4088);
+    PX_ASSERT_INT_EQ(f[7].len, sizeof(body) - 2 * 4088);
+    char joined[sizeof(body)];
+    memcpy(joined, f[5].payload, 4088);
+    memcpy(joined + 4088, f[6].payload, 4088);
+    memcpy(joined + 2 * 4088, f[7].payload, f[7].len);
+    PX_ASSERT(memcmp(joined, body, sizeof(body)) == 0);
+    empty_amqp_pool(&pool);
+
+    /* An exchange name no shortstr holds is refused, and the buffer stays as it was. */
+    size_t before = b.len;
+    char longname[300];
+    memset(longname, 'x', sizeof(longname) - 1);
+    longname[sizeof(longname) - 1] = '\0';
+    PX_ASSERT(notification_frames_publish(&b, 1, 4096, amqp_cstring_bytes(longname),
+                                          amqp_cstring_bytes("q"), 1, &props, small) < 0);
+    PX_ASSERT_INT_EQ(b.len, before);
+    notification_frames_free(&b);
+}
+
+typedef struct reader_arg {
+    int fd;
+    size_t got;
+    uint8_t *into;
+} reader_arg;
+
+static void *drain_socket(void *arg)
+{
+    reader_arg *r = arg;
+    for (;;) {
+        ssize_t n = read(r->fd, r->into + r->got, 65536);
+        if (n <= 0) {
+            return NULL;
+        }
+        r->got += (size_t)n;
+    }
+}
+
+static void test_frames_write_sends_everything_in_order(void)
+{
+    int sv[2];
+    PX_ASSERT_INT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    PX_ASSERT_INT_EQ(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0); /* as rabbitmq-c leaves its socket */
+    notification_frames b = {0};
+    size_t total = 4 * 1024 * 1024; /* far more than a socket buffer: the write waits for room */
+    PX_ASSERT_INT_EQ(reserve(&b, total), 0);
+    for (size_t i = 0; i < total; i++) {
+        b.data[i] = (uint8_t)(i * 7 + i / 251);
+    }
+    b.len = total;
+    reader_arg r = {.fd = sv[1], .into = malloc(total + 65536)};
+    pthread_t t;
+    PX_ASSERT_INT_EQ(pthread_create(&t, NULL, drain_socket, &r), 0);
+    PX_ASSERT_INT_EQ(notification_frames_write(&b, sv[0], 5000), 0);
+    PX_ASSERT_INT_EQ(b.len, 0);
+    shutdown(sv[0], SHUT_WR);
+    pthread_join(t, NULL);
+    PX_ASSERT_INT_EQ(r.got, total);
+    int same = 1;
+    for (size_t i = 0; i < total; i++) {
+        same &= r.into[i] == (uint8_t)(i * 7 + i / 251);
+    }
+    PX_ASSERT(same);
+    free(r.into);
+    /* A peer gone: an error, not a signal, and the buffer is emptied. */
+    close(sv[1]);
+    memset(b.data, 0, 1000);
+    b.len = 1000;
+    PX_ASSERT(notification_frames_write(&b, sv[0], 5000) < 0);
+    PX_ASSERT_INT_EQ(b.len, 0);
+    close(sv[0]);
+    notification_frames_free(&b);
+}
+
+/* --- notification_quick_body: the usual short form in one pass ----------------------------- */
+
+/* 1 when quick_body agrees with notification_build + notification_body on params: the same bytes
+ * (whole, cut short, and measured with no buffer), or 0 from it. Sets *taken to whether it
+ * wrote the body itself. */
+static int quick_agrees(uint64_t *s, const json_t *params, int *taken)
+{
+    size_t q = notification_quick_body(params, NULL, 0);
+    *taken = q > 0;
+    if (!q) {
+        return 1;
+    }
+    json_t *msg = NULL;
+    char why[300] = "";
+    if (notification_build(params, &msg, why, sizeof(why)) < 0) {
+        fprintf(stderr, "quick_body wrote a message notification_build refuses: %s\n", why);
+        return 0;
+    }
+    size_t n = notification_body(msg, NULL, 0), cut = rnd_below(s, n);
+    char *want = malloc(n), *got = malloc(n), *part = malloc(cut + 1);
+    notification_body(msg, want, n);
+    int same = q == n && notification_quick_body(params, got, n) == n &&
+               memcmp(got, want, n) == 0 && notification_quick_body(params, part, cut) == n &&
+               memcmp(part, want, cut) == 0;
+    if (!same) {
+        char *text = json_dumps(params, JSON_COMPACT | JSON_ENSURE_ASCII);
+        fprintf(stderr, "quick_body differs for %.2000s\n", text ? text : "?");
+        free(text);
+    }
+    json_decref(msg);
+    free(want);
+    free(got);
+    free(part);
+    return same;
+}
+
+static void test_quick_body_is_the_built_body(void)
+{
+    /* Hand-made cases: taken (1) or left to notification_build (0). */
+    static const struct {
+        const char *params;
+        int taken;
+    } cases[] = {
+        {"{\"name\":\"USER_INVITEUSER\",\"to\":\"user1@example.com\",\"to_name\":\"Ana\","
+         "\"macros\":{\"FNAME\":\"Ana\",\"SEQ\":\"1\"}}",
+         1},
+        {"{\"name\":\"N\",\"tos\":[\"a@example.com\",null,\"\",{\"email\":\"b@example.org\"},"
+         "{\"email\":\"c@example.net\",\"name\":\"\"},{\"email\":null,\"name\":\"x\"},"
+         "{\"email\":\"d@example.com\",\"name\":\"D\"}],\"to\":\"e@example.com\","
+         "\"email\":[\"f@example.com\"],\"to_name\":\"T\",\"locale\":\"pt-BR\",\"macros\":{}}",
+         1},
+        {"{\"name\":\"N\",\"to\":\"a@example.com\",\"to_name\":\"\",\"macros\":\"\","
+         "\"locale\":null}",
+         1},
+        {"{\"name\":\"N\",\"to\":\"a@example.com\",\"macros\":{\"A\":1}}", 0},
+        {"{\"name\":\"N\",\"to\":\"not an address\"}", 0},
+        {"{\"name\":\"N\",\"to\":null}", 0},
+        {"{\"name\":\"N\",\"to\":\"a@example.com\",\"phone\":\"+1 409-685-4167\"}", 0},
+        {"{\"name\":\"N\",\"to\":\"a@example.com\",\"ccs\":\"c@example.com\"}", 0},
+        {"{\"name\":\"N\",\"to\":\"a@example.com\",\"unknown\":1}", 0},
+        {"{\"name\":\"N\",\"to\":\"a@example.com\",\"collectionId\":7}", 0},
+        {"{\"name\":\"N\",\"to\":[[\"a@example.com\"]]}", 0},
+        {"{\"name\":\"N\",\"to\":{\"email\":\"a@example.com\",\"extra\":1}}", 0},
+        {"{\"name\":\"N\",\"to\":{\"email\":\"a@example.com\",\"name\":5}}", 0},
+        {"{\"name\":\"N\",\"to\":5}", 0},
+        {"{\"name\":\"\",\"to\":\"a@example.com\"}", 0},
+        {"{\"name\":7,\"to\":\"a@example.com\"}", 0},
+        {"{\"name\":\"N\",\"to\":\"a@example.com\",\"locale\":3}", 0},
+        {"{\"name\":\"N\",\"to\":\"a@example.com\",\"to_name\":4}", 0},
+        {"{\"name\":\"N\",\"recipients\":[{\"to\":\"a@example.com\"}]}", 0},
+        {"{\"notification\":{\"name\":\"N\",\"recipients\":[{\"to\":\"a@example.com\"}]}}", 0},
+        {"[1]", 0},
+    };
+    uint64_t seed = 0x3c6ef372fe94f82bULL;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *p = parse(cases[i].params);
+        int taken = -1, same = quick_agrees(&seed, p, &taken);
+        json_decref(p);
+        if (taken != cases[i].taken) {
+            fprintf(stderr, "case %zu: taken %d, expected %d\n", i, taken, cases[i].taken);
+        }
+        PX_ASSERT(same);
+        PX_ASSERT_INT_EQ(taken, cases[i].taken);
+    }
+    /* A name with a NUL inside is written whole; an address with one is left to the builder. */
+    json_t *p = json_pack("{s:s#,s:s}", "name", "A\0B", (size_t)3, "to", "a@example.com");
+    int taken = 0;
+    PX_ASSERT(quick_agrees(&seed, p, &taken));
+    PX_ASSERT_INT_EQ(taken, 1);
+    json_decref(p);
+    p = json_pack("{s:s,s:s#}", "name", "N", "to", "a@example.com\0x", (size_t)15);
+    PX_ASSERT(quick_agrees(&seed, p, &taken));
+    PX_ASSERT_INT_EQ(taken, 0);
+    json_decref(p);
+    /* Random texts in every field combination: whenever it writes, it writes the built body. */
+    int taken_count = 0;
+    for (int round = 0; round < 20; round++) {
+        for (unsigned mask = 0; mask < 128; mask++) {
+            json_t *r = rnd_short_form(&seed, mask);
+            int same = quick_agrees(&seed, r, &taken);
+            json_decref(r);
+            PX_ASSERT(same);
+            taken_count += taken;
+        }
+    }
+    PX_ASSERT(taken_count >= 20 * 2); /* tos alone and with a locale, at least */
+}
+
 PX_TEST_MAIN(PX_TEST(test_short_form_user_invite), PX_TEST(test_short_form_all_channels),
              PX_TEST(test_full_form_passes_through), PX_TEST(test_rejections_name_the_place),
              PX_TEST(test_email_check), PX_TEST(test_seed_envelopes),
              PX_TEST(test_envelope_rejections),
              PX_TEST(test_collection_id_is_refused_with_the_reason),
              PX_TEST(test_body_matches_jansson_on_random_values),
-             PX_TEST(test_body_matches_jansson_on_every_field_combination))
+             PX_TEST(test_body_matches_jansson_on_every_field_combination),
+             PX_TEST(test_publish_frames_decode_back),
+             PX_TEST(test_frames_write_sends_everything_in_order),
+             PX_TEST(test_quick_body_is_the_built_body))
