@@ -1616,7 +1616,9 @@ static int start_threads(px_spool *s, char *err, size_t errlen)
 int px_spool_open(uv_loop_t *loop, const char *dir, const px_spool_options *opt, px_spool **out,
                   char *err, size_t errlen)
 {
-    px_spool_options dflt = {PX_DURABILITY_NORMAL, 24ull * 3600 * 1000, DEFAULT_MAX_QUEUE};
+    px_spool_options dflt = {.durability = PX_DURABILITY_NORMAL,
+                             .dedupe_window_ms = 24ull * 3600 * 1000,
+                             .max_queue = DEFAULT_MAX_QUEUE};
     if (!opt) {
         opt = &dflt;
     }

@@ -543,7 +543,7 @@ static void test_replay_and_purge(void)
 static void test_dedupe(void)
 {
     fixture f;
-    px_spool_options opt = {PX_DURABILITY_NORMAL, 60000, 0};
+    px_spool_options opt = {.durability = PX_DURABILITY_NORMAL, .dedupe_window_ms = 60000};
     PX_ASSERT_INT_EQ(fx_init(&f, &opt), 0);
     static results r;
     memset(&r, 0, sizeof(r));
@@ -797,7 +797,7 @@ static void test_close_runs_pending_callbacks(void)
 static void test_queue_limit(void)
 {
     fixture f;
-    px_spool_options opt = {PX_DURABILITY_FSYNC, 0, 4};
+    px_spool_options opt = {.durability = PX_DURABILITY_FSYNC, .max_queue = 4};
     PX_ASSERT_INT_EQ(fx_init(&f, &opt), 0);
     static results r;
     memset(&r, 0, sizeof(r));
@@ -1370,7 +1370,7 @@ static int64_t put_payload(fixture *f, const char *id, const char *payload, size
  * compression, the compressed rows still read back and new rows are stored as given. */
 static void test_compressed_payloads(void)
 {
-    px_spool_options zopt = {PX_DURABILITY_NORMAL, 0, 0, PX_COMPRESS_ZSTD};
+    px_spool_options zopt = {.durability = PX_DURABILITY_NORMAL, .compress = PX_COMPRESS_ZSTD};
     fixture f;
     PX_ASSERT_INT_EQ(fx_init(&f, &zopt), 0);
     static char p[4][8192];
@@ -1458,7 +1458,7 @@ static void test_schema3_migrated(void)
         SQLITE_OK);
     sqlite3_close(db);
 
-    px_spool_options zopt = {PX_DURABILITY_NORMAL, 0, 0, PX_COMPRESS_ZSTD};
+    px_spool_options zopt = {.durability = PX_DURABILITY_NORMAL, .compress = PX_COMPRESS_ZSTD};
     PX_ASSERT_INT_EQ(fx_open(&f, &zopt), 0);
     PX_ASSERT_INT_EQ(count_rows(f.s, "PRAGMA user_version"), SCHEMA_VERSION);
     PX_ASSERT_INT_EQ(count_rows(f.s, "PRAGMA page_size"), 4096);
