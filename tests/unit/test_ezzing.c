@@ -833,6 +833,50 @@ static void test_plugin_emits_dead_letters_and_deletes_after_persist(void)
     fake_reset();
 }
 
+/* Persisted messages wait in one queue for their delete: at most `pollers` DeleteMessageBatch are
+ * in flight (as many as the receives, so 2 x pollers requests at most), and what waited goes out
+ * in full batches; a drain waits for the queue to empty. */
+static void test_plugin_caps_deletes_in_flight_and_batches_what_waits(void)
+{
+    void *st = start_plugin(NULL); /* 2 pollers */
+    PX_ASSERT(st != NULL);
+    const char *bodies[] = {"x", "y", "z"}; /* not JSON: dead letters, deleted all the same */
+    char *ans = receive_answer(bodies, 3);
+    for (size_t i = 0; i < 4; i++) { /* receives 0 and 1, then each poller's next one */
+        PX_ASSERT_STR_EQ(F.calls[i].target, "AmazonSQS.ReceiveMessage");
+        answer(i, 200, ans, NULL);
+    }
+    free(ans);
+    PX_ASSERT_INT_EQ(F.ncalls, 6); /* 2 receives in flight */
+    PX_ASSERT_INT_EQ(F.nouts, 12);
+    for (size_t i = 0; i < 12; i++) {
+        F.outs[i].cb(PX_OK, F.outs[i].arg);
+    }
+    /* 4 batches persisted: 2 deletes sent, the 2 other batches wait. */
+    PX_ASSERT_INT_EQ(F.ncalls, 8);
+    PX_ASSERT_STR_EQ(F.calls[6].target, "AmazonSQS.DeleteMessageBatch");
+    PX_ASSERT_STR_EQ(F.calls[7].target, "AmazonSQS.DeleteMessageBatch");
+    desc.stop(st);
+    desc.drain(st);
+    answer_cancelled();
+    PX_ASSERT_INT_EQ(F.drained, 0); /* deletes still to do */
+    answer(6, 200, "{\"Successful\":[{\"Id\":\"e0\"},{\"Id\":\"e1\"},{\"Id\":\"e2\"}]}", NULL);
+    PX_ASSERT_INT_EQ(F.ncalls, 9); /* what waited goes in one delete */
+    PX_ASSERT_STR_EQ(F.calls[8].target, "AmazonSQS.DeleteMessageBatch");
+    json_t *b = call_body(8);
+    PX_ASSERT_INT_EQ(json_array_size(json_object_get(b, "Entries")), 6);
+    json_decref(b);
+    answer(7, 200, "{\"Successful\":[{\"Id\":\"e0\"},{\"Id\":\"e1\"},{\"Id\":\"e2\"}]}", NULL);
+    PX_ASSERT_INT_EQ(F.drained, 0);
+    answer(8, 200, "{\"Successful\":[{\"Id\":\"e0\"},{\"Id\":\"e1\"},{\"Id\":\"e2\"},"
+                   "{\"Id\":\"e3\"},{\"Id\":\"e4\"},{\"Id\":\"e5\"}]}", NULL);
+    PX_ASSERT_INT_EQ(logs_with("delete"), 0); /* nothing failed or abandoned */
+    PX_ASSERT_INT_EQ(F.drained, 1);
+    PX_ASSERT_INT_EQ(F.ncalls, 9);
+    desc.destroy(st);
+    fake_reset();
+}
+
 static void test_plugin_logs_once_per_health_change_and_backs_off(void)
 {
     void *st = start_plugin(NULL);
@@ -1073,6 +1117,7 @@ PX_TEST_MAIN(PX_TEST(test_every_seed_example_parses_and_validates),
              PX_TEST(test_sqs_request_framing_and_errors),
              PX_TEST(test_sqs_delete_batch_partial_failure),
              PX_TEST(test_plugin_emits_dead_letters_and_deletes_after_persist),
+             PX_TEST(test_plugin_caps_deletes_in_flight_and_batches_what_waits),
              PX_TEST(test_plugin_logs_once_per_health_change_and_backs_off),
              PX_TEST(test_plugin_rejects_bad_options),
              PX_TEST(test_event_id_is_the_message_id_not_the_reused_uuid),
