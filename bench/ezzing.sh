@@ -6,9 +6,10 @@
 # The reference (the ceiling): REF_LOOPS (default 2 x POLLERS) loops, each on one keep-alive
 # connection, each doing ReceiveMessage (the host's very request body: 10 messages, every
 # attribute, 1 s long poll) then DeleteMessageBatch of what came, SigV4-signed like the host's
-# requests. That is as many requests in flight as the host may have (each of its pollers keeps a
-# receive going and, alongside, the delete of its previous batch). Two such loops are measured
-# and the faster one is the reference:
+# requests. That is as many requests in flight as the host may have: each poller keeps one
+# receive going, and at most `pollers` deletes run alongside (docs/plugins/ezzing.md; hosts
+# before that cap sent one delete per batch, uncapped). Two such loops are measured and the
+# faster one is the reference:
 #   c:      bench/sqs_drain.c, threads on libcurl easy handles, signing key derived once, the
 #           answer only scanned for receipt handles: the least client work per message we can
 #           write, so the emulator (one Node.js process) is what limits it;
