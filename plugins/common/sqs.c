@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+
+#include "sigv4.h"
 
 #define DEFAULT_TIMEOUT_MS 15000u
 #define RECEIVE_EXTRA_MS 10000u /* long poll + this = HTTP timeout */
@@ -17,8 +20,10 @@ struct px_sqs {
     const px_host_api *host;
     px_plugin_ctx *ctx;
     char *url;          /* endpoint base, ends with '/' */
-    char *sigv4;        /* "aws:amz:<region>:sqs" */
-    char *key, *secret;
+    char *host_header;  /* "Host: <host[:port] of url>", what is signed as host */
+    const char *target; /* path and query of url (points into url) */
+    px_sigv4 signer;    /* signing key cached per day */
+    int signer_ready;
     char *token_header; /* "X-Amz-Security-Token: ..." or NULL */
     uint32_t http_flags;
     px_sqs_call *calls; /* in flight, doubly linked */
@@ -89,13 +94,29 @@ int px_sqs_create(const px_host_api *host, px_plugin_ctx *ctx, const px_sqs_conf
     } else {
         c->url = fmt_str("https://sqs.", cfg->region, ".amazonaws.com/");
     }
-    c->sigv4 = fmt_str("aws:amz:", cfg->region, ":sqs");
-    c->key = dup_str(cfg->access_key);
-    c->secret = dup_str(cfg->secret_key);
+    if (c->url) {
+        /* Host is sent as signed: "host[:port]" of the URL, without any user info. */
+        const char *authority = strstr(c->url, "://") + 3;
+        size_t len = strcspn(authority, "/?#");
+        const char *at = memchr(authority, '@', len);
+        if (at) {
+            len -= (size_t)(at + 1 - authority);
+            authority = at + 1;
+        }
+        char host_value[512];
+        if (len > 0 && len < sizeof(host_value)) {
+            snprintf(host_value, sizeof(host_value), "%.*s", (int)len, authority);
+            c->host_header = fmt_str("Host: ", host_value, "");
+        }
+        c->target = authority + len; /* the path (always there: see above) and query */
+    }
+    c->signer_ready = c->host_header &&
+                      px_sigv4_init(&c->signer, cfg->access_key, cfg->secret_key, cfg->region,
+                                    "sqs") == 0;
     if (cfg->session_token && *cfg->session_token) {
         c->token_header = fmt_str("X-Amz-Security-Token: ", cfg->session_token, "");
     }
-    if (!c->url || !c->sigv4 || !c->key || !c->secret ||
+    if (!c->url || !c->signer_ready ||
         (cfg->session_token && *cfg->session_token && !c->token_header)) {
         px_sqs_destroy(c);
         return PX_EINVAL;
@@ -118,12 +139,10 @@ void px_sqs_destroy(px_sqs *c)
     }
     c->calls = NULL;
     free(c->url);
-    free(c->sigv4);
-    free(c->key);
-    if (c->secret) {
-        memset(c->secret, 0, strlen(c->secret));
+    free(c->host_header);
+    if (c->signer_ready) {
+        px_sigv4_deinit(&c->signer);
     }
-    free(c->secret);
     if (c->token_header) {
         memset(c->token_header, 0, strlen(c->token_header));
     }
@@ -331,26 +350,42 @@ static int start_call(px_sqs *c, px_sqs_call *call, const char *action, const js
         return PX_EINVAL;
     }
     char *body = json_dumps(params, JSON_COMPACT);
-    char target[128];
+    size_t body_len = body ? strlen(body) : 0;
+    char target[128], date[PX_SIGV4_DATE_LEN + 1], date_header[64];
     snprintf(target, sizeof(target), "X-Amz-Target: AmazonSQS.%s", action);
-    const char *headers[] = {"Content-Type: application/x-amz-json-1.0", target,
-                             c->token_header, NULL};
+    px_sigv4_date(time(NULL), date);
+    snprintf(date_header, sizeof(date_header), "X-Amz-Date: %s", date);
+    /* Signed: every header sent but Authorization (Host and X-Amz-Date by the signer). */
+    const char *signed_headers[] = {"Content-Type: application/x-amz-json-1.0", target,
+                                    c->token_header, NULL};
+    size_t auth_cap = strlen(c->signer.key_id) + PX_SIGV4_AUTH_OVERHEAD + 32;
+    char *auth = malloc(auth_cap);
+    int rc = PX_EINVAL;
+    if (body && auth) {
+        memcpy(auth, "Authorization: ", 15);
+        if (px_sigv4_sign(&c->signer, "POST", c->host_header + 6, c->target, signed_headers,
+                          body, body_len, date, auth + 15, auth_cap - 15) == 0) {
+            rc = 0;
+        }
+    }
+    const char *headers[] = {c->host_header, "Content-Type: application/x-amz-json-1.0", target,
+                             date_header, auth, c->token_header, NULL};
     px_http_options opt = {
         .size = sizeof(opt),
         .method = "POST",
         .url = c->url,
         .headers = headers,
         .body = body,
-        .body_len = body ? strlen(body) : 0,
+        .body_len = body_len,
         .timeout_ms = timeout_ms ? timeout_ms : DEFAULT_TIMEOUT_MS,
-        .aws_sigv4 = c->sigv4,
-        .aws_key = c->key,
-        .aws_secret = c->secret,
         .flags = c->http_flags,
     };
     call->c = c;
-    int rc = body ? c->host->http_request(c->ctx, &opt, on_http, call, &call->http) : PX_EINVAL;
+    if (rc == 0) {
+        rc = c->host->http_request(c->ctx, &opt, on_http, call, &call->http);
+    }
     free(body);
+    free(auth);
     if (rc < 0) {
         free(call);
         return rc;
