@@ -26,6 +26,9 @@ struct px_sqs {
     int signer_ready;
     char *token_header; /* "X-Amz-Security-Token: ..." or NULL */
     uint32_t http_flags;
+    /* The last ReceiveMessage body and what it was made from: pollers repeat the same one. */
+    char *recv_body, *recv_queue_url;
+    px_sqs_receive_opts recv_opts; /* queue_url unused: see recv_queue_url */
     px_sqs_call *calls; /* in flight, doubly linked */
     size_t pending;
 };
@@ -139,6 +142,8 @@ void px_sqs_destroy(px_sqs *c)
     }
     c->calls = NULL;
     free(c->url);
+    free(c->recv_body);
+    free(c->recv_queue_url);
     free(c->host_header);
     if (c->signer_ready) {
         px_sigv4_deinit(&c->signer);
@@ -342,14 +347,14 @@ static void on_http(int status, const px_http_response *resp, const char *error,
     free(call);
 }
 
-static int start_call(px_sqs *c, px_sqs_call *call, const char *action, const json_t *params,
-                      uint32_t timeout_ms, px_sqs_call **out)
+/* Sends body (borrowed, the JSON text of the request; NULL = could not be made) as `action`. */
+static int start_call_body(px_sqs *c, px_sqs_call *call, const char *action, const char *body,
+                           uint32_t timeout_ms, px_sqs_call **out)
 {
-    if (!c || !action || !*action || has_crlf(action) || !json_is_object(params)) {
+    if (!c || !action || !*action || has_crlf(action)) {
         free(call);
         return PX_EINVAL;
     }
-    char *body = json_dumps(params, JSON_COMPACT);
     size_t body_len = body ? strlen(body) : 0;
     char target[128], date[PX_SIGV4_DATE_LEN + 1], date_header[64];
     snprintf(target, sizeof(target), "X-Amz-Target: AmazonSQS.%s", action);
@@ -384,7 +389,6 @@ static int start_call(px_sqs *c, px_sqs_call *call, const char *action, const js
     if (rc == 0) {
         rc = c->host->http_request(c->ctx, &opt, on_http, call, &call->http);
     }
-    free(body);
     free(auth);
     if (rc < 0) {
         free(call);
@@ -402,6 +406,19 @@ static int start_call(px_sqs *c, px_sqs_call *call, const char *action, const js
     return 0;
 }
 
+static int start_call(px_sqs *c, px_sqs_call *call, const char *action, const json_t *params,
+                      uint32_t timeout_ms, px_sqs_call **out)
+{
+    if (!json_is_object(params)) {
+        free(call);
+        return PX_EINVAL;
+    }
+    char *body = json_dumps(params, JSON_COMPACT);
+    int rc = start_call_body(c, call, action, body, timeout_ms, out);
+    free(body);
+    return rc;
+}
+
 int px_sqs_request(px_sqs *c, const char *action, const json_t *params, uint32_t timeout_ms,
                    px_sqs_result_cb cb, void *arg, px_sqs_call **out)
 {
@@ -417,6 +434,8 @@ int px_sqs_request(px_sqs *c, const char *action, const json_t *params, uint32_t
 
 /* --- ReceiveMessage ------------------------------------------------------------------------ */
 
+static json_t *receive_params(const px_sqs_receive_opts *opt, uint32_t max, uint32_t wait);
+
 int px_sqs_receive(px_sqs *c, const px_sqs_receive_opts *opt, px_sqs_receive_cb cb, void *arg,
                    px_sqs_call **out)
 {
@@ -426,6 +445,41 @@ int px_sqs_receive(px_sqs *c, const px_sqs_receive_opts *opt, px_sqs_receive_cb 
     uint32_t max = opt->max_messages < 1 ? 1 : opt->max_messages;
     max = max > PX_SQS_MAX_BATCH ? PX_SQS_MAX_BATCH : max;
     uint32_t wait = opt->wait_seconds > PX_SQS_MAX_WAIT_S ? PX_SQS_MAX_WAIT_S : opt->wait_seconds;
+    if (!c->recv_body || strcmp(c->recv_queue_url, opt->queue_url) != 0 ||
+        c->recv_opts.max_messages != opt->max_messages ||
+        c->recv_opts.wait_seconds != opt->wait_seconds ||
+        c->recv_opts.visibility_timeout != opt->visibility_timeout ||
+        c->recv_opts.all_attributes != opt->all_attributes) {
+        json_t *p = receive_params(opt, max, wait);
+        char *body = json_dumps(p, JSON_COMPACT);
+        char *url = dup_str(opt->queue_url);
+        json_decref(p);
+        if (!body || !url) {
+            free(body);
+            free(url);
+            return PX_EINVAL;
+        }
+        free(c->recv_body);
+        free(c->recv_queue_url);
+        c->recv_body = body;
+        c->recv_queue_url = url;
+        c->recv_opts = *opt;
+        c->recv_opts.queue_url = NULL;
+    }
+    px_sqs_call *call = calloc(1, sizeof(*call));
+    if (!call) {
+        return PX_EINVAL;
+    }
+    call->kind = CALL_RECEIVE;
+    call->receive_cb = cb;
+    call->arg = arg;
+    return start_call_body(c, call, "ReceiveMessage", c->recv_body,
+                           wait * 1000u + RECEIVE_EXTRA_MS, out);
+}
+
+/* The ReceiveMessage parameters of opt (max and wait already clamped). Returns a new object. */
+static json_t *receive_params(const px_sqs_receive_opts *opt, uint32_t max, uint32_t wait)
+{
     json_t *p = json_object();
     json_object_set_new(p, "QueueUrl", json_string(opt->queue_url));
     json_object_set_new(p, "MaxNumberOfMessages", json_integer(max));
@@ -443,17 +497,7 @@ int px_sqs_receive(px_sqs *c, const px_sqs_receive_opts *opt, px_sqs_receive_cb 
         json_object_set_new(p, "AttributeNames", json_pack("[s]", "All"));
         json_object_set_new(p, "MessageAttributeNames", json_pack("[s]", "All"));
     }
-    px_sqs_call *call = calloc(1, sizeof(*call));
-    if (!call) {
-        json_decref(p);
-        return PX_EINVAL;
-    }
-    call->kind = CALL_RECEIVE;
-    call->receive_cb = cb;
-    call->arg = arg;
-    int rc = start_call(c, call, "ReceiveMessage", p, wait * 1000u + RECEIVE_EXTRA_MS, out);
-    json_decref(p);
-    return rc;
+    return p;
 }
 
 static const char *str_or(json_t *o, const char *key, const char *dflt)

@@ -529,11 +529,36 @@ static json_t *message_meta(const px_sqs_message *m)
     return meta;
 }
 
-static void poison(ezz *z, ezzing_msg *em, const px_sqs_message *m, const json_t *meta,
-                   const char *reason)
+/* The same entries as message_meta, in the same order, straight onto the event. */
+static void set_event_meta(px_event *ev, const px_sqs_message *m)
+{
+    host->event_set_meta(ev, "MessageId", m->message_id);
+    if (*m->md5_of_body) {
+        host->event_set_meta(ev, "MD5OfBody", m->md5_of_body);
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(m->attributes, k, v) {
+        if (json_is_string(v)) {
+            host->event_set_meta(ev, k, json_string_value(v));
+        }
+    }
+    json_object_foreach(m->message_attributes, k, v) {
+        const char *s = json_string_value(json_object_get(v, "StringValue"));
+        if (s) {
+            char key[300];
+            snprintf(key, sizeof(key), "attr.%s", k);
+            host->event_set_meta(ev, key, s);
+        }
+    }
+}
+
+static void poison(ezz *z, ezzing_msg *em, const px_sqs_message *m, const char *reason)
 {
     host->counter_add(z->ctx, "dead_lettered", NULL, 1);
+    json_t *meta = message_meta(m);
     int rc = host->dead_letter(z->ctx, m->body, m->body_len, meta, reason, on_persisted, em);
+    json_decref(meta);
     if (rc < 0) {
         outcome(em, 0, 1);
     }
@@ -595,18 +620,15 @@ static void set_hints(ezz *z, px_event *ev, const ezzing_envelope *env)
 static void handle_message(ezz *z, ezzing_msg *em, const px_sqs_message *m)
 {
     char why[256];
-    json_t *meta = message_meta(m);
     if ((int64_t)m->body_len > z->max_size) {
         snprintf(why, sizeof(why), "body too large: %zu bytes, max_message_size %lld",
                  m->body_len, (long long)z->max_size);
-        poison(z, em, m, meta, why);
-        json_decref(meta);
+        poison(z, em, m, why);
         return;
     }
     ezzing_envelope env;
     if (ezzing_envelope_parse(m->body, m->body_len, &env, why, sizeof(why)) < 0) {
-        poison(z, em, m, meta, why);
-        json_decref(meta);
+        poison(z, em, m, why);
         return;
     }
     char vwhy[200];
@@ -617,9 +639,8 @@ static void handle_message(ezz *z, ezzing_msg *em, const px_sqs_message *m)
         host->counter_add(z->ctx, "invalid", NULL, 1);
         snprintf(why, sizeof(why), "invalid %s: %s", env.topic, vwhy);
         if (!z->emit_invalid) {
-            poison(z, em, m, meta, why);
+            poison(z, em, m, why);
             ezzing_envelope_deinit(&env);
-            json_decref(meta);
             return;
         }
         host->log(z->ctx, PX_LOG_WARN, "emitting an invalid message message_id=%s %s",
@@ -630,7 +651,6 @@ static void handle_message(ezz *z, ezzing_msg *em, const px_sqs_message *m)
     px_event *ev = host->event_create(z->ctx, type, json_incref(env.root));
     if (!ev) {
         ezzing_envelope_deinit(&env);
-        json_decref(meta);
         outcome(em, 0, 0);
         return;
     }
@@ -646,13 +666,8 @@ static void handle_message(ezz *z, ezzing_msg *em, const px_sqs_message *m)
         host->event_set_meta(ev, "uuid", env.uuid);
     }
     set_hints(z, ev, &env);
-    const char *k;
-    json_t *x;
-    json_object_foreach(meta, k, x) {
-        host->event_set_meta(ev, k, json_string_value(x));
-    }
+    set_event_meta(ev, m);
     ezzing_envelope_deinit(&env);
-    json_decref(meta);
     /* The payload is the message body as received: the host stores that text as it is. */
     if (PX_HAS(px_host_api, host, event_set_raw)) {
         host->event_set_raw(ev, m->body, m->body_len);
