@@ -23,6 +23,9 @@
 #define MODULE "http"
 /* Response header bytes accepted per call (curl has its own, smaller, per-line limit). */
 #define MAX_HEADER_BYTES (1024u * 1024u)
+/* Finished calls' easy handles kept, reset, for the next requests (curl_easy_init and cleanup
+ * cost more than curl_easy_reset). Every option is set again per request from the defaults. */
+#define IDLE_EASY_MAX 16
 
 enum call_state { CALL_ACTIVE = 1, CALL_DONE = 2 };
 
@@ -79,6 +82,8 @@ struct px_http_client {
     int open_handles;     /* uv handles not yet through their close callback */
     int delivering;
     int closing;
+    CURL *idle_easy[IDLE_EASY_MAX]; /* owned, reset, out of the multi handle */
+    size_t nidle_easy;
     int global_init;
     px_http_client_close_cb close_cb;
     void *close_arg;
@@ -133,10 +138,27 @@ static void detach(px_http_client *c, px_http_call *call)
     }
 }
 
+/* An easy handle for a new call: a kept one (already reset) or a new one; NULL if curl fails. */
+static CURL *easy_get(px_http_client *c)
+{
+    return c->nidle_easy > 0 ? c->idle_easy[--c->nidle_easy] : curl_easy_init();
+}
+
+/* Takes back the easy handle of a call out of the multi handle: kept for reuse, or freed. */
+static void easy_put(px_http_client *c, CURL *easy)
+{
+    if (!c->closing && c->nidle_easy < IDLE_EASY_MAX) {
+        curl_easy_reset(easy);
+        c->idle_easy[c->nidle_easy++] = easy;
+    } else {
+        curl_easy_cleanup(easy);
+    }
+}
+
 static void call_free(px_http_call *call)
 {
     if (call->easy) {
-        curl_easy_cleanup(call->easy);
+        easy_put(call->client, call->easy);
     }
     curl_slist_free_all(call->headers);
     free(call->body);
@@ -670,7 +692,7 @@ int px_http_client_request_owned(px_http_client *c, const void *owner, const px_
     call->cb = cb;
     call->arg = arg;
     call->max_body = c->max_body;
-    call->easy = curl_easy_init();
+    call->easy = easy_get(c);
     if (!call->easy) {
         call_free(call);
         return PX_EHTTP;
@@ -816,6 +838,9 @@ void px_http_client_close(px_http_client *c, px_http_client_close_cb cb, void *a
     }
     curl_multi_cleanup(c->multi); /* every easy handle was removed above */
     c->multi = NULL;
+    while (c->nidle_easy > 0) {
+        curl_easy_cleanup(c->idle_easy[--c->nidle_easy]);
+    }
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->deliver, on_handle_closed);
 }

@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+
+#include "sigv4.h"
 
 #define DEFAULT_TIMEOUT_MS 15000u
 #define RECEIVE_EXTRA_MS 10000u /* long poll + this = HTTP timeout */
@@ -17,10 +20,15 @@ struct px_sqs {
     const px_host_api *host;
     px_plugin_ctx *ctx;
     char *url;          /* endpoint base, ends with '/' */
-    char *sigv4;        /* "aws:amz:<region>:sqs" */
-    char *key, *secret;
+    char *host_header;  /* "Host: <host[:port] of url>", what is signed as host */
+    const char *target; /* path and query of url (points into url) */
+    px_sigv4 signer;    /* signing key cached per day */
+    int signer_ready;
     char *token_header; /* "X-Amz-Security-Token: ..." or NULL */
     uint32_t http_flags;
+    /* The last ReceiveMessage body and what it was made from: pollers repeat the same one. */
+    char *recv_body, *recv_queue_url;
+    px_sqs_receive_opts recv_opts; /* queue_url unused: see recv_queue_url */
     px_sqs_call *calls; /* in flight, doubly linked */
     size_t pending;
 };
@@ -89,13 +97,29 @@ int px_sqs_create(const px_host_api *host, px_plugin_ctx *ctx, const px_sqs_conf
     } else {
         c->url = fmt_str("https://sqs.", cfg->region, ".amazonaws.com/");
     }
-    c->sigv4 = fmt_str("aws:amz:", cfg->region, ":sqs");
-    c->key = dup_str(cfg->access_key);
-    c->secret = dup_str(cfg->secret_key);
+    if (c->url) {
+        /* Host is sent as signed: "host[:port]" of the URL, without any user info. */
+        const char *authority = strstr(c->url, "://") + 3;
+        size_t len = strcspn(authority, "/?#");
+        const char *at = memchr(authority, '@', len);
+        if (at) {
+            len -= (size_t)(at + 1 - authority);
+            authority = at + 1;
+        }
+        char host_value[512];
+        if (len > 0 && len < sizeof(host_value)) {
+            snprintf(host_value, sizeof(host_value), "%.*s", (int)len, authority);
+            c->host_header = fmt_str("Host: ", host_value, "");
+        }
+        c->target = authority + len; /* the path (always there: see above) and query */
+    }
+    c->signer_ready = c->host_header &&
+                      px_sigv4_init(&c->signer, cfg->access_key, cfg->secret_key, cfg->region,
+                                    "sqs") == 0;
     if (cfg->session_token && *cfg->session_token) {
         c->token_header = fmt_str("X-Amz-Security-Token: ", cfg->session_token, "");
     }
-    if (!c->url || !c->sigv4 || !c->key || !c->secret ||
+    if (!c->url || !c->signer_ready ||
         (cfg->session_token && *cfg->session_token && !c->token_header)) {
         px_sqs_destroy(c);
         return PX_EINVAL;
@@ -118,12 +142,12 @@ void px_sqs_destroy(px_sqs *c)
     }
     c->calls = NULL;
     free(c->url);
-    free(c->sigv4);
-    free(c->key);
-    if (c->secret) {
-        memset(c->secret, 0, strlen(c->secret));
+    free(c->recv_body);
+    free(c->recv_queue_url);
+    free(c->host_header);
+    if (c->signer_ready) {
+        px_sigv4_deinit(&c->signer);
     }
-    free(c->secret);
     if (c->token_header) {
         memset(c->token_header, 0, strlen(c->token_header));
     }
@@ -323,34 +347,49 @@ static void on_http(int status, const px_http_response *resp, const char *error,
     free(call);
 }
 
-static int start_call(px_sqs *c, px_sqs_call *call, const char *action, const json_t *params,
-                      uint32_t timeout_ms, px_sqs_call **out)
+/* Sends body (borrowed, the JSON text of the request; NULL = could not be made) as `action`. */
+static int start_call_body(px_sqs *c, px_sqs_call *call, const char *action, const char *body,
+                           uint32_t timeout_ms, px_sqs_call **out)
 {
-    if (!c || !action || !*action || has_crlf(action) || !json_is_object(params)) {
+    if (!c || !action || !*action || has_crlf(action)) {
         free(call);
         return PX_EINVAL;
     }
-    char *body = json_dumps(params, JSON_COMPACT);
-    char target[128];
+    size_t body_len = body ? strlen(body) : 0;
+    char target[128], date[PX_SIGV4_DATE_LEN + 1], date_header[64];
     snprintf(target, sizeof(target), "X-Amz-Target: AmazonSQS.%s", action);
-    const char *headers[] = {"Content-Type: application/x-amz-json-1.0", target,
-                             c->token_header, NULL};
+    px_sigv4_date(time(NULL), date);
+    snprintf(date_header, sizeof(date_header), "X-Amz-Date: %s", date);
+    /* Signed: every header sent but Authorization (Host and X-Amz-Date by the signer). */
+    const char *signed_headers[] = {"Content-Type: application/x-amz-json-1.0", target,
+                                    c->token_header, NULL};
+    size_t auth_cap = strlen(c->signer.key_id) + PX_SIGV4_AUTH_OVERHEAD + 32;
+    char *auth = malloc(auth_cap);
+    int rc = PX_EINVAL;
+    if (body && auth) {
+        memcpy(auth, "Authorization: ", 15);
+        if (px_sigv4_sign(&c->signer, "POST", c->host_header + 6, c->target, signed_headers,
+                          body, body_len, date, auth + 15, auth_cap - 15) == 0) {
+            rc = 0;
+        }
+    }
+    const char *headers[] = {c->host_header, "Content-Type: application/x-amz-json-1.0", target,
+                             date_header, auth, c->token_header, NULL};
     px_http_options opt = {
         .size = sizeof(opt),
         .method = "POST",
         .url = c->url,
         .headers = headers,
         .body = body,
-        .body_len = body ? strlen(body) : 0,
+        .body_len = body_len,
         .timeout_ms = timeout_ms ? timeout_ms : DEFAULT_TIMEOUT_MS,
-        .aws_sigv4 = c->sigv4,
-        .aws_key = c->key,
-        .aws_secret = c->secret,
         .flags = c->http_flags,
     };
     call->c = c;
-    int rc = body ? c->host->http_request(c->ctx, &opt, on_http, call, &call->http) : PX_EINVAL;
-    free(body);
+    if (rc == 0) {
+        rc = c->host->http_request(c->ctx, &opt, on_http, call, &call->http);
+    }
+    free(auth);
     if (rc < 0) {
         free(call);
         return rc;
@@ -365,6 +404,19 @@ static int start_call(px_sqs *c, px_sqs_call *call, const char *action, const js
         *out = call;
     }
     return 0;
+}
+
+static int start_call(px_sqs *c, px_sqs_call *call, const char *action, const json_t *params,
+                      uint32_t timeout_ms, px_sqs_call **out)
+{
+    if (!json_is_object(params)) {
+        free(call);
+        return PX_EINVAL;
+    }
+    char *body = json_dumps(params, JSON_COMPACT);
+    int rc = start_call_body(c, call, action, body, timeout_ms, out);
+    free(body);
+    return rc;
 }
 
 int px_sqs_request(px_sqs *c, const char *action, const json_t *params, uint32_t timeout_ms,
@@ -382,6 +434,8 @@ int px_sqs_request(px_sqs *c, const char *action, const json_t *params, uint32_t
 
 /* --- ReceiveMessage ------------------------------------------------------------------------ */
 
+static json_t *receive_params(const px_sqs_receive_opts *opt, uint32_t max, uint32_t wait);
+
 int px_sqs_receive(px_sqs *c, const px_sqs_receive_opts *opt, px_sqs_receive_cb cb, void *arg,
                    px_sqs_call **out)
 {
@@ -391,6 +445,41 @@ int px_sqs_receive(px_sqs *c, const px_sqs_receive_opts *opt, px_sqs_receive_cb 
     uint32_t max = opt->max_messages < 1 ? 1 : opt->max_messages;
     max = max > PX_SQS_MAX_BATCH ? PX_SQS_MAX_BATCH : max;
     uint32_t wait = opt->wait_seconds > PX_SQS_MAX_WAIT_S ? PX_SQS_MAX_WAIT_S : opt->wait_seconds;
+    if (!c->recv_body || strcmp(c->recv_queue_url, opt->queue_url) != 0 ||
+        c->recv_opts.max_messages != opt->max_messages ||
+        c->recv_opts.wait_seconds != opt->wait_seconds ||
+        c->recv_opts.visibility_timeout != opt->visibility_timeout ||
+        c->recv_opts.all_attributes != opt->all_attributes) {
+        json_t *p = receive_params(opt, max, wait);
+        char *body = json_dumps(p, JSON_COMPACT);
+        char *url = dup_str(opt->queue_url);
+        json_decref(p);
+        if (!body || !url) {
+            free(body);
+            free(url);
+            return PX_EINVAL;
+        }
+        free(c->recv_body);
+        free(c->recv_queue_url);
+        c->recv_body = body;
+        c->recv_queue_url = url;
+        c->recv_opts = *opt;
+        c->recv_opts.queue_url = NULL;
+    }
+    px_sqs_call *call = calloc(1, sizeof(*call));
+    if (!call) {
+        return PX_EINVAL;
+    }
+    call->kind = CALL_RECEIVE;
+    call->receive_cb = cb;
+    call->arg = arg;
+    return start_call_body(c, call, "ReceiveMessage", c->recv_body,
+                           wait * 1000u + RECEIVE_EXTRA_MS, out);
+}
+
+/* The ReceiveMessage parameters of opt (max and wait already clamped). Returns a new object. */
+static json_t *receive_params(const px_sqs_receive_opts *opt, uint32_t max, uint32_t wait)
+{
     json_t *p = json_object();
     json_object_set_new(p, "QueueUrl", json_string(opt->queue_url));
     json_object_set_new(p, "MaxNumberOfMessages", json_integer(max));
@@ -408,17 +497,7 @@ int px_sqs_receive(px_sqs *c, const px_sqs_receive_opts *opt, px_sqs_receive_cb 
         json_object_set_new(p, "AttributeNames", json_pack("[s]", "All"));
         json_object_set_new(p, "MessageAttributeNames", json_pack("[s]", "All"));
     }
-    px_sqs_call *call = calloc(1, sizeof(*call));
-    if (!call) {
-        json_decref(p);
-        return PX_EINVAL;
-    }
-    call->kind = CALL_RECEIVE;
-    call->receive_cb = cb;
-    call->arg = arg;
-    int rc = start_call(c, call, "ReceiveMessage", p, wait * 1000u + RECEIVE_EXTRA_MS, out);
-    json_decref(p);
-    return rc;
+    return p;
 }
 
 static const char *str_or(json_t *o, const char *key, const char *dflt)

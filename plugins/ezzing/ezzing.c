@@ -3,7 +3,12 @@
  * "ezzing.<job>" (id and dedupe key = the SQS MessageId, payload = the whole envelope, meta =
  * the SQS attributes and the job's uuid) or, when it cannot be one, a dead letter. A message is
  * deleted from the queue (DeleteMessageBatch) only once the host reports it persisted; anything
- * else leaves it to come back after its visibility timeout. */
+ * else leaves it to come back after its visibility timeout.
+ *
+ * Requests in flight: each poller keeps one receive going and does not wait for the deletes of
+ * what it received. Persisted messages queue for deletion and go out by tens, in at most
+ * `pollers` DeleteMessageBatch at once (a retry after an error may add one), so at most
+ * 2 x pollers requests are in flight. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +24,10 @@ static const px_host_api *host;
 
 #define MAX_UNKNOWN_LOGGED 32
 #define EMPTY_POLL_PAUSE_MS 1000 /* after an empty answer to a poll that did not wait */
+/* Batches of 10 received per poller that may wait for the host's persist or for their delete
+ * before the poller pauses: enough that a poller never waits for a group commit (several of its
+ * receives fit in one), few enough to bound memory and the time a message stays hidden. */
+#define MAX_BATCHES_PER_POLLER 16
 
 enum health { H_OK, H_DOWN, H_THROTTLED, H_SERVER, H_REFUSED };
 
@@ -70,6 +79,9 @@ struct ezz {
     ezzing_batch *batches;
     size_t open_batches;
     ezzing_delete *deletes;
+    size_t deletes_sending; /* deletes with a request in flight */
+    char **to_delete;       /* handles persisted, waiting for a delete to take them; owned */
+    size_t nto_delete, cap_to_delete;
     int stopped, draining, drained_sent;
     uint64_t pause_until; /* back-pressure from the host */
     uint32_t busy_failures;
@@ -186,7 +198,7 @@ static void note_result(ezz *z, const px_sqs_error *err)
 
 static void check_drained(ezz *z)
 {
-    if (!z->draining || z->drained_sent || z->batches || z->deletes) {
+    if (!z->draining || z->drained_sent || z->batches || z->deletes || z->nto_delete) {
         return;
     }
     for (int64_t i = 0; i < z->npollers; i++) {
@@ -253,17 +265,43 @@ static void delete_retry(ezzing_delete *d, const char *why)
     }
 }
 
-static void on_deleted(const px_sqs_error *err, const px_sqs_batch_failure *failed,
-                       size_t nfailed, void *arg)
+static void wake_pollers(ezz *z);
+static void delete_start(ezz *z, char **handles, size_t n);
+
+/* Starts deletes of the queued handles, oldest first and by tens, while fewer than `pollers`
+ * deletes are in flight. */
+static void delete_pump(ezz *z)
 {
-    ezzing_delete *d = arg;
-    ezz *z = d->z;
-    d->call = NULL;
-    if (err->kind == PX_SQS_ECANCELLED) {
-        delete_free(d);
-        check_drained(z);
-        return;
+    while (z->nto_delete > 0 && z->deletes_sending < (size_t)z->npollers) {
+        char *handles[PX_SQS_MAX_BATCH];
+        size_t n = z->nto_delete < PX_SQS_MAX_BATCH ? z->nto_delete : PX_SQS_MAX_BATCH;
+        memcpy(handles, z->to_delete, n * sizeof(handles[0]));
+        z->nto_delete -= n;
+        memmove(z->to_delete, z->to_delete + n, z->nto_delete * sizeof(z->to_delete[0]));
+        delete_start(z, handles, n);
     }
+}
+
+/* Queues the handles (owned) of persisted messages for deletion. */
+static void delete_queue(ezz *z, char **handles, size_t n)
+{
+    if (z->nto_delete + n > z->cap_to_delete) {
+        size_t cap = z->cap_to_delete ? z->cap_to_delete * 2 : 4 * PX_SQS_MAX_BATCH;
+        while (cap < z->nto_delete + n) {
+            cap *= 2;
+        }
+        z->to_delete = px_xrealloc(z->to_delete, cap * sizeof(z->to_delete[0]));
+        z->cap_to_delete = cap;
+    }
+    memcpy(z->to_delete + z->nto_delete, handles, n * sizeof(handles[0]));
+    z->nto_delete += n;
+    delete_pump(z);
+}
+
+static void delete_done(ezzing_delete *d, const px_sqs_error *err,
+                        const px_sqs_batch_failure *failed, size_t nfailed)
+{
+    ezz *z = d->z;
     note_result(z, err);
     if (err->kind == PX_SQS_ECLIENT) {
         d->first_ms = 0; /* refused: retrying will not help */
@@ -311,6 +349,24 @@ static void on_deleted(const px_sqs_error *err, const px_sqs_batch_failure *fail
     delete_retry(d, code);
 }
 
+static void on_deleted(const px_sqs_error *err, const px_sqs_batch_failure *failed,
+                       size_t nfailed, void *arg)
+{
+    ezzing_delete *d = arg;
+    ezz *z = d->z;
+    d->call = NULL;
+    z->deletes_sending--;
+    if (err->kind == PX_SQS_ECANCELLED) { /* the host is unloading the plugin */
+        delete_free(d);
+        check_drained(z);
+        return;
+    }
+    delete_done(d, err, failed, nfailed);
+    delete_pump(z);
+    wake_pollers(z);
+    check_drained(z);
+}
+
 static void delete_send(ezzing_delete *d)
 {
     ezz *z = d->z;
@@ -320,7 +376,9 @@ static void delete_send(ezzing_delete *d)
         host->log(z->ctx, PX_LOG_ERROR, "delete not sent rc=%d messages=%zu", rc, d->n);
         delete_free(d);
         check_drained(z);
+        return;
     }
+    z->deletes_sending++;
 }
 
 /* Takes the handles (owned) of a finished batch. */
@@ -357,6 +415,12 @@ static void on_poll_timer(void *arg)
         p->z->pause_until = 0;
     }
     poll_next(p);
+}
+
+static int may_poll(const ezz *z)
+{
+    size_t waiting = z->open_batches + (z->nto_delete + PX_SQS_MAX_BATCH - 1) / PX_SQS_MAX_BATCH;
+    return waiting < (size_t)z->npollers * MAX_BATCHES_PER_POLLER;
 }
 
 static void wake_pollers(ezz *z)
@@ -405,7 +469,7 @@ static void batch_finish(ezzing_batch *b)
     free(b->m);
     free(b);
     if (k) {
-        delete_start(z, handles, k);
+        delete_queue(z, handles, k);
     }
     wake_pollers(z);
     check_drained(z);
@@ -465,11 +529,36 @@ static json_t *message_meta(const px_sqs_message *m)
     return meta;
 }
 
-static void poison(ezz *z, ezzing_msg *em, const px_sqs_message *m, const json_t *meta,
-                   const char *reason)
+/* The same entries as message_meta, in the same order, straight onto the event. */
+static void set_event_meta(px_event *ev, const px_sqs_message *m)
+{
+    host->event_set_meta(ev, "MessageId", m->message_id);
+    if (*m->md5_of_body) {
+        host->event_set_meta(ev, "MD5OfBody", m->md5_of_body);
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(m->attributes, k, v) {
+        if (json_is_string(v)) {
+            host->event_set_meta(ev, k, json_string_value(v));
+        }
+    }
+    json_object_foreach(m->message_attributes, k, v) {
+        const char *s = json_string_value(json_object_get(v, "StringValue"));
+        if (s) {
+            char key[300];
+            snprintf(key, sizeof(key), "attr.%s", k);
+            host->event_set_meta(ev, key, s);
+        }
+    }
+}
+
+static void poison(ezz *z, ezzing_msg *em, const px_sqs_message *m, const char *reason)
 {
     host->counter_add(z->ctx, "dead_lettered", NULL, 1);
+    json_t *meta = message_meta(m);
     int rc = host->dead_letter(z->ctx, m->body, m->body_len, meta, reason, on_persisted, em);
+    json_decref(meta);
     if (rc < 0) {
         outcome(em, 0, 1);
     }
@@ -531,18 +620,15 @@ static void set_hints(ezz *z, px_event *ev, const ezzing_envelope *env)
 static void handle_message(ezz *z, ezzing_msg *em, const px_sqs_message *m)
 {
     char why[256];
-    json_t *meta = message_meta(m);
     if ((int64_t)m->body_len > z->max_size) {
         snprintf(why, sizeof(why), "body too large: %zu bytes, max_message_size %lld",
                  m->body_len, (long long)z->max_size);
-        poison(z, em, m, meta, why);
-        json_decref(meta);
+        poison(z, em, m, why);
         return;
     }
     ezzing_envelope env;
     if (ezzing_envelope_parse(m->body, m->body_len, &env, why, sizeof(why)) < 0) {
-        poison(z, em, m, meta, why);
-        json_decref(meta);
+        poison(z, em, m, why);
         return;
     }
     char vwhy[200];
@@ -553,9 +639,8 @@ static void handle_message(ezz *z, ezzing_msg *em, const px_sqs_message *m)
         host->counter_add(z->ctx, "invalid", NULL, 1);
         snprintf(why, sizeof(why), "invalid %s: %s", env.topic, vwhy);
         if (!z->emit_invalid) {
-            poison(z, em, m, meta, why);
+            poison(z, em, m, why);
             ezzing_envelope_deinit(&env);
-            json_decref(meta);
             return;
         }
         host->log(z->ctx, PX_LOG_WARN, "emitting an invalid message message_id=%s %s",
@@ -566,7 +651,6 @@ static void handle_message(ezz *z, ezzing_msg *em, const px_sqs_message *m)
     px_event *ev = host->event_create(z->ctx, type, json_incref(env.root));
     if (!ev) {
         ezzing_envelope_deinit(&env);
-        json_decref(meta);
         outcome(em, 0, 0);
         return;
     }
@@ -582,13 +666,8 @@ static void handle_message(ezz *z, ezzing_msg *em, const px_sqs_message *m)
         host->event_set_meta(ev, "uuid", env.uuid);
     }
     set_hints(z, ev, &env);
-    const char *k;
-    json_t *x;
-    json_object_foreach(meta, k, x) {
-        host->event_set_meta(ev, k, json_string_value(x));
-    }
+    set_event_meta(ev, m);
     ezzing_envelope_deinit(&env);
-    json_decref(meta);
     /* The payload is the message body as received: the host stores that text as it is. */
     if (PX_HAS(px_host_api, host, event_set_raw)) {
         host->event_set_raw(ev, m->body, m->body_len);
@@ -649,14 +728,15 @@ static void on_received(const px_sqs_error *err, const px_sqs_message *msgs, siz
 }
 
 /* Starts the poller's next receive, now or when it may: after its error backoff, after the
- * host's back-pressure pause, and only while fewer than 2 x pollers batches await the host. */
+ * host's back-pressure pause, and only while fewer than MAX_BATCHES_PER_POLLER x pollers batches
+ * await the host or their delete. */
 static void poll_next(ezzing_poller *p)
 {
     ezz *z = p->z;
     if (z->stopped || p->call || p->timer) {
         return;
     }
-    if (z->open_batches >= (size_t)z->npollers * 2) {
+    if (!may_poll(z)) {
         p->blocked = 1;
         return;
     }
@@ -839,6 +919,10 @@ static void ezzing_destroy(void *state)
     while (z->deletes) {
         delete_free(z->deletes);
     }
+    for (size_t i = 0; i < z->nto_delete; i++) {
+        free(z->to_delete[i]);
+    }
+    free(z->to_delete);
     while (z->batches) {
         ezzing_batch *b = z->batches;
         z->batches = b->next;

@@ -7,6 +7,8 @@ import http.server
 import json
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -346,6 +348,40 @@ def test_retry_until_fail_on_timeout_and_max_exceptions_applied():
     # retryUntil: more attempts than maxTries 1, then stopped by the deadline.
     assert "retry deadline passed" in dead[3]["reason"], dead[3]
     assert attempts[3] >= 2, attempts
+
+
+def test_requests_carry_a_valid_sigv4_signature():
+    """Against a peer that recomputes AWS Signature Version 4 from what it received: with the
+    right secret the signature passes (the peer then answers text, not JSON: a server error),
+    with a wrong one it is refused (403). Both runs poll the same way; only the secret differs."""
+    peer = subprocess.Popen([sys.executable, os.path.join(SOURCE, "tests", "peers", "sigv4_peer.py"),
+                             "--key", "test-key", "--secret", "test-secret", "--region",
+                             "us-east-1", "--service", "sqs"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(peer.stdout.readline().strip().split("=", 1)[1])
+        endpoint = f"http://127.0.0.1:{port}"
+        url = f"{endpoint}/000000000000/signed"
+        with Host(config(url, endpoint)) as h:
+            h.start()
+            wait_for(lambda: "sqs server error" in h.log(), what="the signed request answered")
+            h.stop()
+        assert "message=answer is not a JSON object" in h.log(), h.log()[-2000:]
+        assert "status=403" not in h.log(), h.log()[-2000:]
+        wrong = config(url, endpoint).replace("secret_access_key: test-secret",
+                                              "secret_access_key: other-secret")
+        with Host(wrong) as h:
+            h.start()
+            wait_for(lambda: "sqs refused the request status=403" in h.log(),
+                     what="the wrongly signed request refused")
+            h.stop()
+    finally:
+        peer.stdin.close()
+        try:
+            peer.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            peer.kill()
+            peer.wait()
 
 
 def dlq_list(h):

@@ -2,6 +2,7 @@
  * the documented quirks; the SQS client's framing, error parsing and batch failures; and the
  * plugin's flow against a fake host (delete only after persist, dead letters, hints, one log
  * line per change of SQS health, drain). */
+#include "../../plugins/common/sigv4.c"
 #include "../../plugins/common/sqs.c"
 #include "../../plugins/ezzing/envelope.c"
 #include "../../plugins/ezzing/ezzing.c"
@@ -278,7 +279,7 @@ struct px_http_response {
 typedef struct fake_call {
     px_http_response_cb cb;
     void *arg;
-    char url[256], sigv4[64], target[96], token[96];
+    char url[256], sigv4[64], target[96], token[96], host[128], date[32], auth[512];
     char *body;
     int answered, cancelled;
 } fake_call;
@@ -461,6 +462,12 @@ static int f_http_request(px_plugin_ctx *ctx, const px_http_options *o, px_http_
             snprintf(c->target, sizeof(c->target), "%s", o->headers[i] + 14);
         } else if (strncmp(o->headers[i], "X-Amz-Security-Token: ", 22) == 0) {
             snprintf(c->token, sizeof(c->token), "%s", o->headers[i] + 22);
+        } else if (strncmp(o->headers[i], "Host: ", 6) == 0) {
+            snprintf(c->host, sizeof(c->host), "%s", o->headers[i] + 6);
+        } else if (strncmp(o->headers[i], "X-Amz-Date: ", 12) == 0) {
+            snprintf(c->date, sizeof(c->date), "%s", o->headers[i] + 12);
+        } else if (strncmp(o->headers[i], "Authorization: ", 15) == 0) {
+            snprintf(c->auth, sizeof(c->auth), "%s", o->headers[i] + 15);
         } else if (strcmp(o->headers[i], "Content-Type: application/x-amz-json-1.0") != 0) {
             return PX_EINVAL;
         }
@@ -580,9 +587,31 @@ static void test_sqs_request_framing_and_errors(void)
     PX_ASSERT_INT_EQ(px_sqs_receive(c, &o, on_recv_test, out, NULL), 0);
     PX_ASSERT_INT_EQ(px_sqs_pending(c), 1);
     PX_ASSERT_STR_EQ(F.calls[0].url, "https://sqs.eu-west-1.amazonaws.com/");
-    PX_ASSERT_STR_EQ(F.calls[0].sigv4, "aws:amz:eu-west-1:sqs");
     PX_ASSERT_STR_EQ(F.calls[0].target, "AmazonSQS.ReceiveMessage");
     PX_ASSERT_STR_EQ(F.calls[0].token, "TOKEN");
+    /* Signed here, not by the HTTP client: every header sent but Authorization is signed, the
+     * body sent is the body hashed, Host is the endpoint's. */
+    PX_ASSERT_STR_EQ(F.calls[0].sigv4, "");
+    PX_ASSERT_STR_EQ(F.calls[0].host, "sqs.eu-west-1.amazonaws.com");
+    PX_ASSERT_INT_EQ(strlen(F.calls[0].date), PX_SIGV4_DATE_LEN);
+    {
+        char expect[512], prefix[160];
+        snprintf(prefix, sizeof(prefix),
+                 "AWS4-HMAC-SHA256 Credential=AK/%.8s/eu-west-1/sqs/aws4_request, "
+                 "SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target, "
+                 "Signature=", F.calls[0].date);
+        PX_ASSERT(strncmp(F.calls[0].auth, prefix, strlen(prefix)) == 0);
+        px_sigv4 s;
+        PX_ASSERT_INT_EQ(px_sigv4_init(&s, "AK", "SK", "eu-west-1", "sqs"), 0);
+        const char *sent[] = {"Content-Type: application/x-amz-json-1.0",
+                              "X-Amz-Target: AmazonSQS.ReceiveMessage",
+                              "X-Amz-Security-Token: TOKEN", NULL};
+        PX_ASSERT_INT_EQ(px_sigv4_sign(&s, "POST", "sqs.eu-west-1.amazonaws.com", "/", sent,
+                                       F.calls[0].body, strlen(F.calls[0].body),
+                                       F.calls[0].date, expect, sizeof(expect)), 0);
+        PX_ASSERT_STR_EQ(F.calls[0].auth, expect);
+        px_sigv4_deinit(&s);
+    }
     json_t *b = call_body(0);
     PX_ASSERT_STR_EQ(json_string_value(json_object_get(b, "QueueUrl")), o.queue_url);
     PX_ASSERT_INT_EQ(json_integer_value(json_object_get(b, "MaxNumberOfMessages")), 10);
@@ -645,6 +674,53 @@ static void test_sqs_request_framing_and_errors(void)
     cfg.endpoint = "ftp://127.0.0.1";
     PX_ASSERT_INT_EQ(px_sqs_create(&fake_api, NULL, &cfg, &c), PX_EINVAL);
     fake_reset();
+}
+
+/* The signer against the published AWS Signature Version 4 test suite (credentials AKIDEXAMPLE,
+ * 2015-08-30 12:36:00 UTC, us-east-1, service "service"): post-vanilla, post-vanilla-query and
+ * post-x-www-form-urlencoded. */
+static void test_sigv4_matches_the_aws_test_suite(void)
+{
+    px_sigv4 s;
+    PX_ASSERT_INT_EQ(px_sigv4_init(&s, "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+                                   "us-east-1", "service"), 0);
+    char date[PX_SIGV4_DATE_LEN + 1], auth[512];
+    px_sigv4_date((time_t)1440938160, date);
+    PX_ASSERT_STR_EQ(date, "20150830T123600Z");
+    const char *scope = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/"
+                        "aws4_request, ";
+    char expect[512];
+
+    PX_ASSERT_INT_EQ(px_sigv4_sign(&s, "POST", "example.amazonaws.com", "/", NULL, NULL, 0, date,
+                                   auth, sizeof(auth)), 0);
+    snprintf(expect, sizeof(expect), "%sSignedHeaders=host;x-amz-date, Signature="
+             "5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b", scope);
+    PX_ASSERT_STR_EQ(auth, expect);
+
+    PX_ASSERT_INT_EQ(px_sigv4_sign(&s, "POST", "example.amazonaws.com", "/?Param1=value1", NULL,
+                                   NULL, 0, date, auth, sizeof(auth)), 0);
+    snprintf(expect, sizeof(expect), "%sSignedHeaders=host;x-amz-date, Signature="
+             "28038455d6de14eafc1f9222cf5aa6f1a96197d7deb8263271d420d138af7f11", scope);
+    PX_ASSERT_STR_EQ(auth, expect);
+
+    const char *form[] = {"Content-Type: application/x-www-form-urlencoded", NULL};
+    PX_ASSERT_INT_EQ(px_sigv4_sign(&s, "POST", "example.amazonaws.com", "/", form,
+                                   "Param1=value1", 13, date, auth, sizeof(auth)), 0);
+    snprintf(expect, sizeof(expect), "%sSignedHeaders=content-type;host;x-amz-date, Signature="
+             "ff11897932ad3f4e8b18135d722051e5ac45fc38421b1da7b9d196a0fe09473a", scope);
+    PX_ASSERT_STR_EQ(auth, expect);
+
+    /* The key is kept per day: another day derives another, and signs differently. */
+    PX_ASSERT_STR_EQ(s.day, "20150830");
+    px_sigv4_date((time_t)1440938160 + 86400, date);
+    PX_ASSERT_INT_EQ(px_sigv4_sign(&s, "POST", "example.amazonaws.com", "/", form,
+                                   "Param1=value1", 13, date, auth, sizeof(auth)), 0);
+    PX_ASSERT_STR_EQ(s.day, "20150831");
+    PX_ASSERT(strstr(auth, "ff11897932ad3f4e8b18135d722051e5ac45fc38421b1da7") == NULL);
+    /* Too small a buffer is refused rather than cut. */
+    PX_ASSERT_INT_EQ(px_sigv4_sign(&s, "POST", "example.amazonaws.com", "/", NULL, NULL, 0, date,
+                                   auth, 100), -1);
+    px_sigv4_deinit(&s);
 }
 
 static void on_del_test(const px_sqs_error *err, const px_sqs_batch_failure *f, size_t n,
@@ -829,6 +905,50 @@ static void test_plugin_emits_dead_letters_and_deletes_after_persist(void)
     answer_cancelled();
     PX_ASSERT_INT_EQ(F.drained, 1);
     PX_ASSERT_INT_EQ(F.ncalls, 4); /* no poll after stop */
+    desc.destroy(st);
+    fake_reset();
+}
+
+/* Persisted messages wait in one queue for their delete: at most `pollers` DeleteMessageBatch are
+ * in flight (as many as the receives, so 2 x pollers requests at most), and what waited goes out
+ * in full batches; a drain waits for the queue to empty. */
+static void test_plugin_caps_deletes_in_flight_and_batches_what_waits(void)
+{
+    void *st = start_plugin(NULL); /* 2 pollers */
+    PX_ASSERT(st != NULL);
+    const char *bodies[] = {"x", "y", "z"}; /* not JSON: dead letters, deleted all the same */
+    char *ans = receive_answer(bodies, 3);
+    for (size_t i = 0; i < 4; i++) { /* receives 0 and 1, then each poller's next one */
+        PX_ASSERT_STR_EQ(F.calls[i].target, "AmazonSQS.ReceiveMessage");
+        answer(i, 200, ans, NULL);
+    }
+    free(ans);
+    PX_ASSERT_INT_EQ(F.ncalls, 6); /* 2 receives in flight */
+    PX_ASSERT_INT_EQ(F.nouts, 12);
+    for (size_t i = 0; i < 12; i++) {
+        F.outs[i].cb(PX_OK, F.outs[i].arg);
+    }
+    /* 4 batches persisted: 2 deletes sent, the 2 other batches wait. */
+    PX_ASSERT_INT_EQ(F.ncalls, 8);
+    PX_ASSERT_STR_EQ(F.calls[6].target, "AmazonSQS.DeleteMessageBatch");
+    PX_ASSERT_STR_EQ(F.calls[7].target, "AmazonSQS.DeleteMessageBatch");
+    desc.stop(st);
+    desc.drain(st);
+    answer_cancelled();
+    PX_ASSERT_INT_EQ(F.drained, 0); /* deletes still to do */
+    answer(6, 200, "{\"Successful\":[{\"Id\":\"e0\"},{\"Id\":\"e1\"},{\"Id\":\"e2\"}]}", NULL);
+    PX_ASSERT_INT_EQ(F.ncalls, 9); /* what waited goes in one delete */
+    PX_ASSERT_STR_EQ(F.calls[8].target, "AmazonSQS.DeleteMessageBatch");
+    json_t *b = call_body(8);
+    PX_ASSERT_INT_EQ(json_array_size(json_object_get(b, "Entries")), 6);
+    json_decref(b);
+    answer(7, 200, "{\"Successful\":[{\"Id\":\"e0\"},{\"Id\":\"e1\"},{\"Id\":\"e2\"}]}", NULL);
+    PX_ASSERT_INT_EQ(F.drained, 0);
+    answer(8, 200, "{\"Successful\":[{\"Id\":\"e0\"},{\"Id\":\"e1\"},{\"Id\":\"e2\"},"
+                   "{\"Id\":\"e3\"},{\"Id\":\"e4\"},{\"Id\":\"e5\"}]}", NULL);
+    PX_ASSERT_INT_EQ(logs_with("delete"), 0); /* nothing failed or abandoned */
+    PX_ASSERT_INT_EQ(F.drained, 1);
+    PX_ASSERT_INT_EQ(F.ncalls, 9);
     desc.destroy(st);
     fake_reset();
 }
@@ -1070,9 +1190,11 @@ PX_TEST_MAIN(PX_TEST(test_every_seed_example_parses_and_validates),
              PX_TEST(test_bad_bodies_and_job_names),
              PX_TEST(test_retry_fields),
              PX_TEST(test_sqs_classify_and_backoff),
+             PX_TEST(test_sigv4_matches_the_aws_test_suite),
              PX_TEST(test_sqs_request_framing_and_errors),
              PX_TEST(test_sqs_delete_batch_partial_failure),
              PX_TEST(test_plugin_emits_dead_letters_and_deletes_after_persist),
+             PX_TEST(test_plugin_caps_deletes_in_flight_and_batches_what_waits),
              PX_TEST(test_plugin_logs_once_per_health_change_and_backs_off),
              PX_TEST(test_plugin_rejects_bad_options),
              PX_TEST(test_event_id_is_the_message_id_not_the_reused_uuid),
