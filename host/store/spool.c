@@ -11,7 +11,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,6 +173,7 @@ struct px_spool {
     op *done_head, *done_tail;   /* finished, callbacks pending on the loop */
     uint64_t queued_seq, processed_seq;
     int64_t next_id;
+    int64_t hwm_stored; /* writer thread only: meta's last_delivery_id, the ids reserved on disk */
     int writable;
     int stop;
     sink_counts pending; /* committed pending deliveries per sink */
@@ -874,6 +874,11 @@ static void reset_results(op *o)
     o->affected = 0;
 }
 
+/* Delivery ids are reserved on disk this many at a time (meta's last_delivery_id is the highest
+ * reserved, and a reopen starts above it), so ids stay unique across restarts while a commit
+ * whose deliveries were all done before it (nothing else to write) writes no page at all. */
+#define ID_RESERVE 65536
+
 /* Runs ops [first, end) in one transaction. Returns SQLITE_OK when committed; otherwise rolled
  * back, with *bad the op that failed (NULL when BEGIN/COMMIT failed). */
 static int run_txn(px_spool *s, op *first, op *end, sink_counts *delta, op **bad)
@@ -892,11 +897,13 @@ static int run_txn(px_spool *s, op *first, op *end, sink_counts *delta, op **bad
             goto fail;
         }
     }
-    if (hwm > 0) {
+    int64_t reserve = 0;
+    if (hwm > s->hwm_stored) {
+        reserve = hwm + ID_RESERVE;
         sqlite3_stmt *st = wstmt(s, W_HWM_SET);
         rc = st ? SQLITE_OK : SQLITE_ERROR;
         if (st) {
-            sqlite3_bind_int64(st, 1, hwm);
+            sqlite3_bind_int64(st, 1, reserve);
             rc = step_done(st);
         }
         if (rc != SQLITE_OK) {
@@ -906,6 +913,9 @@ static int run_txn(px_spool *s, op *first, op *end, sink_counts *delta, op **bad
     rc = exec_sql(s->wdb, "COMMIT", NULL, 0);
     if (rc != SQLITE_OK) {
         goto fail;
+    }
+    if (reserve > 0) {
+        s->hwm_stored = reserve;
     }
     return SQLITE_OK;
 fail:
@@ -1526,6 +1536,7 @@ static int open_writer_db(px_spool *s, const px_spool_options *opt, char *err, s
     int64_t max_id = query_int(s->wdb, "SELECT max(id) FROM deliveries", 0);
     int64_t hwm = query_int(s->wdb, "SELECT v FROM meta WHERE k='last_delivery_id'", 0);
     s->next_id = (max_id > hwm ? max_id : hwm) + 1;
+    s->hwm_stored = hwm;
     return 0;
 }
 
@@ -1569,21 +1580,6 @@ static int start_loop_handles(px_spool *s, char *err, size_t errlen)
     return 0;
 }
 
-/* The writer runs without wakeup preemption (SCHED_BATCH, same weight as any thread). Where it
- * shares a core with the loop, the loop's kick no longer switches to it in the middle of a turn:
- * it runs when the loop waits or its time slice ends, so one commit takes in a whole turn's puts
- * or more, with fewer switches between the two threads. Best effort: the default policy stays
- * where this one is refused. */
-static void writer_sched_batch(uv_thread_t *t)
-{
-#ifdef SCHED_BATCH
-    struct sched_param sp = {.sched_priority = 0};
-    pthread_setschedparam(*t, SCHED_BATCH, &sp);
-#else
-    (void)t;
-#endif
-}
-
 /* Starts the checkpoint and writer threads. On failure stops what started, closes the
  * connections and the loop handles (which frees s) and returns PX_ESPOOL. */
 static int start_threads(px_spool *s, char *err, size_t errlen)
@@ -1609,7 +1605,6 @@ static int start_threads(px_spool *s, char *err, size_t errlen)
         close_handles(s); /* frees s */
         return PX_ESPOOL;
     }
-    writer_sched_batch(&s->thread);
     return 0;
 }
 

@@ -346,6 +346,68 @@ static void test_done_before_commit_is_elided(void)
     PX_ASSERT_INT_EQ(fx_done(&f), 0);
 }
 
+/* Waits until the writer sleeps: from then on it wakes only when the loop turns. */
+static void wait_writer_asleep(fixture *f)
+{
+    for (int i = 0; i < 10000; i++) {
+        pthread_mutex_lock(&f->s->mu);
+        int asleep = f->s->writer_waiting;
+        pthread_mutex_unlock(&f->s->mu);
+        if (asleep) {
+            return;
+        }
+        usleep(1000);
+    }
+}
+
+static int64_t wal_commits(fixture *f)
+{
+    pthread_mutex_lock(&f->s->ck_mu);
+    int64_t n = (int64_t)f->s->ck_commits;
+    pthread_mutex_unlock(&f->s->ck_mu);
+    return n;
+}
+
+/* Delivery ids are reserved on disk in blocks: once one is, a commit whose deliveries were all
+ * done before it writes no page (no WAL frame), and a reopen still never gives an id again. */
+static void test_all_done_commit_writes_nothing(void)
+{
+    fixture f;
+    PX_ASSERT_INT_EQ(fx_init(&f, NULL), 0);
+    static results r;
+    memset(&r, 0, sizeof(r));
+    put_ctx c[4] = {{&r, 0}, {&r, 1}, {&r, 2}, {&r, 3}};
+    int64_t last = 0;
+    int64_t commits_after_first = 0;
+    for (int i = 0; i < 3; i++) {
+        px_spool_event e = mk_event(i == 0 ? "e0" : i == 1 ? "e1" : "e2", "src", NULL, "{}");
+        px_spool_row row = mk_row("a", NULL);
+        wait_writer_asleep(&f);
+        PX_ASSERT_INT_EQ(px_spool_put(f.s, &e, &row, 1, on_put, &c[i]), 0);
+        px_spool_mark_done(f.s, row.id, 1);
+        PX_ASSERT(spin_until(&f, &r.n, i + 1));
+        PX_ASSERT_INT_EQ(r.status[i], PX_SPOOL_STORED);
+        PX_ASSERT(row.id > last);
+        last = row.id;
+        if (i == 0) {
+            commits_after_first = wal_commits(&f);
+        }
+    }
+    px_spool_stats st;
+    px_spool_get_stats(f.s, &st);
+    PX_ASSERT_INT_EQ(st.elided, 3);
+    PX_ASSERT_INT_EQ(wal_commits(&f), commits_after_first);
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT count(*) FROM events"), 0);
+    fx_close_spool(&f);
+    PX_ASSERT_INT_EQ(fx_open(&f, NULL), 0);
+    px_spool_event e3 = mk_event("e3", "src", NULL, "{}");
+    px_spool_row row3 = mk_row("a", NULL);
+    PX_ASSERT_INT_EQ(px_spool_put(f.s, &e3, &row3, 1, on_put, &c[3]), 0);
+    PX_ASSERT(row3.id > last);
+    PX_ASSERT(spin_until(&f, &r.n, 4));
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
 static void test_mark_retry(void)
 {
     fixture f;
@@ -1487,7 +1549,8 @@ static void test_schema3_migrated(void)
 }
 
 PX_TEST_MAIN(PX_TEST(test_put_and_load), PX_TEST(test_mark_done),
-             PX_TEST(test_done_before_commit_is_elided), PX_TEST(test_mark_retry),
+             PX_TEST(test_done_before_commit_is_elided),
+             PX_TEST(test_all_done_commit_writes_nothing), PX_TEST(test_mark_retry),
              PX_TEST(test_dead_letters), PX_TEST(test_replay_and_purge), PX_TEST(test_dedupe),
              PX_TEST(test_reopen), PX_TEST(test_crash_recovery), PX_TEST(test_group_commit),
              PX_TEST(test_close_runs_pending_callbacks), PX_TEST(test_queue_limit),
