@@ -879,13 +879,37 @@ static void reset_results(op *o)
  * whose deliveries were all done before it (nothing else to write) writes no page at all. */
 #define ID_RESERVE 65536
 
-/* Runs ops [first, end) in one transaction. Returns SQLITE_OK when committed; otherwise rolled
+/* 1 when ops [first, end) leave nothing to write: puts whose deliveries were all done before the
+ * writer took them, with no dedupe key to remember and ids already reserved on disk. */
+static int writes_nothing(const px_spool *s, const op *first, const op *end)
+{
+    for (const op *o = first; o != end; o = o->next) {
+        if (o->kind != OP_PUT || o->nelided != o->nrows ||
+            (o->dedupe_key && s->dedupe_window_ms > 0)) {
+            return 0;
+        }
+        for (size_t i = 0; i < o->nrows; i++) {
+            if (o->rows[i].id > s->hwm_stored) {
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
+/* Runs ops [first, end) in one transaction (none when they write nothing). Returns SQLITE_OK when committed; otherwise rolled
  * back, with *bad the op that failed (NULL when BEGIN/COMMIT failed). */
 static int run_txn(px_spool *s, op *first, op *end, sink_counts *delta, op **bad)
 {
     int64_t hwm = 0;
     *bad = NULL;
     counts_clear(delta);
+    if (writes_nothing(s, first, end)) {
+        for (op *o = first; o != end; o = o->next) {
+            o->status = PX_SPOOL_STORED;
+        }
+        return SQLITE_OK;
+    }
     int rc = exec_sql(s->wdb, "BEGIN IMMEDIATE", NULL, 0);
     if (rc != SQLITE_OK) {
         return rc;
