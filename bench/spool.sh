@@ -47,7 +47,7 @@ start_host() {
 wait_log() {
     local deadline=$((SECONDS + $3))
     while [ $SECONDS -lt $deadline ]; do
-        if grep -o "$2" "$1" | head -1 | grep .; then
+        if grep -so "$2" "$1" | head -1 | grep .; then
             return 0
         fi
         if ! kill -0 "$host_pid" 2>/dev/null; then
