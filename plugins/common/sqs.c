@@ -10,6 +10,8 @@
 #include <time.h>
 
 #include "sigv4.h"
+#include "sqs_answer.h"
+#include "utf8.h"
 
 #define DEFAULT_TIMEOUT_MS 15000u
 #define RECEIVE_EXTRA_MS 10000u /* long poll + this = HTTP timeout */
@@ -322,6 +324,15 @@ static void on_http(int status, const px_http_response *resp, const char *error,
     } else {
         size_t len = 0;
         const char *text = host->http_resp_body(resp, &len);
+        px_sqs_answer answer;
+        if (call->kind == CALL_RECEIVE && status >= 200 && status < 300 && text && len &&
+            px_sqs_answer_read(text, len, &answer) == 0) {
+            /* The usual answer, read without a tree of it; anything else goes to jansson. */
+            call->receive_cb(&err, answer.msgs, answer.n, call->arg);
+            px_sqs_answer_deinit(&answer);
+            free(call);
+            return;
+        }
         if (text && len) {
             body = json_loadb(text, len, JSON_ALLOW_NUL, NULL);
         } else {
@@ -540,32 +551,94 @@ static void deliver_receive(px_sqs_call *call, const px_sqs_error *err, json_t *
 
 /* --- DeleteMessageBatch -------------------------------------------------------------------- */
 
+/* Appends s (borrowed) as a JSON string, as json_dumps writes it: '"', '\\' and control
+ * characters escaped, the rest as is. Returns the end of what was written; dst has room for
+ * 6 x strlen(s) + 2 bytes. */
+static char *put_json_string(char *dst, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    *dst++ = '"';
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            *dst++ = '\\';
+            *dst++ = (char)c;
+        } else if (c < 0x20) {
+            *dst++ = '\\';
+            switch (c) {
+            case '\b': *dst++ = 'b'; break;
+            case '\f': *dst++ = 'f'; break;
+            case '\n': *dst++ = 'n'; break;
+            case '\r': *dst++ = 'r'; break;
+            case '\t': *dst++ = 't'; break;
+            default:
+                memcpy(dst, "u00", 3);
+                dst[3] = hex[c >> 4];
+                dst[4] = hex[c & 15];
+                dst += 5;
+                break;
+            }
+        } else {
+            *dst++ = (char)c;
+        }
+    }
+    *dst++ = '"';
+    return dst;
+}
+
+/* {"QueueUrl":...,"Entries":[{"Id":"e0","ReceiptHandle":...},...]} written in one pass (what
+ * json_dumps of the same object writes); NULL when a string is not UTF-8, as jansson refuses. */
+static char *delete_batch_body(const char *queue_url, const char *const *handles, size_t n)
+{
+    size_t cap = 64 + 6 * strlen(queue_url);
+    for (size_t i = 0; i < n; i++) {
+        const char *h = handles[i] ? handles[i] : "";
+        if (!px_utf8_valid(h, strlen(h))) {
+            return NULL;
+        }
+        cap += 48 + 6 * strlen(h);
+    }
+    if (!px_utf8_valid(queue_url, strlen(queue_url))) {
+        return NULL;
+    }
+    char *body = malloc(cap);
+    if (!body) {
+        return NULL;
+    }
+    char *p = body;
+    static const char head[] = "{\"QueueUrl\":", entries[] = ",\"Entries\":[";
+    memcpy(p, head, sizeof(head) - 1);
+    p = put_json_string(p + sizeof(head) - 1, queue_url);
+    memcpy(p, entries, sizeof(entries) - 1);
+    p += sizeof(entries) - 1;
+    for (size_t i = 0; i < n; i++) {
+        p += sprintf(p, "%s{\"Id\":\"e%zu\",\"ReceiptHandle\":", i ? "," : "", i);
+        p = put_json_string(p, handles[i] ? handles[i] : "");
+        *p++ = '}';
+    }
+    memcpy(p, "]}", 3);
+    return body;
+}
+
 int px_sqs_delete_batch(px_sqs *c, const char *queue_url, const char *const *handles, size_t n,
                         px_sqs_delete_cb cb, void *arg, px_sqs_call **out)
 {
     if (!c || !queue_url || !handles || n == 0 || n > PX_SQS_MAX_BATCH || !cb) {
         return PX_EINVAL;
     }
-    json_t *entries = json_array();
-    for (size_t i = 0; i < n; i++) {
-        char id[16];
-        snprintf(id, sizeof(id), "e%zu", i);
-        json_array_append_new(entries, json_pack("{s:s, s:s}", "Id", id, "ReceiptHandle",
-                                                 handles[i] ? handles[i] : ""));
-    }
-    json_t *p = json_pack("{s:s, s:o}", "QueueUrl", queue_url, "Entries", entries);
+    char *body = delete_batch_body(queue_url, handles, n);
     px_sqs_call *call = calloc(1, sizeof(*call));
-    if (!call || !p) {
+    if (!call || !body) {
         free(call);
-        json_decref(p);
+        free(body);
         return PX_EINVAL;
     }
     call->kind = CALL_DELETE;
     call->delete_cb = cb;
     call->arg = arg;
     call->nentries = n;
-    int rc = start_call(c, call, "DeleteMessageBatch", p, 0, out);
-    json_decref(p);
+    int rc = start_call_body(c, call, "DeleteMessageBatch", body, 0, out);
+    free(body);
     return rc;
 }
 

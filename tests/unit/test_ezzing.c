@@ -4,6 +4,7 @@
  * line per change of SQS health, drain). */
 #include "../../plugins/common/sigv4.c"
 #include "../../plugins/common/sqs.c"
+#include "../../plugins/common/sqs_answer.c"
 #include "../../plugins/ezzing/envelope.c"
 #include "../../plugins/ezzing/ezzing.c"
 
@@ -770,6 +771,137 @@ static void test_sqs_delete_batch_partial_failure(void)
     fake_reset();
 }
 
+/* The messages of a receive callback as JSON, every string kept byte for byte. */
+static void keep_messages(const px_sqs_error *err, const px_sqs_message *m, size_t n, void *arg)
+{
+    PX_ASSERT_INT_EQ(err->kind, PX_SQS_OK);
+    json_t *list = arg;
+    for (size_t i = 0; i < n; i++) {
+        json_t *x = json_object();
+        json_object_set_new(x, "id", json_string(m[i].message_id));
+        json_object_set_new(x, "handle", json_string(m[i].receipt_handle));
+        json_object_set_new(x, "md5", json_string(m[i].md5_of_body));
+        json_object_set_new(x, "body", json_stringn(m[i].body, m[i].body_len));
+        json_object_set(x, "attrs", m[i].attributes ? m[i].attributes : json_null());
+        json_object_set(x, "mattrs", m[i].message_attributes ? m[i].message_attributes
+                                                             : json_null());
+        json_array_append_new(list, x);
+    }
+}
+
+/* What the one-pass reading gives, or NULL when it is unsure. */
+static json_t *read_fast(const char *text)
+{
+    px_sqs_answer a;
+    if (px_sqs_answer_read(text, strlen(text), &a) < 0) {
+        return NULL;
+    }
+    json_t *list = json_array();
+    px_sqs_error ok = {.kind = PX_SQS_OK, .code = "", .message = ""};
+    keep_messages(&ok, a.msgs, a.n, list);
+    px_sqs_answer_deinit(&a);
+    return list;
+}
+
+/* What the jansson reading gives. */
+static json_t *read_tree(const char *text)
+{
+    json_t *root = json_loadb(text, strlen(text), JSON_ALLOW_NUL, NULL);
+    PX_ASSERT(json_is_object(root));
+    json_t *list = json_array();
+    px_sqs_call call = {.kind = CALL_RECEIVE, .receive_cb = keep_messages, .arg = list};
+    px_sqs_error ok = {.kind = PX_SQS_OK, .code = "", .message = ""};
+    deliver_receive(&call, &ok, root);
+    json_decref(root);
+    return list;
+}
+
+static void test_sqs_answer_read_in_one_pass_as_jansson_reads_it(void)
+{
+    static const char *same[] = {
+        /* SQS's layout: the body a JSON text in a string, every escape form in it */
+        "{\"Messages\":[{\"MessageId\":\"m-1\",\"ReceiptHandle\":\"AQEB+x/y==\",\"MD5OfBody\":"
+        "\"0123abcd\",\"Body\":\"{\\\"uuid\\\":\\\"u\\\\/1\\\",\\\"job\\\":\\\"a\\\\\\\\b\\\","
+        "\\\"t\\\":\\\"\\\\t\\\\n\\\"}\\n\\r\\t\\b\\f\\/ \\u00e9\\u20ac\\ud83d\\ude00 \xc3\xa9"
+        "\xe2\x82\xac\xf0\x9f\x98\x80 nul:\\u0000.\",\"Attributes\":{\"SentTimestamp\":"
+        "\"1700000000000\",\"ApproximateReceiveCount\":\"1\"},\"MessageAttributes\":{\"k\":"
+        "{\"DataType\":\"String\",\"StringValue\":\"v\"},\"n\":{\"DataType\":\"Number\","
+        "\"StringValue\":\"5\"}}},{\"ReceiptHandle\":\"rh-2\",\"Body\":\"\"}]}",
+        /* white space anywhere, unknown members of any type, the last of duplicate keys */
+        " { \"Other\" : [1, -2.5e+10, true, false, null, {\"a\": [[]]}, \"s\"] ,\n \"Messages\""
+        " : [ { \"Body\" : \"first\" , \"Extra\" : {\"x\": 0.25} , \"Body\" : \"second\" ,"
+        " \"ReceiptHandle\" : \"rh\" , \"Attributes\" : \"not an object\" } ] } \n",
+        /* left out: no handle, an empty or non-string handle; a non-string body reads as "" */
+        "{\"Messages\":[{\"MessageId\":\"m-2\"},{\"ReceiptHandle\":\"\"},{\"ReceiptHandle\":7},"
+        "{\"ReceiptHandle\":\"rh-3\",\"Body\":{\"a\":1},\"MessageId\":null}]}",
+        "{\"Messages\":[]}",
+        "{}",
+    };
+    for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+        json_t *fast = read_fast(same[i]), *tree = read_tree(same[i]);
+        PX_ASSERT(fast != NULL);
+        PX_ASSERT(json_equal(fast, tree));
+        json_decref(fast);
+        json_decref(tree);
+    }
+    /* The escapes decoded byte for byte, \u0000 included. */
+    json_t *fast = read_fast(same[0]);
+    size_t blen = json_string_length(json_object_get(json_array_get(fast, 0), "body"));
+    const char *body = json_string_value(json_object_get(json_array_get(fast, 0), "body"));
+    static const char want[] = "{\"uuid\":\"u\\/1\",\"job\":\"a\\\\b\",\"t\":\"\\t\\n\"}\n\r\t\b"
+                               "\f/ \xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80 \xc3\xa9\xe2\x82\xac"
+                               "\xf0\x9f\x98\x80 nul:\0.";
+    PX_ASSERT_INT_EQ(blen, sizeof(want) - 1);
+    PX_ASSERT(memcmp(body, want, blen) == 0);
+    json_decref(fast);
+    fast = read_fast(same[2]); /* only rh-3 is kept */
+    PX_ASSERT_INT_EQ(json_array_size(fast), 1);
+    PX_ASSERT_STR_EQ(json_string_value(json_object_get(json_array_get(fast, 0), "handle")), "rh-3");
+    json_decref(fast);
+
+    /* Anything else is left to jansson. */
+    static const char *unsure[] = {
+        "not json", "", "{\"Messages\":[]} x", "{\"Messages\":{}}", "[]",
+        "{\"Messages\":[{\"ReceiptHandle\":\"a\\ud800\"}]}",      /* a lone surrogate */
+        "{\"Messages\":[{\"ReceiptHandle\":\"a\\x\"}]}",          /* a bad escape */
+        "{\"Messages\":[{\"Receipt\\u0048andle\":\"a\"}]}",       /* a key with an escape */
+        "{\"Messages\":[{\"ReceiptHandle\":\"a\xff\"}]}",         /* not UTF-8 */
+        "{\"Messages\":[{\"ReceiptHandle\":\"a\tb\"}]}",          /* a raw control character */
+        "{\"N\":12345678901234567890,\"Messages\":[]}",          /* a huge integer */
+        "{\"N\":01,\"Messages\":[]}", "{\"Messages\":[],}", "{\"Messages\":[],\"Messages\":[]}",
+        "{\"Messages\":[{\"ReceiptHandle\":\"a\"}]", "{\"Messages\":[{\"Body\":\"a}]}",
+    };
+    for (size_t i = 0; i < sizeof(unsure) / sizeof(unsure[0]); i++) {
+        json_t *got = read_fast(unsure[i]);
+        if (got) {
+            fprintf(stderr, "read, not unsure: %s\n", unsure[i]);
+        }
+        PX_ASSERT(got == NULL);
+    }
+}
+
+static void test_sqs_delete_batch_body_is_what_jansson_writes(void)
+{
+    const char *h[] = {"AQEB+x/y==", "quo\"te back\\slash", "ctl\x01\x1f\n\t\r\b\f",
+                       "\xc3\xa9\xe2\x82\xac", "", "e5", "e6", "e7", "e8", "last"};
+    json_t *entries = json_array();
+    for (size_t i = 0; i < 10; i++) {
+        char id[8];
+        snprintf(id, sizeof(id), "e%zu", i);
+        json_array_append_new(entries, json_pack("{s:s, s:s}", "Id", id, "ReceiptHandle", h[i]));
+    }
+    json_t *p = json_pack("{s:s, s:o}", "QueueUrl", "http://127.0.0.1:9/000/q\"x", "Entries",
+                          entries);
+    char *want = json_dumps(p, JSON_COMPACT);
+    char *got = delete_batch_body("http://127.0.0.1:9/000/q\"x", h, 10);
+    PX_ASSERT_STR_EQ(got, want);
+    free(got);
+    free(want);
+    json_decref(p);
+    const char *bad[] = {"ok", "\xff"};
+    PX_ASSERT(delete_batch_body("q", bad, 2) == NULL); /* jansson refuses it too */
+}
+
 /* --- The plugin on the fake host ----------------------------------------------------------- */
 
 static void *start_plugin(const char *extra)
@@ -1193,6 +1325,8 @@ PX_TEST_MAIN(PX_TEST(test_every_seed_example_parses_and_validates),
              PX_TEST(test_sigv4_matches_the_aws_test_suite),
              PX_TEST(test_sqs_request_framing_and_errors),
              PX_TEST(test_sqs_delete_batch_partial_failure),
+             PX_TEST(test_sqs_answer_read_in_one_pass_as_jansson_reads_it),
+             PX_TEST(test_sqs_delete_batch_body_is_what_jansson_writes),
              PX_TEST(test_plugin_emits_dead_letters_and_deletes_after_persist),
              PX_TEST(test_plugin_caps_deletes_in_flight_and_batches_what_waits),
              PX_TEST(test_plugin_logs_once_per_health_change_and_backs_off),
