@@ -61,6 +61,10 @@ if [ -f plugins/notification/message.c ]; then
     add fuzz_eventbridge "fuzz/targets/fuzz_eventbridge.c plugins/notification/message.c$util" \
         "-Iplugins/notification"
 fi
+if [ -f plugins/common/sqs_answer.c ]; then
+    add fuzz_sqs_answer "fuzz/targets/fuzz_sqs_answer.c plugins/common/sigv4.c plugins/common/sqs_answer.c$util" \
+        "-Iplugins/common"
+fi
 common=""
 for f in plugins/common/*.c; do common="$common $f"; done
 for p in webhook ezzing ploomes amocrm notification; do
