@@ -20,16 +20,6 @@ typedef struct hdr {
     size_t value_len;
 } hdr;
 
-static char *sigv4_dup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d) {
-        memcpy(d, s, n);
-    }
-    return d;
-}
-
 int px_sigv4_init(px_sigv4 *s, const char *key_id, const char *secret, const char *region,
                   const char *service)
 {
@@ -44,9 +34,9 @@ int px_sigv4_init(px_sigv4 *s, const char *key_id, const char *secret, const cha
         memcpy(s->secret, "AWS4", 4);
         memcpy(s->secret + 4, secret, n + 1);
     }
-    s->key_id = sigv4_dup(key_id);
-    s->region = sigv4_dup(region);
-    s->service = sigv4_dup(service);
+    s->key_id = strdup(key_id);
+    s->region = strdup(region);
+    s->service = strdup(service);
     if (!s->secret || !s->key_id || !s->region || !s->service) {
         px_sigv4_deinit(s);
         return -1;
