@@ -232,7 +232,7 @@ pipelines:
     small = h.path("small")
     os.makedirs(small)
     mounted = os.geteuid() == 0 and subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", small],
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", small],
         capture_output=True).returncode == 0
     if not mounted:
         raise AssertionError("this test needs root to mount a small tmpfs")

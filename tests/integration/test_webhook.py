@@ -534,7 +534,7 @@ pipelines:
 """, ", max_body: 64KiB").replace("data_dir: @TMP@/var", "data_dir: @TMP@/small")
     h = Host(cfg)
     small = h.path("small")
-    if os.geteuid() != 0 or not _mount_tmpfs(small, "1m"):
+    if os.geteuid() != 0 or not _mount_tmpfs(small, "2m"):
         raise AssertionError("this test needs root to mount a small tmpfs")
     try:
         open(h.path("down"), "w").close()
