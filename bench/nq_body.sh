@@ -10,5 +10,5 @@ cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Iplugins/notification -Iutil bench/nq_body.c \
-    plugins/notification/message.c util/*.c $(pkg-config --cflags --libs jansson) -o "$tmp/nq_body"
+    plugins/notification/message.c util/*.c $(pkg-config --cflags --libs jansson libcrypto) -o "$tmp/nq_body"
 "$tmp/nq_body" "$@"

@@ -22,7 +22,7 @@ PAYLOAD = os.path.join(ROOT, "bench", "payloads", "opportunity_created.json")
 def build(tmp):
     subprocess.run([os.path.join(ROOT, "scripts", "build.sh"), BUILD], check=True, cwd=ROOT)
     libs = subprocess.run(["pkg-config", "--libs", "libuv", "jansson", "yaml-0.1", "libcurl",
-                           "sqlite3", "libpq"], capture_output=True, text=True,
+                           "sqlite3", "libpq", "libzstd", "libcrypto"], capture_output=True, text=True,
                           check=True).stdout.split()
     exe = os.path.join(tmp, "store_put")
     b = os.path.join(ROOT, BUILD)
