@@ -31,7 +31,8 @@ export REF_LOOPS=${REF_LOOPS:-$((2 * POLLERS))}
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-cc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Iutil bench/sqs_drain.c util/sha256.c \
+cc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Iutil -Iplugins/common bench/sqs_drain.c \
+    plugins/common/sigv4.c util/sha256.c \
     -lcurl -lcrypto -lpthread -o "$tmp/sqs_drain"
 export SQS_DRAIN="$tmp/sqs_drain"
 

@@ -1,8 +1,8 @@
 /* The reference loop of bench/ezzing.sh: LOOPS threads, each with one keep-alive libcurl easy
  * handle (one TCP connection), each doing ReceiveMessage (the host's request body: 10 messages,
  * every attribute, 1 s long poll) then DeleteMessageBatch of what came, until TOTAL messages are
- * deleted. Requests are signed with SigV4 here (util/sha256 for the digests), with the signing
- * key derived once. The answer is scanned for "ReceiptHandle" values only, copied as they are
+ * deleted. Requests are signed with SigV4 by the plugins' own signer (plugins/common/sigv4.c,
+ * one per thread, the signing key derived once a day). The answer is scanned for "ReceiptHandle" values only, copied as they are
  * (still JSON-escaped) into the delete body: the least work a drain can do per message.
  * Prints the seconds from the first request to the last delete answer.
  *
@@ -16,12 +16,10 @@
 
 #include <curl/curl.h>
 
-#include "sha256.h"
+#include "sigv4.h"
 
-static const char *endpoint, *queue_url, *region, *key_id;
+static const char *endpoint, *queue_url, *region, *key_id, *secret;
 static char host_hdr[256];
-static uint8_t signing_key[PX_SHA256_LEN];
-static char date_stamp[9], amz_date[17];
 static long total;
 static atomic_long done;
 
@@ -55,55 +53,20 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
     return size * nmemb;
 }
 
-static void hmac(const uint8_t *key, size_t keylen, const char *msg, uint8_t out[PX_SHA256_LEN])
-{
-    px_hmac_sha256(key, keylen, msg, strlen(msg), out);
-}
-
-static void derive_key(const char *secret)
-{
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(date_stamp, sizeof(date_stamp), "%Y%m%d", &tm);
-    strftime(amz_date, sizeof(amz_date), "%Y%m%dT%H%M%SZ", &tm);
-    char k0[256];
-    snprintf(k0, sizeof(k0), "AWS4%s", secret);
-    uint8_t k1[PX_SHA256_LEN], k2[PX_SHA256_LEN], k3[PX_SHA256_LEN];
-    hmac((const uint8_t *)k0, strlen(k0), date_stamp, k1);
-    hmac(k1, sizeof(k1), region, k2);
-    hmac(k2, sizeof(k2), "sqs", k3);
-    hmac(k3, sizeof(k3), "aws4_request", signing_key);
-}
-
 /* POSTs body as AmazonSQS.<action>, signed; the answer goes to resp. Exits on any failure. */
-static void call(CURL *easy, const char *action, const buf *body, buf *resp)
+static void call(CURL *easy, px_sigv4 *signer, const char *action, const buf *body, buf *resp)
 {
-    char body_hash[2 * PX_SHA256_LEN + 1], req_hash[2 * PX_SHA256_LEN + 1];
-    char sig[2 * PX_SHA256_LEN + 1];
-    uint8_t d[PX_SHA256_LEN];
-    px_sha256(body->p, body->len, d);
-    px_hex_encode(d, sizeof(d), body_hash);
-    char canonical[1024];
-    snprintf(canonical, sizeof(canonical),
-             "POST\n/\n\ncontent-type:application/x-amz-json-1.0\nhost:%s\nx-amz-date:%s\n"
-             "x-amz-target:AmazonSQS.%s\n\ncontent-type;host;x-amz-date;x-amz-target\n%s",
-             host_hdr, amz_date, action, body_hash);
-    px_sha256(canonical, strlen(canonical), d);
-    px_hex_encode(d, sizeof(d), req_hash);
-    char to_sign[512];
-    snprintf(to_sign, sizeof(to_sign), "AWS4-HMAC-SHA256\n%s\n%s/%s/sqs/aws4_request\n%s",
-             amz_date, date_stamp, region, req_hash);
-    hmac(signing_key, sizeof(signing_key), to_sign, d);
-    px_hex_encode(d, sizeof(d), sig);
-
-    char target[128], date[64], auth[512];
+    char amz_date[PX_SIGV4_DATE_LEN + 1], target[128], date[64], auth[1024];
+    px_sigv4_date(time(NULL), amz_date);
     snprintf(target, sizeof(target), "X-Amz-Target: AmazonSQS.%s", action);
     snprintf(date, sizeof(date), "X-Amz-Date: %s", amz_date);
-    snprintf(auth, sizeof(auth),
-             "Authorization: AWS4-HMAC-SHA256 Credential=%s/%s/%s/sqs/aws4_request, "
-             "SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=%s",
-             key_id, date_stamp, region, sig);
+    const char *const signed_headers[] = {"Content-Type: application/x-amz-json-1.0", target, NULL};
+    memcpy(auth, "Authorization: ", 15);
+    if (px_sigv4_sign(signer, "POST", host_hdr, "/", signed_headers, body->p, body->len, amz_date,
+                      auth + 15, sizeof(auth) - 15) < 0) {
+        fprintf(stderr, "cannot sign %s\n", action);
+        exit(1);
+    }
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/x-amz-json-1.0");
     h = curl_slist_append(h, target);
     h = curl_slist_append(h, date);
@@ -128,6 +91,10 @@ static void call(CURL *easy, const char *action, const buf *body, buf *resp)
 static void *loop(void *arg)
 {
     (void)arg;
+    px_sigv4 signer;
+    if (px_sigv4_init(&signer, key_id, secret, region, "sqs") < 0) {
+        exit(1);
+    }
     CURL *easy = curl_easy_init();
     curl_easy_setopt(easy, CURLOPT_URL, endpoint);
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
@@ -141,7 +108,7 @@ static void *loop(void *arg)
                       "\"AttributeNames\":[\"All\"],\"MessageAttributeNames\":[\"All\"]}");
     static const char tag[] = "\"ReceiptHandle\":\"";
     while (atomic_load(&done) < total) {
-        call(easy, "ReceiveMessage", &receive, &resp);
+        call(easy, &signer, "ReceiveMessage", &receive, &resp);
         del.len = 0;
         buf_str(&del, "{\"QueueUrl\":\"");
         buf_str(&del, queue_url);
@@ -165,7 +132,7 @@ static void *loop(void *arg)
             continue;
         }
         buf_str(&del, "]}");
-        call(easy, "DeleteMessageBatch", &del, &resp);
+        call(easy, &signer, "DeleteMessageBatch", &del, &resp);
         if (strstr(resp.p, "\"Failed\":[{")) {
             fprintf(stderr, "delete failed: %s\n", resp.p);
             exit(1);
@@ -173,6 +140,7 @@ static void *loop(void *arg)
         atomic_fetch_add(&done, n);
     }
     curl_easy_cleanup(easy);
+    px_sigv4_deinit(&signer);
     free(receive.p);
     free(del.p);
     free(resp.p);
@@ -191,11 +159,11 @@ int main(int argc, char **argv)
     int loops = atoi(argv[4]);
     region = argv[5];
     key_id = argv[6];
+    secret = argv[7];
     const char *h = strstr(endpoint, "://");
     snprintf(host_hdr, sizeof(host_hdr), "%.*s", (int)strcspn(h ? h + 3 : endpoint, "/"),
              h ? h + 3 : endpoint);
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    derive_key(argv[7]);
     pthread_t t[256];
     if (loops < 1 || loops > 256) {
         return 2;
