@@ -41,7 +41,8 @@ static int fx_open(fixture *f, const px_spool_options *opt)
     return rc;
 }
 
-static int fx_init(fixture *f, const px_spool_options *opt)
+/* A fresh fixture: its directory and loop, the spool not open yet. */
+static int fx_prepare(fixture *f)
 {
     memset(f, 0, sizeof(*f));
     snprintf(f->dir, sizeof(f->dir), "/tmp/px_spool_XXXXXX");
@@ -49,7 +50,25 @@ static int fx_init(fixture *f, const px_spool_options *opt)
         return -1;
     }
     uv_loop_init(&f->loop);
-    return fx_open(f, opt);
+    return 0;
+}
+
+static int fx_init(fixture *f, const px_spool_options *opt)
+{
+    return fx_prepare(f) < 0 ? -1 : fx_open(f, opt);
+}
+
+/* f's DIR/spool.db opened directly (NULL on failure), to build an older database by hand. */
+static sqlite3 *fx_raw_db(const fixture *f)
+{
+    char path[96];
+    snprintf(path, sizeof(path), "%s/spool.db", f->dir);
+    sqlite3 *db = NULL;
+    if (sqlite3_open(path, &db) != SQLITE_OK) {
+        sqlite3_close(db);
+        return NULL;
+    }
+    return db;
 }
 
 /* Closes the spool and runs the loop until its handle is closed. */
@@ -1260,14 +1279,9 @@ static void test_dead_letter_ids(void)
 static void test_dead_letter_ids_migrated(void)
 {
     fixture f;
-    memset(&f, 0, sizeof(f));
-    snprintf(f.dir, sizeof(f.dir), "/tmp/px_spool_XXXXXX");
-    PX_ASSERT(mkdtemp(f.dir) != NULL);
-    uv_loop_init(&f.loop);
-    char path[96];
-    snprintf(path, sizeof(path), "%s/spool.db", f.dir);
-    sqlite3 *db = NULL;
-    PX_ASSERT_INT_EQ(sqlite3_open(path, &db), SQLITE_OK);
+    PX_ASSERT_INT_EQ(fx_prepare(&f), 0);
+    sqlite3 *db = fx_raw_db(&f);
+    PX_ASSERT(db != NULL);
     PX_ASSERT_INT_EQ(exec_sql(db, migrations[0], NULL, 0), SQLITE_OK);
     PX_ASSERT_INT_EQ(exec_sql(db, migrations[1], NULL, 0), SQLITE_OK);
     /* schema 2: delivery 2 still pending; dead letters 1 and 2 (deliveries 6 and 9, delivery 6
@@ -1495,14 +1509,9 @@ static void test_compressed_payloads(void)
 static void test_schema3_migrated(void)
 {
     fixture f;
-    memset(&f, 0, sizeof(f));
-    snprintf(f.dir, sizeof(f.dir), "/tmp/px_spool_XXXXXX");
-    PX_ASSERT(mkdtemp(f.dir) != NULL);
-    uv_loop_init(&f.loop);
-    char path[96];
-    snprintf(path, sizeof(path), "%s/spool.db", f.dir);
-    sqlite3 *db = NULL;
-    PX_ASSERT_INT_EQ(sqlite3_open(path, &db), SQLITE_OK);
+    PX_ASSERT_INT_EQ(fx_prepare(&f), 0);
+    sqlite3 *db = fx_raw_db(&f);
+    PX_ASSERT(db != NULL);
     PX_ASSERT_INT_EQ(exec_sql(db, "PRAGMA page_size=4096; PRAGMA journal_mode=WAL;", NULL, 0),
                      SQLITE_OK);
     for (int v = 0; v < 3; v++) {
