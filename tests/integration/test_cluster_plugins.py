@@ -18,17 +18,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from amocrm_fake import AmoFake  # noqa: E402
 from test_amocrm import (CLIENT_ID, REDIRECT, REFERER, SECRET, TOKEN, call,  # noqa: E402
                          fixture)
+from test_cluster import BASE  # noqa: E402  (one host config, per-host values from the environment)
 from test_ploomes import Fake as PloomesFake  # noqa: E402
-
-BASE = """version: 1
-host:
-  data_dir: "${PX_DATA}/var"
-  plugin_path: [@TEST_PLUGINS@, @PLUGINS@]
-  drain_timeout: 2s
-  http: { listen: "127.0.0.1:0" }
-  admin: { listen: "127.0.0.1:0" }
-  store: { type: postgres, url: "${PX_PG_URL}", host_id: "${PX_HOST_ID}", lease: 2s }
-"""
 
 AMO = BASE + """plugins:
   quiz: { plugin: testsource, config: { input_file: "${PX_DATA}/in.jsonl" } }
