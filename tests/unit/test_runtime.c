@@ -93,6 +93,30 @@ static char *config_text(const char *dir)
     return text;
 }
 
+/* Parses a config named `name` whose host block is data_dir `dir` with no HTTP and no admin
+ * listener, followed by `rest` (plugins and pipelines). NULL, with the error printed, on
+ * failure. */
+static px_config *host_config(const char *name, const char *dir, const char *rest)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    fprintf(f,
+            "version: 1\n"
+            "host: { data_dir: %s, http: { listen: null }, admin: { listen: \"\", token: \"\" } }\n"
+            "%s",
+            dir, rest);
+    fclose(f);
+    char err[512] = "";
+    px_config *cfg = NULL;
+    if (px_config_parse(name, text, len, &cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "  %s\n", err);
+        cfg = NULL;
+    }
+    free(text);
+    return cfg;
+}
+
 static void test_runtime_on_memory_store(void)
 {
     char dir[64] = "/tmp/px_runtime_XXXXXX";
@@ -239,23 +263,15 @@ static void test_runtime_with_edges(void)
     PX_ASSERT(mkdtemp(dir) != NULL);
     PX_ASSERT_INT_EQ(px_loader_add_builtin("edge_src", src_entry), 0);
     PX_ASSERT_INT_EQ(px_loader_add_builtin("edge_sink", sink_entry), 0);
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    fprintf(f,
-            "version: 1\n"
-            "host: { data_dir: %s, http: { listen: null }, admin: { listen: \"\", token: \"\" } }\n"
-            "plugins:\n"
-            "  in: { plugin: edge_src }\n"
-            "  out: { plugin: edge_sink }\n"
-            "pipelines:\n"
-            "  - { name: p, from: in, to: { sink: out, with: { n: \"{{/n}}\" } } }\n",
-            dir);
-    fclose(f);
+    px_config *cfg = host_config(
+        "edges.yaml", dir,
+        "plugins:\n"
+        "  in: { plugin: edge_src }\n"
+        "  out: { plugin: edge_sink }\n"
+        "pipelines:\n"
+        "  - { name: p, from: in, to: { sink: out, with: { n: \"{{/n}}\" } } }\n");
+    PX_ASSERT(cfg != NULL);
     char err[512] = "";
-    px_config *cfg = NULL;
-    PX_ASSERT_INT_EQ(px_config_parse("edges.yaml", text, len, &cfg, err, sizeof(err)), 0);
-    free(text);
 
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -357,20 +373,9 @@ static void test_runtime_fire_timers(void)
     char dir[64] = "/tmp/px_ticks_XXXXXX";
     PX_ASSERT(mkdtemp(dir) != NULL);
     PX_ASSERT_INT_EQ(px_loader_add_builtin("tick_src", tick_entry), 0);
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    fprintf(f,
-            "version: 1\n"
-            "host: { data_dir: %s, http: { listen: null }, admin: { listen: \"\", token: \"\" } }\n"
-            "plugins:\n"
-            "  ticks: { plugin: tick_src }\n",
-            dir);
-    fclose(f);
+    px_config *cfg = host_config("ticks.yaml", dir, "plugins:\n  ticks: { plugin: tick_src }\n");
+    PX_ASSERT(cfg != NULL);
     char err[512] = "";
-    px_config *cfg = NULL;
-    PX_ASSERT_INT_EQ(px_config_parse("ticks.yaml", text, len, &cfg, err, sizeof(err)), 0);
-    free(text);
     uv_loop_t loop;
     uv_loop_init(&loop);
     px_store *store = NULL;
