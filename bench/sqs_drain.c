@@ -2,8 +2,9 @@
  * handle (one TCP connection), each doing ReceiveMessage (the host's request body: 10 messages,
  * every attribute, 1 s long poll) then DeleteMessageBatch of what came, until TOTAL messages are
  * deleted. Requests are signed with SigV4 by the plugins' own signer (plugins/common/sigv4.c,
- * one per thread, the signing key derived once a day). The answer is scanned for "ReceiptHandle" values only, copied as they are
- * (still JSON-escaped) into the delete body: the least work a drain can do per message.
+ * one per thread, the signing key derived once a day). The answer is scanned for "ReceiptHandle"
+ * values only, copied as they are (still JSON-escaped) into the delete body: the least work a
+ * drain can do per message.
  * Prints the seconds from the first request to the last delete answer.
  *
  *   sqs_drain ENDPOINT QUEUE_URL TOTAL LOOPS REGION KEY SECRET */

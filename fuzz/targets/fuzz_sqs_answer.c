@@ -47,7 +47,8 @@ static void on_messages(const px_sqs_error *err, const px_sqs_message *m, size_t
     }
     for (size_t i = 0; i < n; i++) {
         px_sqs_message *d = &k->m[i];
-        d->message_id = keep_string(k, m[i].message_id, m[i].message_id ? strlen(m[i].message_id) : 0);
+        d->message_id =
+            keep_string(k, m[i].message_id, m[i].message_id ? strlen(m[i].message_id) : 0);
         d->receipt_handle = keep_string(k, m[i].receipt_handle,
                                         m[i].receipt_handle ? strlen(m[i].receipt_handle) : 0);
         d->md5_of_body = keep_string(k, m[i].md5_of_body,
