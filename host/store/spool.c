@@ -22,6 +22,7 @@
 
 #include "config.h"
 #include "err.h"
+#include "keyset.h"
 #include "log.h"
 #include "mem.h"
 
@@ -31,6 +32,7 @@
 #define PROBE_INTERVAL_MS 500
 #define PRUNE_INTERVAL_MS 60000
 #define PRUNE_CHUNK 10000
+#define DEFAULT_MERGE_AT 16384
 #define LOG_MOD "spool"
 
 enum op_kind {
@@ -96,7 +98,9 @@ typedef struct sink_counts {
 
 enum wstmt {
     W_DEDUPE_GET,
-    W_DEDUPE_SET,
+    W_RECENT_ADD,
+    W_MERGE,
+    W_RECENT_CLEAR,
     W_EVENT_INS,
     W_DELIV_INS,
     W_DONE_DEL,
@@ -120,7 +124,13 @@ enum wstmt {
 
 static const char *const wsql[W_COUNT] = {
     [W_DEDUPE_GET] = "SELECT expires_at_ms FROM dedupe WHERE source=?1 AND key=?2",
-    [W_DEDUPE_SET] = "INSERT OR REPLACE INTO dedupe(source, key, expires_at_ms) VALUES(?1,?2,?3)",
+    [W_RECENT_ADD] = "INSERT INTO dedupe_recent(source, key, expires_at_ms) VALUES(?1,?2,?3)",
+    /* sorted, so each page of the dedupe index is written once per merge; a key set twice
+     * (expired, then seen again) keeps its later expiry */
+    [W_MERGE] = "INSERT OR REPLACE INTO dedupe(source, key, expires_at_ms) SELECT source, key, "
+                "expires_at_ms FROM dedupe_recent WHERE expires_at_ms > ?1 "
+                "ORDER BY source, key, seq",
+    [W_RECENT_CLEAR] = "DELETE FROM dedupe_recent",
     [W_EVENT_INS] = "INSERT INTO events(id, type, source, time_ms, payload, meta, hints, refs, "
                     "codec) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
     [W_DELIV_INS] = "INSERT INTO deliveries(id, event, pipeline, sink, action, params, attempts, "
@@ -162,6 +172,13 @@ struct px_spool {
     sqlite3_stmt *wst[W_COUNT];
     uint64_t dedupe_window_ms;
     size_t max_queue;
+    /* Dedupe keys (writer thread only). A new key is appended to dedupe_recent, in the same
+     * transaction as its event, and held in `recent`, that table's index in memory; once
+     * `merge_at` keys wait, they move in one sorted pass into dedupe, the table keyed by
+     * (source, key) (merge_recent). A random key written straight into that big B-tree would
+     * rewrite one of its pages per key and commit. */
+    px_keyset *recent;
+    size_t merge_at;
 
     pthread_mutex_t mu;
     pthread_cond_t cv_work; /* writer waits for work */
@@ -321,6 +338,9 @@ static const char *const migrations[] = {
     /* 4: how an event's payload is stored: 0 as given, 1 a zstd frame of it (spool.compress);
      * rows of both kinds live side by side, whatever the setting is now */
     "ALTER TABLE events ADD COLUMN codec INTEGER NOT NULL DEFAULT 0;",
+    /* 5: dedupe keys not yet merged into dedupe, in the order they came (see merge_recent) */
+    "CREATE TABLE IF NOT EXISTS dedupe_recent(seq INTEGER PRIMARY KEY, source TEXT NOT NULL, "
+    "  key TEXT NOT NULL, expires_at_ms INTEGER NOT NULL);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -544,21 +564,26 @@ static int run_put(px_spool *s, op *o, sink_counts *delta, int64_t *hwm)
 {
     int64_t now = px_now_ms();
     if (o->dedupe_key && s->dedupe_window_ms > 0) {
-        PREP(get, W_DEDUPE_GET);
-        bind_text(get, 1, o->source);
-        bind_text(get, 2, o->dedupe_key);
-        int rc = sqlite3_step(get);
-        int dup = rc == SQLITE_ROW && sqlite3_column_int64(get, 0) > now;
-        CHECK(step_done(get));
-        if (dup) {
+        int64_t expires = 0;
+        if (!px_keyset_get(s->recent, o->source, o->dedupe_key, &expires)) {
+            PREP(get, W_DEDUPE_GET);
+            bind_text(get, 1, o->source);
+            bind_text(get, 2, o->dedupe_key);
+            if (sqlite3_step(get) == SQLITE_ROW) {
+                expires = sqlite3_column_int64(get, 0);
+            }
+            CHECK(step_done(get));
+        }
+        if (expires > now) {
             o->status = PX_SPOOL_DUPLICATE;
             return SQLITE_OK;
         }
-        PREP(set, W_DEDUPE_SET);
-        bind_text(set, 1, o->source);
-        bind_text(set, 2, o->dedupe_key);
-        sqlite3_bind_int64(set, 3, now + (int64_t)s->dedupe_window_ms);
-        CHECK(step_done(set));
+        PREP(add, W_RECENT_ADD);
+        bind_text(add, 1, o->source);
+        bind_text(add, 2, o->dedupe_key);
+        sqlite3_bind_int64(add, 3, now + (int64_t)s->dedupe_window_ms);
+        CHECK(step_done(add));
+        px_keyset_set(s->recent, o->source, o->dedupe_key, now + (int64_t)s->dedupe_window_ms);
     }
     o->status = PX_SPOOL_STORED;
     for (size_t i = 0; i < o->nrows; i++) {
@@ -938,6 +963,7 @@ static int run_txn(px_spool *s, op *first, op *end, sink_counts *delta, op **bad
     if (rc != SQLITE_OK) {
         goto fail;
     }
+    px_keyset_commit(s->recent);
     if (reserve > 0) {
         s->hwm_stored = reserve;
     }
@@ -946,6 +972,7 @@ fail:
     if (!sqlite3_get_autocommit(s->wdb)) {
         sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
     }
+    px_keyset_rollback(s->recent);
     for (op *o = first; o != end; o = o->next) {
         reset_results(o);
     }
@@ -1118,8 +1145,40 @@ static int probe(px_spool *s)
     return 0;
 }
 
+/* Moves the keys waiting in dedupe_recent (all of them, expired ones dropped) into dedupe in one
+ * transaction and empties both dedupe_recent and its index in memory. On failure nothing moved,
+ * and the next batch or prune tries again. */
+static void merge_recent(px_spool *s)
+{
+    if (px_keyset_count(s->recent) == 0) {
+        return;
+    }
+    sqlite3_stmt *merge = wstmt(s, W_MERGE), *clear = wstmt(s, W_RECENT_CLEAR);
+    if (!merge || !clear || exec_sql(s->wdb, "BEGIN IMMEDIATE", NULL, 0) != SQLITE_OK) {
+        return;
+    }
+    sqlite3_bind_int64(merge, 1, px_now_ms());
+    int rc = step_done(merge);
+    if (rc == SQLITE_OK) {
+        rc = step_done(clear);
+    }
+    if (rc == SQLITE_OK) {
+        rc = exec_sql(s->wdb, "COMMIT", NULL, 0);
+    }
+    if (rc != SQLITE_OK) {
+        PX_LOG_WARN(LOG_MOD, "dedupe keys not merged err=%s", sqlite3_errstr(rc));
+        if (!sqlite3_get_autocommit(s->wdb)) {
+            sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
+        }
+        return;
+    }
+    px_keyset_clear(s->recent);
+}
+
+/* Deletes expired dedupe keys (those waiting in dedupe_recent by merging them first). */
 static void prune(px_spool *s)
 {
+    merge_recent(s);
     sqlite3_stmt *st = wstmt(s, W_PRUNE);
     if (!st) {
         return;
@@ -1310,7 +1369,11 @@ static void writer_main(void *arg)
         if (!s->writable) {
             next_probe = mono_ms() + PROBE_INTERVAL_MS;
         }
+        int merge = s->writable && px_keyset_count(s->recent) >= s->merge_at;
         pthread_mutex_unlock(&s->mu);
+        if (merge) {
+            merge_recent(s);
+        }
         checkpoint_if_full(s);
         pthread_mutex_lock(&s->mu);
     }
@@ -1441,6 +1504,7 @@ static void barrier(px_spool *s)
 /* Frees the compression contexts and buffers (their threads are done with them). */
 static void free_codecs(px_spool *s)
 {
+    px_keyset_free(s->recent);
     ZSTD_freeCCtx(s->zc);
     ZSTD_freeDCtx(s->zd);
     free(s->zbuf);
@@ -1503,6 +1567,8 @@ static px_spool *spool_new(uv_loop_t *loop, const char *dir, const px_spool_opti
     s->dedupe_window_ms = opt->dedupe_window_ms;
     s->max_queue = opt->max_queue ? opt->max_queue : DEFAULT_MAX_QUEUE;
     s->compress = opt->compress == PX_COMPRESS_ZSTD;
+    s->recent = px_keyset_new();
+    s->merge_at = opt->dedupe_merge_at ? opt->dedupe_merge_at : DEFAULT_MERGE_AT;
     s->writable = 1;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv_work, NULL);
@@ -1529,6 +1595,26 @@ static void spool_free_unstarted(px_spool *s)
     pthread_mutex_destroy(&s->mu);
     free(s->path);
     free(s);
+}
+
+/* Fills the index in memory of the dedupe keys waiting in dedupe_recent. */
+static int load_recent(px_spool *s, char *err, size_t errlen)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->wdb, "SELECT source, key, expires_at_ms FROM dedupe_recent "
+                                "ORDER BY seq", -1, &st, NULL);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        px_keyset_set(s->recent, (const char *)sqlite3_column_text(st, 0),
+                      (const char *)sqlite3_column_text(st, 1), sqlite3_column_int64(st, 2));
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(st);
+    px_keyset_commit(s->recent);
+    if (rc != SQLITE_DONE) {
+        snprintf(err, errlen, "%s: cannot read dedupe keys: %s", s->path, sqlite3_errmsg(s->wdb));
+        return -1;
+    }
+    return 0;
 }
 
 /* Opens the writer's connection in WAL mode with the chosen durability, brings the schema up to
@@ -1561,7 +1647,7 @@ static int open_writer_db(px_spool *s, const px_spool_options *opt, char *err, s
     int64_t hwm = query_int(s->wdb, "SELECT v FROM meta WHERE k='last_delivery_id'", 0);
     s->next_id = (max_id > hwm ? max_id : hwm) + 1;
     s->hwm_stored = hwm;
-    return 0;
+    return load_recent(s, err, errlen);
 }
 
 /* Opens the read-only connection and counts the deliveries each sink has pending. */

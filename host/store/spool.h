@@ -34,6 +34,8 @@ typedef struct px_spool_options {
     int compress;              /* enum px_compress (config.h): PX_COMPRESS_ZSTD stores payloads
                                   as zstd frames when that makes them smaller (each row says how
                                   it is stored, so rows of either kind are read back alike) */
+    size_t dedupe_merge_at;    /* new dedupe keys held in memory (and appended on disk) before
+                                  they are merged into the on-disk index; 0 = 16384 */
 } px_spool_options;
 
 /* Opens (creating `dir` (borrowed) and the database when missing, migrating an older schema) and

@@ -2,6 +2,7 @@
  * no frame), parsing of marker lines, and start-up recovery charging a spool. */
 #define _XOPEN_SOURCE 700
 #include "../../host/store/crash.c"
+#include "../../host/store/keyset.c"
 #include "../../host/store/spool.c"
 #include "../../host/store/state.c"
 #include "../../host/store/store_sqlite.c"

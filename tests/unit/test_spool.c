@@ -2,6 +2,7 @@
  * group commit, back-pressure on a full database, paging. Each case runs its own uv loop in a
  * fresh temporary directory and checks that every handle was closed. */
 #define _XOPEN_SOURCE 700
+#include "../../host/store/keyset.c"
 #include "../../host/store/spool.c"
 
 #include <ftw.h>
@@ -621,6 +622,11 @@ static void test_replay_and_purge(void)
     PX_ASSERT_INT_EQ(fx_done(&f), 0);
 }
 
+/* The dedupe keys on disk: those merged into dedupe and those waiting in dedupe_recent. */
+#define ALL_KEYS                                                                                \
+    "SELECT count(*) FROM (SELECT source, key FROM dedupe UNION ALL "                         \
+    "SELECT source, key FROM dedupe_recent) "
+
 static void test_dedupe(void)
 {
     fixture f;
@@ -668,12 +674,140 @@ static void test_dedupe(void)
     PX_ASSERT(spin_until(&f, &r.n, 2));
     PX_ASSERT_INT_EQ(r.status[0], PX_SPOOL_STORED);
     PX_ASSERT_INT_EQ(r.status[1], PX_SPOOL_STORED);
-    /* expired keys are pruned, live ones kept */
-    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT count(*) FROM dedupe WHERE key='k3'"), 1);
+    /* expired keys are pruned, live ones kept (the expired key and its renewal wait side by side
+     * in dedupe_recent until merged) */
+    PX_ASSERT_INT_EQ(count_rows(f.s, ALL_KEYS "WHERE key='k3'"), 2);
     usleep(80 * 1000);
     PX_ASSERT_INT_EQ(px__spool_exec(f.s, NULL), 0);
-    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT count(*) FROM dedupe WHERE key='k3'"), 0);
-    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT count(*) FROM dedupe WHERE key='k1'"), 2);
+    PX_ASSERT_INT_EQ(count_rows(f.s, ALL_KEYS "WHERE key='k3'"), 0);
+    PX_ASSERT_INT_EQ(count_rows(f.s, ALL_KEYS "WHERE key='k1'"), 2);
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT count(*) FROM dedupe_recent"), 0);
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
+/* The index in memory of the waiting keys: many entries (it grows), pairs that concatenate alike,
+ * a rollback of new and of changed entries, and clear. */
+static void test_keyset(void)
+{
+    px_keyset *ks = px_keyset_new();
+    char key[32];
+    int64_t exp = 0;
+    for (int i = 0; i < 5000; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        px_keyset_set(ks, "src", key, 1000 + i);
+    }
+    px_keyset_commit(ks);
+    PX_ASSERT_INT_EQ(px_keyset_count(ks), 5000);
+    for (int i = 0; i < 5000; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        PX_ASSERT_INT_EQ(px_keyset_get(ks, "src", key, &exp), 1);
+        PX_ASSERT_INT_EQ(exp, 1000 + i);
+    }
+    PX_ASSERT_INT_EQ(px_keyset_get(ks, "sr", "ck1", &exp), 0);
+    px_keyset_set(ks, "ab", "c", 1);
+    px_keyset_commit(ks);
+    PX_ASSERT_INT_EQ(px_keyset_get(ks, "a", "bc", &exp), 0);
+    PX_ASSERT_INT_EQ(px_keyset_get(ks, "ab", "c", &exp), 1);
+
+    px_keyset_set(ks, "src", "k7", 7);     /* changed */
+    px_keyset_set(ks, "src", "new", 8);    /* new */
+    px_keyset_set(ks, "src", "k7", 9);     /* changed twice */
+    for (int i = 5000; i < 6000; i++) { /* new, and the table grows meanwhile */
+        snprintf(key, sizeof(key), "k%d", i);
+        px_keyset_set(ks, "src", key, i);
+    }
+    PX_ASSERT_INT_EQ(px_keyset_get(ks, "src", "k7", &exp), 1);
+    PX_ASSERT_INT_EQ(exp, 9);
+    px_keyset_rollback(ks);
+    PX_ASSERT_INT_EQ(px_keyset_get(ks, "src", "k7", &exp), 1);
+    PX_ASSERT_INT_EQ(exp, 1007);
+    PX_ASSERT_INT_EQ(px_keyset_get(ks, "src", "new", &exp), 0);
+    PX_ASSERT_INT_EQ(px_keyset_get(ks, "src", "k5500", &exp), 0);
+    PX_ASSERT_INT_EQ(px_keyset_get(ks, "src", "k4999", &exp), 1);
+    px_keyset_set(ks, "src", "new", 10); /* an entry a rollback emptied takes a set again */
+    px_keyset_commit(ks);
+    PX_ASSERT_INT_EQ(px_keyset_get(ks, "src", "new", &exp), 1);
+    PX_ASSERT_INT_EQ(exp, 10);
+    px_keyset_clear(ks);
+    PX_ASSERT_INT_EQ(px_keyset_count(ks), 0);
+    PX_ASSERT_INT_EQ(px_keyset_get(ks, "src", "k1", &exp), 0);
+    px_keyset_free(ks);
+}
+
+/* Puts one event with dedupe key `key` from source "s1"; returns its status after the commit. */
+static int put_keyed(fixture *f, const char *id, const char *key)
+{
+    static results r;
+    memset(&r, 0, sizeof(r));
+    put_ctx c = {&r, 0};
+    px_spool_event ev = mk_event(id, "s1", key, "{}");
+    px_spool_row row = mk_row("a", NULL);
+    if (px_spool_put(f->s, &ev, &row, 1, on_put, &c) != 0 || !spin_until(f, &r.n, 1)) {
+        return -1;
+    }
+    return r.status[0];
+}
+
+/* New keys wait in dedupe_recent (and in memory) until merge_at of them are there, then move to
+ * dedupe in one pass; a key is a repeat wherever it is, and after a reopen too. */
+static void test_dedupe_keys_merged(void)
+{
+    fixture f;
+    px_spool_options opt = {.durability = PX_DURABILITY_NORMAL, .dedupe_window_ms = 60000,
+                            .dedupe_merge_at = 4};
+    PX_ASSERT_INT_EQ(fx_init(&f, &opt), 0);
+    char id[16], key[16];
+    for (int i = 0; i < 10; i++) {
+        snprintf(id, sizeof(id), "e%d", i);
+        snprintf(key, sizeof(key), "k%d", i);
+        PX_ASSERT_INT_EQ(put_keyed(&f, id, key), PX_SPOOL_STORED);
+    }
+    barrier(f.s); /* the merge after the last batch is done */
+    PX_ASSERT_INT_EQ(count_rows(f.s, ALL_KEYS), 10);
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT count(*) FROM dedupe"), 8);
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT count(*) FROM dedupe_recent"), 2);
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 10; i++) {
+            snprintf(id, sizeof(id), "r%d", i);
+            snprintf(key, sizeof(key), "k%d", i);
+            PX_ASSERT_INT_EQ(put_keyed(&f, id, key), PX_SPOOL_DUPLICATE);
+        }
+        fx_close_spool(&f);
+        PX_ASSERT_INT_EQ(fx_open(&f, &opt), 0); /* the waiting keys are read back */
+    }
+    PX_ASSERT_INT_EQ(put_keyed(&f, "e10", "k10"), PX_SPOOL_STORED);
+    PX_ASSERT_INT_EQ(put_keyed(&f, "r10", "k10"), PX_SPOOL_DUPLICATE);
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
+/* A batch rolled back forgets the keys it set: the operations run again find them new, and the
+ * failed one's key stays free. */
+static void test_dedupe_keys_rolled_back(void)
+{
+    fixture f;
+    px_spool_options opt = {.durability = PX_DURABILITY_NORMAL, .dedupe_window_ms = 60000};
+    PX_ASSERT_INT_EQ(fx_init(&f, &opt), 0);
+    PX_ASSERT_INT_EQ(px__spool_exec(f.s, "CREATE TEMP TRIGGER poison BEFORE INSERT ON events "
+                                         "WHEN NEW.id = 'poison' BEGIN "
+                                         "SELECT RAISE(ABORT, 'poison'); END"),
+                     0);
+    static results r;
+    memset(&r, 0, sizeof(r));
+    put_ctx c[3] = {{&r, 0}, {&r, 1}, {&r, 2}};
+    const char *ids[3] = {"fine1", "poison", "fine2"}, *keys[3] = {"ka", "kb", "kc"};
+    for (int i = 0; i < 3; i++) { /* one batch */
+        px_spool_event ev = mk_event(ids[i], "s1", keys[i], "{}");
+        px_spool_row row = mk_row("a", NULL);
+        PX_ASSERT_INT_EQ(px_spool_put(f.s, &ev, &row, 1, on_put, &c[i]), 0);
+    }
+    PX_ASSERT(spin_until(&f, &r.n, 3));
+    PX_ASSERT_INT_EQ(r.status[0], PX_SPOOL_STORED);
+    PX_ASSERT_INT_EQ(r.status[1], PX_ESPOOL);
+    PX_ASSERT_INT_EQ(r.status[2], PX_SPOOL_STORED);
+    PX_ASSERT_INT_EQ(put_keyed(&f, "again", "kb"), PX_SPOOL_STORED);
+    PX_ASSERT_INT_EQ(put_keyed(&f, "again2", "ka"), PX_SPOOL_DUPLICATE);
+    PX_ASSERT_INT_EQ(put_keyed(&f, "again3", "kc"), PX_SPOOL_DUPLICATE);
+    PX_ASSERT_INT_EQ(count_rows(f.s, ALL_KEYS), 3);
     PX_ASSERT_INT_EQ(fx_done(&f), 0);
 }
 
@@ -1560,7 +1694,8 @@ static void test_schema3_migrated(void)
 PX_TEST_MAIN(PX_TEST(test_put_and_load), PX_TEST(test_mark_done),
              PX_TEST(test_done_before_commit_is_elided),
              PX_TEST(test_all_done_commit_writes_nothing), PX_TEST(test_mark_retry),
-             PX_TEST(test_dead_letters), PX_TEST(test_replay_and_purge), PX_TEST(test_dedupe),
+             PX_TEST(test_dead_letters), PX_TEST(test_replay_and_purge), PX_TEST(test_dedupe), PX_TEST(test_keyset),
+             PX_TEST(test_dedupe_keys_merged), PX_TEST(test_dedupe_keys_rolled_back),
              PX_TEST(test_reopen), PX_TEST(test_crash_recovery), PX_TEST(test_group_commit),
              PX_TEST(test_close_runs_pending_callbacks), PX_TEST(test_queue_limit),
              PX_TEST(test_backpressure_full_disk), PX_TEST(test_bad_operation_isolated),

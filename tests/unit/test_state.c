@@ -1,6 +1,7 @@
 /* State store tests: set/get/overwrite/delete, persistence across reopen, isolation between
  * instances, and sharing the database file with the spool in either opening order. */
 #define _XOPEN_SOURCE 700
+#include "../../host/store/keyset.c"
 #include "../../host/store/spool.c"
 #include "../../host/store/state.c"
 

@@ -10,6 +10,7 @@
  * too; the latter stop and start the server with the shell commands in PX_TEST_PG_STOP,
  * PX_TEST_PG_START and PX_TEST_PG_RESTART. */
 #define _XOPEN_SOURCE 700
+#include "../../host/store/keyset.c"
 #include "../../host/store/spool.c"
 #include "../../host/store/state.c"
 #include "../../host/store/store_memory.c"
