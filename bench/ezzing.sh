@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ezzing throughput: N messages (default 20000) pre-loaded in the fauxqs SQS emulator, drained
-# through the host (ezzing -> testsink, persisted in the spool, deleted after persist), against
-# the fastest plain drain loop we have, run on the same emulator in the same invocation.
+# through the host (ezzing -> the bundled file sink, each message persisted in the spool and
+# deleted from the queue after its commit), against the fastest plain drain loop we have, on the
+# same emulator in the same invocation.
 #
 # The reference (the ceiling): REF_LOOPS (default 2 x POLLERS) loops, each on one keep-alive
 # connection, each doing ReceiveMessage (the host's very request body: 10 messages, every
@@ -184,7 +185,7 @@ plugins:
     plugin: ezzing
     config: {{ queue_url: "{url}", region: {REGION}, endpoint: "{sqs.endpoint}",
               access_key_id: {KEY}, secret_access_key: {SECRET}, pollers: {POLLERS}, wait_time: 1s }}
-  out: {{ plugin: testsink, config: {{ file: "@TMP@/out.jsonl" }} }}
+  out: {{ plugin: file, config: {{ path: "@TMP@/out.jsonl" }} }}
 pipelines:
   - {{ name: all, from: ez, to: {{ sink: out }} }}
 """
