@@ -2,7 +2,10 @@
  * text of `payload_file` (as a queue consumer parses every message it receives), keeping at most
  * `window` emits waiting for their persisted callback. A refused emit (back-pressure) is emitted
  * again later. Logs "bench source start mono_ns=..." at the first emit and "bench source done
- * acked=... refused=... mono_ns=..." once every event is persisted. */
+ * acked=... refused=... mono_ns=..." once every event is persisted. With `vary_digits`, each event
+ * gets its own digits (all but the first of each run of digits are drawn anew), so ids, numbers
+ * and dates differ from event to event as in real traffic, and the JSON stays valid. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,8 +17,10 @@ static const px_host_api *host;
 
 typedef struct bsrc {
     px_plugin_ctx *ctx;
-    char *text;
+    char *text, *varied;
     size_t len;
+    int vary;
+    uint64_t rng;
     const char *type;
     int64_t count, window, emitted, acked, refused, outstanding;
     int started, stopped;
@@ -27,6 +32,7 @@ static const px_option options[] = {
     {"count", PX_OPT_INT, 0, "200000", "events to emit"},
     {"window", PX_OPT_INT, 0, "2048", "emits waiting for their persisted callback at most"},
     {"type", PX_OPT_STRING, 0, "bench.event", "event type"},
+    {"vary_digits", PX_OPT_BOOL, 0, "false", "draw each event's digits anew (not the first of a run)"},
     {NULL, 0, 0, NULL, NULL},
 };
 
@@ -52,12 +58,32 @@ static void on_persisted(int status, void *arg)
     }
 }
 
+/* The payload's text for the next event: the file's, or a copy with its digits drawn anew. */
+static const char *next_text(bsrc *s)
+{
+    if (!s->vary) {
+        return s->text;
+    }
+    for (size_t i = 0; i < s->len; i++) {
+        char c = s->text[i];
+        if (i > 0 && c >= '0' && c <= '9' && s->text[i - 1] >= '0' && s->text[i - 1] <= '9') {
+            s->rng ^= s->rng << 13; /* xorshift64 */
+            s->rng ^= s->rng >> 7;
+            s->rng ^= s->rng << 17;
+            c = (char)('0' + s->rng % 10);
+        }
+        s->varied[i] = c;
+    }
+    return s->varied;
+}
+
 static void on_tick(void *arg)
 {
     bsrc *s = arg;
     while (!s->stopped && s->emitted < s->count && s->outstanding < s->window) {
         json_error_t err;
-        json_t *p = json_loadb(s->text, s->len, 0, &err);
+        const char *text = next_text(s);
+        json_t *p = json_loadb(text, s->len, 0, &err);
         if (!p) {
             host->log(s->ctx, PX_LOG_ERROR, "payload does not parse: %s", err.text);
             s->stopped = 1;
@@ -69,7 +95,7 @@ static void on_tick(void *arg)
         }
         px_event *ev = host->event_create(s->ctx, s->type, p);
         if (ev) {
-            host->event_set_raw(ev, s->text, s->len);
+            host->event_set_raw(ev, text, s->len);
         }
         if (!ev || host->emit(s->ctx, ev, on_persisted, s) < 0) {
             s->refused++;
@@ -99,6 +125,9 @@ static int src_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
     s->count = json_integer_value(json_object_get(cfg, "count"));
     s->window = json_integer_value(json_object_get(cfg, "window"));
     s->type = strdup(json_string_value(json_object_get(cfg, "type")));
+    s->vary = json_is_true(json_object_get(cfg, "vary_digits"));
+    s->varied = malloc(s->len + 1);
+    s->rng = 0x9e3779b97f4a7c15ull;
     *state = s;
     return 0;
 }
@@ -125,6 +154,7 @@ static void src_destroy(void *state)
     src_stop(s);
     free((char *)s->type);
     free(s->text);
+    free(s->varied);
     free(s);
 }
 

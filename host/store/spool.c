@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include <sqlite3.h>
+#include <zdict.h>
 #include <zstd.h>
 
 #include "config.h"
@@ -33,6 +34,9 @@
 #define PRUNE_INTERVAL_MS 60000
 #define PRUNE_CHUNK 10000
 #define DEFAULT_MERGE_AT 16384
+/* zstd dictionary (spool.compress): made from the first DICT_SAMPLES payloads compressed */
+#define DICT_SAMPLES 256
+#define DICT_CAP (32 * 1024)
 #define LOG_MOD "spool"
 
 enum op_kind {
@@ -215,10 +219,19 @@ struct px_spool {
     ZSTD_CCtx *zc;
     char *zbuf;
     size_t zcap;
-    /* the loop thread's: a compressed payload read back, valid until the next row */
+    /* the writer's dictionary (see make_dict): its row in dicts, or the samples it is made of */
+    ZSTD_CDict *cdict;
+    int64_t cdict_id;
+    int dict_tried;
+    char *samples;
+    size_t samples_len, nsamples, sample_sizes[DICT_SAMPLES];
+    /* the loop thread's: a compressed payload read back, valid until the next row, and the
+     * dictionary of the last row that had one */
     ZSTD_DCtx *zd;
     char *rbuf;
     size_t rcap;
+    ZSTD_DDict *ddict;
+    int64_t ddict_id;
     /* The idle checkpoint runs on its own thread and connection, so truncating the WAL never
      * makes the writer wait (see checkpointer_main). */
     uv_thread_t ck_thread;
@@ -341,6 +354,8 @@ static const char *const migrations[] = {
     /* 5: dedupe keys not yet merged into dedupe, in the order they came (see merge_recent) */
     "CREATE TABLE IF NOT EXISTS dedupe_recent(seq INTEGER PRIMARY KEY, source TEXT NOT NULL, "
     "  key TEXT NOT NULL, expires_at_ms INTEGER NOT NULL);",
+    /* 6: zstd dictionaries: an event whose codec is 1 + n was compressed with dictionary n */
+    "CREATE TABLE IF NOT EXISTS dicts(id INTEGER PRIMARY KEY, dict BLOB NOT NULL);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -510,8 +525,21 @@ static int event_unref(px_spool *s, int64_t eid)
 /* zstd's level: 1 is its fastest; JSON text still shrinks to a third or less. */
 #define COMPRESS_LEVEL 1
 
+/* Keeps a copy of payload p (n bytes) for the dictionary, until DICT_SAMPLES are kept. */
+static void keep_sample(px_spool *s, const char *p, size_t n)
+{
+    if (s->dict_tried || s->nsamples == DICT_SAMPLES) {
+        return;
+    }
+    s->samples = px_xrealloc(s->samples, s->samples_len + n);
+    memcpy(s->samples + s->samples_len, p, n);
+    s->samples_len += n;
+    s->sample_sizes[s->nsamples++] = n;
+}
+
 /* The payload of o as stored: a zstd frame in s->zbuf when compression is on and makes it
- * smaller (*codec = 1), else the payload itself (*codec = 0). Writer thread. */
+ * smaller (*codec 1, or 1 + the dictionary's id when there is one), else the payload itself
+ * (*codec = 0). Writer thread. */
 static const char *stored_payload(px_spool *s, const op *o, size_t *len, int *codec)
 {
     const char *p = o->payload ? o->payload : "";
@@ -529,15 +557,65 @@ static const char *stored_payload(px_spool *s, const op *o, size_t *len, int *co
     if (!s->zc) {
         s->zc = ZSTD_createCCtx();
     }
-    size_t n = s->zc ? ZSTD_compressCCtx(s->zc, s->zbuf, s->zcap, p, o->payload_len,
-                                         COMPRESS_LEVEL)
-                     : 0;
+    size_t n = 0;
+    if (s->zc && s->cdict) {
+        n = ZSTD_compress_usingCDict(s->zc, s->zbuf, s->zcap, p, o->payload_len, s->cdict);
+    } else if (s->zc) {
+        keep_sample(s, p, o->payload_len);
+        n = ZSTD_compressCCtx(s->zc, s->zbuf, s->zcap, p, o->payload_len, COMPRESS_LEVEL);
+    }
     if (!s->zc || ZSTD_isError(n) || n >= o->payload_len) {
         return p;
     }
     *len = n;
-    *codec = 1;
+    *codec = s->cdict ? (int)(1 + s->cdict_id) : 1;
     return s->zbuf;
+}
+
+/* Small JSON payloads compress poorly alone: a dictionary holds what they share (keys, common
+ * values). Once DICT_SAMPLES payloads are kept, the writer trains one from them (or, when zstd
+ * finds them too few or too alike to train on, uses their last DICT_CAP bytes as it is), stores
+ * it in dicts in a transaction of its own, and compresses every later payload with it. Made once
+ * per spool file: a reopen takes the newest one back (load_dict). On failure, payloads stay
+ * compressed without a dictionary. Writer thread, outside a batch. */
+static void make_dict(px_spool *s)
+{
+    s->dict_tried = 1;
+    char *dict = px_xmalloc(DICT_CAP);
+    size_t n = ZDICT_trainFromBuffer(dict, DICT_CAP, s->samples, s->sample_sizes,
+                                     (unsigned)s->nsamples);
+    if (ZDICT_isError(n)) {
+        n = s->samples_len < DICT_CAP ? s->samples_len : DICT_CAP;
+        memcpy(dict, s->samples + s->samples_len - n, n);
+    }
+    free(s->samples);
+    s->samples = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = exec_sql(s->wdb, "BEGIN IMMEDIATE", NULL, 0);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_prepare_v2(s->wdb, "INSERT INTO dicts(dict) VALUES(?1)", -1, &st, NULL);
+    }
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_blob64(st, 1, dict, n, SQLITE_STATIC);
+        rc = step_done(st);
+    }
+    int64_t id = sqlite3_last_insert_rowid(s->wdb);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_OK) {
+        rc = exec_sql(s->wdb, "COMMIT", NULL, 0);
+    }
+    if (rc == SQLITE_OK) {
+        s->cdict = ZSTD_createCDict(dict, n, COMPRESS_LEVEL);
+        s->cdict_id = id;
+        PX_LOG_INFO(LOG_MOD, "compression dictionary made id=%lld bytes=%zu samples=%zu",
+                    (long long)id, n, s->nsamples);
+    } else {
+        PX_LOG_WARN(LOG_MOD, "compression dictionary not stored err=%s", sqlite3_errstr(rc));
+        if (!sqlite3_get_autocommit(s->wdb)) {
+            sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
+        }
+    }
+    free(dict);
 }
 
 static int insert_event(px_spool *s, op *o, int refs, int64_t *eid)
@@ -1370,9 +1448,13 @@ static void writer_main(void *arg)
             next_probe = mono_ms() + PROBE_INTERVAL_MS;
         }
         int merge = s->writable && px_keyset_count(s->recent) >= s->merge_at;
+        int dict = s->writable && s->nsamples == DICT_SAMPLES && !s->dict_tried;
         pthread_mutex_unlock(&s->mu);
         if (merge) {
             merge_recent(s);
+        }
+        if (dict) {
+            make_dict(s);
         }
         checkpoint_if_full(s);
         pthread_mutex_lock(&s->mu);
@@ -1505,6 +1587,9 @@ static void barrier(px_spool *s)
 static void free_codecs(px_spool *s)
 {
     px_keyset_free(s->recent);
+    ZSTD_freeCDict(s->cdict);
+    ZSTD_freeDDict(s->ddict);
+    free(s->samples);
     ZSTD_freeCCtx(s->zc);
     ZSTD_freeDCtx(s->zd);
     free(s->zbuf);
@@ -1597,6 +1682,21 @@ static void spool_free_unstarted(px_spool *s)
     free(s);
 }
 
+/* Takes back the newest compression dictionary, if any (see make_dict). */
+static void load_dict(px_spool *s)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->wdb, "SELECT id, dict FROM dicts ORDER BY id DESC LIMIT 1", -1, &st,
+                           NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+        s->cdict = ZSTD_createCDict(sqlite3_column_blob(st, 1),
+                                    (size_t)sqlite3_column_bytes(st, 1), COMPRESS_LEVEL);
+        s->cdict_id = sqlite3_column_int64(st, 0);
+        s->dict_tried = s->cdict != NULL;
+    }
+    sqlite3_finalize(st);
+}
+
 /* Fills the index in memory of the dedupe keys waiting in dedupe_recent. */
 static int load_recent(px_spool *s, char *err, size_t errlen)
 {
@@ -1647,6 +1747,9 @@ static int open_writer_db(px_spool *s, const px_spool_options *opt, char *err, s
     int64_t hwm = query_int(s->wdb, "SELECT v FROM meta WHERE k='last_delivery_id'", 0);
     s->next_id = (max_id > hwm ? max_id : hwm) + 1;
     s->hwm_stored = hwm;
+    if (s->compress) {
+        load_dict(s);
+    }
     return load_recent(s, err, errlen);
 }
 
@@ -2087,10 +2190,33 @@ static const char *col_text(sqlite3_stmt *st, int i)
     return (const char *)sqlite3_column_text(st, i);
 }
 
-/* The payload stored as a zstd frame in column `col` of the row st is on (codec 1), as it was
- * put: decompressed into s->rbuf, valid until the next call, NUL-terminated; *len its length.
- * NULL when the frame does not decompress (logged). */
-static const char *unpack_payload(px_spool *s, sqlite3_stmt *st, int col, size_t *len)
+/* The reader's copy of dictionary id, loaded from dicts when the last one was another. */
+static ZSTD_DDict *reader_dict(px_spool *s, int64_t id)
+{
+    if (s->ddict && s->ddict_id == id) {
+        return s->ddict;
+    }
+    ZSTD_freeDDict(s->ddict);
+    s->ddict = NULL;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->rdb, "SELECT dict FROM dicts WHERE id=?1", -1, &st, NULL) ==
+        SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, id);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            s->ddict = ZSTD_createDDict(sqlite3_column_blob(st, 0),
+                                        (size_t)sqlite3_column_bytes(st, 0));
+            s->ddict_id = id;
+        }
+    }
+    sqlite3_finalize(st);
+    return s->ddict;
+}
+
+/* The payload stored as a zstd frame in column `col` of the row st is on, with its codec (1, or
+ * 1 + the id of its dictionary), as it was put: decompressed into s->rbuf, valid until the next
+ * call, NUL-terminated; *len its length. NULL when the frame does not decompress (logged). */
+static const char *unpack_payload(px_spool *s, sqlite3_stmt *st, int col, int64_t codec,
+                                  size_t *len)
 {
     const char *p = (const char *)sqlite3_column_blob(st, col);
     size_t n = (size_t)sqlite3_column_bytes(st, col);
@@ -2108,7 +2234,13 @@ static const char *unpack_payload(px_spool *s, sqlite3_stmt *st, int col, size_t
         s->rcap = (size_t)size + 1;
         s->rbuf = px_xmalloc(s->rcap);
     }
-    size_t got = ZSTD_decompressDCtx(s->zd, s->rbuf, s->rcap, p, n);
+    ZSTD_DDict *dict = codec > 1 ? reader_dict(s, codec - 1) : NULL;
+    if (codec > 1 && !dict) {
+        PX_LOG_ERR(LOG_MOD, "stored payload's dictionary is missing id=%lld", (long long)codec - 1);
+        return NULL;
+    }
+    size_t got = dict ? ZSTD_decompress_usingDDict(s->zd, s->rbuf, s->rcap, p, n, dict)
+                      : ZSTD_decompressDCtx(s->zd, s->rbuf, s->rcap, p, n);
     if (ZSTD_isError(got) || got != size) {
         PX_LOG_ERR(LOG_MOD, "stored payload does not decompress bytes=%zu err=%s", n,
                    ZSTD_isError(got) ? ZSTD_getErrorName(got) : "size");
@@ -2157,8 +2289,9 @@ int px_spool_load(px_spool *s, const char *sink, int64_t after_id, size_t max,
         d.ev.type = col_text(st, 9);
         d.ev.source = col_text(st, 10);
         d.ev.time_ms = sqlite3_column_int64(st, 11);
-        if (sqlite3_column_int(st, 15) == 1) {
-            d.ev.payload = unpack_payload(s, st, 12, &d.ev.payload_len);
+        if (sqlite3_column_int64(st, 15) > 0) {
+            d.ev.payload = unpack_payload(s, st, 12, sqlite3_column_int64(st, 15),
+                                          &d.ev.payload_len);
             if (!d.ev.payload) {
                 rc = SQLITE_CORRUPT;
                 break;
@@ -2389,7 +2522,8 @@ int px_spool_dlq_show(px_spool *s, int64_t id, json_t **out)
     json_object_set_new(o, "time", json_integer(sqlite3_column_int64(st, 10)));
     const char *payload = (const char *)sqlite3_column_blob(st, 11);
     size_t plen = (size_t)sqlite3_column_bytes(st, 11);
-    if (sqlite3_column_int(st, 16) == 1 && !(payload = unpack_payload(s, st, 11, &plen))) {
+    if (sqlite3_column_int64(st, 16) > 0 &&
+        !(payload = unpack_payload(s, st, 11, sqlite3_column_int64(st, 16), &plen))) {
         goto done;
     }
     json_object_set_new(o, "payload", px__store_json_or_text(payload, plen));

@@ -1637,6 +1637,89 @@ static void test_compressed_payloads(void)
     PX_ASSERT_INT_EQ(fx_done(&f), 0);
 }
 
+/* Payload i of a stream that shares its shape and most words, as events of one type do. */
+static size_t shaped_payload(int i, char *buf, size_t cap)
+{
+    return (size_t)snprintf(buf, cap,
+                            "{\"order\":%d,\"customer\":{\"name\":\"customer %d\",\"email\":"
+                            "\"c%d@example.com\",\"city\":\"madrid\"},\"status\":\"created\","
+                            "\"items\":[{\"sku\":\"A-%04d\",\"qty\":%d}],\"total\":%d.%02d}",
+                            1000 + i, i * 7, i, i * 13 % 10000, i % 9 + 1, i * 31 % 977, i % 100);
+}
+
+typedef struct shaped_check {
+    int n, wrong;
+} shaped_check;
+
+/* Counts the rows loaded and those whose payload is not shaped_payload(their event's number). */
+static void on_load_shaped(const px_spool_loaded *d, void *arg)
+{
+    shaped_check *c = arg;
+    char want[512];
+    size_t n = shaped_payload(atoi(d->ev.id + 1), want, sizeof(want));
+    c->n++;
+    if (d->ev.payload_len != n || memcmp(d->ev.payload, want, n) != 0) {
+        c->wrong++;
+    }
+}
+
+/* With compress: zstd, the first DICT_SAMPLES payloads make a dictionary, stored in dicts, and
+ * the payloads after them are compressed with it (codec 1 + its id), smaller than without; each
+ * reads back byte for byte (load, dlq show), after a reopen with compression on (the same
+ * dictionary is taken back, none is made again) or off. */
+static void test_compression_dictionary(void)
+{
+    px_spool_options zopt = {.durability = PX_DURABILITY_NORMAL, .compress = PX_COMPRESS_ZSTD};
+    fixture f;
+    PX_ASSERT_INT_EQ(fx_init(&f, &zopt), 0);
+    enum { N = DICT_SAMPLES + 40 };
+    static results r;
+    memset(&r, 0, sizeof(r));
+    static put_ctx c[N + 1];
+    int64_t last_id = 0;
+    for (int i = 0; i <= N; i++) {
+        char evid[16], p[512];
+        snprintf(evid, sizeof(evid), "d%d", i);
+        size_t n = shaped_payload(i, p, sizeof(p));
+        c[i] = (put_ctx){&r, i};
+        last_id = put_payload(&f, evid, p, n, &r, &c[i]);
+        PX_ASSERT(last_id > 0);
+        if (i == N - 1) {
+            fx_close_spool(&f); /* the last one after a reopen */
+            PX_ASSERT_INT_EQ(fx_open(&f, &zopt), 0);
+        }
+    }
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT count(*) FROM dicts"), 1);
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT count(*) FROM events WHERE codec = 1"),
+                     DICT_SAMPLES);
+    PX_ASSERT_INT_EQ(count_rows(f.s, "SELECT count(*) FROM events WHERE codec = 2"),
+                     N + 1 - DICT_SAMPLES);
+    int64_t plain = count_rows(f.s, "SELECT avg(length(payload)) FROM events WHERE codec = 1");
+    int64_t with_dict = count_rows(f.s, "SELECT avg(length(payload)) FROM events WHERE codec = 2");
+    PX_ASSERT(with_dict * 2 < plain);
+    static shaped_check sc;
+    memset(&sc, 0, sizeof(sc));
+    PX_ASSERT_INT_EQ(px_spool_load(f.s, "z", 0, N + 10, on_load_shaped, &sc), N + 1);
+    PX_ASSERT_INT_EQ(sc.n, N + 1);
+    PX_ASSERT_INT_EQ(sc.wrong, 0);
+    fx_close_spool(&f);
+
+    PX_ASSERT_INT_EQ(fx_open(&f, NULL), 0); /* compression off now */
+    memset(&sc, 0, sizeof(sc));
+    PX_ASSERT_INT_EQ(px_spool_load(f.s, "z", 0, N + 10, on_load_shaped, &sc), N + 1);
+    PX_ASSERT_INT_EQ(sc.wrong, 0);
+    px_spool_mark_dead(f.s, last_id, 1, "no");
+    json_t *shown = NULL;
+    PX_ASSERT_INT_EQ(px_spool_dlq_show(f.s, last_id, &shown), 0);
+    char p[512];
+    json_t *want = json_loadb(p, shaped_payload(N, p, sizeof(p)), 0, NULL);
+    PX_ASSERT(want != NULL);
+    PX_ASSERT(json_equal(json_object_get(shown, "payload"), want));
+    json_decref(want);
+    json_decref(shown);
+    PX_ASSERT_INT_EQ(fx_done(&f), 0);
+}
+
 /* A database of schema 3 (4 KiB pages, no codec column) opens with its pending event, which
  * reads back as it was; it keeps its page size; new rows in it may be compressed. A new database
  * gets 16 KiB pages. */
@@ -1703,4 +1786,5 @@ PX_TEST_MAIN(PX_TEST(test_put_and_load), PX_TEST(test_mark_done),
              PX_TEST(test_open_errors), PX_TEST(test_note_crash),
              PX_TEST(test_pending_accessor), PX_TEST(test_wal_bounded),
              PX_TEST(test_dead_letter_ids), PX_TEST(test_dead_letter_ids_migrated),
-             PX_TEST(test_compressed_payloads), PX_TEST(test_schema3_migrated))
+             PX_TEST(test_compressed_payloads),
+             PX_TEST(test_compression_dictionary), PX_TEST(test_schema3_migrated))
