@@ -2,9 +2,10 @@
  * text of `payload_file` (as a queue consumer parses every message it receives), keeping at most
  * `window` emits waiting for their persisted callback. A refused emit (back-pressure) is emitted
  * again later. Logs "bench source start mono_ns=..." at the first emit and "bench source done
- * acked=... refused=... mono_ns=..." once every event is persisted. With `vary_digits`, each event
- * gets its own digits (all but the first of each run of digits are drawn anew), so ids, numbers
- * and dates differ from event to event as in real traffic, and the JSON stays valid. */
+ * acked=... refused=... mono_ns=..." once every event is persisted. With `as_text`, the text is
+ * handed to the host unparsed (event_create_text, as the webhook does). With `vary_digits`, each
+ * event gets its own digits (all but the first of each run of digits are drawn anew), so ids,
+ * numbers and dates differ from event to event as in real traffic, and the JSON stays valid. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +20,7 @@ typedef struct bsrc {
     px_plugin_ctx *ctx;
     char *text, *varied;
     size_t len;
-    int vary;
+    int vary, as_text;
     uint64_t rng;
     const char *type;
     int64_t count, window, emitted, acked, refused, outstanding;
@@ -32,6 +33,7 @@ static const px_option options[] = {
     {"count", PX_OPT_INT, 0, "200000", "events to emit"},
     {"window", PX_OPT_INT, 0, "2048", "emits waiting for their persisted callback at most"},
     {"type", PX_OPT_STRING, 0, "bench.event", "event type"},
+    {"as_text", PX_OPT_BOOL, 0, "false", "hand the host the text (event_create_text), unparsed"},
     {"vary_digits", PX_OPT_BOOL, 0, "false", "draw each event's digits anew (not the first of a run)"},
     {NULL, 0, 0, NULL, NULL},
 };
@@ -83,8 +85,9 @@ static void on_tick(void *arg)
     while (!s->stopped && s->emitted < s->count && s->outstanding < s->window) {
         json_error_t err;
         const char *text = next_text(s);
-        json_t *p = json_loadb(text, s->len, 0, &err);
-        if (!p) {
+        int as_text = s->as_text && PX_HAS(px_host_api, host, event_create_text);
+        json_t *p = as_text ? NULL : json_loadb(text, s->len, 0, &err);
+        if (!as_text && !p) {
             host->log(s->ctx, PX_LOG_ERROR, "payload does not parse: %s", err.text);
             s->stopped = 1;
             return;
@@ -93,9 +96,14 @@ static void on_tick(void *arg)
             s->started = 1;
             host->log(s->ctx, PX_LOG_INFO, "bench source start mono_ns=%lld", mono_ns());
         }
-        px_event *ev = host->event_create(s->ctx, s->type, p);
-        if (ev) {
-            host->event_set_raw(ev, text, s->len);
+        px_event *ev;
+        if (as_text) {
+            ev = host->event_create_text(s->ctx, s->type, text, s->len, 0, &err);
+        } else {
+            ev = host->event_create(s->ctx, s->type, p);
+            if (ev) {
+                host->event_set_raw(ev, text, s->len);
+            }
         }
         if (!ev || host->emit(s->ctx, ev, on_persisted, s) < 0) {
             s->refused++;
@@ -126,6 +134,7 @@ static int src_init(px_plugin_ctx *ctx, const json_t *cfg, void **state)
     s->window = json_integer_value(json_object_get(cfg, "window"));
     s->type = strdup(json_string_value(json_object_get(cfg, "type")));
     s->vary = json_is_true(json_object_get(cfg, "vary_digits"));
+    s->as_text = json_is_true(json_object_get(cfg, "as_text"));
     s->varied = malloc(s->len + 1);
     s->rng = 0x9e3779b97f4a7c15ull;
     *state = s;

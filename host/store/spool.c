@@ -1235,6 +1235,7 @@ static void merge_recent(px_spool *s)
     if (!merge || !clear || exec_sql(s->wdb, "BEGIN IMMEDIATE", NULL, 0) != SQLITE_OK) {
         return;
     }
+    uint64_t t0 = mono_ms();
     sqlite3_bind_int64(merge, 1, px_now_ms());
     int rc = step_done(merge);
     if (rc == SQLITE_OK) {
@@ -1250,6 +1251,8 @@ static void merge_recent(px_spool *s)
         }
         return;
     }
+    PX_LOG_DEBUG(LOG_MOD, "dedupe keys merged n=%zu ms=%llu", px_keyset_count(s->recent),
+                 (unsigned long long)(mono_ms() - t0));
     px_keyset_clear(s->recent);
 }
 
