@@ -3,6 +3,7 @@
 #include "event.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -224,28 +225,87 @@ char *px_event_hints_json(const px_event *ev)
         !ev->fail_on_timeout) {
         return NULL;
     }
-    json_t *h = json_object();
+    /* written as json_dumps(JSON_COMPACT) writes the object, keys in this order */
+    size_t cap = 160 + ev->nbackoff * 12, n = 0;
+    char *s = px_xmalloc(cap);
+    const char *sep = "{";
     if (ev->max_attempts) {
-        json_object_set_new(h, "max_attempts", json_integer(ev->max_attempts));
+        n += (size_t)snprintf(s + n, cap - n, "%s\"max_attempts\":%u", sep, ev->max_attempts);
+        sep = ",";
     }
     if (ev->timeout_ms) {
-        json_object_set_new(h, "timeout_ms", json_integer(ev->timeout_ms));
+        n += (size_t)snprintf(s + n, cap - n, "%s\"timeout_ms\":%u", sep, ev->timeout_ms);
+        sep = ",";
     }
     if (ev->nbackoff) {
-        json_t *a = json_array();
+        n += (size_t)snprintf(s + n, cap - n, "%s\"backoff_ms\":[", sep);
         for (size_t i = 0; i < ev->nbackoff; i++) {
-            json_array_append_new(a, json_integer(ev->backoff_ms[i]));
+            n += (size_t)snprintf(s + n, cap - n, "%s%u", i ? "," : "", ev->backoff_ms[i]);
         }
-        json_object_set_new(h, "backoff_ms", a);
+        n += (size_t)snprintf(s + n, cap - n, "]");
+        sep = ",";
     }
     if (ev->deadline_ms) {
-        json_object_set_new(h, "deadline_ms", json_integer(ev->deadline_ms));
+        n += (size_t)snprintf(s + n, cap - n, "%s\"deadline_ms\":%lld", sep,
+                              (long long)ev->deadline_ms);
+        sep = ",";
     }
     if (ev->fail_on_timeout) {
-        json_object_set_new(h, "fail_on_timeout", json_true());
+        n += (size_t)snprintf(s + n, cap - n, "%s\"fail_on_timeout\":true", sep);
     }
-    char *s = json_dumps(h, JSON_COMPACT);
-    json_decref(h);
+    snprintf(s + n, cap - n, "}");
+    return s;
+}
+
+/* 1 when json_dumps writes s as it is between its quotes: no quote, backslash or control byte
+ * (jansson's strings are valid UTF-8, written as they are); *len its length. */
+static int plain_string(const char *s, size_t *len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    for (; p[i]; i++) {
+        if (p[i] < 0x20 || p[i] == '"' || p[i] == '\\') {
+            return 0;
+        }
+    }
+    *len = i;
+    return 1;
+}
+
+char *px_event_meta_json(const px_event *ev)
+{
+    if (!ev->meta) {
+        return NULL;
+    }
+    size_t cap = 3, n = 0, klen, vlen;
+    const char *key;
+    json_t *v;
+    json_object_foreach(ev->meta, key, v) {
+        if (!json_is_string(v) || !plain_string(key, &klen) ||
+            !plain_string(json_string_value(v), &vlen) || vlen != json_string_length(v)) {
+            return json_dumps(ev->meta, JSON_COMPACT); /* escapes: jansson writes it */
+        }
+        cap += klen + vlen + 6;
+    }
+    char *s = px_xmalloc(cap);
+    s[n++] = '{';
+    json_object_foreach(ev->meta, key, v) {
+        if (n > 1) {
+            s[n++] = ',';
+        }
+        s[n++] = '"';
+        klen = strlen(key);
+        memcpy(s + n, key, klen);
+        n += klen;
+        memcpy(s + n, "\":\"", 3);
+        n += 3;
+        vlen = json_string_length(v);
+        memcpy(s + n, json_string_value(v), vlen);
+        n += vlen;
+        s[n++] = '"';
+    }
+    s[n++] = '}';
+    s[n] = '\0';
     return s;
 }
 

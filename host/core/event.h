@@ -62,6 +62,9 @@ int px_event_set_meta(px_event *ev, const char *key, const char *value);
  * "deadline_ms":..,"fail_on_timeout":true}, keys present only when set), or NULL
  * when the event has none. Returns a new string (owned by caller; free). */
 char *px_event_hints_json(const px_event *ev);
+/* The metadata as a compact JSON object text, as json_dumps(JSON_COMPACT) writes it, or NULL
+ * when the event has none. Returns a new string (owned by caller; free). */
+char *px_event_meta_json(const px_event *ev);
 /* Applies hints from that text (borrowed) to ev. Unknown keys are ignored. */
 void px_event_hints_parse(px_event *ev, const char *hints_json);
 

@@ -293,7 +293,7 @@ int px_ingest_emit(px_runtime *rt, px_plugin_ctx *gen, px_event *ev, px_persiste
      * parsing it did. Kept in the event, for sinks that write text. */
     size_t payload_len;
     const char *payload = px_event_text(ev, &payload_len);
-    char *meta = ev->meta ? json_dumps(ev->meta, JSON_COMPACT) : NULL;
+    char *meta = px_event_meta_json(ev);
     char *hints = px_event_hints_json(ev);
     px_store_event sev = {
         .id = ev->id, .type = ev->type, .source = ev->source, .dedupe_key = ev->dedupe_key,

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "api.h"
+#include "event.h"
 #include "test.h"
 
 static px_host_api api;
@@ -92,12 +93,83 @@ static void test_context_calls_refuse_null(void)
     api.set_error(NULL, "no context %d", 1); /* logged, nothing kept */
 }
 
+/* The metadata and hints texts the spool stores are what json_dumps(JSON_COMPACT) writes for the
+ * same objects: plain strings written directly, anything else through jansson. */
+static void test_meta_and_hints_text(void)
+{
+    static const char *const metas[][2] = {
+        {"MessageId", "0a1b2c3d-4e5f"}, {"x-header", "v a l u e / 1"}, {"utf8", "ma\xc3\xb1" "ana"},
+        {"quote", "say \"hi\""}, {"back", "a\\b"}, {"ctl", "tab\there"}, {"", ""},
+        {"del", "\x7f"}, {"nl", "line\n"},
+    };
+    size_t nm = sizeof(metas) / sizeof(metas[0]);
+    for (size_t upto = 0; upto <= nm; upto++) { /* 0..all of them, the odd ones joining late */
+        px_event *ev = px_event_create("src", "t.x", json_object());
+        for (size_t i = 0; i < upto; i++) {
+            PX_ASSERT_INT_EQ(px_event_set_meta(ev, metas[i][0], metas[i][1]), 0);
+        }
+        char *got = px_event_meta_json(ev);
+        char *want = upto ? json_dumps(ev->meta, JSON_COMPACT) : NULL;
+        PX_ASSERT((got == NULL) == (want == NULL));
+        if (want) {
+            PX_ASSERT_STR_EQ(got, want);
+        }
+        free(got);
+        free(want);
+        px_event_unref(ev);
+    }
+
+    px_event *ev = px_event_create("src", "t.x", json_object());
+    PX_ASSERT(px_event_hints_json(ev) == NULL);
+    for (int step = 0; step < 6; step++) {
+        switch (step) {
+        case 0: ev->fail_on_timeout = 1; break;
+        case 1: ev->deadline_ms = 1700000000123; break;
+        case 2: ev->max_attempts = 4294967295u; break;
+        case 3: ev->timeout_ms = 60000; break;
+        case 4:
+            ev->backoff_ms = calloc(3, sizeof(uint32_t));
+            ev->backoff_ms[0] = 1;
+            ev->backoff_ms[1] = 4294967295u;
+            ev->nbackoff = 3;
+            break;
+        default: ev->fail_on_timeout = 0; break;
+        }
+        json_t *h = json_object();
+        if (ev->max_attempts) {
+            json_object_set_new(h, "max_attempts", json_integer(ev->max_attempts));
+        }
+        if (ev->timeout_ms) {
+            json_object_set_new(h, "timeout_ms", json_integer(ev->timeout_ms));
+        }
+        if (ev->nbackoff) {
+            json_t *a = json_array();
+            for (size_t i = 0; i < ev->nbackoff; i++) {
+                json_array_append_new(a, json_integer(ev->backoff_ms[i]));
+            }
+            json_object_set_new(h, "backoff_ms", a);
+        }
+        if (ev->deadline_ms) {
+            json_object_set_new(h, "deadline_ms", json_integer(ev->deadline_ms));
+        }
+        if (ev->fail_on_timeout) {
+            json_object_set_new(h, "fail_on_timeout", json_true());
+        }
+        char *want = json_dumps(h, JSON_COMPACT), *got = px_event_hints_json(ev);
+        PX_ASSERT_STR_EQ(got, want);
+        free(want);
+        free(got);
+        json_decref(h);
+    }
+    px_event_unref(ev);
+}
+
 int main(int argc, char **argv)
 {
     px_api_init(&api);
     static const px_test_case cases[] = {
         PX_TEST(test_table_is_1_2), PX_TEST(test_sha256_and_hmac_vectors),
         PX_TEST(test_ct_equal), PX_TEST(test_retry_after_both_forms),
-        PX_TEST(test_context_calls_refuse_null)};
+        PX_TEST(test_context_calls_refuse_null), PX_TEST(test_meta_and_hints_text)};
     return px_test_run(cases, sizeof(cases) / sizeof(cases[0]), argc, argv);
 }
