@@ -780,6 +780,28 @@ static void test_dedupe_keys_merged(void)
     PX_ASSERT_INT_EQ(fx_done(&f), 0);
 }
 
+/* Puts events fine1, poison (refused by a trigger) and fine2 from `source` in one batch, with
+ * dedupe keys keys[i] (keys may be NULL), and waits for their three results in r. */
+static int put_poisoned_batch(fixture *f, const char *source, const char *const *keys, results *r)
+{
+    if (px__spool_exec(f->s, "CREATE TEMP TRIGGER poison BEFORE INSERT ON events "
+                             "WHEN NEW.id = 'poison' BEGIN SELECT RAISE(ABORT, 'poison'); END")) {
+        return -1;
+    }
+    memset(r, 0, sizeof(*r));
+    static put_ctx c[3];
+    const char *ids[3] = {"fine1", "poison", "fine2"};
+    for (int i = 0; i < 3; i++) {
+        c[i] = (put_ctx){r, i};
+        px_spool_event ev = mk_event(ids[i], source, keys ? keys[i] : NULL, "{}");
+        px_spool_row row = mk_row("a", NULL);
+        if (px_spool_put(f->s, &ev, &row, 1, on_put, &c[i]) != 0) {
+            return -1;
+        }
+    }
+    return spin_until(f, &r->n, 3) ? 0 : -1;
+}
+
 /* A batch rolled back forgets the keys it set: the operations run again find them new, and the
  * failed one's key stays free. */
 static void test_dedupe_keys_rolled_back(void)
@@ -787,20 +809,9 @@ static void test_dedupe_keys_rolled_back(void)
     fixture f;
     px_spool_options opt = {.durability = PX_DURABILITY_NORMAL, .dedupe_window_ms = 60000};
     PX_ASSERT_INT_EQ(fx_init(&f, &opt), 0);
-    PX_ASSERT_INT_EQ(px__spool_exec(f.s, "CREATE TEMP TRIGGER poison BEFORE INSERT ON events "
-                                         "WHEN NEW.id = 'poison' BEGIN "
-                                         "SELECT RAISE(ABORT, 'poison'); END"),
-                     0);
     static results r;
-    memset(&r, 0, sizeof(r));
-    put_ctx c[3] = {{&r, 0}, {&r, 1}, {&r, 2}};
-    const char *ids[3] = {"fine1", "poison", "fine2"}, *keys[3] = {"ka", "kb", "kc"};
-    for (int i = 0; i < 3; i++) { /* one batch */
-        px_spool_event ev = mk_event(ids[i], "s1", keys[i], "{}");
-        px_spool_row row = mk_row("a", NULL);
-        PX_ASSERT_INT_EQ(px_spool_put(f.s, &ev, &row, 1, on_put, &c[i]), 0);
-    }
-    PX_ASSERT(spin_until(&f, &r.n, 3));
+    const char *keys[3] = {"ka", "kb", "kc"};
+    PX_ASSERT_INT_EQ(put_poisoned_batch(&f, "s1", keys, &r), 0);
     PX_ASSERT_INT_EQ(r.status[0], PX_SPOOL_STORED);
     PX_ASSERT_INT_EQ(r.status[1], PX_ESPOOL);
     PX_ASSERT_INT_EQ(r.status[2], PX_SPOOL_STORED);
@@ -1142,20 +1153,8 @@ static void test_bad_operation_isolated(void)
 {
     fixture f;
     PX_ASSERT_INT_EQ(fx_init(&f, NULL), 0);
-    PX_ASSERT_INT_EQ(px__spool_exec(f.s, "CREATE TEMP TRIGGER poison BEFORE INSERT ON events "
-                                         "WHEN NEW.id = 'poison' BEGIN "
-                                         "SELECT RAISE(ABORT, 'poison'); END"),
-                     0);
     static results r;
-    memset(&r, 0, sizeof(r));
-    put_ctx c[3] = {{&r, 0}, {&r, 1}, {&r, 2}};
-    const char *ids[3] = {"fine1", "poison", "fine2"};
-    for (int i = 0; i < 3; i++) {
-        px_spool_event ev = mk_event(ids[i], "src", NULL, "{}");
-        px_spool_row row = mk_row("a", NULL);
-        PX_ASSERT_INT_EQ(px_spool_put(f.s, &ev, &row, 1, on_put, &c[i]), 0);
-    }
-    PX_ASSERT(spin_until(&f, &r.n, 3));
+    PX_ASSERT_INT_EQ(put_poisoned_batch(&f, "src", NULL, &r), 0);
     PX_ASSERT_INT_EQ(r.status[0], PX_SPOOL_STORED);
     PX_ASSERT_INT_EQ(r.status[1], PX_ESPOOL);
     PX_ASSERT_INT_EQ(r.status[2], PX_SPOOL_STORED);
