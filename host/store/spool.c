@@ -1000,12 +1000,14 @@ static int writes_nothing(const px_spool *s, const op *first, const op *end)
     return 1;
 }
 
-/* Runs ops [first, end) in one transaction (none when they write nothing). Returns SQLITE_OK when committed; otherwise rolled
- * back, with *bad the op that failed (NULL when BEGIN/COMMIT failed). */
-static int run_txn(px_spool *s, op *first, op *end, sink_counts *delta, op **bad)
+/* Runs ops [first, end) in one transaction (none when they write nothing; *wrote says which).
+ * Returns SQLITE_OK when committed; otherwise rolled back, with *bad the op that failed (NULL when
+ * BEGIN/COMMIT failed). */
+static int run_txn(px_spool *s, op *first, op *end, sink_counts *delta, op **bad, int *wrote)
 {
     int64_t hwm = 0;
     *bad = NULL;
+    *wrote = 0;
     counts_clear(delta);
     if (writes_nothing(s, first, end)) {
         for (op *o = first; o != end; o = o->next) {
@@ -1042,6 +1044,7 @@ static int run_txn(px_spool *s, op *first, op *end, sink_counts *delta, op **bad
         goto fail;
     }
     px_keyset_commit(s->recent);
+    *wrote = 1;
     if (reserve > 0) {
         s->hwm_stored = reserve;
     }
@@ -1095,14 +1098,15 @@ static void process_batch(px_spool *s, op *batch, size_t nops, sink_counts *delt
     struct timespec ta, tb;
     clock_gettime(CLOCK_MONOTONIC, &ta);
     op *bad = NULL;
-    int rc = run_txn(s, batch, NULL, delta, &bad);
+    int wrote;
+    int rc = run_txn(s, batch, NULL, delta, &bad, &wrote);
     /* a bad operation (constraint, too big...) fails alone and the rest is run again; each round
      * takes one operation out, so this ends */
     while (rc != SQLITE_OK && !is_transient(rc) && bad) {
         PX_LOG_ERR(LOG_MOD, "operation failed kind=%d err=%s", bad->kind, sqlite3_errstr(rc));
         bad->status = PX_ESPOOL;
         bad->kind = -bad->kind; /* skipped by run_op */
-        rc = run_txn(s, batch, NULL, delta, &bad);
+        rc = run_txn(s, batch, NULL, delta, &bad, &wrote);
     }
     clock_gettime(CLOCK_MONOTONIC, &tb);
     double ms = (double)(tb.tv_sec - ta.tv_sec) * 1e3 + (double)(tb.tv_nsec - ta.tv_nsec) / 1e6;
@@ -1116,7 +1120,7 @@ static void process_batch(px_spool *s, op *batch, size_t nops, sink_counts *delt
         for (size_t i = 0; i < delta->n; i++) {
             counts_add(&s->pending, delta->v[i].sink, delta->v[i].n);
         }
-        s->st.commits++;
+        s->st.commits += (uint64_t)wrote; /* a batch that wrote nothing committed nothing */
         s->st.rows_committed += nops;
         s->st.last_batch = nops;
         if (nops > s->st.max_batch) {
