@@ -70,32 +70,9 @@ static void on_poll(uv_timer_t *t)
     }
 }
 
-/* The config of one testsource emitting EVENTS events to one testsink, in dir. */
-static char *config_text(const char *dir)
-{
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    fprintf(f,
-            "version: 1\n"
-            "host:\n"
-            "  data_dir: %s\n"
-            "  plugin_path: %s\n"
-            "  http: { listen: null }\n"
-            "  admin: { listen: \"\", token: \"\" }\n"
-            "plugins:\n"
-            "  src: { plugin: testsource, config: { count: %d, ack_file: %s/acks } }\n"
-            "  out: { plugin: testsink, config: { file: %s/out.jsonl } }\n"
-            "pipelines:\n"
-            "  - { name: p, from: src, to: { sink: out } }\n",
-            dir, PX_TEST_PLUGIN_DIR, EVENTS, dir, dir);
-    fclose(f);
-    return text;
-}
-
-/* Parses a config named `name` whose host block is data_dir `dir` with no HTTP and no admin
- * listener, followed by `rest` (plugins and pipelines). NULL, with the error printed, on
- * failure. */
+/* Parses a config named `name` whose host block is data_dir `dir` with the test plugins' folder
+ * and no HTTP and no admin listener, followed by `rest` (plugins and pipelines). NULL, with the
+ * error printed, on failure. */
 static px_config *host_config(const char *name, const char *dir, const char *rest)
 {
     char *text = NULL;
@@ -103,9 +80,10 @@ static px_config *host_config(const char *name, const char *dir, const char *res
     FILE *f = open_memstream(&text, &len);
     fprintf(f,
             "version: 1\n"
-            "host: { data_dir: %s, http: { listen: null }, admin: { listen: \"\", token: \"\" } }\n"
+            "host: { data_dir: %s, plugin_path: %s, http: { listen: null },\n"
+            "        admin: { listen: \"\", token: \"\" } }\n"
             "%s",
-            dir, rest);
+            dir, PX_TEST_PLUGIN_DIR, rest);
     fclose(f);
     char err[512] = "";
     px_config *cfg = NULL;
@@ -121,15 +99,19 @@ static void test_runtime_on_memory_store(void)
 {
     char dir[64] = "/tmp/px_runtime_XXXXXX";
     PX_ASSERT(mkdtemp(dir) != NULL);
-    char *text = config_text(dir);
+    /* one testsource emitting EVENTS events to one testsink */
+    char rest[512];
+    snprintf(rest, sizeof(rest),
+             "plugins:\n"
+             "  src: { plugin: testsource, config: { count: %d, ack_file: %s/acks } }\n"
+             "  out: { plugin: testsink, config: { file: %s/out.jsonl } }\n"
+             "pipelines:\n"
+             "  - { name: p, from: src, to: { sink: out } }\n",
+             EVENTS, dir, dir);
+    px_config *cfg = host_config("test.yaml", dir, rest);
+    PX_ASSERT(cfg != NULL);
     char err[512] = "";
-    px_config *cfg = NULL;
-    int rc = px_config_parse("test.yaml", text, strlen(text), &cfg, err, sizeof(err));
-    free(text);
-    if (rc != 0) {
-        fprintf(stderr, "  %s\n", err);
-    }
-    PX_ASSERT_INT_EQ(rc, 0);
+    int rc;
 
     uv_loop_t loop;
     uv_loop_init(&loop);
