@@ -224,7 +224,7 @@ struct px_spool {
     int64_t cdict_id;
     int dict_tried;
     char *samples;
-    size_t samples_len, nsamples, sample_sizes[DICT_SAMPLES];
+    size_t samples_len, samples_cap, nsamples, sample_sizes[DICT_SAMPLES];
     /* the loop thread's: a compressed payload read back, valid until the next row, and the
      * dictionary of the last row that had one */
     ZSTD_DCtx *zd;
@@ -531,7 +531,10 @@ static void keep_sample(px_spool *s, const char *p, size_t n)
     if (s->dict_tried || s->nsamples == DICT_SAMPLES) {
         return;
     }
-    s->samples = px_xrealloc(s->samples, s->samples_len + n);
+    if (s->samples_len + n > s->samples_cap) {
+        s->samples_cap = 2 * (s->samples_len + n);
+        s->samples = px_xrealloc(s->samples, s->samples_cap);
+    }
     memcpy(s->samples + s->samples_len, p, n);
     s->samples_len += n;
     s->sample_sizes[s->nsamples++] = n;
@@ -590,6 +593,7 @@ static void make_dict(px_spool *s)
     }
     free(s->samples);
     s->samples = NULL;
+    s->samples_len = s->samples_cap = 0;
     sqlite3_stmt *st = NULL;
     int rc = exec_sql(s->wdb, "BEGIN IMMEDIATE", NULL, 0);
     if (rc == SQLITE_OK) {
