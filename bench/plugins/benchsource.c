@@ -34,7 +34,8 @@ static const px_option options[] = {
     {"window", PX_OPT_INT, 0, "2048", "emits waiting for their persisted callback at most"},
     {"type", PX_OPT_STRING, 0, "bench.event", "event type"},
     {"as_text", PX_OPT_BOOL, 0, "false", "hand the host the text (event_create_text), unparsed"},
-    {"vary_digits", PX_OPT_BOOL, 0, "false", "draw each event's digits anew (not the first of a run)"},
+    {"vary_digits", PX_OPT_BOOL, 0, "false",
+     "draw each event's digits anew (not the first of a run)"},
     {NULL, 0, 0, NULL, NULL},
 };
 
