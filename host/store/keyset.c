@@ -131,14 +131,19 @@ void px_keyset_free(px_keyset *ks)
     free(ks);
 }
 
-/* The slot holding the entry (hash, text of tlen bytes), or the free slot where it would go. */
-static slot *find(const px_keyset *ks, uint64_t hash, const char *text, size_t tlen)
+/* The slot holding (source, key) of hash `hash`, or the free slot where it would go. */
+static slot *find(const px_keyset *ks, uint64_t hash, const char *source, size_t slen,
+                  const char *key, size_t klen)
 {
     size_t mask = ks->cap - 1;
     for (size_t i = hash & mask;; i = (i + 1) & mask) {
         slot *sl = &ks->slots[i];
-        if (sl->len == 0 ||
-            (sl->hash == hash && sl->len == tlen && !memcmp(ks->arena + sl->off, text, tlen))) {
+        if (sl->len == 0) {
+            return sl;
+        }
+        const char *t = ks->arena + sl->off;
+        if (sl->hash == hash && sl->len == slen + 1 + klen && !memcmp(t, source, slen + 1) &&
+            !memcmp(t + slen + 1, key, klen)) {
             return sl;
         }
     }
@@ -173,24 +178,10 @@ static void grow(px_keyset *ks)
     free(old);
 }
 
-/* "source\0key" for a lookup: in buf when it fits, else allocated (*heap, to free). */
-static const char *pair_text(const char *source, size_t slen, const char *key, size_t klen,
-                             char *buf, size_t buflen, char **heap)
-{
-    size_t n = slen + 1 + klen;
-    char *t = n <= buflen ? buf : (*heap = px_xmalloc(n));
-    memcpy(t, source, slen + 1);
-    memcpy(t + slen + 1, key, klen);
-    return t;
-}
-
 int px_keyset_get(const px_keyset *ks, const char *source, const char *key, int64_t *expires_ms)
 {
     size_t slen = strlen(source), klen = strlen(key);
-    char buf[256], *heap = NULL;
-    const char *text = pair_text(source, slen, key, klen, buf, sizeof(buf), &heap);
-    const slot *sl = find(ks, hash_pair(ks, source, slen, key, klen), text, slen + 1 + klen);
-    free(heap);
+    const slot *sl = find(ks, hash_pair(ks, source, slen, key, klen), source, slen, key, klen);
     if (sl->len == 0 || sl->expires == ABSENT) {
         return 0;
     }
@@ -205,19 +196,17 @@ void px_keyset_set(px_keyset *ks, const char *source, const char *key, int64_t e
         grow(ks);
     }
     uint64_t hash = hash_pair(ks, source, slen, key, klen);
-    if (ks->alen + tlen > ks->acap) {
-        ks->acap = ks->acap ? ks->acap * 2 : 64 * 1024;
-        while (ks->acap < ks->alen + tlen) {
-            ks->acap *= 2;
+    slot *sl = find(ks, hash, source, slen, key, klen);
+    if (sl->len == 0) { /* new: its text goes to the arena's end */
+        if (ks->alen + tlen > ks->acap) {
+            ks->acap = ks->acap ? ks->acap * 2 : 64 * 1024;
+            while (ks->acap < ks->alen + tlen) {
+                ks->acap *= 2;
+            }
+            ks->arena = px_xrealloc(ks->arena, ks->acap);
         }
-        ks->arena = px_xrealloc(ks->arena, ks->acap);
-    }
-    /* the text goes to the arena's end first; it stays there only for a new entry */
-    char *text = ks->arena + ks->alen;
-    memcpy(text, source, slen + 1);
-    memcpy(text + slen + 1, key, klen);
-    slot *sl = find(ks, hash, text, tlen);
-    if (sl->len == 0) {
+        memcpy(ks->arena + ks->alen, source, slen + 1);
+        memcpy(ks->arena + ks->alen + slen + 1, key, klen);
         *sl = (slot){.hash = hash, .off = (uint32_t)ks->alen, .len = (uint32_t)tlen,
                      .expires = ABSENT};
         ks->alen += tlen;
